@@ -1,0 +1,155 @@
+//! The record a hook writes to the ring buffer for every deny and would-deny.
+
+/// Which hook produced an event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    Connect4 = 1,
+    Connect6 = 2,
+    Sendmsg4 = 3,
+    Sendmsg6 = 4,
+    SockCreate = 5,
+    SocketLsm = 6,
+}
+
+impl Hook {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Connect4,
+            2 => Self::Connect6,
+            3 => Self::Sendmsg4,
+            4 => Self::Sendmsg6,
+            5 => Self::SockCreate,
+            6 => Self::SocketLsm,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Connect4 => "connect4",
+            Self::Connect6 => "connect6",
+            Self::Sendmsg4 => "sendmsg4",
+            Self::Sendmsg6 => "sendmsg6",
+            Self::SockCreate => "sock_create",
+            Self::SocketLsm => "socket_create",
+        }
+    }
+}
+
+/// What the kernel did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow = 0,
+    Deny = 1,
+    /// Audit (shadow) mode: the policy would deny, the kernel allowed.
+    Audit = 2,
+}
+
+impl Verdict {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Allow,
+            1 => Self::Deny,
+            2 => Self::Audit,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the kernel decided as it did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    AllowRule = 0,
+    /// No allow rule matched.
+    DefaultDeny = 1,
+    /// A deny rule matched (deny wins over allow).
+    DenyRule = 2,
+    /// The identity's kill switch is on.
+    KillSwitch = 3,
+    /// The process is enrolled but the active policy does not define its
+    /// identity.
+    UnknownIdentity = 4,
+    /// A socket type enrolled processes may not create (raw, packet, ICMP…).
+    SocketType = 5,
+}
+
+impl Reason {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::AllowRule,
+            1 => Self::DefaultDeny,
+            2 => Self::DenyRule,
+            3 => Self::KillSwitch,
+            4 => Self::UnknownIdentity,
+            5 => Self::SocketType,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::AllowRule => "allow-rule",
+            Self::DefaultDeny => "default-deny",
+            Self::DenyRule => "deny-rule",
+            Self::KillSwitch => "kill-switch",
+            Self::UnknownIdentity => "identity-not-in-policy",
+            Self::SocketType => "socket-type-refused",
+        }
+    }
+}
+
+/// One kernel decision worth recording.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    /// `bpf_ktime_get_boot_ns()` at the decision.
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub uid: u32,
+    pub identity: u32,
+    /// Policy generation that decided (full counter, not just the slot).
+    pub generation: u32,
+    /// Rule index in that generation, or `NO_RULE`.
+    pub rule: u32,
+    /// Destination, normalised (see `NormAddr`); zero for socket events.
+    pub addr: [u8; 16],
+    /// Destination port in host order.
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6` after normalisation; the socket family for
+    /// socket-creation events.
+    pub family: u16,
+    pub protocol: u16,
+    /// Socket type (`SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_RAW`…).
+    pub sock_type: u8,
+    pub hook: u8,
+    pub verdict: u8,
+    pub reason: u8,
+    pub _pad: [u8; 6],
+    pub comm: [u8; 16],
+}
+const _: () = assert!(size_of::<Event>() == 88);
+
+/// Cgroup lifecycle notifications (from the `cgroup_mkdir`/`cgroup_rmdir`
+/// tracepoints) so the daemon can enrol cgroups that appear after it started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupEvent {
+    pub id: u64,
+    /// Hierarchy id (only the cgroup v2 hierarchy matters).
+    pub root: i32,
+    pub level: i32,
+    /// 1 = created, 2 = removed.
+    pub kind: u32,
+    pub _pad: u32,
+    /// Path relative to the hierarchy root, NUL-terminated.
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+pub const CGROUP_PATH_MAX: usize = 480;
+pub const CGROUP_CREATED: u32 = 1;
+pub const CGROUP_REMOVED: u32 = 2;
+const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);

@@ -1,0 +1,108 @@
+//! Recording decisions: per-identity counters always, a ring-buffer event for
+//! every deny and would-deny. A full ring buffer never changes a verdict; the
+//! loss is counted in `EVENTS_LOST` for the daemon to report.
+
+use agent_common::{Event, Hook, NO_RULE, Reason, Verdict};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+};
+
+use crate::{
+    maps::{EVENTS, EVENTS_LOST, VERDICTS},
+    policy::Generation,
+};
+
+/// What was decided about what.
+pub struct Decision {
+    pub hook: Hook,
+    pub identity: u32,
+    pub generation: Generation,
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub rule: u32,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub sock_type: u8,
+}
+
+impl Decision {
+    pub const fn socket(
+        hook: Hook,
+        identity: u32,
+        generation: Generation,
+        family: u16,
+        protocol: u16,
+        sock_type: u8,
+    ) -> Self {
+        Self {
+            hook,
+            identity,
+            generation,
+            verdict: Verdict::Deny,
+            reason: Reason::SocketType,
+            rule: NO_RULE,
+            addr: [0; 16],
+            port: 0,
+            family,
+            protocol,
+            sock_type,
+        }
+    }
+}
+
+#[inline(always)]
+pub fn record(d: &Decision) {
+    count(d.identity, d.verdict);
+    if d.verdict == Verdict::Allow {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+            unsafe { *lost += 1 };
+        }
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    entry.write(Event {
+        // SAFETY: plain helper calls.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        identity: d.identity,
+        generation: d.generation.number,
+        rule: d.rule,
+        addr: d.addr,
+        port: d.port,
+        family: d.family,
+        protocol: d.protocol,
+        sock_type: d.sock_type,
+        hook: d.hook as u8,
+        verdict: d.verdict as u8,
+        reason: d.reason as u8,
+        _pad: [0; 6],
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn count(identity: u32, verdict: Verdict) {
+    let Some(c) = VERDICTS.get_ptr_mut(identity) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe {
+        match verdict {
+            Verdict::Allow => (*c).allowed += 1,
+            Verdict::Deny => (*c).denied += 1,
+            Verdict::Audit => (*c).audited += 1,
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Palisade's eBPF programs. Each hook lives in its own file and is a thin
+//! wrapper; the shared steps (who is calling, what the policy says, what to
+//! record) live in `identity`, `policy` and `emit`.
+#![no_std]
+#![no_main]
+
+mod cgroup_mkdir;
+mod connect4;
+mod connect6;
+mod emit;
+mod identity;
+mod maps;
+mod policy;
+mod sendmsg4;
+mod sendmsg6;
+mod sock_addr;
+mod sock_create;
+mod socket_lsm;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible: LSM programs and bpf_probe_read_kernel_str require it.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,61 @@
+//! Every map the programs use. The daemon pins them all under its bpffs
+//! directory (by these names) so enforcement outlives the daemon.
+
+use agent_common::{
+    IdentityConfig, IdentityState, LpmData, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
+    VerdictCounters,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+};
+
+/// cgroup id → identity index, for cgroups enrolled by the daemon.
+#[map]
+pub static CGROUP_IDENT: HashMap<u64, u32> = HashMap::with_max_entries(65536, 0);
+
+/// The active policy generation (slot = generation & 1). One store flips it.
+#[map]
+pub static ACTIVE_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// [slot * MAX_IDENTITIES + identity] → what that generation says about it.
+#[map]
+pub static IDENT_CFG: Array<IdentityConfig> = Array::with_max_entries(2 * MAX_IDENTITIES, 0);
+
+/// [identity] → kill switch, outside generations.
+#[map]
+pub static IDENT_STATE: Array<IdentityState> = Array::with_max_entries(MAX_IDENTITIES, 0);
+
+/// (slot, family, identity, destination prefix) → port set index, allow rules.
+#[map]
+pub static ALLOW_LPM: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(1 << 20, 0);
+
+/// Same shape as `ALLOW_LPM`, deny rules (they win).
+#[map]
+pub static DENY_LPM: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(1 << 20, 0);
+
+/// Port sets referenced by the tries, [slot * MAX_PORTSETS + i].
+#[map]
+pub static PORTSETS: Array<PortSet> = Array::with_max_entries(2 * MAX_PORTSETS, 0);
+
+/// Deny and would-deny events for the audit pipeline.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Events dropped because `EVENTS` was full.
+#[map]
+pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// [identity] → verdict counters.
+#[map]
+pub static VERDICTS: PerCpuArray<VerdictCounters> = PerCpuArray::with_max_entries(MAX_IDENTITIES, 0);
+
+/// Cgroups created and removed, so new cgroups can be enrolled by selector.
+#[map]
+pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
+
+/// [identity] → identity name (NUL-padded). Programs never read it: it keeps
+/// the daemon's index ↔ name assignment in the kernel, next to the maps that
+/// use the indices, so a restarted daemon reads it back.
+#[map]
+pub static IDENT_NAMES: Array<[u8; 64]> = Array::with_max_entries(MAX_IDENTITIES, 0);

@@ -1,0 +1,97 @@
+//! What the policy says about one destination: deny rules first (they win),
+//! then allow rules, else deny by default.
+
+use agent_common::{
+    IdentityConfig, LpmData, MAX_IDENTITIES, NO_RULE, NormAddr, PORTSET_RANGES, Reason,
+    lpm_scope, maps::LPM_SCOPE_BITS,
+};
+use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
+use aya_log_ebpf::warn;
+
+use crate::maps::{ACTIVE_GEN, ALLOW_LPM, DENY_LPM, IDENT_CFG, IDENT_STATE, PORTSETS};
+
+/// The policy generation every lookup of one decision uses.
+#[derive(Clone, Copy)]
+pub struct Generation {
+    pub number: u32,
+    pub slot: u32,
+}
+
+#[inline(always)]
+pub fn active_generation() -> Generation {
+    let number = ACTIVE_GEN.get(0).copied().unwrap_or(0);
+    Generation {
+        number,
+        slot: number & 1,
+    }
+}
+
+/// The identity's configuration in this generation; `None` when the policy
+/// does not define it (the caller denies).
+#[inline(always)]
+pub fn identity_config(generation: Generation, identity: u32) -> Option<IdentityConfig> {
+    if identity >= MAX_IDENTITIES {
+        return None;
+    }
+    let cfg = IDENT_CFG.get(generation.slot * MAX_IDENTITIES + identity)?;
+    if cfg.defined == 0 { None } else { Some(*cfg) }
+}
+
+#[inline(always)]
+pub fn killed(identity: u32) -> bool {
+    matches!(IDENT_STATE.get(identity), Some(state) if state.killed != 0)
+}
+
+/// Judge a destination. Returns the reason (allow-rule, deny-rule or
+/// default-deny) and the deciding rule index.
+#[inline(always)]
+pub fn judge(
+    ctx: &impl EbpfContext,
+    generation: Generation,
+    identity: u32,
+    addr: &NormAddr,
+    port: u16,
+    proto: u8,
+) -> (Reason, u32) {
+    let key = Key::new(
+        LPM_SCOPE_BITS + addr.max_prefix(),
+        LpmData {
+            scope: lpm_scope(generation.slot, addr.is_v6, identity),
+            addr: addr.bytes,
+        },
+    );
+    if let Some(set) = DENY_LPM.get(&key)
+        && let Some(rule) = match_ports(ctx, *set, port, proto)
+    {
+        return (Reason::DenyRule, rule);
+    }
+    if let Some(set) = ALLOW_LPM.get(&key)
+        && let Some(rule) = match_ports(ctx, *set, port, proto)
+    {
+        return (Reason::AllowRule, rule);
+    }
+    (Reason::DefaultDeny, NO_RULE)
+}
+
+/// The first range of port set `index` that admits (port, proto).
+#[inline(always)]
+fn match_ports(ctx: &impl EbpfContext, index: u32, port: u16, proto: u8) -> Option<u32> {
+    let Some(set) = PORTSETS.get(index) else {
+        // The daemon writes port sets before the entries that use them.
+        warn!(ctx, "palisade: trie entry points at missing port set {}", index);
+        return None;
+    };
+    let len = set.len as usize;
+    let mut i = 0;
+    while i < PORTSET_RANGES {
+        if i >= len {
+            break;
+        }
+        let range = &set.ranges[i];
+        if range.matches(port, proto) {
+            return Some(range.rule);
+        }
+        i += 1;
+    }
+    None
+}

@@ -1,0 +1,69 @@
+//! The decision shared by connect4/6 and sendmsg4/6: who is calling, where
+//! to, and what the active policy generation says.
+
+use agent_common::{AF_INET, AF_INET6, Hook, NO_RULE, NormAddr, Reason, Verdict};
+use aya_ebpf::programs::SockAddrContext;
+
+use crate::{
+    emit::{Decision, record},
+    identity, policy,
+};
+
+/// Return values of cgroup sock_addr programs.
+pub const ALLOW: i32 = 1;
+pub const DENY: i32 = 0;
+
+pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
+    let Some(identity) = identity::enrolled() else {
+        return ALLOW; // not enrolled: never touched
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
+    // the access size the verifier allows for it.
+    let (addr, port, protocol, sock_type) = unsafe {
+        let addr = match hook {
+            Hook::Connect4 | Hook::Sendmsg4 => NormAddr::from_ip4_word((*sa).user_ip4),
+            _ => NormAddr::from_ip6_words([
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ]),
+        };
+        let port = u16::from_be((*sa).user_port as u16);
+        (addr, port, (*sa).protocol, (*sa).type_)
+    };
+
+    let generation = policy::active_generation();
+    let (reason, rule, audit) = if policy::killed(identity) {
+        (Reason::KillSwitch, NO_RULE, false)
+    } else {
+        match policy::identity_config(generation, identity) {
+            None => (Reason::UnknownIdentity, NO_RULE, false),
+            Some(cfg) => {
+                let (reason, rule) =
+                    policy::judge(ctx, generation, identity, &addr, port, protocol as u8);
+                (reason, rule, cfg.audit != 0)
+            }
+        }
+    };
+    let verdict = match reason {
+        Reason::AllowRule => Verdict::Allow,
+        _ if audit => Verdict::Audit,
+        _ => Verdict::Deny,
+    };
+    record(&Decision {
+        hook,
+        identity,
+        generation,
+        verdict,
+        reason,
+        rule,
+        addr: addr.bytes,
+        port,
+        family: if addr.is_v6 { AF_INET6 } else { AF_INET },
+        protocol: protocol as u16,
+        sock_type: sock_type as u8,
+    });
+    if verdict == Verdict::Deny { DENY } else { ALLOW }
+}

@@ -1,0 +1,31 @@
+//! Connecting to the daemon's Unix socket (used by the CLI and tests).
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::proto::palisade_client::PalisadeClient;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the Palisade daemon at {path}: {source} (is `palisade daemon` running?)")]
+pub struct ConnectError {
+    pub path: PathBuf,
+    #[source]
+    pub source: tonic::transport::Error,
+}
+
+pub async fn connect(socket: &Path) -> Result<PalisadeClient<Channel>, ConnectError> {
+    let path = socket.to_path_buf();
+    let for_connector = path.clone();
+    // The URI is required by the API but unused: the connector dials the socket.
+    let channel = Endpoint::from_static("http://palisade.local")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let p = for_connector.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .map_err(|source| ConnectError { path, source })?;
+    Ok(PalisadeClient::new(channel))
+}

@@ -1,0 +1,30 @@
+//! The gRPC API on the daemon's Unix socket: a thin adapter. Each RPC reads
+//! the caller's kernel-attested credentials, calls a `Daemon` operation and
+//! maps its error to a status code in one place (`to_status`).
+
+pub mod client;
+mod server;
+
+pub use server::{PalisadeService, serve};
+
+use tonic::{Code, Status};
+
+use crate::daemon::DaemonError;
+
+/// The one mapping from daemon errors to gRPC status codes.
+pub fn to_status(err: DaemonError) -> Status {
+    let code = match &err {
+        DaemonError::Policy(_) | DaemonError::Tables(_) | DaemonError::InvalidArgument(_) => {
+            Code::InvalidArgument
+        }
+        DaemonError::UnknownIdentity(_) => Code::NotFound,
+        DaemonError::PermissionDenied(_) => Code::PermissionDenied,
+        DaemonError::Unauthenticated(_) => Code::Unauthenticated,
+        DaemonError::Config(_) => Code::FailedPrecondition,
+        DaemonError::Cgroup(_)
+        | DaemonError::Audit(_)
+        | DaemonError::Bpf(_)
+        | DaemonError::Identity(_) => Code::Internal,
+    };
+    Status::new(code, err.to_string())
+}

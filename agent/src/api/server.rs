@@ -1,0 +1,169 @@
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::Arc,
+};
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status, transport::server::UdsConnectInfo};
+
+use super::to_status;
+use crate::{
+    daemon::{Caller, Daemon, DaemonError},
+    proto::{self, palisade_server::PalisadeServer},
+};
+
+pub struct PalisadeService {
+    daemon: Arc<Daemon>,
+}
+
+impl PalisadeService {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        Self { daemon }
+    }
+}
+
+/// The peer's credentials as the kernel reported them when it connected.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let info = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred)
+        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
+    let pid = info
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| Status::unauthenticated("peer pid unknown"))?;
+    Ok(Caller {
+        pid,
+        uid: info.uid(),
+        gid: info.gid(),
+    })
+}
+
+#[tonic::async_trait]
+impl proto::palisade_server::Palisade for PalisadeService {
+    async fn enroll(
+        &self,
+        req: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::EnrollResponse>, Status> {
+        let caller = caller(&req)?;
+        let e = self
+            .daemon
+            .enrol(&caller, &req.get_ref().identity)
+            .map_err(to_status)?;
+        Ok(Response::new(proto::EnrollResponse {
+            identity: e.identity,
+            cgroup: e.cgroup,
+            cgroup_id: e.cgroup_id,
+            policy_version: e.policy_version,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let s = self.daemon.status().map_err(to_status)?;
+        Ok(Response::new(proto::StatusResponse {
+            daemon_version: env!("CARGO_PKG_VERSION").to_string(),
+            policy_version: s.policy_version,
+            policy_generation: s.generation,
+            identities: s
+                .identities
+                .into_iter()
+                .map(|i| proto::IdentityStatus {
+                    id: i.id,
+                    mode: i.mode,
+                    killed: i.killed,
+                    cgroups: i.cgroups,
+                    allowed: i.allowed,
+                    denied: i.denied,
+                    audited: i.audited,
+                    index: i.index,
+                })
+                .collect(),
+            events_lost: s.events_lost,
+            events_written: s.events_written,
+            bpffs: self.daemon.config.bpffs.display().to_string(),
+            attach_cgroup: self.daemon.attach.display().to_string(),
+            last_reload_error: s.last_reload_error.unwrap_or_default(),
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<proto::RevokeRequest>,
+    ) -> Result<Response<proto::RevokeResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.get_ref();
+        self.daemon
+            .set_kill_switch(&caller, &r.identity, true, &r.reason)
+            .map_err(to_status)?;
+        Ok(Response::new(proto::RevokeResponse {}))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<proto::RestoreRequest>,
+    ) -> Result<Response<proto::RestoreResponse>, Status> {
+        let caller = caller(&req)?;
+        let r = req.get_ref();
+        self.daemon
+            .set_kill_switch(&caller, &r.identity, false, &r.reason)
+            .map_err(to_status)?;
+        Ok(Response::new(proto::RestoreResponse {}))
+    }
+
+    async fn reload_policy(
+        &self,
+        req: Request<proto::ReloadPolicyRequest>,
+    ) -> Result<Response<proto::ReloadPolicyResponse>, Status> {
+        let caller = caller(&req)?;
+        self.daemon
+            .require_operator_for(&caller, "reloading the policy")
+            .map_err(to_status)?;
+        let r = self.daemon.reload().await.map_err(to_status)?;
+        Ok(Response::new(proto::ReloadPolicyResponse {
+            policy_version: r.version,
+            policy_generation: r.generation,
+            warnings: r.warnings,
+        }))
+    }
+}
+
+/// Bind the Unix socket (mode 0660, group `socket_group` if set) and serve
+/// until `shutdown` resolves.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    socket: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let io = |e: std::io::Error| DaemonError::Config(format!("socket {}: {e}", socket.display()));
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(socket).map_err(io)?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    if let Some(group) = &daemon.config.socket_group {
+        let gid = nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .ok_or_else(|| DaemonError::Config(format!("socket_group `{group}` does not exist")))?
+            .gid;
+        nix::unistd::chown(socket, None, Some(gid))
+            .map_err(|e| io(std::io::Error::from(e)))?;
+    }
+    tracing::info!(socket = %socket.display(), "API listening");
+    tonic::transport::Server::builder()
+        .add_service(PalisadeServer::new(PalisadeService::new(daemon)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| DaemonError::Config(format!("API server: {e}")))
+}

@@ -1,0 +1,144 @@
+use std::{net::IpAddr, time::SystemTime};
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A connect/sendmsg decision by the kernel.
+    Network,
+    /// A socket-creation decision by the kernel.
+    Socket,
+    /// A policy loaded, reloaded or rejected.
+    Policy,
+    /// A process enrolled in an identity.
+    Enrolment,
+    /// A kill switch turned on or off.
+    KillSwitch,
+    /// Events lost before they reached the trail.
+    Loss,
+    /// Daemon lifecycle.
+    Daemon,
+}
+
+/// One audit record. The field names are a contract with SIEM pipelines.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEvent {
+    /// RFC 3339, UTC, nanoseconds.
+    pub time: String,
+    pub kind: EventKind,
+    pub identity: Option<String>,
+    /// `allow`, `deny`, `audit` (would deny, shadow mode) or, for non-decision
+    /// events, what happened (`applied`, `rejected`, `on`, `off`…).
+    pub verdict: String,
+    pub reason: String,
+    pub policy_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Free text for people (errors, counts…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl AuditEvent {
+    pub fn new(kind: EventKind, verdict: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::at(SystemTime::now(), kind, verdict, reason)
+    }
+
+    pub fn at(
+        time: SystemTime,
+        kind: EventKind,
+        verdict: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            time: humantime::format_rfc3339_nanos(time).to_string(),
+            kind,
+            identity: None,
+            verdict: verdict.into(),
+            reason: reason.into(),
+            policy_version: None,
+            rule: None,
+            pid: None,
+            tid: None,
+            uid: None,
+            comm: None,
+            cgroup_id: None,
+            dst_ip: None,
+            dst_port: None,
+            protocol: None,
+            hook: None,
+            mode: None,
+            detail: None,
+            count: None,
+        }
+    }
+
+    /// One line for people reading the daemon's stderr.
+    pub fn human(&self) -> String {
+        let mut s = format!("{} {}", self.verdict.to_uppercase(), kind_name(self.kind));
+        if let Some(id) = &self.identity {
+            s.push_str(&format!(" identity={id}"));
+        }
+        if let (Some(pid), Some(comm)) = (self.pid, &self.comm) {
+            s.push_str(&format!(" pid={pid} comm={comm}"));
+        }
+        if let (Some(ip), Some(port)) = (self.dst_ip, self.dst_port) {
+            let proto = self.protocol.as_deref().unwrap_or("?");
+            match ip {
+                IpAddr::V6(_) => s.push_str(&format!(" dst=[{ip}]:{port}/{proto}")),
+                IpAddr::V4(_) => s.push_str(&format!(" dst={ip}:{port}/{proto}")),
+            }
+        } else if let Some(proto) = &self.protocol {
+            s.push_str(&format!(" socket={proto}"));
+        }
+        s.push_str(&format!(" reason={}", self.reason));
+        if let Some(rule) = &self.rule {
+            s.push_str(&format!(" rule={rule}"));
+        }
+        if let Some(v) = &self.policy_version {
+            s.push_str(&format!(" policy={v}"));
+        }
+        if let Some(count) = self.count {
+            s.push_str(&format!(" count={count}"));
+        }
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(" detail={d:?}"));
+        }
+        s
+    }
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Network => "network",
+        EventKind::Socket => "socket",
+        EventKind::Policy => "policy",
+        EventKind::Enrolment => "enrolment",
+        EventKind::KillSwitch => "kill-switch",
+        EventKind::Loss => "loss",
+        EventKind::Daemon => "daemon",
+    }
+}

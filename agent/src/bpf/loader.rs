@@ -1,0 +1,293 @@
+//! Load the embedded eBPF object, reuse pinned maps, and attach (or adopt)
+//! the programs so that there is never a moment without enforcement.
+//!
+//! * First start: programs are attached at the configured cgroup with
+//!   `bpf_link`s, and the links are pinned.
+//! * Restart (after a crash, SIGKILL or upgrade): the pinned maps are reused
+//!   as they are, and each pinned link is switched to the freshly loaded
+//!   program with `BPF_LINK_UPDATE`: one atomic step, no gap, no duplicate.
+//! * `uninstall` removes the pins; that is the only way enforcement ends.
+
+use std::{
+    fs::File,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, TracePoint, links::FdLink,
+    },
+};
+use tracing::{info, warn};
+
+use super::{BpfError, KernelMaps, pins::PinDir, sys};
+
+/// Cgroup programs are attached with `bpf_link`s, which the kernel always
+/// runs alongside other programs on the same cgroup (multi mode); the flags
+/// of a link attachment must be zero, which is what `Single` passes.
+const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+/// The cgroup socket programs, attached at the configured cgroup.
+const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const SOCK_CREATE_PROGRAM: &str = "sock_create";
+const LSM_PROGRAM: &str = "socket_create";
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Private pin directory on bpffs.
+    pub pin_dir: PathBuf,
+    /// The cgroup the programs attach to (they run for its whole subtree).
+    pub attach_cgroup: PathBuf,
+    /// Ring buffer size for events; used only when the map is first created.
+    pub event_buffer_bytes: u32,
+}
+
+/// How packet sockets (`AF_PACKET`, `AF_XDP`) are kept from agents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketGuard {
+    /// The `lsm/socket_create` program refuses them to every enrolled process.
+    Lsm,
+    /// The kernel refuses BPF LSM programs: only processes started with
+    /// `palisade exec` are covered, by a seccomp filter.
+    SeccompOnly,
+}
+
+/// The loaded programs and the daemon's handles on the maps.
+pub struct Kernel {
+    maps: Arc<KernelMaps>,
+    /// True when pins from a previous daemon were adopted.
+    pub adopted: bool,
+    pub packet_guard: PacketGuard,
+    /// Keeps the non-pinned parts alive (tracepoints).
+    ebpf: Ebpf,
+    logger: Option<KernelLogger>,
+}
+
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+impl Kernel {
+    pub fn load(opts: &LoadOptions) -> Result<Self, BpfError> {
+        let pins = PinDir::new(&opts.pin_dir);
+        pins.prepare().map_err(|source| BpfError::BpfFs {
+            path: opts.pin_dir.clone(),
+            source,
+        })?;
+        let adopted = pins.has_pins();
+        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        let pin_paths: Vec<(&str, PathBuf)> = super::pins::PINNED_MAPS
+            .iter()
+            .map(|name| (*name, pins.map(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.btf(&btf);
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        loader.map_max_entries("EVENTS", opts.event_buffer_bytes);
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).map_err(BpfError::Load)?;
+
+        // The logger owns the log map: it must outlive program loading.
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(error = %e, "kernel-side logging unavailable");
+                None
+            }
+        };
+
+        let cgroup = File::open(&opts.attach_cgroup).map_err(|source| BpfError::Cgroup {
+            path: opts.attach_cgroup.clone(),
+            source,
+        })?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        }
+        {
+            let name = SOCK_CREATE_PROGRAM;
+            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        }
+        let packet_guard = match attach_lsm(&mut ebpf, &btf, &pins) {
+            Ok(()) => PacketGuard::Lsm,
+            Err(e) => {
+                warn!(
+                    error = %crate::cli::error_chain(&e),
+                    "this kernel refuses BPF LSM programs: packet sockets (AF_PACKET/AF_XDP) are refused only to agents started with `palisade exec` (seccomp)"
+                );
+                let _ = std::fs::remove_file(pins.link(LSM_PROGRAM));
+                PacketGuard::SeccompOnly
+            }
+        };
+        {
+            let name = "cgroup_mkdir";
+            let prog: &mut TracePoint = program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+            prog.attach("cgroup", name).map_err(BpfError::program(name))?;
+        }
+
+        let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
+        info!(
+            pin_dir = %opts.pin_dir.display(),
+            cgroup = %opts.attach_cgroup.display(),
+            adopted,
+            "eBPF programs attached"
+        );
+        Ok(Self {
+            maps,
+            adopted,
+            packet_guard,
+            ebpf,
+            logger,
+        })
+    }
+
+    /// Forward the programs' own log lines (aya-log) to the daemon's log.
+    /// Needs a tokio runtime.
+    pub fn spawn_log_reader(&mut self) {
+        let Some(logger) = self.logger.take() else {
+            return;
+        };
+        // SAFETY: the logger owns its ring buffer fd for as long as the
+        // AsyncFd owns the logger.
+        let fd = match unsafe { tokio::io::unix::AsyncFd::register(logger) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                warn!(error = %std::io::Error::from(e), "kernel-side logging unavailable");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let mut fd = fd;
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    break;
+                };
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
+
+    pub fn maps_handle(&self) -> Arc<KernelMaps> {
+        self.maps.clone()
+    }
+
+    /// The aya handle, for callers that need the remaining programs.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+/// Attach the LSM guard against packet sockets. LSM links cannot be updated
+/// in place: attach the new program, then rename its pin over the old one
+/// (make before break; while both run, both enforce the same maps).
+fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, pins: &PinDir) -> Result<(), BpfError> {
+    let name = LSM_PROGRAM;
+    let prog: &mut Lsm = program(ebpf, name)?;
+    prog.load(name, btf).map_err(BpfError::program(name))?;
+    let id = prog.attach().map_err(BpfError::program(name))?;
+    let link: FdLink = prog.take_link(id).map_err(BpfError::program(name))?.into();
+    let staging = pins.link_staging(name);
+    let _ = std::fs::remove_file(&staging);
+    pin_link(name, link, &staging)?;
+    std::fs::rename(&staging, pins.link(name)).map_err(|source| BpfError::Link {
+        program: name,
+        action: "renaming",
+        path: pins.link(name),
+        source,
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(BpfError::Program {
+            program: name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?;
+    prog.try_into().map_err(BpfError::program(name))
+}
+
+/// The two cgroup program types we attach, seen the same way.
+trait CgroupProgram {
+    fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError>;
+    fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError>;
+}
+
+macro_rules! cgroup_program {
+    ($ty:ty) => {
+        impl CgroupProgram for $ty {
+            fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError> {
+                Ok(self.fd()?.as_fd())
+            }
+            fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError> {
+                let id = self.attach(cgroup, LINK_MODE)?;
+                self.take_link(id)?
+                    .try_into()
+                    .map_err(|e: aya::programs::links::LinkError| e.into())
+            }
+        }
+    };
+}
+cgroup_program!(CgroupSockAddr);
+cgroup_program!(CgroupSock);
+
+/// Adopt the pinned link (swap in the new program atomically) or, on a
+/// first start, attach and pin a new link.
+fn attach_or_adopt(
+    name: &'static str,
+    prog: &mut impl CgroupProgram,
+    cgroup: &File,
+    pins: &PinDir,
+) -> Result<(), BpfError> {
+    let link_pin = pins.link(name);
+    if link_pin.exists() {
+        let fd = prog.program_fd().map_err(BpfError::program(name))?;
+        replace_program(name, &link_pin, fd)
+    } else {
+        let link = prog.attach_link(cgroup).map_err(BpfError::program(name))?;
+        pin_link(name, link, &link_pin)
+    }
+}
+
+fn replace_program(
+    name: &'static str,
+    link_pin: &Path,
+    prog: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), BpfError> {
+    let link = sys::obj_get(link_pin).map_err(|source| BpfError::Link {
+        program: name,
+        action: "opening",
+        path: link_pin.to_path_buf(),
+        source,
+    })?;
+    sys::link_update(link.as_fd(), prog).map_err(|source| BpfError::Link {
+        program: name,
+        action: "updating",
+        path: link_pin.to_path_buf(),
+        source,
+    })
+}
+
+fn pin_link(name: &'static str, link: FdLink, path: &Path) -> Result<(), BpfError> {
+    link.pin(path).map(drop).map_err(|e| BpfError::Link {
+        program: name,
+        action: "pinning",
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Remove every pin: links first (enforcement stops), then maps.
+pub fn uninstall(pin_dir: &Path) -> std::io::Result<()> {
+    PinDir::new(pin_dir).remove_all()
+}

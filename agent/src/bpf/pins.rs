@@ -1,0 +1,131 @@
+//! bpffs: make sure it is mounted, and keep every pin path in one place.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use nix::{
+    mount::{MsFlags, mount},
+    sys::statfs::{BPF_FS_MAGIC, statfs},
+};
+
+/// Where bpffs lives when the host has not mounted it.
+const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+/// Maps pinned under the daemon's directory; they carry enforcement state.
+pub const PINNED_MAPS: &[&str] = &[
+    "CGROUP_IDENT",
+    "ACTIVE_GEN",
+    "IDENT_CFG",
+    "IDENT_STATE",
+    "IDENT_NAMES",
+    "ALLOW_LPM",
+    "DENY_LPM",
+    "PORTSETS",
+    "EVENTS",
+    "EVENTS_LOST",
+    "VERDICTS",
+];
+
+/// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn link(&self, program: &str) -> PathBuf {
+        self.root.join(format!("link_{program}"))
+    }
+
+    /// Temporary name for make-before-break replacement of a link.
+    pub fn link_staging(&self, program: &str) -> PathBuf {
+        self.root.join(format!("link_{program}.new"))
+    }
+
+    /// True when a previous daemon left enforcement pinned here.
+    pub fn has_pins(&self) -> bool {
+        self.link("connect4").exists()
+    }
+
+    /// Mount bpffs if needed and create the directory.
+    pub fn prepare(&self) -> io::Result<()> {
+        ensure_bpffs(&self.root)?;
+        fs::create_dir_all(&self.root)?;
+        if !is_bpffs(&self.root)? {
+            return Err(io::Error::other(format!(
+                "{} is not on a bpf filesystem; set `bpffs` to a directory under a bpffs mount such as {DEFAULT_BPFFS}",
+                self.root.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Remove every pin (links first, so enforcement stops cleanly) and the
+    /// directory. Missing pins are not an error.
+    pub fn remove_all(&self) -> io::Result<()> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        // Links before maps: detaching first means no program runs against
+        // half-removed state.
+        paths.sort_by_key(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("link_"))
+        });
+        for p in paths {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match fs::remove_dir(&self.root) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let st = statfs(path).map_err(io::Error::from)?;
+    Ok(st.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// Mount bpffs at `/sys/fs/bpf` when `dir` would live there and it is not
+/// mounted yet (many hosts do not mount it at boot).
+fn ensure_bpffs(dir: &Path) -> io::Result<()> {
+    let default = Path::new(DEFAULT_BPFFS);
+    if !dir.starts_with(default) || is_bpffs(default)? {
+        return Ok(());
+    }
+    fs::create_dir_all(default)?;
+    mount(
+        Some("bpf"),
+        default,
+        Some("bpf"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| io::Error::other(format!("mounting bpffs at {DEFAULT_BPFFS}: {e}")))?;
+    tracing::info!(path = DEFAULT_BPFFS, "mounted bpffs");
+    Ok(())
+}

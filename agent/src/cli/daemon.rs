@@ -1,0 +1,63 @@
+use std::{path::Path, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::{api, config::Config, daemon::Daemon};
+
+pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let socket = config.socket.clone();
+        let daemon = match Daemon::start(config).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("palisade: {}", super::error_chain(&e));
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let reloader = daemon.clone();
+        tokio::spawn(async move {
+            let mut stop_tx = Some(stop_tx);
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { info!("SIGTERM"); break; }
+                    _ = int.recv() => { info!("SIGINT"); break; }
+                    _ = hup.recv() => {
+                        info!("SIGHUP: reloading policy");
+                        let _ = reloader.reload().await;
+                    }
+                }
+            }
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(());
+            }
+        });
+        let served = api::serve(Arc::clone(&daemon), &socket, async {
+            let _ = stop_rx.await;
+        })
+        .await;
+        if let Err(e) = &served {
+            warn!(error = %e, "API stopped");
+        }
+        let _ = std::fs::remove_file(&socket);
+        daemon.shutdown(detach).await;
+        Ok(if served.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    })
+}

@@ -1,0 +1,29 @@
+use crate::{bpf::BpfError, identity::IdentityError, policy::PolicyErrors};
+
+/// What the daemon's operations can fail with. The API maps each variant to
+/// one gRPC status code (see `api::status`).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("policy rejected:\n{0}")]
+    Policy(PolicyErrors),
+    #[error("policy cannot be compiled for the kernel: {0}")]
+    Tables(#[from] crate::policy::TableError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cgroup filesystem: {0}")]
+    Cgroup(#[source] std::io::Error),
+    #[error("audit trail: {0}")]
+    Audit(#[source] std::io::Error),
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("unknown identity `{0}`: it is not defined in the active policy")]
+    UnknownIdentity(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("cannot identify the calling process: {0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+}

@@ -1,0 +1,139 @@
+//! From kernel ring buffers to the audit trail and the cgroup selectors.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{error, warn};
+
+use super::{Daemon, DaemonError};
+use crate::{
+    audit::{AuditEvent, EventKind},
+    bpf::{
+        events::{self, CgroupChange, KernelEvent},
+        lock,
+    },
+    policy::Protocol,
+};
+
+pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
+    let ring = lock(&daemon.maps.events)
+        .take()
+        .ok_or_else(|| DaemonError::Config("kernel event reader already running".into()))?;
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        let result = events::drain(ring, |raw| match KernelEvent::decode(raw) {
+            Some(ev) => d.audit.emit(d.to_audit(&ev)),
+            None => warn!(len = raw.len(), "short kernel event"),
+        })
+        .await;
+        if let Err(e) = result {
+            error!(error = %e, "kernel event reader stopped");
+        }
+    });
+
+    if let Some(ring) = lock(&daemon.maps.cgroup_events).take() {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let result = events::drain(ring, |raw| {
+                let Some(change) = CgroupChange::decode(raw) else { return };
+                if !change.created {
+                    return;
+                }
+                let active = d.active();
+                if let Err(e) = d.selector_sync().on_created(&active.policy, change.id, &change.path) {
+                    warn!(error = %e, cgroup = %change.path, "enrolling new cgroup");
+                }
+            })
+            .await;
+            if let Err(e) = result {
+                error!(error = %e, "cgroup event reader stopped");
+            }
+        });
+    }
+
+    // Report kernel-side losses as audit events as soon as they are seen.
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let mut reported = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(d) = weak.upgrade() else { break };
+            let Ok(lost) = d.maps.events_lost() else { continue };
+            let before = *reported.get_or_insert(lost);
+            if lost > before {
+                let mut ev = AuditEvent::new(EventKind::Loss, "lost", "kernel-ring-buffer-full");
+                ev.count = Some(lost - before);
+                ev.policy_version = Some(d.active().policy.version.to_string());
+                d.audit.emit(ev);
+                reported = Some(lost);
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Daemon {
+    fn to_audit(&self, ev: &KernelEvent) -> AuditEvent {
+        let kind = match ev.dst {
+            Some(_) => EventKind::Network,
+            None => EventKind::Socket,
+        };
+        let verdict = match ev.verdict {
+            Some(agent_common::Verdict::Allow) => "allow",
+            Some(agent_common::Verdict::Deny) => "deny",
+            Some(agent_common::Verdict::Audit) => "audit",
+            None => "unknown",
+        };
+        let reason = ev.reason.map_or("unknown", agent_common::Reason::name);
+        let mut out = AuditEvent::at(ev.time, kind, verdict, reason);
+        let identity = self.registry.name_of(ev.identity);
+        let at = self.policy_at(ev.generation);
+        if let Some(at) = &at {
+            out.policy_version = Some(at.policy.version.to_string());
+            out.rule = ev.rule.and_then(|r| at.policy.rule(r)).map(|r| r.id.clone());
+            out.mode = identity
+                .as_deref()
+                .and_then(|i| at.policy.identity(i))
+                .map(|i| i.mode.name().to_string());
+        } else {
+            out.detail = Some(format!("policy generation {} is no longer known", ev.generation));
+        }
+        out.identity = identity.or_else(|| Some(format!("#{}", ev.identity)));
+        out.pid = Some(ev.pid);
+        out.tid = Some(ev.tid);
+        out.uid = Some(ev.uid);
+        out.comm = Some(ev.comm.clone());
+        out.cgroup_id = Some(ev.cgroup_id);
+        out.hook = ev.hook.map(|h| h.name().to_string());
+        match ev.dst {
+            Some((ip, port)) => {
+                out.dst_ip = Some(ip);
+                out.dst_port = Some(port);
+                out.protocol = Some(
+                    Protocol::from_number(ev.protocol)
+                        .map_or_else(|| ev.protocol.to_string(), |p| p.name().to_string()),
+                );
+            }
+            None => out.protocol = Some(socket_description(ev.family, ev.sock_type, ev.protocol)),
+        }
+        out
+    }
+}
+
+fn socket_description(family: u16, sock_type: u8, protocol: u16) -> String {
+    let fam = match family {
+        agent_common::AF_INET => "inet",
+        agent_common::AF_INET6 => "inet6",
+        agent_common::AF_PACKET => "packet",
+        44 => "xdp",
+        _ => "other",
+    };
+    let ty = match sock_type {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        5 => "seqpacket",
+        _ => "other",
+    };
+    format!("{fam}/{ty}/{protocol}")
+}

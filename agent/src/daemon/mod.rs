@@ -1,0 +1,198 @@
+//! The daemon: owns the kernel handles, the active policy and the audit
+//! pipeline, and offers the operations the API, the CLI and tests call.
+//!
+//! Shared state is either an immutable snapshot swapped atomically (the
+//! policy) or a small map behind its own lock; there is no daemon-wide lock.
+
+pub mod enrol;
+mod error;
+mod kernel_events;
+mod reload;
+mod status;
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use tracing::{info, warn};
+
+pub use enrol::{Caller, Enrolled};
+pub use error::DaemonError;
+pub use reload::Reloaded;
+pub use status::{IdentityStatus, Status};
+
+use crate::{
+    audit::{AuditEvent, AuditPipeline, EventKind},
+    bpf::{Kernel, KernelMaps, LoadOptions},
+    config::Config,
+    identity::{CgroupFs, Registry, SelectorSync},
+    policy::{self, Policy},
+};
+
+/// A policy as applied to the kernel.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    pub policy: Policy,
+    /// The kernel generation it was written as.
+    pub generation: u32,
+}
+
+/// How many past generations stay available to name rules in late events.
+const HISTORY: usize = 8;
+
+pub struct Daemon {
+    pub config: Config,
+    pub cgroups: CgroupFs,
+    pub attach: PathBuf,
+    pub managed: PathBuf,
+    pub maps: Arc<KernelMaps>,
+    pub registry: Registry,
+    pub audit: AuditPipeline,
+    active: ArcSwap<ActivePolicy>,
+    history: Mutex<VecDeque<Arc<ActivePolicy>>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    last_reload_error: Mutex<Option<String>>,
+    /// Keeps programs that are not pinned (tracepoints) loaded.
+    _kernel: Mutex<Kernel>,
+}
+
+impl Daemon {
+    /// Load the policy, load or adopt the kernel programs, apply the policy.
+    /// A policy that does not validate stops the start: pinned enforcement
+    /// from a previous daemon, if any, stays exactly as it was.
+    pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
+        let loaded = policy::load(config.policy_path()).map_err(DaemonError::Policy)?;
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        let cgroups = CgroupFs::discover().map_err(DaemonError::Cgroup)?;
+        let attach = config
+            .cgroup
+            .attach
+            .clone()
+            .unwrap_or_else(|| cgroups.root().to_path_buf());
+        if !attach.starts_with(cgroups.root()) {
+            return Err(DaemonError::Config(format!(
+                "cgroup.attach {} is not inside the cgroup v2 hierarchy at {}",
+                attach.display(),
+                cgroups.root().display()
+            )));
+        }
+        let managed = config
+            .cgroup
+            .managed
+            .clone()
+            .unwrap_or_else(|| attach.join("palisade"));
+        if !managed.starts_with(&attach) {
+            return Err(DaemonError::Config(format!(
+                "cgroup.managed {} must be inside cgroup.attach {}",
+                managed.display(),
+                attach.display()
+            )));
+        }
+        std::fs::create_dir_all(&managed).map_err(DaemonError::Cgroup)?;
+
+        let mut kernel = Kernel::load(&LoadOptions {
+            pin_dir: config.bpffs.clone(),
+            attach_cgroup: attach.clone(),
+            event_buffer_bytes: config.kernel.event_buffer_bytes,
+        })
+        .map_err(DaemonError::Bpf)?;
+        kernel.spawn_log_reader();
+        let adopted = kernel.adopted;
+        let maps = kernel.maps_handle();
+        let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
+        let audit = AuditPipeline::start(config.audit.file.clone(), config.audit.stderr)
+            .map_err(DaemonError::Audit)?;
+
+        let placeholder = Arc::new(ActivePolicy {
+            policy: loaded.policy.clone(),
+            generation: 0,
+        });
+        let daemon = Arc::new(Self {
+            config,
+            cgroups,
+            attach,
+            managed,
+            maps,
+            registry,
+            audit,
+            active: ArcSwap::new(placeholder),
+            history: Mutex::new(VecDeque::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_reload_error: Mutex::new(None),
+            _kernel: Mutex::new(kernel),
+        });
+        let generation = daemon.apply(loaded.policy).await?;
+        let mut started = AuditEvent::new(EventKind::Daemon, "started", if adopted { "adopted-pins" } else { "fresh-attach" });
+        started.policy_version = Some(daemon.active().policy.version.to_string());
+        started.detail = Some(format!("generation {generation}"));
+        daemon.audit.emit(started);
+        kernel_events::spawn(&daemon)?;
+        daemon.spawn_resync();
+        Ok(daemon)
+    }
+
+    /// The policy currently enforced.
+    pub fn active(&self) -> Arc<ActivePolicy> {
+        self.active.load_full()
+    }
+
+    /// The policy that was active at `generation`, if still remembered.
+    pub fn policy_at(&self, generation: u32) -> Option<Arc<ActivePolicy>> {
+        let history = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        history.iter().rev().find(|p| p.generation == generation).cloned()
+    }
+
+    pub fn selector_sync(&self) -> SelectorSync<'_> {
+        SelectorSync {
+            maps: &self.maps,
+            registry: &self.registry,
+            cgroups: &self.cgroups,
+            attach: &self.attach,
+            managed: &self.managed,
+        }
+    }
+
+    /// Periodic full resync: catches cgroups whose creation event was missed
+    /// and forgets cgroups that are gone.
+    fn spawn_resync(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let period = Duration::from_secs(self.config.resync_seconds.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(d) = weak.upgrade() else { break };
+                let active = d.active();
+                if let Err(e) = d.selector_sync().full_sync(&active.policy) {
+                    warn!(error = %e, "cgroup resync failed");
+                }
+            }
+        });
+    }
+
+    /// Stop serving. Enforcement stays pinned unless `detach` is set, in
+    /// which case every pin is removed and enforcement ends.
+    pub async fn shutdown(&self, detach: bool) {
+        let mut ev = AuditEvent::new(
+            EventKind::Daemon,
+            "stopped",
+            if detach { "detached" } else { "enforcement-kept" },
+        );
+        ev.policy_version = Some(self.active().policy.version.to_string());
+        self.audit.emit(ev);
+        self.audit.flush().await;
+        if detach {
+            match crate::bpf::uninstall(&self.config.bpffs) {
+                Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),
+                Err(e) => warn!(error = %e, "removing pins"),
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Who a process is: cgroups, the identity registry, selectors, enrolment.
+
+pub mod cgroupfs;
+mod registry;
+mod selectors;
+
+pub use cgroupfs::CgroupFs;
+pub use registry::{IdentityError, Registry};
+pub use selectors::{SelectorSync, desired_selections};

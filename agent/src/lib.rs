@@ -1,0 +1,23 @@
+//! Palisade, the host daemon that keeps AI agents on a leash at the kernel.
+//!
+//! The library holds every capability; the `palisade` binary, the gRPC API
+//! and the tests are thin users of it.
+
+pub mod api;
+pub mod audit;
+pub mod bpf;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod policy;
+pub mod seccomp;
+
+/// Generated gRPC types for `proto/palisade/v1`.
+pub mod proto {
+    #![allow(clippy::all, unused_qualifications, reason = "generated code")]
+    tonic::include_proto!("palisade.v1");
+}
+
+/// The compiled eBPF object, embedded at build time by `build.rs`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent"));

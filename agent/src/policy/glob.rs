@@ -1,0 +1,138 @@
+//! Path globs for cgroup selectors: `*` matches within one path segment,
+//! `?` one character, `**` any number of whole segments.
+//!
+//! `/kubepods.slice/**/cri-containerd-*.scope` selects every containerd
+//! container scope at any depth below `kubepods.slice`.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    /// `**`
+    AnyDepth,
+    Pattern(Vec<char>),
+}
+
+impl Glob {
+    /// Parse an absolute path pattern (`/a/b*/**`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(format!(
+                "cgroup pattern `{text}` must be an absolute path below the cgroup root, like \"/system.slice/agent.service\""
+            ));
+        };
+        let mut segments = Vec::new();
+        for seg in rest.split('/').filter(|s| !s.is_empty()) {
+            if seg == "**" {
+                segments.push(Segment::AnyDepth);
+            } else if seg.contains("**") {
+                return Err(format!(
+                    "`**` must be a whole path segment in `{text}` (write `/a/**/b`, not `/a**b`)"
+                ));
+            } else if seg == "." || seg == ".." {
+                return Err(format!("`{seg}` is not allowed in cgroup pattern `{text}`"));
+            } else {
+                segments.push(Segment::Pattern(seg.chars().collect()));
+            }
+        }
+        Ok(Self {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Does the absolute path `path` (e.g. `/system.slice/x.service`) match?
+    pub fn matches(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match_segments(&self.segments, &parts)
+    }
+}
+
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => parts.is_empty(),
+        Some((Segment::AnyDepth, rest)) => {
+            (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
+        }
+        Some((Segment::Pattern(p), rest)) => match parts.split_first() {
+            Some((first, tail)) => {
+                let chars: Vec<char> = first.chars().collect();
+                match_chars(p, &chars) && match_segments(rest, tail)
+            }
+            None => false,
+        },
+    }
+}
+
+/// Wildcard match of one segment (`*` and `?`), iterative with backtracking.
+pub fn match_chars(pattern: &[char], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(s: &str) -> Glob {
+        Glob::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn exact_and_star() {
+        assert!(g("/system.slice/agent.service").matches("/system.slice/agent.service"));
+        assert!(g("/system.slice/agent-*.service").matches("/system.slice/agent-7.service"));
+        assert!(!g("/system.slice/agent-*.service").matches("/system.slice/x/agent-7.service"));
+        assert!(g("/a/?b").matches("/a/xb"));
+        assert!(!g("/a/?b").matches("/a/xxb"));
+    }
+
+    #[test]
+    fn any_depth() {
+        let k = g("/kubepods.slice/**/cri-containerd-*.scope");
+        assert!(k.matches("/kubepods.slice/cri-containerd-abc.scope"));
+        assert!(k.matches("/kubepods.slice/kubepods-burstable.slice/pod1.slice/cri-containerd-abc.scope"));
+        assert!(!k.matches("/other.slice/cri-containerd-abc.scope"));
+        assert!(g("/a/**").matches("/a"));
+        assert!(g("/a/**").matches("/a/b/c"));
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert!(Glob::parse("relative/path").is_err());
+        assert!(Glob::parse("/a**b").is_err());
+        assert!(Glob::parse("/a/../b").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Reading policy files and hashing their content into the policy version.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::{Diagnostic, PolicyErrors, SourceLoc};
+
+/// Policy files larger than this are refused before parsing.
+const MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
+
+pub(super) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+fn whole_file_error(path: &Path, message: String) -> PolicyErrors {
+    PolicyErrors::single(Diagnostic::error(SourceLoc::new(path, 1, 1), message))
+}
+
+pub(super) fn read(path: &Path) -> Result<Vec<Source>, PolicyErrors> {
+    let meta = fs::metadata(path)
+        .map_err(|e| whole_file_error(path, format!("cannot read policy: {e}")))?;
+    let files: Vec<PathBuf> = if meta.is_dir() {
+        let entries = fs::read_dir(path)
+            .map_err(|e| whole_file_error(path, format!("cannot list policy directory: {e}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                // Skip Kubernetes ConfigMap internals (`..data`, `..2024_…`).
+                let hidden = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                !hidden
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(whole_file_error(
+                path,
+                "policy directory holds no *.yaml or *.yml file".into(),
+            ));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::with_capacity(files.len());
+    let mut errors = Vec::new();
+    for file in files {
+        match read_one(&file) {
+            Ok(text) => out.push(Source { path: file, text }),
+            Err(e) => errors.push(Diagnostic::error(SourceLoc::new(&file, 1, 1), e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(PolicyErrors {
+            diagnostics: errors,
+        })
+    }
+}
+
+fn read_one(file: &Path) -> Result<String, String> {
+    let meta = fs::metadata(file).map_err(|e| format!("cannot read policy: {e}"))?;
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(format!(
+            "policy file is {} bytes; the limit is {MAX_POLICY_BYTES}",
+            meta.len()
+        ));
+    }
+    let bytes = fs::read(file).map_err(|e| format!("cannot read policy: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "policy file is not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// `sha256:` + 16 hex digits over every file's name and content, in order.
+pub(super) fn content_hash(sources: &[Source]) -> String {
+    let mut h = Sha256::new();
+    for s in sources {
+        let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        h.update(name.unwrap_or_default().as_bytes());
+        h.update([0]);
+        h.update(s.text.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
