@@ -1,0 +1,126 @@
+//! What an agent does, reduced to one socket operation: the integration
+//! tests run it enrolled (through `palisade exec`) and read the outcome.
+//! Prints one JSON line: `{"ok":true}` or `{"ok":false,"errno":1,...}`.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+fn report(result: io::Result<()>) -> String {
+    match result {
+        Ok(()) => r#"{"ok":true}"#.to_string(),
+        Err(e) => format!(
+            r#"{{"ok":false,"errno":{},"error":{}}}"#,
+            e.raw_os_error().unwrap_or(-1),
+            serde_json::to_string(&e.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+fn addr(args: &[String]) -> SocketAddr {
+    let ip: IpAddr = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage());
+    let port: u16 = args
+        .get(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| usage());
+    SocketAddr::new(ip, port)
+}
+
+fn tcp(to: SocketAddr) -> io::Result<()> {
+    TcpStream::connect_timeout(&to, Duration::from_secs(3)).map(drop)
+}
+
+fn udp_socket(to: SocketAddr) -> io::Result<UdpSocket> {
+    match to {
+        SocketAddr::V4(_) => UdpSocket::bind("0.0.0.0:0"),
+        SocketAddr::V6(_) => UdpSocket::bind("[::]:0"),
+    }
+}
+
+fn udp_sendto(to: SocketAddr) -> io::Result<()> {
+    udp_socket(to)?.send_to(b"palisade-probe", to).map(drop)
+}
+
+fn udp_connect(to: SocketAddr) -> io::Result<()> {
+    let s = udp_socket(to)?;
+    s.connect(to)?;
+    s.send(b"palisade-probe").map(drop)
+}
+
+fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
+    // SAFETY: plain syscall; the fd is closed right away.
+    let fd = unsafe { libc::socket(domain, ty, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((action, rest)) = args.split_first() else { usage() };
+    let line = match action.as_str() {
+        "tcp" => report(tcp(addr(rest))),
+        "udp" => report(udp_sendto(addr(rest))),
+        "udp-connect" => report(udp_connect(addr(rest))),
+        "raw" => report(socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP)),
+        "icmp" => report(socket(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP)),
+        "packet" => report(socket(libc::AF_PACKET, libc::SOCK_RAW, 0)),
+        "pid" => format!(r#"{{"ok":true,"pid":{}}}"#, std::process::id()),
+        "fork-tcp" => {
+            let to = addr(rest);
+            // SAFETY: single-threaded program; the child only connects and exits.
+            match unsafe { libc::fork() } {
+                0 => {
+                    let code = if tcp(to).is_ok() { 0 } else { 1 };
+                    // SAFETY: leave the child without running parent cleanup.
+                    unsafe { libc::_exit(code) }
+                }
+                -1 => report(Err(io::Error::last_os_error())),
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+                    format!(r#"{{"ok":{ok},"child":{child}}}"#)
+                }
+            }
+        }
+        "tcp-loop" => {
+            // Connect COUNT times; report how many failed (for reload tests).
+            let to = addr(rest);
+            let count: u64 = rest.get(2).and_then(|c| c.parse().ok()).unwrap_or_else(|| usage());
+            let mut failures = 0u64;
+            let mut first_error = String::new();
+            for _ in 0..count {
+                if let Err(e) = tcp(to) {
+                    failures += 1;
+                    if first_error.is_empty() {
+                        first_error = e.to_string();
+                    }
+                }
+            }
+            format!(
+                r#"{{"ok":{},"count":{count},"failures":{failures},"first_error":{}}}"#,
+                failures == 0,
+                serde_json::to_string(&first_error).unwrap_or_default()
+            )
+        }
+        _ => usage(),
+    };
+    println!("{line}");
+}

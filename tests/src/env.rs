@@ -1,0 +1,154 @@
+//! One isolated Palisade installation per test.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use palisade::identity::CgroupFs;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestEnv {
+    pub name: String,
+    pub dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// The cgroup the programs attach to (this test's subtree).
+    pub attach: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    pub audit: PathBuf,
+    pub policy: PathBuf,
+    pub config: PathBuf,
+}
+
+impl TestEnv {
+    /// Fresh directories and cgroup for test `name`, with `policy` written.
+    pub fn new(name: &str, policy: &str) -> Self {
+        let unique = format!(
+            "palisade-test-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(&unique);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let cgroups = CgroupFs::discover().unwrap_or_else(|e| panic!("cgroup v2: {e}"));
+        let attach = cgroups.root().join(&unique);
+        fs::create_dir_all(&attach).unwrap_or_else(|e| panic!("creating {}: {e}", attach.display()));
+        let env = Self {
+            name: name.to_string(),
+            socket: dir.join("palisade.sock"),
+            audit: dir.join("audit.jsonl"),
+            policy: dir.join("policy.yaml"),
+            config: dir.join("config.yaml"),
+            bpffs: PathBuf::from("/sys/fs/bpf").join(&unique),
+            cgroup_root: cgroups.root().to_path_buf(),
+            attach,
+            dir,
+        };
+        env.write_policy(policy);
+        env.write_config("");
+        env
+    }
+
+    pub fn write_policy(&self, text: &str) {
+        write_atomic(&self.policy, text);
+    }
+
+    /// Write the daemon config; `extra` is appended YAML.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\ncgroup:\n  attach: {}\nresync_seconds: 1\n{extra}",
+            self.policy.display(),
+            self.socket.display(),
+            self.bpffs.display(),
+            self.audit.display(),
+            self.attach.display(),
+        );
+        write_atomic(&self.config, &text);
+    }
+
+    /// A cgroup path inside this test's subtree (created).
+    pub fn make_cgroup(&self, rel: &str) -> PathBuf {
+        let p = self.attach.join(rel);
+        fs::create_dir_all(&p).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", p.display()));
+        p
+    }
+
+    /// Path of a cgroup below the v2 root, as selectors write it.
+    pub fn selector_path(&self, rel: &str) -> String {
+        let attach_rel = self
+            .attach
+            .strip_prefix(&self.cgroup_root)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!("/{attach_rel}/{rel}")
+    }
+
+    /// Every audit record written so far.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let Ok(text) = fs::read_to_string(&self.audit) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Wait until an audit record satisfies `pred`.
+    pub fn wait_audit(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        crate::wait_for(std::time::Duration::from_secs(5), || {
+            self.audit_events().into_iter().find(|e| pred(e))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no audit event {what} in {}:\n{}",
+                self.audit.display(),
+                fs::read_to_string(&self.audit).unwrap_or_default()
+            )
+        })
+    }
+}
+
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+}
+
+/// Remove a cgroup tree, deepest first, after moving stray processes out.
+pub fn remove_cgroup_tree(root: &Path, top: &Path) {
+    let mut dirs = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.filter_map(Result::ok) {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.iter().rev() {
+        if let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) {
+            for pid in procs.lines() {
+                let _ = fs::write(root.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = fs::remove_dir(d);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = palisade::bpf::uninstall(&self.bpffs);
+        remove_cgroup_tree(&self.cgroup_root, &self.attach);
+        if std::env::var_os("PALISADE_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Running `palisade-probe`, enrolled or not, and reading what happened.
+
+use std::{path::Path, process::Command};
+
+use crate::{TestEnv, palisade_bin};
+
+/// The outcome of one probe run.
+#[derive(Debug, Clone)]
+pub struct Outcome(pub serde_json::Value);
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.0["ok"].as_bool().unwrap_or(false)
+    }
+
+    pub fn errno(&self) -> Option<i64> {
+        self.0["errno"].as_i64()
+    }
+
+    /// Assert success, with the probe's own error in the message.
+    #[track_caller]
+    pub fn expect_ok(&self, what: &str) {
+        assert!(self.ok(), "{what}: expected success, got {}", self.0);
+    }
+
+    /// Assert failure with EPERM, the kernel hooks' answer.
+    #[track_caller]
+    pub fn expect_eperm(&self, what: &str) {
+        assert_eq!(
+            self.errno(),
+            Some(i64::from(libc::EPERM)),
+            "{what}: expected EPERM, got {}",
+            self.0
+        );
+    }
+}
+
+pub struct Probe;
+
+impl Probe {
+    /// The probe binary, built next to the test executables
+    /// (`target/release/palisade-probe`, tests live in `target/release/deps`).
+    pub fn bin() -> std::path::PathBuf {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| Path::new("."));
+        let bin = dir.join("palisade-probe");
+        assert!(bin.exists(), "{} is missing: build the tests crate's binaries", bin.display());
+        bin
+    }
+
+    fn parse(out: std::process::Output, what: &str) -> Outcome {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_else(|| {
+            panic!(
+                "{what}: probe printed nothing (exit {:?}); stderr:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        Outcome(serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: bad probe output {line:?}: {e}")))
+    }
+
+    /// Run the probe enrolled as `identity` through `palisade exec`.
+    pub fn enrolled(env: &TestEnv, identity: &str, args: &[&str]) -> Outcome {
+        Self::enrolled_in(env, None, identity, args)
+    }
+
+    /// Same, inside network namespace `netns` when given.
+    pub fn enrolled_in(env: &TestEnv, netns: Option<&str>, identity: &str, args: &[&str]) -> Outcome {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(palisade_bin());
+                c
+            }
+            None => Command::new(palisade_bin()),
+        };
+        let out = cmd
+            .arg("exec")
+            .arg("--socket")
+            .arg(&env.socket)
+            .arg("--identity")
+            .arg(identity)
+            .arg("--")
+            .arg(Self::bin())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
+        Self::parse(out, &format!("enrolled {identity} {args:?}"))
+    }
+
+    /// Run the probe as an ordinary process (not enrolled).
+    pub fn plain(args: &[&str]) -> Outcome {
+        Self::plain_in(None, args)
+    }
+
+    pub fn plain_in(netns: Option<&str>, args: &[&str]) -> Outcome {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(Self::bin());
+                c
+            }
+            None => Command::new(Self::bin()),
+        };
+        let out = cmd
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running probe: {e}"));
+        Self::parse(out, &format!("unenrolled {args:?}"))
+    }
+
+    /// Run the probe inside an existing cgroup (for selector tests).
+    pub fn in_cgroup(cgroup: &Path, args: &[&str]) -> Outcome {
+        use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+        let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+            .unwrap_or_else(|e| panic!("cgroup path: {e}"));
+        let mut cmd = Command::new(Self::bin());
+        cmd.args(args);
+        // SAFETY: between fork and exec only async-signal-safe calls: open,
+        // write ("0" = the writing process), close.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("running probe in cgroup: {e}"));
+        Self::parse(out, &format!("in {} {args:?}", cgroup.display()))
+    }
+}
