@@ -12,7 +12,8 @@ pub mod maps;
 pub use addr::NormAddr;
 pub use event::{CgroupEvent, Event, Hook, Reason, Verdict};
 pub use maps::{
-    IdentityConfig, IdentityState, LpmData, PortRange, PortSet, VerdictCounters, lpm_scope,
+    IDENT_HAS_DENY, IdentityConfig, IdentityState, LpmData, LpmValue, OWN_RULE, PortRange, PortSet,
+    VerdictCounters, lpm_scope,
 };
 
 /// Highest number of identities a host can hold (identity index 0 is unused).

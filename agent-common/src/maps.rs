@@ -29,6 +29,22 @@ pub struct LpmData {
 }
 const _: () = assert!(size_of::<LpmData>() == 20);
 
+/// The value of an LPM entry: which port set applies, and the rule that
+/// owns the entry's own prefix (reported when a range says `OWN_RULE`).
+/// Keeping the owning rule out of the ranges lets thousands of rules with the
+/// same ports share one port set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LpmValue {
+    /// Kernel index of the port set (`slot * MAX_PORTSETS + i`).
+    pub portset: u32,
+    pub rule: u32,
+}
+const _: () = assert!(size_of::<LpmValue>() == 8);
+
+/// A range whose rule is the LPM entry's own (`LpmValue::rule`).
+pub const OWN_RULE: u32 = u32::MAX - 1;
+
 /// One port range of a rule: `lo..=hi` for `proto` (`PROTO_ANY`, TCP, UDP).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,7 +53,8 @@ pub struct PortRange {
     pub hi: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
-    /// Index of the rule in the policy generation, reported in events.
+    /// Index of the rule in the policy generation, reported in events, or
+    /// `OWN_RULE` for the rule named in the entry's `LpmValue`.
     pub rule: u32,
 }
 const _: () = assert!(size_of::<PortRange>() == 12);
@@ -53,7 +70,9 @@ impl PortRange {
 
     #[inline(always)]
     pub const fn matches(&self, port: u16, proto: u8) -> bool {
-        port >= self.lo && port <= self.hi && (self.proto == crate::PROTO_ANY || self.proto == proto)
+        port >= self.lo
+            && port <= self.hi
+            && (self.proto == crate::PROTO_ANY || self.proto == proto)
     }
 }
 
@@ -86,10 +105,15 @@ pub struct IdentityConfig {
     pub defined: u8,
     /// 1 for audit (shadow) mode: would-deny is recorded, then allowed.
     pub audit: u8,
+    /// `IDENT_HAS_DENY`…: lets the hooks skip lookups that cannot match.
     pub flags: u16,
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<IdentityConfig>() == 8);
+
+/// `IdentityConfig::flags`: the identity has deny rules (else the deny trie
+/// is not consulted).
+pub const IDENT_HAS_DENY: u16 = 1;
 
 /// Per identity, outside policy generations: operator switches that must act
 /// at once and survive reloads.
@@ -117,6 +141,7 @@ mod pod {
     // SAFETY: all of these are repr(C), Copy, and have no padding bytes
     // (checked by the size assertions above), so any bit pattern is valid.
     unsafe impl aya::Pod for super::LpmData {}
+    unsafe impl aya::Pod for super::LpmValue {}
     unsafe impl aya::Pod for super::PortRange {}
     unsafe impl aya::Pod for super::PortSet {}
     unsafe impl aya::Pod for super::IdentityConfig {}

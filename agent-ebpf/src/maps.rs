@@ -2,7 +2,7 @@
 //! directory (by these names) so enforcement outlives the daemon.
 
 use agent_common::{
-    IdentityConfig, IdentityState, LpmData, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
+    IdentityConfig, IdentityState, LpmData, LpmValue, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
     VerdictCounters,
 };
 use aya_ebpf::{
@@ -26,13 +26,14 @@ pub static IDENT_CFG: Array<IdentityConfig> = Array::with_max_entries(2 * MAX_ID
 #[map]
 pub static IDENT_STATE: Array<IdentityState> = Array::with_max_entries(MAX_IDENTITIES, 0);
 
-/// (slot, family, identity, destination prefix) → port set index, allow rules.
+/// (slot, family, identity, destination prefix) → port set and owning rule,
+/// for allow rules.
 #[map]
-pub static ALLOW_LPM: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(1 << 20, 0);
+pub static ALLOW_LPM: LpmTrie<LpmData, LpmValue> = LpmTrie::with_max_entries(1 << 20, 0);
 
 /// Same shape as `ALLOW_LPM`, deny rules (they win).
 #[map]
-pub static DENY_LPM: LpmTrie<LpmData, u32> = LpmTrie::with_max_entries(1 << 20, 0);
+pub static DENY_LPM: LpmTrie<LpmData, LpmValue> = LpmTrie::with_max_entries(1 << 20, 0);
 
 /// Port sets referenced by the tries, [slot * MAX_PORTSETS + i].
 #[map]
@@ -48,7 +49,8 @@ pub static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// [identity] → verdict counters.
 #[map]
-pub static VERDICTS: PerCpuArray<VerdictCounters> = PerCpuArray::with_max_entries(MAX_IDENTITIES, 0);
+pub static VERDICTS: PerCpuArray<VerdictCounters> =
+    PerCpuArray::with_max_entries(MAX_IDENTITIES, 0);
 
 /// Cgroups created and removed, so new cgroups can be enrolled by selector.
 #[map]

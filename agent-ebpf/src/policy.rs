@@ -2,8 +2,8 @@
 //! then allow rules, else deny by default.
 
 use agent_common::{
-    IdentityConfig, LpmData, MAX_IDENTITIES, NO_RULE, NormAddr, PORTSET_RANGES, Reason,
-    lpm_scope, maps::LPM_SCOPE_BITS,
+    IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE, NormAddr, OWN_RULE,
+    PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
 };
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::warn;
@@ -48,6 +48,7 @@ pub fn killed(identity: u32) -> bool {
 pub fn judge(
     ctx: &impl EbpfContext,
     generation: Generation,
+    cfg: &IdentityConfig,
     identity: u32,
     addr: &NormAddr,
     port: u16,
@@ -60,25 +61,30 @@ pub fn judge(
             addr: addr.bytes,
         },
     );
-    if let Some(set) = DENY_LPM.get(&key)
-        && let Some(rule) = match_ports(ctx, *set, port, proto)
+    if cfg.flags & IDENT_HAS_DENY != 0
+        && let Some(entry) = DENY_LPM.get(&key)
+        && let Some(rule) = match_ports(ctx, entry, port, proto)
     {
         return (Reason::DenyRule, rule);
     }
-    if let Some(set) = ALLOW_LPM.get(&key)
-        && let Some(rule) = match_ports(ctx, *set, port, proto)
+    if let Some(entry) = ALLOW_LPM.get(&key)
+        && let Some(rule) = match_ports(ctx, entry, port, proto)
     {
         return (Reason::AllowRule, rule);
     }
     (Reason::DefaultDeny, NO_RULE)
 }
 
-/// The first range of port set `index` that admits (port, proto).
+/// The rule of the first range of the entry's port set that admits
+/// (port, proto).
 #[inline(always)]
-fn match_ports(ctx: &impl EbpfContext, index: u32, port: u16, proto: u8) -> Option<u32> {
-    let Some(set) = PORTSETS.get(index) else {
+fn match_ports(ctx: &impl EbpfContext, entry: &LpmValue, port: u16, proto: u8) -> Option<u32> {
+    let Some(set) = PORTSETS.get(entry.portset) else {
         // The daemon writes port sets before the entries that use them.
-        warn!(ctx, "palisade: trie entry points at missing port set {}", index);
+        warn!(
+            ctx,
+            "palisade: trie entry points at missing port set {}", entry.portset
+        );
         return None;
     };
     let len = set.len as usize;
@@ -89,7 +95,11 @@ fn match_ports(ctx: &impl EbpfContext, index: u32, port: u16, proto: u8) -> Opti
         }
         let range = &set.ranges[i];
         if range.matches(port, proto) {
-            return Some(range.rule);
+            return Some(if range.rule == OWN_RULE {
+                entry.rule
+            } else {
+                range.rule
+            });
         }
         i += 1;
     }

@@ -42,7 +42,7 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
             None => (Reason::UnknownIdentity, NO_RULE, false),
             Some(cfg) => {
                 let (reason, rule) =
-                    policy::judge(ctx, generation, identity, &addr, port, protocol as u8);
+                    policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
                 (reason, rule, cfg.audit != 0)
             }
         }
@@ -65,5 +65,9 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
         protocol: protocol as u16,
         sock_type: sock_type as u8,
     });
-    if verdict == Verdict::Deny { DENY } else { ALLOW }
+    if verdict == Verdict::Deny {
+        DENY
+    } else {
+        ALLOW
+    }
 }

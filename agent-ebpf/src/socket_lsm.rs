@@ -40,4 +40,3 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     record(&decision);
     if audit { 0 } else { -EPERM }
 }
-

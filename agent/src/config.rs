@@ -105,7 +105,11 @@ impl Config {
         let mut cfg: Self = serde_saphyr::from_str(&text)
             .map_err(|e| PolicyErrors::single(Diagnostic::from_yaml(path, &e)))?;
         let Some(policy) = &cfg.policy else {
-            return Err(at(1, 1, "missing required key `policy` (a policy file or directory)".into()));
+            return Err(at(
+                1,
+                1,
+                "missing required key `policy` (a policy file or directory)".into(),
+            ));
         };
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -115,15 +119,21 @@ impl Config {
         }
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
-            return Err(at(1, 1, format!(
-                "kernel.event_buffer_bytes = {size}: must be a power of two of at least 4096"
-            )));
+            return Err(at(
+                1,
+                1,
+                format!(
+                    "kernel.event_buffer_bytes = {size}: must be a power of two of at least 4096"
+                ),
+            ));
         }
         Ok(cfg)
     }
 
     pub fn policy_path(&self) -> &Path {
-        self.policy.as_deref().unwrap_or(Path::new("/etc/palisade/policy.yaml"))
+        self.policy
+            .as_deref()
+            .unwrap_or(Path::new("/etc/palisade/policy.yaml"))
     }
 }
 
@@ -139,13 +149,19 @@ mod tests {
         std::fs::write(&file, "policy: p.yaml\nsokcet: /x\n").unwrap_or_else(|e| panic!("{e}"));
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains("c.yaml:2:1: unknown field `sokcet`"), "{err}");
-        std::fs::write(&file, "policy: p.yaml\naudit: {file: a.jsonl}\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&file, "policy: p.yaml\naudit: {file: a.jsonl}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         let cfg = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(cfg.policy_path(), dir.join("p.yaml"));
         assert_eq!(cfg.socket, PathBuf::from("/run/palisade/palisade.sock"));
         assert_eq!(cfg.audit.file, Some(dir.join("a.jsonl")));
         std::fs::write(&file, "socket: /x\n").unwrap_or_else(|e| panic!("{e}"));
-        assert!(Config::load(&file).unwrap_err().to_string().contains("missing required key `policy`"));
+        assert!(
+            Config::load(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("missing required key `policy`")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,7 +15,12 @@ pub mod seccomp;
 
 /// Generated gRPC types for `proto/palisade/v1`.
 pub mod proto {
-    #![allow(clippy::all, unused_qualifications, reason = "generated code")]
+    #![allow(
+        clippy::all,
+        clippy::allow_attributes_without_reason,
+        unused_qualifications,
+        reason = "generated code"
+    )]
     tonic::include_proto!("palisade.v1");
 }
 

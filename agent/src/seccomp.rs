@@ -52,7 +52,12 @@ struct Insn {
 }
 
 const fn stmt(code: u16, k: u32) -> Insn {
-    Insn { code, jt: 0, jf: 0, k }
+    Insn {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 const fn jump(k: u32, jt: u8, jf: u8) -> Insn {
@@ -155,7 +160,11 @@ mod tests {
         assert_eq!(run(a, arch::NR_SOCKET, 2), SECCOMP_RET_ALLOW);
         assert_eq!(run(a, arch::NR_SOCKET, 10), SECCOMP_RET_ALLOW);
         assert_eq!(run(a, arch::NR_IO_URING_SETUP, 0), DENY);
-        assert_eq!(run(a, 0, AF_PACKET), SECCOMP_RET_ALLOW, "read(17, …) is fine");
+        assert_eq!(
+            run(a, 0, AF_PACKET),
+            SECCOMP_RET_ALLOW,
+            "read(17, …) is fine"
+        );
         assert_eq!(run(0x4000_0003, arch::COMPAT_DENY[0], 0), DENY);
         assert_eq!(run(0x4000_0003, 3, 0), SECCOMP_RET_ALLOW);
     }

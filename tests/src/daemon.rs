@@ -114,7 +114,11 @@ impl Drop for DaemonProc {
             }
         }
         if std::thread::panicking() {
-            eprintln!("--- daemon log {} ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- daemon log {} ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }

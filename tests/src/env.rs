@@ -36,7 +36,8 @@ impl TestEnv {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let cgroups = CgroupFs::discover().unwrap_or_else(|e| panic!("cgroup v2: {e}"));
         let attach = cgroups.root().join(&unique);
-        fs::create_dir_all(&attach).unwrap_or_else(|e| panic!("creating {}: {e}", attach.display()));
+        fs::create_dir_all(&attach)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", attach.display()));
         let env = Self {
             name: name.to_string(),
             socket: dir.join("palisade.sock"),
@@ -94,12 +95,18 @@ impl TestEnv {
         };
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
             .collect()
     }
 
     /// Wait until an audit record satisfies `pred`.
-    pub fn wait_audit(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_audit(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         crate::wait_for(std::time::Duration::from_secs(5), || {
             self.audit_events().into_iter().find(|e| pred(e))
         })

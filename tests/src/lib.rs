@@ -41,9 +41,7 @@ pub fn palisade_bin() -> std::path::PathBuf {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
-        });
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("release/palisade");
     assert!(
         bin.exists(),

@@ -13,10 +13,12 @@ pub struct NetNs {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running `ip {}` (is iproute2 installed? `cargo xtask setup`): {e}", args.join(" ")));
+    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "running `ip {}` (is iproute2 installed? `cargo xtask setup`): {e}",
+            args.join(" ")
+        )
+    });
     assert!(
         out.status.success(),
         "`ip {}` failed: {}",
@@ -43,11 +45,21 @@ impl NetNs {
             host_if: host_if.clone(),
             children: Vec::new(),
         };
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer_if]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
         ip(&["link", "set", &peer_if, "netns", &name]);
         ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
-        ip(&["-n", &name, "addr", "add", &format!("{peer_ip}/24"), "dev", &peer_if]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{peer_ip}/24"),
+            "dev",
+            &peer_if,
+        ]);
         ip(&["-n", &name, "link", "set", &peer_if, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ns
@@ -55,7 +67,15 @@ impl NetNs {
 
     /// Set a per-namespace sysctl (e.g. `net.ipv4.ping_group_range`).
     pub fn sysctl(&self, key: &str, value: &str) {
-        ip(&["netns", "exec", &self.name, "sysctl", "-q", "-w", &format!("{key}={value}")]);
+        ip(&[
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ]);
     }
 
     /// Run a long-lived command inside the namespace (killed on drop).
@@ -77,7 +97,11 @@ impl Drop for NetNs {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

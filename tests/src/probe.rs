@@ -42,9 +42,16 @@ impl Probe {
     /// (`target/release/palisade-probe`, tests live in `target/release/deps`).
     pub fn bin() -> std::path::PathBuf {
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| Path::new("."));
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| Path::new("."));
         let bin = dir.join("palisade-probe");
-        assert!(bin.exists(), "{} is missing: build the tests crate's binaries", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: build the tests crate's binaries",
+            bin.display()
+        );
         bin
     }
 
@@ -57,7 +64,10 @@ impl Probe {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-        Outcome(serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: bad probe output {line:?}: {e}")))
+        Outcome(
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{what}: bad probe output {line:?}: {e}")),
+        )
     }
 
     /// Run the probe enrolled as `identity` through `palisade exec`.
@@ -66,7 +76,12 @@ impl Probe {
     }
 
     /// Same, inside network namespace `netns` when given.
-    pub fn enrolled_in(env: &TestEnv, netns: Option<&str>, identity: &str, args: &[&str]) -> Outcome {
+    pub fn enrolled_in(
+        env: &TestEnv,
+        netns: Option<&str>,
+        identity: &str,
+        args: &[&str],
+    ) -> Outcome {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -112,10 +127,16 @@ impl Probe {
 
     /// Run the probe inside an existing cgroup (for selector tests).
     pub fn in_cgroup(cgroup: &Path, args: &[&str]) -> Outcome {
+        let out = Self::in_cgroup_cmd(cgroup, &Self::bin(), args);
+        Self::parse(out, &format!("in {} {args:?}", cgroup.display()))
+    }
+
+    /// Run any program inside an existing cgroup and return its output.
+    pub fn in_cgroup_cmd(cgroup: &Path, program: &Path, args: &[&str]) -> std::process::Output {
         use std::os::unix::{ffi::OsStrExt, process::CommandExt};
         let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
             .unwrap_or_else(|e| panic!("cgroup path: {e}"));
-        let mut cmd = Command::new(Self::bin());
+        let mut cmd = Command::new(program);
         cmd.args(args);
         // SAFETY: between fork and exec only async-signal-safe calls: open,
         // write ("0" = the writing process), close.
@@ -133,7 +154,7 @@ impl Probe {
                 Ok(())
             });
         }
-        let out = cmd.output().unwrap_or_else(|e| panic!("running probe in cgroup: {e}"));
-        Self::parse(out, &format!("in {} {args:?}", cgroup.display()))
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running {} in cgroup: {e}", program.display()))
     }
 }

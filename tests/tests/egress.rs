@@ -1,6 +1,8 @@
 //! Kernel egress enforcement: what an enrolled process may and may not reach.
 
-use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, UdpServer, netns::NetNs, root_or_skip};
+use palisade_tests::{
+    DaemonProc, Probe, TcpServer, TestEnv, UdpServer, netns::NetNs, root_or_skip,
+};
 
 fn policy(allowed_tcp: u16, allowed_udp: u16) -> String {
     format!(
@@ -33,7 +35,8 @@ fn allowed_tcp_connects_and_others_get_eperm() {
     let env = TestEnv::new("tcp", &policy(allowed.addr.port(), 1));
     let _d = DaemonProc::start(&env);
 
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()]).expect_ok("allowed port");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()])
+        .expect_ok("allowed port");
     Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &other.port()]).expect_eperm("other port");
     // The same destination is fine for a process that is not enrolled.
     Probe::plain(&["tcp", "127.0.0.1", &other.port()]).expect_ok("unenrolled process");
@@ -80,7 +83,8 @@ fn udp_sendto_is_judged_per_datagram() {
 
     Probe::enrolled(&env, "agent", &["udp", "127.0.0.1", &allowed.port()]).expect_ok("allowed UDP");
     assert_eq!(allowed.received(), 1, "the allowed datagram arrives");
-    Probe::enrolled(&env, "agent", &["udp", "127.0.0.1", &denied.port()]).expect_eperm("denied UDP sendto");
+    Probe::enrolled(&env, "agent", &["udp", "127.0.0.1", &denied.port()])
+        .expect_eperm("denied UDP sendto");
     Probe::enrolled(&env, "agent", &["udp-connect", "127.0.0.1", &denied.port()])
         .expect_eperm("denied connected UDP");
     assert_eq!(denied.received(), 0, "nothing reached the denied port");
@@ -105,7 +109,8 @@ fn raw_icmp_and_packet_sockets_are_refused() {
     let ns = NetNs::new("icmp", 214);
     ns.sysctl("net.ipv4.ping_group_range", "0 0");
     Probe::plain_in(Some(&ns.name), &["icmp"]).expect_ok("ping socket outside the identity");
-    Probe::enrolled_in(&env, Some(&ns.name), "agent", &["icmp"]).expect_eperm("ICMP datagram socket");
+    Probe::enrolled_in(&env, Some(&ns.name), "agent", &["icmp"])
+        .expect_eperm("ICMP datagram socket");
     env.wait_audit("for the refused raw socket", |e| {
         e["kind"] == "socket" && e["verdict"] == "deny" && e["reason"] == "socket-type-refused"
     });
@@ -121,8 +126,13 @@ fn forked_children_stay_confined() {
     let env = TestEnv::new("fork", &policy(allowed.addr.port(), 1));
     let _d = DaemonProc::start(&env);
     let r = Probe::enrolled(&env, "agent", &["fork-tcp", "127.0.0.1", &other.port()]);
-    assert!(!r.ok(), "child of an enrolled process reached a denied port: {}", r.0);
-    Probe::enrolled(&env, "agent", &["fork-tcp", "127.0.0.1", &allowed.port()]).expect_ok("child, allowed port");
+    assert!(
+        !r.ok(),
+        "child of an enrolled process reached a denied port: {}",
+        r.0
+    );
+    Probe::enrolled(&env, "agent", &["fork-tcp", "127.0.0.1", &allowed.port()])
+        .expect_ok("child, allowed port");
 }
 
 #[test]
@@ -132,15 +142,26 @@ fn cidr_rules_reach_a_host_in_a_test_namespace() {
     }
     let mut ns = NetNs::new("cidr", 213);
     // A real server on the namespace's own address.
-    ns.spawn("python3", &["-m", "http.server", "8080", "--bind", "10.213.0.2"]);
+    ns.spawn(
+        "python3",
+        &["-m", "http.server", "8080", "--bind", "10.213.0.2"],
+    );
     let text = "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.213.0.0/24, ports: [8080], protocol: tcp}\n      deny:\n        - {cidr: 10.213.0.2/32, ports: [9090]}\n";
     let env = TestEnv::new("netns", text);
     let _d = DaemonProc::start(&env);
     let up = palisade_tests::wait_for(std::time::Duration::from_secs(10), || {
-        Probe::plain(&["tcp", &ns.peer_ip, "8080"]).ok().then_some(())
+        Probe::plain(&["tcp", &ns.peer_ip, "8080"])
+            .ok()
+            .then_some(())
     });
-    assert!(up.is_some(), "server in namespace {} did not come up", ns.name);
-    Probe::enrolled(&env, "agent", &["tcp", &ns.peer_ip, "8080"]).expect_ok("allowed /24, port 8080");
-    Probe::enrolled(&env, "agent", &["tcp", &ns.peer_ip, "9090"]).expect_eperm("deny rule inside the /24");
+    assert!(
+        up.is_some(),
+        "server in namespace {} did not come up",
+        ns.name
+    );
+    Probe::enrolled(&env, "agent", &["tcp", &ns.peer_ip, "8080"])
+        .expect_ok("allowed /24, port 8080");
+    Probe::enrolled(&env, "agent", &["tcp", &ns.peer_ip, "9090"])
+        .expect_eperm("deny rule inside the /24");
     Probe::enrolled(&env, "agent", &["tcp", &ns.peer_ip, "22"]).expect_eperm("port not allowed");
 }

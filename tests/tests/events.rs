@@ -12,12 +12,31 @@ fn deny_events_name_identity_process_destination_and_rule() {
     let env = TestEnv::new("events", text);
     let _d = DaemonProc::start(&env);
     // `fork-tcp` prints the child's pid: the child is the process that connects.
-    let r = Probe::enrolled(&env, "clinical-agent", &["fork-tcp", "127.0.0.1", &target.port()]);
+    let r = Probe::enrolled(
+        &env,
+        "clinical-agent",
+        &["fork-tcp", "127.0.0.1", &target.port()],
+    );
     assert!(!r.ok());
-    let child = r.0["child"].as_u64().unwrap_or_else(|| panic!("no child pid in {}", r.0));
+    let child = r.0["child"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no child pid in {}", r.0));
     let port: u64 = target.addr.port().into();
     let ev = env.wait_audit("for the denied connect", |e| e["dst_port"] == port);
-    for key in ["time", "kind", "identity", "verdict", "reason", "policy_version", "pid", "comm", "cgroup_id", "dst_ip", "dst_port", "protocol"] {
+    for key in [
+        "time",
+        "kind",
+        "identity",
+        "verdict",
+        "reason",
+        "policy_version",
+        "pid",
+        "comm",
+        "cgroup_id",
+        "dst_ip",
+        "dst_port",
+        "protocol",
+    ] {
         assert!(!ev[key].is_null(), "audit event lacks `{key}`: {ev}");
     }
     assert_eq!(ev["kind"], "network");

@@ -4,17 +4,31 @@
 use nix::sys::signal::Signal;
 use palisade_tests::{
     DaemonProc, Probe, TcpServer, TestEnv,
-    kernel::{ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT, ATTACH_INET_SOCK_CREATE, ATTACH_UDP4_SENDMSG, attached_programs},
+    kernel::{
+        ATTACH_INET_SOCK_CREATE, ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT, ATTACH_UDP4_SENDMSG,
+        attached_programs,
+    },
     palisade_bin, root_or_skip,
 };
 
 fn policy(port: u16) -> String {
-    format!("version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {{cidr: 127.0.0.1, ports: [{port}]}}\n")
+    format!(
+        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {{cidr: 127.0.0.1, ports: [{port}]}}\n"
+    )
 }
 
 fn one_of_each(env: &TestEnv) {
-    for t in [ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT, ATTACH_UDP4_SENDMSG, ATTACH_INET_SOCK_CREATE] {
-        assert_eq!(attached_programs(&env.attach, t), 1, "attach type {t}: exactly one program");
+    for t in [
+        ATTACH_INET4_CONNECT,
+        ATTACH_INET6_CONNECT,
+        ATTACH_UDP4_SENDMSG,
+        ATTACH_INET_SOCK_CREATE,
+    ] {
+        assert_eq!(
+            attached_programs(&env.attach, t),
+            1,
+            "attach type {t}: exactly one program"
+        );
     }
 }
 
@@ -54,17 +68,33 @@ fn sigkill_keeps_enforcement_and_a_new_daemon_adopts_it() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert_eq!(lines[0]["errno"], 1, "denied before the crash: {}", lines[0]);
-    assert_eq!(lines[1]["errno"], 1, "still denied with the daemon dead: {}", lines[1]);
-    assert_eq!(lines[2]["ok"], true, "still allowed with the daemon dead: {}", lines[2]);
+    assert_eq!(
+        lines[0]["errno"], 1,
+        "denied before the crash: {}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1]["errno"], 1,
+        "still denied with the daemon dead: {}",
+        lines[1]
+    );
+    assert_eq!(
+        lines[2]["ok"], true,
+        "still allowed with the daemon dead: {}",
+        lines[2]
+    );
     one_of_each(&env);
 
     // A new daemon adopts the pins: no second attachment, same verdicts.
     let _d2 = DaemonProc::start(&env);
     one_of_each(&env);
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("after adoption");
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()]).expect_ok("after adoption");
-    env.wait_audit("adoption", |e| e["kind"] == "daemon" && e["reason"] == "adopted-pins");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()])
+        .expect_eperm("after adoption");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()])
+        .expect_ok("after adoption");
+    env.wait_audit("adoption", |e| {
+        e["kind"] == "daemon" && e["reason"] == "adopted-pins"
+    });
 }
 
 #[test]
@@ -78,19 +108,30 @@ fn sigterm_keeps_enforcement_detach_and_uninstall_remove_it() {
 
     // SIGTERM: the daemon exits 0, enforcement stays.
     let mut d = DaemonProc::start(&env);
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("while running");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()])
+        .expect_eperm("while running");
     assert_eq!(d.signal_and_wait(Signal::SIGTERM), Some(0));
     one_of_each(&env);
-    let stays = Probe::in_cgroup(&env.attach.join("palisade/agent"), &["tcp", "127.0.0.1", &denied.port()]);
+    let stays = Probe::in_cgroup(
+        &env.attach.join("palisade/agent"),
+        &["tcp", "127.0.0.1", &denied.port()],
+    );
     stays.expect_eperm("after SIGTERM, the managed cgroup is still confined");
 
     // --detach: the daemon removes everything on exit.
     let mut d = DaemonProc::start_with(&env, &["--detach"]);
     assert_eq!(d.signal_and_wait(Signal::SIGTERM), Some(0));
-    assert_eq!(attached_programs(&env.attach, ATTACH_INET4_CONNECT), 0, "detached");
+    assert_eq!(
+        attached_programs(&env.attach, ATTACH_INET4_CONNECT),
+        0,
+        "detached"
+    );
     assert!(!env.bpffs.exists(), "pins removed");
-    Probe::in_cgroup(&env.attach.join("palisade/agent"), &["tcp", "127.0.0.1", &denied.port()])
-        .expect_ok("no enforcement after --detach");
+    Probe::in_cgroup(
+        &env.attach.join("palisade/agent"),
+        &["tcp", "127.0.0.1", &denied.port()],
+    )
+    .expect_ok("no enforcement after --detach");
 
     // uninstall: same, from the CLI, with the daemon gone.
     let mut d = DaemonProc::start(&env);
@@ -101,6 +142,14 @@ fn sigterm_keeps_enforcement_detach_and_uninstall_remove_it() {
         .arg(&env.bpffs)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(attached_programs(&env.attach, ATTACH_INET4_CONNECT), 0, "uninstalled");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        attached_programs(&env.attach, ATTACH_INET4_CONNECT),
+        0,
+        "uninstalled"
+    );
 }

@@ -15,7 +15,11 @@ fn policy_check_reports_file_line_column_and_exits_nonzero() {
         .arg(&good)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(palisade_bin())
         .args(["policy", "check"])
         .arg(&good)
@@ -25,7 +29,10 @@ fn policy_check_reports_file_line_column_and_exits_nonzero() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!("{}:8:11: unknown field `prots`", bad.display());
-    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -54,15 +61,23 @@ fn a_rejected_reload_keeps_the_last_good_policy_enforcing() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.status.success(), "a broken policy must be refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("policy.yaml:7:") && stderr.contains("unknown variant `tcpp`"), "{stderr}");
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("old policy still denies");
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()]).expect_ok("old policy still allows");
-    env.wait_audit("reload rejection", |e| e["kind"] == "policy" && e["verdict"] == "rejected");
+    assert!(
+        stderr.contains("policy.yaml:7:") && stderr.contains("unknown variant `tcpp`"),
+        "{stderr}"
+    );
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()])
+        .expect_eperm("old policy still denies");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()])
+        .expect_ok("old policy still allows");
+    env.wait_audit("reload rejection", |e| {
+        e["kind"] == "policy" && e["verdict"] == "rejected"
+    });
 
     // SIGHUP takes the same path.
     d.hup();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("after SIGHUP too");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()])
+        .expect_eperm("after SIGHUP too");
 
     // A daemon refuses to start on a broken policy, with the position.
     let mut restarted = std::process::Command::new(palisade_bin())
@@ -81,6 +96,9 @@ fn a_rejected_reload_keeps_the_last_good_policy_enforcing() {
     assert!(!status.success());
     assert!(err.contains("policy.yaml:7:"), "{err}");
     // …and the pinned enforcement of the last good policy is untouched.
-    Probe::in_cgroup(&env.attach.join("palisade/agent"), &["tcp", "127.0.0.1", &denied.port()])
-        .expect_eperm("pins of the last good policy");
+    Probe::in_cgroup(
+        &env.attach.join("palisade/agent"),
+        &["tcp", "127.0.0.1", &denied.port()],
+    )
+    .expect_eperm("pins of the last good policy");
 }

@@ -18,7 +18,8 @@ fn existing_and_new_cgroups_are_selected_by_path() {
     env.write_policy(&text);
     let _d = DaemonProc::start(&env);
 
-    Probe::in_cgroup(&existing, &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("selected at start");
+    Probe::in_cgroup(&existing, &["tcp", "127.0.0.1", &denied.port()])
+        .expect_eperm("selected at start");
     Probe::in_cgroup(&unrelated, &["tcp", "127.0.0.1", &denied.port()]).expect_ok("not selected");
 
     // A unit that starts after the daemon is picked up by itself.
@@ -26,7 +27,10 @@ fn existing_and_new_cgroups_are_selected_by_path() {
     let confined = wait_for(std::time::Duration::from_secs(5), || {
         (!Probe::in_cgroup(&later, &["tcp", "127.0.0.1", &denied.port()]).ok()).then_some(())
     });
-    assert!(confined.is_some(), "a cgroup created later was not enrolled");
+    assert!(
+        confined.is_some(),
+        "a cgroup created later was not enrolled"
+    );
     // Sub-cgroups of a selected cgroup stay confined (the kernel walks ancestry).
     let nested = env.make_cgroup("system.slice/billing-agent.service/worker");
     Probe::in_cgroup(&nested, &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("nested cgroup");

@@ -1,1 +1,40 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup | build | test | bench | demo`.
+
+mod bench;
+mod demo;
+mod setup;
+mod test;
+mod toolchain;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+  setup            install what builds and tests need (idempotent)
+  build            build the daemon (release) and the test binaries
+  test             build everything and run the whole suite (needs root)
+  bench <name>     run a benchmark: connect
+  demo             start a daemon, run an agent that reaches its API and is
+                   blocked from exfiltrating, show the audit trail, clean up";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build") => test::build(),
+        Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("demo") => demo::run(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

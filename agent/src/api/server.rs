@@ -1,8 +1,4 @@
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    sync::Arc,
-};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -157,8 +153,7 @@ pub async fn serve(
             .flatten()
             .ok_or_else(|| DaemonError::Config(format!("socket_group `{group}` does not exist")))?
             .gid;
-        nix::unistd::chown(socket, None, Some(gid))
-            .map_err(|e| io(std::io::Error::from(e)))?;
+        nix::unistd::chown(socket, None, Some(gid)).map_err(|e| io(std::io::Error::from(e)))?;
     }
     tracing::info!(socket = %socket.display(), "API listening");
     tonic::transport::Server::builder()

@@ -50,7 +50,9 @@ impl BpfError {
         move |source| Self::Map { map, source }
     }
 
-    pub(crate) fn program(program: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Self {
+    pub(crate) fn program(
+        program: &'static str,
+    ) -> impl FnOnce(aya::programs::ProgramError) -> Self {
         move |source| Self::Program { program, source }
     }
 }

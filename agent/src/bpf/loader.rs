@@ -17,9 +17,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, TracePoint, links::FdLink,
-    },
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, TracePoint, links::FdLink},
 };
 use tracing::{info, warn};
 
@@ -128,7 +126,8 @@ impl Kernel {
             let name = "cgroup_mkdir";
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
             prog.load().map_err(BpfError::program(name))?;
-            prog.attach("cgroup", name).map_err(BpfError::program(name))?;
+            prog.attach("cgroup", name)
+                .map_err(BpfError::program(name))?;
         }
 
         let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
@@ -208,12 +207,10 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, B
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or(BpfError::Program {
-            program: name,
-            source: aya::programs::ProgramError::NotLoaded,
-        })?;
+    let prog = ebpf.program_mut(name).ok_or(BpfError::Program {
+        program: name,
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
     prog.try_into().map_err(BpfError::program(name))
 }
 
@@ -226,10 +223,15 @@ trait CgroupProgram {
 macro_rules! cgroup_program {
     ($ty:ty) => {
         impl CgroupProgram for $ty {
-            fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError> {
+            fn program_fd(
+                &self,
+            ) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError> {
                 Ok(self.fd()?.as_fd())
             }
-            fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError> {
+            fn attach_link(
+                &mut self,
+                cgroup: &File,
+            ) -> Result<FdLink, aya::programs::ProgramError> {
                 let id = self.attach(cgroup, LINK_MODE)?;
                 self.take_link(id)?
                     .try_into()

@@ -10,7 +10,7 @@ use std::{
 };
 
 use agent_common::{
-    IdentityConfig, IdentityState, LpmData, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
+    IdentityConfig, IdentityState, LpmData, LpmValue, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
     VerdictCounters,
 };
 use aya::{
@@ -25,8 +25,8 @@ use crate::policy::tables::{KernelTables, LpmKey};
 pub struct PolicyMaps {
     active_gen: Array<MapData, u32>,
     ident_cfg: Array<MapData, IdentityConfig>,
-    allow: LpmTrie<MapData, LpmData, u32>,
-    deny: LpmTrie<MapData, LpmData, u32>,
+    allow: LpmTrie<MapData, LpmData, LpmValue>,
+    deny: LpmTrie<MapData, LpmData, LpmValue>,
     portsets: Array<MapData, PortSet>,
     /// Trie keys written into each slot, when known (after the first apply
     /// by this daemon); otherwise the slot is scanned.
@@ -58,7 +58,9 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BpfError> {
 
 macro_rules! typed {
     ($ebpf:expr, $name:literal) => {
-        take($ebpf, $name)?.try_into().map_err(BpfError::map($name))?
+        take($ebpf, $name)?
+            .try_into()
+            .map_err(BpfError::map($name))?
     };
 }
 
@@ -165,11 +167,13 @@ impl KernelMaps {
         let per_cpu = lock(&self.counters)
             .get(&identity, 0)
             .map_err(BpfError::map("VERDICTS"))?;
-        Ok(per_cpu.iter().fold(VerdictCounters::default(), |a, c| VerdictCounters {
-            allowed: a.allowed + c.allowed,
-            denied: a.denied + c.denied,
-            audited: a.audited + c.audited,
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(VerdictCounters::default(), |a, c| VerdictCounters {
+                allowed: a.allowed + c.allowed,
+                denied: a.denied + c.denied,
+                audited: a.audited + c.audited,
+            }))
     }
 
     /// Kernel events dropped because the ring buffer was full, all CPUs.
@@ -243,7 +247,10 @@ impl PolicyMaps {
             Some(keys) => keys,
             None => {
                 let mut keys = Vec::new();
-                for (deny, trie, name) in [(false, &self.allow, "ALLOW_LPM"), (true, &self.deny, "DENY_LPM")] {
+                for (deny, trie, name) in [
+                    (false, &self.allow, "ALLOW_LPM"),
+                    (true, &self.deny, "DENY_LPM"),
+                ] {
                     for k in trie.keys() {
                         let k = k.map_err(BpfError::map(name))?;
                         let data = k.data();
@@ -275,4 +282,3 @@ impl PolicyMaps {
         Ok(())
     }
 }
-

@@ -58,6 +58,10 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<ExitCode> {
         }
         let _ = std::fs::remove_file(&socket);
         daemon.shutdown(detach).await;
-        Ok(if served.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if served.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 pub const DEFAULT_SOCKET: &str = "/run/palisade/palisade.sock";
 
 #[derive(Parser, Debug)]
-#[command(name = "palisade", version, about = "Kernel-level egress enforcement for AI agents")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Kernel-level egress enforcement for AI agents"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]

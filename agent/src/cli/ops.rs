@@ -9,7 +9,12 @@ fn rpc_error(s: tonic::Status) -> anyhow::Error {
 pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let s = super::block_on(async {
         let mut c = client::connect(socket).await?;
-        anyhow::Ok(c.status(proto::StatusRequest {}).await.map_err(rpc_error)?.into_inner())
+        anyhow::Ok(
+            c.status(proto::StatusRequest {})
+                .await
+                .map_err(rpc_error)?
+                .into_inner(),
+        )
     })??;
     if json {
         let identities: Vec<serde_json::Value> = s
@@ -36,17 +41,23 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("policy     {} (generation {})", s.policy_version, s.policy_generation);
+    println!(
+        "policy     {} (generation {})",
+        s.policy_version, s.policy_generation
+    );
     println!("pins       {}", s.bpffs);
     println!("attached   {}", s.attach_cgroup);
-    println!("events     {} written, {} lost in kernel", s.events_written, s.events_lost);
+    println!(
+        "events     {} written, {} lost in kernel",
+        s.events_written, s.events_lost
+    );
     if !s.last_reload_error.is_empty() {
         println!("last reload FAILED: {}", s.last_reload_error);
     }
     println!();
     println!(
-        "{:<28} {:<14} {:>7} {:>10} {:>10} {:>10}  {}",
-        "IDENTITY", "MODE", "CGROUPS", "ALLOWED", "DENIED", "AUDITED", "KILL SWITCH"
+        "{:<28} {:<14} {:>7} {:>10} {:>10} {:>10}  KILL SWITCH",
+        "IDENTITY", "MODE", "CGROUPS", "ALLOWED", "DENIED", "AUDITED"
     );
     for i in &s.identities {
         println!(
@@ -63,7 +74,12 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn kill_switch(socket: &Path, identity: &str, on: bool, reason: &str) -> anyhow::Result<ExitCode> {
+pub fn kill_switch(
+    socket: &Path,
+    identity: &str,
+    on: bool,
+    reason: &str,
+) -> anyhow::Result<ExitCode> {
     super::block_on(async {
         let mut c = client::connect(socket).await?;
         if on {
@@ -85,7 +101,11 @@ pub fn kill_switch(socket: &Path, identity: &str, on: bool, reason: &str) -> any
     })??;
     println!(
         "{identity}: kill switch {}",
-        if on { "ON (all connections denied)" } else { "off" }
+        if on {
+            "ON (all connections denied)"
+        } else {
+            "off"
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -103,7 +123,10 @@ pub fn reload(socket: &Path) -> anyhow::Result<ExitCode> {
     for w in &r.warnings {
         eprintln!("{w}");
     }
-    println!("policy {} applied (generation {})", r.policy_version, r.policy_generation);
+    println!(
+        "policy {} applied (generation {})",
+        r.policy_version, r.policy_generation
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,7 +65,7 @@ impl Daemon {
         let Ok(Some(user)) = nix::unistd::User::from_uid(caller.uid.into()) else {
             return false;
         };
-        group.mem.iter().any(|m| *m == user.name)
+        group.mem.contains(&user.name)
     }
 
     fn require_operator(&self, caller: &Caller, what: &str) -> Result<(), DaemonError> {
@@ -141,7 +141,11 @@ impl Daemon {
         let mut ev = AuditEvent::new(
             EventKind::KillSwitch,
             if killed { "on" } else { "off" },
-            if reason.is_empty() { "operator" } else { reason },
+            if reason.is_empty() {
+                "operator"
+            } else {
+                reason
+            },
         );
         ev.identity = Some(identity.to_string());
         ev.uid = Some(caller.uid);

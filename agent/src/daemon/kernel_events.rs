@@ -34,12 +34,17 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
         let d = daemon.clone();
         tokio::spawn(async move {
             let result = events::drain(ring, |raw| {
-                let Some(change) = CgroupChange::decode(raw) else { return };
+                let Some(change) = CgroupChange::decode(raw) else {
+                    return;
+                };
                 if !change.created {
                     return;
                 }
                 let active = d.active();
-                if let Err(e) = d.selector_sync().on_created(&active.policy, change.id, &change.path) {
+                if let Err(e) =
+                    d.selector_sync()
+                        .on_created(&active.policy, change.id, &change.path)
+                {
                     warn!(error = %e, cgroup = %change.path, "enrolling new cgroup");
                 }
             })
@@ -58,7 +63,9 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
         loop {
             tick.tick().await;
             let Some(d) = weak.upgrade() else { break };
-            let Ok(lost) = d.maps.events_lost() else { continue };
+            let Ok(lost) = d.maps.events_lost() else {
+                continue;
+            };
             let before = *reported.get_or_insert(lost);
             if lost > before {
                 let mut ev = AuditEvent::new(EventKind::Loss, "lost", "kernel-ring-buffer-full");
@@ -90,13 +97,19 @@ impl Daemon {
         let at = self.policy_at(ev.generation);
         if let Some(at) = &at {
             out.policy_version = Some(at.policy.version.to_string());
-            out.rule = ev.rule.and_then(|r| at.policy.rule(r)).map(|r| r.id.clone());
+            out.rule = ev
+                .rule
+                .and_then(|r| at.policy.rule(r))
+                .map(|r| r.id.clone());
             out.mode = identity
                 .as_deref()
                 .and_then(|i| at.policy.identity(i))
                 .map(|i| i.mode.name().to_string());
         } else {
-            out.detail = Some(format!("policy generation {} is no longer known", ev.generation));
+            out.detail = Some(format!(
+                "policy generation {} is no longer known",
+                ev.generation
+            ));
         }
         out.identity = identity.or_else(|| Some(format!("#{}", ev.identity)));
         out.pid = Some(ev.pid);

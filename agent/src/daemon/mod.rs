@@ -128,7 +128,15 @@ impl Daemon {
             _kernel: Mutex::new(kernel),
         });
         let generation = daemon.apply(loaded.policy).await?;
-        let mut started = AuditEvent::new(EventKind::Daemon, "started", if adopted { "adopted-pins" } else { "fresh-attach" });
+        let mut started = AuditEvent::new(
+            EventKind::Daemon,
+            "started",
+            if adopted {
+                "adopted-pins"
+            } else {
+                "fresh-attach"
+            },
+        );
         started.policy_version = Some(daemon.active().policy.version.to_string());
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
@@ -144,8 +152,15 @@ impl Daemon {
 
     /// The policy that was active at `generation`, if still remembered.
     pub fn policy_at(&self, generation: u32) -> Option<Arc<ActivePolicy>> {
-        let history = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        history.iter().rev().find(|p| p.generation == generation).cloned()
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        history
+            .iter()
+            .rev()
+            .find(|p| p.generation == generation)
+            .cloned()
     }
 
     pub fn selector_sync(&self) -> SelectorSync<'_> {
@@ -183,7 +198,11 @@ impl Daemon {
         let mut ev = AuditEvent::new(
             EventKind::Daemon,
             "stopped",
-            if detach { "detached" } else { "enforcement-kept" },
+            if detach {
+                "detached"
+            } else {
+                "enforcement-kept"
+            },
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         self.audit.emit(ev);

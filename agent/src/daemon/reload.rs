@@ -28,7 +28,9 @@ impl Daemon {
         for ident in &policy.identities {
             self.registry.ensure(&ident.id)?;
         }
-        let tables = tables::compile(&policy, generation & 1, &|name| self.registry.index_of(name))?;
+        let tables = tables::compile(&policy, generation & 1, &|name| {
+            self.registry.index_of(name)
+        })?;
         self.maps.apply(&tables, generation)?;
         let active = Arc::new(ActivePolicy { policy, generation });
         self.active.store(active.clone());
@@ -43,7 +45,12 @@ impl Daemon {
             }
         }
         let selected = self.selector_sync().full_sync(&active.policy)?;
-        let keep: HashSet<String> = active.policy.identities.iter().map(|i| i.id.clone()).collect();
+        let keep: HashSet<String> = active
+            .policy
+            .identities
+            .iter()
+            .map(|i| i.id.clone())
+            .collect();
         self.registry.release_unused(&keep)?;
         info!(
             version = %active.policy.version,
@@ -63,7 +70,8 @@ impl Daemon {
         let path = self.config.policy_path().to_path_buf();
         let result = match policy::load(&path) {
             Ok(loaded) => {
-                let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+                let warnings: Vec<String> =
+                    loaded.warnings.iter().map(ToString::to_string).collect();
                 let version = loaded.policy.version.to_string();
                 self.apply(loaded.policy).await.map(|generation| Reloaded {
                     version,

@@ -36,8 +36,13 @@ impl CgroupFs {
     /// `/a/b` for `<root>/a/b`; `None` outside the hierarchy.
     pub fn relative(&self, abs: &Path) -> Option<String> {
         let rest = abs.strip_prefix(&self.root).ok()?;
-        Some(format!("/{}", rest.to_string_lossy()))
-            .map(|s| if s.len() > 1 { s.trim_end_matches('/').to_string() } else { s })
+        Some(format!("/{}", rest.to_string_lossy())).map(|s| {
+            if s.len() > 1 {
+                s.trim_end_matches('/').to_string()
+            } else {
+                s
+            }
+        })
     }
 
     pub fn absolute(&self, rel: &str) -> PathBuf {
@@ -55,7 +60,12 @@ impl CgroupFs {
         text.lines()
             .find_map(|l| l.strip_prefix("0::"))
             .map(str::to_string)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("process {pid} has no cgroup v2 entry")))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("process {pid} has no cgroup v2 entry"),
+                )
+            })
     }
 
     /// Ids of a relative cgroup path and each of its ancestors, deepest
@@ -85,11 +95,15 @@ impl CgroupFs {
         let mut out = Vec::new();
         let mut stack = vec![start.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else { continue };
+            let Ok(meta) = fs::metadata(&dir) else {
+                continue;
+            };
             if let Some(rel) = self.relative(&dir) {
                 out.push((rel, meta.ino()));
             }
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.filter_map(Result::ok) {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(e.path());
@@ -142,8 +156,12 @@ mod tests {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                       40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_cgroup2(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            find_cgroup2(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(find_cgroup2(unified), Some(PathBuf::from("/sys/fs/cgroup")));
         assert_eq!(find_cgroup2("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
@@ -152,7 +170,10 @@ mod tests {
     #[test]
     fn relative_paths() {
         let fs = CgroupFs::new("/sys/fs/cgroup");
-        assert_eq!(fs.relative(Path::new("/sys/fs/cgroup/a/b")), Some("/a/b".into()));
+        assert_eq!(
+            fs.relative(Path::new("/sys/fs/cgroup/a/b")),
+            Some("/a/b".into())
+        );
         assert_eq!(fs.relative(Path::new("/sys/fs/cgroup")), Some("/".into()));
         assert_eq!(fs.relative(Path::new("/tmp")), None);
         assert_eq!(fs.absolute("/a/b"), PathBuf::from("/sys/fs/cgroup/a/b"));

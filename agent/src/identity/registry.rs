@@ -45,7 +45,9 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Names> {
-        self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn index_of(&self, name: &str) -> Option<u32> {

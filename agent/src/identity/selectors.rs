@@ -95,7 +95,12 @@ impl SelectorSync<'_> {
     }
 
     /// A cgroup appeared: enrol it if the policy selects it.
-    pub fn on_created(&self, policy: &Policy, id: u64, rel: &str) -> Result<Option<String>, IdentityError> {
+    pub fn on_created(
+        &self,
+        policy: &Policy,
+        id: u64,
+        rel: &str,
+    ) -> Result<Option<String>, IdentityError> {
         let abs = self.cgroups.absolute(rel);
         // The tracepoint fires for every hierarchy; keep only ours.
         if !abs.starts_with(self.attach) || abs.starts_with(self.managed) {

@@ -123,7 +123,9 @@ mod tests {
     fn any_depth() {
         let k = g("/kubepods.slice/**/cri-containerd-*.scope");
         assert!(k.matches("/kubepods.slice/cri-containerd-abc.scope"));
-        assert!(k.matches("/kubepods.slice/kubepods-burstable.slice/pod1.slice/cri-containerd-abc.scope"));
+        assert!(k.matches(
+            "/kubepods.slice/kubepods-burstable.slice/pod1.slice/cri-containerd-abc.scope"
+        ));
         assert!(!k.matches("/other.slice/cri-containerd-abc.scope"));
         assert!(g("/a/**").matches("/a"));
         assert!(g("/a/**").matches("/a/b/c"));

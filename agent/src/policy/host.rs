@@ -37,10 +37,16 @@ impl HostPattern {
                 } else {
                     ""
                 };
-                return Err(format!("`{text}` is not a valid host name: bad label `{label}`{hint}"));
+                return Err(format!(
+                    "`{text}` is not a valid host name: bad label `{label}`{hint}"
+                ));
             }
         }
-        Ok(if wild { Self::Suffix(name) } else { Self::Exact(name) })
+        Ok(if wild {
+            Self::Suffix(name)
+        } else {
+            Self::Exact(name)
+        })
     }
 
     /// Does the (query) name match? Case-insensitive, trailing dot ignored.

@@ -11,17 +11,22 @@ use agent_common::{IPPROTO_TCP, IPPROTO_UDP, NormAddr, PROTO_ANY};
 use serde::{Deserialize, Deserializer, de};
 
 /// A destination prefix, normalised: IPv4-mapped IPv6 prefixes become IPv4.
+///
+/// The derived order (family, address, length) puts every prefix right after
+/// the prefixes that contain it, families apart; the compiler relies on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cidr {
+    pub is_v6: bool,
     /// Network address with host bits cleared.
     pub bytes: [u8; 16],
-    pub is_v6: bool,
     pub len: u8,
 }
 
 impl Cidr {
     pub fn contains(&self, other: &Cidr) -> bool {
-        self.is_v6 == other.is_v6 && self.len <= other.len && prefix_eq(&self.bytes, &other.bytes, self.len)
+        self.is_v6 == other.is_v6
+            && self.len <= other.len
+            && prefix_eq(&self.bytes, &other.bytes, self.len)
     }
 
     pub fn contains_addr(&self, addr: &NormAddr) -> bool {
@@ -196,7 +201,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ALL: Self = Self { lo: 0, hi: u16::MAX };
+    pub const ALL: Self = Self {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     pub fn contains(&self, port: u16) -> bool {
         self.lo <= port && port <= self.hi
@@ -299,7 +307,9 @@ mod tests {
 
     #[test]
     fn mapped_prefixes_become_ipv4() {
-        let c: Cidr = "::ffff:10.0.0.0/104".parse().unwrap_or_else(|e| panic!("{e}"));
+        let c: Cidr = "::ffff:10.0.0.0/104"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.to_string(), "10.0.0.0/8");
         assert!(!c.is_v6);
         let all6: Cidr = "::/0".parse().unwrap_or_else(|e| panic!("{e}"));
@@ -328,8 +338,14 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        assert_eq!("443".parse::<PortRange>(), Ok(PortRange { lo: 443, hi: 443 }));
-        assert_eq!("8000-9000".parse::<PortRange>(), Ok(PortRange { lo: 8000, hi: 9000 }));
+        assert_eq!(
+            "443".parse::<PortRange>(),
+            Ok(PortRange { lo: 443, hi: 443 })
+        );
+        assert_eq!(
+            "8000-9000".parse::<PortRange>(),
+            Ok(PortRange { lo: 8000, hi: 9000 })
+        );
         assert!("0".parse::<PortRange>().is_err());
         assert!("9000-8000".parse::<PortRange>().is_err());
         assert!("70000".parse::<PortRange>().is_err());
@@ -339,6 +355,9 @@ mod tests {
             PortRange { lo: 443, hi: 443 },
             PortRange { lo: 85, hi: 86 },
         ]);
-        assert_eq!(merged, vec![PortRange { lo: 80, hi: 90 }, PortRange { lo: 443, hi: 443 }]);
+        assert_eq!(
+            merged,
+            vec![PortRange { lo: 80, hi: 90 }, PortRange { lo: 443, hi: 443 }]
+        );
     }
 }

@@ -36,8 +36,7 @@ pub(super) fn read(path: &Path) -> Result<Vec<Source>, PolicyErrors> {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with('.'));
-                !hidden
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+                !hidden && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
             })
             .collect();
         files.sort();
@@ -83,6 +82,19 @@ fn read_one(file: &Path) -> Result<String, String> {
             e.utf8_error().valid_up_to()
         )
     })
+}
+
+/// Parser limits scaled to the file: large policies (100,000 rules) parse,
+/// while alias and anchor limits keep "billion laughs" documents out. File
+/// size is capped before parsing (`MAX_POLICY_BYTES`).
+pub(super) fn parse_options(text: &str) -> serde_saphyr::Options {
+    let n = text.len();
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: n.max(250_000),
+            max_events: (2 * n).max(1_000_000),
+        },
+    }
 }
 
 /// `sha256:` + 16 hex digits over every file's name and content, in order.

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use agent_common::{
-    IdentityConfig, LpmData, MAX_PORTSETS, NO_RULE, NormAddr, PORTSET_RANGES, PROTO_ANY,
-    PortRange as KRange, PortSet, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
+    IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_PORTSETS, NO_RULE, NormAddr, OWN_RULE,
+    PORTSET_RANGES, PROTO_ANY, PortRange as KRange, PortSet, Reason, lpm_scope,
+    maps::LPM_SCOPE_BITS,
 };
 
 use super::{Cidr, Mode, NetRule, Policy};
@@ -28,8 +29,8 @@ pub struct KernelTables {
     pub slot: u32,
     /// Identity index → configuration, for every identity of the policy.
     pub identities: Vec<(u32, IdentityConfig)>,
-    pub allow: Vec<(LpmKey, u32)>,
-    pub deny: Vec<(LpmKey, u32)>,
+    pub allow: Vec<(LpmKey, LpmValue)>,
+    pub deny: Vec<(LpmKey, LpmValue)>,
     /// Port sets; entry `i` lives at kernel index `slot * MAX_PORTSETS + i`.
     pub portsets: Vec<PortSet>,
 }
@@ -70,6 +71,11 @@ pub fn compile(
             IdentityConfig {
                 defined: 1,
                 audit: u8::from(ident.mode == Mode::Audit),
+                flags: if ident.deny.is_empty() {
+                    0
+                } else {
+                    IDENT_HAS_DENY
+                },
                 ..IdentityConfig::default()
             },
         ));
@@ -77,7 +83,7 @@ pub fn compile(
             (&ident.allow, "allow", &mut t.allow),
             (&ident.deny, "deny", &mut t.deny),
         ] {
-            for (cidr, ranges) in merge_prefixes(rules) {
+            for (cidr, own_rule, ranges) in merge_prefixes(rules) {
                 if ranges.len() > PORTSET_RANGES {
                     return Err(TableError::TooManyRanges {
                         identity: ident.id.clone(),
@@ -101,7 +107,13 @@ pub fn compile(
                         addr: cidr.bytes,
                     },
                 };
-                out.push((key, slot * MAX_PORTSETS + local));
+                out.push((
+                    key,
+                    LpmValue {
+                        portset: slot * MAX_PORTSETS + local,
+                        rule: own_rule,
+                    },
+                ));
             }
         }
     }
@@ -124,18 +136,20 @@ fn kernel_ranges(rule: &NetRule) -> impl Iterator<Item = KRange> + '_ {
 }
 
 /// Every distinct prefix of `rules` with the ranges of all rules containing
-/// it, most specific rule first.
-fn merge_prefixes(rules: &[NetRule]) -> Vec<(Cidr, Vec<KRange>)> {
-    let mut own: BTreeMap<(bool, [u8; 16], u8), (Cidr, Vec<KRange>)> = BTreeMap::new();
+/// it, most specific first. When the prefix's own ranges all come from one
+/// rule, that rule is returned and its ranges say `OWN_RULE`, so entries that
+/// differ only by their owning rule share a port set.
+fn merge_prefixes(rules: &[NetRule]) -> Vec<(Cidr, u32, Vec<KRange>)> {
+    // Keyed by the CIDR itself: its order (family, address, length) puts
+    // every prefix right after the prefixes that contain it.
+    let mut own: BTreeMap<Cidr, (Cidr, Vec<KRange>)> = BTreeMap::new();
     for r in rules {
-        let entry = own
-            .entry((r.cidr.is_v6, r.cidr.bytes, r.cidr.len))
-            .or_insert_with(|| (r.cidr, Vec::new()));
+        let entry = own.entry(r.cidr).or_insert_with(|| (r.cidr, Vec::new()));
         entry.1.extend(kernel_ranges(r));
     }
     let mut out = Vec::with_capacity(own.len());
     // Enclosing prefixes of the current one, outermost first, with their
-    // accumulated ranges.
+    // accumulated ranges (explicit rule ids).
     let mut stack: Vec<(Cidr, Vec<KRange>)> = Vec::new();
     for (_, (cidr, ranges)) in own {
         while let Some((top, _)) = stack.last() {
@@ -144,13 +158,28 @@ fn merge_prefixes(rules: &[NetRule]) -> Vec<(Cidr, Vec<KRange>)> {
             }
             stack.pop();
         }
+        let owner = match ranges.split_first() {
+            Some((first, rest)) if rest.iter().all(|r| r.rule == first.rule) => first.rule,
+            _ => NO_RULE,
+        };
         let mut merged = ranges;
         if let Some((_, inherited)) = stack.last() {
             merged.extend(inherited.iter().copied());
         }
         let merged = simplify(merged);
-        stack.push((cidr, merged.clone()));
-        out.push((cidr, merged));
+        let emitted = merged
+            .iter()
+            .map(|r| KRange {
+                rule: if owner != NO_RULE && r.rule == owner {
+                    OWN_RULE
+                } else {
+                    r.rule
+                },
+                ..*r
+            })
+            .collect();
+        stack.push((cidr, merged));
+        out.push((cidr, owner, emitted));
     }
     out
 }
@@ -181,7 +210,7 @@ impl KernelTables {
     /// then allow, else default deny). Used to test the compiler against the
     /// policy's own semantics, and by tools that explain verdicts.
     pub fn judge(&self, identity: u32, addr: &NormAddr, port: u16, proto: u8) -> (Reason, u32) {
-        let look = |entries: &[(LpmKey, u32)]| -> Option<u32> {
+        let look = |entries: &[(LpmKey, LpmValue)]| -> Option<u32> {
             let scope = lpm_scope(self.slot, addr.is_v6, identity);
             let best = entries
                 .iter()
@@ -195,11 +224,17 @@ impl KernelTables {
                         .contains_addr(addr)
                 })
                 .max_by_key(|(k, _)| k.prefix_len)?;
-            let set = &self.portsets[(best.1 - self.slot * MAX_PORTSETS) as usize];
+            let set = &self.portsets[(best.1.portset - self.slot * MAX_PORTSETS) as usize];
             set.ranges[..set.len as usize]
                 .iter()
                 .find(|r| r.matches(port, proto))
-                .map(|r| r.rule)
+                .map(|r| {
+                    if r.rule == OWN_RULE {
+                        best.1.rule
+                    } else {
+                        r.rule
+                    }
+                })
         };
         if let Some(rule) = look(&self.deny) {
             return (Reason::DenyRule, rule);
@@ -242,7 +277,9 @@ mod tests {
     use crate::policy::load_str;
 
     fn policy(text: &str) -> Policy {
-        load_str("t.yaml", text).unwrap_or_else(|e| panic!("{e}")).policy
+        load_str("t.yaml", text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .policy
     }
 
     fn index(_: &str) -> Option<u32> {
@@ -256,10 +293,42 @@ mod tests {
         );
         let t = compile(&p, 1, &index).unwrap_or_else(|e| panic!("{e}"));
         let a = NormAddr::v4([10, 1, 2, 3]);
-        assert_eq!(t.judge(7, &a, 443, 6).0, Reason::AllowRule, "outer rule still applies inside the /16");
+        assert_eq!(
+            t.judge(7, &a, 443, 6).0,
+            Reason::AllowRule,
+            "outer rule still applies inside the /16"
+        );
         assert_eq!(t.judge(7, &a, 80, 6), (Reason::AllowRule, 1));
-        assert_eq!(t.judge(7, &NormAddr::v4([10, 2, 0, 1]), 80, 6).0, Reason::DefaultDeny);
-        assert!(t.allow.iter().all(|(_, i)| *i >= MAX_PORTSETS), "slot 1 port sets live in the upper half");
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 2, 0, 1]), 80, 6).0,
+            Reason::DefaultDeny
+        );
+        assert!(
+            t.allow.iter().all(|(_, v)| v.portset >= MAX_PORTSETS),
+            "slot 1 port sets live in the upper half"
+        );
+    }
+
+    #[test]
+    fn ipv6_prefixes_do_not_break_ipv4_inheritance() {
+        // a00::/16 has the same leading bytes as 10.0.0.0/8: families must
+        // not interleave when prefixes are ordered.
+        let p = policy(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 10.0.0.0/8, ports: [443]}\n        - {cidr: 'a00::/16', ports: [22]}\n        - {cidr: 10.1.0.0/16, ports: [80]}\n",
+        );
+        let t = compile(&p, 0, &index).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 1, 0, 9]), 443, 6).0,
+            Reason::AllowRule
+        );
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 1, 0, 9]), 80, 6).0,
+            Reason::AllowRule
+        );
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 1, 0, 9]), 22, 6).0,
+            Reason::DefaultDeny
+        );
     }
 
     #[test]
@@ -268,9 +337,18 @@ mod tests {
             "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 0.0.0.0/0}\n      deny:\n        - {cidr: 192.0.2.0/24, ports: [25], protocol: tcp}\n",
         );
         let t = compile(&p, 0, &index).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(t.judge(7, &NormAddr::v4([192, 0, 2, 9]), 25, 6).0, Reason::DenyRule);
-        assert_eq!(t.judge(7, &NormAddr::v4([192, 0, 2, 9]), 25, 17).0, Reason::AllowRule);
-        assert_eq!(t.portsets.iter().filter(|s| s.len == 1).count(), t.portsets.len());
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([192, 0, 2, 9]), 25, 6).0,
+            Reason::DenyRule
+        );
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([192, 0, 2, 9]), 25, 17).0,
+            Reason::AllowRule
+        );
+        assert_eq!(
+            t.portsets.iter().filter(|s| s.len == 1).count(),
+            t.portsets.len()
+        );
     }
 
     #[test]
@@ -281,7 +359,41 @@ mod tests {
             ports.join(", ")
         );
         let err = compile(&policy(&text), 0, &index).unwrap_err();
-        assert!(matches!(err, TableError::TooManyRanges { count: 40, .. }), "{err}");
+        assert!(
+            matches!(err, TableError::TooManyRanges { count: 40, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn many_rules_with_the_same_ports_share_port_sets() {
+        let mut text =
+            String::from("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n");
+        for i in 0..2000u32 {
+            text.push_str(&format!(
+                "        - {{cidr: 10.0.{}.{}, ports: [{}]}}\n",
+                i / 250,
+                i % 250,
+                443 + i % 3
+            ));
+        }
+        text.push_str("      deny:\n        - {cidr: 10.0.0.0/8, ports: [25]}\n");
+        let p = policy(&text);
+        let t = compile(&p, 0, &index).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            t.portsets.len() <= 8,
+            "{} port sets for 3 distinct port lists",
+            t.portsets.len()
+        );
+        // Rule attribution survives the sharing.
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 0, 0, 5]), 445, 6),
+            (Reason::AllowRule, 5)
+        );
+        assert_eq!(
+            t.judge(7, &NormAddr::v4([10, 0, 0, 5]), 25, 6),
+            (Reason::DenyRule, 2000)
+        );
     }
 
     /// Random policies and destinations: the compiled tables must decide
@@ -312,7 +424,9 @@ mod tests {
                 }
             }
             let text = format!("version: 1\nidentities:\n  - id: a\n    egress:\n{rules}");
-            let p = load_str("t.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}")).policy;
+            let p = load_str("t.yaml", &text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"))
+                .policy;
             let t = compile(&p, 0, &index).unwrap_or_else(|e| panic!("{e}"));
             for _ in 0..200 {
                 let a = NormAddr::v4([10, rand(3) as u8, rand(3) as u8, rand(4) as u8]);

@@ -21,7 +21,10 @@ pub(super) fn validate(sources: &[Source]) -> Result<Loaded, PolicyErrors> {
     let mut diags = Vec::new();
     let mut docs = Vec::new();
     for s in sources {
-        match serde_saphyr::from_str::<PolicyDoc>(&s.text) {
+        match serde_saphyr::from_str_with_options::<PolicyDoc>(
+            &s.text,
+            source::parse_options(&s.text),
+        ) {
             Ok(doc) => docs.push((s, doc)),
             Err(e) => diags.push(Diagnostic::from_yaml(&s.path, &e)),
         }
@@ -105,9 +108,10 @@ impl Builder {
             }
         }
         file_rules.sort_by_key(|(_, _, r)| (r.referenced.line(), r.referenced.column()));
-        let file_name = file
-            .file_name()
-            .map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let file_name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
 
         let first_identity = self.identities.len();
         for ident in &doc.identities {
@@ -122,7 +126,8 @@ impl Builder {
                 ));
                 continue;
             }
-            self.identity_locs.insert(ident.id.value.clone(), loc.clone());
+            self.identity_locs
+                .insert(ident.id.value.clone(), loc.clone());
             let mut selectors = Vec::new();
             for s in &ident.selectors {
                 match Glob::parse(&s.cgroup.value) {
@@ -157,7 +162,11 @@ impl Builder {
                 None => format!("{file_name}:{}", n + 1),
             };
             if let Some(prev) = self.rule_ids.get(&id) {
-                let loc = rule.value.id.as_ref().map_or(rule_loc.clone(), |s| SourceLoc::of(file, s));
+                let loc = rule
+                    .value
+                    .id
+                    .as_ref()
+                    .map_or(rule_loc.clone(), |s| SourceLoc::of(file, s));
                 diags.push(Diagnostic::error(
                     loc,
                     format!("rule id `{id}` is already used at {prev}"),
@@ -203,8 +212,11 @@ fn parse_rule(
         None => vec![PortRange::ALL],
         Some(list) if list.is_empty() => {
             diags.push(
-                Diagnostic::error(rule_loc.clone(), "`ports` is an empty list, which matches nothing")
-                    .with_hint("omit `ports` to match any port"),
+                Diagnostic::error(
+                    rule_loc.clone(),
+                    "`ports` is an empty list, which matches nothing",
+                )
+                .with_hint("omit `ports` to match any port"),
             );
             vec![]
         }
@@ -254,7 +266,11 @@ fn parse_rule(
             None
         }
     };
-    if diags.len() > errors_before { None } else { parsed }
+    if diags.len() > errors_before {
+        None
+    } else {
+        parsed
+    }
 }
 
 #[cfg(test)]
@@ -301,29 +317,54 @@ identities:
         assert_eq!(p.rules[0].id, "p.yaml:1");
         assert_eq!(p.rules[2].id, "no-metadata");
         assert!(p.version.hash.starts_with("sha256:"));
-        assert_eq!(p.version.to_string(), format!("release-7@{}", p.version.hash));
+        assert_eq!(
+            p.version.to_string(),
+            format!("release-7@{}", p.version.hash)
+        );
     }
 
     #[test]
     fn unknown_key_has_line_and_column() {
         let e = errors("version: 1\nidentities:\n  - id: a\n    egres: {}\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("p.yaml:4:5: unknown field `egres`"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("p.yaml:4:5: unknown field `egres`"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn bad_cidr_points_at_the_value() {
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.300/8\n");
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.300/8\n",
+        );
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("p.yaml:6:17: `10.0.0.300` is not an IPv4 or IPv6 address"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("p.yaml:6:17: `10.0.0.300` is not an IPv4 or IPv6 address"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn bad_port_and_protocol() {
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          ports: [70000]\n");
-        assert!(e[0].starts_with("p.yaml:7:19: `70000` is not a valid port"), "{}", e[0]);
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          protocol: icmp\n");
-        assert!(e[0].starts_with("p.yaml:7:21: unknown variant `icmp`"), "{}", e[0]);
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          ports: [70000]\n",
+        );
+        assert!(
+            e[0].starts_with("p.yaml:7:19: `70000` is not a valid port"),
+            "{}",
+            e[0]
+        );
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          protocol: icmp\n",
+        );
+        assert!(
+            e[0].starts_with("p.yaml:7:21: unknown variant `icmp`"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
@@ -335,30 +376,54 @@ identities:
     #[test]
     fn duplicate_identity_and_rule_ids() {
         let e = errors("version: 1\nidentities:\n  - id: a\n  - id: a\n");
-        assert!(e[0].starts_with("p.yaml:4:9: identity `a` is already defined at p.yaml:3:9"), "{}", e[0]);
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {id: r, cidr: 10.0.0.1}\n        - {id: r, cidr: 10.0.0.2}\n");
-        assert!(e[0].contains("rule id `r` is already used at p.yaml:6:"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("p.yaml:4:9: identity `a` is already defined at p.yaml:3:9"),
+            "{}",
+            e[0]
+        );
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {id: r, cidr: 10.0.0.1}\n        - {id: r, cidr: 10.0.0.2}\n",
+        );
+        assert!(
+            e[0].contains("rule id `r` is already used at p.yaml:6:"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn rule_needs_exactly_one_target() {
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - ports: [443]\n");
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - ports: [443]\n",
+        );
         assert!(e[0].contains("needs `cidr` or `host`"), "{}", e[0]);
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 10.0.0.1, host: a.b}\n");
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 10.0.0.1, host: a.b}\n",
+        );
         assert!(e[0].contains("not both"), "{}", e[0]);
     }
 
     #[test]
     fn version_and_identity_names() {
         let e = errors("version: 2\n");
-        assert!(e[0].starts_with("p.yaml:1:10: unsupported policy version 2"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("p.yaml:1:10: unsupported policy version 2"),
+            "{}",
+            e[0]
+        );
         let e = errors("version: 1\nidentities:\n  - id: Bad Name\n");
-        assert!(e[0].starts_with("p.yaml:3:9: identity id `Bad Name`"), "{}", e[0]);
+        assert!(
+            e[0].starts_with("p.yaml:3:9: identity id `Bad Name`"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn reports_every_error_not_just_the_first() {
-        let e = errors("version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: nope\n        - cidr: 1.2.3.4/99\n");
+        let e = errors(
+            "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: nope\n        - cidr: 1.2.3.4/99\n",
+        );
         assert_eq!(e.len(), 2, "{e:?}");
     }
 }

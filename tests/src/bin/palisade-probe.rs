@@ -72,7 +72,9 @@ fn usage() -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((action, rest)) = args.split_first() else { usage() };
+    let Some((action, rest)) = args.split_first() else {
+        usage()
+    };
     let line = match action.as_str() {
         "tcp" => report(tcp(addr(rest))),
         "udp" => report(udp_sendto(addr(rest))),
@@ -103,7 +105,10 @@ fn main() {
         "tcp-loop" => {
             // Connect COUNT times; report how many failed (for reload tests).
             let to = addr(rest);
-            let count: u64 = rest.get(2).and_then(|c| c.parse().ok()).unwrap_or_else(|| usage());
+            let count: u64 = rest
+                .get(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| usage());
             let mut failures = 0u64;
             let mut first_error = String::new();
             for _ in 0..count {

@@ -1,0 +1,41 @@
+//! `cargo xtask bench <name>`: benchmarks whose results go into
+//! docs/benchmarks.md, with the command, the machine and the date.
+
+use anyhow::bail;
+
+use crate::toolchain::{is_root, sh, workspace_root};
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let Some(name) = args.first() else {
+        bail!("usage: cargo xtask bench connect");
+    };
+    if !is_root() {
+        bail!("benchmarks load eBPF programs and need root");
+    }
+    crate::test::build()?;
+    let bin = match name.as_str() {
+        "connect" => "palisade-bench",
+        other => bail!("unknown benchmark `{other}` (known: connect)"),
+    };
+    let target = workspace_root().join("target/release");
+    machine_summary();
+    sh(std::process::Command::new(target.join(bin))
+        .args(&args[1..])
+        .env("PALISADE_BIN", target.join("palisade")))
+}
+
+/// Print what the figures were measured on.
+fn machine_summary() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    eprintln!("machine: {cores} cores, {cpu}, kernel {}", kernel.trim());
+}

@@ -1,0 +1,133 @@
+//! `cargo xtask setup`: everything a fresh Debian/Ubuntu host needs to build
+//! and test Palisade. Each step checks first, so a second run is quick.
+
+use std::{fs, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::toolchain::{
+    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output, sh,
+};
+
+/// Debian packages: protoc for the gRPC code, iproute2 for test namespaces,
+/// python3 for test servers.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("protoc", "protobuf-compiler"),
+    ("ip", "iproute2"),
+    ("python3", "python3"),
+];
+
+pub fn run() -> anyhow::Result<()> {
+    toolchains()?;
+    debian_packages()?;
+    bpf_linker()?;
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn toolchain_installed(name: &str) -> bool {
+    output(Command::new("rustup").args(["toolchain", "list"]))
+        .is_some_and(|list| list.lines().any(|l| l.starts_with(name)))
+}
+
+fn toolchains() -> anyhow::Result<()> {
+    if !toolchain_installed(USER_TOOLCHAIN) {
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            USER_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "clippy,rustfmt",
+        ]))?;
+    }
+    let has_src = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
+    .is_some_and(|l| l.lines().any(|c| c.starts_with("rust-src")));
+    if !toolchain_installed(EBPF_TOOLCHAIN) || !has_src {
+        sh(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(bin, _)| {
+            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if output(Command::new("sh").args(["-c", "command -v apt-get"])).is_none() {
+        bail!("missing {missing:?} and no apt-get here: install them with your package manager");
+    }
+    sh(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// bpf-linker must use the same LLVM as the eBPF nightly: link it against
+/// the libLLVM that the nightly ships, and keep it outside the repository.
+fn bpf_linker() -> anyhow::Result<()> {
+    let prefix = linker_prefix()?;
+    let bin = prefix.join("bin/bpf-linker");
+    if output(Command::new(&bin).arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
+        return Ok(());
+    }
+    let sysroot =
+        output(Command::new("rustc").args([&format!("+{EBPF_TOOLCHAIN}"), "--print", "sysroot"]))
+            .context("asking the eBPF toolchain for its sysroot")?;
+    let lib = std::path::Path::new(sysroot.trim()).join("lib");
+    let so = fs::read_dir(&lib)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    for link in ["libLLVM.so".to_string(), so.clone()] {
+        let dst = prefix_lib.join(&link);
+        let _ = fs::remove_file(&dst);
+        std::os::unix::fs::symlink(lib.join(&so), &dst)
+            .with_context(|| format!("linking {}", dst.display()))?;
+    }
+    sh(Command::new("cargo")
+        .args([
+            &format!("+{}", USER_TOOLCHAIN),
+            "install",
+            "bpf-linker",
+            "--locked",
+        ])
+        .args([
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
+        .arg(format!("llvm-{LLVM_MAJOR}"))
+        .arg("--root")
+        .arg(&prefix)
+        .arg("--force")
+        .env("LLVM_PREFIX", &prefix))
+}

@@ -1,0 +1,70 @@
+//! Pinned toolchains and small process helpers.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Userspace toolchain (also in rust-toolchain.toml).
+pub const USER_TOOLCHAIN: &str = "1.99.1";
+/// eBPF toolchain; keep in step with `agent/build.rs`.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-10-29";
+/// bpf-linker release built against that nightly's LLVM.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const LLVM_MAJOR: &str = "23";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
+pub fn linker_prefix() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home)
+        .join(".cache/palisade")
+        .join(format!("llvm-{EBPF_TOOLCHAIN}")))
+}
+
+/// Run a command, echoing it; fail with its exit status.
+pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Run a command and return its stdout, or `None` if it failed to run.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
