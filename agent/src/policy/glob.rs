@@ -102,6 +102,57 @@ pub fn match_chars(pattern: &[char], text: &[char]) -> bool {
     pattern[p..].iter().all(|c| *c == '*')
 }
 
+/// A flat pattern for tool, action and resource names: `*` matches any run
+/// of characters (dots and slashes included), `?` one character; anything
+/// else matches itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    chars: Vec<char>,
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("empty pattern".into());
+        }
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!(
+                "pattern `{text}` contains whitespace or control characters"
+            ));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            chars: text.chars().collect(),
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let text: Vec<char> = name.chars().collect();
+        match_chars(&self.chars, &text)
+    }
+
+    /// True when the pattern matches everything (`*`, `**`…).
+    pub fn is_wildcard(&self) -> bool {
+        self.chars.iter().all(|c| *c == '*')
+    }
+
+    /// True when the pattern has no wildcard at all.
+    pub fn is_literal(&self) -> bool {
+        !self.chars.iter().any(|c| matches!(c, '*' | '?'))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +180,21 @@ mod tests {
         assert!(!k.matches("/other.slice/cri-containerd-abc.scope"));
         assert!(g("/a/**").matches("/a"));
         assert!(g("/a/**").matches("/a/b/c"));
+    }
+
+    #[test]
+    fn flat_patterns() {
+        let p = Pattern::parse("github.*").unwrap();
+        assert!(p.matches("github.create_issue"));
+        assert!(!p.matches("gitlab.create_issue"));
+        assert!(Pattern::parse("*").unwrap().is_wildcard());
+        assert!(Pattern::parse("stripe").unwrap().is_literal());
+        assert!(
+            Pattern::parse("repo:org/*")
+                .unwrap()
+                .matches("repo:org/app/sub")
+        );
+        assert!(Pattern::parse("a b").is_err());
     }
 
     #[test]

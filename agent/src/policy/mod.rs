@@ -1,35 +1,49 @@
-//! Policy as code: load YAML, validate it with precise errors, and compile it
-//! into the tables the kernel reads.
+//! Policy as code: load YAML, validate it with precise errors, lint it, and
+//! compile it for the kernel (egress) and the decision engine (tools).
 //!
-//! `load` never returns half a policy: either every file parses and validates
-//! and the result is complete, or the caller gets every error with its
-//! `file:line:column` and keeps what it had.
+//! `load` never returns half a policy: either every file parses, validates
+//! and compiles (CEL included) and the result is complete, or the caller gets
+//! every error with its `file:line:column` and keeps what it had.
 
+pub mod cel;
+pub mod decide;
 pub mod diag;
+pub mod diff;
+pub mod explain;
 pub mod glob;
 pub mod host;
+pub mod lint;
 pub mod model;
 pub mod net;
+pub mod schema;
 mod source;
+pub mod suite;
 pub mod tables;
 mod validate;
 
-use std::{fmt, path::Path};
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
+pub use decide::{Decision, EgressVerdict, ToolCall, ToolVerdict};
 pub use diag::{Diagnostic, PolicyErrors, Severity, SourceLoc};
-pub use glob::Glob;
+pub use glob::{Glob, Pattern};
 pub use host::HostPattern;
-pub use model::Mode;
+pub use model::{Mode, ParamType, Window};
 pub use net::{Cidr, PortRange, Protocol};
 pub use tables::{KernelTables, TableError};
 
-/// A validated policy, ready to compile for the kernel.
+/// A validated policy, ready to compile for the kernel and to decide calls.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub version: PolicyVersion,
+    pub roles: Vec<Role>,
+    /// Every identity with its effective rules (own rules plus every rule of
+    /// every role it has, directly or by inheritance).
     pub identities: Vec<Identity>,
-    /// Every rule, indexed by the rule number the kernel reports.
+    /// Every rule definition, indexed by the rule number the kernel reports.
     pub rules: Vec<RuleInfo>,
+    pub schemas: Vec<ToolSchema>,
+    /// Context fields callers may send, besides the built-ins.
+    pub context_fields: BTreeMap<String, ParamType>,
 }
 
 impl Policy {
@@ -37,8 +51,24 @@ impl Policy {
         self.identities.iter().find(|i| i.id == id)
     }
 
+    pub fn role(&self, id: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.id == id)
+    }
+
     pub fn rule(&self, index: u32) -> Option<&RuleInfo> {
         self.rules.get(index as usize)
+    }
+
+    pub fn rule_by_id(&self, id: &str) -> Option<&RuleInfo> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// The parameter schema covering `tool.action`, if one is declared.
+    pub fn schema_for(&self, tool: &str, action: &str) -> Option<&ToolSchema> {
+        self.schemas.iter().find(|s| {
+            s.tool.matches(tool)
+                && (s.actions.is_empty() || s.actions.iter().any(|a| a.matches(action)))
+        })
     }
 }
 
@@ -59,16 +89,58 @@ impl fmt::Display for PolicyVersion {
     }
 }
 
+/// A role after inheritance is resolved.
+#[derive(Clone, Debug)]
+pub struct Role {
+    pub id: String,
+    pub description: Option<String>,
+    /// Direct parents.
+    pub inherits: Vec<String>,
+    /// This role and every role it inherits, transitively.
+    pub closure: Vec<String>,
+    pub elevated: bool,
+    pub loc: SourceLoc,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata {
+    pub org: Option<String>,
+    pub tenant: Option<String>,
+    pub owner: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub id: String,
+    pub description: Option<String>,
     pub mode: Mode,
+    pub metadata: Metadata,
+    /// Roles named on the identity.
+    pub roles: Vec<String>,
+    /// Those roles and everything they inherit.
+    pub effective_roles: Vec<String>,
     pub selectors: Vec<Glob>,
     pub allow: Vec<NetRule>,
     pub deny: Vec<NetRule>,
     pub allow_hosts: Vec<HostRule>,
     pub deny_hosts: Vec<HostRule>,
+    /// Destinations reachable through an approved grant.
+    pub approval_egress: Vec<GrantRule>,
+    /// Destinations the identity may grant itself for up to `max_ttl`.
+    pub grantable: Vec<GrantRule>,
+    pub tools: ToolRules,
+    pub budgets: Vec<Budget>,
     pub loc: SourceLoc,
+}
+
+impl Identity {
+    /// Does the identity hold an elevated or break-glass role?
+    pub fn is_elevated(&self, policy: &Policy) -> bool {
+        self.effective_roles
+            .iter()
+            .any(|r| policy.role(r).is_some_and(|r| r.elevated))
+    }
 }
 
 /// A CIDR rule after validation.
@@ -90,10 +162,108 @@ pub struct HostRule {
     pub protocol: Protocol,
 }
 
+/// Where a grant may go: a CIDR or a host pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Cidr(Cidr),
+    Host(HostPattern),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cidr(c) => write!(f, "{c}"),
+            Self::Host(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+/// A `grantable` or `require_approval` egress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRule {
+    pub rule: u32,
+    pub destination: Destination,
+    pub ports: Vec<PortRange>,
+    pub protocol: Protocol,
+    pub max_ttl: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ToolRules {
+    pub allow: Vec<ToolRule>,
+    pub deny: Vec<ToolRule>,
+    pub require_approval: Vec<ToolRule>,
+}
+
+impl ToolRules {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty() && self.require_approval.is_empty()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &ToolRule> {
+        self.deny
+            .iter()
+            .chain(&self.require_approval)
+            .chain(&self.allow)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolRule {
+    pub rule: u32,
+    pub tool: Pattern,
+    /// Empty = every action.
+    pub actions: Vec<Pattern>,
+    /// Empty = every resource.
+    pub resources: Vec<Pattern>,
+    pub when: Option<cel::CelExpr>,
+    pub approval_if: Option<cel::CelExpr>,
+}
+
+impl ToolRule {
+    /// Does the rule cover this call (ignoring its conditions)?
+    pub fn covers(&self, tool: &str, action: &str, resource: &str) -> bool {
+        self.tool.matches(tool)
+            && (self.actions.is_empty() || self.actions.iter().any(|a| a.matches(action)))
+            && (self.resources.is_empty() || self.resources.iter().any(|r| r.matches(resource)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Budget {
+    pub rule: u32,
+    pub id: String,
+    pub tool: Pattern,
+    pub actions: Vec<Pattern>,
+    pub limit: f64,
+    pub per: Window,
+    /// What to add per call; `None` counts calls.
+    pub sum: Option<cel::CelExpr>,
+    pub unit: Option<String>,
+}
+
+impl Budget {
+    pub fn covers(&self, tool: &str, action: &str) -> bool {
+        self.tool.matches(tool)
+            && (self.actions.is_empty() || self.actions.iter().any(|a| a.matches(action)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolSchema {
+    pub tool: Pattern,
+    /// Empty = every action.
+    pub actions: Vec<Pattern>,
+    pub params: BTreeMap<String, ParamType>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleAction {
     Allow,
     Deny,
+    RequireApproval,
+    Grantable,
+    Budget,
 }
 
 impl RuleAction {
@@ -101,21 +271,50 @@ impl RuleAction {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
+            Self::RequireApproval => "require_approval",
+            Self::Grantable => "grantable",
+            Self::Budget => "budget",
         }
     }
 }
 
-/// What events and verdicts say about a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleKind {
+    Egress,
+    Tool,
+    Budget,
+}
+
+/// Who defines a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOwner {
+    Role(String),
+    Identity(String),
+}
+
+impl fmt::Display for RuleOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Role(r) => write!(f, "role `{r}`"),
+            Self::Identity(i) => write!(f, "identity `{i}`"),
+        }
+    }
+}
+
+/// What verdicts and events say about a rule.
 #[derive(Clone, Debug)]
 pub struct RuleInfo {
-    /// Explicit `id:` or `file:N` (N-th rule of that file, from 1).
+    /// Explicit `id:` or `FILE:N` (N-th rule of that file, from 1).
     pub id: String,
-    pub identity: String,
+    pub owner: RuleOwner,
+    pub kind: RuleKind,
     pub action: RuleAction,
+    /// One line for people: `allow 10.0.0.0/8 tcp/443`, `deny stripe.refund`…
+    pub summary: String,
     pub loc: SourceLoc,
 }
 
-/// A loaded policy and the warnings found on the way.
+/// A loaded policy and the warnings (lints) found on the way.
 #[derive(Debug)]
 pub struct Loaded {
     pub policy: Policy,
@@ -136,4 +335,23 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, PolicyErrors> {
         text: text.to_string(),
     }];
     validate::validate(&sources)
+}
+
+/// Like `load`, with warnings promoted to errors (`--strict`).
+pub fn load_strict(path: &Path) -> Result<Loaded, PolicyErrors> {
+    let loaded = load(path)?;
+    if loaded.warnings.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(PolicyErrors {
+            diagnostics: loaded
+                .warnings
+                .into_iter()
+                .map(|mut w| {
+                    w.severity = Severity::Error;
+                    w
+                })
+                .collect(),
+        })
+    }
 }

@@ -2,38 +2,112 @@
 //! contract with security teams' files: extend, never rename.
 //!
 //! Values that can be wrong in ways YAML cannot see are kept `Spanned`, so
-//! validation can point at them.
+//! validation can point at them. The JSON Schema (`palisade policy schema`)
+//! is derived from these types, so editors and the parser never disagree.
 
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::net::{PortRange, Protocol};
 
-#[derive(Debug, Deserialize)]
+/// A policy file.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
+    /// Format version; must be 1.
+    #[schemars(with = "u32")]
     pub version: Spanned<u32>,
     /// A human label shown next to the content hash (e.g. a git tag).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub label: Option<Spanned<String>>,
+    /// Named bundles of rules that identities take on.
+    #[serde(default)]
+    pub roles: Vec<RoleDoc>,
+    /// The agent identities and what they may do.
     #[serde(default)]
     pub identities: Vec<IdentityDoc>,
+    /// Parameter schemas of tools: conditions may only use declared
+    /// parameters, and calls with undeclared parameters are denied.
+    #[serde(default)]
+    pub schemas: Vec<ToolSchemaDoc>,
+    /// Context fields agent runtimes may send with a call, besides the
+    /// built-ins (`time`, `hour`, `minute`, `weekday`, `date`).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ParamType>")]
+    pub context: BTreeMap<String, Spanned<ParamType>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A role: rules granted to every identity that has it, directly or through
+/// inheritance.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleDoc {
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Roles whose rules this role includes (e.g. operator inherits viewer).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub inherits: Vec<Spanned<String>>,
+    /// Marks an elevated or break-glass role (reported as a KPI).
+    #[serde(default)]
+    pub elevated: bool,
+    #[serde(default)]
+    pub egress: EgressDoc,
+    #[serde(default)]
+    pub tools: ToolsDoc,
+    #[serde(default)]
+    pub budgets: Vec<BudgetDoc>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityDoc {
+    /// Lowercase letters, digits, `-`, `_`, `.`; at most 63 characters.
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub metadata: MetadataDoc,
     #[serde(default)]
     pub mode: Mode,
     /// Existing cgroups (systemd units, pods…) that belong to this identity.
     #[serde(default)]
     pub selectors: Vec<SelectorDoc>,
+    /// Rules of the identity itself: they add to (allow) or restrict (deny)
+    /// what its roles grant.
     #[serde(default)]
     pub egress: EgressDoc,
+    #[serde(default)]
+    pub tools: ToolsDoc,
+    #[serde(default)]
+    pub budgets: Vec<BudgetDoc>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataDoc {
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Who answers for this agent (a team or a person).
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Deny what the policy does not allow.
@@ -52,37 +126,219 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorDoc {
-    /// Absolute path glob below the cgroup v2 root.
+    /// Absolute path glob below the cgroup v2 root (`*`, `?`, `**`).
+    #[schemars(with = "String")]
     pub cgroup: Spanned<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressDoc {
     #[serde(default)]
+    #[schemars(with = "Vec<EgressRuleDoc>")]
     pub allow: Vec<Spanned<EgressRuleDoc>>,
     /// Deny wins over allow.
     #[serde(default)]
+    #[schemars(with = "Vec<EgressRuleDoc>")]
     pub deny: Vec<Spanned<EgressRuleDoc>>,
+    /// Destinations reachable only through an approved just-in-time grant.
+    #[serde(default)]
+    #[schemars(with = "Vec<EgressRuleDoc>")]
+    pub require_approval: Vec<Spanned<EgressRuleDoc>>,
+    /// Destinations the identity may grant itself for a while (`max_ttl`)
+    /// through the API, without approval.
+    #[serde(default)]
+    #[schemars(with = "Vec<EgressRuleDoc>")]
+    pub grantable: Vec<Spanned<EgressRuleDoc>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressRuleDoc {
     /// Stable id cited by events; defaults to `file:N`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub id: Option<Spanned<String>>,
     #[serde(default)]
+    pub description: Option<String>,
+    /// An address or prefix, IPv4 or IPv6.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub cidr: Option<Spanned<String>>,
     /// Exact name or `*.suffix` (DNS-aware).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
-    /// Omitted = any port.
+    /// Omitted = any port. A number or a range like "8000-9000".
     #[serde(default)]
+    #[schemars(with = "Option<Vec<PortRange>>")]
     pub ports: Option<Vec<Spanned<PortRange>>>,
     #[serde(default)]
+    #[schemars(with = "Option<Protocol>")]
     pub protocol: Option<Spanned<Protocol>>,
+    /// Longest grant, for `grantable` and `require_approval` rules
+    /// (e.g. "15m", "2h"; default 1h).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub max_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsDoc {
+    #[serde(default)]
+    #[schemars(with = "Vec<ToolRuleDoc>")]
+    pub allow: Vec<Spanned<ToolRuleDoc>>,
+    /// Deny wins over everything else.
+    #[serde(default)]
+    #[schemars(with = "Vec<ToolRuleDoc>")]
+    pub deny: Vec<Spanned<ToolRuleDoc>>,
+    /// Calls that need a human's approval (when `when` holds).
+    #[serde(default)]
+    #[schemars(with = "Vec<ToolRuleDoc>")]
+    pub require_approval: Vec<Spanned<ToolRuleDoc>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRuleDoc {
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Tool name (glob: `stripe`, `github.*`).
+    #[schemars(with = "String")]
+    pub tool: Spanned<String>,
+    /// Action globs; omitted = every action (flagged by the linter).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub actions: Option<Vec<Spanned<String>>>,
+    /// Resource globs; omitted = every resource (flagged by the linter).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub resources: Option<Vec<Spanned<String>>>,
+    /// CEL condition over `params`, `context`, `identity`, `tool`, `action`,
+    /// `resource`; the rule applies only when it is true.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub when: Option<Spanned<String>>,
+    /// For allow rules: CEL condition under which the call needs approval.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub approval_if: Option<Spanned<String>>,
+}
+
+/// A budget or rate limit on an identity's calls of a tool.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetDoc {
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub id: Option<Spanned<String>>,
+    #[schemars(with = "String")]
+    pub tool: Spanned<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub actions: Option<Vec<Spanned<String>>>,
+    /// Most calls (or most of `sum`) per window.
+    #[schemars(with = "f64")]
+    pub limit: Spanned<f64>,
+    #[schemars(with = "Window")]
+    pub per: Spanned<Window>,
+    /// CEL number to add up per call (e.g. `params.amount`); omitted = count
+    /// calls (a rate limit).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub sum: Option<Spanned<String>>,
+    /// What `sum` counts, for people (e.g. "USD").
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Window {
+    pub const fn seconds(self) -> u64 {
+        match self {
+            Self::Second => 1,
+            Self::Minute => 60,
+            Self::Hour => 3600,
+            Self::Day => 86_400,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Second => "second",
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+}
+
+/// Declared parameters of a tool's actions.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSchemaDoc {
+    #[schemars(with = "String")]
+    pub tool: Spanned<String>,
+    /// Action globs this schema covers; omitted = every action.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub actions: Option<Vec<Spanned<String>>>,
+    #[schemars(with = "BTreeMap<String, ParamType>")]
+    pub params: BTreeMap<String, Spanned<ParamType>>,
+}
+
+/// The type of a declared parameter or context field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Number,
+    Integer,
+    Bool,
+    List,
+    Map,
+    Any,
+}
+
+impl ParamType {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Number => "number",
+            Self::Integer => "integer",
+            Self::Bool => "bool",
+            Self::List => "list",
+            Self::Map => "map",
+            Self::Any => "any",
+        }
+    }
+
+    /// Does a JSON value have this type?
+    pub fn admits(self, v: &serde_json::Value) -> bool {
+        use serde_json::Value as J;
+        match self {
+            Self::String => v.is_string(),
+            Self::Number => v.is_number(),
+            Self::Integer => v.is_i64() || v.is_u64(),
+            Self::Bool => v.is_boolean(),
+            Self::List => v.is_array(),
+            Self::Map => v.is_object(),
+            Self::Any => !matches!(v, J::Null),
+        }
+    }
 }

@@ -158,7 +158,19 @@ pub fn norm_of(ip: IpAddr) -> NormAddr {
 }
 
 /// `tcp`, `udp` or `any`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -274,6 +286,22 @@ impl<'de> Deserialize<'de> for PortRange {
             }
         }
         d.deserialize_any(Visitor)
+    }
+}
+
+impl schemars::JsonSchema for PortRange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PortRange".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A port (1-65535) or a range like \"8000-9000\"",
+            "oneOf": [
+                {"type": "integer", "minimum": 1, "maximum": 65535},
+                {"type": "string", "pattern": "^[0-9]{1,5}(-[0-9]{1,5})?$"}
+            ]
+        })
     }
 }
 

@@ -1,0 +1,561 @@
+//! From parsed YAML to a `Policy`: every check that needs more than YAML
+//! syntax, each error pointing at the offending value.
+//!
+//! Several files merge into one policy: schemas, context fields and roles
+//! are collected from every file first, so a file may use a role another
+//! file defines. Rules are numbered per file in document order.
+
+mod roles;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_saphyr::Spanned;
+
+use super::{
+    Budget, Diagnostic, GrantRule, HostRule, Identity, Loaded, Metadata, NetRule, ParamType,
+    Policy, PolicyErrors, PolicyVersion, Role, RuleAction, RuleInfo, RuleKind, RuleOwner, Severity,
+    SourceLoc, ToolRules, ToolSchema,
+    glob::Glob,
+    lint,
+    model::{BudgetDoc, EgressDoc, EgressRuleDoc, PolicyDoc, ToolRuleDoc, ToolsDoc},
+    source::{self, Source},
+};
+use roles::DeclaredRole;
+use rules::{Ctx, Target};
+
+/// The only policy format version this daemon reads.
+const SUPPORTED_VERSION: u32 = 1;
+
+pub(super) fn validate(sources: &[Source]) -> Result<Loaded, PolicyErrors> {
+    let mut diags = Vec::new();
+    let mut docs: Vec<(&Source, PolicyDoc)> = Vec::new();
+    for s in sources {
+        match serde_saphyr::from_str_with_options::<PolicyDoc>(&s.text, source::parse_options(&s.text)) {
+            Ok(doc) if doc.version.value == SUPPORTED_VERSION => docs.push((s, doc)),
+            Ok(doc) => diags.push(
+                Diagnostic::error(
+                    SourceLoc::of(&s.path, &doc.version),
+                    format!(
+                        "unsupported policy version {} (this daemon reads version {SUPPORTED_VERSION})",
+                        doc.version.value
+                    ),
+                )
+                .with_hint("set `version: 1`"),
+            ),
+            Err(e) => diags.push(Diagnostic::from_yaml(&s.path, &e)),
+        }
+    }
+
+    let mut b = Builder::default();
+    for (s, doc) in &docs {
+        b.declare(s, doc, &mut diags);
+    }
+    let closures = roles::resolve(&b.declared_roles, &mut diags);
+    for (s, doc) in &docs {
+        b.rules(s, doc, &mut diags);
+    }
+    for (s, doc) in &docs {
+        b.identities(s, doc, &mut diags);
+    }
+    if diags.iter().any(|d| d.severity == Severity::Error) {
+        diags.retain(|d| d.severity == Severity::Error);
+        diags.sort_by(|a, b| a.loc.cmp(&b.loc));
+        return Err(PolicyErrors { diagnostics: diags });
+    }
+    let label = docs
+        .iter()
+        .find_map(|(_, d)| d.label.as_ref().map(|l| l.value.clone()));
+    let policy = b.finish(&closures, source::content_hash(sources), label);
+    let mut warnings = lint::run(&policy);
+    warnings.sort_by(|a, b| a.loc.cmp(&b.loc));
+    Ok(Loaded { policy, warnings })
+}
+
+/// Rules defined by one role or identity, before roles are merged in.
+#[derive(Default, Clone)]
+struct RuleSet {
+    allow: Vec<NetRule>,
+    deny: Vec<NetRule>,
+    allow_hosts: Vec<HostRule>,
+    deny_hosts: Vec<HostRule>,
+    approval_egress: Vec<GrantRule>,
+    grantable: Vec<GrantRule>,
+    tools: ToolRules,
+    budgets: Vec<Budget>,
+}
+
+impl RuleSet {
+    fn extend(&mut self, other: &RuleSet) {
+        self.allow.extend(other.allow.iter().cloned());
+        self.deny.extend(other.deny.iter().cloned());
+        self.allow_hosts.extend(other.allow_hosts.iter().cloned());
+        self.deny_hosts.extend(other.deny_hosts.iter().cloned());
+        self.approval_egress
+            .extend(other.approval_egress.iter().cloned());
+        self.grantable.extend(other.grantable.iter().cloned());
+        self.tools.allow.extend(other.tools.allow.iter().cloned());
+        self.tools.deny.extend(other.tools.deny.iter().cloned());
+        self.tools
+            .require_approval
+            .extend(other.tools.require_approval.iter().cloned());
+        self.budgets.extend(other.budgets.iter().cloned());
+    }
+}
+
+struct DeclaredIdentity {
+    identity: Identity,
+    /// Which document and position it came from (the first definition).
+    origin: (std::path::PathBuf, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    schemas: Vec<ToolSchema>,
+    context_fields: BTreeMap<String, ParamType>,
+    context_locs: HashMap<String, SourceLoc>,
+    declared_roles: BTreeMap<String, DeclaredRole>,
+    role_info: BTreeMap<String, (Option<String>, bool)>,
+    role_rules: BTreeMap<String, RuleSet>,
+    identities: Vec<DeclaredIdentity>,
+    identity_locs: HashMap<String, SourceLoc>,
+    identity_rules: BTreeMap<String, RuleSet>,
+    rules: Vec<RuleInfo>,
+    rule_ids: HashMap<String, SourceLoc>,
+}
+
+fn name_error(kind: &str, id: &str) -> Option<String> {
+    let valid_chars = id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if id.is_empty() {
+        Some(format!("{kind} id is empty"))
+    } else if id.len() > 63 {
+        Some(format!("{kind} id `{id}` is longer than 63 characters"))
+    } else if !valid_chars || !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        Some(format!(
+            "{kind} id `{id}` may use only lowercase letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+        ))
+    } else {
+        None
+    }
+}
+
+/// A rule-bearing item of a file, for numbering in document order.
+enum Item<'d> {
+    Egress(RuleAction, &'d Spanned<EgressRuleDoc>),
+    Tool(RuleAction, &'d Spanned<ToolRuleDoc>),
+    Budget(&'d BudgetDoc),
+}
+
+impl Item<'_> {
+    fn position(&self) -> (u64, u64) {
+        let l = match self {
+            Self::Egress(_, r) => &r.referenced,
+            Self::Tool(_, r) => &r.referenced,
+            Self::Budget(b) => &b.tool.referenced,
+        };
+        (l.line(), l.column())
+    }
+}
+
+fn items<'d>(
+    egress: &'d EgressDoc,
+    tools: &'d ToolsDoc,
+    budgets: &'d [BudgetDoc],
+) -> Vec<Item<'d>> {
+    let mut v = Vec::new();
+    for (action, list) in [
+        (RuleAction::Allow, &egress.allow),
+        (RuleAction::Deny, &egress.deny),
+        (RuleAction::RequireApproval, &egress.require_approval),
+        (RuleAction::Grantable, &egress.grantable),
+    ] {
+        v.extend(list.iter().map(|r| Item::Egress(action, r)));
+    }
+    for (action, list) in [
+        (RuleAction::Allow, &tools.allow),
+        (RuleAction::Deny, &tools.deny),
+        (RuleAction::RequireApproval, &tools.require_approval),
+    ] {
+        v.extend(list.iter().map(|r| Item::Tool(action, r)));
+    }
+    v.extend(budgets.iter().map(Item::Budget));
+    v
+}
+
+impl Builder {
+    /// Pass 1: schemas, context fields, roles and identities (no rules yet).
+    fn declare(&mut self, s: &Source, doc: &PolicyDoc, diags: &mut Vec<Diagnostic>) {
+        let file = s.path.as_path();
+        let mut ctx = Ctx {
+            file,
+            text: &s.text,
+            schemas: &[],
+            context_fields: &BTreeMap::new(),
+            diags,
+        };
+        let schemas: Vec<ToolSchema> = doc.schemas.iter().filter_map(|d| ctx.schema(d)).collect();
+        self.schemas.extend(schemas);
+        for (name, ty) in &doc.context {
+            let loc = SourceLoc::of(file, ty);
+            if super::cel::CONTEXT_BUILTINS.contains(&name.as_str()) {
+                diags.push(Diagnostic::error(
+                    loc,
+                    format!("`{name}` is a built-in context field; it cannot be redeclared"),
+                ));
+            } else if let Some(prev) = self.context_locs.get(name) {
+                if self.context_fields.get(name) != Some(&ty.value) {
+                    diags.push(Diagnostic::error(
+                        loc,
+                        format!("context field `{name}` is declared with another type at {prev}"),
+                    ));
+                }
+            } else {
+                self.context_locs.insert(name.clone(), loc);
+                self.context_fields.insert(name.clone(), ty.value);
+            }
+        }
+        for role in &doc.roles {
+            let loc = SourceLoc::of(file, &role.id);
+            if let Some(msg) = name_error("role", &role.id.value) {
+                diags.push(Diagnostic::error(loc.clone(), msg));
+            }
+            if let Some(prev) = self.declared_roles.get(&role.id.value) {
+                diags.push(Diagnostic::error(
+                    loc,
+                    format!(
+                        "role `{}` is already defined at {}",
+                        role.id.value, prev.loc
+                    ),
+                ));
+                continue;
+            }
+            self.declared_roles.insert(
+                role.id.value.clone(),
+                DeclaredRole {
+                    loc,
+                    inherits: role
+                        .inherits
+                        .iter()
+                        .map(|p| (p.value.clone(), SourceLoc::of(file, p)))
+                        .collect(),
+                },
+            );
+            self.role_info.insert(
+                role.id.value.clone(),
+                (role.description.clone(), role.elevated),
+            );
+        }
+        for (pos, ident) in doc.identities.iter().enumerate() {
+            let loc = SourceLoc::of(file, &ident.id);
+            if let Some(msg) = name_error("identity", &ident.id.value) {
+                diags.push(Diagnostic::error(loc.clone(), msg));
+            }
+            if let Some(prev) = self.identity_locs.get(&ident.id.value) {
+                diags.push(Diagnostic::error(
+                    loc,
+                    format!("identity `{}` is already defined at {prev}", ident.id.value),
+                ));
+                continue;
+            }
+            self.identity_locs
+                .insert(ident.id.value.clone(), loc.clone());
+            let mut selectors = Vec::new();
+            for sel in &ident.selectors {
+                match Glob::parse(&sel.cgroup.value) {
+                    Ok(g) => selectors.push(g),
+                    Err(e) => diags.push(Diagnostic::error(SourceLoc::of(file, &sel.cgroup), e)),
+                }
+            }
+            let m = &ident.metadata;
+            self.identities.push(DeclaredIdentity {
+                origin: (s.path.clone(), pos),
+                identity: Identity {
+                    id: ident.id.value.clone(),
+                    description: ident.description.clone(),
+                    mode: ident.mode,
+                    metadata: Metadata {
+                        org: m.org.clone(),
+                        tenant: m.tenant.clone(),
+                        owner: m.owner.clone(),
+                        labels: m.labels.clone(),
+                    },
+                    roles: ident.roles.iter().map(|r| r.value.clone()).collect(),
+                    effective_roles: Vec::new(),
+                    selectors,
+                    allow: Vec::new(),
+                    deny: Vec::new(),
+                    allow_hosts: Vec::new(),
+                    deny_hosts: Vec::new(),
+                    approval_egress: Vec::new(),
+                    grantable: Vec::new(),
+                    tools: ToolRules::default(),
+                    budgets: Vec::new(),
+                    loc,
+                },
+            });
+        }
+    }
+
+    /// Pass 2: number and parse every rule of roles and identities.
+    fn rules(&mut self, s: &Source, doc: &PolicyDoc, diags: &mut Vec<Diagnostic>) {
+        let file = s.path.as_path();
+        let file_name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut all: Vec<(RuleOwner, Item<'_>)> = Vec::new();
+        for role in &doc.roles {
+            if self
+                .declared_roles
+                .get(&role.id.value)
+                .is_some_and(|d| d.loc == SourceLoc::of(file, &role.id))
+            {
+                let owner = RuleOwner::Role(role.id.value.clone());
+                all.extend(
+                    items(&role.egress, &role.tools, &role.budgets)
+                        .into_iter()
+                        .map(|i| (owner.clone(), i)),
+                );
+            }
+        }
+        for (pos, ident) in doc.identities.iter().enumerate() {
+            let first = self
+                .identities
+                .iter()
+                .any(|d| d.origin == (s.path.clone(), pos));
+            if first {
+                let owner = RuleOwner::Identity(ident.id.value.clone());
+                all.extend(
+                    items(&ident.egress, &ident.tools, &ident.budgets)
+                        .into_iter()
+                        .map(|i| (owner.clone(), i)),
+                );
+            }
+        }
+        all.sort_by_key(|(_, item)| item.position());
+
+        let schemas = std::mem::take(&mut self.schemas);
+        let context_fields = std::mem::take(&mut self.context_fields);
+        let mut ctx = Ctx {
+            file,
+            text: &s.text,
+            schemas: &schemas,
+            context_fields: &context_fields,
+            diags,
+        };
+        for (n, (owner, item)) in all.into_iter().enumerate() {
+            let (explicit, loc) = match &item {
+                Item::Egress(_, r) => (r.value.id.as_ref(), SourceLoc::of(file, *r)),
+                Item::Tool(_, r) => (r.value.id.as_ref(), SourceLoc::of(file, *r)),
+                Item::Budget(b) => (b.id.as_ref(), SourceLoc::of(file, &b.tool)),
+            };
+            let id = explicit.map_or_else(|| format!("{file_name}:{}", n + 1), |e| e.value.clone());
+            if let Some(prev) = self.rule_ids.get(&id) {
+                let at = explicit.map_or(loc.clone(), |e| SourceLoc::of(file, e));
+                ctx.diags.push(Diagnostic::error(
+                    at,
+                    format!("rule id `{id}` is already used at {prev}"),
+                ));
+                continue;
+            }
+            self.rule_ids.insert(id.clone(), loc.clone());
+            let index = self.rules.len() as u32;
+            let set = match &owner {
+                RuleOwner::Role(r) => self.role_rules.entry(r.clone()).or_default(),
+                RuleOwner::Identity(i) => self.identity_rules.entry(i.clone()).or_default(),
+            };
+            let (kind, action, summary) = match item {
+                Item::Egress(action, r) => {
+                    let summary = egress_summary(action, &r.value);
+                    match action {
+                        RuleAction::Allow | RuleAction::Deny => {
+                            match ctx.egress(&loc, &r.value, index) {
+                                Some(Target::Net(n)) if action == RuleAction::Allow => {
+                                    set.allow.push(n)
+                                }
+                                Some(Target::Net(n)) => set.deny.push(n),
+                                Some(Target::Host(h)) if action == RuleAction::Allow => {
+                                    set.allow_hosts.push(h)
+                                }
+                                Some(Target::Host(h)) => set.deny_hosts.push(h),
+                                None => continue,
+                            }
+                        }
+                        _ => match ctx.grant(&loc, &r.value, index) {
+                            Some(g) if action == RuleAction::Grantable => set.grantable.push(g),
+                            Some(g) => set.approval_egress.push(g),
+                            None => continue,
+                        },
+                    }
+                    (RuleKind::Egress, action, summary)
+                }
+                Item::Tool(action, r) => {
+                    let Some(rule) = ctx.tool(&r.value, index, action == RuleAction::Allow) else {
+                        continue;
+                    };
+                    let summary = tool_summary(action, &r.value);
+                    match action {
+                        RuleAction::Allow => set.tools.allow.push(rule),
+                        RuleAction::Deny => set.tools.deny.push(rule),
+                        _ => set.tools.require_approval.push(rule),
+                    }
+                    (RuleKind::Tool, action, summary)
+                }
+                Item::Budget(b) => {
+                    let Some(budget) = ctx.budget(b, index, id.clone()) else {
+                        continue;
+                    };
+                    let unit = b
+                        .unit
+                        .as_deref()
+                        .map(|u| format!(" {u}"))
+                        .unwrap_or_default();
+                    let what = if b.sum.is_some() {
+                        unit
+                    } else {
+                        " calls".into()
+                    };
+                    let summary = format!(
+                        "budget {} {}{what} per {}",
+                        b.tool.value,
+                        b.limit.value,
+                        b.per.value.name()
+                    );
+                    set.budgets.push(budget);
+                    (RuleKind::Budget, RuleAction::Budget, summary)
+                }
+            };
+            self.rules.push(RuleInfo {
+                id,
+                owner,
+                kind,
+                action,
+                summary,
+                loc,
+            });
+        }
+        self.schemas = schemas;
+        self.context_fields = context_fields;
+    }
+
+    /// Pass 3: identities' role references.
+    fn identities(&mut self, s: &Source, doc: &PolicyDoc, diags: &mut Vec<Diagnostic>) {
+        for ident in &doc.identities {
+            for role in &ident.roles {
+                if !self.declared_roles.contains_key(&role.value) {
+                    diags.push(
+                        Diagnostic::error(
+                            SourceLoc::of(&s.path, role),
+                            format!("unknown role `{}`", role.value),
+                        )
+                        .with_hint(roles::hint_for(&role.value, self.declared_roles.keys())),
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(
+        self,
+        closures: &BTreeMap<String, Vec<String>>,
+        hash: String,
+        label: Option<String>,
+    ) -> Policy {
+        let roles: Vec<Role> = self
+            .declared_roles
+            .iter()
+            .map(|(id, d)| {
+                let (description, elevated) = self.role_info.get(id).cloned().unwrap_or_default();
+                Role {
+                    id: id.clone(),
+                    description,
+                    inherits: d.inherits.iter().map(|(p, _)| p.clone()).collect(),
+                    closure: closures.get(id).cloned().unwrap_or_default(),
+                    elevated,
+                    loc: d.loc.clone(),
+                }
+            })
+            .collect();
+        let identities = self
+            .identities
+            .into_iter()
+            .map(|d| {
+                let mut ident = d.identity;
+                let mut effective: BTreeSet<String> = BTreeSet::new();
+                for r in &ident.roles {
+                    effective.extend(closures.get(r).cloned().unwrap_or_default());
+                }
+                let mut set = RuleSet::default();
+                for r in &effective {
+                    if let Some(rules) = self.role_rules.get(r) {
+                        set.extend(rules);
+                    }
+                }
+                if let Some(own) = self.identity_rules.get(&ident.id) {
+                    set.extend(own);
+                }
+                ident.effective_roles = effective.into_iter().collect();
+                ident.allow = set.allow;
+                ident.deny = set.deny;
+                ident.allow_hosts = set.allow_hosts;
+                ident.deny_hosts = set.deny_hosts;
+                ident.approval_egress = set.approval_egress;
+                ident.grantable = set.grantable;
+                ident.tools = set.tools;
+                ident.budgets = set.budgets;
+                ident
+            })
+            .collect();
+        Policy {
+            version: PolicyVersion { hash, label },
+            roles,
+            identities,
+            rules: self.rules,
+            schemas: self.schemas,
+            context_fields: self.context_fields,
+        }
+    }
+}
+
+fn egress_summary(action: RuleAction, r: &EgressRuleDoc) -> String {
+    let dest = r
+        .cidr
+        .as_ref()
+        .or(r.host.as_ref())
+        .map_or("?", |d| d.value.as_str());
+    let proto = r.protocol.as_ref().map_or("any", |p| p.value.name());
+    let ports = r.ports.as_ref().map_or_else(
+        || "any port".to_string(),
+        |p| {
+            p.iter()
+                .map(|x| x.value.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    format!("{} {dest} {proto}/{ports}", action.name())
+}
+
+fn tool_summary(action: RuleAction, r: &ToolRuleDoc) -> String {
+    let actions = r.actions.as_ref().map_or_else(
+        || "*".to_string(),
+        |a| {
+            a.iter()
+                .map(|x| x.value.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+    );
+    let mut s = format!("{} {}.{actions}", action.name(), r.tool.value);
+    if let Some(w) = &r.when {
+        s.push_str(&format!(" when {}", w.value));
+    }
+    if let Some(a) = &r.approval_if {
+        s.push_str(&format!(" approval_if {}", a.value));
+    }
+    s
+}

@@ -1,0 +1,395 @@
+//! Validation errors and their positions, roles, merging.
+
+use crate::policy::{Mode, load_str};
+
+fn errors(text: &str) -> Vec<String> {
+    match load_str("p.yaml", text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const GOOD: &str = "\
+version: 1
+label: release-7
+identities:
+  - id: clinical-agent
+    mode: audit
+    selectors:
+      - cgroup: /system.slice/clinical-*.service
+    egress:
+      allow:
+        - cidr: 10.20.0.0/16
+          ports: [443, 5432]
+          protocol: tcp
+        - host: internal-ehr.myorg
+      deny:
+        - id: no-metadata
+          cidr: 169.254.169.254
+";
+
+#[test]
+fn accepts_the_core_shape() {
+    let loaded = load_str("p.yaml", GOOD).unwrap_or_else(|e| panic!("{e}"));
+    let p = loaded.policy;
+    assert_eq!(p.identities.len(), 1);
+    let id = &p.identities[0];
+    assert_eq!(id.mode, Mode::Audit);
+    assert_eq!(id.allow.len(), 1);
+    assert_eq!(id.allow_hosts.len(), 1);
+    assert_eq!(id.deny.len(), 1);
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(p.rules[0].id, "p.yaml:1");
+    assert_eq!(p.rules[2].id, "no-metadata");
+    assert!(p.version.hash.starts_with("sha256:"));
+    assert_eq!(
+        p.version.to_string(),
+        format!("release-7@{}", p.version.hash)
+    );
+}
+
+#[test]
+fn unknown_key_has_line_and_column() {
+    let e = errors("version: 1\nidentities:\n  - id: a\n    egres: {}\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("p.yaml:4:5: unknown field `egres`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn bad_cidr_points_at_the_value() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.300/8\n",
+    );
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("p.yaml:6:17: `10.0.0.300` is not an IPv4 or IPv6 address"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn bad_port_and_protocol() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          ports: [70000]\n",
+    );
+    assert!(
+        e[0].starts_with("p.yaml:7:19: `70000` is not a valid port"),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n          protocol: icmp\n",
+    );
+    assert!(
+        e[0].starts_with("p.yaml:7:21: unknown variant `icmp`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let e = errors("version: 1\nidentities: [\n");
+    assert!(e[0].starts_with("p.yaml:2:"), "{}", e[0]);
+}
+
+#[test]
+fn duplicate_identity_and_rule_ids() {
+    let e = errors("version: 1\nidentities:\n  - id: a\n  - id: a\n");
+    assert!(
+        e[0].starts_with("p.yaml:4:9: identity `a` is already defined at p.yaml:3:9"),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {id: r, cidr: 10.0.0.1}\n        - {id: r, cidr: 10.0.0.2}\n",
+    );
+    assert!(
+        e[0].contains("rule id `r` is already used at p.yaml:6:"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn rule_needs_exactly_one_target() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - ports: [443]\n",
+    );
+    assert!(e[0].contains("needs `cidr` or `host`"), "{}", e[0]);
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 10.0.0.1, host: a.b}\n",
+    );
+    assert!(e[0].contains("not both"), "{}", e[0]);
+}
+
+#[test]
+fn version_and_identity_names() {
+    let e = errors("version: 2\n");
+    assert!(
+        e[0].starts_with("p.yaml:1:10: unsupported policy version 2"),
+        "{}",
+        e[0]
+    );
+    let e = errors("version: 1\nidentities:\n  - id: Bad Name\n");
+    assert!(
+        e[0].starts_with("p.yaml:3:9: identity id `Bad Name`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn reports_every_error_not_just_the_first() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: nope\n        - cidr: 1.2.3.4/99\n",
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
+const ROLES: &str = "\
+version: 1
+roles:
+  - id: viewer
+    tools:
+      allow:
+        - {id: read-ledger, tool: ledger, actions: [read]}
+  - id: operator
+    inherits: [viewer]
+    egress:
+      allow:
+        - {id: ledger-api, cidr: 10.30.0.0/16, ports: [443], protocol: tcp}
+  - id: manager
+    inherits: [operator]
+    elevated: true
+    tools:
+      allow:
+        - id: payments
+          tool: stripe
+          actions: [create_payment]
+          when: params.amount <= 5000
+          approval_if: params.amount > 1000
+identities:
+  - id: finance-agent
+    roles: [manager]
+    metadata: {org: acme, tenant: eu-1, owner: payments-team}
+    selectors:
+      - cgroup: /system.slice/finance-agent.service
+    egress:
+      deny:
+        - {cidr: 10.30.9.0/24}
+";
+
+#[test]
+fn roles_inherit_and_identities_get_every_rule() {
+    let loaded = load_str("p.yaml", ROLES).unwrap_or_else(|e| panic!("{e}"));
+    let p = loaded.policy;
+    let id = p
+        .identity("finance-agent")
+        .unwrap_or_else(|| panic!("identity"));
+    assert_eq!(id.effective_roles, vec!["manager", "operator", "viewer"]);
+    assert_eq!(id.tools.allow.len(), 2, "viewer's and manager's tool rules");
+    assert_eq!(id.allow.len(), 1, "operator's egress rule");
+    assert_eq!(
+        id.deny.len(),
+        1,
+        "the identity's own deny restricts what roles grant"
+    );
+    assert!(id.is_elevated(&p));
+    assert_eq!(id.metadata.tenant.as_deref(), Some("eu-1"));
+    assert_eq!(
+        p.rule_by_id("payments")
+            .map(|r| r.owner.to_string())
+            .as_deref(),
+        Some("role `manager`")
+    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn role_cycles_and_unknown_roles_are_rejected() {
+    let e = errors(
+        "version: 1\nroles:\n  - {id: a, inherits: [b]}\n  - {id: b, inherits: [c]}\n  - {id: c, inherits: [a]}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("role inheritance cycle: a -> b -> c -> a"),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "version: 1\nroles:\n  - {id: viewer}\nidentities:\n  - id: x\n    roles: [veiwer]\n",
+    );
+    assert!(
+        e[0].starts_with("p.yaml:6:13: unknown role `veiwer`"),
+        "{}",
+        e[0]
+    );
+    assert!(e[0].contains("did you mean `viewer`?"), "{}", e[0]);
+    let e = errors("version: 1\nroles:\n  - {id: a, inherits: [nope]}\n");
+    assert!(
+        e[0].starts_with("p.yaml:3:24: unknown role `nope` in `inherits`"),
+        "{}",
+        e[0]
+    );
+    let e = errors("version: 1\nroles:\n  - {id: a}\n  - {id: a}\n");
+    assert!(
+        e[0].contains("role `a` is already defined at p.yaml:3:"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn cel_errors_point_into_the_expression() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    tools:\n      allow:\n        - tool: stripe\n          actions: [pay]\n          when: params.amount <=\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("p.yaml:8:33: CEL: Syntax error"),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    tools:\n      allow:\n        - tool: stripe\n          actions: [pay]\n          when: \"context.hours > 9\"\n",
+    );
+    assert!(
+        e[0].starts_with("p.yaml:8:18: CEL: `context.hours` is not a known context field"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn schemas_check_parameter_names() {
+    let text = "version: 1\nschemas:\n  - tool: stripe\n    actions: [create_payment]\n    params: {amount: number, currency: string}\nidentities:\n  - id: a\n    tools:\n      allow:\n        - tool: stripe\n          actions: [create_payment]\n          when: params.amout <= 5000\n";
+    let e = errors(text);
+    assert!(e[0].contains("`params.amout` is not a parameter of stripe.create_payment (declared: amount, currency)"), "{}", e[0]);
+    let ok = text.replace("amout", "amount");
+    load_str("p.yaml", &ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn context_fields_must_be_declared() {
+    let rule = "identities:\n  - id: a\n    tools:\n      allow:\n        - {tool: t, actions: [x], when: context.ticket != ''}\n";
+    assert!(
+        errors(&format!("version: 1\n{rule}"))[0]
+            .contains("`context.ticket` is not a known context field")
+    );
+    load_str(
+        "p.yaml",
+        &format!("version: 1\ncontext: {{ticket: string}}\n{rule}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let e = errors("version: 1\ncontext: {hour: integer}\n");
+    assert!(
+        e[0].contains("`hour` is a built-in context field"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn budgets_and_grants_are_validated() {
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    budgets:\n      - {tool: stripe, limit: 0, per: day}\n",
+    );
+    assert!(
+        e[0].starts_with("p.yaml:5:31: budget `limit` must be a positive number"),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    budgets:\n      - {tool: stripe, limit: 5, per: fortnight}\n",
+    );
+    assert!(e[0].contains("unknown variant `fortnight`"), "{}", e[0]);
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      grantable:\n        - {cidr: 10.0.0.1, max_ttl: 30x}\n",
+    );
+    assert!(e[0].contains("`max_ttl` `30x`"), "{}", e[0]);
+    let e = errors(
+        "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - {cidr: 10.0.0.1, max_ttl: 1h}\n",
+    );
+    assert!(
+        e[0].contains("`max_ttl` applies to `grantable` and `require_approval` rules only"),
+        "{}",
+        e[0]
+    );
+    let ok = load_str("p.yaml", "version: 1\nidentities:\n  - id: a\n    egress:\n      grantable:\n        - {cidr: 10.0.0.1, ports: [22], max_ttl: 15m}\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.policy.identities[0].grantable[0].max_ttl,
+        std::time::Duration::from_secs(900)
+    );
+}
+
+#[test]
+fn lints_are_warnings_with_positions() {
+    let text = "version: 1
+roles:
+  - id: unused
+identities:
+  - id: a
+    egress:
+      allow:
+        - {id: everything, cidr: 0.0.0.0/0}
+        - {id: shadowed, cidr: 10.1.0.0/16, ports: [443]}
+      deny:
+        - {id: no-10, cidr: 10.0.0.0/8}
+    tools:
+      allow:
+        - {id: all-actions, tool: github}
+";
+    let loaded = load_str("p.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    let has = |needle: &str| w.iter().any(|x| x.contains(needle));
+    assert!(
+        has("p.yaml:3:9: warning: role `unused` is not used by any identity"),
+        "{w:#?}"
+    );
+    assert!(has("rule `everything` allows 0.0.0.0/0"), "{w:#?}");
+    assert!(
+        has(
+            "p.yaml:9:11: warning: allow rule `shadowed` never applies to identity `a`: deny rule `no-10`"
+        ),
+        "{w:#?}"
+    );
+    assert!(
+        has("rule `all-actions` allows every action of `github`"),
+        "{w:#?}"
+    );
+    assert!(has("identity `a` has no selector"), "{w:#?}");
+    assert_eq!(w.len(), 5, "{w:#?}");
+}
+
+#[test]
+fn several_files_merge_and_number_their_rules() {
+    let dir = std::env::temp_dir().join(format!("palisade-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("10-roles.yaml"), "version: 1\nroles:\n  - id: web\n    egress:\n      allow:\n        - {cidr: 10.0.0.0/8, ports: [443]}\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("20-agents.yaml"), "version: 1\nidentities:\n  - id: a\n    roles: [web]\n    egress:\n      allow:\n        - {cidr: 192.168.0.1}\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("..data"), "ignored: true\n").unwrap_or_else(|e| panic!("{e}"));
+    let loaded = crate::policy::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = loaded.policy.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["10-roles.yaml:1", "20-agents.yaml:1"]);
+    assert_eq!(loaded.policy.identity("a").map(|i| i.allow.len()), Some(2));
+    // A duplicate across files names both places.
+    std::fs::write(
+        dir.join("30-dup.yaml"),
+        "version: 1\nidentities:\n  - id: a\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = crate::policy::load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("30-dup.yaml:3:9: identity `a` is already defined at")
+            && err.contains("20-agents.yaml:3:9"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
