@@ -41,7 +41,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<ExitCode> {
                     _ = int.recv() => { info!("SIGINT"); break; }
                     _ = hup.recv() => {
                         info!("SIGHUP: reloading policy");
-                        let _ = reloader.reload().await;
+                        let _ = reloader.reload_from(crate::daemon::Trigger::Signal).await;
                     }
                 }
             }

@@ -52,10 +52,10 @@ pub enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Work with policy files.
+    /// Policy as code: check, test, explain, diff, schema.
     Policy {
         #[command(subcommand)]
-        command: PolicyCommand,
+        command: policy::PolicyCommand,
     },
     /// Show what the daemon enforces.
     Status {
@@ -93,15 +93,6 @@ pub enum Command {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum PolicyCommand {
-    /// Validate policy files; prints `file:line:column: message` per problem.
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -112,9 +103,7 @@ pub fn main() -> ExitCode {
             identity,
             command,
         } => exec::run(&socket, &identity, &command),
-        Command::Policy { command } => match command {
-            PolicyCommand::Check { files } => policy::check(&files),
-        },
+        Command::Policy { command } => policy::run(command),
         Command::Status { socket, json } => ops::status(&socket, json),
         Command::Revoke {
             identity,

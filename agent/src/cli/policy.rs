@@ -1,31 +1,189 @@
-use std::{path::PathBuf, process::ExitCode};
+//! `palisade policy check | test | explain | diff | schema`: policy as code,
+//! without a daemon.
 
-use crate::policy;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-/// `palisade policy check FILE…`: every problem as `file:line:column:
-/// message`; exit 1 if any file has an error.
-pub fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+
+use crate::policy::{self, Loaded, PolicyErrors, Protocol, decide::ToolCall, explain, suite};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate policy files or directories; prints `file:line:column:
+    /// message` per problem and exits 1 on any error.
+    Check {
+        /// Treat lint warnings as errors.
+        #[arg(long)]
+        strict: bool,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run test suites: every case reported, exit 1 if any fails.
+    Test {
+        /// Policy to test (default: the `policy:` key of each suite).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(required = true)]
+        suites: Vec<PathBuf>,
+    },
+    /// Show which rules decide a destination or a tool call, and why.
+    Explain {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        identity: String,
+        /// `ADDRESS:PORT`, `[IPV6]:PORT` or `HOST:PORT`.
+        #[arg(long, conflicts_with = "tool")]
+        destination: Option<String>,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        #[arg(long, requires = "action")]
+        tool: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value = "")]
+        resource: String,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Caller context as a JSON object.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        /// Clock for the decision (RFC 3339); default now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+    /// What becomes allowed or denied going from OLD to NEW.
+    Diff { old: PathBuf, new: PathBuf },
+    /// Print the JSON Schema of policy files (for editors).
+    Schema,
+}
+
+pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Check { strict, paths } => check(&paths, strict),
+        PolicyCommand::Test { policy, suites } => test(policy.as_deref(), &suites),
+        PolicyCommand::Explain {
+            policy,
+            identity,
+            destination,
+            protocol,
+            tool,
+            action,
+            resource,
+            params,
+            context,
+            now,
+        } => {
+            let p = load_or_print(&policy)?;
+            let lines = match (destination, tool) {
+                (Some(dest), None) => {
+                    let proto = parse_protocol(&protocol)?;
+                    let target = suite::parse_destination(&dest, proto).with_context(|| {
+                        format!("`{dest}`: write ADDRESS:PORT, [IPV6]:PORT or HOST:PORT")
+                    })?;
+                    explain::egress(&p, &identity, &target)
+                }
+                (None, Some(tool)) => {
+                    let params = json_object(&params, "--params")?;
+                    let context = json_object(&context, "--context")?;
+                    let now = match now {
+                        None => std::time::SystemTime::now(),
+                        Some(t) => humantime::parse_rfc3339_weak(&t)
+                            .with_context(|| format!("--now `{t}`"))?,
+                    };
+                    let call = ToolCall {
+                        identity: &identity,
+                        tool: &tool,
+                        action: action.as_deref().unwrap_or_default(),
+                        resource: &resource,
+                        params: &params,
+                        context: &context,
+                        now,
+                    };
+                    explain::tool(&p, &call)
+                }
+                _ => bail!("give either --destination or --tool with --action"),
+            };
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Diff { old, new } => {
+            let (a, b) = (load_or_print(&old)?, load_or_print(&new)?);
+            let changes = policy::diff::diff(&a, &b);
+            println!("{} -> {}", a.version, b.version);
+            if changes.is_empty() {
+                println!("no change in what is allowed or denied");
+            }
+            for c in changes {
+                println!("  {c}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&policy::schema::json_schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_errors(e: &PolicyErrors) {
+    for d in &e.diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+/// Load a policy, printing its problems; an invalid policy is an error.
+fn load_or_print(path: &Path) -> anyhow::Result<policy::Policy> {
+    match policy::load(path) {
+        Ok(Loaded { policy, warnings }) => {
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            Ok(policy)
+        }
+        Err(e) => {
+            print_errors(&e);
+            bail!("{} is not a valid policy", path.display())
+        }
+    }
+}
+
+fn check(paths: &[PathBuf], strict: bool) -> anyhow::Result<ExitCode> {
     let mut failed = false;
-    for file in files {
-        match policy::load(file) {
+    for path in paths {
+        let result = if strict {
+            policy::load_strict(path)
+        } else {
+            policy::load(path)
+        };
+        match result {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
                 let p = &loaded.policy;
                 println!(
-                    "{}: ok ({} identities, {} rules, version {})",
-                    file.display(),
+                    "{}: ok ({} identities, {} roles, {} rules, version {})",
+                    path.display(),
                     p.identities.len(),
+                    p.roles.len(),
                     p.rules.len(),
                     p.version
                 );
             }
             Err(errors) => {
                 failed = true;
-                for d in &errors.diagnostics {
-                    eprintln!("{d}");
-                }
+                print_errors(&errors);
             }
         }
     }
@@ -34,4 +192,80 @@ pub fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn test(policy_override: Option<&Path>, suites: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for file in suites {
+        let s = match suite::Suite::load(file) {
+            Ok(s) => s,
+            Err(e) => {
+                print_errors(&e);
+                failed += 1;
+                continue;
+            }
+        };
+        let Some(policy_path) = policy_override
+            .map(Path::to_path_buf)
+            .or_else(|| s.policy_path())
+        else {
+            eprintln!(
+                "{}: no policy: set `policy:` in the suite or pass --policy",
+                file.display()
+            );
+            failed += 1;
+            continue;
+        };
+        let p = match load_or_print(&policy_path) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+                continue;
+            }
+        };
+        println!(
+            "{} against {} ({})",
+            file.display(),
+            policy_path.display(),
+            p.version
+        );
+        for r in s.run(&p) {
+            if r.passed {
+                passed += 1;
+                println!("  PASS {}: {}", r.name, r.got);
+            } else {
+                failed += 1;
+                println!(
+                    "  FAIL {} ({}): expected {}, got {}",
+                    r.name, r.loc, r.expected, r.got
+                );
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn json_object(
+    text: &str,
+    flag: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str(text).with_context(|| format!("{flag} is not JSON"))? {
+        serde_json::Value::Object(m) => Ok(m),
+        other => bail!("{flag} must be a JSON object, got {other}"),
+    }
+}
+
+fn parse_protocol(text: &str) -> anyhow::Result<Protocol> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        "any" => Ok(Protocol::Any),
+        other => bail!("--protocol `{other}`: use tcp, udp or any"),
+    }
 }

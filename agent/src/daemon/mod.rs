@@ -9,6 +9,7 @@ mod error;
 mod kernel_events;
 mod reload;
 mod status;
+mod watch;
 
 use std::{
     collections::VecDeque,
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
-pub use reload::Reloaded;
+pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
 use crate::{
@@ -142,6 +143,7 @@ impl Daemon {
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
         daemon.spawn_resync();
+        watch::spawn(&daemon);
         Ok(daemon)
     }
 

@@ -11,6 +11,24 @@ use crate::{
     policy::{self, Policy, tables},
 };
 
+/// What asked for a reload (recorded in the audit event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Signal,
+    Api,
+    FileChange,
+}
+
+impl Trigger {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Signal => "sighup",
+            Self::Api => "api",
+            Self::FileChange => "file-change",
+        }
+    }
+}
+
 /// What a successful reload reports.
 #[derive(Debug, Clone)]
 pub struct Reloaded {
@@ -67,8 +85,25 @@ impl Daemon {
     /// that fails leaves the active one enforcing; the failure is logged and
     /// becomes an audit event.
     pub async fn reload(&self) -> Result<Reloaded, DaemonError> {
+        self.reload_from(Trigger::Api).await
+    }
+
+    /// Reload for `trigger`. A file change whose content hashes to the active
+    /// version is not a new policy and changes nothing.
+    pub async fn reload_from(&self, trigger: Trigger) -> Result<Reloaded, DaemonError> {
         let path = self.config.policy_path().to_path_buf();
         let result = match policy::load(&path) {
+            Ok(loaded)
+                if trigger == Trigger::FileChange
+                    && loaded.policy.version == self.active().policy.version =>
+            {
+                let active = self.active();
+                return Ok(Reloaded {
+                    version: active.policy.version.to_string(),
+                    generation: active.generation,
+                    warnings: Vec::new(),
+                });
+            }
             Ok(loaded) => {
                 let warnings: Vec<String> =
                     loaded.warnings.iter().map(ToString::to_string).collect();
@@ -85,16 +120,16 @@ impl Daemon {
         match &result {
             Ok(r) => {
                 *self.last_error() = None;
-                let mut ev = AuditEvent::new(EventKind::Policy, "applied", "reload");
+                let mut ev = AuditEvent::new(EventKind::Policy, "applied", trigger.name());
                 ev.policy_version = Some(r.version.clone());
                 ev.detail = Some(format!("generation {}", r.generation));
                 self.audit.emit(ev);
             }
             Err(e) => {
                 let text = e.to_string();
-                warn!(error = %text, keeping = %previous, "policy reload rejected");
+                warn!(error = %text, keeping = %previous, trigger = trigger.name(), "policy reload rejected");
                 *self.last_error() = Some(text.clone());
-                let mut ev = AuditEvent::new(EventKind::Policy, "rejected", "reload-failed");
+                let mut ev = AuditEvent::new(EventKind::Policy, "rejected", trigger.name());
                 ev.policy_version = Some(previous);
                 ev.detail = Some(text);
                 self.audit.emit(ev);

@@ -65,7 +65,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT"
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE"
     );
     std::process::exit(2)
 }
@@ -124,6 +124,44 @@ fn main() {
                 failures == 0,
                 serde_json::to_string(&first_error).unwrap_or_default()
             )
+        }
+        "tcp-until" => {
+            // Connect in a loop until STOPFILE exists; report the failures.
+            let to = addr(rest);
+            let stop = std::path::PathBuf::from(rest.get(2).unwrap_or_else(|| usage()));
+            let (mut count, mut failures) = (0u64, 0u64);
+            let mut first_error = String::new();
+            while !stop.exists() {
+                count += 1;
+                if let Err(e) = tcp(to) {
+                    failures += 1;
+                    if first_error.is_empty() {
+                        first_error = e.to_string();
+                    }
+                }
+            }
+            format!(
+                r#"{{"ok":{},"count":{count},"failures":{failures},"first_error":{}}}"#,
+                failures == 0,
+                serde_json::to_string(&first_error).unwrap_or_default()
+            )
+        }
+        "tcp-wait-ok" => {
+            // Connect until it succeeds (at most ~30 s); print when, in ns
+            // since the epoch, so a benchmark can time a policy change.
+            let to = addr(rest);
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if tcp(to).is_ok() {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    break format!(r#"{{"ok":true,"at_ns":{now}}}"#);
+                }
+                if std::time::Instant::now() > deadline {
+                    break r#"{"ok":false,"error":"timed out"}"#.to_string();
+                }
+            }
         }
         _ => usage(),
     };
