@@ -42,17 +42,18 @@ impl Probe {
     /// (`target/release/palisade-probe`, tests live in `target/release/deps`).
     pub fn bin() -> std::path::PathBuf {
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| Path::new("."));
-        let bin = dir.join("palisade-probe");
-        assert!(
-            bin.exists(),
-            "{} is missing: build the tests crate's binaries",
-            bin.display()
-        );
-        bin
+        // Benchmarks run from target/release, tests from target/release/deps.
+        [exe.parent(), exe.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+            .map(|d| d.join("palisade-probe"))
+            .find(|b| b.exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "palisade-probe is missing near {}: build the tests crate's binaries",
+                    exe.display()
+                )
+            })
     }
 
     fn parse(out: std::process::Output, what: &str) -> Outcome {

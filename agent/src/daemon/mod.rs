@@ -42,8 +42,11 @@ pub struct ActivePolicy {
     pub generation: u32,
 }
 
-/// How many past generations stay available to name rules in late events.
-const HISTORY: usize = 8;
+/// How many generations (the active one included) stay in memory to name
+/// rules in events that arrive after a reload. Events are read within
+/// milliseconds; three generations cover back-to-back reloads without keeping
+/// many copies of a large policy.
+const HISTORY: usize = 3;
 
 pub struct Daemon {
     pub config: Config,
@@ -66,7 +69,7 @@ impl Daemon {
     /// A policy that does not validate stops the start: pinned enforcement
     /// from a previous daemon, if any, stays exactly as it was.
     pub async fn start(config: Config) -> Result<Arc<Self>, DaemonError> {
-        let loaded = policy::load(config.policy_path()).map_err(DaemonError::Policy)?;
+        let loaded = policy::load_for_daemon(config.policy_path()).map_err(DaemonError::Policy)?;
         for w in &loaded.warnings {
             warn!("{w}");
         }

@@ -92,7 +92,7 @@ impl Daemon {
     /// version is not a new policy and changes nothing.
     pub async fn reload_from(&self, trigger: Trigger) -> Result<Reloaded, DaemonError> {
         let path = self.config.policy_path().to_path_buf();
-        let result = match policy::load(&path) {
+        let result = match policy::load_for_daemon(&path) {
             Ok(loaded)
                 if trigger == Trigger::FileChange
                     && loaded.policy.version == self.active().policy.version =>

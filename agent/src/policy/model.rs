@@ -36,7 +36,7 @@ pub struct PolicyDoc {
     pub schemas: Vec<ToolSchemaDoc>,
     /// Context fields agent runtimes may send with a call, besides the
     /// built-ins (`time`, `hour`, `minute`, `weekday`, `date`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     #[schemars(with = "BTreeMap<String, ParamType>")]
     pub context: BTreeMap<String, Spanned<ParamType>>,
 }
@@ -103,7 +103,7 @@ pub struct MetadataDoc {
     /// Who answers for this agent (a team or a person).
     #[serde(default)]
     pub owner: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -298,6 +298,7 @@ pub struct ToolSchemaDoc {
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]
     pub actions: Option<Vec<Spanned<String>>>,
+    #[serde(deserialize_with = "unique_keys")]
     #[schemars(with = "BTreeMap<String, ParamType>")]
     pub params: BTreeMap<String, Spanned<ParamType>>,
 }
@@ -341,4 +342,34 @@ impl ParamType {
             Self::Any => !matches!(v, J::Null),
         }
     }
+}
+
+/// A mapping whose keys must be unique, whichever parser reads it (the YAML
+/// parser rejects duplicates; JSON parsers would keep the last silently).
+fn unique_keys<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Visitor<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor(std::marker::PhantomData))
 }

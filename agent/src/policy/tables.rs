@@ -83,7 +83,18 @@ pub fn compile(
             (&ident.allow, "allow", &mut t.allow),
             (&ident.deny, "deny", &mut t.deny),
         ] {
-            for (cidr, own_rule, ranges) in merge_prefixes(rules) {
+            // Allows produce no events, so their ranges need no attribution:
+            // dropping it lets far more entries share a port set. Denies keep
+            // the exact rule for the audit trail.
+            let attribute = action == "deny";
+            for (cidr, own_rule, mut ranges) in merge_prefixes(rules) {
+                if !attribute {
+                    for r in &mut ranges {
+                        r.rule = OWN_RULE;
+                    }
+                    ranges.sort_by_key(|r| (r.proto, r.lo, r.hi));
+                    ranges = simplify(ranges);
+                }
                 if ranges.len() > PORTSET_RANGES {
                     return Err(TableError::TooManyRanges {
                         identity: ident.id.clone(),
@@ -298,7 +309,11 @@ mod tests {
             Reason::AllowRule,
             "outer rule still applies inside the /16"
         );
-        assert_eq!(t.judge(7, &a, 80, 6), (Reason::AllowRule, 1));
+        assert_eq!(
+            t.judge(7, &a, 80, 6),
+            (Reason::AllowRule, 1),
+            "the entry's own rule"
+        );
         assert_eq!(
             t.judge(7, &NormAddr::v4([10, 2, 0, 1]), 80, 6).0,
             Reason::DefaultDeny

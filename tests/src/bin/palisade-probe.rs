@@ -161,6 +161,8 @@ fn main() {
                 if std::time::Instant::now() > deadline {
                     break r#"{"ok":false,"error":"timed out"}"#.to_string();
                 }
+                // Each refusal is an audit event: do not flood the trail.
+                std::thread::sleep(Duration::from_micros(500));
             }
         }
         _ => usage(),

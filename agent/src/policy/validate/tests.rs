@@ -393,3 +393,141 @@ fn several_files_merge_and_number_their_rules() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Where the time goes on a large policy (run with `--ignored --nocapture`).
+#[test]
+#[ignore = "timing probe, not a test"]
+fn large_policy_timing() {
+    let mut s = String::from("version: 1\nidentities:\n");
+    let n_ids: u32 = std::env::var("PALISADE_TIMING_IDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    for id in 0..n_ids {
+        s.push_str(&format!(
+            "  - id: agent-{id:03}\n    egress:\n      allow:\n"
+        ));
+        for r in 0..1000u32 {
+            let n = id * 1000 + r;
+            s.push_str(&format!(
+                "        - {{cidr: 10.{}.{}.{}/32, ports: [{}, {}], protocol: tcp}}\n",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff,
+                443 + r % 7,
+                8000 + r % 5
+            ));
+        }
+    }
+    let t = std::time::Instant::now();
+    let doc: Result<crate::policy::model::PolicyDoc, _> =
+        serde_saphyr::from_str_with_options(&s, crate::policy::source::parse_options(&s));
+    println!("serde-saphyr parse: {:?}", t.elapsed());
+    assert!(doc.is_ok());
+    let t = std::time::Instant::now();
+    let v: Result<serde_json::Value, _> =
+        serde_saphyr::from_str_with_options(&s, crate::policy::source::parse_options(&s));
+    println!(
+        "serde-saphyr parse to JSON value (no spans): {:?} ok={}",
+        t.elapsed(),
+        v.is_ok()
+    );
+    let json = serde_json::to_string(v.as_ref().unwrap()).unwrap();
+    let t = std::time::Instant::now();
+    let j: Result<crate::policy::model::PolicyDoc, _> = serde_json::from_str(&json);
+    println!(
+        "serde_json parse of the same policy ({} bytes): {:?} ok={}",
+        json.len(),
+        t.elapsed(),
+        j.is_ok()
+    );
+    let dir = std::env::temp_dir().join(format!("palisade-timing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("p.json"), &json).unwrap();
+    let t = std::time::Instant::now();
+    let l = crate::policy::load_for_daemon(&dir.join("p.json"));
+    println!(
+        "load_for_daemon on the JSON form (fast path): {:?} ok={}",
+        t.elapsed(),
+        l.is_ok()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("PALISADE_TIMING_JSON_ONLY").is_some() {
+        return;
+    }
+    let block = s
+        .replace("        - {cidr: ", "        - cidr: ")
+        .replace(", ports: [", "\n          ports: [")
+        .replace("], protocol: tcp}", "]\n          protocol: tcp");
+    let t = std::time::Instant::now();
+    let d2: Result<crate::policy::model::PolicyDoc, _> =
+        serde_saphyr::from_str_with_options(&block, crate::policy::source::parse_options(&block));
+    println!(
+        "serde-saphyr parse, block style: {:?} ok={}",
+        t.elapsed(),
+        d2.is_ok()
+    );
+    let t = std::time::Instant::now();
+    let _ = load_str("p.yaml", &s).unwrap_or_else(|e| panic!("{e}"));
+    println!("load_str (parse + validate + lint): {:?}", t.elapsed());
+}
+
+#[test]
+fn json_policies_take_the_fast_path_and_still_report_positions() {
+    let json = r#"{"version": 1, "identities": [{"id": "a", "selectors": [{"cgroup": "/a.service"}],
+        "egress": {"allow": [{"cidr": "10.0.0.0/8", "ports": [443], "protocol": "tcp"}], "deny": [{"id": "d", "cidr": "10.9.0.0/16"}]}}]}"#;
+    let dir = std::env::temp_dir().join(format!("palisade-fast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("p.json"), json).unwrap_or_else(|e| panic!("{e}"));
+    let loaded =
+        crate::policy::load_for_daemon(&dir.join("p.json")).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let yaml = "version: 1\nidentities:\n  - id: a\n    selectors: [{cgroup: /a.service}]\n    egress:\n      deny:\n        - {id: d, cidr: 10.9.0.0/16}\n      allow:\n        - {cidr: 10.0.0.0/8, ports: [443], protocol: tcp}\n";
+    let from_yaml = load_str("p.json", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let ids = |l: &crate::policy::Loaded| {
+        l.policy
+            .rules
+            .iter()
+            .map(|r| r.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let mut ids_fast = ids(&loaded);
+    for id in &mut ids_fast {
+        *id = id.replace("p.json", "p.json");
+    }
+    assert_eq!(
+        ids_fast,
+        ids(&from_yaml),
+        "numbering does not depend on the parser or the layout"
+    );
+    assert_eq!(
+        loaded.policy.identities[0].allow,
+        from_yaml.policy.identities[0].allow
+    );
+    // An error in a JSON policy is reported with its position.
+    let bad = json.replace("10.9.0.0/16", "10.9.0.0/99");
+    let e = errors_in("p.json", &bad);
+    assert!(
+        e[0].starts_with("p.json:2:119: prefix length `/99`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn duplicate_keys_are_rejected_in_both_forms() {
+    let e = errors("version: 1\ncontext: {ticket: string, ticket: integer}\n");
+    assert!(e[0].contains("duplicate"), "{}", e[0]);
+    let e = errors_in(
+        "p.json",
+        r#"{"version": 1, "context": {"ticket": "string", "ticket": "integer"}}"#,
+    );
+    assert!(e[0].contains("duplicate"), "{}", e[0]);
+}
+
+fn errors_in(name: &str, text: &str) -> Vec<String> {
+    match load_str(name, text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
