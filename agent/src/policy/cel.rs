@@ -428,3 +428,47 @@ mod tests {
         CelExpr::compile("params.items.all(i, i.price < 100)", &scope(&none, None)).unwrap();
     }
 }
+
+#[cfg(test)]
+mod documented {
+    //! The examples docs/policy.md shows must work as written.
+    use super::*;
+
+    #[test]
+    fn documented_condition_examples_evaluate() {
+        let none = BTreeMap::new();
+        let scope = Scope {
+            context_fields: &none,
+            params: None,
+            params_owner: "t",
+        };
+        let empty = serde_json::Map::new();
+        let params = serde_json::json!({
+            "amount": 4000, "destination": "internal-ehr.myorg",
+            "items": [{"price": 10}, {"price": 99}],
+            "url": "https://internal.example/x", "name": "release-7"
+        });
+        let context = serde_json::json!({"hour": 10});
+        let identity = serde_json::json!({"roles": ["admin", "viewer"]});
+        let b = Bindings::new(
+            params.as_object().unwrap_or(&empty),
+            context.as_object().unwrap_or(&empty),
+            identity.as_object().unwrap_or(&empty),
+            "t",
+            "a",
+            "r",
+        );
+        for expr in [
+            "params.amount <= 5000",
+            "params.destination == \"internal-ehr.myorg\"",
+            "context.hour >= 9 && context.hour < 18",
+            "\"admin\" in identity.roles",
+            "params.items.all(i, i.price < 100)",
+            "params.url.startsWith(\"https://internal.\")",
+            "params.name.matches(\"^[a-z0-9-]+$\")",
+        ] {
+            let e = CelExpr::compile(expr, &scope).unwrap_or_else(|e| panic!("{expr}: {e:?}"));
+            assert_eq!(e.eval_bool(&b), Ok(true), "{expr}");
+        }
+    }
+}
