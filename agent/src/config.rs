@@ -17,6 +17,7 @@
 //!   managed: /sys/fs/cgroup/palisade    # default: <attach>/palisade
 //! metrics:
 //!   listen: 127.0.0.1:9740              # Prometheus; `enabled: false` to turn off
+//! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ pub struct Config {
     pub resync_seconds: u64,
     /// Prometheus endpoint (`metrics`).
     pub metrics: crate::metrics::MetricsConfig,
+    /// Poll the policy files every N seconds and reload when they change
+    /// (for ConfigMap volumes); 0 = only on SIGHUP or `palisade reload`.
+    pub policy_watch_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -91,6 +95,7 @@ impl Default for Config {
             kernel: KernelConfig::default(),
             resync_seconds: 30,
             metrics: crate::metrics::MetricsConfig::default(),
+            policy_watch_seconds: 0,
         }
     }
 }

@@ -233,6 +233,7 @@ impl Writer {
     fn write(&mut self, mut events: Vec<AuditEvent>) {
         // Losses go first, into the trail itself.
         let mut losses = Vec::new();
+        let reported_before = self.reported_drops;
         let dropped = self.stats.dropped.load(Ordering::Relaxed);
         if dropped > self.reported_drops {
             let mut loss = AuditEvent::new(EventKind::Loss, "lost", "audit-queue-full");
@@ -295,6 +296,8 @@ impl Writer {
                         self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                         self.stats.trail_lost.fetch_add(own, Ordering::Relaxed);
                         self.unreported_trail_loss += own;
+                        // The queue-loss record did not make it either.
+                        self.reported_drops = reported_before;
                         error!(error = %e, lost = own, "audit trail write failed; the loss will be recorded once the trail can be written");
                         for ev in &mut events {
                             ev.seq = None;

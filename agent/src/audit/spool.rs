@@ -243,7 +243,7 @@ mod tests {
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let mut write = |w: &mut TrailWriter, n: usize| {
+        let write = |w: &mut TrailWriter, n: usize| {
             for _ in 0..n {
                 let mut ev = AuditEvent::new(EventKind::Daemon, "x", "y");
                 let (line, head) = seal(&mut ev, w.head()).unwrap_or_else(|e| panic!("{e}"));

@@ -10,6 +10,7 @@ mod kernel_events;
 pub mod notify;
 mod reload;
 mod status;
+mod watch;
 
 use std::{
     collections::VecDeque,
@@ -194,6 +195,7 @@ impl Daemon {
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
         daemon.spawn_resync();
+        watch::spawn(&daemon);
         if let Some(listener) = metrics_listener {
             crate::metrics::server::spawn(listener, Arc::downgrade(&daemon))
                 .map_err(|e| DaemonError::Config(format!("metrics endpoint: {e}")))?;
