@@ -34,7 +34,14 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
-    (status, if chunked { dechunk(body) } else { body.to_string() })
+    (
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
 }
 
 fn dechunk(mut body: &str) -> String {

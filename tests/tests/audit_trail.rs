@@ -24,7 +24,11 @@ fn verify(files: &[&Path]) -> (Option<i32>, String) {
 }
 
 fn denied_connects(env: &TestEnv, port: &str, n: u32) {
-    let r = Probe::enrolled(env, "agent", &["tcp-loop", "127.0.0.1", port, &n.to_string()]);
+    let r = Probe::enrolled(
+        env,
+        "agent",
+        &["tcp-loop", "127.0.0.1", port, &n.to_string()],
+    );
     assert_eq!(r.0["failures"], n, "all denied: {}", r.0);
 }
 
@@ -64,8 +68,11 @@ fn verify_finds_a_modified_a_deleted_and_a_swapped_record() {
 
     let write = |name: &str, lines: &[String]| {
         let p = env.dir.join(name);
-        std::fs::write(&p, lines.iter().map(|l| format!("{l}\n")).collect::<String>())
-            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            &p,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         p
     };
     let owned: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
@@ -165,7 +172,10 @@ fn rotation_and_restarts_keep_one_chain() {
     assert_eq!(d.signal_and_wait(Signal::SIGTERM), Some(0));
 
     let files = all_files();
-    assert!(files.len() >= 4, "expected rotation into several files: {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected rotation into several files: {files:?}"
+    );
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     let (code, out) = verify(&refs);
     assert_eq!(code, Some(0), "{out}");
@@ -184,12 +194,11 @@ fn rotation_and_restarts_keep_one_chain() {
     // Remove a rotated file from the middle: the gap is found and located.
     let middle = env.dir.join("audit.jsonl.2");
     let gone = std::fs::read_to_string(&middle).unwrap_or_else(|e| panic!("{e}"));
-    let first_gone: u64 = serde_json::from_str::<serde_json::Value>(
-        gone.lines().next().unwrap_or_default(),
-    )
-    .ok()
-    .and_then(|v| v["seq"].as_u64())
-    .unwrap_or_else(|| panic!("no seq in {}", middle.display()));
+    let first_gone: u64 =
+        serde_json::from_str::<serde_json::Value>(gone.lines().next().unwrap_or_default())
+            .ok()
+            .and_then(|v| v["seq"].as_u64())
+            .unwrap_or_else(|| panic!("no seq in {}", middle.display()));
     std::fs::remove_file(&middle).unwrap_or_else(|e| panic!("{e}"));
     let files = all_files();
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();

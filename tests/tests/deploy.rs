@@ -47,7 +47,10 @@ fn systemd_unit_verifies_cleanly() {
     let dir = std::env::temp_dir().join(format!("palisade-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let unit = dir.join("palisade.service");
-    let text = unit_text().replace("/usr/local/bin/palisade", &palisade_bin().display().to_string());
+    let text = unit_text().replace(
+        "/usr/local/bin/palisade",
+        &palisade_bin().display().to_string(),
+    );
     std::fs::write(&unit, text).unwrap_or_else(|e| panic!("{e}"));
     let out = systemd_analyze(&["verify", &unit.display().to_string()]);
     let said = format!(
@@ -55,20 +58,33 @@ fn systemd_unit_verifies_cleanly() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{said}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{said}"
+    );
     // Unknown keys and bad values are only warnings to verify: none allowed.
-    assert!(said.trim().is_empty(), "systemd-analyze verify warns:\n{said}");
+    assert!(
+        said.trim().is_empty(),
+        "systemd-analyze verify warns:\n{said}"
+    );
 
     let out = systemd_analyze(&["security", "--offline=yes", &unit.display().to_string()]);
-    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let exposure: f64 = said
         .lines()
-        .find_map(|l| l.split("Overall exposure level for palisade.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for palisade.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{said}"));
     eprintln!("systemd-analyze security: exposure {exposure}");
-    assert!(exposure <= 3.5, "the unit's exposure level is {exposure}:\n{said}");
+    assert!(
+        exposure <= 3.5,
+        "the unit's exposure level is {exposure}:\n{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(unit_values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
@@ -96,7 +112,8 @@ fn setpriv_caps() -> String {
 
 /// Start the daemon under `wrapper` (setpriv, strace…) and wait for its API.
 fn start_wrapped(env: &TestEnv, wrapper: &[String]) -> std::process::Child {
-    let log = std::fs::File::create(env.dir.join("wrapped-daemon.log")).unwrap_or_else(|e| panic!("{e}"));
+    let log =
+        std::fs::File::create(env.dir.join("wrapped-daemon.log")).unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(&wrapper[0])
         .args(&wrapper[1..])
         .arg(palisade_bin())
@@ -132,8 +149,9 @@ fn start_wrapped(env: &TestEnv, wrapper: &[String]) -> std::process::Child {
 /// The daemon's pid: the wrapper's child (strace) or the wrapper itself
 /// (setpriv execs).
 fn daemon_pid(wrapper_pid: u32) -> i32 {
-    let children = std::fs::read_to_string(format!("/proc/{wrapper_pid}/task/{wrapper_pid}/children"))
-        .unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{wrapper_pid}/task/{wrapper_pid}/children"))
+            .unwrap_or_default();
     children
         .split_whitespace()
         .next()
@@ -180,7 +198,11 @@ fn the_units_capabilities_are_enough() {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(u64::MAX);
-    assert_eq!(eff & (1 << 21), 0, "the daemon must run without CAP_SYS_ADMIN here");
+    assert_eq!(
+        eff & (1 << 21),
+        0,
+        "the daemon must run without CAP_SYS_ADMIN here"
+    );
     Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &denied.port()])
         .expect_eperm("enforcing with the unit's capabilities only");
     env.wait_audit("the deny", |e| e["verdict"] == "deny");
@@ -199,7 +221,10 @@ fn the_units_capabilities_are_enough() {
         .unwrap_or_else(|e| panic!("{e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot run Palisade") && err.contains("missing CAP_BPF"), "{err}");
+    assert!(
+        err.contains("cannot run Palisade") && err.contains("missing CAP_BPF"),
+        "{err}"
+    );
 }
 
 /// Every syscall of a filter spec, groups expanded by systemd-analyze.
@@ -238,10 +263,18 @@ fn the_units_syscall_filter_allows_what_the_daemon_does() {
         "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n",
     );
     let trace = env.dir.join("strace.txt");
-    let wrapper: Vec<String> = ["strace", "-f", "-qq", "-c", "-o", &trace.display().to_string(), "--"]
-        .iter()
-        .map(|s| (*s).to_string())
-        .collect();
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-c",
+        "-o",
+        &trace.display().to_string(),
+        "--",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
     let mut d = start_wrapped(&env, &wrapper);
     // Exercise it: enrolment, a deny, a reload, a scrape, a watcher.
     Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &target.port()]).expect_eperm("traced");
@@ -251,7 +284,13 @@ fn the_units_syscall_filter_allows_what_the_daemon_does() {
         .output();
     let _ = palisade_tests::http::get(&env.metrics_address(), "/metrics");
     let _ = Command::new("timeout")
-        .args(["1", &palisade_bin().display().to_string(), "events", "--follow", "--socket"])
+        .args([
+            "1",
+            &palisade_bin().display().to_string(),
+            "events",
+            "--follow",
+            "--socket",
+        ])
         .arg(&env.socket)
         .output();
     std::thread::sleep(Duration::from_millis(1200));
@@ -260,7 +299,12 @@ fn the_units_syscall_filter_allows_what_the_daemon_does() {
     let summary = std::fs::read_to_string(&trace).unwrap_or_else(|e| panic!("{e}"));
     let used: BTreeSet<String> = summary
         .lines()
-        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
         .filter_map(|l| l.split_whitespace().last().map(str::to_string))
         .filter(|s| s != "total")
         .collect();
@@ -313,7 +357,10 @@ fn kubernetes_manifests_are_consistent() {
         .unwrap_or_default()
         .to_string();
     for d in &docs {
-        assert!(d["apiVersion"].is_string() && d["metadata"]["name"].is_string(), "{d}");
+        assert!(
+            d["apiVersion"].is_string() && d["metadata"]["name"].is_string(),
+            "{d}"
+        );
         if d["kind"] != "Namespace" {
             assert_eq!(d["metadata"]["namespace"], ns.as_str(), "{d}");
         }
@@ -337,10 +384,15 @@ fn kubernetes_manifests_are_consistent() {
     by("ServiceAccount", sa);
     let binding = by("RoleBinding", "palisade");
     assert_eq!(binding["subjects"][0]["name"], sa);
-    by("Role", binding["roleRef"]["name"].as_str().unwrap_or_default());
+    by(
+        "Role",
+        binding["roleRef"]["name"].as_str().unwrap_or_default(),
+    );
 
     // Volumes and mounts agree, and the host paths are the ones Palisade uses.
-    let volumes = spec["volumes"].as_array().unwrap_or_else(|| panic!("no volumes"));
+    let volumes = spec["volumes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no volumes"));
     let host_path = |vol: &str| {
         volumes
             .iter()
@@ -365,12 +417,21 @@ fn kubernetes_manifests_are_consistent() {
         );
         for m in c["volumeMounts"].as_array().into_iter().flatten() {
             let vol = m["name"].as_str().unwrap_or_default();
-            assert!(volumes.iter().any(|v| v["name"] == vol), "mount of unknown volume {vol}");
-            mounts.insert(m["mountPath"].as_str().unwrap_or_default().to_string(), vol.to_string());
+            assert!(
+                volumes.iter().any(|v| v["name"] == vol),
+                "mount of unknown volume {vol}"
+            );
+            mounts.insert(
+                m["mountPath"].as_str().unwrap_or_default().to_string(),
+                vol.to_string(),
+            );
         }
     }
     let daemon = spec["containers"][0].clone();
-    assert_eq!(daemon["securityContext"]["privileged"], true, "host cgroup namespace");
+    assert_eq!(
+        daemon["securityContext"]["privileged"], true,
+        "host cgroup namespace"
+    );
 
     // The config the DaemonSet mounts loads, and its paths are mounted from
     // the host.
@@ -391,7 +452,9 @@ fn kubernetes_manifests_are_consistent() {
         .unwrap_or_else(|| panic!("no --config in {args:?}"));
     let config_dir = Path::new(config_path).parent().unwrap_or(Path::new("/"));
     assert_eq!(
-        mounts.get(&config_dir.display().to_string()).map(String::as_str),
+        mounts
+            .get(&config_dir.display().to_string())
+            .map(String::as_str),
         Some("config")
     );
     let dir = std::env::temp_dir().join(format!("palisade-k8s-{}", std::process::id()));
@@ -420,7 +483,9 @@ fn kubernetes_manifests_are_consistent() {
     );
     mounted_from_host(Path::new("/sys/fs/cgroup/x"), "/sys/fs/cgroup");
     assert_eq!(
-        mounts.get(&cfg.policy_path().display().to_string()).map(String::as_str),
+        mounts
+            .get(&cfg.policy_path().display().to_string())
+            .map(String::as_str),
         Some("policy")
     );
     assert!(cfg.policy_watch_seconds > 0, "ConfigMap edits must apply");
@@ -434,13 +499,18 @@ fn kubernetes_manifests_are_consistent() {
     // The example policy validates.
     let policy = by("ConfigMap", "palisade-policy");
     for (name, text) in policy["data"].as_object().into_iter().flatten() {
-        std::fs::write(dir.join(name), text.as_str().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join(name), text.as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
         let out = Command::new(palisade_bin())
             .args(["policy", "check"])
             .arg(dir.join(name))
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -449,11 +519,19 @@ fn kubernetes_manifests_are_consistent() {
         .unwrap_or_else(|e| panic!("deploy/Dockerfile: {e}"));
     let command = daemon["command"][0].as_str().unwrap_or_default();
     assert!(
-        dockerfile.lines().any(|l| l.starts_with("COPY --from=build") && l.ends_with(command)),
+        dockerfile
+            .lines()
+            .any(|l| l.starts_with("COPY --from=build") && l.ends_with(command)),
         "the Dockerfile must install {command}"
     );
     assert!(dockerfile.contains(&format!("ENTRYPOINT [\"{command}\"]")));
-    assert!(dockerfile.contains("cargo xtask setup") && dockerfile.contains("cargo build --release -p agent"));
-    let stages = dockerfile.lines().filter(|l| l.starts_with("FROM ")).count();
+    assert!(
+        dockerfile.contains("cargo xtask setup")
+            && dockerfile.contains("cargo build --release -p agent")
+    );
+    let stages = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .count();
     assert_eq!(stages, 2, "a build stage and a slim runtime stage");
 }

@@ -64,7 +64,13 @@ fn doctor_reports_what_this_host_has() {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let k = check(&report, "kernel");
     assert_eq!(k["level"], "ok");
-    assert!(k["detail"].as_str().unwrap_or_default().contains(release.trim()), "{k}");
+    assert!(
+        k["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(release.trim()),
+        "{k}"
+    );
 
     let btf = std::path::Path::new("/sys/kernel/btf/vmlinux").exists();
     assert_eq!(check(&report, "btf")["level"] == "ok", btf);
@@ -73,7 +79,10 @@ fn doctor_reports_what_this_host_has() {
     assert_eq!(cg["level"], "ok");
     let mount = cgroup2_mount();
     assert!(
-        cg["detail"].as_str().unwrap_or_default().contains(&format!("mounted at {mount} ")),
+        cg["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("mounted at {mount} ")),
         "cgroup2 is at {mount}: {cg}"
     );
 
@@ -81,7 +90,14 @@ fn doctor_reports_what_this_host_has() {
     let bpf_listed = lsms.trim().split(',').any(|l| l == "bpf");
     assert_eq!(check(&report, "lsm")["level"] == "ok", bpf_listed, "{lsms}");
 
-    for hook in ["connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create", "cgroup_mkdir"] {
+    for hook in [
+        "connect4",
+        "connect6",
+        "sendmsg4",
+        "sendmsg6",
+        "sock_create",
+        "cgroup_mkdir",
+    ] {
         let c = check(&report, &format!("hook:{hook}"));
         assert_eq!(c["level"], "ok", "{c}");
     }
@@ -95,13 +111,29 @@ fn doctor_reports_what_this_host_has() {
     let lsm = check(&report, "hook:socket_create");
     let attached = env.bpffs.join("link_socket_create").exists();
     let guard = env.status()["health"]["packet_guard"].clone();
-    assert_eq!(lsm["level"] == "ok", attached, "doctor {lsm} vs daemon pin {attached}");
+    assert_eq!(
+        lsm["level"] == "ok",
+        attached,
+        "doctor {lsm} vs daemon pin {attached}"
+    );
     assert_eq!(guard == "lsm", attached, "{guard}");
     if !attached {
-        assert_eq!(lsm["level"], "warn", "an LSM refusal is a warning, not fatal");
-        assert!(lsm["detail"].as_str().unwrap_or_default().contains("seccomp"), "{lsm}");
+        assert_eq!(
+            lsm["level"], "warn",
+            "an LSM refusal is a warning, not fatal"
+        );
+        assert!(
+            lsm["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("seccomp"),
+            "{lsm}"
+        );
         let warnings = env.status()["health"]["warnings"].clone();
-        assert!(warnings.to_string().contains("BPF LSM refused"), "{warnings}");
+        assert!(
+            warnings.to_string().contains("BPF LSM refused"),
+            "{warnings}"
+        );
     }
 
     // Human output ends with the verdict.
@@ -110,7 +142,10 @@ fn doctor_reports_what_this_host_has() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("\nready: Palisade can enforce on this host"), "{text}");
+    assert!(
+        text.contains("\nready: Palisade can enforce on this host"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -131,10 +166,19 @@ fn doctor_and_daemon_refuse_without_bpf_capabilities() {
     let caps = check(&report, "capabilities");
     assert_eq!(caps["level"], "fail");
     let detail = caps["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("missing CAP_BPF") && detail.contains("CAP_PERFMON"), "{caps}");
-    assert!(caps["fix"].as_str().is_some_and(|f| !f.is_empty()), "{caps}");
+    assert!(
+        detail.contains("missing CAP_BPF") && detail.contains("CAP_PERFMON"),
+        "{caps}"
+    );
+    assert!(
+        caps["fix"].as_str().is_some_and(|f| !f.is_empty()),
+        "{caps}"
+    );
 
-    let env = TestEnv::new("doctor-refuse", "version: 1\nidentities:\n  - id: a\n    egress: {}\n");
+    let env = TestEnv::new(
+        "doctor-refuse",
+        "version: 1\nidentities:\n  - id: a\n    egress: {}\n",
+    );
     let out = Command::new(drop[0])
         .args(&drop[1..])
         .arg(palisade_bin())
@@ -145,5 +189,8 @@ fn doctor_and_daemon_refuse_without_bpf_capabilities() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("missing CAP_BPF"), "{err}");
-    assert!(!env.bpffs.exists(), "nothing was pinned by a daemon that refused to start");
+    assert!(
+        !env.bpffs.exists(),
+        "nothing was pinned by a daemon that refused to start"
+    );
 }

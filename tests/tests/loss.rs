@@ -49,10 +49,16 @@ fn a_burst_over_the_ring_buffer_is_counted_exactly() {
     let (arrived, lost) = settled.unwrap_or_else(|| {
         panic!(
             "sent {sent}, {arrived} arrived, {lost} reported lost; loss records: {:?}",
-            events.iter().filter(|e| e["kind"] == "loss").collect::<Vec<_>>()
+            events
+                .iter()
+                .filter(|e| e["kind"] == "loss")
+                .collect::<Vec<_>>()
         )
     });
-    assert!(lost > 0, "a 4 KiB ring buffer must overflow on {sent} events");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring buffer must overflow on {sent} events"
+    );
     assert!(arrived > 0, "some events arrive");
 
     // The metrics agree with the trail, and the kernel counted every deny.

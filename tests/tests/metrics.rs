@@ -16,7 +16,12 @@ fn policy(allowed: u16) -> String {
 }
 
 fn tcp_loop(env: &TestEnv, identity: &str, port: &str, n: u32) -> serde_json::Value {
-    Probe::enrolled(env, identity, &["tcp-loop", "127.0.0.1", port, &n.to_string()]).0
+    Probe::enrolled(
+        env,
+        identity,
+        &["tcp-loop", "127.0.0.1", port, &n.to_string()],
+    )
+    .0
 }
 
 #[test]
@@ -37,15 +42,42 @@ fn metrics_count_known_traffic_exactly() {
     assert_eq!(tcp_loop(&env, "shadow", &denied.port(), 3)["failures"], 0);
 
     let m = Scrape::fetch(&addr);
-    m.expect("palisade_verdicts_total{identity=\"enf\",verdict=\"allow\"}", 7.0);
-    m.expect("palisade_verdicts_total{identity=\"enf\",verdict=\"deny\"}", 5.0);
-    m.expect("palisade_verdicts_total{identity=\"enf\",verdict=\"audit\"}", 0.0);
-    m.expect("palisade_verdicts_total{identity=\"shadow\",verdict=\"allow\"}", 0.0);
-    m.expect("palisade_verdicts_total{identity=\"shadow\",verdict=\"audit\"}", 3.0);
-    m.expect("palisade_verdicts_total{identity=\"shadow\",verdict=\"deny\"}", 0.0);
-    m.expect("palisade_shadow_drift_total{identity=\"shadow\",source=\"kernel\"}", 3.0);
-    m.expect("palisade_shadow_drift_total{identity=\"enf\",source=\"kernel\"}", 0.0);
-    m.expect("palisade_events_lost_total{stage=\"kernel_ring_buffer\"}", 0.0);
+    m.expect(
+        "palisade_verdicts_total{identity=\"enf\",verdict=\"allow\"}",
+        7.0,
+    );
+    m.expect(
+        "palisade_verdicts_total{identity=\"enf\",verdict=\"deny\"}",
+        5.0,
+    );
+    m.expect(
+        "palisade_verdicts_total{identity=\"enf\",verdict=\"audit\"}",
+        0.0,
+    );
+    m.expect(
+        "palisade_verdicts_total{identity=\"shadow\",verdict=\"allow\"}",
+        0.0,
+    );
+    m.expect(
+        "palisade_verdicts_total{identity=\"shadow\",verdict=\"audit\"}",
+        3.0,
+    );
+    m.expect(
+        "palisade_verdicts_total{identity=\"shadow\",verdict=\"deny\"}",
+        0.0,
+    );
+    m.expect(
+        "palisade_shadow_drift_total{identity=\"shadow\",source=\"kernel\"}",
+        3.0,
+    );
+    m.expect(
+        "palisade_shadow_drift_total{identity=\"enf\",source=\"kernel\"}",
+        0.0,
+    );
+    m.expect(
+        "palisade_events_lost_total{stage=\"kernel_ring_buffer\"}",
+        0.0,
+    );
     m.expect("palisade_events_lost_total{stage=\"pipeline_queue\"}", 0.0);
     m.expect("palisade_events_lost_total{stage=\"trail_write\"}", 0.0);
     m.expect("palisade_enrolled_cgroups{identity=\"enf\"}", 1.0);
@@ -57,7 +89,10 @@ fn metrics_count_known_traffic_exactly() {
     m.expect("palisade_approvals_pending", 0.0);
     let status = env.status();
     let version = status["policy_version"].as_str().unwrap_or_default();
-    m.expect(&format!("palisade_policy_info{{version=\"{version}\"}}"), 1.0);
+    m.expect(
+        &format!("palisade_policy_info{{version=\"{version}\"}}"),
+        1.0,
+    );
     // 5 denies + 3 would-denies + 3 enrolments + start, each a record.
     let seq = status["health"]["audit_seq"].as_u64().unwrap_or(0);
     let events = palisade_tests::wait_for(std::time::Duration::from_secs(5), || {
@@ -69,10 +104,15 @@ fn metrics_count_known_traffic_exactly() {
     let chain = m
         .value("palisade_audit_chain_seq")
         .unwrap_or_else(|| panic!("no chain seq:\n{}", m.0));
-    assert!(chain as u64 >= seq && chain as u64 <= events, "{chain} vs {seq}/{events}");
+    assert!(
+        chain as u64 >= seq && chain as u64 <= events,
+        "{chain} vs {seq}/{events}"
+    );
 
     // A rejected reload shows, and so does the next good one.
-    env.write_policy("version: 1\nidentities:\n  - id: enf\n    egress: {allow: [{cidr: 300.0.0.1}]}\n");
+    env.write_policy(
+        "version: 1\nidentities:\n  - id: enf\n    egress: {allow: [{cidr: 300.0.0.1}]}\n",
+    );
     let out = Command::new(palisade_bin())
         .args(["reload", "--socket"])
         .arg(&env.socket)
@@ -94,12 +134,19 @@ fn metrics_count_known_traffic_exactly() {
         .arg(&env.socket)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = Scrape::fetch(&addr);
     m.expect("palisade_policy_reloads_total{result=\"applied\"}", 1.0);
     m.expect("palisade_policy_last_reload_success", 1.0);
     // Counters live in the kernel: a reload does not reset them.
-    m.expect("palisade_verdicts_total{identity=\"enf\",verdict=\"allow\"}", 7.0);
+    m.expect(
+        "palisade_verdicts_total{identity=\"enf\",verdict=\"allow\"}",
+        7.0,
+    );
 
     assert_eq!(get(&addr, "/healthz").0, 200);
     assert_eq!(get(&addr, "/nope").0, 404);
@@ -158,7 +205,8 @@ fn metric_names(expr: &str) -> Vec<String> {
         while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
             end += 1;
         }
-        let before_ok = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         if before_ok {
             out.push(expr[start..end].to_string());
         }

@@ -22,7 +22,11 @@ fn trail_lines(env: &TestEnv) -> Vec<String> {
 }
 
 fn deny(env: &TestEnv, port: &str, n: u32) {
-    let r = Probe::enrolled(env, "agent", &["tcp-loop", "127.0.0.1", port, &n.to_string()]);
+    let r = Probe::enrolled(
+        env,
+        "agent",
+        &["tcp-loop", "127.0.0.1", port, &n.to_string()],
+    );
     assert_eq!(r.0["failures"], n, "{}", r.0);
 }
 
@@ -92,7 +96,12 @@ fn records_wait_in_the_trail_while_the_collector_is_down() {
     let status = env.status();
     let sink = &status["health"]["sinks"][0];
     assert_eq!(sink["up"], false, "{status}");
-    assert!(sink["last_error"].as_str().is_some_and(|e| e.contains("connecting")), "{status}");
+    assert!(
+        sink["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connecting")),
+        "{status}"
+    );
 
     // The daemon restarts during the outage: the cursor is on disk.
     assert_eq!(d.signal_and_wait(Signal::SIGTERM), Some(0));

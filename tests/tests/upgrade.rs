@@ -54,7 +54,8 @@ fn sigterm_restart_and_upgrade_keep_verdicts_throughout() {
     // Upgrade: a new binary (another file) adopts the pins.
     let new_bin = env.dir.join("palisade-new");
     std::fs::copy(palisade_bin(), &new_bin).unwrap_or_else(|e| panic!("{e}"));
-    let log = std::fs::File::create(env.dir.join("new-daemon.log")).unwrap_or_else(|e| panic!("{e}"));
+    let log =
+        std::fs::File::create(env.dir.join("new-daemon.log")).unwrap_or_else(|e| panic!("{e}"));
     let mut upgraded = Command::new(&new_bin)
         .arg("daemon")
         .arg("--config")
@@ -65,9 +66,8 @@ fn sigterm_restart_and_upgrade_keep_verdicts_throughout() {
     let bad = bad.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let good = good.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let parse = |o: &std::process::Output| -> serde_json::Value {
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&o.stdout))
-        })
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
     };
     let (bad, good) = (parse(&bad), parse(&good));
     let adopted = palisade_tests::wait_for(Duration::from_secs(20), || {
@@ -85,11 +85,23 @@ fn sigterm_restart_and_upgrade_keep_verdicts_throughout() {
     );
     let _ = upgraded.wait();
 
-    assert!(bad["count"].as_u64().unwrap_or(0) > 200, "the loop ran: {bad}");
-    assert_eq!(bad["connected"], 0, "a denied destination got through: {bad}");
-    assert_eq!(bad["eperm"], bad["count"], "every attempt denied by the kernel: {bad}");
+    assert!(
+        bad["count"].as_u64().unwrap_or(0) > 200,
+        "the loop ran: {bad}"
+    );
+    assert_eq!(
+        bad["connected"], 0,
+        "a denied destination got through: {bad}"
+    );
+    assert_eq!(
+        bad["eperm"], bad["count"],
+        "every attempt denied by the kernel: {bad}"
+    );
     assert!(good["count"].as_u64().unwrap_or(0) > 200, "{good}");
-    assert_eq!(good["connected"], good["count"], "an allowed destination was cut off: {good}");
+    assert_eq!(
+        good["connected"], good["count"],
+        "an allowed destination was cut off: {good}"
+    );
 
     let starts: Vec<String> = env
         .audit_events()
@@ -108,7 +120,10 @@ fn sigterm_restart_and_upgrade_keep_verdicts_throughout() {
             .arg(&env.audit)
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
     };
     assert_eq!(code, Some(0), "one chain across the restarts: {out}");
 }

@@ -21,7 +21,16 @@ fn events_follow_streams_filtered_records() {
     );
     let _d = DaemonProc::start(&env);
     let mut follow = Command::new(palisade_bin())
-        .args(["events", "--follow", "--json", "--identity", "alpha", "--verdict", "deny", "--socket"])
+        .args([
+            "events",
+            "--follow",
+            "--json",
+            "--identity",
+            "alpha",
+            "--verdict",
+            "deny",
+            "--socket",
+        ])
         .arg(&env.socket)
         .stdout(Stdio::piped())
         .spawn()
@@ -64,12 +73,21 @@ fn events_follow_streams_filtered_records() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert_eq!(v["identity"], "alpha");
         assert_eq!(v["verdict"], "deny");
-        assert!(trail.lines().any(|t| t == l), "the streamed record is the trail's line: {l}");
+        assert!(
+            trail.lines().any(|t| t == l),
+            "the streamed record is the trail's line: {l}"
+        );
     }
     let lines = read(&mut human, 4);
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert!(lines[0].contains("DENY") && lines[0].contains("network") && lines[0].contains("beta"), "{lines:?}");
-    assert!(lines[1].contains(&format!("→ 127.0.0.1:{}/tcp", target.port())), "{lines:?}");
+    assert!(
+        lines[0].contains("DENY") && lines[0].contains("network") && lines[0].contains("beta"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains(&format!("→ 127.0.0.1:{}/tcp", target.port())),
+        "{lines:?}"
+    );
 
     // Bad filters and non-operators are refused with a reason.
     let out = Command::new(palisade_bin())
@@ -78,7 +96,10 @@ fn events_follow_streams_filtered_records() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unknown event kind `netwrk`"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("unknown event kind `netwrk`"),
+        "{err}"
+    );
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(palisade_bin())
@@ -88,7 +109,10 @@ fn events_follow_streams_filtered_records() {
         .unwrap_or_else(|e| panic!("{e}"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("PermissionDenied") || err.contains("Permission denied"), "{err}");
+    assert!(
+        err.contains("PermissionDenied") || err.contains("Permission denied"),
+        "{err}"
+    );
 
     // Status shows the trail head and the packet guard.
     let status = Command::new(palisade_bin())
@@ -97,5 +121,8 @@ fn events_follow_streams_filtered_records() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("trail ") && text.contains("metrics    http://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("trail ") && text.contains("metrics    http://127.0.0.1:"),
+        "{text}"
+    );
 }

@@ -3,12 +3,7 @@
 //! files, following symlinks, which is how a Kubernetes ConfigMap volume
 //! swaps in a new version. A change triggers the same reload as SIGHUP.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{os::unix::fs::MetadataExt, path::Path, sync::Arc, time::Duration};
 
 use tracing::info;
 
@@ -17,9 +12,15 @@ use super::Daemon;
 /// What the policy files look like right now.
 fn fingerprint(path: &Path) -> Vec<(String, u64, i64, i64, u64)> {
     let stat = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (p.display().to_string(), m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                p.display().to_string(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino(),
+            )
+        })
     };
     let mut out = Vec::new();
     if path.is_dir() {
