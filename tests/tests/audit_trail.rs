@@ -40,6 +40,16 @@ fn verify_finds_a_modified_a_deleted_and_a_swapped_record() {
     let target = TcpServer::start("127.0.0.1");
     let env = TestEnv::new("trail-verify", POLICY);
     let mut d = DaemonProc::start(&env);
+    // A second daemon on the same trail refuses before touching anything.
+    let second = Command::new(palisade_bin())
+        .args(["daemon", "--config"])
+        .arg(&env.config)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains("in use by another palisade daemon"), "{err}");
+    env.status();
     denied_connects(&env, &target.port(), 6);
     let six = palisade_tests::wait_for(std::time::Duration::from_secs(5), || {
         let n = env

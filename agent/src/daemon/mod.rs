@@ -112,6 +112,9 @@ impl Daemon {
         }
         let mut warnings = preflight(&config)?;
         let metrics_listener = crate::metrics::server::bind(&config.metrics)?;
+        // The trail is locked before the kernel is touched: a second daemon
+        // on the same trail stops here.
+        let audit = AuditPipeline::start(config.audit_options())?;
         let cgroups = CgroupFs::discover().map_err(DaemonError::Cgroup)?;
         let attach = config
             .cgroup
@@ -155,7 +158,6 @@ impl Daemon {
         }
         let maps = kernel.maps_handle();
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
-        let audit = AuditPipeline::start(config.audit_options())?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let placeholder = Arc::new(ActivePolicy {
