@@ -82,3 +82,68 @@ fn a_burst_over_the_ring_buffer_is_counted_exactly() {
     assert_eq!(kernel_records, kernel, "kernel loss records vs metric");
     eprintln!("sent {sent}: {arrived} arrived, {kernel} lost in the kernel, {queue} in the queue");
 }
+
+#[test]
+fn losses_while_the_daemon_is_down_are_reported_by_the_next_one() {
+    if !root_or_skip("losses_while_the_daemon_is_down_are_reported_by_the_next_one") {
+        return;
+    }
+    let target = TcpServer::start("127.0.0.1");
+    let env = TestEnv::new(
+        "loss-down",
+        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n",
+    );
+    env.write_config_with("", "kernel:\n  event_buffer_bytes: 4096\n");
+    let mut d = DaemonProc::start(&env);
+    // Enrol a shell that waits, then bursts while no daemon runs.
+    let go = env.dir.join("go");
+    let sent: u64 = 2_000;
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.05; done; {p} tcp-loop 127.0.0.1 {port} {sent}",
+        go = go.display(),
+        p = Probe::bin().display(),
+        port = target.port(),
+    );
+    let agent = std::process::Command::new(palisade_tests::palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(1500));
+    d.kill9();
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let out = agent.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r["failures"], sent, "{r}");
+
+    let _d = DaemonProc::start(&env);
+    let port: u64 = target.addr.port().into();
+    let settled = wait_for(Duration::from_secs(20), || {
+        let events = env.audit_events();
+        let arrived = events
+            .iter()
+            .filter(|e| e["kind"] == "network" && e["dst_port"] == port)
+            .count() as u64;
+        let lost: u64 = events
+            .iter()
+            .filter(|e| e["kind"] == "loss")
+            .map(|e| e["count"].as_u64().unwrap_or(0))
+            .sum();
+        (arrived + lost == sent && lost > 0).then_some((arrived, lost))
+    });
+    let (arrived, lost) = settled.unwrap_or_else(|| {
+        panic!(
+            "sent {sent} while the daemon was down; trail: {:?}",
+            env.audit_events()
+                .iter()
+                .filter(|e| e["kind"] == "loss")
+                .collect::<Vec<_>>()
+        )
+    });
+    eprintln!(
+        "daemon down: sent {sent}, {arrived} waited in the ring buffer, {lost} lost and reported"
+    );
+}
