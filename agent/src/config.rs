@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(otlp.endpoint.to_string(), "http://c:4318/v1/logs");
         assert_eq!(
             otlp.cursor_path(cfg.audit.file.as_deref()),
-            dir.join("a.jsonl.otlp-cursor")
+            dir.join(".a.jsonl.otlp-cursor")
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -53,7 +53,8 @@ pub struct OtlpConfig {
     /// 100 ms up to this).
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
-    /// Where the delivered position is kept; default `<audit.file>.otlp-cursor`.
+    /// Where the delivered position is kept; default `.<trail name>.otlp-cursor`
+    /// next to the trail.
     #[serde(default)]
     pub cursor: Option<PathBuf>,
 }
@@ -73,12 +74,7 @@ impl OtlpConfig {
         if let Some(c) = &self.cursor {
             return c.clone();
         }
-        let mut s = trail
-            .unwrap_or(Path::new("audit.jsonl"))
-            .as_os_str()
-            .to_owned();
-        s.push(".otlp-cursor");
-        PathBuf::from(s)
+        super::trail::side_file(trail.unwrap_or(Path::new("audit.jsonl")), "otlp-cursor")
     }
 }
 

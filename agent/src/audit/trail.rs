@@ -3,7 +3,7 @@
 //!
 //! Files: `audit.jsonl` (the one being written), `audit.jsonl.1`,
 //! `audit.jsonl.2`, … (rotated, higher = newer). The chain runs across all
-//! of them. One daemon at a time: `audit.jsonl.lock` is held with `flock`.
+//! of them. One daemon at a time: `.audit.jsonl.lock` is held with `flock`.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -26,7 +26,7 @@ pub enum TrailError {
         source: io::Error,
     },
     #[error(
-        "audit trail {0} is in use by another palisade daemon (lock held on {0}.lock): stop it first; a new daemon adopts the kernel programs it leaves pinned"
+        "audit trail {0} is in use by another palisade daemon (it holds the trail's .lock file): stop it first; a new daemon adopts the kernel programs it leaves pinned"
     )]
     Locked(PathBuf),
 }
@@ -58,9 +58,7 @@ impl TrailFiles {
     }
 
     fn lock_path(&self) -> PathBuf {
-        let mut s = self.current.as_os_str().to_owned();
-        s.push(".lock");
-        PathBuf::from(s)
+        side_file(&self.current, "lock")
     }
 
     /// Rotated files, oldest first, as `(n, path)`.
@@ -267,6 +265,16 @@ impl TrailWriter {
         }
         Ok(target)
     }
+}
+
+/// A file that belongs with the trail but is not part of it (lock, cursor,
+/// counters): `<dir>/.<name>.<what>`, hidden so that `audit.jsonl*` names
+/// exactly the trail's files.
+pub fn side_file(trail: &Path, what: &str) -> PathBuf {
+    let name = trail
+        .file_name()
+        .map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned());
+    trail.with_file_name(format!(".{name}.{what}"))
 }
 
 /// Inode of a path, if it exists.

@@ -60,11 +60,12 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
     // already reported is kept next to the trail, so a restarted daemon
     // reports exactly the difference.
     let weak = Arc::downgrade(daemon);
-    let state = daemon.config.audit.file.as_ref().map(|f| {
-        let mut s = f.as_os_str().to_owned();
-        s.push(".kernel-lost");
-        std::path::PathBuf::from(s)
-    });
+    let state = daemon
+        .config
+        .audit
+        .file
+        .as_ref()
+        .map(|f| crate::audit::trail::side_file(f, "kernel-lost"));
     tokio::spawn(async move {
         let mut reported: Option<u64> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
