@@ -7,9 +7,17 @@
 //! audit:
 //!   file: /var/log/palisade/audit.jsonl # JSON lines
 //!   stderr: true                        # readable copy on stderr
+//!   rotate_bytes: 67108864              # rotate at 64 MiB (0 = never)
+//!   keep: 16                            # rotated files kept (0 = all)
+//!   fsync: true                         # fdatasync every batch
+//!   otlp:                               # optional export (off if absent)
+//!     endpoint: http://127.0.0.1:4318
 //! cgroup:
 //!   attach: /sys/fs/cgroup              # default: the cgroup v2 root
 //!   managed: /sys/fs/cgroup/palisade    # default: <attach>/palisade
+//! metrics:
+//!   listen: 127.0.0.1:9740              # Prometheus; `enabled: false` to turn off
+//! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +42,11 @@ pub struct Config {
     pub kernel: KernelConfig,
     /// Seconds between full rescans of the cgroup tree.
     pub resync_seconds: u64,
+    /// Prometheus endpoint (`metrics`).
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Poll the policy files every N seconds and reload when they change
+    /// (for ConfigMap volumes); 0 = only on SIGHUP or `palisade reload`.
+    pub policy_watch_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -43,6 +56,14 @@ pub struct AuditConfig {
     pub file: Option<PathBuf>,
     /// Mirror audit events to stderr in readable form.
     pub stderr: bool,
+    /// Rotate the trail before it grows past this many bytes; 0 = never.
+    pub rotate_bytes: u64,
+    /// Rotated trail files kept (oldest removed first); 0 = keep all.
+    pub keep: u64,
+    /// `fdatasync` the trail after every batch of records.
+    pub fsync: bool,
+    /// Export to an OpenTelemetry collector (OTLP/HTTP JSON); off if absent.
+    pub otlp: Option<crate::audit::otlp::OtlpConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -73,6 +94,8 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             kernel: KernelConfig::default(),
             resync_seconds: 30,
+            metrics: crate::metrics::MetricsConfig::default(),
+            policy_watch_seconds: 0,
         }
     }
 }
@@ -82,6 +105,10 @@ impl Default for AuditConfig {
         Self {
             file: None,
             stderr: true,
+            rotate_bytes: 64 << 20,
+            keep: 16,
+            fsync: true,
+            otlp: None,
         }
     }
 }
@@ -117,6 +144,22 @@ impl Config {
         if let Some(f) = &cfg.audit.file {
             cfg.audit.file = Some(base.join(f));
         }
+        if let Some(otlp) = &mut cfg.audit.otlp {
+            if cfg.audit.file.is_none() {
+                return Err(at(
+                    1,
+                    1,
+                    "audit.otlp needs audit.file: the trail is where records wait while the collector is down".into(),
+                ));
+            }
+            if let Some(c) = &otlp.cursor {
+                otlp.cursor = Some(base.join(c));
+            }
+        }
+        if let Err((msg, pos)) = cfg.metrics.check() {
+            let (line, col) = pos.unwrap_or((1, 1));
+            return Err(at(line, col, msg));
+        }
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(at(
@@ -128,6 +171,20 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+
+    /// How the audit pipeline is set up from `audit:`.
+    pub fn audit_options(&self) -> crate::audit::AuditOptions {
+        crate::audit::AuditOptions {
+            file: self.audit.file.clone(),
+            human: self.audit.stderr,
+            trail: Some(crate::audit::trail::TrailOptions {
+                rotate_bytes: self.audit.rotate_bytes,
+                keep: self.audit.keep,
+                fsync: self.audit.fsync,
+            }),
+            otlp: self.audit.otlp.clone(),
+        }
     }
 
     pub fn policy_path(&self) -> &Path {
@@ -161,6 +218,50 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("missing required key `policy`")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn metrics_and_otlp_are_checked_with_positions() {
+        let dir = std::env::temp_dir().join(format!("palisade-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("c.yaml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+            Config::load(&file).map_err(|e| e.to_string())
+        };
+        let cfg = load("policy: p.yaml\n").unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.metrics.enabled);
+        assert_eq!(cfg.metrics.address().to_string(), "127.0.0.1:9740");
+        let err = load("policy: p.yaml\nmetrics:\n  listen: 0.0.0.0:9740\n").unwrap_err();
+        assert!(
+            err.contains("c.yaml:3:11: metrics.listen 0.0.0.0:9740 is not a loopback"),
+            "{err}"
+        );
+        load("policy: p.yaml\nmetrics:\n  listen: 0.0.0.0:9740\n  allow_remote: true\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = load("policy: p.yaml\nmetrics:\n  listen: localhost\n").unwrap_err();
+        assert!(err.contains("c.yaml:3:"), "{err}");
+        let err = load(
+            "policy: p.yaml\naudit:\n  file: a.jsonl\n  otlp:\n    endpoint: https://c:4318\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("c.yaml:5:") && err.contains("https is not supported"),
+            "{err}"
+        );
+        let err =
+            load("policy: p.yaml\naudit:\n  otlp:\n    endpoint: http://c:4318\n").unwrap_err();
+        assert!(err.contains("audit.otlp needs audit.file"), "{err}");
+        let cfg =
+            load("policy: p.yaml\naudit:\n  file: a.jsonl\n  otlp:\n    endpoint: http://c\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        let otlp = cfg.audit.otlp.unwrap_or_else(|| panic!("otlp"));
+        assert_eq!(otlp.endpoint.to_string(), "http://c:4318/v1/logs");
+        assert_eq!(
+            otlp.cursor_path(cfg.audit.file.as_deref()),
+            dir.join(".a.jsonl.otlp-cursor")
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,7 +9,9 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod seccomp;
 

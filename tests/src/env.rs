@@ -60,8 +60,15 @@ impl TestEnv {
 
     /// Write the daemon config; `extra` is appended YAML.
     pub fn write_config(&self, extra: &str) {
+        self.write_config_with("", extra);
+    }
+
+    /// Same, with `audit_extra` added under `audit:` (indented two spaces,
+    /// e.g. `"  rotate_bytes: 4096\n"`). Metrics listen on a free loopback
+    /// port (see `metrics_address`).
+    pub fn write_config_with(&self, audit_extra: &str, extra: &str) {
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\ncgroup:\n  attach: {}\nresync_seconds: 1\n{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}cgroup:\n  attach: {}\nresync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\n{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),
@@ -69,6 +76,29 @@ impl TestEnv {
             self.attach.display(),
         );
         write_atomic(&self.config, &text);
+    }
+
+    /// `palisade status --json` of the running daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let out = std::process::Command::new(crate::palisade_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .unwrap_or_else(|e| panic!("palisade status: {e}"));
+        assert!(
+            out.status.success(),
+            "palisade status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}"))
+    }
+
+    /// Where the running daemon serves `/metrics`.
+    pub fn metrics_address(&self) -> String {
+        self.status()["health"]["metrics_address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("metrics are not enabled: {}", self.status()))
+            .to_string()
     }
 
     /// A cgroup path inside this test's subtree (created).

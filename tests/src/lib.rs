@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod env;
+pub mod http;
 pub mod kernel;
 pub mod netns;
 pub mod probe;

@@ -10,11 +10,15 @@ use crate::toolchain::{
 };
 
 /// Debian packages: protoc for the gRPC code, iproute2 for test namespaces,
-/// python3 for test servers.
+/// python3 for test servers; systemd-analyze checks the systemd unit,
+/// strace and setpriv run the daemon as the unit would confine it.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    ("systemd-analyze", "systemd"),
+    ("strace", "strace"),
+    ("setpriv", "util-linux"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 //! maps its error to a status code in one place (`to_status`).
 
 pub mod client;
+pub mod observe;
 mod server;
 
 pub use server::{PalisadeService, serve};
@@ -20,9 +21,12 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::UnknownIdentity(_) => Code::NotFound,
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
-        DaemonError::Config(_) => Code::FailedPrecondition,
+        DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
+            Code::FailedPrecondition
+        }
         DaemonError::Cgroup(_)
         | DaemonError::Audit(_)
+        | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
         | DaemonError::Identity(_) => Code::Internal,
     };

@@ -40,6 +40,19 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
 
 #[tonic::async_trait]
 impl proto::palisade_server::Palisade for PalisadeService {
+    type WatchEventsStream = super::observe::EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<proto::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = caller(&req)?;
+        self.daemon
+            .require_operator_for(&caller, "watching audit events")
+            .map_err(to_status)?;
+        super::observe::watch(&self.daemon, req.into_inner()).map(Response::new)
+    }
+
     async fn enroll(
         &self,
         req: Request<proto::EnrollRequest>,
@@ -85,6 +98,7 @@ impl proto::palisade_server::Palisade for PalisadeService {
             bpffs: self.daemon.config.bpffs.display().to_string(),
             attach_cgroup: self.daemon.attach.display().to_string(),
             last_reload_error: s.last_reload_error.unwrap_or_default(),
+            health: Some(super::observe::health(&self.daemon)),
         }))
     }
 
@@ -156,6 +170,7 @@ pub async fn serve(
         nix::unistd::chown(socket, None, Some(gid)).map_err(|e| io(std::io::Error::from(e)))?;
     }
     tracing::info!(socket = %socket.display(), "API listening");
+    crate::daemon::notify::notify("READY=1");
     tonic::transport::Server::builder()
         .add_service(PalisadeServer::new(PalisadeService::new(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

@@ -60,6 +60,17 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Position in the hash chain of the trail (1 = first record ever).
+    /// Set by the trail writer (`audit::chain`), not by producers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// Hash of the record before this one (64 zeros for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// SHA-256 of this record's own JSON without this field. Must stay the
+    /// last field: the sealed line is the body with `,"hash":…` appended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 impl AuditEvent {
@@ -93,6 +104,9 @@ impl AuditEvent {
             mode: None,
             detail: None,
             count: None,
+            seq: None,
+            prev_hash: None,
+            hash: None,
         }
     }
 
@@ -126,6 +140,9 @@ impl AuditEvent {
         }
         if let Some(d) = &self.detail {
             s.push_str(&format!(" detail={d:?}"));
+        }
+        if let Some(seq) = self.seq {
+            s.push_str(&format!(" seq={seq}"));
         }
         s
     }

@@ -1,9 +1,15 @@
-//! The audit trail: one event model for kernel and daemon decisions, written
-//! as JSON lines and as readable lines on stderr. Losses are counted and
-//! become events of their own.
+//! The audit trail: one event model for kernel and daemon decisions, sealed
+//! into a hash chain and written as JSON lines (rotated by size), mirrored
+//! as readable lines on stderr, streamed to watchers and optionally exported
+//! over OTLP. Losses are counted and become records of their own.
 
+pub mod chain;
 mod event;
+pub mod otlp;
 mod pipeline;
+pub mod spool;
+pub mod trail;
+pub mod verify;
 
 pub use event::{AuditEvent, EventKind};
-pub use pipeline::{AuditPipeline, AuditStats};
+pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};

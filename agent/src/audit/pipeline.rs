@@ -1,31 +1,61 @@
-//! A bounded queue in front of the sinks. Producers never block (the kernel
+//! A bounded queue in front of the trail. Producers never block (the kernel
 //! reader must keep up); what cannot be queued is counted and reported as a
-//! `loss` event as soon as there is room again.
+//! `loss` record as soon as there is room again. The writer seals events
+//! into the hash chain in batches, one write (and one fsync) per batch, and
+//! what it fails to write is counted and reported the same way.
 
-use std::{
-    fs::{File, OpenOptions},
-    io::Write,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{error, info};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{error, info, warn};
 
-use super::{AuditEvent, EventKind};
+use super::{
+    AuditEvent, EventKind,
+    chain::{ChainHead, seal},
+    otlp::{self, OtlpConfig, SinkStats},
+    trail::{TrailError, TrailFiles, TrailOptions, TrailWriter},
+};
 
 const QUEUE: usize = 16 * 1024;
+/// Records sealed and written per write (and fsync).
+const MAX_BATCH: usize = 512;
 
 #[derive(Debug, Default)]
 pub struct AuditStats {
+    /// Records written to the trail (or to stderr only, without a file).
     pub written: AtomicU64,
     /// Dropped because the queue was full.
     pub dropped: AtomicU64,
-    /// Failed to write to the file sink.
+    /// Failed writes to the trail file.
     pub write_errors: AtomicU64,
+    /// Events lost because the trail could not be written.
+    pub trail_lost: AtomicU64,
+    /// The chain's last record.
+    head: Mutex<Option<ChainHead>>,
+}
+
+impl AuditStats {
+    /// The last sealed record (none without a trail file).
+    pub fn head(&self) -> Option<ChainHead> {
+        self.head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Where and how audit events are kept.
+#[derive(Clone, Debug, Default)]
+pub struct AuditOptions {
+    /// JSON-lines trail; none = stderr only.
+    pub file: Option<std::path::PathBuf>,
+    /// Mirror each event to stderr in readable form.
+    pub human: bool,
+    pub trail: Option<TrailOptions>,
+    pub otlp: Option<OtlpConfig>,
 }
 
 enum Msg {
@@ -39,21 +69,82 @@ pub struct AuditPipeline {
     tx: mpsc::Sender<Msg>,
     live: broadcast::Sender<AuditEvent>,
     stats: Arc<AuditStats>,
+    otlp: Option<Arc<SinkStats>>,
 }
 
 impl AuditPipeline {
-    /// Start the writer task. `file` gets JSON lines; `human` mirrors each
-    /// event to stderr in readable form.
-    pub fn start(file: Option<PathBuf>, human: bool) -> std::io::Result<Self> {
-        let sink = match &file {
-            Some(path) => Some(open_append(path)?),
-            None => None,
-        };
+    /// Start the writer (and the OTLP exporter when configured). Opening the
+    /// trail can fail (permissions, another daemon holds it): the caller
+    /// refuses to start.
+    pub fn start(opts: AuditOptions) -> Result<Self, TrailError> {
+        let mut trail = None;
+        let mut startup = Vec::new();
+        if let Some(path) = &opts.file {
+            let trail_opts = opts.trail.clone().unwrap_or(TrailOptions {
+                rotate_bytes: 0,
+                keep: 0,
+                fsync: true,
+            });
+            let (writer, resumed) = TrailWriter::open(path, trail_opts)?;
+            if resumed.torn_bytes > 0 {
+                let mut ev = AuditEvent::new(EventKind::Loss, "lost", "audit-torn-record");
+                ev.count = Some(1);
+                ev.detail = Some(format!(
+                    "{} bytes of an incomplete last record were cut from {}",
+                    resumed.torn_bytes,
+                    path.display()
+                ));
+                startup.push(ev);
+            }
+            if let Some(old) = resumed.unsealed_rotated {
+                let mut ev = AuditEvent::new(EventKind::Daemon, "rotated", "audit-unsealed-file");
+                ev.detail = Some(format!(
+                    "records without a hash chain moved to {}",
+                    old.display()
+                ));
+                startup.push(ev);
+            }
+            trail = Some(writer);
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (live, _) = broadcast::channel(1024);
+        let (live, _) = broadcast::channel(4096);
         let stats = Arc::new(AuditStats::default());
-        tokio::spawn(write_loop(rx, sink, human, stats.clone(), live.clone()));
-        Ok(Self { tx, live, stats })
+        let head = trail.as_ref().map(|t| t.head().clone());
+        *stats
+            .head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = head.clone();
+        let (head_tx, head_rx) = watch::channel(head.map_or(0, |h| h.seq));
+        let files = trail.as_ref().map(|t| t.files().clone());
+        tokio::spawn(write_loop(
+            rx,
+            trail,
+            opts.human,
+            stats.clone(),
+            live.clone(),
+            head_tx,
+        ));
+        let mut pipeline = Self {
+            tx,
+            live,
+            stats,
+            otlp: None,
+        };
+        for ev in startup {
+            pipeline.emit(ev);
+        }
+        if let Some(cfg) = opts.otlp {
+            let files: TrailFiles = files.ok_or_else(|| TrailError::Io {
+                path: cfg.cursor_path(None),
+                source: std::io::Error::other(
+                    "OTLP export needs `audit.file`: the trail is its spool",
+                ),
+            })?;
+            let sink = Arc::new(SinkStats::default());
+            otlp::spawn(cfg, files, head_rx, sink.clone(), pipeline.clone());
+            pipeline.otlp = Some(sink);
+        }
+        Ok(pipeline)
     }
 
     /// Queue an event; never blocks.
@@ -67,7 +158,12 @@ impl AuditPipeline {
         &self.stats
     }
 
-    /// Live feed of written events (for streaming APIs).
+    /// The OTLP sink's counters, when export is configured.
+    pub fn otlp_stats(&self) -> Option<&SinkStats> {
+        self.otlp.as_deref()
+    }
+
+    /// Live feed of written events, sealed (for streaming APIs).
     pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
         self.live.subscribe()
     }
@@ -81,66 +177,150 @@ impl AuditPipeline {
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path)
+struct Writer {
+    trail: Option<TrailWriter>,
+    human: bool,
+    stats: Arc<AuditStats>,
+    live: broadcast::Sender<AuditEvent>,
+    head_tx: watch::Sender<u64>,
+    reported_drops: u64,
+    /// Events the trail failed to take, not yet reported in a loss record.
+    unreported_trail_loss: u64,
 }
 
 async fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
-    mut sink: Option<File>,
+    trail: Option<TrailWriter>,
     human: bool,
     stats: Arc<AuditStats>,
     live: broadcast::Sender<AuditEvent>,
+    head_tx: watch::Sender<u64>,
 ) {
-    let mut reported_drops = 0;
-    while let Some(msg) = rx.recv().await {
-        let event = match msg {
-            Msg::Event(e) => e,
-            Msg::Flush(done) => {
-                if let Some(f) = &mut sink {
-                    let _ = f.flush();
-                }
-                let _ = done.send(());
-                continue;
+    let mut w = Writer {
+        trail,
+        human,
+        stats,
+        live,
+        head_tx,
+        reported_drops: 0,
+        unreported_trail_loss: 0,
+    };
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
-        };
-        let dropped = stats.dropped.load(Ordering::Relaxed);
-        if dropped > reported_drops {
-            let mut loss = AuditEvent::new(EventKind::Loss, "lost", "audit-queue-full");
-            loss.count = Some(dropped - reported_drops);
-            reported_drops = dropped;
-            write_one(&loss, &mut sink, human, &stats, &live);
         }
-        write_one(&event, &mut sink, human, &stats, &live);
+        let mut events = Vec::with_capacity(batch.len() + 2);
+        let mut flushes = Vec::new();
+        for m in batch.drain(..) {
+            match m {
+                Msg::Event(e) => events.push(*e),
+                Msg::Flush(done) => flushes.push(done),
+            }
+        }
+        w.write(events);
+        for done in flushes {
+            let _ = done.send(());
+        }
     }
 }
 
-fn write_one(
-    event: &AuditEvent,
-    sink: &mut Option<File>,
-    human: bool,
-    stats: &AuditStats,
-    live: &broadcast::Sender<AuditEvent>,
-) {
-    if let Some(file) = sink {
-        match serde_json::to_string(event) {
-            Ok(mut line) => {
-                line.push('\n');
-                // One write per line: with O_APPEND a line is never torn.
-                if let Err(e) = file.write_all(line.as_bytes()) {
-                    stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                    error!(error = %e, "writing audit file");
+impl Writer {
+    fn write(&mut self, mut events: Vec<AuditEvent>) {
+        // Losses go first, into the trail itself.
+        let mut losses = Vec::new();
+        let reported_before = self.reported_drops;
+        let dropped = self.stats.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported_drops {
+            let mut loss = AuditEvent::new(EventKind::Loss, "lost", "audit-queue-full");
+            loss.count = Some(dropped - self.reported_drops);
+            self.reported_drops = dropped;
+            losses.push(loss);
+        }
+        let trail_loss = self.unreported_trail_loss;
+        if trail_loss > 0 {
+            let mut loss = AuditEvent::new(EventKind::Loss, "lost", "audit-write-failed");
+            loss.count = Some(trail_loss);
+            losses.push(loss);
+        }
+        if events.is_empty() && losses.is_empty() {
+            return;
+        }
+        let own = events.len() as u64;
+        losses.append(&mut events);
+        let mut events = losses;
+
+        let written = match &mut self.trail {
+            None => true,
+            Some(trail) => {
+                let mut head = trail.head().clone();
+                let mut lines = Vec::with_capacity(events.len());
+                let mut sealed_ok = true;
+                for ev in &mut events {
+                    match seal(ev, &head) {
+                        Ok((line, next)) => {
+                            lines.push(line);
+                            head = next;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "serialising audit event");
+                            sealed_ok = false;
+                            break;
+                        }
+                    }
+                }
+                let result = if sealed_ok {
+                    trail
+                        .append(&lines, head.clone())
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err("an event could not be serialised".to_string())
+                };
+                match result {
+                    Ok(()) => {
+                        self.unreported_trail_loss = 0;
+                        *self
+                            .stats
+                            .head
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(head.clone());
+                        let _ = self.head_tx.send(head.seq);
+                        true
+                    }
+                    Err(e) => {
+                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats.trail_lost.fetch_add(own, Ordering::Relaxed);
+                        self.unreported_trail_loss += own;
+                        // The queue-loss record did not make it either.
+                        self.reported_drops = reported_before;
+                        error!(error = %e, lost = own, "audit trail write failed; the loss will be recorded once the trail can be written");
+                        for ev in &mut events {
+                            ev.seq = None;
+                            ev.prev_hash = None;
+                            ev.hash = None;
+                        }
+                        false
+                    }
                 }
             }
-            Err(e) => error!(error = %e, "serialising audit event"),
+        };
+        for ev in events {
+            if self.human {
+                if written {
+                    info!(target: "palisade::audit", "{}", ev.human());
+                } else {
+                    warn!(target: "palisade::audit", "NOT IN TRAIL {}", ev.human());
+                }
+            }
+            if written {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.live.send(ev);
         }
     }
-    if human {
-        info!(target: "palisade::audit", "{}", event.human());
-    }
-    stats.written.fetch_add(1, Ordering::Relaxed);
-    let _ = live.send(event.clone());
 }

@@ -91,6 +91,19 @@ impl PinDir {
                 .is_some_and(|n| n.starts_with("link_"))
         });
         for p in paths {
+            let is_link = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("link_"));
+            if is_link {
+                // Detach synchronously; the pin's own release is deferred.
+                if let Ok(fd) = super::sys::obj_get(&p) {
+                    use std::os::fd::AsFd;
+                    if let Err(e) = super::sys::link_detach(fd.as_fd()) {
+                        tracing::debug!(error = %e, link = %p.display(), "BPF_LINK_DETACH");
+                    }
+                }
+            }
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1,7 +1,10 @@
 //! The `palisade` command line. Every command that talks to a running daemon
 //! goes through the gRPC API; there are no side doors.
 
+mod audit;
 mod daemon;
+mod doctor;
+mod events;
 mod exec;
 mod ops;
 mod policy;
@@ -91,6 +94,51 @@ pub enum Command {
         #[arg(long, default_value = "/sys/fs/bpf/palisade")]
         bpffs: PathBuf,
     },
+    /// Check this host for what Palisade needs; say what is missing and how to fix it.
+    Doctor {
+        /// The daemon's config (pin directory, cgroup); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Show audit events: stream them from the daemon (--follow) or read trail files.
+    Events {
+        /// Stream events from the daemon as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Only this identity (repeatable).
+        #[arg(long = "identity", value_name = "ID")]
+        identities: Vec<String>,
+        /// Only this kind: network, socket, policy, enrolment, kill_switch, loss, daemon (repeatable).
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only this verdict: deny, audit, allow, … (repeatable).
+        #[arg(long = "verdict", value_name = "VERDICT")]
+        verdicts: Vec<String>,
+        /// Print the records as JSON lines, as in the trail.
+        #[arg(long)]
+        json: bool,
+        /// Trail files to read (without --follow).
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the hash chain: report every edited, missing or reordered record.
+    Verify {
+        /// Trail files, in any order (e.g. /var/log/palisade/audit.jsonl*).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -117,6 +165,29 @@ pub fn main() -> ExitCode {
         } => ops::kill_switch(&socket, &identity, false, &reason),
         Command::Reload { socket } => ops::reload(&socket),
         Command::Uninstall { bpffs } => ops::uninstall(&bpffs),
+        Command::Doctor { config, json } => doctor::run(config.as_deref(), json),
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { files } => audit::verify(&files),
+        },
+        Command::Events {
+            follow,
+            socket,
+            identities,
+            kinds,
+            verdicts,
+            json,
+            files,
+        } => events::run(
+            &socket,
+            follow,
+            &files,
+            events::Filters {
+                identities,
+                kinds,
+                verdicts,
+            },
+            json,
+        ),
     };
     match result {
         Ok(code) => code,

@@ -37,6 +37,7 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "attach_cgroup": s.attach_cgroup,
             "last_reload_error": (!s.last_reload_error.is_empty()).then_some(&s.last_reload_error),
             "identities": identities,
+            "health": s.health.as_ref().map(health_json),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -53,6 +54,9 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
     );
     if !s.last_reload_error.is_empty() {
         println!("last reload FAILED: {}", s.last_reload_error);
+    }
+    if let Some(h) = &s.health {
+        print_health(h);
     }
     println!();
     println!(
@@ -72,6 +76,86 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn health_json(h: &proto::DaemonHealth) -> serde_json::Value {
+    let sinks: Vec<serde_json::Value> = h
+        .sinks
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "name": k.name, "endpoint": k.endpoint, "up": k.up,
+                "delivered": k.delivered, "backlog": k.backlog, "errors": k.errors,
+                "lost": k.lost,
+                "last_error": (!k.last_error.is_empty()).then_some(&k.last_error),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "packet_guard": h.packet_guard,
+        "warnings": h.warnings,
+        "metrics_address": (!h.metrics_address.is_empty()).then_some(&h.metrics_address),
+        "audit_file": (!h.audit_file.is_empty()).then_some(&h.audit_file),
+        "audit_seq": h.audit_seq,
+        "audit_head_hash": (!h.audit_head_hash.is_empty()).then_some(&h.audit_head_hash),
+        "audit_queue_dropped": h.audit_queue_dropped,
+        "audit_trail_lost": h.audit_trail_lost,
+        "last_reload_unix": (h.last_reload_unix > 0).then_some(h.last_reload_unix),
+        "sinks": sinks,
+    })
+}
+
+fn print_health(h: &proto::DaemonHealth) {
+    println!(
+        "packets    {}",
+        if h.packet_guard == "lsm" {
+            "refused to every enrolled process (BPF LSM)"
+        } else {
+            "refused to agents started with `palisade exec` (seccomp; BPF LSM unavailable)"
+        }
+    );
+    if h.audit_file.is_empty() {
+        println!("trail      none (stderr only)");
+    } else {
+        let hash: String = h.audit_head_hash.chars().take(16).collect();
+        println!(
+            "trail      {} (seq {}, head {hash}…)",
+            h.audit_file, h.audit_seq
+        );
+    }
+    if h.audit_queue_dropped + h.audit_trail_lost > 0 {
+        println!(
+            "LOST       {} dropped (queue full), {} not written (trail errors)",
+            h.audit_queue_dropped, h.audit_trail_lost
+        );
+    }
+    for k in &h.sinks {
+        println!(
+            "sink       {} {}: {}, {} delivered, {} waiting, {} lost{}",
+            k.name,
+            k.endpoint,
+            if k.up { "up" } else { "DOWN" },
+            k.delivered,
+            k.backlog,
+            k.lost,
+            if k.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" (last error: {})", k.last_error)
+            }
+        );
+    }
+    println!(
+        "metrics    {}",
+        if h.metrics_address.is_empty() {
+            "off".to_string()
+        } else {
+            format!("http://{}/metrics", h.metrics_address)
+        }
+    );
+    for w in &h.warnings {
+        println!("warning    {w}");
+    }
 }
 
 pub fn kill_switch(

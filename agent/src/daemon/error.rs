@@ -15,6 +15,12 @@ pub enum DaemonError {
     #[error("audit trail: {0}")]
     Audit(#[source] std::io::Error),
     #[error(transparent)]
+    Trail(#[from] crate::audit::trail::TrailError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::BindError),
+    #[error("this host cannot run Palisade as configured (`palisade doctor` says more):\n{0}")]
+    Preflight(String),
+    #[error(transparent)]
     Bpf(#[from] BpfError),
     #[error(transparent)]
     Identity(#[from] IdentityError),

@@ -55,10 +55,19 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
         });
     }
 
-    // Report kernel-side losses as audit events as soon as they are seen.
+    // Report kernel-side losses as audit records as soon as they are seen,
+    // including those that happened while no daemon was running: the count
+    // already reported is kept next to the trail, so a restarted daemon
+    // reports exactly the difference.
     let weak = Arc::downgrade(daemon);
+    let state = daemon
+        .config
+        .audit
+        .file
+        .as_ref()
+        .map(|f| crate::audit::trail::side_file(f, "kernel-lost"));
     tokio::spawn(async move {
-        let mut reported = None;
+        let mut reported: Option<u64> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -66,17 +75,44 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
             let Ok(lost) = d.maps.events_lost() else {
                 continue;
             };
-            let before = *reported.get_or_insert(lost);
+            let before = *reported.get_or_insert_with(|| {
+                let saved = state
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    // A smaller count means the pins were recreated.
+                    .filter(|v| *v <= lost);
+                match saved {
+                    Some(v) => v,
+                    None => {
+                        save_reported(state.as_deref(), lost);
+                        lost
+                    }
+                }
+            });
             if lost > before {
                 let mut ev = AuditEvent::new(EventKind::Loss, "lost", "kernel-ring-buffer-full");
                 ev.count = Some(lost - before);
                 ev.policy_version = Some(d.active().policy.version.to_string());
                 d.audit.emit(ev);
+                // Only once the record is in the trail does it count as told.
+                d.audit.flush().await;
+                save_reported(state.as_deref(), lost);
                 reported = Some(lost);
             }
         }
     });
     Ok(())
+}
+
+fn save_reported(path: Option<&std::path::Path>, lost: u64) {
+    let Some(path) = path else { return };
+    let tmp = path.with_extension("tmp");
+    let result =
+        std::fs::write(&tmp, format!("{lost}\n")).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        warn!(error = %e, file = %path.display(), "saving the reported kernel loss count");
+    }
 }
 
 impl Daemon {

@@ -7,12 +7,14 @@
 pub mod enrol;
 mod error;
 mod kernel_events;
+pub mod notify;
 mod reload;
 mod status;
 mod watch;
 
 use std::{
     collections::VecDeque,
+    net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -28,9 +30,10 @@ pub use status::{IdentityStatus, Status};
 
 use crate::{
     audit::{AuditEvent, AuditPipeline, EventKind},
-    bpf::{Kernel, KernelMaps, LoadOptions},
+    bpf::{Kernel, KernelMaps, LoadOptions, PacketGuard},
     config::Config,
     identity::{CgroupFs, Registry, SelectorSync},
+    metrics::Metrics,
     policy::{self, Policy},
 };
 
@@ -40,6 +43,36 @@ pub struct ActivePolicy {
     pub policy: Policy,
     /// The kernel generation it was written as.
     pub generation: u32,
+}
+
+/// Run the host checks of `palisade doctor`; fatal findings stop the start,
+/// warnings are logged and returned.
+fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
+    let report = crate::doctor::preflight(config);
+    if !report.ready() {
+        let text: Vec<String> = report
+            .failures()
+            .map(|c| {
+                format!(
+                    "  {}: {}{}",
+                    c.name,
+                    c.detail,
+                    c.fix
+                        .as_ref()
+                        .map(|f| format!(" (fix: {f})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(DaemonError::Preflight(text.join("\n")));
+    }
+    Ok(report
+        .warnings()
+        .map(|c| {
+            warn!(check = %c.name, fix = c.fix.as_deref().unwrap_or(""), "{}", c.detail);
+            format!("{}: {}", c.name, c.detail)
+        })
+        .collect())
 }
 
 /// How many generations (the active one included) stay in memory to name
@@ -56,6 +89,13 @@ pub struct Daemon {
     pub maps: Arc<KernelMaps>,
     pub registry: Registry,
     pub audit: AuditPipeline,
+    /// Userspace metrics; other modules record into it (`metrics` docs).
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    pub packet_guard: PacketGuard,
+    /// What is degraded on this host (preflight warnings, fallbacks).
+    pub warnings: Vec<String>,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -73,6 +113,11 @@ impl Daemon {
         for w in &loaded.warnings {
             warn!("{w}");
         }
+        let mut warnings = preflight(&config)?;
+        let metrics_listener = crate::metrics::server::bind(&config.metrics)?;
+        // The trail is locked before the kernel is touched: a second daemon
+        // on the same trail stops here.
+        let audit = AuditPipeline::start(config.audit_options())?;
         let cgroups = CgroupFs::discover().map_err(DaemonError::Cgroup)?;
         let attach = config
             .cgroup
@@ -108,10 +153,15 @@ impl Daemon {
         .map_err(DaemonError::Bpf)?;
         kernel.spawn_log_reader();
         let adopted = kernel.adopted;
+        let packet_guard = kernel.packet_guard;
+        if packet_guard == PacketGuard::SeccompOnly {
+            warnings.push(
+                "BPF LSM refused: packet sockets are refused only to agents started with `palisade exec` (seccomp)".into(),
+            );
+        }
         let maps = kernel.maps_handle();
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
-        let audit = AuditPipeline::start(config.audit.file.clone(), config.audit.stderr)
-            .map_err(DaemonError::Audit)?;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         let placeholder = Arc::new(ActivePolicy {
             policy: loaded.policy.clone(),
@@ -125,6 +175,10 @@ impl Daemon {
             maps,
             registry,
             audit,
+            metrics: Arc::new(Metrics::new()),
+            metrics_addr,
+            packet_guard,
+            warnings,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -147,6 +201,10 @@ impl Daemon {
         kernel_events::spawn(&daemon)?;
         daemon.spawn_resync();
         watch::spawn(&daemon);
+        if let Some(listener) = metrics_listener {
+            crate::metrics::server::spawn(listener, Arc::downgrade(&daemon))
+                .map_err(|e| DaemonError::Config(format!("metrics endpoint: {e}")))?;
+        }
         Ok(daemon)
     }
 
@@ -210,6 +268,7 @@ impl Daemon {
             },
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
+        notify::notify("STOPPING=1");
         self.audit.emit(ev);
         self.audit.flush().await;
         if detach {

@@ -52,6 +52,8 @@ impl Daemon {
         self.maps.apply(&tables, generation)?;
         let active = Arc::new(ActivePolicy { policy, generation });
         self.active.store(active.clone());
+        self.metrics
+            .set_policy_identities(active.policy.identities.len() as u64);
         {
             let mut history = self
                 .history
@@ -117,6 +119,7 @@ impl Daemon {
             Err(e) => Err(DaemonError::Policy(e)),
         };
         let previous = self.active().policy.version.to_string();
+        self.metrics.record_reload(result.is_ok());
         match &result {
             Ok(r) => {
                 *self.last_error() = None;

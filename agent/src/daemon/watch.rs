@@ -1,9 +1,14 @@
 //! Reload when the policy changes on disk: a file saved in place, a file
 //! renamed over, files added or removed in a policy directory, and the
 //! Kubernetes ConfigMap update (which swaps the `..data` symlink with a
-//! rename). The watch is on the directory, so atomic replacements are seen.
+//! rename). The inotify watch is on the directory, so atomic replacements
+//! are seen at once. Where inotify cannot see changes (some network or
+//! FUSE filesystems), `policy_watch_seconds` adds a poll of the files' names,
+//! sizes, mtimes and inodes as a fallback. Either way, unchanged content is
+//! not a new policy.
 
 use std::{
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -41,6 +46,11 @@ fn watched_dir(policy: &Path) -> PathBuf {
 }
 
 pub(super) fn spawn(daemon: &Arc<Daemon>) {
+    spawn_inotify(daemon);
+    spawn_poll(daemon);
+}
+
+fn spawn_inotify(daemon: &Arc<Daemon>) {
     let dir = watched_dir(daemon.config.policy_path());
     let inotify = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
         Ok(i) => i,
@@ -101,4 +111,63 @@ fn drain(inotify: &Inotify) -> usize {
         n += events.len();
     }
     n
+}
+
+/// What the policy files look like right now (name, size, mtime, inode).
+fn fingerprint(path: &Path) -> Vec<(String, u64, i64, i64, u64)> {
+    let stat = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                p.display().to_string(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino(),
+            )
+        })
+    };
+    let mut out = Vec::new();
+    if path.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.filter_map(Result::ok) {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.')
+                    && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                    && let Some(s) = stat(&p)
+                {
+                    out.push(s);
+                }
+            }
+        }
+    } else if let Some(s) = stat(path) {
+        out.push(s);
+    }
+    out.sort();
+    out
+}
+
+/// The polling fallback (`policy_watch_seconds`, 0 = off).
+fn spawn_poll(daemon: &Arc<Daemon>) {
+    let seconds = daemon.config.policy_watch_seconds;
+    if seconds == 0 {
+        return;
+    }
+    let weak = Arc::downgrade(daemon);
+    let path = daemon.config.policy_path().to_path_buf();
+    tokio::spawn(async move {
+        let mut last = fingerprint(&path);
+        let mut tick = tokio::time::interval(Duration::from_secs(seconds));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(d) = weak.upgrade() else { break };
+            let now = fingerprint(&path);
+            if now != last {
+                last = now;
+                info!(policy = %path.display(), "policy files changed (poll): reloading");
+                let _ = d.reload_from(Trigger::FileChange).await;
+            }
+        }
+    });
 }

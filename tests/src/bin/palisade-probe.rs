@@ -65,7 +65,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE"
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS"
     );
     std::process::exit(2)
 }
@@ -164,6 +164,36 @@ fn main() {
                 // Each refusal is an audit event: do not flood the trail.
                 std::thread::sleep(Duration::from_micros(500));
             }
+        }
+        "tcp-for" => {
+            // Connect again and again for MILLIS; count outcomes by errno
+            // (for tests that restart the daemon meanwhile).
+            let to = addr(rest);
+            let millis: u64 = rest
+                .get(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| usage());
+            let deadline = std::time::Instant::now() + Duration::from_millis(millis);
+            let (mut count, mut ok, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
+            let mut other_error = String::new();
+            while std::time::Instant::now() < deadline {
+                count += 1;
+                match tcp(to) {
+                    Ok(()) => ok += 1,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    Err(e) => {
+                        other += 1;
+                        if other_error.is_empty() {
+                            other_error = e.to_string();
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            format!(
+                r#"{{"ok":true,"count":{count},"connected":{ok},"eperm":{eperm},"other":{other},"other_error":{}}}"#,
+                serde_json::to_string(&other_error).unwrap_or_default()
+            )
         }
         _ => usage(),
     };

@@ -1,0 +1,318 @@
+//! Host checks that need no eBPF: kernel, BTF, cgroup v2, bpffs, tracefs,
+//! the LSM list and the process's capabilities.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::statfs::{BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
+
+use super::Check;
+use crate::{config::Config, identity::CgroupFs};
+
+/// Ring buffers (5.8) are the newest kernel feature the programs rely on;
+/// BPF links for cgroups and `BPF_LINK_UPDATE` (5.7) come before.
+const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Capability bits (linux/capability.h).
+const CAP_CHOWN: u32 = 0;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+pub fn checks(config: &Config) -> Vec<Check> {
+    let caps = effective_caps();
+    vec![
+        kernel(),
+        btf(),
+        capabilities(caps),
+        cgroup2(config),
+        bpffs(config, caps),
+        tracefs(),
+        lsm_list(),
+    ]
+}
+
+/// `(major, minor)` of a release string such as `6.18.44-fc`.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn kernel() -> Check {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    match parse_release(&release) {
+        Some(v) if v >= MIN_KERNEL => Check::ok(
+            "kernel",
+            format!(
+                "Linux {release} (needs {}.{} or later)",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+        ),
+        Some(_) => Check::fail(
+            "kernel",
+            format!(
+                "Linux {release} is older than {}.{}: no BPF ring buffers",
+                MIN_KERNEL.0, MIN_KERNEL.1
+            ),
+            "run a kernel 5.8 or later (distribution kernels from 2021 on)",
+        ),
+        None => Check::warn(
+            "kernel",
+            format!("cannot tell the kernel version from {release:?}"),
+            "check `uname -r`: Palisade needs 5.8 or later",
+        ),
+    }
+}
+
+fn btf() -> Check {
+    let path = Path::new("/sys/kernel/btf/vmlinux");
+    if !path.exists() {
+        return Check::fail(
+            "btf",
+            format!("{} is missing: the kernel has no BTF", path.display()),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
+        );
+    }
+    match aya::Btf::from_sys_fs() {
+        Ok(_) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            Check::ok("btf", format!("{} ({} KiB)", path.display(), size / 1024))
+        }
+        Err(e) => Check::fail(
+            "btf",
+            format!("{} cannot be read: {e}", path.display()),
+            "run the daemon as root; check the file is readable",
+        ),
+    }
+}
+
+/// The effective capability set of this process.
+pub fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+fn has(caps: u64, bit: u32) -> bool {
+    caps & (1u64 << bit) != 0
+}
+
+fn capabilities(caps: u64) -> Check {
+    let admin = has(caps, CAP_SYS_ADMIN);
+    let mut missing = Vec::new();
+    for (bit, name, why) in [
+        (CAP_BPF, "CAP_BPF", "create maps, load programs"),
+        (
+            CAP_NET_ADMIN,
+            "CAP_NET_ADMIN",
+            "load cgroup socket programs",
+        ),
+        (
+            CAP_PERFMON,
+            "CAP_PERFMON",
+            "load the LSM program and the tracepoint",
+        ),
+    ] {
+        if !has(caps, bit) && !admin {
+            missing.push(format!("{name} ({why})"));
+        }
+    }
+    if !missing.is_empty() {
+        return Check::fail(
+            "capabilities",
+            format!("missing {}", missing.join(", ")),
+            "run as root with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (the systemd unit and the DaemonSet grant them)",
+        );
+    }
+    let mut have: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (CAP_CHOWN, "CAP_CHOWN"),
+    ]
+    .iter()
+    .filter(|(b, _)| has(caps, *b))
+    .map(|(_, n)| *n)
+    .collect();
+    if has(caps, CAP_SYS_ADMIN) && !has(caps, CAP_BPF) {
+        have.push("(CAP_SYS_ADMIN stands in for the rest)");
+    }
+    if !has(caps, CAP_CHOWN) {
+        return Check::warn(
+            "capabilities",
+            format!("{}; no CAP_CHOWN", have.join(" ")),
+            "grant CAP_CHOWN if `socket_group` is set (the socket is handed to that group)",
+        );
+    }
+    Check::ok("capabilities", have.join(" "))
+}
+
+fn cgroup2(config: &Config) -> Check {
+    let cgroups = match CgroupFs::discover() {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::fail(
+                "cgroup2",
+                format!("no cgroup v2 hierarchy: {e}"),
+                "boot with systemd.unified_cgroup_hierarchy=1, or mount it: mount -t cgroup2 none /sys/fs/cgroup",
+            );
+        }
+    };
+    let root = cgroups.root();
+    let layout = if root == Path::new("/sys/fs/cgroup") {
+        "unified layout"
+    } else {
+        "hybrid layout: v1 controllers elsewhere"
+    };
+    let attach = config
+        .cgroup
+        .attach
+        .clone()
+        .unwrap_or_else(|| root.to_path_buf());
+    if !attach.starts_with(root) {
+        return Check::fail(
+            "cgroup2",
+            format!(
+                "cgroup.attach {} is outside the cgroup v2 hierarchy at {}",
+                attach.display(),
+                root.display()
+            ),
+            "set cgroup.attach to a directory below the cgroup v2 mount (or leave it unset)",
+        );
+    }
+    match statfs(&attach) {
+        Ok(s) if s.filesystem_type() == CGROUP2_SUPER_MAGIC => Check::ok(
+            "cgroup2",
+            format!(
+                "mounted at {} ({layout}); programs attach at {}",
+                root.display(),
+                attach.display()
+            ),
+        ),
+        Ok(_) => Check::fail(
+            "cgroup2",
+            format!("{} is not on cgroup2", attach.display()),
+            "set cgroup.attach to a cgroup v2 directory",
+        ),
+        Err(e) => Check::fail(
+            "cgroup2",
+            format!("cgroup.attach {}: {e}", attach.display()),
+            "create it, or leave cgroup.attach unset to use the root",
+        ),
+    }
+}
+
+/// Nearest existing ancestor of `p` (itself included).
+fn existing(p: &Path) -> PathBuf {
+    let mut cur = p.to_path_buf();
+    while !cur.exists() {
+        if !cur.pop() {
+            return PathBuf::from("/");
+        }
+    }
+    cur
+}
+
+fn bpffs(config: &Config, caps: u64) -> Check {
+    let pin = &config.bpffs;
+    let on_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    let near = existing(pin);
+    if on_bpffs(&near) {
+        return Check::ok(
+            "bpffs",
+            format!(
+                "{} is on bpffs{}",
+                pin.display(),
+                if near == *pin {
+                    ""
+                } else {
+                    " (created at start)"
+                }
+            ),
+        );
+    }
+    let default = Path::new("/sys/fs/bpf");
+    if pin.starts_with(default) && !on_bpffs(default) {
+        return if has(caps, CAP_SYS_ADMIN) {
+            Check::warn(
+                "bpffs",
+                "bpffs is not mounted at /sys/fs/bpf; the daemon mounts it at start",
+                "mount it at boot (systemd does) so pins survive the daemon: mount -t bpf bpf /sys/fs/bpf",
+            )
+        } else {
+            Check::fail(
+                "bpffs",
+                "bpffs is not mounted at /sys/fs/bpf and mounting it needs CAP_SYS_ADMIN",
+                "mount -t bpf bpf /sys/fs/bpf (the systemd unit does this in ExecStartPre)",
+            )
+        };
+    }
+    Check::fail(
+        "bpffs",
+        format!("{} is not on a bpf filesystem", pin.display()),
+        "set `bpffs` to a directory under a bpffs mount such as /sys/fs/bpf/palisade",
+    )
+}
+
+fn tracefs() -> Check {
+    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let id = Path::new(dir).join("events/cgroup/cgroup_mkdir/id");
+        if id.exists() {
+            return Check::ok(
+                "tracefs",
+                format!("{dir} (cgroup_mkdir tracepoint present)"),
+            );
+        }
+    }
+    Check::fail(
+        "tracefs",
+        "no tracefs with events/cgroup/cgroup_mkdir: new cgroups would be enrolled only at the next resync",
+        "mount -t tracefs nodev /sys/kernel/tracing",
+    )
+}
+
+fn lsm_list() -> Check {
+    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+        Ok(list) => {
+            let list = list.trim().to_string();
+            if list.split(',').any(|l| l == "bpf") {
+                Check::ok("lsm", format!("active LSMs: {list} (bpf among them)"))
+            } else {
+                Check::warn(
+                    "lsm",
+                    format!(
+                        "active LSMs: {list} (no bpf): packet sockets are refused only to agents started with `palisade exec`"
+                    ),
+                    "add bpf to the kernel's lsm= boot parameter (CONFIG_BPF_LSM=y)",
+                )
+            }
+        }
+        Err(e) => Check::warn(
+            "lsm",
+            format!("cannot read /sys/kernel/security/lsm ({e})"),
+            "mount securityfs (mount -t securityfs none /sys/kernel/security) to see the active LSMs",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v782"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+}
