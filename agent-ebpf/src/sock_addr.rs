@@ -1,12 +1,15 @@
 //! The decision shared by connect4/6 and sendmsg4/6: who is calling, where
-//! to, and what the active policy generation says.
+//! to, and what the active policy generation says (or, for the DNS of an
+//! identity that names hosts, where its proxy is).
 
-use agent_common::{AF_INET, AF_INET6, Hook, NO_RULE, NormAddr, Reason, Verdict};
+use agent_common::{
+    AF_INET, AF_INET6, Hook, IDENT_DNS, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
+};
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
     emit::{Decision, record},
-    identity, policy,
+    dns, identity, policy,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -40,11 +43,25 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     } else {
         match policy::identity_config(generation, identity) {
             None => (Reason::UnknownIdentity, NO_RULE, false),
-            Some(cfg) => {
-                let (reason, rule) =
-                    policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
-                (reason, rule, cfg.audit != 0)
-            }
+            Some(cfg) => match dns::config() {
+                // DNS of an identity that names hosts goes to its proxy,
+                // whatever resolver it was meant for; the proxy judges names.
+                Some(dns_cfg) if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 => {
+                    let v6 = matches!(hook, Hook::Connect6 | Hook::Sendmsg6);
+                    dns::steer(ctx, v6, &dns_cfg, identity);
+                    (Reason::AllowRule, NO_RULE, false)
+                }
+                // Reaching a proxy address any other way could speak for
+                // another identity: never, not even in audit mode.
+                Some(dns_cfg) if dns::is_proxy(&dns_cfg, &addr) => {
+                    (Reason::DnsProxyDirect, NO_RULE, false)
+                }
+                _ => {
+                    let (reason, rule) =
+                        policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
+                    (reason, rule, cfg.audit != 0)
+                }
+            },
         }
     };
     let verdict = match reason {

@@ -10,6 +10,8 @@
 //! cgroup:
 //!   attach: /sys/fs/cgroup              # default: the cgroup v2 root
 //!   managed: /sys/fs/cgroup/palisade    # default: <attach>/palisade
+//! dns:                                  # DNS-aware egress, see dns::settings
+//!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub struct Config {
     pub kernel: KernelConfig,
     /// Seconds between full rescans of the cgroup tree.
     pub resync_seconds: u64,
+    /// DNS-aware egress (see `dns::settings` and docs/dns.md).
+    pub dns: crate::dns::DnsSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -73,6 +77,7 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             kernel: KernelConfig::default(),
             resync_seconds: 30,
+            dns: crate::dns::DnsSettings::default(),
         }
     }
 }
@@ -117,6 +122,8 @@ impl Config {
         if let Some(f) = &cfg.audit.file {
             cfg.audit.file = Some(base.join(f));
         }
+        cfg.dns.resolve_paths(base);
+        cfg.dns.check().map_err(|msg| at(1, 1, msg))?;
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(at(

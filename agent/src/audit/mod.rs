@@ -5,5 +5,5 @@
 mod event;
 mod pipeline;
 
-pub use event::{AuditEvent, EventKind};
+pub use event::{AuditEvent, DnsDetail, EventKind};
 pub use pipeline::{AuditPipeline, AuditStats};

@@ -4,6 +4,7 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod dns;
 pub mod enrol;
 mod error;
 mod kernel_events;
@@ -52,6 +53,8 @@ pub struct Daemon {
     pub maps: Arc<KernelMaps>,
     pub registry: Registry,
     pub audit: AuditPipeline,
+    /// The DNS proxy (`None` with `dns.enabled: false`).
+    pub dns: Option<Arc<crate::dns::DnsService>>,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -108,6 +111,7 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let audit = AuditPipeline::start(config.audit.file.clone(), config.audit.stderr)
             .map_err(DaemonError::Audit)?;
+        let dns = dns::start(&config, &mut kernel, &audit).await?;
 
         let placeholder = Arc::new(ActivePolicy {
             policy: loaded.policy.clone(),
@@ -121,6 +125,7 @@ impl Daemon {
             maps,
             registry,
             audit,
+            dns,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -207,6 +212,7 @@ impl Daemon {
         ev.policy_version = Some(self.active().policy.version.to_string());
         self.audit.emit(ev);
         self.audit.flush().await;
+        self.dns_save();
         if detach {
             match crate::bpf::uninstall(&self.config.bpffs) {
                 Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),
