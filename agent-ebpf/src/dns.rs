@@ -36,11 +36,20 @@ pub fn is_proxy(cfg: &DnsConfig, addr: &NormAddr) -> bool {
 }
 
 /// Rewrite the destination of a connect/sendmsg to `identity`'s proxy
-/// address, remembering the original for the socket.
+/// address, remembering the original (`dst`, normalised) for the socket.
+///
+/// A destination that already is a proxy address is not remembered: the
+/// kernel runs connect4 again when a dual-stack UDP socket connects to the
+/// IPv4-mapped proxy address connect6 chose, and that second pass must not
+/// overwrite the resolver the process meant.
 #[inline(always)]
-pub fn steer(ctx: &SockAddrContext, v6: bool, cfg: &DnsConfig, identity: u32) {
+pub fn steer(ctx: &SockAddrContext, v6: bool, cfg: &DnsConfig, identity: u32, dst: &NormAddr) {
     let sa = ctx.sock_addr;
-    let slot = DNS_ORIG.get_or_insert_ptr_mut(ctx, None);
+    let slot = if is_proxy(cfg, dst) {
+        core::ptr::null_mut()
+    } else {
+        DNS_ORIG.get_or_insert_ptr_mut(ctx, None)
+    };
     let proxy = cfg.address_of(identity).to_be();
     // SAFETY: the kernel hands a valid bpf_sock_addr whose user_* fields may
     // be read and written 4 bytes at a time in connect and sendmsg hooks;

@@ -8,8 +8,9 @@ use agent_common::{
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
+    dns,
     emit::{Decision, record},
-    dns, identity, policy,
+    identity, policy,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -46,9 +47,16 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
             Some(cfg) => match dns::config() {
                 // DNS of an identity that names hosts goes to its proxy,
                 // whatever resolver it was meant for; the proxy judges names.
+                // The kernel refuses a sendmsg6 rewritten to an IPv4-mapped
+                // address (ENOTSUPP), and there is no IPv6 proxy: an
+                // unconnected datagram to an IPv6 resolver is refused.
+                Some(_)
+                    if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 && hook == Hook::Sendmsg6 =>
+                {
+                    (Reason::DefaultDeny, NO_RULE, cfg.audit != 0)
+                }
                 Some(dns_cfg) if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 => {
-                    let v6 = matches!(hook, Hook::Connect6 | Hook::Sendmsg6);
-                    dns::steer(ctx, v6, &dns_cfg, identity);
+                    dns::steer(ctx, hook == Hook::Connect6, &dns_cfg, identity, &addr);
                     (Reason::AllowRule, NO_RULE, false)
                 }
                 // Reaching a proxy address any other way could speak for

@@ -152,7 +152,11 @@ impl AuditEvent {
             s.push_str(&format!(" query={} type={}", d.query, d.qtype));
             if !d.learned.is_empty() {
                 let learned: Vec<String> = d.learned.iter().map(ToString::to_string).collect();
-                s.push_str(&format!(" learned={} ttl={}", learned.join(","), d.ttl.unwrap_or(0)));
+                s.push_str(&format!(
+                    " learned={} ttl={}",
+                    learned.join(","),
+                    d.ttl.unwrap_or(0)
+                ));
             }
         }
         s.push_str(&format!(" reason={}", self.reason));

@@ -4,7 +4,11 @@ use std::{net::IpAddr, time::Instant};
 
 use hickory_proto::op::ResponseCode;
 
-use super::{judge::IdentityJudge, message::{Answer, Query}, proxy::Transport};
+use super::{
+    judge::IdentityJudge,
+    message::{Answer, Query},
+    proxy::Transport,
+};
 use crate::audit::{AuditEvent, DnsDetail, EventKind};
 
 #[derive(Debug)]
@@ -105,9 +109,9 @@ impl Lookup {
         ev.policy_version = self.policy_version;
         ev.mode = self.mode.map(str::to_string);
         ev.protocol = Some(self.transport.name().to_string());
-        ev.detail = self.text.or_else(|| {
-            Some(format!("answered in {} µs", started.elapsed().as_micros()))
-        });
+        ev.detail = self
+            .text
+            .or_else(|| Some(format!("answered in {} µs", started.elapsed().as_micros())));
         ev.dns = (!self.detail.query.is_empty()).then_some(self.detail);
         ev
     }

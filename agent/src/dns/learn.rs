@@ -146,7 +146,11 @@ impl LearnedTable {
             let addrs: Vec<IpAddr> = affected.iter().map(|(a, _)| *a).collect();
             match judges.by_index.get(index) {
                 Some(judge) => writes.extend(state.writes_for(judge, &addrs)),
-                None => writes.extend(addrs.iter().map(|a| KernelWrite::Delete(key_of(*index, *a)))),
+                None => writes.extend(
+                    addrs
+                        .iter()
+                        .map(|a| KernelWrite::Delete(key_of(*index, *a))),
+                ),
             }
         }
         self.idents.retain(|_, s| !s.names.is_empty());
@@ -187,7 +191,11 @@ impl LearnedTable {
         });
         for (name, entries) in names {
             for e in &entries {
-                state.by_addr.entry(e.addr).or_default().insert(name.clone());
+                state
+                    .by_addr
+                    .entry(e.addr)
+                    .or_default()
+                    .insert(name.clone());
             }
             state.names.insert(name, entries);
         }
@@ -365,7 +373,9 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].1.ranges[0].lo, all[0].1.ranges[0].rule), (8443, 5));
         // The rule is gone: the address no longer admits anything.
-        judges.by_index.insert(1, Arc::new(judge(1, vec![], vec![rule(9, "x.y", 1)])));
+        judges
+            .by_index
+            .insert(1, Arc::new(judge(1, vec![], vec![rule(9, "x.y", 1)])));
         assert!(t.rejudge(&judges).is_empty());
         // The identity is gone: its state too.
         judges.by_index.clear();

@@ -38,7 +38,10 @@ impl Drop for Listener {
 }
 
 pub fn proxy_addr(base: Ipv4Addr, index: u32, port: u16) -> SocketAddr {
-    SocketAddr::new(Ipv4Addr::from(u32::from(base).wrapping_add(index)).into(), port)
+    SocketAddr::new(
+        Ipv4Addr::from(u32::from(base).wrapping_add(index)).into(),
+        port,
+    )
 }
 
 impl Listener {

@@ -89,7 +89,8 @@ pub fn error_response(query: &Message, rcode: ResponseCode) -> Result<Vec<u8>, M
     msg.metadata.recursion_desired = query.metadata.recursion_desired;
     msg.metadata.recursion_available = true;
     msg.add_queries(query.queries.iter().cloned());
-    msg.to_vec().map_err(|e| MessageError::Encode(e.to_string()))
+    msg.to_vec()
+        .map_err(|e| MessageError::Encode(e.to_string()))
 }
 
 /// What an upstream answer says about the queried name.
@@ -114,7 +115,9 @@ pub fn analyse(resp: &Message, qname: &str) -> Result<Answer, MessageError> {
     let mut current = qname.to_string();
     loop {
         let next = resp.answers.iter().find_map(|r| match &r.data {
-            RData::CNAME(target) if canonical(&r.name) == current => Some((canonical(&target.0), r.ttl)),
+            RData::CNAME(target) if canonical(&r.name) == current => {
+                Some((canonical(&target.0), r.ttl))
+            }
             _ => None,
         });
         let Some((target, ttl)) = next else { break };
@@ -150,7 +153,8 @@ pub fn finish(mut resp: Message, id: u16, ttl_cap: u32) -> Result<Vec<u8>, Messa
     for r in &mut resp.answers {
         r.ttl = r.ttl.min(ttl_cap);
     }
-    resp.to_vec().map_err(|e| MessageError::Encode(e.to_string()))
+    resp.to_vec()
+        .map_err(|e| MessageError::Encode(e.to_string()))
 }
 
 #[cfg(test)]

@@ -127,7 +127,9 @@ impl DnsService {
             .map_err(|e| DnsError::Upstream(format!("{upstream_addr}: {e}")))?;
         let mut table = LearnedTable::default();
         match persist::load(&settings.state_file, &mut table) {
-            Ok(n) => info!(addresses = n, file = %settings.state_file.display(), "learned DNS names restored"),
+            Ok(n) => {
+                info!(addresses = n, file = %settings.state_file.display(), "learned DNS names restored")
+            }
             // Losing them only makes names fail closed until asked again.
             Err(e) => warn!(error = %e, "learned DNS names not restored; starting empty"),
         }

@@ -185,11 +185,16 @@ mod tests {
         save(&path, &t).unwrap_or_else(|e| panic!("{e}"));
         let mut back = LearnedTable::default();
         assert_eq!(load(&path, &mut back).unwrap_or_else(|e| panic!("{e}")), 1);
-        let (index, state) = back.idents().next().unwrap_or_else(|| panic!("one identity"));
+        let (index, state) = back
+            .idents()
+            .next()
+            .unwrap_or_else(|| panic!("one identity"));
         assert_eq!((index, state.identity.as_str()), (2, "agent"));
         assert_eq!(state.names["a.example.com"][0].addr, a);
         std::fs::write(&path, b"{not json").unwrap_or_else(|e| panic!("{e}"));
-        let e = load(&path, &mut LearnedTable::default()).unwrap_err().to_string();
+        let e = load(&path, &mut LearnedTable::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("learned.json"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -194,7 +194,12 @@ impl DnsService {
         self.answer_error(query, rcode, lookup)
     }
 
-    fn answer_error(&self, query: &Query, rcode: ResponseCode, mut lookup: Lookup) -> Option<Vec<u8>> {
+    fn answer_error(
+        &self,
+        query: &Query,
+        rcode: ResponseCode,
+        mut lookup: Lookup,
+    ) -> Option<Vec<u8>> {
         lookup.detail_mut().rcode = Some(super::events::rcode_name(rcode));
         self.emit(lookup.finish(Instant::now()));
         message::error_response(&query.msg, rcode).ok()
@@ -209,8 +214,12 @@ impl DnsService {
 
 /// The first name after the queried one that the identity may not reach.
 fn chain_outside(judge: &IdentityJudge, answer: &Answer) -> Option<(String, NameVerdict)> {
-    answer.chain.iter().skip(1).find_map(|name| match judge.judge(name) {
-        NameVerdict::Allow(_) => None,
-        v => Some((name.clone(), v)),
-    })
+    answer
+        .chain
+        .iter()
+        .skip(1)
+        .find_map(|name| match judge.judge(name) {
+            NameVerdict::Allow(_) => None,
+            v => Some((name.clone(), v)),
+        })
 }
