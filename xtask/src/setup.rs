@@ -10,11 +10,13 @@ use crate::toolchain::{
 };
 
 /// Debian packages: protoc for the gRPC code, iproute2 for test namespaces,
-/// python3 for test servers.
+/// python3 for test servers, dnsmasq (the binary only, no system service)
+/// as the real DNS server of the DNS-aware egress tests and benchmark.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    ("dnsmasq", "dnsmasq-base"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -271,7 +271,7 @@ fn merge(mut ranges: Vec<LearnedRange>) -> Option<LearnedValue> {
             == (first.deny, first.lo, first.hi, first.proto, first.rule)
     });
     // Deny ranges first (they must not be cut), then the longest-lived.
-    ranges.sort_by(|a, b| (b.deny, b.expires_ns).cmp(&(a.deny, a.expires_ns)));
+    ranges.sort_by_key(|r| std::cmp::Reverse((r.deny, r.expires_ns)));
     ranges.truncate(LEARNED_RANGES);
     let mut value = LearnedValue {
         len: ranges.len() as u32,

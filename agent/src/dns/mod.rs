@@ -106,7 +106,9 @@ pub struct DnsService {
     table: Arc<Mutex<LearnedTable>>,
     maps: Arc<DnsMaps>,
     audit: AuditPipeline,
-    upstream: Arc<Upstream>,
+    /// The resolver, or why there is none (every allowed query then gets
+    /// SERVFAIL: the host's resolv.conf may name none).
+    upstream: Result<Arc<Upstream>, String>,
     listeners: tokio::sync::Mutex<HashMap<u32, Listener>>,
     pub stats: DnsStats,
     dirty: AtomicBool,
@@ -121,10 +123,19 @@ impl DnsService {
         maps: DnsMaps,
         audit: AuditPipeline,
     ) -> Result<Arc<Self>, DnsError> {
-        let upstream_addr = settings.upstream_addr().map_err(DnsError::Upstream)?;
-        let upstream = Upstream::connect(upstream_addr, settings.upstream_timeout())
-            .await
-            .map_err(|e| DnsError::Upstream(format!("{upstream_addr}: {e}")))?;
+        let upstream = match settings.upstream_addr() {
+            Ok(addr) => Ok(Upstream::connect(addr, settings.upstream_timeout())
+                .await
+                .map_err(|e| DnsError::Upstream(format!("{addr}: {e}")))?),
+            Err(e) if settings.upstream.is_none() => {
+                warn!(error = %e, "no DNS upstream: allowed names will get SERVFAIL; set dns.upstream");
+                Err(e)
+            }
+            Err(e) => return Err(DnsError::Upstream(e)),
+        };
+        let upstream_name = upstream
+            .as_ref()
+            .map_or_else(|e| format!("none ({e})"), |u| u.addr.to_string());
         let mut table = LearnedTable::default();
         match persist::load(&settings.state_file, &mut table) {
             Ok(n) => {
@@ -139,7 +150,7 @@ impl DnsService {
             port: settings.port,
             _pad: [0; 6],
         })?;
-        info!(listen = %settings.listen, port = settings.port, upstream = %upstream_addr, "DNS proxy ready");
+        info!(listen = %settings.listen, port = settings.port, upstream = %upstream_name, "DNS proxy ready");
         let service = Arc::new_cyclic(|this| Self {
             settings,
             judges: ArcSwap::from_pointee(Judges::default()),
@@ -209,6 +220,9 @@ impl DnsService {
     pub fn save(&self) {
         self.dirty.store(false, Ordering::Relaxed);
         let table = lock(&self.table);
+        if table.is_empty() && !self.settings.state_file.exists() {
+            return; // nothing learned, nothing to remember
+        }
         if let Err(e) = persist::save(&self.settings.state_file, &table) {
             self.dirty.store(true, Ordering::Relaxed);
             warn!(error = %e, "saving learned DNS names");

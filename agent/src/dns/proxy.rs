@@ -72,16 +72,22 @@ impl DnsService {
             lookup.would_refuse(verdict.reason(), None);
         }
 
-        let upstream = match transport {
-            Transport::Udp => self.upstream.exchange_udp(&query.msg).await,
-            Transport::Tcp => self.upstream.exchange_tcp(&query.msg).await,
+        let resp = match &self.upstream {
+            Ok(up) => match transport {
+                Transport::Udp => up.exchange_udp(&query.msg).await,
+                Transport::Tcp => up.exchange_tcp(&query.msg).await,
+            }
+            .map_err(|e| {
+                warn!(upstream = %up.addr, error = %e, query = %query.name, "upstream failed");
+                e.to_string()
+            }),
+            Err(e) => Err(e.clone()),
         };
-        let resp = match upstream {
+        let resp = match resp {
             Ok(r) => r,
             Err(e) => {
                 self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
-                warn!(upstream = %self.upstream.addr, error = %e, query = %query.name, "upstream failed");
-                lookup.fail("upstream-failed", &e.to_string());
+                lookup.fail("upstream-failed", &e);
                 return self.answer_error(&query, ResponseCode::ServFail, lookup);
             }
         };
