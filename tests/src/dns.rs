@@ -51,6 +51,16 @@ pub fn config(n: u8, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// Debian installs dnsmasq in /usr/sbin, which not every PATH has.
+pub fn dnsmasq_bin() -> PathBuf {
+    let sbin = PathBuf::from("/usr/sbin/dnsmasq");
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("dnsmasq")
+    }
+}
+
 pub struct Dnsmasq {
     pub addr: String,
     child: Option<Child>,
@@ -65,10 +75,10 @@ impl Dnsmasq {
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "dnsmasq"]);
+                c.args(["netns", "exec", ns]).arg(dnsmasq_bin());
                 c
             }
-            None => Command::new("dnsmasq"),
+            None => Command::new(dnsmasq_bin()),
         };
         cmd.args([
             "--keep-in-foreground",

@@ -42,10 +42,13 @@ impl Probe {
     /// (`target/release/palisade-probe`, tests live in `target/release/deps`).
     pub fn bin() -> std::path::PathBuf {
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or_else(|| Path::new("."));
+        let own_dir = exe.parent().unwrap_or_else(|| Path::new("."));
+        // Benchmarks live next to the probe; tests one level below it.
+        let beside = own_dir.join("palisade-probe");
+        if beside.exists() {
+            return beside;
+        }
+        let dir = own_dir.parent().unwrap_or_else(|| Path::new("."));
         let bin = dir.join("palisade-probe");
         assert!(
             bin.exists(),

@@ -7,7 +7,7 @@ use crate::toolchain::{is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect");
+        bail!("usage: cargo xtask bench connect|dns");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -15,7 +15,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::test::build()?;
     let bin = match name.as_str() {
         "connect" => "palisade-bench",
-        other => bail!("unknown benchmark `{other}` (known: connect)"),
+        "dns" => "palisade-dns-bench",
+        other => bail!("unknown benchmark `{other}` (known: connect, dns)"),
     };
     let target = workspace_root().join("target/release");
     machine_summary();

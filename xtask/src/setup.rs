@@ -16,7 +16,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("ip", "iproute2"),
     ("python3", "python3"),
-    ("dnsmasq", "dnsmasq-base"),
+    ("/usr/sbin/dnsmasq", "dnsmasq-base"),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -167,9 +167,27 @@ impl DnsService {
     ) -> Result<(), &'static str> {
         let expires_ns =
             boot_now_ns() + (u64::from(ttl) + u64::from(self.settings.grace)) * 1_000_000_000;
+        let cap = self.settings.max_addresses_per_name;
+        // Fast path: an uncontended table means a few map syscalls, done
+        // here (microseconds). Only a table held by a sweep or a reload
+        // sends the write to the blocking pool, under the time bound.
+        if let Ok(mut t) = self.table.try_lock() {
+            let writes = t.learn(judge, name, addrs, expires_ns, cap);
+            let result = self.maps.write(&writes);
+            drop(t);
+            return match result {
+                Ok(()) => {
+                    self.dirty.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(e) => {
+                    warn!(error = %e, "writing learned addresses");
+                    Err("learn-failed")
+                }
+            };
+        }
         let (table, maps, judge) = (self.table.clone(), self.maps.clone(), judge.clone());
         let (name, addrs) = (name.to_string(), addrs.to_vec());
-        let cap = self.settings.max_addresses_per_name;
         let write = tokio::task::spawn_blocking(move || {
             // The table lock is held across the kernel write so that two
             // answers for one address land in the order they were merged.
