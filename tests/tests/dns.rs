@@ -587,3 +587,58 @@ fn malformed_and_oversized_queries_do_not_crash_the_proxy() {
         lab.daemon.log_text()
     );
 }
+
+#[test]
+fn a_learned_deny_beats_a_cidr_allow() {
+    if !root_or_skip("a_learned_deny_beats_a_cidr_allow") {
+        return;
+    }
+    let lab = Lab::with_raw(
+        "dns-learned-deny",
+        "  - id: agent\n    egress:\n      allow:\n        - cidr: 127.225.{n}.0/24\n        - host: '*.corp.test'\n      deny:\n        - {id: no-evil, host: evil.other.test}\n",
+        &[("evil.other.test", 2), ("fine.other.test", 3)],
+        &["--cname=leak.corp.test,evil.other.test"],
+        "",
+    );
+    let evil = TcpServer::start(&lab.ip(2));
+    let fine = TcpServer::start(&lab.ip(3));
+    lab.connect("agent", &lab.ip(2), evil.addr.port())
+        .expect_ok("the cidr rule admits it before anything is learned");
+    let r = lab.ask("agent", "udp", NOBODY, "leak.corp.test");
+    expect_rcode(&r, "NXDOMAIN", "a chain into a denied name");
+    lab.connect("agent", &lab.ip(2), evil.addr.port())
+        .expect_eperm("the denied name's address, learned as a deny, beats the cidr allow");
+    lab.connect("agent", &lab.ip(3), fine.addr.port())
+        .expect_ok("other addresses of the cidr rule");
+    let ev = lab.env.wait_audit("for the learned deny", |e| {
+        e["kind"] == "network" && e["verdict"] == "deny" && e["dst_ip"] == lab.ip(2)
+    });
+    assert_eq!(
+        (ev["reason"].as_str(), ev["rule"].as_str()),
+        (Some("deny-rule"), Some("no-evil"))
+    );
+}
+
+#[test]
+fn audit_mode_answers_forbidden_names_and_records_would_deny() {
+    if !root_or_skip("audit_mode_answers_forbidden_names_and_records_would_deny") {
+        return;
+    }
+    let lab = Lab::new(
+        "dns-audit",
+        "  - id: shadow\n    mode: audit\n    egress:\n      allow:\n        - host: ok.test\n",
+        &[("ok.test", 1), ("elsewhere.test", 2)],
+        "",
+    );
+    let r = lab.ask("shadow", "udp", NOBODY, "elsewhere.test");
+    expect_rcode(&r, "NOERROR", "forbidden name in audit mode");
+    assert_eq!(addrs(&r), vec![lab.ip(2)]);
+    let ev = lab.env.wait_audit("for the would-deny lookup", |e| {
+        e["kind"] == "dns" && e["dns"]["query"] == "elsewhere.test"
+    });
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["reason"].as_str()),
+        (Some("audit"), Some("no-host-rule"))
+    );
+    assert_eq!(ev["mode"], "audit");
+}
