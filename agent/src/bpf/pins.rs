@@ -94,6 +94,14 @@ impl PinDir {
                 .is_some_and(|n| n.starts_with("link_"))
         });
         for p in paths {
+            let is_link = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("link_"));
+            if is_link && let Ok(link) = super::sys::obj_get(&p) {
+                // Synchronously, so that enforcement has ended on return.
+                let _ = super::sys::link_detach(std::os::fd::AsFd::as_fd(&link));
+            }
             match fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -13,6 +13,7 @@ use std::{
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// `union bpf_attr` is at most this large for the commands used here.
 #[repr(C, align(8))]
@@ -68,4 +69,13 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()>
     attr.put_u32(0, link.as_raw_fd() as u32);
     attr.put_u32(4, prog.as_raw_fd() as u32);
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+/// Detach a link from its hook now. Removing the last pin also ends a link,
+/// but the kernel releases it from a work queue, a moment later.
+pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = Attr::new();
+    // struct { __u32 link_fd; }
+    attr.put_u32(0, link.as_raw_fd() as u32);
+    bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
 }
