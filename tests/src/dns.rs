@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Probe, wait_for};
+use crate::{DaemonProc, Outcome, Probe, TestEnv, wait_for};
 
 static SLOT: AtomicU32 = AtomicU32::new(0);
 
@@ -143,5 +143,120 @@ impl Drop for Dnsmasq {
         if std::thread::panicking() {
             eprintln!("--- dnsmasq {} log ---\n{}", self.addr, self.log_text());
         }
+    }
+}
+
+/// One DNS test's world: a DNS server with `records`, and a daemon whose
+/// policy gives `identities` (YAML list items, `{n}` for the slot), with
+/// this slot's `dns:` settings plus `extra`.
+pub struct Lab {
+    pub n: u8,
+    pub env: TestEnv,
+    pub upstream: Dnsmasq,
+    pub daemon: DaemonProc,
+}
+
+impl Lab {
+    pub fn new(name: &str, identities: &str, records: &[(&str, u8)], extra: &str) -> Self {
+        Self::with_raw(name, identities, records, &[], extra)
+    }
+
+    /// `records`: name → last octet of its address in this slot; `raw`:
+    /// more dnsmasq options (`{n}` stands for the slot).
+    pub fn with_raw(
+        name: &str,
+        identities: &str,
+        records: &[(&str, u8)],
+        raw: &[&str],
+        extra: &str,
+    ) -> Self {
+        let n = slot();
+        let policy = format!(
+            "version: 1\nidentities:\n{}",
+            identities.replace("{n}", &n.to_string())
+        );
+        let env = TestEnv::new(name, &policy);
+        env.write_config(&config(n, &env.dir, extra));
+        let mut opts: Vec<String> = records
+            .iter()
+            .map(|(name, x)| format!("--host-record={name},{}", answer_ip(n, *x)))
+            .collect();
+        opts.extend(raw.iter().map(|r| r.replace("{n}", &n.to_string())));
+        let upstream = Dnsmasq::start(&env.dir, None, &upstream_ip(n), &opts);
+        let daemon = DaemonProc::start(&env);
+        Self {
+            n,
+            env,
+            upstream,
+            daemon,
+        }
+    }
+
+    pub fn ip(&self, x: u8) -> String {
+        answer_ip(self.n, x)
+    }
+
+    /// Ask `name` as `identity`, over `how` (udp, udp-connect, tcp), sent to
+    /// `server` (any address: the kernel steers it).
+    pub fn ask(&self, identity: &str, how: &str, server: &str, name: &str) -> Outcome {
+        Probe::enrolled(&self.env, identity, &["dns", how, server, name])
+    }
+
+    pub fn connect(&self, identity: &str, ip: &str, port: u16) -> Outcome {
+        Probe::enrolled(&self.env, identity, &["tcp", ip, &port.to_string()])
+    }
+}
+
+/// An enrolled shell that runs probes on request: one enrolled process that
+/// keeps acting while the daemon is down (enrolling a new one needs it).
+pub struct Agent {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Agent {
+    pub fn start(env: &TestEnv, identity: &str) -> Self {
+        let mut child = Command::new(crate::palisade_bin())
+            .args(["exec", "--socket"])
+            .arg(&env.socket)
+            .args([
+                "--identity",
+                identity,
+                "--",
+                "sh",
+                "-c",
+                "while read -r line; do $line; done",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("enrolled shell: {e}"));
+        let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        let stdout =
+            std::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    pub fn run(&mut self, args: &[&str]) -> Outcome {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{} {}", Probe::bin().display(), args.join(" "))
+            .unwrap_or_else(|e| panic!("to the enrolled shell: {e}"));
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("from the enrolled shell: {e}"));
+        Outcome(serde_json::from_str(&line).unwrap_or_else(|e| panic!("probe said {line:?}: {e}")))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

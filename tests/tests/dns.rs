@@ -6,71 +6,11 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use palisade_tests::{
-    DaemonProc, Outcome, Probe, TcpServer, TestEnv,
-    dns::{self, Dnsmasq, answer_ip, upstream_ip},
+    DaemonProc, Outcome, Probe, TcpServer,
+    dns::{self, Agent, Dnsmasq, Lab},
     netns::NetNs,
     root_or_skip, wait_for,
 };
-
-/// One test's world: a DNS server with `records`, a daemon whose policy
-/// gives `identities` (YAML list items), and its `dns:` settings.
-struct Lab {
-    n: u8,
-    env: TestEnv,
-    upstream: Dnsmasq,
-    daemon: DaemonProc,
-}
-
-impl Lab {
-    fn new(name: &str, identities: &str, records: &[(&str, u8)], extra: &str) -> Self {
-        Self::with_raw(name, identities, records, &[], extra)
-    }
-
-    /// `records`: name → last octet of its address in this slot; `raw`:
-    /// more dnsmasq options (`{n}` stands for the slot).
-    fn with_raw(
-        name: &str,
-        identities: &str,
-        records: &[(&str, u8)],
-        raw: &[&str],
-        extra: &str,
-    ) -> Self {
-        let n = dns::slot();
-        let policy = format!(
-            "version: 1\nidentities:\n{}",
-            identities.replace("{n}", &n.to_string())
-        );
-        let env = TestEnv::new(name, &policy);
-        env.write_config(&dns::config(n, &env.dir, extra));
-        let mut opts: Vec<String> = records
-            .iter()
-            .map(|(name, x)| format!("--host-record={name},{}", answer_ip(n, *x)))
-            .collect();
-        opts.extend(raw.iter().map(|r| r.replace("{n}", &n.to_string())));
-        let upstream = Dnsmasq::start(&env.dir, None, &upstream_ip(n), &opts);
-        let daemon = DaemonProc::start(&env);
-        Self {
-            n,
-            env,
-            upstream,
-            daemon,
-        }
-    }
-
-    fn ip(&self, x: u8) -> String {
-        answer_ip(self.n, x)
-    }
-
-    /// Ask `name` as `identity`, over `how` (udp, udp-connect, tcp), sent to
-    /// `server` (any address: the kernel steers it).
-    fn ask(&self, identity: &str, how: &str, server: &str, name: &str) -> Outcome {
-        Probe::enrolled(&self.env, identity, &["dns", how, server, name])
-    }
-
-    fn connect(&self, identity: &str, ip: &str, port: u16) -> Outcome {
-        Probe::enrolled(&self.env, identity, &["tcp", ip, &port.to_string()])
-    }
-}
 
 fn addrs(o: &Outcome) -> Vec<String> {
     o.0["addrs"]
@@ -415,60 +355,6 @@ fn a_second_identity_cannot_use_what_the_first_learned() {
     );
     lab.connect("second", &lab.ip(1), server.addr.port())
         .expect_eperm("still refused to second");
-}
-
-/// An enrolled shell that runs probes on request: one enrolled process that
-/// keeps acting while the daemon is down (enrolling a new one needs it).
-struct Agent {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
-
-impl Agent {
-    fn start(env: &TestEnv, identity: &str) -> Self {
-        let mut child = std::process::Command::new(palisade_tests::palisade_bin())
-            .args(["exec", "--socket"])
-            .arg(&env.socket)
-            .args([
-                "--identity",
-                identity,
-                "--",
-                "sh",
-                "-c",
-                "while read -r line; do $line; done",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("enrolled shell: {e}"));
-        let stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
-        let stdout =
-            std::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn run(&mut self, args: &[&str]) -> Outcome {
-        use std::io::{BufRead, Write};
-        writeln!(self.stdin, "{} {}", Probe::bin().display(), args.join(" "))
-            .unwrap_or_else(|e| panic!("to the enrolled shell: {e}"));
-        let mut line = String::new();
-        self.stdout
-            .read_line(&mut line)
-            .unwrap_or_else(|e| panic!("from the enrolled shell: {e}"));
-        Outcome(serde_json::from_str(&line).unwrap_or_else(|e| panic!("probe said {line:?}: {e}")))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
