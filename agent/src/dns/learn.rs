@@ -50,7 +50,7 @@ pub fn key_of(identity: u32, addr: IpAddr) -> LearnedKey {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LearnedTable {
     idents: HashMap<u32, IdentLearned>,
 }

@@ -219,7 +219,8 @@ impl DnsService {
     /// Save learned names now (also done every second when they changed).
     pub fn save(&self) {
         self.dirty.store(false, Ordering::Relaxed);
-        let table = lock(&self.table);
+        // A copy, so that lookups never wait for the disk.
+        let table = lock(&self.table).clone();
         if table.is_empty() && !self.settings.state_file.exists() {
             return; // nothing learned, nothing to remember
         }
