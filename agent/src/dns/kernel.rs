@@ -79,15 +79,4 @@ impl DnsMaps {
         }
         Ok(())
     }
-
-    /// Entries in the kernel map (for status and tests).
-    pub fn count(&self) -> Result<usize, DnsError> {
-        let map = lock(&self.learned);
-        let mut n = 0;
-        for k in map.keys() {
-            k.map_err(map_err("LEARNED"))?;
-            n += 1;
-        }
-        Ok(n)
-    }
 }

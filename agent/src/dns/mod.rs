@@ -230,11 +230,6 @@ impl DnsService {
         }
     }
 
-    /// Addresses learned, in memory and in the kernel map.
-    pub fn learned_counts(&self) -> (usize, usize) {
-        (lock(&self.table).len(), self.maps.count().unwrap_or(0))
-    }
-
     fn emit(&self, ev: AuditEvent) {
         self.audit.emit(ev);
     }

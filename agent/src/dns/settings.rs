@@ -190,6 +190,35 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_rejects_unknown_dns_keys_and_bad_values() {
+        let dir = std::env::temp_dir().join(format!("palisade-dns-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.join("c.yaml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+            crate::config::Config::load(&file)
+        };
+        let e = load("policy: p.yaml\ndns:\n  upstrem: 10.0.0.2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.yaml:3:3: unknown field `upstrem`"), "{e}");
+        let e = load("policy: p.yaml\ndns:\n  forbidden: drop\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.yaml:3"), "{e}");
+        let e = load("policy: p.yaml\ndns:\n  ttl_min: 9\n  ttl_max: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.ttl_min = 9"), "{e}");
+        let cfg = load("policy: p.yaml\ndns:\n  state_file: learned.json\n  forbidden: refused\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.dns.state_file, dir.join("learned.json"));
+        assert_eq!(cfg.dns.forbidden, Forbidden::Refused);
+        assert!(cfg.dns.enabled);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn upstream_forms() {
         assert_eq!(
             parse_upstream("10.0.0.2"),
