@@ -74,6 +74,9 @@ pub enum Reason {
     UnknownIdentity = 4,
     /// A socket type enrolled processes may not create (raw, packet, ICMP…).
     SocketType = 5,
+    /// A connection straight to a DNS proxy address other than through the
+    /// kernel's DNS steering (which could impersonate another identity).
+    DnsProxyDirect = 6,
 }
 
 impl Reason {
@@ -85,6 +88,7 @@ impl Reason {
             3 => Self::KillSwitch,
             4 => Self::UnknownIdentity,
             5 => Self::SocketType,
+            6 => Self::DnsProxyDirect,
             _ => return None,
         })
     }
@@ -97,6 +101,7 @@ impl Reason {
             Self::KillSwitch => "kill-switch",
             Self::UnknownIdentity => "identity-not-in-policy",
             Self::SocketType => "socket-type-refused",
+            Self::DnsProxyDirect => "dns-proxy-direct",
         }
     }
 }

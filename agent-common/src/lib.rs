@@ -6,10 +6,14 @@
 #![no_std]
 
 pub mod addr;
+pub mod dns;
 pub mod event;
 pub mod maps;
 
 pub use addr::NormAddr;
+pub use dns::{
+    DnsConfig, IDENT_DNS, LEARNED_RANGES, LearnedKey, LearnedRange, LearnedValue, OrigDst,
+};
 pub use event::{CgroupEvent, Event, Hook, Reason, Verdict};
 pub use maps::{
     IDENT_HAS_DENY, IdentityConfig, IdentityState, LpmData, LpmValue, OWN_RULE, PortRange, PortSet,

@@ -7,10 +7,16 @@
 mod cgroup_mkdir;
 mod connect4;
 mod connect6;
+mod dns;
 mod emit;
+mod getpeername4;
+mod getpeername6;
 mod identity;
+mod learned;
 mod maps;
 mod policy;
+mod recvmsg4;
+mod recvmsg6;
 mod sendmsg4;
 mod sendmsg6;
 mod sock_addr;

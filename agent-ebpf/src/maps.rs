@@ -2,11 +2,13 @@
 //! directory (by these names) so enforcement outlives the daemon.
 
 use agent_common::{
-    IdentityConfig, IdentityState, LpmData, LpmValue, MAX_IDENTITIES, MAX_PORTSETS, PortSet,
-    VerdictCounters,
+    DnsConfig, IdentityConfig, IdentityState, LearnedKey, LearnedValue, LpmData, LpmValue,
+    MAX_IDENTITIES, MAX_PORTSETS, OrigDst, PortSet, VerdictCounters,
 };
 use aya_ebpf::{
-    macros::map,
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 
@@ -61,3 +63,18 @@ pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 /// use the indices, so a restarted daemon reads it back.
 #[map]
 pub static IDENT_NAMES: Array<[u8; 64]> = Array::with_max_entries(MAX_IDENTITIES, 0);
+
+/// [0] → DNS steering settings (proxy address range and port).
+#[map]
+pub static DNS_CFG: Array<DnsConfig> = Array::with_max_entries(1, 0);
+
+/// (identity, address) → port ranges and expiry learned from DNS answers.
+/// Outside policy generations: learned state outlives reloads (the daemon
+/// re-judges it against each new policy).
+#[map]
+pub static LEARNED: HashMap<LearnedKey, LearnedValue> =
+    HashMap::with_max_entries(1 << 16, BPF_F_NO_PREALLOC);
+
+/// Per socket: the resolver address a steered socket meant.
+#[btf_map]
+pub static DNS_ORIG: SkStorage<OrigDst> = SkStorage::new();

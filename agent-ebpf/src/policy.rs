@@ -1,9 +1,9 @@
 //! What the policy says about one destination: deny rules first (they win),
-//! then allow rules, else deny by default.
+//! then addresses learned from DNS, then allow rules, else deny by default.
 
 use agent_common::{
-    IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE, NormAddr, OWN_RULE,
-    PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
+    IDENT_DNS, IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE,
+    NormAddr, OWN_RULE, PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
 };
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::warn;
@@ -66,6 +66,12 @@ pub fn judge(
         && let Some(rule) = match_ports(ctx, entry, port, proto)
     {
         return (Reason::DenyRule, rule);
+    }
+    // Addresses learned from DNS answers: a learned deny beats every allow.
+    if cfg.flags & IDENT_DNS != 0
+        && let Some(found) = crate::learned::judge(identity, addr, port, proto)
+    {
+        return found;
     }
     if let Some(entry) = ALLOW_LPM.get(&key)
         && let Some(rule) = match_ports(ctx, entry, port, proto)

@@ -1,10 +1,14 @@
 //! The decision shared by connect4/6 and sendmsg4/6: who is calling, where
-//! to, and what the active policy generation says.
+//! to, and what the active policy generation says (or, for the DNS of an
+//! identity that names hosts, where its proxy is).
 
-use agent_common::{AF_INET, AF_INET6, Hook, NO_RULE, NormAddr, Reason, Verdict};
+use agent_common::{
+    AF_INET, AF_INET6, Hook, IDENT_DNS, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
+};
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
+    dns,
     emit::{Decision, record},
     identity, policy,
 };
@@ -40,11 +44,32 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     } else {
         match policy::identity_config(generation, identity) {
             None => (Reason::UnknownIdentity, NO_RULE, false),
-            Some(cfg) => {
-                let (reason, rule) =
-                    policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
-                (reason, rule, cfg.audit != 0)
-            }
+            Some(cfg) => match dns::config() {
+                // DNS of an identity that names hosts goes to its proxy,
+                // whatever resolver it was meant for; the proxy judges names.
+                // The kernel refuses a sendmsg6 rewritten to an IPv4-mapped
+                // address (ENOTSUPP), and there is no IPv6 proxy: an
+                // unconnected datagram to an IPv6 resolver is refused.
+                Some(_)
+                    if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 && hook == Hook::Sendmsg6 =>
+                {
+                    (Reason::DefaultDeny, NO_RULE, cfg.audit != 0)
+                }
+                Some(dns_cfg) if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 => {
+                    dns::steer(ctx, hook == Hook::Connect6, &dns_cfg, identity, &addr);
+                    (Reason::AllowRule, NO_RULE, false)
+                }
+                // Reaching a proxy address any other way could speak for
+                // another identity: never, not even in audit mode.
+                Some(dns_cfg) if dns::is_proxy(&dns_cfg, &addr) => {
+                    (Reason::DnsProxyDirect, NO_RULE, false)
+                }
+                _ => {
+                    let (reason, rule) =
+                        policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
+                    (reason, rule, cfg.audit != 0)
+                }
+            },
         }
     };
     let verdict = match reason {

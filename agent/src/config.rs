@@ -18,6 +18,8 @@
 //! metrics:
 //!   listen: 127.0.0.1:9740              # Prometheus; `enabled: false` to turn off
 //! policy_watch_seconds: 0               # reload when the files change (0 = off)
+//! dns:                                  # DNS-aware egress, see dns::settings
+//!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -47,6 +49,8 @@ pub struct Config {
     /// Poll the policy files every N seconds and reload when they change
     /// (for ConfigMap volumes); 0 = only on SIGHUP or `palisade reload`.
     pub policy_watch_seconds: u64,
+    /// DNS-aware egress (see `dns::settings` and docs/dns.md).
+    pub dns: crate::dns::DnsSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -96,6 +100,7 @@ impl Default for Config {
             resync_seconds: 30,
             metrics: crate::metrics::MetricsConfig::default(),
             policy_watch_seconds: 0,
+            dns: crate::dns::DnsSettings::default(),
         }
     }
 }
@@ -160,6 +165,8 @@ impl Config {
             let (line, col) = pos.unwrap_or((1, 1));
             return Err(at(line, col, msg));
         }
+        cfg.dns.resolve_paths(base);
+        cfg.dns.check().map_err(|msg| at(1, 1, msg))?;
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(at(

@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
 pub mod identity;
 pub mod metrics;

@@ -7,6 +7,7 @@
 //! is set on purpose.
 
 pub mod daemon;
+pub mod dns;
 pub mod env;
 pub mod http;
 pub mod kernel;

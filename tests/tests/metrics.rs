@@ -109,18 +109,35 @@ fn metrics_count_known_traffic_exactly() {
         "{chain} vs {seq}/{events}"
     );
 
-    // A rejected reload shows, and so does the next good one.
+    // A rejected reload shows, and so does the next good one. The daemon
+    // watches the policy, so writing the file is itself a reload; the
+    // explicit `palisade reload` that follows is a second one.
+    let reloads = |result: &str, want: f64| {
+        palisade_tests::wait_for(std::time::Duration::from_secs(5), || {
+            let m = Scrape::fetch(&addr);
+            (m.value(&format!(
+                "palisade_policy_reloads_total{{result=\"{result}\"}}"
+            )) == Some(want))
+            .then_some(m)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "reloads_total{{result={result}}} never reached {want}:\n{}",
+                Scrape::fetch(&addr).0
+            )
+        })
+    };
     env.write_policy(
         "version: 1\nidentities:\n  - id: enf\n    egress: {allow: [{cidr: 300.0.0.1}]}\n",
     );
+    reloads("rejected", 1.0);
     let out = Command::new(palisade_bin())
         .args(["reload", "--socket"])
         .arg(&env.socket)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!out.status.success());
-    let m = Scrape::fetch(&addr);
-    m.expect("palisade_policy_reloads_total{result=\"rejected\"}", 1.0);
+    let m = reloads("rejected", 2.0);
     m.expect("palisade_policy_last_reload_success", 0.0);
     assert!(
         m.value("palisade_policy_last_reload_timestamp_seconds")
@@ -128,6 +145,8 @@ fn metrics_count_known_traffic_exactly() {
         "{}",
         m.0
     );
+    // Back to the policy in force: the watch sees no new content (no
+    // reload); the explicit reload applies it.
     env.write_policy(&policy(allowed.addr.port()));
     let out = Command::new(palisade_bin())
         .args(["reload", "--socket"])
@@ -139,8 +158,7 @@ fn metrics_count_known_traffic_exactly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = Scrape::fetch(&addr);
-    m.expect("palisade_policy_reloads_total{result=\"applied\"}", 1.0);
+    let m = reloads("applied", 1.0);
     m.expect("palisade_policy_last_reload_success", 1.0);
     // Counters live in the kernel: a reload does not reset them.
     m.expect(

@@ -7,7 +7,7 @@ use crate::toolchain::{is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy");
+        bail!("usage: cargo xtask bench connect|policy|dns");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -16,7 +16,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let bin = match name.as_str() {
         "connect" => "palisade-bench",
         "policy" => "bench-policy",
-        other => bail!("unknown benchmark `{other}` (known: connect, policy)"),
+        "dns" => "palisade-dns-bench",
+        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns)"),
     };
     let target = workspace_root().join("target/release");
     machine_summary();

@@ -10,12 +10,15 @@ use crate::toolchain::{
 };
 
 /// Debian packages: protoc for the gRPC code, iproute2 for test namespaces,
-/// python3 for test servers; systemd-analyze checks the systemd unit,
-/// strace and setpriv run the daemon as the unit would confine it.
+/// python3 for test servers; dnsmasq (the binary only, no system service)
+/// as the real DNS server of the DNS-aware egress tests and benchmark;
+/// systemd-analyze checks the systemd unit, strace and setpriv run the
+/// daemon as the unit would confine it.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("ip", "iproute2"),
     ("python3", "python3"),
+    ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
     ("setpriv", "util-linux"),

@@ -28,7 +28,8 @@ pub fn to_status(err: DaemonError) -> Status {
         | DaemonError::Audit(_)
         | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
-        | DaemonError::Identity(_) => Code::Internal,
+        | DaemonError::Identity(_)
+        | DaemonError::Dns(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

@@ -19,6 +19,8 @@ pub enum EventKind {
     Loss,
     /// Daemon lifecycle.
     Daemon,
+    /// A DNS lookup judged by the proxy.
+    Dns,
 }
 
 /// One audit record. The field names are a contract with SIEM pipelines.
@@ -60,6 +62,9 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// DNS lookups (`kind: dns`): the question, the answer, what was learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDetail>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +76,34 @@ pub struct AuditEvent {
     /// last field: the sealed line is the body with `,"hash":…` appended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+}
+
+/// What a DNS event says about the lookup.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DnsDetail {
+    /// The name asked, lowercase, no trailing dot.
+    pub query: String,
+    /// `A`, `AAAA`, `TXT`…
+    pub qtype: String,
+    /// Response code the process got (`NOERROR`, `NXDOMAIN`, `REFUSED`…);
+    /// absent when the answer was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// The CNAME chain after the queried name, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cnames: Vec<String>,
+    /// Addresses in the answer (on the chain).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answer: Vec<IpAddr>,
+    /// Addresses written into the identity's learned map.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<IpAddr>,
+    /// Seconds the learned addresses admit new connections (before grace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// The name that decided, when it is not the queried one (a CNAME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 impl AuditEvent {
@@ -104,6 +137,7 @@ impl AuditEvent {
             mode: None,
             detail: None,
             count: None,
+            dns: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -127,6 +161,17 @@ impl AuditEvent {
             }
         } else if let Some(proto) = &self.protocol {
             s.push_str(&format!(" socket={proto}"));
+        }
+        if let Some(d) = &self.dns {
+            s.push_str(&format!(" query={} type={}", d.query, d.qtype));
+            if !d.learned.is_empty() {
+                let learned: Vec<String> = d.learned.iter().map(ToString::to_string).collect();
+                s.push_str(&format!(
+                    " learned={} ttl={}",
+                    learned.join(","),
+                    d.ttl.unwrap_or(0)
+                ));
+            }
         }
         s.push_str(&format!(" reason={}", self.reason));
         if let Some(rule) = &self.rule {
@@ -157,5 +202,6 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::KillSwitch => "kill-switch",
         EventKind::Loss => "loss",
         EventKind::Daemon => "daemon",
+        EventKind::Dns => "dns",
     }
 }

@@ -29,7 +29,17 @@ use super::{BpfError, KernelMaps, pins::PinDir, sys};
 const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 /// The cgroup socket programs, attached at the configured cgroup.
-const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    "connect4",
+    "connect6",
+    "sendmsg4",
+    "sendmsg6",
+    // DNS steering: show the resolver the process meant, not the proxy.
+    "recvmsg4",
+    "recvmsg6",
+    "getpeername4",
+    "getpeername6",
+];
 const SOCK_CREATE_PROGRAM: &str = "sock_create";
 const LSM_PROGRAM: &str = "socket_create";
 

@@ -26,6 +26,9 @@ pub const PINNED_MAPS: &[&str] = &[
     "EVENTS",
     "EVENTS_LOST",
     "VERDICTS",
+    "DNS_CFG",
+    "LEARNED",
+    "DNS_ORIG",
 ];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.

@@ -24,6 +24,8 @@ pub enum DaemonError {
     Bpf(#[from] BpfError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("DNS proxy: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("unknown identity `{0}`: it is not defined in the active policy")]
     UnknownIdentity(String),
     #[error("permission denied: {0}")]

@@ -4,6 +4,7 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod dns;
 pub mod enrol;
 mod error;
 mod kernel_events;
@@ -96,6 +97,8 @@ pub struct Daemon {
     pub packet_guard: PacketGuard,
     /// What is degraded on this host (preflight warnings, fallbacks).
     pub warnings: Vec<String>,
+    /// The DNS proxy (`None` with `dns.enabled: false`).
+    pub dns: Option<Arc<crate::dns::DnsService>>,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -162,6 +165,7 @@ impl Daemon {
         let maps = kernel.maps_handle();
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let dns = dns::start(&config, &mut kernel, &audit).await?;
 
         let placeholder = Arc::new(ActivePolicy {
             policy: loaded.policy.clone(),
@@ -179,6 +183,7 @@ impl Daemon {
             metrics_addr,
             packet_guard,
             warnings,
+            dns,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -271,6 +276,7 @@ impl Daemon {
         notify::notify("STOPPING=1");
         self.audit.emit(ev);
         self.audit.flush().await;
+        self.dns_save();
         if detach {
             match crate::bpf::uninstall(&self.config.bpffs) {
                 Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),

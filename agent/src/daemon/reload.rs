@@ -46,9 +46,10 @@ impl Daemon {
         for ident in &policy.identities {
             self.registry.ensure(&ident.id)?;
         }
-        let tables = tables::compile(&policy, generation & 1, &|name| {
+        let mut tables = tables::compile(&policy, generation & 1, &|name| {
             self.registry.index_of(name)
         })?;
+        self.dns_prepare(&policy, &mut tables).await?;
         self.maps.apply(&tables, generation)?;
         let active = Arc::new(ActivePolicy { policy, generation });
         self.active.store(active.clone());
@@ -64,6 +65,7 @@ impl Daemon {
                 history.pop_front();
             }
         }
+        self.dns_commit().await;
         let selected = self.selector_sync().full_sync(&active.policy)?;
         let keep: HashSet<String> = active
             .policy

@@ -2,6 +2,9 @@
 //! tests run it enrolled (through `palisade exec`) and read the outcome.
 //! Prints one JSON line: `{"ok":true}` or `{"ok":false,"errno":1,...}`.
 
+#[path = "palisade-probe/dns.rs"]
+mod dns;
+
 use std::{
     io,
     net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
@@ -65,7 +68,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS"
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big"
     );
     std::process::exit(2)
 }
@@ -195,6 +198,7 @@ fn main() {
                 serde_json::to_string(&other_error).unwrap_or_default()
             )
         }
+        "dns" => dns::run(rest).unwrap_or_else(|| usage()),
         _ => usage(),
     };
     println!("{line}");

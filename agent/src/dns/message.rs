@@ -1,0 +1,279 @@
+//! DNS messages, read and written with hickory-proto: what a query asks,
+//! what an answer says (the CNAME chain and its addresses), and the
+//! answers the proxy makes itself.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use hickory_proto::{
+    op::{Header, Message, MessageType, OpCode, ResponseCode},
+    rr::{Name, RData, RecordType},
+    serialize::binary::BinDecodable,
+};
+
+/// Longest CNAME chain followed; a longer one is treated as malformed.
+const MAX_CHAIN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("malformed DNS message: {0}")]
+    Malformed(String),
+    #[error("not a standard query (opcode {opcode}, response bit {response})")]
+    NotAQuery { opcode: String, response: bool },
+    #[error("a query must ask exactly one question, this one asks {0}")]
+    QuestionCount(usize),
+    #[error("encoding a DNS message: {0}")]
+    Encode(String),
+}
+
+impl MessageError {
+    /// The response code a client gets for this error.
+    pub const fn rcode(&self) -> ResponseCode {
+        match self {
+            Self::NotAQuery { .. } => ResponseCode::NotImp,
+            Self::Encode(_) => ResponseCode::ServFail,
+            Self::Malformed(_) | Self::QuestionCount(_) => ResponseCode::FormErr,
+        }
+    }
+}
+
+/// A query the proxy will judge.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub msg: Message,
+    /// The question's name: lowercase, no trailing dot.
+    pub name: String,
+    pub qtype: RecordType,
+}
+
+/// A name as policies compare it: lowercase, without the trailing dot.
+pub fn canonical(name: &Name) -> String {
+    let mut s = name.to_ascii().to_ascii_lowercase();
+    if s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+pub fn parse_query(bytes: &[u8]) -> Result<Query, MessageError> {
+    let msg = Message::from_vec(bytes).map_err(|e| MessageError::Malformed(e.to_string()))?;
+    if msg.metadata.message_type != MessageType::Query || msg.metadata.op_code != OpCode::Query {
+        return Err(MessageError::NotAQuery {
+            opcode: format!("{:?}", msg.metadata.op_code),
+            response: msg.metadata.message_type == MessageType::Response,
+        });
+    }
+    if msg.queries.len() != 1 {
+        return Err(MessageError::QuestionCount(msg.queries.len()));
+    }
+    let q = &msg.queries[0];
+    let name = canonical(q.name());
+    let qtype = q.query_type();
+    Ok(Query { msg, name, qtype })
+}
+
+/// An error answer to bytes that may not even parse: the header is read
+/// for the id when there is one; `None` when not even that (no answer).
+pub fn error_for_bytes(bytes: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
+    let header = Header::from_bytes(bytes).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None; // never answer an answer
+    }
+    Message::error_msg(header.metadata.id, header.metadata.op_code, rcode)
+        .to_vec()
+        .ok()
+}
+
+/// The proxy's own answer to a query (NXDOMAIN, REFUSED, SERVFAIL…).
+pub fn error_response(query: &Message, rcode: ResponseCode) -> Result<Vec<u8>, MessageError> {
+    let mut msg = Message::error_msg(query.metadata.id, query.metadata.op_code, rcode);
+    msg.metadata.recursion_desired = query.metadata.recursion_desired;
+    msg.metadata.recursion_available = true;
+    msg.add_queries(query.queries.iter().cloned());
+    msg.to_vec()
+        .map_err(|e| MessageError::Encode(e.to_string()))
+}
+
+/// What an upstream answer says about the queried name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The queried name, then each CNAME target in order.
+    pub chain: Vec<String>,
+    /// A/AAAA records whose owner is in the chain.
+    pub addrs: Vec<IpAddr>,
+    /// Lowest TTL among the chain's records (`None` when there are none).
+    pub min_ttl: Option<u32>,
+}
+
+/// Follow the CNAME chain from `qname` through the answer section and
+/// collect the addresses of the names on it.
+pub fn analyse(resp: &Message, qname: &str) -> Result<Answer, MessageError> {
+    let mut out = Answer {
+        chain: vec![qname.to_string()],
+        ..Answer::default()
+    };
+    let mut on_chain: HashSet<String> = HashSet::from([qname.to_string()]);
+    let mut current = qname.to_string();
+    loop {
+        let next = resp.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if canonical(&r.name) == current => {
+                Some((canonical(&target.0), r.ttl))
+            }
+            _ => None,
+        });
+        let Some((target, ttl)) = next else { break };
+        if !on_chain.insert(target.clone()) || out.chain.len() > MAX_CHAIN {
+            return Err(MessageError::Malformed(format!(
+                "CNAME chain from {qname} loops or is longer than {MAX_CHAIN}"
+            )));
+        }
+        out.min_ttl = Some(out.min_ttl.map_or(ttl, |t| t.min(ttl)));
+        out.chain.push(target.clone());
+        current = target;
+    }
+    for r in &resp.answers {
+        let ip = match &r.data {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(a) => IpAddr::V6(a.0),
+            _ => continue,
+        };
+        if on_chain.contains(&canonical(&r.name)) {
+            out.min_ttl = Some(out.min_ttl.map_or(r.ttl, |t| t.min(r.ttl)));
+            if !out.addrs.contains(&ip) {
+                out.addrs.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The upstream answer as the client gets it: its own id back, and no
+/// record living longer (TTL) than the addresses stay learned.
+pub fn finish(mut resp: Message, id: u16, ttl_cap: u32) -> Result<Vec<u8>, MessageError> {
+    resp.metadata.id = id;
+    for r in &mut resp.answers {
+        r.ttl = r.ttl.min(ttl_cap);
+    }
+    resp.to_vec()
+        .map_err(|e| MessageError::Encode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{Ipv4Addr, Ipv6Addr},
+        str::FromStr,
+    };
+
+    use hickory_proto::{
+        op::Query as Question,
+        rr::{
+            Record,
+            rdata::{A, AAAA, CNAME},
+        },
+    };
+
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_str(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn query(qname: &str) -> Vec<u8> {
+        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        m.add_query(Question::query(name(qname), RecordType::A));
+        m.to_vec().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn parses_and_canonicalises_the_question() {
+        let q = parse_query(&query("WWW.Example.COM.")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.name, "www.example.com");
+        assert_eq!(q.qtype, RecordType::A);
+        assert_eq!(q.msg.metadata.id, 0x1234);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        assert!(parse_query(&[]).is_err());
+        assert!(parse_query(&[0xff; 11]).is_err());
+        assert!(error_for_bytes(&[1], ResponseCode::FormErr).is_none());
+        let mut bytes = query("a.b");
+        bytes.truncate(bytes.len() - 3);
+        let err = parse_query(&bytes).unwrap_err();
+        assert_eq!(err.rcode(), ResponseCode::FormErr);
+        let answer = error_for_bytes(&bytes, ResponseCode::FormErr)
+            .unwrap_or_else(|| panic!("header is intact"));
+        let m = Message::from_vec(&answer).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.metadata.id, 0x1234);
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        // Pseudo-random bytes of every length up to 600.
+        let mut x: u32 = 1;
+        for len in 0..600 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = parse_query(&buf);
+            let _ = error_for_bytes(&buf, ResponseCode::FormErr);
+        }
+    }
+
+    #[test]
+    fn follows_cname_chains_and_takes_the_lowest_ttl() {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_answer(Record::from_rdata(
+            name("www.example.com."),
+            300,
+            RData::CNAME(CNAME(name("edge.cdn.net."))),
+        ));
+        m.add_answer(Record::from_rdata(
+            name("edge.cdn.net."),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 7))),
+        ));
+        m.add_answer(Record::from_rdata(
+            name("EDGE.cdn.net."),
+            90,
+            RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)),
+        ));
+        m.add_answer(Record::from_rdata(
+            name("unrelated.org."),
+            5,
+            RData::A(A(Ipv4Addr::new(198, 51, 100, 1))),
+        ));
+        let a = analyse(&m, "www.example.com").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.chain, vec!["www.example.com", "edge.cdn.net"]);
+        assert_eq!(
+            a.addrs,
+            vec![
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+                IpAddr::V6(Ipv6Addr::LOCALHOST)
+            ]
+        );
+        assert_eq!(a.min_ttl, Some(60));
+        let bytes = finish(m, 0x4321, 30).unwrap_or_else(|e| panic!("{e}"));
+        let back = Message::from_vec(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.metadata.id, 0x4321);
+        assert!(back.answers.iter().all(|r| r.ttl <= 30));
+    }
+
+    #[test]
+    fn cname_loops_are_malformed() {
+        let mut m = Message::new(1, MessageType::Response, OpCode::Query);
+        m.add_answer(Record::from_rdata(
+            name("a.x."),
+            5,
+            RData::CNAME(CNAME(name("b.x."))),
+        ));
+        m.add_answer(Record::from_rdata(
+            name("b.x."),
+            5,
+            RData::CNAME(CNAME(name("a.x."))),
+        ));
+        assert!(analyse(&m, "a.x").is_err());
+    }
+}
