@@ -15,6 +15,11 @@ use super::{
 };
 use agent_common::NormAddr;
 
+/// A verdict change: (old verdict, new verdict, protocol, port range).
+type Change<P> = (&'static str, &'static str, P, (u16, u16));
+/// Changed address intervals, by change.
+type Changes<P> = BTreeMap<Change<P>, Vec<(u128, u128)>>;
+
 /// Above this many pieces per identity, addresses are compared rule by rule.
 const MAX_PIECES: u64 = 4_000_000;
 
@@ -191,10 +196,7 @@ fn address_diff(old: &Policy, new: &Policy, o: &Identity, n: &Identity, out: &mu
             u128::from(u32::MAX)
         };
         // (old, new, proto, ports) -> address intervals that changed.
-        let mut changes: BTreeMap<
-            (&'static str, &'static str, &'static str, (u16, u16)),
-            Vec<(u128, u128)>,
-        > = BTreeMap::new();
+        let mut changes: Changes<&'static str> = BTreeMap::new();
         for (k, start) in cuts.iter().enumerate() {
             let end = cuts.get(k + 1).map_or(max, |n| n - 1);
             if !cidrs.iter().any(|c| {
@@ -224,8 +226,7 @@ fn address_diff(old: &Policy, new: &Policy, o: &Identity, n: &Identity, out: &mu
             }
         }
         // Same change for tcp and udp: say "any".
-        let mut merged: BTreeMap<(&str, &str, String, (u16, u16)), Vec<(u128, u128)>> =
-            BTreeMap::new();
+        let mut merged: Changes<String> = BTreeMap::new();
         for ((a, b, proto, ports), ranges) in &changes {
             let other = if *proto == "tcp" { "udp" } else { "tcp" };
             let twin = changes.get(&(*a, *b, other, *ports));

@@ -491,12 +491,8 @@ fn json_policies_take_the_fast_path_and_still_report_positions() {
             .map(|r| r.id.clone())
             .collect::<Vec<_>>()
     };
-    let mut ids_fast = ids(&loaded);
-    for id in &mut ids_fast {
-        *id = id.replace("p.json", "p.json");
-    }
     assert_eq!(
-        ids_fast,
+        ids(&loaded),
         ids(&from_yaml),
         "numbering does not depend on the parser or the layout"
     );
