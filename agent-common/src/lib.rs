@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod dns;
 pub mod event;
+pub mod grants;
 pub mod maps;
 
 pub use addr::NormAddr;

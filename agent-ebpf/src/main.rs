@@ -11,6 +11,7 @@ mod dns;
 mod emit;
 mod getpeername4;
 mod getpeername6;
+mod grants;
 mod identity;
 mod learned;
 mod maps;

@@ -78,3 +78,9 @@ pub static LEARNED: HashMap<LearnedKey, LearnedValue> =
 /// Per socket: the resolver address a steered socket meant.
 #[btf_map]
 pub static DNS_ORIG: SkStorage<OrigDst> = SkStorage::new();
+
+/// (identity, family, granted prefix) → just-in-time grant ranges with
+/// their expiry. Outside the generation slots (scope slot bit 0).
+#[map]
+pub static GRANTS: LpmTrie<LpmData, agent_common::grants::GrantValue> =
+    LpmTrie::with_max_entries(65536, 0);

@@ -78,6 +78,11 @@ pub fn judge(
     {
         return (Reason::AllowRule, rule);
     }
+    // Only what the policy does not allow reaches here: the grants lookup
+    // costs nothing on the allowed path.
+    if let Some(rule) = crate::grants::judge(identity, addr, port, proto) {
+        return (Reason::AllowRule, rule);
+    }
     (Reason::DefaultDeny, NO_RULE)
 }
 

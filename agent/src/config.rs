@@ -51,6 +51,65 @@ pub struct Config {
     pub policy_watch_seconds: u64,
     /// DNS-aware egress (see `dns::settings` and docs/dns.md).
     pub dns: crate::dns::DnsSettings,
+    /// Tokens of the decision API.
+    pub tokens: TokensConfig,
+    pub approvals: ApprovalsConfig,
+    pub api: ApiConfig,
+}
+
+/// Signing and lifetime of decision-API tokens.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Ed25519 key file (created on first start, mode 0600).
+    pub key_file: PathBuf,
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Default lifetime ("15m").
+    pub ttl: String,
+    /// Longest lifetime a caller may ask for ("1h").
+    pub max_ttl: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            key_file: PathBuf::from("/var/lib/palisade/keys.yaml"),
+            issuer: "palisade".into(),
+            audience: "palisade".into(),
+            ttl: "15m".into(),
+            max_ttl: "1h".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// How long a pending approval waits for a decision ("1h").
+    pub ttl: String,
+    /// Longest validity of an approval's override token ("10m").
+    pub override_ttl: String,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            ttl: "1h".into(),
+            override_ttl: "10m".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Also serve the API on this loopback TCP address (e.g.
+    /// "127.0.0.1:50051"). Over TCP there are no peer credentials: agent
+    /// calls need the Unix socket; operator calls need an operator token.
+    pub tcp: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -101,6 +160,9 @@ impl Default for Config {
             metrics: crate::metrics::MetricsConfig::default(),
             policy_watch_seconds: 0,
             dns: crate::dns::DnsSettings::default(),
+            tokens: TokensConfig::default(),
+            approvals: ApprovalsConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -166,6 +228,34 @@ impl Config {
             return Err(at(line, col, msg));
         }
         cfg.dns.resolve_paths(base);
+        cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
+        for (key, value) in [
+            ("tokens.ttl", &cfg.tokens.ttl),
+            ("tokens.max_ttl", &cfg.tokens.max_ttl),
+            ("approvals.ttl", &cfg.approvals.ttl),
+            ("approvals.override_ttl", &cfg.approvals.override_ttl),
+        ] {
+            if let Err(e) = humantime::parse_duration(value) {
+                return Err(at(
+                    1,
+                    1,
+                    format!("{key} = {value:?}: {e} (write e.g. \"15m\")"),
+                ));
+            }
+        }
+        if let Some(tcp) = &cfg.api.tcp {
+            match tcp.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(a) => {
+                    return Err(at(
+                        1,
+                        1,
+                        format!("api.tcp {a} is not a loopback address; the API is local only"),
+                    ));
+                }
+                Err(e) => return Err(at(1, 1, format!("api.tcp {tcp:?}: {e}"))),
+            }
+        }
         cfg.dns.check().map_err(|msg| at(1, 1, msg))?;
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
@@ -271,5 +361,12 @@ mod tests {
             dir.join(".a.jsonl.otlp-cursor")
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+impl Config {
+    /// A duration setting already checked by `load`.
+    pub fn duration(text: &str, default: std::time::Duration) -> std::time::Duration {
+        humantime::parse_duration(text).unwrap_or(default)
     }
 }

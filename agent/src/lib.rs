@@ -9,12 +9,14 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod decision;
 pub mod dns;
 pub mod doctor;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod seccomp;
+pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.
 pub mod proto {

@@ -68,7 +68,7 @@ impl TestEnv {
     /// port (see `metrics_address`).
     pub fn write_config_with(&self, audit_extra: &str, extra: &str) {
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}cgroup:\n  attach: {}\nresync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\n{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}cgroup:\n  attach: {}\nresync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),

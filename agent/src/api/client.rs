@@ -29,3 +29,16 @@ pub async fn connect(socket: &Path) -> Result<PalisadeClient<Channel>, ConnectEr
         .map_err(|source| ConnectError { path, source })?;
     Ok(PalisadeClient::new(channel))
 }
+
+/// A request carrying the operator token from `PALISADE_OPERATOR_TOKEN`, if
+/// set (for operator calls from users who are neither root nor in the
+/// operator group, and over TCP).
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Ok(token) = std::env::var("PALISADE_OPERATOR_TOKEN")
+        && let Ok(value) = format!("Bearer {}", token.trim()).parse()
+    {
+        req.metadata_mut().insert("authorization", value);
+    }
+    req
+}

@@ -3,6 +3,7 @@
 //! maps its error to a status code in one place (`to_status`).
 
 pub mod client;
+mod decision;
 pub mod observe;
 mod server;
 
@@ -18,7 +19,19 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::Policy(_) | DaemonError::Tables(_) | DaemonError::InvalidArgument(_) => {
             Code::InvalidArgument
         }
-        DaemonError::UnknownIdentity(_) => Code::NotFound,
+        DaemonError::UnknownIdentity(_) | DaemonError::NotFound(_) => Code::NotFound,
+        DaemonError::Token(crate::tokens::TokenError::WrongIdentity { .. })
+        | DaemonError::Revoked(_) => Code::PermissionDenied,
+        DaemonError::Token(crate::tokens::TokenError::ReplayCacheFull) => Code::ResourceExhausted,
+        DaemonError::Token(crate::tokens::TokenError::KeyFile(_)) => Code::Internal,
+        DaemonError::Token(_) => Code::Unauthenticated,
+        DaemonError::Approval(crate::decision::approvals::ApprovalError::NotFound(_)) => {
+            Code::NotFound
+        }
+        DaemonError::Approval(_) => Code::FailedPrecondition,
+        DaemonError::Grant(crate::decision::grants::GrantError::TooMany(..)) => {
+            Code::ResourceExhausted
+        }
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
         DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
@@ -29,7 +42,8 @@ pub fn to_status(err: DaemonError) -> Status {
         | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
         | DaemonError::Identity(_)
-        | DaemonError::Dns(_) => Code::Internal,
+        | DaemonError::Dns(_)
+        | DaemonError::Grant(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

@@ -2,7 +2,10 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status, transport::server::UdsConnectInfo};
+use tonic::{
+    Request, Response, Status,
+    transport::server::{TcpConnectInfo, UdsConnectInfo},
+};
 
 use super::to_status;
 use crate::{
@@ -20,8 +23,23 @@ impl PalisadeService {
     }
 }
 
-/// The peer's credentials as the kernel reported them when it connected.
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+/// Who is calling: the peer's credentials as the kernel reported them when
+/// it connected to the Unix socket, or (over loopback TCP) nobody in
+/// particular; plus an operator token from `authorization: Bearer …`.
+pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let operator_token = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    if req.extensions().get::<TcpConnectInfo>().is_some() {
+        return Ok(Caller {
+            over_tcp: true,
+            operator_token,
+            ..Caller::default()
+        });
+    }
     let info = req
         .extensions()
         .get::<UdsConnectInfo>()
@@ -32,14 +50,69 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .and_then(|p| u32::try_from(p).ok())
         .ok_or_else(|| Status::unauthenticated("peer pid unknown"))?;
     Ok(Caller {
-        pid,
-        uid: info.uid(),
-        gid: info.gid(),
+        operator_token,
+        ..Caller::unix(pid, info.uid(), info.gid())
     })
 }
 
 #[tonic::async_trait]
 impl proto::palisade_server::Palisade for PalisadeService {
+    async fn issue_token(
+        &self,
+        req: Request<proto::IssueTokenRequest>,
+    ) -> Result<Response<proto::IssueTokenResponse>, Status> {
+        super::decision::issue_token(&self.daemon, req).await
+    }
+
+    async fn decide(
+        &self,
+        req: Request<proto::DecideRequest>,
+    ) -> Result<Response<proto::DecideResponse>, Status> {
+        super::decision::decide(&self.daemon, req).await
+    }
+
+    async fn get_approval(
+        &self,
+        req: Request<proto::GetApprovalRequest>,
+    ) -> Result<Response<proto::Approval>, Status> {
+        super::decision::get_approval(&self.daemon, req).await
+    }
+
+    async fn list_approvals(
+        &self,
+        req: Request<proto::ListApprovalsRequest>,
+    ) -> Result<Response<proto::ListApprovalsResponse>, Status> {
+        super::decision::list_approvals(&self.daemon, req).await
+    }
+
+    async fn resolve_approval(
+        &self,
+        req: Request<proto::ResolveApprovalRequest>,
+    ) -> Result<Response<proto::Approval>, Status> {
+        super::decision::resolve_approval(&self.daemon, req).await
+    }
+
+    async fn request_egress(
+        &self,
+        req: Request<proto::RequestEgressRequest>,
+    ) -> Result<Response<proto::RequestEgressResponse>, Status> {
+        super::decision::request_egress(&self.daemon, req).await
+    }
+
+    async fn push_policy(
+        &self,
+        req: Request<proto::PushPolicyRequest>,
+    ) -> Result<Response<proto::ReloadPolicyResponse>, Status> {
+        super::decision::push_policy(&self.daemon, req).await
+    }
+
+    async fn ping(
+        &self,
+        _req: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        Ok(Response::new(proto::PingResponse {}))
+    }
+
     type WatchEventsStream = super::observe::EventStream;
 
     async fn watch_events(
@@ -169,11 +242,49 @@ pub async fn serve(
             .gid;
         nix::unistd::chown(socket, None, Some(gid)).map_err(|e| io(std::io::Error::from(e)))?;
     }
+    let tcp = match &daemon.config.api.tcp {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Config(format!("api.tcp {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    // The standard gRPC health service, on both listeners.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<PalisadeServer<PalisadeService>>()
+        .await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let tcp_server = tcp.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "API also listening on loopback TCP (operator tokens and health only)");
+        let svc = PalisadeServer::new(PalisadeService::new(daemon.clone()));
+        let health = health.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopped(rx))
+                .await
+        })
+    });
     tracing::info!(socket = %socket.display(), "API listening");
     crate::daemon::notify::notify("READY=1");
-    tonic::transport::Server::builder()
+    let unix = tonic::transport::Server::builder()
+        .add_service(health)
         .add_service(PalisadeServer::new(PalisadeService::new(daemon)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| DaemonError::Config(format!("API server: {e}")))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(t) = tcp_server {
+        let _ = t.await;
+    }
+    unix.map_err(|e| DaemonError::Config(format!("API server: {e}")))
 }

@@ -21,6 +21,12 @@ pub enum EventKind {
     Daemon,
     /// A DNS lookup judged by the proxy.
     Dns,
+    /// A tool call judged by the decision API (or a refused request to it).
+    Decision,
+    /// An approval requested, approved, rejected or used.
+    Approval,
+    /// A just-in-time egress grant given, ended or withdrawn.
+    Grant,
 }
 
 /// One audit record. The field names are a contract with SIEM pipelines.
@@ -65,6 +71,9 @@ pub struct AuditEvent {
     /// DNS lookups (`kind: dns`): the question, the answer, what was learned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDetail>,
+    /// Tool calls, approvals and grants (`decision`, `approval`, `grant`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallDetail>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +85,39 @@ pub struct AuditEvent {
     /// last field: the sealed line is the body with `,"hash":…` appended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+}
+
+/// What a decision, approval or grant event says about the call.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CallDetail {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tool: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub action: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// SHA-256 of the canonical parameters (never the parameters: they may
+    /// hold personal data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params_digest: Option<String>,
+    /// Names of the parameters sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// Who approved or rejected (`uid 0 (root)`, `operator alice`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+    /// Grants: destination, ports and expiry (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Token of the call, when one was checked: its `jti` and key id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// What a DNS event says about the lookup.
@@ -138,6 +180,7 @@ impl AuditEvent {
             detail: None,
             count: None,
             dns: None,
+            call: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -203,5 +246,8 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Loss => "loss",
         EventKind::Daemon => "daemon",
         EventKind::Dns => "dns",
+        EventKind::Decision => "decision",
+        EventKind::Approval => "approval",
+        EventKind::Grant => "grant",
     }
 }

@@ -44,6 +44,8 @@ pub struct KernelMaps {
     /// Taken by the event reader.
     pub events: Mutex<Option<RingBuf<MapData>>>,
     pub cgroup_events: Mutex<Option<RingBuf<MapData>>>,
+    /// Just-in-time egress grants (see `decision::grants`).
+    pub grants: Mutex<LpmTrie<MapData, LpmData, agent_common::grants::GrantValue>>,
 }
 
 /// Lock a mutex, recovering from poisoning: map handles hold no invariants
@@ -82,7 +84,47 @@ impl KernelMaps {
             events_lost: Mutex::new(typed!(ebpf, "EVENTS_LOST")),
             events: Mutex::new(Some(typed!(ebpf, "EVENTS"))),
             cgroup_events: Mutex::new(Some(typed!(ebpf, "CGROUP_EVENTS"))),
+            grants: Mutex::new(typed!(ebpf, "GRANTS")),
         })
+    }
+
+    /// Replace the grant entries of the given keys: `Some` writes, `None`
+    /// removes.
+    pub fn write_grants(
+        &self,
+        entries: &[(LpmKey, Option<agent_common::grants::GrantValue>)],
+    ) -> Result<(), BpfError> {
+        let mut map = lock(&self.grants);
+        for (key, value) in entries {
+            let k = Key::new(key.prefix_len, key.data);
+            match value {
+                Some(v) => map.insert(&k, v, 0).map_err(BpfError::map("GRANTS"))?,
+                None => match map.remove(&k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(BpfError::map("GRANTS")(e)),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Every grant entry in the kernel (to adopt after a restart).
+    pub fn grant_entries(
+        &self,
+    ) -> Result<Vec<(LpmKey, agent_common::grants::GrantValue)>, BpfError> {
+        let map = lock(&self.grants);
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (k, v) = entry.map_err(BpfError::map("GRANTS"))?;
+            out.push((
+                LpmKey {
+                    prefix_len: k.prefix_len(),
+                    data: k.data(),
+                },
+                v,
+            ));
+        }
+        Ok(out)
     }
 
     pub fn active_generation(&self) -> Result<u32, BpfError> {

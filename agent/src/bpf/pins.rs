@@ -29,6 +29,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "DNS_CFG",
     "LEARNED",
     "DNS_ORIG",
+    "GRANTS",
 ];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.

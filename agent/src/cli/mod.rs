@@ -3,9 +3,11 @@
 
 mod audit;
 mod daemon;
+mod decision;
 mod doctor;
 mod events;
 mod exec;
+mod keys;
 mod ops;
 mod policy;
 
@@ -88,6 +90,88 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Ask whether a tool call may happen (run enrolled, e.g. under `palisade
+    /// exec`). Exit 0 = ALLOW, 1 = DENY, 3 = APPROVAL_REQUIRED.
+    Decide {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long, default_value = "")]
+        resource: String,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Context as a JSON object.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        /// The override token of an approved approval.
+        #[arg(long)]
+        override_token: Option<String>,
+        /// On APPROVAL_REQUIRED, wait up to this many seconds for an
+        /// operator, then make the approved call.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a fresh single-use token for the caller's identity (run enrolled).
+    Token {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Lifetime in seconds (0 = the daemon's default).
+        #[arg(long, default_value_t = 0)]
+        ttl: u32,
+    },
+    /// List pending approvals (operator).
+    Approvals {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Include resolved approvals.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending approval (operator).
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Reject a pending approval (operator).
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Ask for a just-in-time egress grant for the caller's identity.
+    Egress {
+        /// An address or CIDR.
+        destination: String,
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u32>,
+        #[arg(long, default_value = "any")]
+        protocol: String,
+        /// e.g. "15m" (default: the rule's max_ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The token signing keys: generate, rotate, JWKS, operator tokens.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Remove every pinned program and map: enforcement ends.
     Uninstall {
         /// The daemon's pin directory.
@@ -165,6 +249,47 @@ pub fn main() -> ExitCode {
         } => ops::kill_switch(&socket, &identity, false, &reason),
         Command::Reload { socket } => ops::reload(&socket),
         Command::Uninstall { bpffs } => ops::uninstall(&bpffs),
+        Command::Decide {
+            socket,
+            tool,
+            action,
+            resource,
+            params,
+            context,
+            override_token,
+            wait,
+            json,
+        } => decision::decide(
+            &socket,
+            &tool,
+            &action,
+            &resource,
+            &params,
+            &context,
+            override_token.as_deref(),
+            wait,
+            json,
+        ),
+        Command::Token { socket, ttl } => decision::token(&socket, ttl),
+        Command::Approvals { socket, all, json } => decision::approvals(&socket, all, json),
+        Command::Approve { id, reason, socket } => decision::resolve(&socket, &id, true, &reason),
+        Command::Reject { id, reason, socket } => decision::resolve(&socket, &id, false, &reason),
+        Command::Egress {
+            destination,
+            ports,
+            protocol,
+            ttl,
+            reason,
+            socket,
+        } => decision::egress(
+            &socket,
+            &destination,
+            &ports,
+            &protocol,
+            ttl.as_deref(),
+            &reason,
+        ),
+        Command::Keys { command } => keys::run(command),
         Command::Doctor { config, json } => doctor::run(config.as_deref(), json),
         Command::Audit { command } => match command {
             AuditCommand::Verify { files } => audit::verify(&files),

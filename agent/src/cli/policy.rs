@@ -61,6 +61,14 @@ pub enum PolicyCommand {
     Diff { old: PathBuf, new: PathBuf },
     /// Print the JSON Schema of policy files (for editors).
     Schema,
+    /// Send policy files to the running daemon (operator): validated whole,
+    /// written to its policy location, applied.
+    Push {
+        #[arg(long, default_value = super::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -126,6 +134,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Push { socket, files } => super::decision::push(&socket, &files),
         PolicyCommand::Schema => {
             println!(
                 "{}",

@@ -11,12 +11,29 @@ use crate::{
     identity::CgroupFs,
 };
 
-/// Who is calling, as the kernel attests it (SO_PEERCRED).
-#[derive(Clone, Copy, Debug)]
+/// Who is calling, as the kernel attests it (SO_PEERCRED on the Unix
+/// socket), plus an operator token when the request carries one.
+#[derive(Clone, Debug, Default)]
 pub struct Caller {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Over the loopback TCP listener there are no peer credentials: only an
+    /// operator token can authenticate the caller.
+    pub over_tcp: bool,
+    /// `authorization: Bearer <operator token>`.
+    pub operator_token: Option<String>,
+}
+
+impl Caller {
+    pub fn unix(pid: u32, uid: u32, gid: u32) -> Self {
+        Self {
+            pid,
+            uid,
+            gid,
+            ..Self::default()
+        }
+    }
 }
 
 /// Where a process was enrolled.
@@ -48,53 +65,80 @@ impl Daemon {
         Ok(None)
     }
 
-    /// Is this caller an operator (root, or in the configured group)?
-    pub fn is_operator(&self, caller: &Caller) -> bool {
+    /// Is this uid root or a member of the operator group?
+    fn operator_uid(&self, caller: &Caller) -> Option<String> {
+        if caller.over_tcp {
+            return None;
+        }
+        let name = nix::unistd::User::from_uid(caller.uid.into())
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let label = || format!("uid {} ({})", caller.uid, name.as_deref().unwrap_or("?"));
         if caller.uid == 0 {
-            return true;
+            return Some(label());
         }
-        let Some(group) = &self.config.socket_group else {
-            return false;
-        };
-        let Ok(Some(group)) = nix::unistd::Group::from_name(group) else {
-            return false;
-        };
-        if group.gid.as_raw() == caller.gid {
-            return true;
+        let group = nix::unistd::Group::from_name(self.config.socket_group.as_ref()?)
+            .ok()
+            .flatten()?;
+        (group.gid.as_raw() == caller.gid || name.as_ref().is_some_and(|n| group.mem.contains(n)))
+            .then(label)
+    }
+
+    /// The operator behind `caller` (root, a member of `socket_group`, or the
+    /// holder of an operator token), named for the audit trail. An enrolled
+    /// process is an agent and never an operator, whatever its uid or token:
+    /// agents cannot approve, revoke or widen their own scope.
+    pub fn operator(&self, caller: &Caller, what: &str) -> Result<String, DaemonError> {
+        if !caller.over_tcp
+            && let Some((identity, _)) = self.identity_of_pid(caller.pid)?
+        {
+            return Err(DaemonError::PermissionDenied(format!(
+                "{what} needs an operator; the caller is agent `{identity}`"
+            )));
         }
-        let Ok(Some(user)) = nix::unistd::User::from_uid(caller.uid.into()) else {
-            return false;
-        };
-        group.mem.contains(&user.name)
+        if let Some(token) = &caller.operator_token {
+            return self
+                .decisions
+                .tokens
+                .verify_operator(token)
+                .map(|c| format!("operator {}", c.sub))
+                .map_err(DaemonError::Token);
+        }
+        self.operator_uid(caller).ok_or_else(|| {
+            DaemonError::PermissionDenied(format!(
+                "{what} needs an operator (root, group `{}`, or an operator token); {} is not one",
+                self.config.socket_group.as_deref().unwrap_or("-"),
+                if caller.over_tcp {
+                    "a TCP caller without a token".to_string()
+                } else {
+                    format!("uid {}", caller.uid)
+                }
+            ))
+        })
     }
 
     fn require_operator(&self, caller: &Caller, what: &str) -> Result<(), DaemonError> {
-        if self.is_operator(caller) {
-            Ok(())
-        } else {
-            Err(DaemonError::PermissionDenied(format!(
-                "{what} needs an operator (root or group `{}`); uid {} is not one",
-                self.config.socket_group.as_deref().unwrap_or("root"),
-                caller.uid
-            )))
-        }
+        self.operator(caller, what).map(drop)
     }
 
     /// Move the caller into `identity`'s managed cgroup. The caller is the
     /// socket peer, never a pid from the request.
     pub fn enrol(&self, caller: &Caller, identity: &str) -> Result<Enrolled, DaemonError> {
-        self.require_operator(caller, "enrolling a process")?;
         let active = self.active();
         if active.policy.identity(identity).is_none() {
             return Err(DaemonError::UnknownIdentity(identity.to_string()));
         }
-        if let Some((current, _)) = self.identity_of_pid(caller.pid)?
-            && current != identity
-        {
-            return Err(DaemonError::PermissionDenied(format!(
-                "process {} is enrolled as `{current}` and cannot change identity",
-                caller.pid
-            )));
+        match self.identity_of_pid(caller.pid)? {
+            // An agent may start more of itself, nothing else.
+            Some((current, _)) if current == identity => {}
+            Some((current, _)) => {
+                return Err(DaemonError::PermissionDenied(format!(
+                    "process {} is enrolled as `{current}` and cannot change identity",
+                    caller.pid
+                )));
+            }
+            None => self.require_operator(caller, "enrolling a process")?,
         }
         let dir: PathBuf = self.managed.join(identity);
         std::fs::create_dir_all(&dir).map_err(DaemonError::Cgroup)?;
@@ -157,5 +201,34 @@ impl Daemon {
 
     pub fn require_operator_for(&self, caller: &Caller, what: &str) -> Result<(), DaemonError> {
         self.require_operator(caller, what)
+    }
+
+    /// The identity of a calling agent; an unenrolled caller is refused (and
+    /// recorded).
+    pub fn agent_identity(
+        &self,
+        caller: &Caller,
+        what: &str,
+    ) -> Result<(String, u32), DaemonError> {
+        if caller.over_tcp {
+            return Err(DaemonError::Unauthenticated(format!(
+                "{what} needs the Unix socket: over TCP the kernel cannot say who is calling"
+            )));
+        }
+        match self.identity_of_pid(caller.pid)? {
+            Some(found) => Ok(found),
+            None => {
+                let mut ev = AuditEvent::new(EventKind::Decision, "deny", "caller-not-enrolled");
+                ev.pid = Some(caller.pid);
+                ev.uid = Some(caller.uid);
+                ev.detail = Some(format!("{what} from a process that is not enrolled"));
+                ev.policy_version = Some(self.active().policy.version.to_string());
+                self.audit.emit(ev);
+                Err(DaemonError::Unauthenticated(format!(
+                    "{what}: process {} is not enrolled in any identity",
+                    caller.pid
+                )))
+            }
+        }
     }
 }

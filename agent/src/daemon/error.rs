@@ -34,4 +34,30 @@ pub enum DaemonError {
     Unauthenticated(String),
     #[error("{0}")]
     InvalidArgument(String),
+    #[error(transparent)]
+    Token(#[from] crate::tokens::TokenError),
+    #[error("identity `{0}` is revoked (kill switch): no tokens, no decisions")]
+    Revoked(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Approval(#[from] crate::decision::approvals::ApprovalError),
+    #[error("grant: {0}")]
+    Grant(#[from] crate::decision::grants::GrantError),
+}
+
+impl DaemonError {
+    /// A stable reason code for the audit trail.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Token(t) => t.code(),
+            Self::Revoked(_) => "kill-switch",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::PermissionDenied(_) => "permission-denied",
+            Self::Approval(_) => "approval-mismatch",
+            Self::InvalidArgument(_) => "invalid-request",
+            Self::NotFound(_) | Self::UnknownIdentity(_) => "not-found",
+            _ => "internal-error",
+        }
+    }
 }

@@ -4,11 +4,15 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod approve;
+mod decide;
 mod dns;
+mod egress;
 pub mod enrol;
 mod error;
 mod kernel_events;
 pub mod notify;
+mod push;
 mod reload;
 mod status;
 mod watch;
@@ -24,6 +28,8 @@ use std::{
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+pub use decide::{DecideInput, DecideOutcome, Issued};
+pub use egress::{EgressOutcome, EgressRequest};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
 pub use reload::{Reloaded, Trigger};
@@ -82,6 +88,27 @@ fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
 /// many copies of a large policy.
 const HISTORY: usize = 3;
 
+/// Tokens (the key file is created on first start), approvals, budgets
+/// and grants, from the configuration.
+fn decision_state(config: &Config) -> Result<crate::decision::DecisionState, DaemonError> {
+    use std::time::Duration;
+    let d = |text: &str, default: u64| Config::duration(text, Duration::from_secs(default));
+    let tokens = crate::tokens::Tokens::load(crate::tokens::TokenSettings {
+        key_file: config.tokens.key_file.clone(),
+        issuer: config.tokens.issuer.clone(),
+        audience: config.tokens.audience.clone(),
+        ttl: d(&config.tokens.ttl, 900),
+        max_ttl: d(&config.tokens.max_ttl, 3600),
+    })?;
+    Ok(crate::decision::DecisionState {
+        tokens,
+        approvals: crate::decision::approvals::Approvals::new(d(&config.approvals.ttl, 3600)),
+        budgets: crate::decision::budgets::Budgets::default(),
+        grants: crate::decision::grants::Grants::default(),
+        override_ttl: d(&config.approvals.override_ttl, 600),
+    })
+}
+
 pub struct Daemon {
     pub config: Config,
     pub cgroups: CgroupFs,
@@ -99,6 +126,8 @@ pub struct Daemon {
     pub warnings: Vec<String>,
     /// The DNS proxy (`None` with `dns.enabled: false`).
     pub dns: Option<Arc<crate::dns::DnsService>>,
+    /// Tokens, approvals, budgets and grants of the decision API.
+    pub decisions: crate::decision::DecisionState,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -166,6 +195,14 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let decisions = decision_state(&config)?;
+        let adopted_grants = decisions.grants.adopt(&maps, &|i| registry.name_of(i))?;
+        if adopted_grants > 0 {
+            info!(
+                grants = adopted_grants,
+                "adopted just-in-time grants from the kernel"
+            );
+        }
 
         let placeholder = Arc::new(ActivePolicy {
             policy: loaded.policy.clone(),
@@ -184,6 +221,7 @@ impl Daemon {
             packet_guard,
             warnings,
             dns,
+            decisions,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -205,6 +243,7 @@ impl Daemon {
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
         daemon.spawn_resync();
+        daemon.spawn_decision_upkeep();
         watch::spawn(&daemon);
         if let Some(listener) = metrics_listener {
             crate::metrics::server::spawn(listener, Arc::downgrade(&daemon))

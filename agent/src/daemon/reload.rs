@@ -73,6 +73,9 @@ impl Daemon {
             .iter()
             .map(|i| i.id.clone())
             .collect();
+        // Withdraw grants the new policy does not cover, before an index of a
+        // removed identity can be handed to another one.
+        self.sweep_grants(true);
         self.registry.release_unused(&keep)?;
         info!(
             version = %active.policy.version,

@@ -345,6 +345,20 @@ pub fn load_str(name: &str, text: &str) -> Result<Loaded, PolicyErrors> {
     validate::validate(&sources, validate::Locate::Everything)
 }
 
+/// Validate a policy given as (path, content) pairs, as if read from disk.
+pub fn load_sources(files: Vec<(std::path::PathBuf, String)>) -> Result<Loaded, PolicyErrors> {
+    let sources: Vec<source::Source> = files
+        .into_iter()
+        .map(|(path, text)| source::Source { path, text })
+        .collect();
+    validate::validate(&sources, validate::Locate::Everything)
+}
+
+/// The policy files of a directory, in the order they are read.
+pub fn policy_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, PolicyErrors> {
+    Ok(source::read(dir)?.into_iter().map(|s| s.path).collect())
+}
+
 /// Like `load`, with warnings promoted to errors (`--strict`).
 pub fn load_strict(path: &Path) -> Result<Loaded, PolicyErrors> {
     let loaded = load(path)?;

@@ -43,7 +43,7 @@ pub(super) fn read(path: &Path) -> Result<Vec<Source>, PolicyErrors> {
         if files.is_empty() {
             return Err(whole_file_error(
                 path,
-                "policy directory holds no *.yaml or *.yml file".into(),
+                "policy directory holds no *.yaml, *.yml or *.json file".into(),
             ));
         }
         files

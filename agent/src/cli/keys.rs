@@ -1,0 +1,97 @@
+//! `palisade keys`: the token signing key file (offline, as root).
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use crate::tokens::{KeyFile, keys::KeyEntry, operator_token};
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key file with one new key (refuses to overwrite).
+    Generate {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Retire the signing key and add a new one. The retired key keeps
+    /// verifying for `--grace` (at least the longest token lifetime);
+    /// reload the daemon (SIGHUP) to start signing with the new key.
+    Rotate {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "1h")]
+        grace: String,
+    },
+    /// Print the public keys as a JWKS, for services that verify tokens.
+    Jwks {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Mint an operator token (for operator calls without root).
+    OperatorToken {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        #[arg(long, default_value = "palisade")]
+        issuer: String,
+        #[arg(long, default_value = "palisade")]
+        audience: String,
+    },
+}
+
+fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text).with_context(|| format!("{flag} `{text}`"))
+}
+
+pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Generate { file } => {
+            if file.exists() {
+                anyhow::bail!("{} exists; use `palisade keys rotate`", file.display());
+            }
+            let f = KeyFile {
+                keys: vec![KeyEntry::generate(SystemTime::now())?],
+            };
+            f.write(&file)?;
+            println!("{}: new key {}", file.display(), f.keys[0].kid);
+        }
+        KeysCommand::Rotate { file, grace } => {
+            let mut f = KeyFile::read(&file)?;
+            let kid = f.rotate(SystemTime::now(), duration(&grace, "--grace")?)?;
+            f.write(&file)?;
+            println!(
+                "{}: now signing with {kid}; reload the daemon (SIGHUP)",
+                file.display()
+            );
+        }
+        KeysCommand::Jwks { file } => {
+            let jwks = KeyFile::read(&file)?.jwks(SystemTime::now())?;
+            println!("{}", serde_json::to_string_pretty(&jwks)?);
+        }
+        KeysCommand::OperatorToken {
+            file,
+            name,
+            ttl,
+            issuer,
+            audience,
+        } => {
+            let t = operator_token(
+                Path::new(&file),
+                &issuer,
+                &audience,
+                &name,
+                duration(&ttl, "--ttl")?,
+            )?;
+            println!("{t}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

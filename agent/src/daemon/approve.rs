@@ -1,0 +1,110 @@
+//! Operators' side of approvals: list, approve, reject. Approving a tool
+//! call hands the agent a single-use override token; approving an egress
+//! request puts the grant in the kernel at once.
+
+use super::{Caller, Daemon, DaemonError};
+use crate::{
+    audit::{AuditEvent, CallDetail, EventKind},
+    decision::approvals::Approval,
+    tokens::OverrideClaims,
+};
+
+impl Daemon {
+    pub fn list_approvals(&self, caller: &Caller, all: bool) -> Result<Vec<Approval>, DaemonError> {
+        self.operator(caller, "listing approvals")?;
+        Ok(self.decisions.approvals.list(all))
+    }
+
+    pub fn resolve_approval(
+        &self,
+        caller: &Caller,
+        id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Approval, DaemonError> {
+        let approver = self.operator(caller, "resolving approvals")?;
+        let pending = self
+            .decisions
+            .approvals
+            .get(id)
+            .ok_or_else(|| DaemonError::NotFound(format!("no approval `{id}`")))?;
+        // The override token, issued only for a tool approval being approved.
+        let token = if approve && pending.egress.is_none() {
+            let ttl = self
+                .decisions
+                .approvals
+                .remaining(&pending)
+                .min(self.decisions.override_ttl);
+            Some(self.decisions.tokens.issue_override(
+                OverrideClaims {
+                    iss: String::new(),
+                    aud: String::new(),
+                    sub: pending.identity.clone(),
+                    approval: pending.id.clone(),
+                    tool: pending.tool.clone(),
+                    action: pending.action.clone(),
+                    resource: pending.resource.clone(),
+                    params_digest: pending.params_digest.clone(),
+                    policy_version: pending.policy_version.clone(),
+                    iat: 0,
+                    nbf: 0,
+                    exp: 0,
+                    jti: String::new(),
+                },
+                ttl,
+            )?)
+        } else {
+            None
+        };
+        let a = self
+            .decisions
+            .approvals
+            .resolve(id, approve, &approver, reason, token)?;
+        let mut ev = AuditEvent::new(
+            EventKind::Approval,
+            if approve { "approved" } else { "rejected" },
+            if reason.is_empty() {
+                "operator"
+            } else {
+                reason
+            },
+        );
+        ev.identity = Some(a.identity.clone());
+        ev.uid = Some(caller.uid);
+        ev.rule = a.rules.first().cloned();
+        ev.policy_version = Some(a.policy_version.clone());
+        ev.call = Some(CallDetail {
+            tool: a.tool.clone(),
+            action: a.action.clone(),
+            resource: a.resource.clone(),
+            params_digest: (!a.params_digest.is_empty()).then(|| a.params_digest.clone()),
+            approval_id: Some(a.id.clone()),
+            approver: Some(approver.clone()),
+            destination: a.egress.as_ref().map(|e| e.destination.to_string()),
+            ..CallDetail::default()
+        });
+        self.audit.emit(ev);
+        if approve && let Some(e) = &a.egress {
+            let index = self
+                .registry
+                .index_of(&a.identity)
+                .ok_or_else(|| DaemonError::UnknownIdentity(a.identity.clone()))?;
+            let rule_id = a.rules.first().cloned().unwrap_or_default();
+            self.grant(
+                &a.identity,
+                index,
+                e.destination,
+                e.ports.clone(),
+                e.protocol,
+                e.rule,
+                rule_id,
+                e.ttl,
+                reason,
+                &approver,
+            )?;
+        }
+        self.metrics
+            .set_pending_approvals(self.decisions.approvals.pending() as u64);
+        Ok(a)
+    }
+}

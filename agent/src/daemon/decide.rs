@@ -1,0 +1,448 @@
+//! The decision API's operations: tokens and decisions. The caller is always
+//! the kernel-attested peer; tokens and override tokens must name it.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use prost_types::Struct;
+use serde_json::{Map, Value};
+
+use super::{Caller, Daemon, DaemonError};
+use crate::{
+    audit::{AuditEvent, CallDetail, EventKind},
+    decision::{
+        approvals::{Ask, State},
+        budgets::Remaining,
+        input,
+    },
+    policy::{
+        Identity, Mode, Policy, ToolVerdict,
+        decide::{Decision, ToolCall},
+    },
+    tokens::{AccessClaims, OverrideClaims, random_id, unix},
+};
+
+/// A `Decide` request, as received.
+#[derive(Clone, Debug, Default)]
+pub struct DecideInput {
+    pub token: String,
+    pub agent: String,
+    pub tool: String,
+    pub action: String,
+    pub resource: String,
+    pub params: Option<Struct>,
+    pub context: Option<Struct>,
+    pub override_token: String,
+}
+
+/// The answer.
+#[derive(Clone, Debug)]
+pub struct DecideOutcome {
+    pub verdict: ToolVerdict,
+    pub reason: String,
+    pub message: String,
+    pub rules: Vec<String>,
+    pub policy_version: String,
+    pub decision_id: String,
+    pub obligations: Vec<Remaining>,
+    pub approval_id: Option<String>,
+}
+
+/// A token just issued.
+pub struct Issued {
+    pub token: String,
+    pub identity: String,
+    pub expires_at: u64,
+    pub kid: String,
+}
+
+/// `tool.action` patterns the identity's rules can allow (token `scopes`).
+fn scopes(ident: &Identity) -> Vec<String> {
+    let mut v: Vec<String> = ident
+        .tools
+        .allow
+        .iter()
+        .chain(&ident.tools.require_approval)
+        .flat_map(|r| {
+            if r.actions.is_empty() {
+                vec![format!("{}.*", r.tool)]
+            } else {
+                r.actions
+                    .iter()
+                    .map(|a| format!("{}.{a}", r.tool))
+                    .collect()
+            }
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl Daemon {
+    fn refuse_if_revoked(&self, identity: &str, index: u32) -> Result<(), DaemonError> {
+        if self.maps.killed(index)? {
+            return Err(DaemonError::Revoked(identity.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A single-use access token for the caller's own identity.
+    pub fn issue_token(
+        &self,
+        caller: &Caller,
+        ttl: Option<Duration>,
+    ) -> Result<Issued, DaemonError> {
+        let (identity, index) = self.agent_identity(caller, "IssueToken")?;
+        self.refuse_if_revoked(&identity, index)?;
+        let active = self.active();
+        let ident = active
+            .policy
+            .identity(&identity)
+            .ok_or_else(|| DaemonError::UnknownIdentity(identity.clone()))?;
+        let claims = AccessClaims {
+            iss: String::new(),
+            aud: String::new(),
+            sub: identity.clone(),
+            org: ident.metadata.org.clone(),
+            tenant: ident.metadata.tenant.clone(),
+            role: ident.roles.first().cloned().unwrap_or_default(),
+            roles: ident.effective_roles.clone(),
+            scopes: scopes(ident),
+            iat: 0,
+            nbf: 0,
+            exp: 0,
+            jti: String::new(),
+        };
+        let (token, c) = self.decisions.tokens.issue_access(claims, ttl)?;
+        Ok(Issued {
+            token,
+            identity,
+            expires_at: c.exp,
+            kid: self.decisions.tokens.signing_kid(),
+        })
+    }
+
+    /// Judge a tool call. Errors are refusals to judge (bad or replayed
+    /// token, unenrolled caller…); a judged call always gets a verdict, and
+    /// anything that cannot be evaluated is a DENY.
+    pub fn decide(&self, caller: &Caller, req: DecideInput) -> Result<DecideOutcome, DaemonError> {
+        let started = Instant::now();
+        let (identity, index) = self.agent_identity(caller, "Decide")?;
+        let result = self.decide_for(caller, &identity, index, &req, started);
+        if let Err(e) = &result {
+            // A refusal is recorded like a decision: who, what, why.
+            let mut ev = self.call_event(&identity, caller, &req, "deny", e.code());
+            ev.detail = Some(e.to_string());
+            self.audit.emit(ev);
+            self.metrics.record_decision(&crate::metrics::Decision {
+                identity: &identity,
+                tool: &req.tool,
+                verdict: "deny",
+                latency: started.elapsed(),
+            });
+        }
+        result
+    }
+
+    fn call_event(
+        &self,
+        identity: &str,
+        caller: &Caller,
+        req: &DecideInput,
+        verdict: &str,
+        reason: &str,
+    ) -> AuditEvent {
+        let mut ev = AuditEvent::new(EventKind::Decision, verdict, reason);
+        ev.identity = Some(identity.to_string());
+        ev.pid = Some(caller.pid);
+        ev.uid = Some(caller.uid);
+        ev.policy_version = Some(self.active().policy.version.to_string());
+        ev.call = Some(CallDetail {
+            tool: req.tool.clone(),
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            ..CallDetail::default()
+        });
+        ev
+    }
+
+    fn decide_for(
+        &self,
+        caller: &Caller,
+        identity: &str,
+        index: u32,
+        req: &DecideInput,
+        started: Instant,
+    ) -> Result<DecideOutcome, DaemonError> {
+        if !req.agent.is_empty() && req.agent != identity {
+            return Err(DaemonError::PermissionDenied(format!(
+                "the request names agent `{}`, but the caller is `{identity}`",
+                req.agent
+            )));
+        }
+        self.refuse_if_revoked(identity, index)?;
+        // Authenticate before looking at the call.
+        let override_claims: Option<OverrideClaims> = if req.override_token.is_empty() {
+            None
+        } else {
+            Some(
+                self.decisions
+                    .tokens
+                    .verify_override(&req.override_token, identity)?,
+            )
+        };
+        let access: Option<AccessClaims> = if override_claims.is_none() {
+            Some(self.decisions.tokens.verify_access(&req.token, identity)?)
+        } else {
+            None
+        };
+        let active = self.active();
+        let policy: &Policy = &active.policy;
+        let version = policy.version.to_string();
+        let decision_id = random_id();
+        let inputs = input::to_json(req.params.as_ref(), "params")
+            .and_then(|p| input::to_json(req.context.as_ref(), "context").map(|c| (p, c)));
+        let (params, context): (Map<String, Value>, Map<String, Value>) = match inputs {
+            Ok(pc) => pc,
+            Err(e) => {
+                let d = Decision {
+                    verdict: ToolVerdict::Deny,
+                    reason: "invalid-input",
+                    message: e.to_string(),
+                    rules: vec![],
+                    charges: vec![],
+                };
+                return Ok(self.finish(
+                    caller,
+                    identity,
+                    req,
+                    policy,
+                    d,
+                    None,
+                    vec![],
+                    decision_id,
+                    started,
+                    None,
+                    access.as_ref(),
+                ));
+            }
+        };
+        let digest = input::digest(&params);
+        let call = ToolCall {
+            identity,
+            tool: &req.tool,
+            action: &req.action,
+            resource: &req.resource,
+            params: &params,
+            context: &context,
+            now: SystemTime::now(),
+        };
+        let ask = Ask {
+            identity: identity.to_string(),
+            tool: req.tool.clone(),
+            action: req.action.clone(),
+            resource: req.resource.clone(),
+            params_digest: digest.clone(),
+            policy_version: version.clone(),
+            rules: Vec::new(),
+            egress: None,
+        };
+
+        if let Some(claims) = override_claims {
+            // An approved call: exactly the one approved, once.
+            let approval = self.decisions.approvals.consume(&claims.approval, &ask)?;
+            self.metrics
+                .set_pending_approvals(self.decisions.approvals.pending() as u64);
+            let decided = policy.decide_tool(&call);
+            let obligations = self
+                .decisions
+                .budgets
+                .charge(identity, &decided.charges, true)
+                .unwrap_or_default();
+            let d = Decision {
+                verdict: ToolVerdict::Allow,
+                reason: "approved-override",
+                message: format!("approved by {}: {}", approval.approver, approval.reason),
+                rules: approval.rules.clone(),
+                charges: vec![],
+            };
+            return Ok(self.finish(
+                caller,
+                identity,
+                req,
+                policy,
+                d,
+                Some(&digest),
+                obligations,
+                decision_id,
+                started,
+                Some((approval.id, approval.approver)),
+                None,
+            ));
+        }
+
+        let mut d = policy.decide_tool(&call);
+        let mut obligations = Vec::new();
+        let mut approval = None;
+        match d.verdict {
+            ToolVerdict::Allow => {
+                match self.decisions.budgets.charge(identity, &d.charges, false) {
+                    Ok(r) => obligations = r,
+                    Err(_) => {
+                        let used = self.decisions.budgets.used(identity, &d.charges);
+                        d.check_budgets(|b| used.get(b).copied().unwrap_or(0.0));
+                        obligations = self.decisions.budgets.peek(identity, &d.charges);
+                    }
+                }
+            }
+            ToolVerdict::ApprovalRequired => {
+                obligations = self.decisions.budgets.peek(identity, &d.charges);
+                if self.mode_of(policy, identity) == Mode::Enforce {
+                    let (a, new) = self.decisions.approvals.request(Ask {
+                        rules: d.rules.clone(),
+                        ..ask
+                    });
+                    if new {
+                        let mut ev =
+                            self.call_event(identity, caller, req, "pending", "approval-requested");
+                        if let Some(c) = ev.call.as_mut() {
+                            c.approval_id = Some(a.id.clone());
+                            c.params_digest = Some(digest.clone());
+                        }
+                        ev.rule = d.rules.first().cloned();
+                        ev.kind = EventKind::Approval;
+                        self.audit.emit(ev);
+                        self.metrics
+                            .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                    }
+                    approval = Some((a.id, String::new()));
+                }
+            }
+            ToolVerdict::Deny => {}
+        }
+        Ok(self.finish(
+            caller,
+            identity,
+            req,
+            policy,
+            d,
+            Some(&digest),
+            obligations,
+            decision_id,
+            started,
+            approval,
+            access.as_ref(),
+        ))
+    }
+
+    fn mode_of(&self, policy: &Policy, identity: &str) -> Mode {
+        policy.identity(identity).map_or(Mode::Enforce, |i| i.mode)
+    }
+
+    /// Audit, metrics, and the answer (shadow mode turns would-deny and
+    /// would-ask into allow here, and says so).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one place assembles every part of the answer"
+    )]
+    fn finish(
+        &self,
+        caller: &Caller,
+        identity: &str,
+        req: &DecideInput,
+        policy: &Policy,
+        d: Decision,
+        digest: Option<&str>,
+        obligations: Vec<Remaining>,
+        decision_id: String,
+        started: Instant,
+        approval: Option<(String, String)>,
+        token: Option<&AccessClaims>,
+    ) -> DecideOutcome {
+        let shadow =
+            self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
+        let (verdict, audit_verdict) = if shadow {
+            (ToolVerdict::Allow, "audit")
+        } else {
+            (d.verdict, d.verdict.name())
+        };
+        let message = if shadow {
+            format!("would {} (audit mode): {}", d.verdict.name(), d.message)
+        } else {
+            d.message.clone()
+        };
+        let mut ev = self.call_event(identity, caller, req, audit_verdict, d.reason);
+        ev.rule = d.rules.first().cloned();
+        ev.detail = Some(message.clone());
+        ev.mode = Some(self.mode_of(policy, identity).name().to_string());
+        if let Some(c) = ev.call.as_mut() {
+            c.decision_id = Some(decision_id.clone());
+            c.params_digest = digest.map(str::to_string);
+            if let Some(p) = &req.params {
+                c.params = p.fields.keys().cloned().collect();
+            }
+            if let Some((id, approver)) = &approval {
+                c.approval_id = Some(id.clone());
+                if !approver.is_empty() {
+                    c.approver = Some(approver.clone());
+                }
+            }
+            c.jti = token.map(|t| t.jti.clone());
+        }
+        self.audit.emit(ev);
+        self.metrics.record_decision(&crate::metrics::Decision {
+            identity,
+            tool: &req.tool,
+            verdict: audit_verdict,
+            latency: started.elapsed(),
+        });
+        DecideOutcome {
+            verdict,
+            reason: d.reason.to_string(),
+            message,
+            rules: d.rules,
+            policy_version: policy.version.to_string(),
+            decision_id,
+            obligations,
+            approval_id: approval
+                .filter(|(_, approver)| approver.is_empty())
+                .map(|(id, _)| id),
+        }
+    }
+
+    /// Forget used token ids of expired tokens (called periodically).
+    pub fn prune_tokens(&self) {
+        self.decisions.tokens.prune();
+    }
+
+    /// For `GetApproval`: the caller's own approval.
+    pub fn own_approval(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<crate::decision::approvals::Approval, DaemonError> {
+        let (identity, _) = self.agent_identity(caller, "GetApproval")?;
+        match self.decisions.approvals.get(id) {
+            Some(a) if a.identity == identity => Ok(a),
+            _ => Err(DaemonError::NotFound(format!(
+                "no approval `{id}` for `{identity}`"
+            ))),
+        }
+    }
+
+    /// Approval state names for the API.
+    pub fn approval_state(s: State) -> &'static str {
+        match s {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Rejected => "rejected",
+            State::Expired => "expired",
+            State::Consumed => "consumed",
+        }
+    }
+
+    /// Unix seconds now (for answers).
+    pub fn now_unix() -> u64 {
+        unix(SystemTime::now())
+    }
+}

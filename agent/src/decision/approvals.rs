@@ -1,0 +1,329 @@
+//! Pending approvals. An approval is bound to exactly one call: identity,
+//! tool, action, resource, the digest of the parameters and the policy
+//! version. Approved, it yields a single-use override token; the request
+//! that matches it is allowed once. Identical pending requests share one
+//! approval rather than flooding the approvers.
+//!
+//! Approvals live in memory: a daemon restart drops pending ones (the agent
+//! asks again), and nothing approved survives a restart unused.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime},
+};
+
+use crate::tokens::{random_id, unix};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+    Consumed,
+}
+
+/// A just-in-time egress request waiting for approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressAsk {
+    pub destination: crate::policy::Cidr,
+    pub ports: Vec<crate::policy::PortRange>,
+    pub protocol: crate::policy::Protocol,
+    pub ttl: Duration,
+    pub rule: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Approval {
+    pub id: String,
+    pub state: State,
+    pub identity: String,
+    pub tool: String,
+    pub action: String,
+    pub resource: String,
+    pub params_digest: String,
+    pub policy_version: String,
+    pub rules: Vec<String>,
+    pub created: SystemTime,
+    pub expires: SystemTime,
+    pub approver: String,
+    pub reason: String,
+    /// Set once approved (tool approvals).
+    pub override_token: Option<String>,
+    pub egress: Option<EgressAsk>,
+}
+
+impl Approval {
+    pub fn kind(&self) -> &'static str {
+        if self.egress.is_some() {
+            "egress"
+        } else {
+            "tool"
+        }
+    }
+}
+
+/// What a new approval is for.
+pub struct Ask {
+    pub identity: String,
+    pub tool: String,
+    pub action: String,
+    pub resource: String,
+    pub params_digest: String,
+    pub policy_version: String,
+    pub rules: Vec<String>,
+    pub egress: Option<EgressAsk>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApprovalError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("approval `{id}` is {state:?}, not pending")]
+    NotPending { id: String, state: State },
+    #[error("approval `{id}` does not match this call: {what} differs")]
+    Mismatch { id: String, what: &'static str },
+    #[error("approval `{0}` was already used")]
+    Used(String),
+}
+
+pub struct Approvals {
+    ttl: Duration,
+    /// Resolved approvals are kept this long for `ListApprovals --all`.
+    keep: Duration,
+    map: Mutex<HashMap<String, Approval>>,
+}
+
+impl Approvals {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            keep: Duration::from_secs(3600),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Expire what is due and forget what is old.
+    fn sweep(map: &mut HashMap<String, Approval>, now: SystemTime, keep: Duration) {
+        for a in map.values_mut() {
+            if matches!(a.state, State::Pending | State::Approved) && a.expires <= now {
+                a.state = State::Expired;
+                a.override_token = None;
+            }
+        }
+        map.retain(|_, a| {
+            matches!(a.state, State::Pending | State::Approved) || a.expires + keep > now
+        });
+    }
+
+    /// A pending approval for `ask`, reusing an identical pending one.
+    /// Returns the approval and whether it is new.
+    pub fn request(&self, ask: Ask) -> (Approval, bool) {
+        let now = SystemTime::now();
+        let mut map = self.lock();
+        Self::sweep(&mut map, now, self.keep);
+        if let Some(existing) = map.values().find(|a| {
+            a.state == State::Pending
+                && a.identity == ask.identity
+                && a.tool == ask.tool
+                && a.action == ask.action
+                && a.resource == ask.resource
+                && a.params_digest == ask.params_digest
+                && a.policy_version == ask.policy_version
+                && a.egress == ask.egress
+        }) {
+            return (existing.clone(), false);
+        }
+        let a = Approval {
+            id: format!("apr-{}", &random_id()[..20]),
+            state: State::Pending,
+            identity: ask.identity,
+            tool: ask.tool,
+            action: ask.action,
+            resource: ask.resource,
+            params_digest: ask.params_digest,
+            policy_version: ask.policy_version,
+            rules: ask.rules,
+            created: now,
+            expires: now + self.ttl,
+            approver: String::new(),
+            reason: String::new(),
+            override_token: None,
+            egress: ask.egress,
+        };
+        map.insert(a.id.clone(), a.clone());
+        (a, true)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Approval> {
+        let mut map = self.lock();
+        Self::sweep(&mut map, SystemTime::now(), self.keep);
+        map.get(id).cloned()
+    }
+
+    pub fn list(&self, all: bool) -> Vec<Approval> {
+        let mut map = self.lock();
+        Self::sweep(&mut map, SystemTime::now(), self.keep);
+        let mut v: Vec<Approval> = map
+            .values()
+            .filter(|a| all || a.state == State::Pending)
+            .cloned()
+            .collect();
+        v.sort_by_key(|a| a.created);
+        v
+    }
+
+    pub fn pending(&self) -> usize {
+        self.list(false).len()
+    }
+
+    /// Approve (with the override token to hand out) or reject.
+    pub fn resolve(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+        override_token: Option<String>,
+    ) -> Result<Approval, ApprovalError> {
+        let mut map = self.lock();
+        Self::sweep(&mut map, SystemTime::now(), self.keep);
+        let a = map
+            .get_mut(id)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        if a.state != State::Pending {
+            return Err(ApprovalError::NotPending {
+                id: id.to_string(),
+                state: a.state,
+            });
+        }
+        a.state = if approve {
+            State::Approved
+        } else {
+            State::Rejected
+        };
+        a.approver = approver.to_string();
+        a.reason = reason.to_string();
+        a.override_token = if approve { override_token } else { None };
+        Ok(a.clone())
+    }
+
+    /// Use an approved approval for a call; it matches exactly or not at all.
+    pub fn consume(&self, id: &str, call: &Ask) -> Result<Approval, ApprovalError> {
+        let mut map = self.lock();
+        Self::sweep(&mut map, SystemTime::now(), self.keep);
+        let a = map
+            .get_mut(id)
+            .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+        match a.state {
+            State::Approved => {}
+            State::Consumed => return Err(ApprovalError::Used(id.to_string())),
+            state => {
+                return Err(ApprovalError::NotPending {
+                    id: id.to_string(),
+                    state,
+                });
+            }
+        }
+        let checks: [(&'static str, bool); 6] = [
+            ("identity", a.identity == call.identity),
+            ("tool", a.tool == call.tool),
+            ("action", a.action == call.action),
+            ("resource", a.resource == call.resource),
+            ("parameters", a.params_digest == call.params_digest),
+            ("policy version", a.policy_version == call.policy_version),
+        ];
+        if let Some((what, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(ApprovalError::Mismatch {
+                id: id.to_string(),
+                what,
+            });
+        }
+        a.state = State::Consumed;
+        a.override_token = None;
+        Ok(a.clone())
+    }
+
+    /// Seconds until the approval expires (for override token lifetimes).
+    pub fn remaining(&self, a: &Approval) -> Duration {
+        a.expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::from_secs(1))
+            .max(Duration::from_secs(1))
+    }
+}
+
+/// Unix seconds, for the API.
+pub fn secs(t: SystemTime) -> i64 {
+    unix(t) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(digest: &str) -> Ask {
+        Ask {
+            identity: "finance-agent".into(),
+            tool: "stripe".into(),
+            action: "create_payment".into(),
+            resource: String::new(),
+            params_digest: digest.into(),
+            policy_version: "v1".into(),
+            rules: vec!["large-payments".into()],
+            egress: None,
+        }
+    }
+
+    #[test]
+    fn approve_once_for_exactly_that_call() {
+        let s = Approvals::new(Duration::from_secs(60));
+        let (a, new) = s.request(ask("d1"));
+        assert!(new);
+        let (again, new) = s.request(ask("d1"));
+        assert!(!new, "an identical pending request reuses the approval");
+        assert_eq!(again.id, a.id);
+        assert_eq!(
+            s.consume(&a.id, &ask("d1")).unwrap_err(),
+            ApprovalError::NotPending {
+                id: a.id.clone(),
+                state: State::Pending
+            }
+        );
+        s.resolve(&a.id, true, "uid 0 (root)", "ok", Some("tok".into()))
+            .unwrap();
+        assert!(matches!(
+            s.resolve(&a.id, false, "x", "", None),
+            Err(ApprovalError::NotPending { .. })
+        ));
+        assert_eq!(
+            s.consume(&a.id, &ask("d2")).unwrap_err(),
+            ApprovalError::Mismatch {
+                id: a.id.clone(),
+                what: "parameters"
+            }
+        );
+        assert_eq!(s.consume(&a.id, &ask("d1")).unwrap().state, State::Consumed);
+        assert_eq!(
+            s.consume(&a.id, &ask("d1")).unwrap_err(),
+            ApprovalError::Used(a.id.clone())
+        );
+    }
+
+    #[test]
+    fn pending_approvals_expire() {
+        let s = Approvals::new(Duration::from_millis(10));
+        let (a, _) = s.request(ask("d"));
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(s.get(&a.id).map(|a| a.state), Some(State::Expired));
+        assert!(s.resolve(&a.id, true, "x", "", None).is_err());
+        assert_eq!(s.pending(), 0);
+    }
+}

@@ -1,0 +1,365 @@
+//! Short-lived tokens (EdDSA JWTs), verified the way RFC 8725 asks: the
+//! algorithm pinned to the key's, `typ` checked, `exp`/`nbf`/`iss`/`aud`/
+//! `sub` required and checked with at most 5 s of leeway, and every `jti`
+//! accepted once. Nothing is cached by signature.
+//!
+//! Three kinds share the keys, told apart by `typ`:
+//! - `at+jwt`: an access token for one identity, single use, for `Decide`;
+//! - `approval+jwt`: the override for one approved call, single use;
+//! - `operator+jwt`: an operator's credential for operator calls.
+
+pub mod keys;
+mod replay;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+pub use keys::{KeyFile, KeySet};
+use replay::{ReplayCache, Seen};
+
+/// Clock leeway for `exp` and `nbf` (RFC 8725 asks for little).
+pub const LEEWAY_SECS: u64 = 5;
+pub const TYP_ACCESS: &str = "at+jwt";
+pub const TYP_APPROVAL: &str = "approval+jwt";
+pub const TYP_OPERATOR: &str = "operator+jwt";
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("key file: {0}")]
+    KeyFile(String),
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+    #[error("token uses algorithm {0}; only EdDSA is accepted")]
+    Algorithm(String),
+    #[error("token type is {found:?}, expected {expected:?}")]
+    Type {
+        expected: &'static str,
+        found: Option<String>,
+    },
+    #[error("token was signed by unknown key {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token audience is wrong")]
+    Audience,
+    #[error("token issuer is wrong")]
+    Issuer,
+    #[error("token lacks required claim `{0}`")]
+    MissingClaim(String),
+    #[error("token was already used (jti {0})")]
+    Replayed(String),
+    #[error("too many live tokens to remember; refusing new ones")]
+    ReplayCacheFull,
+    #[error("token was issued to `{token}`, but the caller is `{caller}`")]
+    WrongIdentity { token: String, caller: String },
+}
+
+impl TokenError {
+    /// The reason code audit events and metrics use.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::KeyFile(_) => "key-file",
+            Self::Malformed(_) => "token-malformed",
+            Self::Algorithm(_) => "token-algorithm",
+            Self::Type { .. } => "token-type",
+            Self::UnknownKey(_) => "token-unknown-key",
+            Self::Signature => "token-signature",
+            Self::Expired => "token-expired",
+            Self::NotYetValid => "token-not-yet-valid",
+            Self::Audience => "token-audience",
+            Self::Issuer => "token-issuer",
+            Self::MissingClaim(_) => "token-missing-claim",
+            Self::Replayed(_) => "token-replayed",
+            Self::ReplayCacheFull => "token-cache-full",
+            Self::WrongIdentity { .. } => "token-wrong-identity",
+        }
+    }
+}
+
+/// Claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The identity's first role ("" when none); `roles` has all of them.
+    pub role: String,
+    pub roles: Vec<String>,
+    /// `tool.action` patterns the identity's rules can allow.
+    pub scopes: Vec<String>,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// Claims of an approval override token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OverrideClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub approval: String,
+    pub tool: String,
+    pub action: String,
+    pub resource: String,
+    pub params_digest: String,
+    pub policy_version: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// Claims of an operator token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OperatorClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub scope: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub key_file: PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 128 random bits as hex.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // getrandom only fails when the OS has no randomness at all.
+    if getrandom::getrandom(&mut b).is_err() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = now.to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Issues and verifies tokens with the keys of one key file.
+pub struct Tokens {
+    pub settings: TokenSettings,
+    keys: ArcSwap<KeySet>,
+    replay: ReplayCache,
+}
+
+impl Tokens {
+    pub fn load(settings: TokenSettings) -> Result<Self, TokenError> {
+        let keys = KeyFile::read_or_create(&settings.key_file)?.key_set(SystemTime::now())?;
+        Ok(Self {
+            settings,
+            keys: ArcSwap::from_pointee(keys),
+            replay: ReplayCache::default(),
+        })
+    }
+
+    /// Re-read the key file (after a rotation). Keeps the old keys on error.
+    pub fn reload_keys(&self) -> Result<(), TokenError> {
+        let keys = KeyFile::read(&self.settings.key_file)?.key_set(SystemTime::now())?;
+        self.keys.store(Arc::new(keys));
+        Ok(())
+    }
+
+    pub fn signing_kid(&self) -> String {
+        self.keys.load().signing_kid.clone()
+    }
+
+    fn sign<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, TokenError> {
+        let keys = self.keys.load();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(keys.signing_kid.clone());
+        header.typ = Some(typ.to_string());
+        jsonwebtoken::encode(&header, claims, &keys.signing)
+            .map_err(|e| TokenError::Malformed(e.to_string()))
+    }
+
+    /// An access token for `sub`, valid `ttl` (capped by `max_ttl`).
+    pub fn issue_access(
+        &self,
+        mut claims: AccessClaims,
+        ttl: Option<Duration>,
+    ) -> Result<(String, AccessClaims), TokenError> {
+        let now = unix(SystemTime::now());
+        let ttl = ttl.unwrap_or(self.settings.ttl).min(self.settings.max_ttl);
+        claims.iss = self.settings.issuer.clone();
+        claims.aud = self.settings.audience.clone();
+        claims.iat = now;
+        claims.nbf = now;
+        claims.exp = now + ttl.as_secs().max(1);
+        claims.jti = random_id();
+        Ok((self.sign(TYP_ACCESS, &claims)?, claims))
+    }
+
+    pub fn issue_override(
+        &self,
+        mut claims: OverrideClaims,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let now = unix(SystemTime::now());
+        claims.iss = self.settings.issuer.clone();
+        claims.aud = self.settings.audience.clone();
+        claims.iat = now;
+        claims.nbf = now;
+        claims.exp = now + ttl.as_secs().max(1);
+        claims.jti = random_id();
+        self.sign(TYP_APPROVAL, &claims)
+    }
+
+    /// Verify everything but single use.
+    fn verify<C: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<C, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
+        }
+        if header.typ.as_deref() != Some(typ) {
+            return Err(TokenError::Type {
+                expected: typ,
+                found: header.typ,
+            });
+        }
+        let keys = self.keys.load();
+        let key = header
+            .kid
+            .as_ref()
+            .and_then(|k| keys.verifying.get(k))
+            .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.leeway = LEEWAY_SECS;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        v.set_issuer(&[&self.settings.issuer]);
+        v.set_audience(&[&self.settings.audience]);
+        jsonwebtoken::decode::<C>(token, &key.key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => TokenError::Signature,
+                    K::ExpiredSignature => TokenError::Expired,
+                    K::ImmatureSignature => TokenError::NotYetValid,
+                    K::InvalidAudience => TokenError::Audience,
+                    K::InvalidIssuer => TokenError::Issuer,
+                    K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+                    K::InvalidAlgorithm => TokenError::Algorithm("mismatch".into()),
+                    other => TokenError::Malformed(format!("{other:?}")),
+                }
+            })
+    }
+
+    fn once(&self, jti: &str, exp: u64) -> Result<(), TokenError> {
+        match self
+            .replay
+            .check(jti, exp + LEEWAY_SECS, unix(SystemTime::now()))
+        {
+            Seen::First => Ok(()),
+            Seen::Again => Err(TokenError::Replayed(jti.to_string())),
+            Seen::Full => Err(TokenError::ReplayCacheFull),
+        }
+    }
+
+    /// Verify an access token presented by `caller`; consumes its `jti`.
+    pub fn verify_access(&self, token: &str, caller: &str) -> Result<AccessClaims, TokenError> {
+        let c: AccessClaims = self.verify(token, TYP_ACCESS)?;
+        if c.jti.is_empty() {
+            return Err(TokenError::MissingClaim("jti".into()));
+        }
+        if c.sub != caller {
+            return Err(TokenError::WrongIdentity {
+                token: c.sub,
+                caller: caller.to_string(),
+            });
+        }
+        self.once(&c.jti, c.exp)?;
+        Ok(c)
+    }
+
+    /// Verify an override token presented by `caller`; consumes its `jti`.
+    pub fn verify_override(&self, token: &str, caller: &str) -> Result<OverrideClaims, TokenError> {
+        let c: OverrideClaims = self.verify(token, TYP_APPROVAL)?;
+        if c.sub != caller {
+            return Err(TokenError::WrongIdentity {
+                token: c.sub,
+                caller: caller.to_string(),
+            });
+        }
+        self.once(&c.jti, c.exp)?;
+        Ok(c)
+    }
+
+    /// Verify an operator token (reusable within its lifetime).
+    pub fn verify_operator(&self, token: &str) -> Result<OperatorClaims, TokenError> {
+        let c: OperatorClaims = self.verify(token, TYP_OPERATOR)?;
+        if c.scope != "operator" {
+            return Err(TokenError::MissingClaim("scope=operator".into()));
+        }
+        Ok(c)
+    }
+
+    /// Forget used ids of expired tokens.
+    pub fn prune(&self) {
+        self.replay.prune(unix(SystemTime::now()));
+    }
+}
+
+/// Mint an operator token from a key file (offline, by whoever can read the
+/// key file: root).
+pub fn operator_token(
+    file: &Path,
+    issuer: &str,
+    audience: &str,
+    name: &str,
+    ttl: Duration,
+) -> Result<String, TokenError> {
+    let keys = KeyFile::read(file)?.key_set(SystemTime::now())?;
+    let now = unix(SystemTime::now());
+    let claims = OperatorClaims {
+        iss: issuer.to_string(),
+        aud: audience.to_string(),
+        sub: name.to_string(),
+        scope: "operator".into(),
+        iat: now,
+        nbf: now,
+        exp: now + ttl.as_secs().max(1),
+        jti: random_id(),
+    };
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(keys.signing_kid.clone());
+    header.typ = Some(TYP_OPERATOR.into());
+    jsonwebtoken::encode(&header, &claims, &keys.signing)
+        .map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
