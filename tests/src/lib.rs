@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod env;
+pub mod forge;
 pub mod http;
 pub mod kernel;
 pub mod netns;

@@ -159,3 +159,48 @@ impl Probe {
             .unwrap_or_else(|e| panic!("running {} in cgroup: {e}", program.display()))
     }
 }
+
+/// Where `palisade-rpc` runs: enrolled as an identity with `palisade exec`,
+/// inside a cgroup (selected by the policy), or as a plain process.
+#[derive(Clone, Copy)]
+pub enum RpcAs<'a> {
+    Identity(&'a str),
+    Cgroup(&'a Path),
+    Unenrolled,
+}
+
+/// Run `palisade-rpc` (the decision API client, see its doc) against
+/// `endpoint` and return its one-line JSON answer.
+pub fn rpc_at(endpoint: &Path, who: RpcAs<'_>, args: &[&str]) -> serde_json::Value {
+    let bin = Probe::bin().with_file_name("palisade-rpc");
+    let mut full: Vec<&str> = vec![endpoint.to_str().unwrap_or_default()];
+    full.extend_from_slice(args);
+    let out = match who {
+        RpcAs::Identity(id) => Command::new(palisade_bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(endpoint)
+            .arg("--identity")
+            .arg(id)
+            .arg("--")
+            .arg(&bin)
+            .args(&full)
+            .output(),
+        RpcAs::Cgroup(cgroup) => Ok(Probe::in_cgroup_cmd(cgroup, &bin, &full)),
+        RpcAs::Unenrolled => Command::new(&bin).args(&full).output(),
+    }
+    .unwrap_or_else(|e| panic!("running palisade-rpc: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "palisade-rpc {args:?} printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("palisade-rpc {args:?}: {line:?}: {e}"))
+}
+
+/// `rpc_at` on the test daemon's Unix socket.
+pub fn rpc(env: &TestEnv, who: RpcAs<'_>, args: &[&str]) -> serde_json::Value {
+    rpc_at(&env.socket, who, args)
+}

@@ -1,4 +1,5 @@
-//! Connecting to the daemon's Unix socket (used by the CLI and tests).
+//! Connecting to the daemon: its Unix socket, or its optional loopback TCP
+//! listener given as `http://127.0.0.1:PORT` (used by the CLI and tests).
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,19 @@ pub struct ConnectError {
 
 pub async fn connect(socket: &Path) -> Result<PalisadeClient<Channel>, ConnectError> {
     let path = socket.to_path_buf();
+    // `http://127.0.0.1:PORT`: the optional loopback TCP listener, where
+    // only operator tokens and health work.
+    if let Some(url) = path.to_str().filter(|s| s.starts_with("http://")) {
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|source| ConnectError {
+                path: path.clone(),
+                source,
+            })?
+            .connect()
+            .await
+            .map_err(|source| ConnectError { path, source })?;
+        return Ok(PalisadeClient::new(channel));
+    }
     let for_connector = path.clone();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::from_static("http://palisade.local")

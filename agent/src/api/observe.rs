@@ -147,5 +147,10 @@ pub fn health(daemon: &Daemon) -> proto::DaemonHealth {
             .last_reload()
             .and_then(|(t, _)| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+        api_tcp_address: daemon
+            .api_tcp_addr
+            .get()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
     }
 }

@@ -261,6 +261,9 @@ pub async fn serve(
     };
     let tcp_server = tcp.map(|listener| {
         let addr = listener.local_addr().ok();
+        if let Some(a) = addr {
+            let _ = daemon.api_tcp_addr.set(a);
+        }
         tracing::info!(addr = ?addr, "API also listening on loopback TCP (operator tokens and health only)");
         let svc = PalisadeServer::new(PalisadeService::new(daemon.clone()));
         let health = health.clone();

@@ -95,6 +95,7 @@ fn health_json(h: &proto::DaemonHealth) -> serde_json::Value {
         "packet_guard": h.packet_guard,
         "warnings": h.warnings,
         "metrics_address": (!h.metrics_address.is_empty()).then_some(&h.metrics_address),
+        "api_tcp_address": (!h.api_tcp_address.is_empty()).then_some(&h.api_tcp_address),
         "audit_file": (!h.audit_file.is_empty()).then_some(&h.audit_file),
         "audit_seq": h.audit_seq,
         "audit_head_hash": (!h.audit_head_hash.is_empty()).then_some(&h.audit_head_hash),

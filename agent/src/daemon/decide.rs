@@ -251,6 +251,7 @@ impl Daemon {
         if let Some(claims) = override_claims {
             // An approved call: exactly the one approved, once.
             let approval = self.decisions.approvals.consume(&claims.approval, &ask)?;
+            self.decisions.tokens.spend_override(&claims)?;
             self.metrics
                 .set_pending_approvals(self.decisions.approvals.pending() as u64);
             let decided = policy.decide_tool(&call);

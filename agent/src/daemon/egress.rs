@@ -261,15 +261,30 @@ impl Daemon {
     /// covers), recording each.
     pub(super) fn sweep_grants(&self, revalidate: bool) {
         let active = self.active();
-        let keep = |g: &Grant| {
-            !revalidate
-                || active.policy.identity(&g.identity).is_some_and(|i| {
-                    i.grantable
-                        .iter()
-                        .chain(&i.approval_egress)
-                        .any(|r| covers(r, &g.cidr, &g.ports, g.protocol))
-                })
-        };
+        self.remove_grants(
+            |g| {
+                !revalidate
+                    || active.policy.identity(&g.identity).is_some_and(|i| {
+                        i.grantable
+                            .iter()
+                            .chain(&i.approval_egress)
+                            .any(|r| covers(r, &g.cidr, &g.ports, g.protocol))
+                    })
+            },
+            "policy-no-longer-allows",
+        );
+    }
+
+    /// Withdraw every grant of a revoked identity.
+    pub(super) fn withdraw_grants_of(&self, identity: &str) {
+        self.remove_grants(|g| g.identity != identity, "revoked");
+    }
+
+    /// Remove the grants `keep` rejects (and expired ones) from the kernel,
+    /// recording each: `expired` at the end of its TTL, else `withdrawn`
+    /// with `why`.
+    fn remove_grants(&self, keep: impl Fn(&Grant) -> bool, why: &str) {
+        let version = self.active().policy.version.to_string();
         match self.decisions.grants.retain(&self.maps, keep) {
             Ok(removed) => {
                 let now = SystemTime::now();
@@ -278,15 +293,11 @@ impl Daemon {
                     let mut ev = AuditEvent::new(
                         EventKind::Grant,
                         if expired { "expired" } else { "withdrawn" },
-                        if expired {
-                            "ttl"
-                        } else {
-                            "policy-no-longer-allows"
-                        },
+                        if expired { "ttl" } else { why },
                     );
                     ev.identity = Some(g.identity.clone());
                     ev.rule = Some(g.rule_id.clone());
-                    ev.policy_version = Some(active.policy.version.to_string());
+                    ev.policy_version = Some(version.clone());
                     ev.call = Some(CallDetail {
                         destination: Some(g.cidr.to_string()),
                         expires: Some(humantime::format_rfc3339_seconds(g.expires).to_string()),
@@ -295,7 +306,7 @@ impl Daemon {
                     self.audit.emit(ev);
                 }
             }
-            Err(e) => warn!(error = %e, "sweeping grants"),
+            Err(e) => warn!(error = %e, "removing grants"),
         }
     }
 

@@ -181,6 +181,12 @@ impl Daemon {
             None => return Err(DaemonError::UnknownIdentity(identity.to_string())),
         };
         self.maps.set_killed(index, killed)?;
+        if killed {
+            // Everything the identity holds stops working, not only for
+            // as long as the switch is on.
+            self.decisions.tokens.revoke_issued(identity);
+            self.withdraw_grants_of(identity);
+        }
         info!(identity, killed, reason, "kill switch");
         let mut ev = AuditEvent::new(
             EventKind::KillSwitch,

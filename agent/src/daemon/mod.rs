@@ -121,6 +121,8 @@ pub struct Daemon {
     pub metrics: Arc<Metrics>,
     /// Where `/metrics` is served, when enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the optional loopback TCP listener of the API is bound.
+    pub api_tcp_addr: std::sync::OnceLock<SocketAddr>,
     pub packet_guard: PacketGuard,
     /// What is degraded on this host (preflight warnings, fallbacks).
     pub warnings: Vec<String>,
@@ -196,6 +198,13 @@ impl Daemon {
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
         let decisions = decision_state(&config)?;
+        // Identities revoked before this start: tokens the previous daemon
+        // issued to them must not verify after a restore.
+        for (index, name) in registry.all() {
+            if maps.killed(index).map_err(DaemonError::Bpf)? {
+                decisions.tokens.revoke_issued(&name);
+            }
+        }
         let adopted_grants = decisions.grants.adopt(&maps, &|i| registry.name_of(i))?;
         if adopted_grants > 0 {
             info!(
@@ -218,6 +227,7 @@ impl Daemon {
             audit,
             metrics: Arc::new(Metrics::new()),
             metrics_addr,
+            api_tcp_addr: std::sync::OnceLock::new(),
             packet_guard,
             warnings,
             dns,

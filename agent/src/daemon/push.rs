@@ -36,13 +36,17 @@ impl Daemon {
             )));
         }
         let path = self.config.policy_path().to_path_buf();
-        // What the policy will be once the push is written.
+        // What the policy will be once the push is written. Errors name the
+        // files as the operator sent them.
         let mut candidate: BTreeMap<PathBuf, String> = BTreeMap::new();
         let targets: Vec<(PathBuf, &String)> = if path.is_dir() {
             for f in policy::policy_files(&path).map_err(DaemonError::Policy)? {
                 let text = std::fs::read_to_string(&f)
                     .map_err(|e| DaemonError::Config(format!("{}: {e}", f.display())))?;
                 candidate.insert(f, text);
+            }
+            for (n, t) in &files {
+                candidate.insert(path.join(n), t.clone());
             }
             files.iter().map(|(n, t)| (path.join(n), t)).collect()
         } else {
@@ -52,11 +56,11 @@ impl Daemon {
                     path.display()
                 )));
             }
+            for (n, t) in &files {
+                candidate.insert(PathBuf::from(n), t.clone());
+            }
             files.values().map(|t| (path.clone(), t)).collect()
         };
-        for (p, t) in &targets {
-            candidate.insert(p.clone(), (*t).clone());
-        }
         if let Err(errors) = policy::load_sources(candidate.into_iter().collect()) {
             let mut ev = AuditEvent::new(EventKind::Policy, "rejected", "push");
             ev.detail = Some(format!("pushed by {operator}: {errors}"));

@@ -12,8 +12,9 @@ pub mod keys;
 mod replay;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -63,6 +64,8 @@ pub enum TokenError {
     ReplayCacheFull,
     #[error("token was issued to `{token}`, but the caller is `{caller}`")]
     WrongIdentity { token: String, caller: String },
+    #[error("token was issued before `{0}` was revoked")]
+    IssuedBeforeRevocation(String),
 }
 
 impl TokenError {
@@ -83,6 +86,7 @@ impl TokenError {
             Self::Replayed(_) => "token-replayed",
             Self::ReplayCacheFull => "token-cache-full",
             Self::WrongIdentity { .. } => "token-wrong-identity",
+            Self::IssuedBeforeRevocation(_) => "token-revoked",
         }
     }
 }
@@ -166,11 +170,25 @@ pub fn random_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The `alg` a token's header declares, read without trusting anything.
+fn declared_alg(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("alg")?.as_str().map(str::to_string)
+}
+
 /// Issues and verifies tokens with the keys of one key file.
 pub struct Tokens {
     pub settings: TokenSettings,
     keys: ArcSwap<KeySet>,
     replay: ReplayCache,
+    /// Identity → the second of its last revocation: tokens issued at or
+    /// before it never verify again, even after the identity is restored.
+    revoked_at: Mutex<HashMap<String, u64>>,
 }
 
 impl Tokens {
@@ -180,6 +198,7 @@ impl Tokens {
             settings,
             keys: ArcSwap::from_pointee(keys),
             replay: ReplayCache::default(),
+            revoked_at: Mutex::new(HashMap::new()),
         })
     }
 
@@ -203,13 +222,48 @@ impl Tokens {
             .map_err(|e| TokenError::Malformed(e.to_string()))
     }
 
+    /// Invalidate every token `identity` holds now (the kill switch).
+    pub fn revoke_issued(&self, identity: &str) {
+        let now = unix(SystemTime::now());
+        self.revoked_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(identity.to_string(), now);
+    }
+
+    fn revocation_cutoff(&self, identity: &str) -> Option<u64> {
+        self.revoked_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(identity)
+            .copied()
+    }
+
+    fn check_not_revoked(&self, identity: &str, iat: u64) -> Result<(), TokenError> {
+        match self.revocation_cutoff(identity) {
+            Some(cutoff) if iat <= cutoff => {
+                Err(TokenError::IssuedBeforeRevocation(identity.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The `iat` of a token issued now for `identity`: never the second of
+    /// its revocation (whole seconds cannot tell before from after), so a
+    /// token issued right after a restore still verifies.
+    fn issued_at(&self, identity: &str) -> u64 {
+        let now = unix(SystemTime::now());
+        self.revocation_cutoff(identity)
+            .map_or(now, |cutoff| now.max(cutoff + 1))
+    }
+
     /// An access token for `sub`, valid `ttl` (capped by `max_ttl`).
     pub fn issue_access(
         &self,
         mut claims: AccessClaims,
         ttl: Option<Duration>,
     ) -> Result<(String, AccessClaims), TokenError> {
-        let now = unix(SystemTime::now());
+        let now = self.issued_at(&claims.sub);
         let ttl = ttl.unwrap_or(self.settings.ttl).min(self.settings.max_ttl);
         claims.iss = self.settings.issuer.clone();
         claims.aud = self.settings.audience.clone();
@@ -225,7 +279,7 @@ impl Tokens {
         mut claims: OverrideClaims,
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        let now = unix(SystemTime::now());
+        let now = self.issued_at(&claims.sub);
         claims.iss = self.settings.issuer.clone();
         claims.aud = self.settings.audience.clone();
         claims.iat = now;
@@ -237,8 +291,14 @@ impl Tokens {
 
     /// Verify everything but single use.
     fn verify<C: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<C, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // `alg: none` and other names the library does not know are
+            // algorithm refusals, and the audit trail should say so.
+            match declared_alg(token) {
+                Some(alg) if alg != "EdDSA" => TokenError::Algorithm(alg),
+                _ => TokenError::Malformed(e.to_string()),
+            }
+        })?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
@@ -301,11 +361,14 @@ impl Tokens {
                 caller: caller.to_string(),
             });
         }
+        self.check_not_revoked(caller, c.iat)?;
         self.once(&c.jti, c.exp)?;
         Ok(c)
     }
 
-    /// Verify an override token presented by `caller`; consumes its `jti`.
+    /// Verify an override token presented by `caller`. Its `jti` is not
+    /// consumed yet: `spend` it once the call matches the approval, so a
+    /// mismatched attempt does not burn a human's approval.
     pub fn verify_override(&self, token: &str, caller: &str) -> Result<OverrideClaims, TokenError> {
         let c: OverrideClaims = self.verify(token, TYP_APPROVAL)?;
         if c.sub != caller {
@@ -314,8 +377,16 @@ impl Tokens {
                 caller: caller.to_string(),
             });
         }
-        self.once(&c.jti, c.exp)?;
+        self.check_not_revoked(caller, c.iat)?;
+        if self.replay.contains(&c.jti, unix(SystemTime::now())) {
+            return Err(TokenError::Replayed(c.jti));
+        }
         Ok(c)
+    }
+
+    /// Consume a verified override token's `jti`.
+    pub fn spend_override(&self, claims: &OverrideClaims) -> Result<(), TokenError> {
+        self.once(&claims.jti, claims.exp)
     }
 
     /// Verify an operator token (reusable within its lifetime).

@@ -45,6 +45,16 @@ impl ReplayCache {
         }
     }
 
+    /// Whether `jti` was recorded and is still remembered at `now`.
+    pub fn contains(&self, jti: &str, now: u64) -> bool {
+        let key = u128::from_str_radix(jti, 16).unwrap_or_else(|_| fold(jti));
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .is_some_and(|e| *e >= now)
+    }
+
     /// Forget ids whose tokens expired before `now`.
     pub fn prune(&self, now: u64) {
         self.seen

@@ -1,5 +1,6 @@
 //! Token issue and verification, including the usual attacks.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
@@ -7,7 +8,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use super::*;
 
-fn settings(dir: &std::path::Path) -> TokenSettings {
+fn settings(dir: &Path) -> TokenSettings {
     TokenSettings {
         key_file: dir.join("keys.yaml"),
         issuer: "palisade://test".into(),
@@ -17,7 +18,7 @@ fn settings(dir: &std::path::Path) -> TokenSettings {
     }
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
+fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("palisade-tok-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();

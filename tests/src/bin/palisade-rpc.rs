@@ -1,0 +1,250 @@
+//! An agent's side of the decision API, one call per run, for the tests: it
+//! runs enrolled (under `palisade exec`) and prints one JSON line with the
+//! answer or the gRPC status code, so tests can assert on exactly what an
+//! agent runtime would see.
+//!
+//! ```text
+//! palisade-rpc SOCKET issue
+//! palisade-rpc SOCKET decide TOKEN|fresh TOOL ACTION PARAMS_JSON [RESOURCE]
+//! palisade-rpc SOCKET replay TOOL ACTION PARAMS_JSON      (same token twice)
+//! palisade-rpc SOCKET override OVERRIDE_TOKEN TOOL ACTION PARAMS_JSON
+//! palisade-rpc SOCKET approval ID
+//! palisade-rpc SOCKET egress DEST PORTS TTL_SECONDS
+//! palisade-rpc SOCKET resolve ID approve|reject
+//! palisade-rpc SOCKET health
+//! ```
+
+use palisade::{api::client, proto};
+use serde_json::{Value, json};
+
+fn status(s: tonic::Status) -> Value {
+    json!({"ok": false, "code": format!("{:?}", s.code()), "message": s.message()})
+}
+
+fn to_struct(text: &str) -> prost_types::Struct {
+    fn value(v: Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match v {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            Value::String(s) => Kind::StringValue(s),
+            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.into_iter().map(value).collect(),
+            }),
+            Value::Object(o) => Kind::StructValue(prost_types::Struct {
+                fields: o.into_iter().map(|(k, v)| (k, value(v))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let obj: serde_json::Map<String, Value> =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("params {text:?}: {e}"));
+    prost_types::Struct {
+        fields: obj.into_iter().map(|(k, v)| (k, value(v))).collect(),
+    }
+}
+
+fn decision(r: proto::DecideResponse) -> Value {
+    let verdict = proto::Verdict::try_from(r.verdict).map_or("?", |v| v.as_str_name());
+    json!({
+        "ok": true, "verdict": verdict, "reason": r.reason, "message": r.message,
+        "rules": r.matched_rules, "policy_version": r.policy_version, "decision_id": r.decision_id,
+        "approval_id": r.approval_id,
+        "obligations": r.obligations.iter().map(|o| json!({"budget": o.budget, "remaining": o.remaining, "limit": o.limit})).collect::<Vec<_>>(),
+    })
+}
+
+fn ask(
+    token: String,
+    override_token: String,
+    tool: &str,
+    action: &str,
+    params: &str,
+    resource: &str,
+) -> proto::DecideRequest {
+    proto::DecideRequest {
+        token,
+        agent: String::new(),
+        tool: tool.into(),
+        action: action.into(),
+        resource: resource.into(),
+        params: Some(to_struct(params)),
+        context: None,
+        override_token,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let socket = std::path::PathBuf::from(arg(0));
+    let mut c = match client::connect(&socket).await {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "{}",
+                json!({"ok": false, "code": "Unavailable", "message": e.to_string()})
+            );
+            return;
+        }
+    };
+    let out = match arg(1).as_str() {
+        "issue" => match c
+            .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                json!({"ok": true, "token": r.token, "identity": r.identity, "expires_at": r.expires_at, "kid": r.kid})
+            }
+            Err(s) => status(s),
+        },
+        "decide" => {
+            let token = if arg(2) == "fresh" {
+                match c
+                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+                    .await
+                {
+                    Ok(r) => r.into_inner().token,
+                    Err(s) => {
+                        println!("{}", status(s));
+                        return;
+                    }
+                }
+            } else {
+                arg(2)
+            };
+            match c
+                .decide(ask(
+                    token,
+                    String::new(),
+                    &arg(3),
+                    &arg(4),
+                    &arg(5),
+                    &arg(6),
+                ))
+                .await
+            {
+                Ok(r) => decision(r.into_inner()),
+                Err(s) => status(s),
+            }
+        }
+        "replay" => {
+            let token = c
+                .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+                .await
+                .map(|r| r.into_inner().token)
+                .unwrap_or_default();
+            let first = c
+                .decide(ask(
+                    token.clone(),
+                    String::new(),
+                    &arg(2),
+                    &arg(3),
+                    &arg(4),
+                    "",
+                ))
+                .await;
+            let second = c
+                .decide(ask(token, String::new(), &arg(2), &arg(3), &arg(4), ""))
+                .await;
+            json!({
+                "first": first.map_or_else(status, |r| decision(r.into_inner())),
+                "second": second.map_or_else(status, |r| decision(r.into_inner())),
+            })
+        }
+        "override" => match c
+            .decide(ask(String::new(), arg(2), &arg(3), &arg(4), &arg(5), ""))
+            .await
+        {
+            Ok(r) => decision(r.into_inner()),
+            Err(s) => status(s),
+        },
+        "approval" => match c
+            .get_approval(proto::GetApprovalRequest { id: arg(2) })
+            .await
+        {
+            Ok(r) => {
+                let a = r.into_inner();
+                let state =
+                    proto::ApprovalState::try_from(a.state).map_or("?", |s| s.as_str_name());
+                json!({"ok": true, "state": state, "override_token": a.override_token, "approver": a.approver})
+            }
+            Err(s) => status(s),
+        },
+        "egress" => {
+            let ports: Vec<u32> = arg(3).split(',').filter_map(|p| p.parse().ok()).collect();
+            match c
+                .request_egress(proto::RequestEgressRequest {
+                    destination: arg(2),
+                    ports,
+                    protocol: "tcp".into(),
+                    ttl_seconds: arg(4).parse().unwrap_or(0),
+                    reason: "test".into(),
+                })
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    json!({"ok": true, "granted": r.granted, "expires_at": r.expires_at, "approval_id": r.approval_id, "rule": r.rule})
+                }
+                Err(s) => status(s),
+            }
+        }
+        "resolve" => match c
+            .resolve_approval(client::request(proto::ResolveApprovalRequest {
+                id: arg(2),
+                approve: arg(3) == "approve",
+                reason: "test".into(),
+            }))
+            .await
+        {
+            Ok(_) => json!({"ok": true}),
+            Err(s) => status(s),
+        },
+        "health" => {
+            let channel = tonic::transport::Endpoint::from_static("http://palisade.local")
+                .connect_with_connector(tower_service(socket.clone()))
+                .await;
+            match channel {
+                Ok(ch) => {
+                    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+                    match h
+                        .check(tonic_health::pb::HealthCheckRequest {
+                            service: "palisade.v1.Palisade".into(),
+                        })
+                        .await
+                    {
+                        Ok(r) => json!({"ok": true, "status": r.into_inner().status}),
+                        Err(s) => status(s),
+                    }
+                }
+                Err(e) => json!({"ok": false, "code": "Unavailable", "message": e.to_string()}),
+            }
+        }
+        other => {
+            json!({"ok": false, "code": "Usage", "message": format!("unknown command {other:?}")})
+        }
+    };
+    println!("{out}");
+}
+
+fn tower_service(
+    path: std::path::PathBuf,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |_| {
+        let p = path.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(p).await?,
+            ))
+        }
+    })
+}
