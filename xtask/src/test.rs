@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::toolchain::{cargo, is_root, sh, workspace_root};
+use crate::toolchain::{cargo, is_root, python_env, sh, workspace_root};
 
 pub fn build() -> anyhow::Result<()> {
     sh(cargo().args(["build", "--release", "-p", "agent"]))?;
@@ -38,6 +38,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_BIN", &bin)
+        .env("PALISADE_PYTHON", python_env()?.join("bin/python3"))
         .env("RUST_BACKTRACE", "1");
     let tally = run_counting(&mut cmd)?;
     // One closing line for the whole suite (cargo prints one per binary).

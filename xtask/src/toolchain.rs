@@ -30,6 +30,14 @@ pub fn linker_prefix() -> anyhow::Result<PathBuf> {
         .join(format!("llvm-{EBPF_TOOLCHAIN}")))
 }
 
+/// `~/.cache/palisade/python-client`: a virtualenv with the Python client's
+/// pinned dependencies (`clients/python/requirements.txt`), kept out of the
+/// system interpreter.
+pub fn python_env() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/palisade/python-client"))
+}
+
 /// Run a command, echoing it; fail with its exit status.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", describe(cmd));

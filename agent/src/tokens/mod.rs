@@ -333,6 +333,12 @@ impl Tokens {
                     K::InvalidIssuer => TokenError::Issuer,
                     K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
                     K::InvalidAlgorithm => TokenError::Algorithm("mismatch".into()),
+                    // The claims are deserialised before they are validated,
+                    // so an absent required claim surfaces as a serde error.
+                    K::Json(err) => match missing_field(&err.to_string()) {
+                        Some(claim) => TokenError::MissingClaim(claim),
+                        None => TokenError::Malformed(err.to_string()),
+                    },
                     other => TokenError::Malformed(format!("{other:?}")),
                 }
             })
@@ -430,6 +436,12 @@ pub fn operator_token(
     header.typ = Some(TYP_OPERATOR.into());
     jsonwebtoken::encode(&header, &claims, &keys.signing)
         .map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// The claim named by a serde "missing field `x`" message, if that is what it is.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
 }
 
 #[cfg(test)]
