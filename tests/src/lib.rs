@@ -54,6 +54,22 @@ pub fn palisade_bin() -> std::path::PathBuf {
     bin
 }
 
+/// The Python interpreter that has the Python client's dependencies:
+/// `$PALISADE_PYTHON`, or the virtualenv `cargo xtask setup` makes.
+pub fn client_python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_PYTHON") {
+        return p.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let venv = std::path::Path::new(&home).join(".cache/palisade/python-client/bin/python3");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs clients/python/requirements.txt)",
+        venv.display()
+    );
+    venv
+}
+
 /// Poll `f` until it returns `Some`, for at most `timeout`.
 pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = std::time::Instant::now() + timeout;

@@ -241,6 +241,19 @@ fn tool_calls_are_judged_by_rule_parameters_and_budget() {
     env.wait_audit("for an allow", |e| {
         e["kind"] == "decision" && e["verdict"] == "allow" && e["call"]["tool"] == "zendesk"
     });
+
+    // A tool no rule covers is denied, and the coverage KPI shows the gap:
+    // three tools asked about (stripe, zendesk, github), two covered.
+    expect_verdict(
+        &decide(&env, "support", "github", "merge", "{}"),
+        "DENY",
+        "no rule covers github",
+    );
+    let m = palisade_tests::http::Scrape::fetch(&env.metrics_address());
+    m.expect("palisade_kpi_tools", 3.0);
+    m.expect("palisade_kpi_tools_covered", 2.0);
+    m.expect("palisade_kpi_identities", 2.0);
+    m.expect("palisade_kpi_identities_elevated", 0.0);
 }
 
 #[test]
@@ -534,7 +547,7 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
     if !root_or_skip("forged_stale_and_misused_tokens_are_refused_and_recorded") {
         return;
     }
-    let (env, _d) = start("attacks", &no_ports(), "");
+    let (env, mut daemon) = start("attacks", &no_ports(), "");
     let keys = env.dir.join("keys.yaml");
     let now = |c: &mut Value, k: &str, delta: i64| {
         let base = c["iat"].as_i64().unwrap_or_default();
@@ -698,6 +711,34 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
     env.wait_audit("for the unenrolled caller", |e| {
         e["reason"] == "caller-not-enrolled"
     });
+
+    // The replay cache does not outlive the daemon, so no token of an
+    // earlier run verifies after a restart, used or not.
+    let issued = rpc(&env, RpcAs::Identity("payments"), &["issue"]);
+    let before = issued["token"].as_str().unwrap_or_default().to_string();
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    let _restarted = DaemonProc::start(&env);
+    expect_refused(
+        &rpc(
+            &env,
+            RpcAs::Identity("payments"),
+            &["decide", &before, "stripe", "create_payment", PAYMENT],
+        ),
+        "Unauthenticated",
+        "a token from before the restart",
+    );
+    env.wait_audit("for the pre-restart token", |e| {
+        e["reason"] == "token-before-restart"
+    });
+    expect_verdict(
+        &rpc(
+            &env,
+            RpcAs::Identity("payments"),
+            &["decide", "fresh", "stripe", "create_payment", PAYMENT],
+        ),
+        "ALLOW",
+        "a fresh token after the restart",
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! operator's side (approve, reject, stop the daemon) is done from the test,
 //! as root, with the CLI.
 //!
-//! These tests need python3 with the pinned `clients/python/requirements.txt`
-//! (`cargo xtask setup` installs them); without them they fail, never skip.
+//! These tests need the pinned `clients/python/requirements.txt`, which
+//! `cargo xtask setup` installs into a virtualenv (`$PALISADE_PYTHON` names
+//! another interpreter); without them they fail, never skip.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -15,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use palisade_tests::{DaemonProc, TestEnv, palisade_bin, root_or_skip, wait_for};
+use palisade_tests::{DaemonProc, TestEnv, client_python, palisade_bin, root_or_skip, wait_for};
 use serde_json::Value;
 
 /// The test policy: finance rules with the daily budget as a parameter, and a
@@ -75,7 +76,7 @@ fn scenarios() -> PathBuf {
 fn python_ready() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        let out = Command::new("python3")
+        let out = Command::new(client_python())
             .args([
                 "-c",
                 "import grpc, grpc_tools, google.protobuf; print(grpc.__version__)",
@@ -89,7 +90,7 @@ fn python_ready() {
             "python3 lacks grpcio/grpcio-tools/protobuf; run `cargo xtask setup` (it installs clients/python/requirements.txt):\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = Command::new("python3")
+        let out = Command::new(client_python())
             .arg(client_dir().join("generate_stubs.py"))
             .arg("--quiet")
             .output()
@@ -112,10 +113,11 @@ fn python(env: &TestEnv, identity: Option<&str>, args: &[&Path]) -> Command {
             c.arg("exec")
                 .arg("--socket")
                 .arg(&env.socket)
-                .args(["--identity", id, "--", "python3"]);
+                .args(["--identity", id, "--"])
+                .arg(client_python());
             c
         }
-        None => Command::new("python3"),
+        None => Command::new(client_python()),
     };
     cmd.arg("-u")
         .args(args)
@@ -299,7 +301,7 @@ fn start(name: &str, daily_limit: u32) -> Option<(TestEnv, DaemonProc)> {
 #[test]
 fn python_unit_tests_pass() {
     python_ready();
-    let out = Command::new("python3")
+    let out = Command::new(client_python())
         .args(["-m", "unittest", "discover", "-v", "-s"])
         .arg(client_dir().join("tests"))
         .env("PYTHONDONTWRITEBYTECODE", "1")

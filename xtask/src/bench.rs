@@ -7,7 +7,7 @@ use crate::toolchain::{is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns");
+        bail!("usage: cargo xtask bench connect|policy|dns|decide");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -17,7 +17,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "connect" => "palisade-bench",
         "policy" => "bench-policy",
         "dns" => "palisade-dns-bench",
-        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns)"),
+        "decide" => "palisade-decide-bench",
+        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide)"),
     };
     let target = workspace_root().join("target/release");
     machine_summary();

@@ -15,6 +15,7 @@ use crate::tokens::{KeyFile, keys::KeyEntry, operator_token};
 pub enum KeysCommand {
     /// Create a key file with one new key (refuses to overwrite).
     Generate {
+        /// Where to write it (mode 0600).
         #[arg(long)]
         file: std::path::PathBuf,
     },
@@ -32,16 +33,22 @@ pub enum KeysCommand {
         #[arg(long)]
         file: std::path::PathBuf,
     },
-    /// Mint an operator token (for operator calls without root).
+    /// Mint an operator token (for operator calls without root, and over
+    /// the TCP listener); pass it as $PALISADE_OPERATOR_TOKEN.
     OperatorToken {
+        /// The daemon's key file (`tokens.key_file`).
         #[arg(long)]
         file: std::path::PathBuf,
+        /// Who holds the token; recorded as the approver of what it approves.
         #[arg(long)]
         name: String,
+        /// Lifetime, e.g. "1h" or "8h".
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Must equal the daemon's `tokens.issuer`.
         #[arg(long, default_value = "palisade")]
         issuer: String,
+        /// Must equal the daemon's `tokens.audience`.
         #[arg(long, default_value = "palisade")]
         audience: String,
     },

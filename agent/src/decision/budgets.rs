@@ -113,7 +113,7 @@ impl Budgets {
                 b.tokens = (b.tokens - c.amount).max(0.0);
                 Remaining {
                     budget: c.budget.clone(),
-                    remaining: b.tokens,
+                    remaining: reported(b.tokens),
                     limit: c.limit,
                     per: c.per,
                     unit: c.unit.clone(),
@@ -135,7 +135,7 @@ impl Budgets {
                 let b = Self::bucket(&mut map, identity, c, now);
                 Remaining {
                     budget: c.budget.clone(),
-                    remaining: b.tokens,
+                    remaining: reported(b.tokens),
                     limit: c.limit,
                     per: c.per,
                     unit: c.unit.clone(),
@@ -143,6 +143,12 @@ impl Budgets {
             })
             .collect()
     }
+}
+
+/// What remains, as reported to agents: rounded down to hundredths, so the
+/// continuous refill never shows as noise and never overstates.
+fn reported(tokens: f64) -> f64 {
+    (tokens * 100.0 + 1e-6).floor() / 100.0
 }
 
 #[cfg(test)]

@@ -230,6 +230,11 @@ pub fn scrape(daemon: &Daemon) -> String {
         );
     }
 
+    // KPIs join the active policy with what agents asked, as of now.
+    daemon.metrics.set_policy_kpis(super::PolicyKpis::of(
+        &active.policy,
+        &daemon.metrics.tools_asked(),
+    ));
     daemon.metrics.render(&mut out);
     out.finish()
 }

@@ -7,7 +7,7 @@
 //! daemon.metrics.record_decision(&Decision { identity, tool, verdict, latency });
 //! daemon.metrics.set_dns_learned(identity, addresses);
 //! daemon.metrics.set_pending_approvals(n);
-//! daemon.metrics.set_policy_kpis(PolicyKpis { .. });
+//! daemon.metrics.set_policy_kpis(PolicyKpis::of(&policy, &daemon.metrics.tools_asked()));
 //! ```
 //!
 //! Labels that come from requests (tool names) are capped: past
@@ -66,12 +66,26 @@ pub struct PolicyKpis {
 }
 
 impl PolicyKpis {
-    /// What the current policy model can tell: identities. Roles and tools
-    /// arrive with the decision API and its policy; that code sets the rest.
-    pub fn from_policy(policy: &crate::policy::Policy) -> Self {
+    /// The KPIs of `policy`, given the tools agents have asked about.
+    pub fn of(policy: &crate::policy::Policy, tools_asked: &[String]) -> Self {
+        let covered = tools_asked
+            .iter()
+            .filter(|tool| {
+                policy
+                    .identities
+                    .iter()
+                    .any(|i| i.tools.all().any(|r| r.tool.matches(tool)))
+            })
+            .count();
         Self {
             identities: policy.identities.len() as u64,
-            ..Self::default()
+            elevated_identities: policy
+                .identities
+                .iter()
+                .filter(|i| i.is_elevated(policy))
+                .count() as u64,
+            tools: tools_asked.len() as u64,
+            covered_tools: covered as u64,
         }
     }
 }
@@ -178,6 +192,19 @@ impl Metrics {
     /// the decision code set.
     pub fn set_policy_identities(&self, identities: u64) {
         lock(&self.kpis).identities = identities;
+    }
+
+    /// The distinct tools decisions were asked about (past the label cap,
+    /// the rest are not named).
+    pub fn tools_asked(&self) -> Vec<String> {
+        let map = lock(&self.decisions);
+        let mut tools: Vec<String> = map
+            .keys()
+            .map(|(t, _)| t.clone())
+            .filter(|t| t != "_other")
+            .collect();
+        tools.dedup();
+        tools
     }
 
     /// The outcome of a policy reload.

@@ -98,15 +98,22 @@ impl Decision {
             let message = format!(
                 "budget `{}` allows {}{unit} per {}; {} already used, this call needs {}",
                 c.budget,
-                c.limit,
+                amount(c.limit),
                 c.per.name(),
-                used(&c.budget),
-                c.amount
+                amount(used(&c.budget)),
+                amount(c.amount)
             );
             let budget = c.budget.clone();
             *self = Self::deny("budget-exceeded", message, vec![budget]);
         }
     }
+}
+
+/// An amount for people: budgets refill continuously, so what is used is
+/// rarely whole; two decimals, without trailing zeros.
+pub fn amount(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// One step of an explanation.

@@ -66,6 +66,8 @@ pub enum TokenError {
     WrongIdentity { token: String, caller: String },
     #[error("token was issued before `{0}` was revoked")]
     IssuedBeforeRevocation(String),
+    #[error("token was issued before the daemon restarted; ask for a new one")]
+    IssuedBeforeRestart,
 }
 
 impl TokenError {
@@ -87,6 +89,7 @@ impl TokenError {
             Self::ReplayCacheFull => "token-cache-full",
             Self::WrongIdentity { .. } => "token-wrong-identity",
             Self::IssuedBeforeRevocation(_) => "token-revoked",
+            Self::IssuedBeforeRestart => "token-before-restart",
         }
     }
 }
@@ -189,6 +192,9 @@ pub struct Tokens {
     /// Identity → the second of its last revocation: tokens issued at or
     /// before it never verify again, even after the identity is restored.
     revoked_at: Mutex<HashMap<String, u64>>,
+    /// The second this daemon started. The replay cache lives in memory, so
+    /// tokens of an earlier run (used or not, nobody knows) never verify.
+    started_at: u64,
 }
 
 impl Tokens {
@@ -199,6 +205,7 @@ impl Tokens {
             keys: ArcSwap::from_pointee(keys),
             replay: ReplayCache::default(),
             revoked_at: Mutex::new(HashMap::new()),
+            started_at: unix(SystemTime::now()),
         })
     }
 
@@ -244,17 +251,20 @@ impl Tokens {
             Some(cutoff) if iat <= cutoff => {
                 Err(TokenError::IssuedBeforeRevocation(identity.to_string()))
             }
+            _ if iat <= self.started_at => Err(TokenError::IssuedBeforeRestart),
             _ => Ok(()),
         }
     }
 
     /// The `iat` of a token issued now for `identity`: never the second of
-    /// its revocation (whole seconds cannot tell before from after), so a
-    /// token issued right after a restore still verifies.
+    /// its revocation or of the daemon's start (whole seconds cannot tell
+    /// before from after), so a token issued right after either verifies.
     fn issued_at(&self, identity: &str) -> u64 {
         let now = unix(SystemTime::now());
-        self.revocation_cutoff(identity)
-            .map_or(now, |cutoff| now.max(cutoff + 1))
+        let cutoff = self
+            .revocation_cutoff(identity)
+            .map_or(self.started_at, |c| c.max(self.started_at));
+        now.max(cutoff + 1)
     }
 
     /// An access token for `sub`, valid `ttl` (capped by `max_ttl`).

@@ -77,7 +77,12 @@ class Client:
         self.token_ttl = token_ttl
         # The channel connects lazily, on the first RPC: building a Client
         # (e.g. at import time, for decorators) needs no daemon.
-        self._channel = grpc.insecure_channel("unix:" + os.path.abspath(self.socket_path))
+        # gRPC would send the socket path as the HTTP/2 :authority, which
+        # the daemon's HTTP/2 server rightly refuses as malformed.
+        self._channel = grpc.insecure_channel(
+            "unix:" + os.path.abspath(self.socket_path),
+            options=[("grpc.default_authority", "localhost")],
+        )
         self._stub = pb_grpc.PalisadeStub(self._channel)
 
     def close(self) -> None:

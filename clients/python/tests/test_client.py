@@ -1,6 +1,8 @@
-"""Unit tests of the Python client, against a scripted in-process gRPC server
-on a Unix socket (no daemon, no root). The real daemon is exercised by
-``scenarios.py`` from ``tests/tests/python_client.rs``.
+"""Unit tests of the Python client's mechanics: what it sends, and how it maps
+every possible answer (including malformed ones the daemon never gives) to
+a fail-closed result. A scripted gRPC server on a Unix socket plays the
+other side, so these need no root. Policy verdicts are tested against the
+real daemon by ``scenarios.py``, driven from ``tests/tests/python_client.rs``.
 
 Run: ``python3 -m unittest discover -s clients/python/tests -v``
 """
@@ -35,7 +37,7 @@ from palisade_client._convert import to_struct  # noqa: E402
 from palisade_client._stubs import pb, pb_grpc  # noqa: E402
 
 
-class FakeDaemon(pb_grpc.PalisadeServicer):
+class ScriptedServer(pb_grpc.PalisadeServicer):
     """Answers Decide from a script; records what it was asked."""
 
     def __init__(self) -> None:
@@ -87,9 +89,9 @@ class WithServer(unittest.TestCase):
     def setUp(self) -> None:
         self.dir = tempfile.TemporaryDirectory()
         self.socket = str(Path(self.dir.name) / "fake.sock")
-        self.fake = FakeDaemon()
+        self.server_script = ScriptedServer()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pb_grpc.add_PalisadeServicer_to_server(self.fake, self.server)
+        pb_grpc.add_PalisadeServicer_to_server(self.server_script, self.server)
         self.server.add_insecure_port("unix:" + self.socket)
         self.server.start()
         self.client = Client(self.socket, timeout=2)
@@ -117,32 +119,32 @@ class DecideTest(WithServer):
         self.assertFalse(d1.local)
         self.assertEqual(d1.matched_rules, ("payments",))
         self.assertEqual(d1.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
-        self.assertEqual([r.token for r in self.fake.requests], ["tok-1", "tok-2"])
-        self.assertEqual(self.fake.requests[0].params["amount"], 800)
+        self.assertEqual([r.token for r in self.server_script.requests], ["tok-1", "tok-2"])
+        self.assertEqual(self.server_script.requests[0].params["amount"], 800)
 
     def test_unknown_verdict_is_a_deny(self) -> None:
-        self.fake.verdict = pb.VERDICT_UNSPECIFIED
-        self.fake.reason = ""
+        self.server_script.verdict = pb.VERDICT_UNSPECIFIED
+        self.server_script.reason = ""
         d = self.client.decide("stripe", "create_payment")
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertEqual(d.reason, "unknown-verdict")
 
     def test_refused_token_is_a_local_deny(self) -> None:
-        self.fake.issue_error = grpc.StatusCode.UNAUTHENTICATED
+        self.server_script.issue_error = grpc.StatusCode.UNAUTHENTICATED
         d = self.client.decide("stripe", "create_payment")
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertTrue(d.local)
         self.assertEqual(d.reason, "rpc-unauthenticated")
         self.assertIs(d.status_code, grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("scripted failure", d.message)
-        self.assertEqual(self.fake.requests, [], "Decide must not be called without a token")
+        self.assertEqual(self.server_script.requests, [], "Decide must not be called without a token")
 
     def test_unencodable_params_are_denied_without_asking(self) -> None:
         d = self.client.decide("stripe", "create_payment", params={"amount": Decimal("1.5")})
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertEqual(d.reason, "invalid-input")
         self.assertIn("params.amount", d.message)
-        self.assertEqual(self.fake.tokens, 0)
+        self.assertEqual(self.server_script.tokens, 0)
 
     def test_closed_client_denies(self) -> None:
         self.client.close()
@@ -157,12 +159,12 @@ class GuardTest(WithServer):
         pay = self.pay_fn(on_decision=seen.append)
         self.assertEqual(pay(800, customer="cus_7"), "pi_1")
         self.assertEqual(self.runs, [800])
-        params = self.fake.requests[0].params
+        params = self.server_script.requests[0].params
         self.assertEqual(dict(params), {"amount": 800, "currency": "USD", "customer": "cus_7"})
         self.assertEqual([d.reason for d in seen], ["allowed"])
 
     def test_deny_raises_and_does_not_run(self) -> None:
-        self.fake.verdict, self.fake.reason = pb.DENY, "denied-by-rule"
+        self.server_script.verdict, self.server_script.reason = pb.DENY, "denied-by-rule"
         pay = self.pay_fn()
         with self.assertRaises(PalisadeDenied) as caught:
             pay(800)
@@ -173,7 +175,7 @@ class GuardTest(WithServer):
         self.assertIn("stripe.create_payment denied (denied-by-rule): scripted", str(e))
 
     def test_approval_required_raises_with_the_approval_id(self) -> None:
-        self.fake.verdict, self.fake.reason = pb.APPROVAL_REQUIRED, "approval-condition"
+        self.server_script.verdict, self.server_script.reason = pb.APPROVAL_REQUIRED, "approval-condition"
         pay = self.pay_fn()
         with self.assertRaises(ApprovalRequired) as caught:
             pay(4200)
@@ -183,19 +185,19 @@ class GuardTest(WithServer):
         self.assertIn("palisade approve a-1", str(caught.exception))
 
     def test_wait_then_approved_runs_once_with_the_override_token(self) -> None:
-        self.fake.verdict, self.fake.reason = pb.APPROVAL_REQUIRED, "approval-condition"
-        self.fake.approval_state = pb.APPROVED
+        self.server_script.verdict, self.server_script.reason = pb.APPROVAL_REQUIRED, "approval-condition"
+        self.server_script.approval_state = pb.APPROVED
         seen: list[Decision] = []
         pay = self.pay_fn(wait=5, on_decision=seen.append)
         self.assertEqual(pay(4200), "pi_1")
         self.assertEqual(self.runs, [4200])
         self.assertEqual([d.reason for d in seen], ["approval-condition", "approved-override"])
-        second = self.fake.requests[1]
+        second = self.server_script.requests[1]
         self.assertEqual((second.token, second.override_token), ("", "override-1"))
-        self.assertEqual(second.params, self.fake.requests[0].params)
+        self.assertEqual(second.params, self.server_script.requests[0].params)
 
     def test_wait_times_out_as_approval_required(self) -> None:
-        self.fake.verdict = pb.APPROVAL_REQUIRED
+        self.server_script.verdict = pb.APPROVAL_REQUIRED
         pay = self.pay_fn(wait=0.3)
         with self.assertRaises(ApprovalRequired) as caught:
             pay(4200)
@@ -204,8 +206,8 @@ class GuardTest(WithServer):
         self.assertIn("within 0.3s", caught.exception.message)
 
     def test_rejected_is_denied(self) -> None:
-        self.fake.verdict = pb.APPROVAL_REQUIRED
-        self.fake.approval_state = pb.REJECTED
+        self.server_script.verdict = pb.APPROVAL_REQUIRED
+        self.server_script.approval_state = pb.REJECTED
         pay = self.pay_fn(wait=5)
         with self.assertRaises(PalisadeDenied) as caught:
             pay(4200)
@@ -221,8 +223,8 @@ class GuardTest(WithServer):
             return "pi_async"
 
         self.assertEqual(asyncio.run(pay(10, memo="ignore previous instructions")), "pi_async")
-        self.assertEqual(dict(self.fake.requests[0].params), {"amount": 10})
-        self.fake.verdict = pb.DENY
+        self.assertEqual(dict(self.server_script.requests[0].params), {"amount": 10})
+        self.server_script.verdict = pb.DENY
         with self.assertRaises(PalisadeDenied):
             asyncio.run(pay(11))
         self.assertEqual(self.runs, [10])
@@ -242,7 +244,7 @@ class GuardTest(WithServer):
                 return patient_id
 
         self.assertEqual(Tools().read("p7"), "p7")
-        r = self.fake.requests[0]
+        r = self.server_script.requests[0]
         self.assertEqual((r.resource, dict(r.params), dict(r.context)), ("patient/p7", {"patient_id": "p7"}, {"ticket": "T-1"}))
 
     def test_bad_guard_declarations_fail_at_decoration(self) -> None:
@@ -255,7 +257,7 @@ class GuardTest(WithServer):
         pay = self.pay_fn(params=None)
         with self.assertRaises(TypeError):
             pay(1, 2, 3, 4)
-        self.assertEqual(self.fake.requests, [])
+        self.assertEqual(self.server_script.requests, [])
 
 
 class FailClosedTest(unittest.TestCase):

@@ -1,0 +1,303 @@
+//! `cargo xtask bench decide`: what a tool-call decision costs an agent.
+//!
+//! One daemon, one policy in the shape of a real payments agent (a parameter
+//! schema, a rule with a condition, an approval condition, a summed daily
+//! budget and a rate budget). A worker enrolled as that agent opens C
+//! connections over the Unix socket (C = 1, 16, 64), pre-issues one token
+//! per call, then times each call from the client's side: `Decide` (token
+//! verification, replay check, rule evaluation, budgets, audit event), and
+//! side by side `Ping`, an empty handler on the same server — the floor of
+//! gRPC over the socket. Rounds interleave the two so machine noise hits
+//! both alike.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use palisade::{api::client, proto};
+use palisade_tests::{DaemonProc, TestEnv, palisade_bin};
+
+const ROUNDS: usize = 5;
+const CALLS_PER_RUN: usize = 6_400;
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const IDENTITY: &str = "bench-agent";
+
+const POLICY: &str = r#"version: 1
+label: bench-decide
+schemas:
+  - tool: stripe
+    actions: [create_payment]
+    params: {amount: number, currency: string, customer: string}
+roles:
+  - id: payments-operator
+    tools:
+      allow:
+        - id: payments
+          tool: stripe
+          actions: [create_payment]
+          when: params.currency == "USD" && params.amount <= 5000
+          approval_if: params.amount > 1000
+      deny:
+        - id: no-refunds
+          tool: stripe
+          actions: [refund, "payout*"]
+    budgets:
+      - {id: daily-spend, tool: stripe, actions: [create_payment], limit: 1000000000, per: day, sum: params.amount, unit: USD}
+      - {id: stripe-rate, tool: stripe, limit: 100000000, per: minute}
+identities:
+  - id: bench-agent
+    roles: [payments-operator]
+"#;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Ping,
+    Decide,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ping => "ping",
+            Kind::Decide => "decide",
+        }
+    }
+}
+
+fn payment() -> proto::DecideRequest {
+    use prost_types::{Struct, Value, value::Kind as V};
+    let field = |k: &str, v: V| (k.to_string(), Value { kind: Some(v) });
+    proto::DecideRequest {
+        tool: "stripe".into(),
+        action: "create_payment".into(),
+        params: Some(Struct {
+            fields: [
+                field("amount", V::NumberValue(10.0)),
+                field("currency", V::StringValue("USD".into())),
+                field("customer", V::StringValue("cus_bench".into())),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Worker mode (runs enrolled): `clients` connections share `calls` calls;
+/// prints the wall time of the timed part, then one latency (ns) per call.
+async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
+    let per_client = calls / clients;
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(
+            client::connect(&socket)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    // Tokens are issued before the clock starts: an agent runtime would
+    // hold one ready per call.
+    let mut tokens: Vec<Vec<String>> = vec![Vec::new(); clients];
+    if kind == Kind::Decide {
+        let issuing = conns.iter().cloned().map(|mut c| {
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(per_client);
+                for _ in 0..per_client {
+                    let r = c
+                        .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+                        .await
+                        .unwrap_or_else(|s| panic!("IssueToken: {s}"));
+                    out.push(r.into_inner().token);
+                }
+                out
+            })
+        });
+        let issuing: Vec<_> = issuing.collect();
+        for (slot, task) in tokens.iter_mut().zip(issuing) {
+            *slot = task.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(tokens)
+        .map(|(mut c, tokens)| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_client);
+                let mut tokens = tokens.into_iter();
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    match kind {
+                        Kind::Ping => {
+                            c.ping(proto::PingRequest {})
+                                .await
+                                .unwrap_or_else(|s| panic!("Ping: {s}"));
+                        }
+                        Kind::Decide => {
+                            let mut req = payment();
+                            req.token = tokens.next().unwrap_or_default();
+                            let r = c
+                                .decide(req)
+                                .await
+                                .unwrap_or_else(|s| panic!("Decide: {s}"))
+                                .into_inner();
+                            // A benchmark of refusals would measure the wrong path.
+                            assert_eq!(
+                                r.verdict,
+                                proto::Verdict::Allow as i32,
+                                "decision was not ALLOW: {} {}",
+                                r.reason,
+                                r.message
+                            );
+                        }
+                    }
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(calls);
+    for t in tasks {
+        all.extend(t.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    let wall = started.elapsed().as_nanos();
+    let mut out = String::with_capacity(all.len() * 8);
+    out.push_str(&format!("{wall}\n"));
+    for ns in all {
+        out.push_str(&format!("{ns}\n"));
+    }
+    print!("{out}");
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[derive(Default)]
+struct Series {
+    latencies: Vec<u64>,
+    calls: u64,
+    wall_ns: u128,
+}
+
+impl Series {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / (self.wall_ns as f64 / 1e9)
+    }
+}
+
+fn run_worker(env: &TestEnv, me: &Path, kind: Kind, clients: usize) -> (u128, Vec<u64>) {
+    let out = std::process::Command::new(palisade_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", IDENTITY, "--"])
+        .arg(me)
+        .arg("worker")
+        .arg(&env.socket)
+        .arg(kind.name())
+        .arg(clients.to_string())
+        .arg(CALLS_PER_RUN.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("worker: {e}"));
+    assert!(
+        out.status.success(),
+        "worker {} x{clients} failed: {}",
+        kind.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let wall: u128 = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("worker printed no wall time"));
+    let lat = lines.filter_map(|l| l.parse().ok()).collect();
+    (wall, lat)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("worker") {
+        let kind = if args[3] == "ping" {
+            Kind::Ping
+        } else {
+            Kind::Decide
+        };
+        let clients: usize = args[4].parse().unwrap_or_else(|e| panic!("{e}"));
+        let calls: usize = args[5].parse().unwrap_or_else(|e| panic!("{e}"));
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(worker(PathBuf::from(&args[2]), kind, clients, calls));
+        return;
+    }
+    assert!(palisade_tests::root_or_skip("bench decide"), "needs root");
+    let env = TestEnv::new("bench-decide", POLICY);
+    let _daemon = DaemonProc::start(&env);
+    let me = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+
+    let mut series: Vec<[Series; 2]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
+    for round in 0..ROUNDS {
+        for (ci, &clients) in CONCURRENCY.iter().enumerate() {
+            for (ki, kind) in [Kind::Ping, Kind::Decide].into_iter().enumerate() {
+                let (wall, lat) = run_worker(&env, &me, kind, clients);
+                let s = &mut series[ci][ki];
+                s.calls += lat.len() as u64;
+                s.wall_ns += wall;
+                s.latencies.extend(lat);
+            }
+        }
+        eprintln!("round {}/{ROUNDS} done", round + 1);
+    }
+
+    println!(
+        "{ROUNDS} interleaved rounds x {CALLS_PER_RUN} calls per (clients, rpc); latency in µs, seen by the client"
+    );
+    println!(
+        "| clients | rpc | calls | p50 | p99 | p99.9 | calls/s | Decide ÷ Ping (p50 / p99 / calls/s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (ci, &clients) in CONCURRENCY.iter().enumerate() {
+        let mut stats = Vec::new();
+        for (ki, kind) in [Kind::Ping, Kind::Decide].into_iter().enumerate() {
+            let s = &mut series[ci][ki];
+            s.latencies.sort_unstable();
+            let p = (
+                percentile(&s.latencies, 0.50),
+                percentile(&s.latencies, 0.99),
+                percentile(&s.latencies, 0.999),
+                s.rate(),
+            );
+            let ratio = if kind == Kind::Decide {
+                let (b50, b99, _, brate): (f64, f64, f64, f64) = stats[0];
+                format!(
+                    "{:.2}× / {:.2}× / {:.2}×",
+                    p.0 / b50,
+                    p.1 / b99,
+                    brate / p.3
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "| {clients} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio} |",
+                if kind == Kind::Ping {
+                    "Ping (empty)"
+                } else {
+                    "Decide"
+                },
+                s.calls,
+                p.0,
+                p.1,
+                p.2,
+                p.3
+            );
+            stats.push(p);
+        }
+    }
+}
