@@ -290,9 +290,12 @@ impl Daemon {
                 match self.decisions.budgets.charge(identity, &d.charges, false) {
                     Ok(r) => obligations = r,
                     Err(_) => {
-                        let used = self.decisions.budgets.used(identity, &d.charges);
+                        // The deny drops the charges; report what remains
+                        // of each budget all the same.
+                        let charges = d.charges.clone();
+                        let used = self.decisions.budgets.used(identity, &charges);
                         d.check_budgets(|b| used.get(b).copied().unwrap_or(0.0));
-                        obligations = self.decisions.budgets.peek(identity, &d.charges);
+                        obligations = self.decisions.budgets.peek(identity, &charges);
                     }
                 }
             }

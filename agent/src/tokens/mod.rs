@@ -195,6 +195,9 @@ pub struct Tokens {
     /// The second this daemon started. The replay cache lives in memory, so
     /// tokens of an earlier run (used or not, nobody knows) never verify.
     started_at: u64,
+    /// The latest `iat` handed out. Issue times can run a second ahead of
+    /// the clock (see `issued_at`), and a revocation must cover them too.
+    latest_iat: std::sync::atomic::AtomicU64,
 }
 
 impl Tokens {
@@ -206,6 +209,7 @@ impl Tokens {
             replay: ReplayCache::default(),
             revoked_at: Mutex::new(HashMap::new()),
             started_at: unix(SystemTime::now()),
+            latest_iat: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -231,7 +235,8 @@ impl Tokens {
 
     /// Invalidate every token `identity` holds now (the kill switch).
     pub fn revoke_issued(&self, identity: &str) {
-        let now = unix(SystemTime::now());
+        let now = unix(SystemTime::now())
+            .max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
         self.revoked_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -264,7 +269,10 @@ impl Tokens {
         let cutoff = self
             .revocation_cutoff(identity)
             .map_or(self.started_at, |c| c.max(self.started_at));
-        now.max(cutoff + 1)
+        let iat = now.max(cutoff + 1);
+        self.latest_iat
+            .fetch_max(iat, std::sync::atomic::Ordering::SeqCst);
+        iat
     }
 
     /// An access token for `sub`, valid `ttl` (capped by `max_ttl`).

@@ -48,7 +48,8 @@ fn forge(t: &Tokens, typ: Option<&str>, mutate: impl FnOnce(&mut AccessClaims)) 
     let now = unix(SystemTime::now());
     c.iss = t.settings.issuer.clone();
     c.aud = t.settings.audience.clone();
-    c.iat = now;
+    // Issued after the service started, as the service itself would stamp it.
+    c.iat = now.max(t.started_at + 1);
     c.nbf = now;
     c.exp = now + 60;
     c.jti = random_id();
@@ -210,4 +211,34 @@ fn a_key_file_readable_by_others_is_refused() {
     .unwrap();
     let err = KeyFile::read(&s.key_file).unwrap_err();
     assert!(err.to_string().contains("readable by others"), "{err}");
+}
+
+#[test]
+fn a_revocation_covers_tokens_issued_ahead_of_the_clock() {
+    let dir = scratch("ahead");
+    let t = Tokens::load(settings(&dir)).unwrap();
+    // Issued in the daemon's first second, so stamped one second ahead.
+    let (token, c) = t.issue_access(claims("finance-agent"), None).unwrap();
+    assert!(c.iat > t.started_at, "{} vs {}", c.iat, t.started_at);
+    t.revoke_issued("finance-agent");
+    assert_eq!(
+        t.verify_access(&token, "finance-agent"),
+        Err(TokenError::IssuedBeforeRevocation("finance-agent".into()))
+    );
+    // A token issued after the revocation verifies.
+    let (fresh, _) = t.issue_access(claims("finance-agent"), None).unwrap();
+    assert!(t.verify_access(&fresh, "finance-agent").is_ok());
+}
+
+#[test]
+fn tokens_of_an_earlier_run_are_refused() {
+    let dir = scratch("restart");
+    let first = Tokens::load(settings(&dir)).unwrap();
+    let (token, _) = first.issue_access(claims("finance-agent"), None).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = Tokens::load(settings(&dir)).unwrap();
+    assert_eq!(
+        second.verify_access(&token, "finance-agent"),
+        Err(TokenError::IssuedBeforeRestart)
+    );
 }
