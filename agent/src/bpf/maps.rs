@@ -184,6 +184,15 @@ impl KernelMaps {
             .map_err(BpfError::map("CGROUP_IDENT"))
     }
 
+    /// The identity a cgroup is enrolled in, if it is.
+    pub fn identity_of_cgroup(&self, cgroup_id: u64) -> Result<Option<u32>, BpfError> {
+        match lock(&self.cgroups).get(&cgroup_id, 0) {
+            Ok(index) => Ok(Some(index)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(BpfError::map("CGROUP_IDENT")(e)),
+        }
+    }
+
     pub fn set_killed(&self, identity: u32, killed: bool) -> Result<(), BpfError> {
         if identity >= MAX_IDENTITIES {
             return Err(BpfError::IdentityIndex(identity));

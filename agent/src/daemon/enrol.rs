@@ -51,15 +51,14 @@ impl Daemon {
     pub fn identity_of_pid(&self, pid: u32) -> Result<Option<(String, u32)>, DaemonError> {
         let rel = CgroupFs::cgroup_of_pid(pid)
             .map_err(|e| DaemonError::Unauthenticated(format!("process {pid}: {e}")))?;
-        let enrolled: std::collections::HashMap<u64, u32> =
-            self.maps.enrolled_cgroups()?.into_iter().collect();
+        // One map lookup per ancestor: this runs on every API call.
         for id in self.cgroups.ancestry_ids(&rel) {
-            if let Some(index) = enrolled.get(&id) {
+            if let Some(index) = self.maps.identity_of_cgroup(id)? {
                 let name = self
                     .registry
-                    .name_of(*index)
+                    .name_of(index)
                     .unwrap_or_else(|| format!("#{index}"));
-                return Ok(Some((name, *index)));
+                return Ok(Some((name, index)));
             }
         }
         Ok(None)
