@@ -309,9 +309,16 @@ fn an_approved_call_is_allowed_once_with_its_override_token() {
             r#"{"amount": 4900, "currency": "USD", "customer": "c-9"}"#,
         ],
     );
-    expect_refused(&other, "FailedPrecondition", "an override for other parameters");
+    expect_refused(
+        &other,
+        "FailedPrecondition",
+        "an override for other parameters",
+    );
     assert!(
-        other["message"].as_str().unwrap_or_default().contains("parameters"),
+        other["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("parameters"),
         "{other}"
     );
     // ...another identity cannot use it...

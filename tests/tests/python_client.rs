@@ -260,7 +260,11 @@ fn operator(env: &TestEnv, args: &[&str]) -> String {
         .arg(&env.socket)
         .output()
         .unwrap_or_else(|e| panic!("palisade {args:?}: {e}"));
-    assert!(out.status.success(), "palisade {args:?}: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "palisade {args:?}: {}",
+        describe(&out)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -313,10 +317,19 @@ fn python_unit_tests_pass() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ran: u32 = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no `Ran N tests` line: {text}"));
     assert!(ran >= 10, "only {ran} Python unit tests ran: {text}");
-    assert!(!stderr.contains("skipped"), "a Python test was skipped: {text}");
+    assert!(
+        !stderr.contains("skipped"),
+        "a Python test was skipped: {text}"
+    );
 }
 
 #[test]
@@ -333,10 +346,7 @@ fn allowed_call_runs_once_and_reports_budgets() {
     assert_eq!(d["reason"], "allowed", "{r}");
     assert_eq!(d["matched_rules"], serde_json::json!(["payments"]), "{r}");
     assert_eq!(d["local"], false, "{r}");
-    assert!(
-        str_of(d, "policy_version").starts_with("pyclient@"),
-        "{r}"
-    );
+    assert!(str_of(d, "policy_version").starts_with("pyclient@"), "{r}");
     let obligations = d["obligations"]
         .as_array()
         .unwrap_or_else(|| panic!("no obligations: {r}"));
@@ -399,7 +409,10 @@ fn approval_required_raises_with_the_approval_id() {
     let payment = &r["payment"];
     assert_eq!(payment["ran"], 0, "{r}");
     assert_eq!(payment["error"], "ApprovalRequired", "{r}");
-    assert_eq!(payment["is_denied"], true, "ApprovalRequired is a PalisadeDenied: {r}");
+    assert_eq!(
+        payment["is_denied"], true,
+        "ApprovalRequired is a PalisadeDenied: {r}"
+    );
     assert_eq!(payment["reason"], "approval-condition", "{r}");
     let id = str_of(payment, "approval_id");
     assert!(!id.is_empty(), "{r}");
@@ -429,9 +442,7 @@ fn operator_approval_runs_the_call_exactly_once() {
     assert_eq!(payment["result"], "pi_1", "{r}");
     assert_eq!(payment["ran"], 1, "{r}");
     assert_eq!(r["runs"], 1, "{r}");
-    let decisions = r["decisions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"));
+    let decisions = r["decisions"].as_array().unwrap_or_else(|| panic!("{r}"));
     assert_eq!(decisions.len(), 2, "{r}");
     assert_eq!(decisions[0]["verdict"], "APPROVAL_REQUIRED", "{r}");
     assert_eq!(decisions[0]["approval_id"], id, "{r}");
@@ -466,11 +477,17 @@ fn override_token_allows_the_approved_call_once() {
     assert_eq!(r["first"]["verdict"], "APPROVAL_REQUIRED", "{r}");
     assert_eq!(r["approval_state"], "APPROVED", "{r}");
     assert_eq!(r["had_token"], true, "{r}");
-    assert_eq!(r["token_in_repr"], false, "the override token leaks into repr: {r}");
+    assert_eq!(
+        r["token_in_repr"], false,
+        "the override token leaks into repr: {r}"
+    );
     assert_eq!(r["approved"]["verdict"], "ALLOW", "{r}");
     assert_eq!(r["approved"]["reason"], "approved-override", "{r}");
     let replayed = &r["replayed"];
-    assert_eq!(replayed["verdict"], "DENY", "a replayed override token was accepted: {r}");
+    assert_eq!(
+        replayed["verdict"], "DENY",
+        "a replayed override token was accepted: {r}"
+    );
     assert_eq!(replayed["local"], true, "{r}");
     assert_eq!(replayed["reason"], "rpc-unauthenticated", "{r}");
     assert_eq!(r["after_state"], "CONSUMED", "{r}");
@@ -486,7 +503,12 @@ fn rejected_approval_is_a_denial() {
     let pending = pending_approval(&env);
     operator(
         &env,
-        &["reject", str_of(&pending, "id"), "--reason", "not on the invoice"],
+        &[
+            "reject",
+            str_of(&pending, "id"),
+            "--reason",
+            "not on the invoice",
+        ],
     );
     let r = run.finish();
     let payment = &r["payment"];
@@ -506,9 +528,7 @@ fn budget_exhausted_denies_and_obligations_count_down() {
         return;
     };
     let r = scenario(&env, "budget");
-    let payments = r["payments"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{r}"));
+    let payments = r["payments"].as_array().unwrap_or_else(|| panic!("{r}"));
     assert_eq!(payments[0]["ran"], 1, "{r}");
     assert_eq!(payments[1]["ran"], 1, "{r}");
     assert_eq!(payments[2]["ran"], 0, "a payment over budget ran: {r}");
@@ -526,7 +546,10 @@ fn budget_exhausted_denies_and_obligations_count_down() {
         .collect();
     assert_eq!(remaining[0], 1200.0, "{r}");
     assert_eq!(remaining[1], 300.0, "{r}");
-    assert_eq!(remaining[2], 300.0, "the denied payment must not be charged: {r}");
+    assert_eq!(
+        remaining[2], 300.0,
+        "the denied payment must not be charged: {r}"
+    );
     assert_eq!(r["runs"], 2, "{r}");
 }
 
@@ -636,7 +659,15 @@ fn example_payments_agent() {
     let mut run = Running::spawn("payments_agent.py", cmd);
     let pending = pending_approval(&env);
     assert_eq!(pending["tool"], "stripe", "{pending}");
-    operator(&env, &["approve", str_of(&pending, "id"), "--reason", "known customer"]);
+    operator(
+        &env,
+        &[
+            "approve",
+            str_of(&pending, "id"),
+            "--reason",
+            "known customer",
+        ],
+    );
     let out = run.finish_output();
     let text = describe(&out);
     assert!(out.status.success(), "{text}");

@@ -118,9 +118,18 @@ fn python_client_env() -> anyhow::Result<()> {
     if output(Command::new("python3").args(["-c", "import ensurepip, venv"])).is_none() {
         apt_install(&["python3-venv"])?;
     }
-    sh(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    sh(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
     sh(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
         .arg(&requirements))?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }

@@ -235,8 +235,8 @@ impl Tokens {
 
     /// Invalidate every token `identity` holds now (the kill switch).
     pub fn revoke_issued(&self, identity: &str) {
-        let now = unix(SystemTime::now())
-            .max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
+        let now =
+            unix(SystemTime::now()).max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
         self.revoked_at
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
