@@ -291,6 +291,13 @@ impl Config {
     }
 }
 
+impl Config {
+    /// A duration setting already checked by `load`.
+    pub fn duration(text: &str, default: std::time::Duration) -> std::time::Duration {
+        humantime::parse_duration(text).unwrap_or(default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,12 +368,5 @@ mod tests {
             dir.join(".a.jsonl.otlp-cursor")
         );
         let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-impl Config {
-    /// A duration setting already checked by `load`.
-    pub fn duration(text: &str, default: std::time::Duration) -> std::time::Duration {
-        humantime::parse_duration(text).unwrap_or(default)
     }
 }

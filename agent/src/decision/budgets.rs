@@ -192,7 +192,7 @@ mod tests {
             per: Window::Minute,
             unit: None,
         };
-        b.charge("a", &[rate.clone()], false).unwrap();
+        b.charge("a", std::slice::from_ref(&rate), false).unwrap();
         assert_eq!(
             b.charge("a", &[charge(10.0), rate], false),
             Err("rate".into())

@@ -61,11 +61,14 @@ fn key_of(index: u32, cidr: &Cidr) -> LpmKey {
     }
 }
 
+/// A grant's key in the kernel's LPM table: (prefix length, scope, address).
+type GrantKey = (u32, [u8; 4], [u8; 16]);
+
 #[derive(Default)]
 pub struct Grants {
     list: Mutex<Vec<Grant>>,
     /// Keys written per identity index, to remove stale entries.
-    written: Mutex<HashMap<u32, BTreeSet<(u32, [u8; 4], [u8; 16])>>>,
+    written: Mutex<HashMap<u32, BTreeSet<GrantKey>>>,
 }
 
 impl Grants {
