@@ -6,14 +6,11 @@ use std::{collections::HashMap, path::Path, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 
+use super::ops::rpc_error;
 use crate::{
     api::client::{self, request},
     proto,
 };
-
-fn rpc(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
-}
 
 fn to_struct(json: &str, flag: &str) -> anyhow::Result<prost_types::Struct> {
     fn value(v: serde_json::Value) -> prost_types::Value {
@@ -80,13 +77,13 @@ pub fn decide(
                 let token = c
                     .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
                     .await
-                    .map_err(rpc)?
+                    .map_err(rpc_error)?
                     .into_inner()
                     .token;
                 ask(token, String::new())
             }
         };
-        let r = c.decide(first).await.map_err(rpc)?.into_inner();
+        let r = c.decide(first).await.map_err(rpc_error)?.into_inner();
         if wait == 0 || r.approval_id.is_empty() {
             return anyhow::Ok(r);
         }
@@ -99,14 +96,14 @@ pub fn decide(
                     id: r.approval_id.clone(),
                 })
                 .await
-                .map_err(rpc)?
+                .map_err(rpc_error)?
                 .into_inner();
             match proto::ApprovalState::try_from(a.state) {
                 Ok(proto::ApprovalState::Approved) if !a.override_token.is_empty() => {
                     return anyhow::Ok(
                         c.decide(ask(String::new(), a.override_token))
                             .await
-                            .map_err(rpc)?
+                            .map_err(rpc_error)?
                             .into_inner(),
                     );
                 }
@@ -168,7 +165,7 @@ pub fn token(socket: &Path, ttl: u32) -> anyhow::Result<ExitCode> {
         anyhow::Ok(
             c.issue_token(proto::IssueTokenRequest { ttl_seconds: ttl })
                 .await
-                .map_err(rpc)?
+                .map_err(rpc_error)?
                 .into_inner(),
         )
     })??;
@@ -193,7 +190,7 @@ pub fn approvals(socket: &Path, all: bool, json: bool) -> anyhow::Result<ExitCod
         anyhow::Ok(
             c.list_approvals(request(proto::ListApprovalsRequest { all }))
                 .await
-                .map_err(rpc)?
+                .map_err(rpc_error)?
                 .into_inner(),
         )
     })??;
@@ -250,7 +247,7 @@ pub fn resolve(socket: &Path, id: &str, approve: bool, reason: &str) -> anyhow::
                 reason: reason.to_string(),
             }))
             .await
-            .map_err(rpc)?
+            .map_err(rpc_error)?
             .into_inner(),
         )
     })??;
@@ -283,7 +280,7 @@ pub fn egress(
                 reason: reason.to_string(),
             })
             .await
-            .map_err(rpc)?
+            .map_err(rpc_error)?
             .into_inner(),
         )
     })??;
@@ -311,16 +308,10 @@ pub(super) fn push(socket: &Path, files: &[std::path::PathBuf]) -> anyhow::Resul
         anyhow::Ok(
             c.push_policy(request(proto::PushPolicyRequest { files: map }))
                 .await
-                .map_err(rpc)?
+                .map_err(rpc_error)?
                 .into_inner(),
         )
     })??;
-    for w in &r.warnings {
-        eprintln!("{w}");
-    }
-    println!(
-        "policy {} applied (generation {})",
-        r.policy_version, r.policy_generation
-    );
+    super::ops::report_applied(&r);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@ use std::{path::Path, process::ExitCode};
 
 use crate::{api::client, proto};
 
-fn rpc_error(s: tonic::Status) -> anyhow::Error {
+pub(super) fn rpc_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 
@@ -205,6 +205,12 @@ pub fn reload(socket: &Path) -> anyhow::Result<ExitCode> {
                 .into_inner(),
         )
     })??;
+    report_applied(&r);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a reload or a push applied, and its warnings.
+pub(super) fn report_applied(r: &proto::ReloadPolicyResponse) {
     for w in &r.warnings {
         eprintln!("{w}");
     }
@@ -212,7 +218,6 @@ pub fn reload(socket: &Path) -> anyhow::Result<ExitCode> {
         "policy {} applied (generation {})",
         r.policy_version, r.policy_generation
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn uninstall(bpffs: &Path) -> anyhow::Result<ExitCode> {
