@@ -23,7 +23,6 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
-use ed25519_dalek::SigningKey;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
 
@@ -90,11 +89,10 @@ impl KeyEntry {
     }
 
     pub fn public_x(&self) -> Result<String, TokenError> {
-        Ok(B64.encode(
-            SigningKey::from_bytes(&self.seed()?)
-                .verifying_key()
-                .to_bytes(),
-        ))
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        let pair = Ed25519KeyPair::from_seed_unchecked(&self.seed()?)
+            .map_err(|e| TokenError::KeyFile(format!("key `{}`: {e}", self.kid)))?;
+        Ok(B64.encode(pair.public_key().as_ref()))
     }
 
     /// Still allowed to verify at `now`?
