@@ -69,19 +69,26 @@ impl CgroupFs {
     }
 
     /// Ids of a relative cgroup path and each of its ancestors, deepest
-    /// first, stopping below the root.
-    pub fn ancestry_ids(&self, rel: &str) -> Vec<u64> {
-        let mut path = self.absolute(rel);
-        let mut out = Vec::new();
-        while path.starts_with(&self.root) && path != self.root {
-            if let Ok(id) = Self::id_of(&path) {
-                out.push(id);
+    /// first, stopping below the root. Lazy: a caller that stops at the
+    /// first match stats no further.
+    pub fn ancestry_ids(&self, rel: &str) -> impl Iterator<Item = u64> + '_ {
+        let mut path = Some(self.absolute(rel));
+        std::iter::from_fn(move || {
+            loop {
+                let p = path.as_mut()?;
+                if !p.starts_with(&self.root) || *p == self.root {
+                    path = None;
+                    return None;
+                }
+                let id = Self::id_of(p).ok();
+                if !p.pop() {
+                    path = None;
+                }
+                if id.is_some() {
+                    return id;
+                }
             }
-            if !path.pop() {
-                break;
-            }
-        }
-        out
+        })
     }
 
     /// Move a process (all its threads) into a cgroup.

@@ -11,12 +11,16 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use cel::{
     Context, Program, Value,
-    common::ast::{Expr, IdedExpr},
+    common::{
+        ast::{Expr, IdedExpr},
+        value::{CowVal, Val},
+    },
+    context::VariableResolver,
 };
 
 /// Variables a condition may use.
@@ -99,12 +103,7 @@ impl CelExpr {
         }
         STDLIB.with(|stdlib| {
             let mut ctx = stdlib.new_inner_scope();
-            ctx.add_variable_from_value("params", bindings.params.clone());
-            ctx.add_variable_from_value("context", bindings.context.clone());
-            ctx.add_variable_from_value("identity", bindings.identity.clone());
-            ctx.add_variable_from_value("tool", bindings.tool.clone());
-            ctx.add_variable_from_value("action", bindings.action.clone());
-            ctx.add_variable_from_value("resource", bindings.resource.clone());
+            ctx.set_variable_resolver(bindings);
             self.program
                 .execute(&ctx)
                 .map_err(|e| format!("`{}`: {e}", self.source))
@@ -130,15 +129,12 @@ impl CelExpr {
     }
 }
 
-/// The values a call provides, converted once per decision.
-#[derive(Clone)]
+/// The values a call provides, in `VARIABLES` order. Each is converted for
+/// the interpreter on its first use and then shared by every expression of
+/// the decision: converting per expression cost more than evaluating.
 pub struct Bindings {
-    pub params: Value,
-    pub context: Value,
-    pub identity: Value,
-    pub tool: Value,
-    pub action: Value,
-    pub resource: Value,
+    values: [Value; VARIABLES.len()],
+    converted: [OnceLock<Option<Box<dyn Val>>>; VARIABLES.len()],
 }
 
 impl Bindings {
@@ -151,13 +147,26 @@ impl Bindings {
         resource: &str,
     ) -> Self {
         Self {
-            params: json_object(params),
-            context: json_object(context),
-            identity: json_object(identity),
-            tool: Value::from(tool.to_string()),
-            action: Value::from(action.to_string()),
-            resource: Value::from(resource.to_string()),
+            values: [
+                json_object(params),
+                json_object(context),
+                json_object(identity),
+                Value::from(tool.to_string()),
+                Value::from(action.to_string()),
+                Value::from(resource.to_string()),
+            ],
+            converted: Default::default(),
         }
+    }
+}
+
+impl VariableResolver for Bindings {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let i = VARIABLES.iter().position(|v| *v == variable)?;
+        self.converted[i]
+            .get_or_init(|| Box::<dyn Val>::try_from(self.values[i].clone()).ok())
+            .as_deref()
+            .map(|v| CowVal::Borrowed(v))
     }
 }
 

@@ -242,3 +242,15 @@ fn tokens_of_an_earlier_run_are_refused() {
         Err(TokenError::IssuedBeforeRestart)
     );
 }
+
+#[test]
+fn token_ids_are_128_random_bits_in_lowercase_hex() {
+    let a = random_id();
+    let b = random_id();
+    assert_eq!(a.len(), 32, "{a}");
+    assert!(
+        a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        "{a}"
+    );
+    assert_ne!(a, b);
+}

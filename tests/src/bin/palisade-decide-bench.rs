@@ -9,13 +9,20 @@
 //! side by side `Ping`, an empty handler on the same server — the floor of
 //! gRPC over the socket. Rounds interleave the two so machine noise hits
 //! both alike.
+//!
+//! Last, in-process and on one core, what issuing and verifying one token
+//! costs here: every decision verifies a fresh single-use token, so this
+//! bounds the decision rate from above whatever the server does.
 
 use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
 
-use palisade::{api::client, proto};
+use palisade::{
+    api::client, proto,
+    tokens::{AccessClaims, TokenSettings, Tokens},
+};
 use palisade_tests::{DaemonProc, TestEnv, palisade_bin};
 
 const ROUNDS: usize = 5;
@@ -171,6 +178,52 @@ async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
     print!("{out}");
 }
 
+/// Microseconds per token to issue, and to verify (with the replay check),
+/// measured in-process on one core with the daemon's own code.
+fn token_costs(dir: &Path) -> (f64, f64) {
+    const N: usize = 3_000;
+    let tokens = Tokens::load(TokenSettings {
+        key_file: dir.join("bench-keys.yaml"),
+        issuer: "palisade://bench".into(),
+        audience: "palisade".into(),
+        ttl: std::time::Duration::from_secs(900),
+        max_ttl: std::time::Duration::from_secs(3600),
+    })
+    .unwrap_or_else(|e| panic!("token keys: {e}"));
+    let claims = AccessClaims {
+        iss: String::new(),
+        aud: String::new(),
+        sub: IDENTITY.into(),
+        org: None,
+        tenant: None,
+        role: "payments-operator".into(),
+        roles: vec!["payments-operator".into()],
+        scopes: vec!["stripe.create_payment".into()],
+        iat: 0,
+        nbf: 0,
+        exp: 0,
+        jti: String::new(),
+    };
+    let started = Instant::now();
+    let issued: Vec<String> = (0..N)
+        .map(|_| {
+            tokens
+                .issue_access(claims.clone(), None)
+                .unwrap_or_else(|e| panic!("issue: {e}"))
+                .0
+        })
+        .collect();
+    let issue = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+    let started = Instant::now();
+    for t in &issued {
+        tokens
+            .verify_access(t, IDENTITY)
+            .unwrap_or_else(|e| panic!("verify: {e}"));
+    }
+    let verify = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+    (issue, verify)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i] as f64 / 1000.0
@@ -300,4 +353,10 @@ fn main() {
             stats.push(p);
         }
     }
+    let (issue, verify) = token_costs(&env.dir);
+    println!(
+        "\ntoken cost in-process, one core: issue {issue:.1} µs, verify {verify:.1} µs; \
+         verification alone caps 2 cores at {:.0} decisions/s",
+        2e6 / verify
+    );
 }
