@@ -116,14 +116,19 @@ impl AuditPipeline {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = head.clone();
         let (head_tx, head_rx) = watch::channel(head.map_or(0, |h| h.seq));
         let files = trail.as_ref().map(|t| t.files().clone());
-        tokio::spawn(write_loop(
-            rx,
-            trail,
-            opts.human,
-            stats.clone(),
-            live.clone(),
-            head_tx,
-        ));
+        // Writing and fsyncing block: on a thread of their own they never
+        // hold up a runtime worker that is answering API calls.
+        let writer = {
+            let (stats, live) = (stats.clone(), live.clone());
+            move || write_loop(rx, trail, opts.human, stats, live, head_tx)
+        };
+        std::thread::Builder::new()
+            .name("palisade-audit".into())
+            .spawn(writer)
+            .map_err(|source| TrailError::Io {
+                path: opts.file.clone().unwrap_or_default(),
+                source,
+            })?;
         let mut pipeline = Self {
             tx,
             live,
@@ -188,7 +193,7 @@ struct Writer {
     unreported_trail_loss: u64,
 }
 
-async fn write_loop(
+fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     trail: Option<TrailWriter>,
     human: bool,
@@ -206,7 +211,7 @@ async fn write_loop(
         unreported_trail_loss: 0,
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
