@@ -166,7 +166,7 @@ impl VariableResolver for Bindings {
         self.converted[i]
             .get_or_init(|| Box::<dyn Val>::try_from(self.values[i].clone()).ok())
             .as_deref()
-            .map(|v| CowVal::Borrowed(v))
+            .map(CowVal::Borrowed)
     }
 }
 

@@ -249,7 +249,8 @@ fn token_ids_are_128_random_bits_in_lowercase_hex() {
     let b = random_id();
     assert_eq!(a.len(), 32, "{a}");
     assert!(
-        a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+        a.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
         "{a}"
     );
     assert_ne!(a, b);

@@ -20,7 +20,8 @@ use std::{
 };
 
 use palisade::{
-    api::client, proto,
+    api::client,
+    proto,
     tokens::{AccessClaims, TokenSettings, Tokens},
 };
 use palisade_tests::{DaemonProc, TestEnv, palisade_bin};
