@@ -6,18 +6,24 @@ use std::time::Duration;
 
 use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, http::Scrape, root_or_skip, wait_for};
 
+/// One identity that may reach nothing the tests use, and a kernel ring
+/// buffer of one page: room for a few dozen events.
+fn small_ring_env(name: &str) -> TestEnv {
+    let env = TestEnv::new(
+        name,
+        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n",
+    );
+    env.write_config_with("", "kernel:\n  event_buffer_bytes: 4096\n");
+    env
+}
+
 #[test]
 fn a_burst_over_the_ring_buffer_is_counted_exactly() {
     if !root_or_skip("a_burst_over_the_ring_buffer_is_counted_exactly") {
         return;
     }
     let target = TcpServer::start("127.0.0.1");
-    let env = TestEnv::new(
-        "loss",
-        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n",
-    );
-    // One page: room for a few dozen events.
-    env.write_config_with("", "kernel:\n  event_buffer_bytes: 4096\n");
+    let env = small_ring_env("loss");
     let _d = DaemonProc::start(&env);
     let port: u64 = target.addr.port().into();
     let sent: u64 = 20_000;
@@ -89,11 +95,7 @@ fn losses_while_the_daemon_is_down_are_reported_by_the_next_one() {
         return;
     }
     let target = TcpServer::start("127.0.0.1");
-    let env = TestEnv::new(
-        "loss-down",
-        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n",
-    );
-    env.write_config_with("", "kernel:\n  event_buffer_bytes: 4096\n");
+    let env = small_ring_env("loss-down");
     let mut d = DaemonProc::start(&env);
     // Enrol a shell that waits, then bursts while no daemon runs.
     let go = env.dir.join("go");

@@ -290,12 +290,12 @@ impl Daemon {
                 match self.decisions.budgets.charge(identity, &d.charges, false) {
                     Ok(r) => obligations = r,
                     Err(_) => {
-                        // The deny drops the charges; report what remains
-                        // of each budget all the same.
-                        let charges = d.charges.clone();
-                        let used = self.decisions.budgets.used(identity, &charges);
+                        // The deny replaces the decision and its charges;
+                        // report what remains of each budget all the same.
+                        let budgets = &self.decisions.budgets;
+                        let used = budgets.used(identity, &d.charges);
+                        obligations = budgets.peek(identity, &d.charges);
                         d.check_budgets(|b| used.get(b).copied().unwrap_or(0.0));
-                        obligations = self.decisions.budgets.peek(identity, &charges);
                     }
                 }
             }

@@ -36,12 +36,35 @@ pub struct Remaining {
 
 #[derive(Default)]
 pub struct Budgets {
-    buckets: Mutex<HashMap<(String, String), Bucket>>,
+    buckets: Mutex<BucketMap>,
 }
 
+impl Remaining {
+    fn of(c: &BudgetCharge, tokens: f64) -> Self {
+        Self {
+            budget: c.budget.clone(),
+            remaining: reported(tokens),
+            limit: c.limit,
+            per: c.per,
+            unit: c.unit.clone(),
+        }
+    }
+}
+
+type BucketMap = HashMap<(String, String), Bucket>;
+
 impl Budgets {
+    /// The buckets, and the instant they are refilled to.
+    fn locked(&self) -> (std::sync::MutexGuard<'_, BucketMap>, Instant) {
+        let map = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (map, Instant::now())
+    }
+
     fn bucket<'a>(
-        map: &'a mut HashMap<(String, String), Bucket>,
+        map: &'a mut BucketMap,
         identity: &str,
         c: &BudgetCharge,
         now: Instant,
@@ -71,11 +94,7 @@ impl Budgets {
     /// How much of each budget is already used now (for the policy's
     /// `check_budgets`).
     pub fn used(&self, identity: &str, charges: &[BudgetCharge]) -> HashMap<String, f64> {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut map, now) = self.locked();
         charges
             .iter()
             .map(|c| {
@@ -94,11 +113,7 @@ impl Budgets {
         charges: &[BudgetCharge],
         force: bool,
     ) -> Result<Vec<Remaining>, String> {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut map, now) = self.locked();
         if !force {
             for c in charges {
                 if Self::bucket(&mut map, identity, c, now).tokens + 1e-9 < c.amount {
@@ -111,36 +126,17 @@ impl Budgets {
             .map(|c| {
                 let b = Self::bucket(&mut map, identity, c, now);
                 b.tokens = (b.tokens - c.amount).max(0.0);
-                Remaining {
-                    budget: c.budget.clone(),
-                    remaining: reported(b.tokens),
-                    limit: c.limit,
-                    per: c.per,
-                    unit: c.unit.clone(),
-                }
+                Remaining::of(c, b.tokens)
             })
             .collect())
     }
 
     /// What remains, without charging (for approval-required answers).
     pub fn peek(&self, identity: &str, charges: &[BudgetCharge]) -> Vec<Remaining> {
-        let now = Instant::now();
-        let mut map = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut map, now) = self.locked();
         charges
             .iter()
-            .map(|c| {
-                let b = Self::bucket(&mut map, identity, c, now);
-                Remaining {
-                    budget: c.budget.clone(),
-                    remaining: reported(b.tokens),
-                    limit: c.limit,
-                    per: c.per,
-                    unit: c.unit.clone(),
-                }
-            })
+            .map(|c| Remaining::of(c, Self::bucket(&mut map, identity, c, now).tokens))
             .collect()
     }
 }

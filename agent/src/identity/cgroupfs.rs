@@ -72,22 +72,17 @@ impl CgroupFs {
     /// first, stopping below the root. Lazy: a caller that stops at the
     /// first match stats no further.
     pub fn ancestry_ids(&self, rel: &str) -> impl Iterator<Item = u64> + '_ {
-        let mut path = Some(self.absolute(rel));
+        let mut path = self.absolute(rel);
+        let mut at_top = false;
         std::iter::from_fn(move || {
-            loop {
-                let p = path.as_mut()?;
-                if !p.starts_with(&self.root) || *p == self.root {
-                    path = None;
-                    return None;
-                }
-                let id = Self::id_of(p).ok();
-                if !p.pop() {
-                    path = None;
-                }
+            while !at_top && path.starts_with(&self.root) && path != self.root {
+                let id = Self::id_of(&path).ok();
+                at_top = !path.pop();
                 if id.is_some() {
                     return id;
                 }
             }
+            None
         })
     }
 
