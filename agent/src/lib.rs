@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod decision;
 pub mod dns;
 pub mod doctor;
+pub mod hex;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

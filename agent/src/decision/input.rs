@@ -4,7 +4,6 @@
 
 use prost_types::{ListValue, Struct, Value as PValue, value::Kind};
 use serde_json::{Map, Value};
-use sha2::{Digest as _, Sha256};
 
 /// Largest parameters (or context) accepted, as JSON text.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
@@ -75,10 +74,7 @@ pub fn to_json(s: Option<&Struct>, what: &'static str) -> Result<Map<String, Val
 pub fn digest(params: &Map<String, Value>) -> String {
     // serde_json's Map is ordered by key, so this text is canonical.
     let text = serde_json::to_string(params).unwrap_or_default();
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::audit::chain::sha256_hex(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -108,6 +108,5 @@ pub(super) fn content_hash(sources: &[Source]) -> String {
         h.update([0]);
     }
     let digest = h.finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::hex::lower(&digest[..8]))
 }

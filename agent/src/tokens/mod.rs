@@ -170,13 +170,7 @@ pub fn random_id() -> String {
             .map_or(0, |d| d.as_nanos());
         b = now.to_le_bytes();
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
-    for x in b {
-        out.push(HEX[usize::from(x >> 4)] as char);
-        out.push(HEX[usize::from(x & 0xf)] as char);
-    }
-    out
+    crate::hex::lower(&b)
 }
 
 /// The `alg` a token's header declares, read without trusting anything.
