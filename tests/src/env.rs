@@ -24,6 +24,29 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// The CLI against this installation's socket, as an operator (root,
+    /// not enrolled).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::palisade_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .unwrap_or_else(|e| panic!("palisade {args:?}: {e}"))
+    }
+
+    /// `cli`, which must succeed; its standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "palisade {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Fresh directories and cgroup for test `name`, with `policy` written.
     pub fn new(name: &str, policy: &str) -> Self {
         let unique = format!(

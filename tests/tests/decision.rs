@@ -89,25 +89,6 @@ fn decide(env: &TestEnv, who: &str, tool: &str, action: &str, params: &str) -> V
     )
 }
 
-/// The CLI, as an operator (root, not enrolled).
-fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(palisade_bin());
-    cmd.args(args).arg("--socket").arg(&env.socket);
-    cmd.output()
-        .unwrap_or_else(|e| panic!("palisade {args:?}: {e}"))
-}
-
-fn cli_ok(env: &TestEnv, args: &[&str]) -> String {
-    let out = cli(env, args);
-    assert!(
-        out.status.success(),
-        "palisade {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn expect_verdict(answer: &Value, verdict: &str, what: &str) {
     assert_eq!(answer["ok"], true, "{what}: the call failed: {answer}");
     assert_eq!(answer["verdict"], verdict, "{what}: {answer}");
@@ -282,13 +263,13 @@ fn an_approved_call_is_allowed_once_with_its_override_token() {
         "PermissionDenied",
         "an agent approving its own call",
     );
-    let listed = cli_ok(&env, &["approvals", "--json"]);
+    let listed = env.cli_ok(&["approvals", "--json"]);
     assert!(
         listed.contains(&id),
         "`palisade approvals` lists it: {listed}"
     );
 
-    cli_ok(&env, &["approve", &id, "--reason", "invoice 2291 checked"]);
+    env.cli_ok(&["approve", &id, "--reason", "invoice 2291 checked"]);
     let approved = rpc(&env, RpcAs::Identity("payments"), &["approval", &id]);
     assert_eq!(approved["state"], "APPROVED", "{approved}");
     let token = approved["override_token"]
@@ -359,7 +340,7 @@ fn an_approved_call_is_allowed_once_with_its_override_token() {
         .unwrap_or_default()
         .to_string();
     assert_ne!(rejected_id, id, "a used approval is not handed out again");
-    cli_ok(&env, &["reject", &rejected_id, "--reason", "not today"]);
+    env.cli_ok(&["reject", &rejected_id, "--reason", "not today"]);
     let rejected = rpc(
         &env,
         RpcAs::Identity("payments"),
@@ -448,7 +429,7 @@ fn a_just_in_time_grant_opens_the_kernel_path_and_closes_at_expiry() {
         .to_string();
     Probe::in_cgroup(&agent, &["tcp", "127.0.0.1", &partner_port])
         .expect_eperm("while the approval is pending");
-    cli_ok(&env, &["approve", &id, "--reason", "partner sync"]);
+    env.cli_ok(&["approve", &id, "--reason", "partner sync"]);
     Probe::in_cgroup(&agent, &["tcp", "127.0.0.1", &partner_port]).expect_ok("after approval");
     env.wait_audit("for the approved grant", |e| {
         e["kind"] == "grant" && e["verdict"] == "granted" && e["reason"] == "approved"
@@ -482,10 +463,7 @@ fn revoking_an_identity_closes_kernel_and_api_at_once() {
     );
     assert_eq!(granted["granted"], true, "{granted}");
 
-    cli_ok(
-        &env,
-        &["revoke", "payments", "--reason", "suspicious payouts"],
-    );
+    env.cli_ok(&["revoke", "payments", "--reason", "suspicious payouts"]);
     connect_open().expect_eperm("kernel, revoked");
     expect_refused(
         &rpc(
@@ -508,7 +486,7 @@ fn revoking_an_identity_closes_kernel_and_api_at_once() {
         e["kind"] == "grant" && e["verdict"] == "withdrawn" && e["reason"] == "revoked"
     });
 
-    cli_ok(&env, &["restore", "payments"]);
+    env.cli_ok(&["restore", "payments"]);
     connect_open().expect_ok("kernel, restored");
     Probe::in_cgroup(&agent, &["tcp", "127.0.0.1", &ledger.port()])
         .expect_eperm("a grant from before the revocation stays withdrawn");
@@ -797,7 +775,7 @@ fn operator_calls_policy_push_health_and_the_tcp_listener() {
     let bad = env.dir.join("bad.yaml");
     std::fs::write(&bad, "version: 1\nidentities:\n  - id: payments\n    tools:\n      allow:\n        - {tool: stripe, when: 'params.amount >'}\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    let refused = cli(&env, &["policy", "push", bad.to_str().unwrap_or_default()]);
+    let refused = env.cli(&["policy", "push", bad.to_str().unwrap_or_default()]);
     assert!(!refused.status.success());
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -810,10 +788,7 @@ fn operator_calls_policy_push_health_and_the_tcp_listener() {
         "ALLOW",
         "the old policy still decides",
     );
-    cli_ok(
-        &env,
-        &["policy", "push", wider.to_str().unwrap_or_default()],
-    );
+    env.cli_ok(&["policy", "push", wider.to_str().unwrap_or_default()]);
     assert_ne!(env.status()["policy_version"], version, "the push applied");
     expect_verdict(
         &decide(&env, "payments", "stripe", "refund", "{}"),

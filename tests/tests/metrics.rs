@@ -1,12 +1,10 @@
 //! `/metrics` after known traffic: the counts match exactly, and every
 //! metric the Grafana dashboard uses exists.
 
-use std::process::Command;
-
 use palisade_tests::{
     DaemonProc, Probe, TcpServer, TestEnv,
     http::{Scrape, get},
-    palisade_bin, root_or_skip,
+    root_or_skip,
 };
 
 fn policy(allowed: u16) -> String {
@@ -131,12 +129,7 @@ fn metrics_count_known_traffic_exactly() {
         "version: 1\nidentities:\n  - id: enf\n    egress: {allow: [{cidr: 300.0.0.1}]}\n",
     );
     reloads("rejected", 1.0);
-    let out = Command::new(palisade_bin())
-        .args(["reload", "--socket"])
-        .arg(&env.socket)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!out.status.success());
+    assert!(!env.cli(&["reload"]).status.success());
     let m = reloads("rejected", 2.0);
     m.expect("palisade_policy_last_reload_success", 0.0);
     assert!(
@@ -148,16 +141,7 @@ fn metrics_count_known_traffic_exactly() {
     // Back to the policy in force: the watch sees no new content (no
     // reload); the explicit reload applies it.
     env.write_policy(&policy(allowed.addr.port()));
-    let out = Command::new(palisade_bin())
-        .args(["reload", "--socket"])
-        .arg(&env.socket)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.cli_ok(&["reload"]);
     let m = reloads("applied", 1.0);
     m.expect("palisade_policy_last_reload_success", 1.0);
     // Counters live in the kernel: a reload does not reset them.

@@ -1,6 +1,6 @@
 //! Audit (shadow) mode and the kill switch.
 
-use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, palisade_bin, root_or_skip};
+use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, root_or_skip};
 
 #[test]
 fn audit_mode_allows_and_records_would_deny() {
@@ -36,15 +36,6 @@ fn audit_mode_allows_and_records_would_deny() {
     );
 }
 
-fn cli(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(palisade_bin())
-        .args(args)
-        .arg("--socket")
-        .arg(&env.socket)
-        .output()
-        .unwrap_or_else(|e| panic!("palisade {args:?}: {e}"))
-}
-
 #[test]
 fn kill_switch_denies_everything_at_once_and_lifts() {
     if !root_or_skip("kill_switch_denies_everything_at_once_and_lifts") {
@@ -60,7 +51,7 @@ fn kill_switch_denies_everything_at_once_and_lifts() {
     Probe::enrolled(&env, "finance", &["tcp", "127.0.0.1", &allowed.port()])
         .expect_ok("before revoke");
 
-    let out = cli(&env, &["revoke", "finance", "--reason", "incident-42"]);
+    let out = env.cli(&["revoke", "finance", "--reason", "incident-42"]);
     assert!(
         out.status.success(),
         "revoke: {}",
@@ -75,7 +66,7 @@ fn kill_switch_denies_everything_at_once_and_lifts() {
         e["reason"] == "kill-switch" && e["verdict"] == "deny"
     });
 
-    let out = cli(&env, &["restore", "finance"]);
+    let out = env.cli(&["restore", "finance"]);
     assert!(
         out.status.success(),
         "restore: {}",
@@ -84,7 +75,7 @@ fn kill_switch_denies_everything_at_once_and_lifts() {
     Probe::enrolled(&env, "finance", &["tcp", "127.0.0.1", &allowed.port()])
         .expect_ok("after restore");
 
-    let out = cli(&env, &["revoke", "nobody"]);
+    let out = env.cli(&["revoke", "nobody"]);
     assert!(
         !out.status.success(),
         "revoking an unknown identity must fail"

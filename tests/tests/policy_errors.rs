@@ -54,11 +54,7 @@ fn a_rejected_reload_keeps_the_last_good_policy_enforcing() {
         "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {{cidr: 0.0.0.0/0}}\n        - {{cidr: 127.0.0.1, ports: [{}], protocol: tcpp}}\n",
         denied.port()
     ));
-    let out = std::process::Command::new(palisade_bin())
-        .args(["reload", "--socket"])
-        .arg(&env.socket)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = env.cli(&["reload"]);
     assert!(!out.status.success(), "a broken policy must be refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -71,11 +71,7 @@ fn a_thousand_alternating_reloads_never_interrupt_a_connection_allowed_by_both()
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..1000 {
         env.write_policy(if i % 2 == 0 { &policy_b } else { &policy_a });
-        let out = Command::new(palisade_bin())
-            .args(["reload", "--socket"])
-            .arg(&env.socket)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = env.cli(&["reload"]);
         assert!(
             out.status.success(),
             "reload {i}: {}",

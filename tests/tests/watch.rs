@@ -115,11 +115,7 @@ fn events_follow_streams_filtered_records() {
     );
 
     // Status shows the trail head and the packet guard.
-    let status = Command::new(palisade_bin())
-        .args(["status", "--socket"])
-        .arg(&env.socket)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let status = env.cli(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
         text.contains("trail ") && text.contains("metrics    http://127.0.0.1:"),
