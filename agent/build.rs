@@ -17,16 +17,21 @@ fn main() -> anyhow::Result<()> {
     build_ebpf()
 }
 
+/// `protox` is a protobuf compiler in Rust that carries the well-known
+/// types (`google/protobuf/struct.proto`…): the build needs no `protoc`
+/// and no include files from the host.
 fn build_protos() -> anyhow::Result<()> {
     let files = ["../proto/palisade/v1/palisade.proto"];
     for f in &files {
         println!("cargo::rerun-if-changed={f}");
     }
+    let descriptors = protox::compile(files, ["../proto"])
+        .map_err(|e| anyhow!("compiling proto/palisade/v1: {e}"))?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&files, &["../proto"])
-        .context("compiling proto/palisade/v1 (is protoc installed? run `cargo xtask setup`)")
+        .compile_fds(descriptors)
+        .context("generating the gRPC code for proto/palisade/v1")
 }
 
 fn build_ebpf() -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod hex;
 pub mod identity;
 pub mod metrics;
+pub mod mounts;
 pub mod policy;
 pub mod seccomp;
 pub mod tokens;

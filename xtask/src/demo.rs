@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::toolchain::{cargo, is_root, sh, workspace_root};
+use crate::toolchain::{cargo, is_root, require_setup, sh, workspace_root};
 
 /// Answer every HTTP request on `addr` with a fixed body, in a thread.
 fn http_server(addr: &str, body: &'static str) -> anyhow::Result<()> {
@@ -74,6 +74,7 @@ pub fn run() -> anyhow::Result<()> {
     if !is_root() {
         bail!("the demo loads eBPF programs and needs root: `sudo -E cargo xtask demo`");
     }
+    require_setup()?;
     sh(cargo().args(["build", "--release", "-p", "agent"]))?;
     let root = workspace_root();
     let palisade = root.join("target/release/palisade");

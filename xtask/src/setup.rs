@@ -7,16 +7,19 @@ use anyhow::{Context as _, bail};
 
 use crate::toolchain::{
     BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output,
-    python_env, sh, workspace_root,
+    python_env, sh, toolchain_installed, workspace_root,
 };
 
-/// Debian packages: protoc for the gRPC code, iproute2 for test namespaces,
-/// python3 for test servers; dnsmasq (the binary only, no system service)
-/// as the real DNS server of the DNS-aware egress tests and benchmark;
-/// systemd-analyze checks the systemd unit, strace and setpriv run the
-/// daemon as the unit would confine it.
+/// Debian packages: a C compiler and libc headers for the crates that build
+/// C (AWS-LC) and for linking; iproute2 for test namespaces, python3 for
+/// test servers; dnsmasq (the binary only, no system service) as the real
+/// DNS server of the DNS-aware egress tests and benchmark; systemd-analyze
+/// checks the systemd unit, strace and setpriv run the daemon as the unit
+/// would confine it. The gRPC code needs no protoc: `protox` compiles the
+/// protos in the build script.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("protoc", "protobuf-compiler"),
+    ("cc", "gcc"),
+    ("/usr/include/stdio.h", "libc6-dev"),
     ("ip", "iproute2"),
     ("python3", "python3"),
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
@@ -32,11 +35,6 @@ pub fn run() -> anyhow::Result<()> {
     python_client_env()?;
     eprintln!("setup: done");
     Ok(())
-}
-
-fn toolchain_installed(name: &str) -> bool {
-    output(Command::new("rustup").args(["toolchain", "list"]))
-        .is_some_and(|list| list.lines().any(|l| l.starts_with(name)))
 }
 
 fn toolchains() -> anyhow::Result<()> {
@@ -70,21 +68,42 @@ fn toolchains() -> anyhow::Result<()> {
             "rust-src",
         ]))?;
     }
+    // A plain `cargo build` in this checkout uses the pinned toolchain
+    // (the contract in the README), without a rust-toolchain.toml.
+    let root = workspace_root();
+    let current = output(
+        Command::new("rustup")
+            .args(["show", "active-toolchain"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .current_dir(&root),
+    )
+    .unwrap_or_default();
+    if !current.starts_with(USER_TOOLCHAIN) {
+        sh(Command::new("rustup")
+            .args(["override", "set", USER_TOOLCHAIN, "--path"])
+            .arg(&root))?;
+    }
     Ok(())
 }
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(bin, _)| {
-            output(Command::new("sh").args(["-c", &format!("command -v {bin}")])).is_none()
-        })
+        .filter(|(what, _)| !present(what))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {
         return Ok(());
     }
     apt_install(&missing)
+}
+
+/// A command on PATH, or a file when given as an absolute path.
+fn present(what: &str) -> bool {
+    if what.starts_with('/') {
+        return std::path::Path::new(what).exists();
+    }
+    output(Command::new("sh").args(["-c", &format!("command -v {what}")])).is_some()
 }
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {

@@ -7,9 +7,10 @@ use std::{
 
 use anyhow::bail;
 
-use crate::toolchain::{cargo, is_root, python_env, sh, workspace_root};
+use crate::toolchain::{cargo, is_root, python_env, require_setup, sh, workspace_root};
 
 pub fn build() -> anyhow::Result<()> {
+    require_setup()?;
     sh(cargo().args(["build", "--release", "-p", "agent"]))?;
     sh(cargo().args([
         "build",

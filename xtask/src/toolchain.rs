@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Userspace toolchain (also in rust-toolchain.toml).
+/// Userspace toolchain. There is no rust-toolchain.toml: rustup would refuse
+/// to run `cargo xtask` at all where it may not install toolchains by itself
+/// (`RUSTUP_AUTO_INSTALL=0`). Setup installs this one and sets it as the
+/// checkout's rustup override, so a plain `cargo build` uses it too.
 pub const USER_TOOLCHAIN: &str = "1.99.1";
 /// eBPF toolchain; keep in step with `agent/build.rs`.
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-10-29";
@@ -67,10 +70,35 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
+/// `cargo` of the pinned userspace toolchain, whatever toolchain built
+/// xtask (the first `cargo xtask setup` runs on the host's default one, and
+/// rustup passes that one on in `RUSTUP_TOOLCHAIN`).
 pub fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(workspace_root());
+    let mut c = Command::new("cargo");
+    c.arg(format!("+{USER_TOOLCHAIN}"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .current_dir(workspace_root());
     c
+}
+
+/// Whether rustup has toolchain `name` (e.g. `1.99.1`).
+pub fn toolchain_installed(name: &str) -> bool {
+    output(Command::new("rustup").args(["toolchain", "list"]))
+        .is_some_and(|list| list.lines().any(|l| l.starts_with(name)))
+}
+
+/// Stop with the fix when `cargo xtask setup` has not run yet.
+pub fn require_setup() -> anyhow::Result<()> {
+    if !toolchain_installed(USER_TOOLCHAIN) || !toolchain_installed(EBPF_TOOLCHAIN) {
+        bail!(
+            "the pinned toolchains ({USER_TOOLCHAIN}, {EBPF_TOOLCHAIN}) are not installed: run `cargo xtask setup` first"
+        );
+    }
+    let linker = linker_prefix()?.join("bin/bpf-linker");
+    if !linker.exists() {
+        bail!("bpf-linker is not installed ({}): run `cargo xtask setup` first", linker.display());
+    }
+    Ok(())
 }
 
 pub fn is_root() -> bool {

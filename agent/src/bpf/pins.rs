@@ -5,13 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use nix::{
-    mount::{MsFlags, mount},
-    sys::statfs::{BPF_FS_MAGIC, statfs},
-};
-
-/// Where bpffs lives when the host has not mounted it.
-const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+use crate::mounts::{BPFFS as DEFAULT_BPFFS, ensure_bpffs, is_bpffs};
 
 /// Maps pinned under the daemon's directory; they carry enforcement state.
 pub const PINNED_MAPS: &[&str] = &[
@@ -69,7 +63,7 @@ impl PinDir {
     pub fn prepare(&self) -> io::Result<()> {
         ensure_bpffs(&self.root)?;
         fs::create_dir_all(&self.root)?;
-        if !is_bpffs(&self.root)? {
+        if !is_bpffs(&self.root) {
             return Err(io::Error::other(format!(
                 "{} is not on a bpf filesystem; set `bpffs` to a directory under a bpffs mount such as {DEFAULT_BPFFS}",
                 self.root.display()
@@ -120,29 +114,4 @@ impl PinDir {
             Err(e) => Err(e),
         }
     }
-}
-
-fn is_bpffs(path: &Path) -> io::Result<bool> {
-    let st = statfs(path).map_err(io::Error::from)?;
-    Ok(st.filesystem_type() == BPF_FS_MAGIC)
-}
-
-/// Mount bpffs at `/sys/fs/bpf` when `dir` would live there and it is not
-/// mounted yet (many hosts do not mount it at boot).
-fn ensure_bpffs(dir: &Path) -> io::Result<()> {
-    let default = Path::new(DEFAULT_BPFFS);
-    if !dir.starts_with(default) || is_bpffs(default)? {
-        return Ok(());
-    }
-    fs::create_dir_all(default)?;
-    mount(
-        Some("bpf"),
-        default,
-        Some("bpf"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0700"),
-    )
-    .map_err(|e| io::Error::other(format!("mounting bpffs at {DEFAULT_BPFFS}: {e}")))?;
-    tracing::info!(path = DEFAULT_BPFFS, "mounted bpffs");
-    Ok(())
 }

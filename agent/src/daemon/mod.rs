@@ -52,8 +52,9 @@ pub struct ActivePolicy {
     pub generation: u32,
 }
 
-/// Run the host checks of `palisade doctor`; fatal findings stop the start,
-/// warnings are logged and returned.
+/// Mount what the host lacks (bpffs, tracefs, securityfs), then run the
+/// host checks of `palisade doctor`; fatal findings stop the start (each
+/// with its fix), warnings are logged and returned.
 fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
     let report = crate::doctor::preflight(config);
     if !report.ready() {

@@ -1,12 +1,34 @@
 //! Host checks that need no eBPF: kernel, BTF, cgroup v2, bpffs, tracefs,
 //! the LSM list and the process's capabilities.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use nix::sys::statfs::{BPF_FS_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 
 use super::Check;
-use crate::{config::Config, identity::CgroupFs};
+use crate::{
+    config::Config,
+    identity::CgroupFs,
+    mounts::{self, Mounted},
+};
+
+/// What mounting each kernel filesystem gave (`mounts::ensure_all`).
+pub type MountResults = [(&'static str, io::Result<Mounted>)];
+
+fn mount_result<'a>(mounts: &'a MountResults, name: &str) -> Option<&'a io::Result<Mounted>> {
+    mounts.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+}
+
+/// " (mounted at start)" when this process mounted it.
+fn mounted_note(mounts: &MountResults, name: &str) -> &'static str {
+    match mount_result(mounts, name) {
+        Some(Ok(Mounted::Now)) => " (mounted by palisade)",
+        _ => "",
+    }
+}
 
 /// Ring buffers (5.8) are the newest kernel feature the programs rely on;
 /// BPF links for cgroups and `BPF_LINK_UPDATE` (5.7) come before.
@@ -19,16 +41,16 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
-pub fn checks(config: &Config) -> Vec<Check> {
+pub fn checks(config: &Config, mounts: &MountResults) -> Vec<Check> {
     let caps = effective_caps();
     vec![
         kernel(),
         btf(),
         capabilities(caps),
         cgroup2(config),
-        bpffs(config, caps),
-        tracefs(),
-        lsm_list(),
+        bpffs(config, mounts),
+        tracefs(mounts),
+        lsm_list(mounts),
     ]
 }
 
@@ -223,7 +245,7 @@ fn existing(p: &Path) -> PathBuf {
     cur
 }
 
-fn bpffs(config: &Config, caps: u64) -> Check {
+fn bpffs(config: &Config, mounts: &MountResults) -> Check {
     let pin = &config.bpffs;
     let on_bpffs = |p: &Path| statfs(p).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
     let near = existing(pin);
@@ -231,31 +253,26 @@ fn bpffs(config: &Config, caps: u64) -> Check {
         return Check::ok(
             "bpffs",
             format!(
-                "{} is on bpffs{}",
+                "{} is on bpffs{}{}",
                 pin.display(),
+                mounted_note(mounts, "bpffs"),
                 if near == *pin {
                     ""
                 } else {
-                    " (created at start)"
+                    " (the directory is created at start)"
                 }
             ),
         );
     }
-    let default = Path::new("/sys/fs/bpf");
-    if pin.starts_with(default) && !on_bpffs(default) {
-        return if has(caps, CAP_SYS_ADMIN) {
-            Check::warn(
-                "bpffs",
-                "bpffs is not mounted at /sys/fs/bpf; the daemon mounts it at start",
-                "mount it at boot (systemd does) so pins survive the daemon: mount -t bpf bpf /sys/fs/bpf",
-            )
-        } else {
-            Check::fail(
-                "bpffs",
-                "bpffs is not mounted at /sys/fs/bpf and mounting it needs CAP_SYS_ADMIN",
-                "mount -t bpf bpf /sys/fs/bpf (the systemd unit does this in ExecStartPre)",
-            )
-        };
+    if let Some(Err(e)) = mount_result(mounts, "bpffs") {
+        return Check::fail(
+            "bpffs",
+            format!("bpffs is not mounted at {} and could not be: {e}", mounts::BPFFS),
+            format!(
+                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {}",
+                mounts::BPFFS
+            ),
+        );
     }
     Check::fail(
         "bpffs",
@@ -264,44 +281,69 @@ fn bpffs(config: &Config, caps: u64) -> Check {
     )
 }
 
-fn tracefs() -> Check {
-    for dir in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        let id = Path::new(dir).join("events/cgroup/cgroup_mkdir/id");
-        if id.exists() {
-            return Check::ok(
-                "tracefs",
-                format!("{dir} (cgroup_mkdir tracepoint present)"),
-            );
-        }
+fn tracefs(mounts: &MountResults) -> Check {
+    let Some(dir) = mounts::tracefs_dir() else {
+        let why = match mount_result(mounts, "tracefs") {
+            Some(Err(e)) => format!(": {e}"),
+            _ => String::new(),
+        };
+        return Check::fail(
+            "tracefs",
+            format!("tracefs is not mounted and could not be{why}; the tracepoints cannot attach"),
+            format!(
+                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t tracefs nodev {}",
+                mounts::TRACEFS
+            ),
+        );
+    };
+    if Path::new(dir)
+        .join("events/cgroup/cgroup_mkdir/id")
+        .exists()
+    {
+        return Check::ok(
+            "tracefs",
+            format!(
+                "{dir}{} (cgroup_mkdir tracepoint present)",
+                mounted_note(mounts, "tracefs")
+            ),
+        );
     }
     Check::fail(
         "tracefs",
-        "no tracefs with events/cgroup/cgroup_mkdir: new cgroups would be enrolled only at the next resync",
-        "mount -t tracefs nodev /sys/kernel/tracing",
+        format!("{dir} has no events/cgroup/cgroup_mkdir: this kernel lacks the cgroup tracepoints"),
+        "use a kernel built with CONFIG_CGROUPS and tracepoints (every distribution kernel is)",
     )
 }
 
-fn lsm_list() -> Check {
-    match std::fs::read_to_string("/sys/kernel/security/lsm") {
+fn lsm_list(mounts: &MountResults) -> Check {
+    let path = Path::new(mounts::SECURITYFS).join("lsm");
+    match std::fs::read_to_string(&path) {
         Ok(list) => {
             let list = list.trim().to_string();
+            let note = mounted_note(mounts, "securityfs");
             if list.split(',').any(|l| l == "bpf") {
-                Check::ok("lsm", format!("active LSMs: {list} (bpf among them)"))
+                Check::ok("lsm", format!("active LSMs: {list} (bpf among them){note}"))
             } else {
                 Check::warn(
                     "lsm",
                     format!(
-                        "active LSMs: {list} (no bpf): packet sockets are refused only to agents started with `palisade exec`"
+                        "active LSMs: {list} (no bpf){note}: packet sockets are refused only to agents started with `palisade exec`"
                     ),
                     "add bpf to the kernel's lsm= boot parameter (CONFIG_BPF_LSM=y)",
                 )
             }
         }
-        Err(e) => Check::warn(
-            "lsm",
-            format!("cannot read /sys/kernel/security/lsm ({e})"),
-            "mount securityfs (mount -t securityfs none /sys/kernel/security) to see the active LSMs",
-        ),
+        Err(e) => {
+            let why = match mount_result(mounts, "securityfs") {
+                Some(Err(m)) => format!("; {m}"),
+                _ => String::new(),
+            };
+            Check::warn(
+                "lsm",
+                format!("cannot read {} ({e}{why})", path.display()),
+                "run with CAP_SYS_ADMIN so securityfs can be mounted, or mount it: mount -t securityfs none /sys/kernel/security",
+            )
+        }
     }
 }
 

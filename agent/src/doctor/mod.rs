@@ -3,7 +3,7 @@
 //!
 //! What is fatal and what is a warning follows one rule: **fatal** when
 //! enforcement would have a hole or not exist (no cgroup v2, no BTF, no
-//! bpffs, a cgroup socket hook or the cgroup-creation tracepoint that will
+//! bpffs or tracefs that could be mounted, a cgroup socket hook or the cgroup-creation tracepoint that will
 //! not load, missing capabilities); **warning** when a documented fallback
 //! keeps the guarantee (BPF LSM refused → the seccomp filter of
 //! `palisade exec` refuses packet sockets). The daemon runs the host checks
@@ -127,10 +127,12 @@ impl fmt::Display for Report {
 
 /// Every check, including loading each eBPF program for real (into a
 /// throw-away object: nothing is pinned, attached programs are detached
-/// again, enforcement in place is not touched).
+/// again, enforcement in place is not touched). Like the daemon, it first
+/// mounts the kernel filesystems the host lacks, so it reports what the
+/// daemon would meet.
 pub fn run(config: &Config) -> Report {
     let mut report = Report {
-        checks: host::checks(config),
+        checks: host::checks(config, &crate::mounts::ensure_all(&config.bpffs)),
     };
     // Loading programs needs the basics; without them the result would
     // only repeat the failures above.
@@ -144,9 +146,10 @@ pub fn run(config: &Config) -> Report {
     report
 }
 
-/// The host checks the daemon runs before it starts.
+/// The host checks the daemon runs before it starts, after mounting what
+/// it can.
 pub fn preflight(config: &Config) -> Report {
     Report {
-        checks: host::checks(config),
+        checks: host::checks(config, &crate::mounts::ensure_all(&config.bpffs)),
     }
 }
