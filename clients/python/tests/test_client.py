@@ -10,6 +10,8 @@ Run: ``python3 -m unittest discover -s clients/python/tests -v``
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import sys
 import tempfile
 import threading
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from palisade_client import (  # noqa: E402
     ApprovalRequired,
     ApprovalState,
+    AsyncClient,
     Client,
     Decision,
     PalisadeDenied,
@@ -282,6 +285,108 @@ class FailClosedTest(unittest.TestCase):
     def test_nonpositive_timeout_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             Client("/nonexistent", timeout=0)
+
+
+class AsyncClientTest(WithServer):
+    """The asyncio client: the same surface and the same fail-closed rules."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.aclient = AsyncClient(self.socket, timeout=2)
+
+    def test_decide_allow_and_a_refused_token(self) -> None:
+        async def go() -> tuple[Decision, Decision]:
+            allowed = await self.aclient.decide("stripe", "create_payment", params={"amount": 800})
+            self.server_script.issue_error = grpc.StatusCode.UNAUTHENTICATED
+            refused = await self.aclient.decide("stripe", "create_payment")
+            await self.aclient.close()
+            return allowed, refused
+
+        allowed, refused = asyncio.run(go())
+        self.assertTrue(allowed.allowed)
+        self.assertEqual(allowed.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
+        self.assertEqual(self.server_script.requests[0].token, "tok-1")
+        self.assertEqual((refused.verdict, refused.local, refused.reason), (Verdict.DENY, True, "rpc-unauthenticated"))
+
+    def test_usable_from_two_event_loops(self) -> None:
+        # A decorator's client outlives the asyncio.run that first used it.
+        for _ in range(2):
+            self.assertTrue(asyncio.run(self.aclient.decide("stripe", "create_payment")).allowed)
+
+    def test_guard_awaits_the_async_client_and_waits_for_approval(self) -> None:
+        self.server_script.verdict, self.server_script.reason = pb.APPROVAL_REQUIRED, "approval-condition"
+        self.server_script.approval_state = pb.APPROVED
+
+        @guard(self.aclient, tool="stripe", action="create_payment", wait=5)
+        async def pay(amount: float) -> str:
+            self.runs.append(amount)
+            return "pi_async"
+
+        self.assertEqual(asyncio.run(pay(4200)), "pi_async")
+        self.assertEqual(self.runs, [4200])
+        self.assertEqual(self.server_script.requests[1].override_token, "override-1")
+        self.server_script.approval_state = pb.REJECTED
+        with self.assertRaises(PalisadeDenied) as caught:
+            asyncio.run(pay(4300))
+        self.assertEqual(caught.exception.reason, "approval-rejected")
+        self.assertEqual(self.runs, [4200])
+
+    def test_a_plain_function_cannot_take_an_async_client(self) -> None:
+        with self.assertRaisesRegex(TypeError, "not async"):
+
+            @guard(self.aclient, tool="stripe", action="create_payment")
+            def pay(amount: float) -> None: ...
+
+    def test_no_daemon_denies(self) -> None:
+        client = AsyncClient(str(Path(self.dir.name) / "missing.sock"), timeout=1)
+        d = asyncio.run(client.decide("stripe", "create_payment"))
+        self.assertEqual((d.verdict, d.local, d.reason), (Verdict.DENY, True, "rpc-unavailable"))
+
+        async def approval() -> None:
+            await client.get_approval("a-1")
+
+        with self.assertRaises(PalisadeError) as err:
+            asyncio.run(approval())
+        self.assertIs(err.exception.code, grpc.StatusCode.UNAVAILABLE)
+
+    def test_same_methods_as_the_blocking_client(self) -> None:
+        public = {n for n in dir(Client) if not n.startswith("_")}
+        apublic = {n for n in dir(AsyncClient) if not n.startswith("_")}
+        self.assertEqual(public, apublic)
+        for name in public - {"close"}:
+            if callable(getattr(Client, name)):
+                with self.subTest(method=name):
+                    self.assertTrue(asyncio.iscoroutinefunction(getattr(AsyncClient, name)), name)
+
+
+class DefaultClientTest(unittest.TestCase):
+    def test_guard_without_a_client_uses_palisade_socket(self) -> None:
+        g = importlib.import_module("palisade_client.guard")
+
+        with tempfile.TemporaryDirectory() as d:
+            missing = str(Path(d) / "from-env.sock")
+            old = os.environ.get("PALISADE_SOCKET")
+            os.environ["PALISADE_SOCKET"] = missing
+            g._defaults.clear()
+            try:
+
+                @guard(tool="stripe", action="create_payment")
+                def pay(amount: float) -> None: ...
+
+                with self.assertRaises(PalisadeDenied) as caught:
+                    pay(1)
+                self.assertIn("from-env.sock", caught.exception.message)
+                self.assertEqual(g.default_client().socket_path, missing)
+            finally:
+                g._defaults.clear()
+                if old is None:
+                    os.environ.pop("PALISADE_SOCKET", None)
+                else:
+                    os.environ["PALISADE_SOCKET"] = old
+
+    def test_tool_and_action_are_required(self) -> None:
+        with self.assertRaisesRegex(TypeError, "required"):
+            guard(tool="stripe")
 
 
 class ConvertTest(unittest.TestCase):
