@@ -61,6 +61,7 @@ fn python_env(name: &str, requirements: &str) -> anyhow::Result<PathBuf> {
     let stamp = dir.join("installed");
     if !stamp.exists() || output(Command::new(&python).arg("--version")).is_none() {
         eprintln!("setup: {name}: installing {requirements} into {}", dir.display());
+        let started = std::time::Instant::now();
         // The stamp is written last: an interrupted install is redone.
         let _ = fs::remove_file(&stamp);
         sh(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&dir))?;
@@ -68,6 +69,7 @@ fn python_env(name: &str, requirements: &str) -> anyhow::Result<PathBuf> {
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(&file))?;
         fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
+        eprintln!("setup: {name}: installed in {:.0?}", started.elapsed());
     }
     link(&dir, &client_env_link(name))?;
     Ok(dir.join("bin/python3"))

@@ -1,0 +1,133 @@
+//! The TypeScript client (`clients/typescript`, `@palisade/client`) and its
+//! MCP adapter against the real daemon: the package is built (types
+//! generated from `proto/`), then its tests run under Node's built-in test
+//! runner, enrolled as the agent through `palisade exec`, while a stand-in
+//! operator approves or rejects what they ask (`palisade_tests::operator`).
+//!
+//! They need Node.js >= 20 and the npm packages `cargo xtask setup`
+//! installs (`npm ci` from the committed lockfile); without them they
+//! fail, never skip.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use palisade_tests::{DaemonProc, TestEnv, operator::AutoOperator, palisade_bin, root_or_skip};
+
+const POLICY: &str = r#"version: 1
+label: tsclient
+schemas:
+  - tool: stripe
+    actions: [create_payment]
+    params: {amount: number, currency: string, customer: string}
+roles:
+  - id: payments-operator
+    egress:
+      grantable:
+        - {id: staging-db, cidr: 10.50.1.0/24, ports: [5432], protocol: tcp, max_ttl: 15m}
+    tools:
+      allow:
+        - id: payments
+          tool: stripe
+          actions: [create_payment]
+          when: params.currency == "USD" && params.amount <= 5000
+          approval_if: params.amount > 1000
+      deny:
+        - id: no-refunds
+          tool: stripe
+          actions: [refund]
+    budgets:
+      - {id: daily-spend, tool: stripe, actions: [create_payment], limit: 10000000, per: day, sum: params.amount, unit: USD}
+identities:
+  - id: finance-agent
+    roles: [payments-operator]
+"#;
+
+fn package() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/typescript")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `npm run build` once per test binary: types from proto/, then tsc.
+fn built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        assert!(
+            package().join("node_modules/@grpc/grpc-js").exists(),
+            "clients/typescript/node_modules is missing: run `cargo xtask setup` (npm ci)"
+        );
+        let out = Command::new("npm")
+            .args(["run", "--silent", "build"])
+            .current_dir(package())
+            .output()
+            .unwrap_or_else(|e| panic!("npm run build: {e} (Node.js >= 20 and npm are needed)"));
+        assert!(out.status.success(), "npm run build failed: {}", describe(&out));
+    });
+}
+
+/// `node --test FILES` enrolled as finance-agent against a fresh daemon with
+/// the stand-in operator; asserts that at least `at_least` tests ran, all
+/// passed and none was skipped.
+fn node_tests(name: &str, files: &[&str], at_least: u32, approvals: usize) {
+    if !root_or_skip(name) {
+        return;
+    }
+    built();
+    let env = TestEnv::new(name, POLICY);
+    let _daemon = DaemonProc::start(&env);
+    let operator = AutoOperator::start(env.socket.clone());
+    let out = Command::new(palisade_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", "finance-agent", "--"])
+        .args(["node", "--test", "--test-reporter=tap"])
+        .args(files)
+        .current_dir(package())
+        .env("PALISADE_SOCKET", &env.socket)
+        .output()
+        .unwrap_or_else(|e| panic!("node --test: {e}"));
+    let text = describe(&out);
+    assert!(out.status.success(), "node tests failed: {text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let count = |what: &str| -> u32 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("# {what} "))?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `# {what} N` line: {text}"))
+    };
+    assert!(count("pass") >= at_least, "only {} tests passed: {text}", count("pass"));
+    assert_eq!(count("fail"), 0, "{text}");
+    assert_eq!(count("skipped"), 0, "{text}");
+    assert_eq!(count("todo"), 0, "{text}");
+    assert!(
+        operator.resolved() >= approvals,
+        "the operator resolved {} approvals, expected {approvals}: {text}",
+        operator.resolved()
+    );
+}
+
+#[test]
+fn typescript_client_against_the_daemon() {
+    node_tests(
+        "ts-client",
+        &["dist/test/unit.test.js", "dist/test/client.test.js"],
+        14,
+        3,
+    );
+}
+
+#[test]
+fn mcp_server_guard_with_the_sdk_client() {
+    node_tests("ts-mcp", &["dist/test/mcp.test.js"], 6, 3);
+}
