@@ -21,6 +21,9 @@ way (marked retryable), or waits ``wait=`` seconds for it.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,7 +64,17 @@ class GuardedTool(BaseTool):
         refusal = await self._gate.acheck(_arguments(args, kwargs))
         if refusal is not None:
             return failure(refusal)
-        return await self._inner.arun(*args, **kwargs)
+        if _has_async(self._inner):
+            return await self._inner.arun(*args, **kwargs)
+        # CrewAI refuses arun() on a tool with no async body; run it in a thread.
+        return await asyncio.to_thread(functools.partial(self._inner.run, *args, **kwargs))
+
+
+def _has_async(inner: BaseTool) -> bool:
+    func = getattr(inner, "func", None)
+    if func is not None:
+        return inspect.iscoroutinefunction(func)
+    return type(inner)._arun is not BaseTool._arun
 
 
 def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
