@@ -122,7 +122,7 @@ fn typescript_client_against_the_daemon() {
     node_tests(
         "ts-client",
         &["dist/test/unit.test.js", "dist/test/client.test.js"],
-        14,
+        15,
         3,
     );
 }

@@ -22,7 +22,7 @@ DEFAULT_SOCKET = "/run/palisade/palisade.sock"
 SOCKET_ENV = "PALISADE_SOCKET"
 #: Seconds each RPC may take before it is abandoned (and the call denied).
 DEFAULT_TIMEOUT = 2.0
-#: Lifetime asked for a token the client fetches for itself: it is used at once.
+#: Lifetime ``issue_token`` asks for unless told otherwise.
 DEFAULT_TOKEN_TTL = 30
 
 OnDecision = Callable[[Decision], None]
@@ -133,7 +133,7 @@ def check_approved(tool: str, action: str, approved: Decision, approval: Approva
 
 
 def egress_request(
-    destination: str, ports: Iterable[int], protocol: str, ttl_seconds: int, reason: str
+    destination: str, ports: Iterable[int], protocol: str, ttl_seconds: int, reason: str, token: str
 ) -> pb.RequestEgressRequest:
     return pb.RequestEgressRequest(
         destination=destination,
@@ -141,6 +141,7 @@ def egress_request(
         protocol=protocol,
         ttl_seconds=ttl_seconds,
         reason=reason,
+        token=token,
     )
 
 

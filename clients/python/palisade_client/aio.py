@@ -42,12 +42,10 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         token_ttl: int = DEFAULT_TOKEN_TTL,
-        fetch_tokens: bool = True,
     ) -> None:
         self.socket_path: str = _flow.socket_path(socket_path)
         self.timeout = _flow.check_timeout(timeout)
         self.token_ttl = token_ttl
-        self.fetch_tokens = fetch_tokens
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,8 +117,6 @@ class AsyncClient:
                 request.override_token = override_token
             elif token:
                 request.token = token
-            elif self.fetch_tokens:
-                request.token = (await self.issue_token()).token
             return Decision.from_proto(await self._call("Decide", request))
         except PalisadeError as e:
             return Decision.local_deny(rpc_reason(e.code), str(e), e.code)
@@ -181,8 +177,9 @@ class AsyncClient:
         protocol: str = "any",
         ttl_seconds: int = 0,
         reason: str = "",
+        token: str = "",
     ) -> EgressGrant:
-        request = _flow.egress_request(destination, ports, protocol, ttl_seconds, reason)
+        request = _flow.egress_request(destination, ports, protocol, ttl_seconds, reason, token)
         return _flow.egress_grant(await self._call("RequestEgress", request))
 
     # --- operators' side ----------------------------------------------------

@@ -44,9 +44,9 @@ class Client:
 
     ``socket_path`` defaults to ``$PALISADE_SOCKET``, then
     ``/run/palisade/palisade.sock``. ``timeout`` is the deadline of each RPC,
-    in seconds. ``fetch_tokens``: get a single-use token before each
-    decision (for daemons that require one on ``Decide``). The client is
-    thread-safe; close it (or use it as a context manager) when done.
+    in seconds; ``token_ttl`` the lifetime ``issue_token`` asks for. The
+    client is thread-safe; close it (or use it as a context manager) when
+    done.
     """
 
     def __init__(
@@ -55,12 +55,10 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         token_ttl: int = DEFAULT_TOKEN_TTL,
-        fetch_tokens: bool = True,
     ) -> None:
         self.socket_path: str = _flow.socket_path(socket_path)
         self.timeout = _flow.check_timeout(timeout)
         self.token_ttl = token_ttl
-        self.fetch_tokens = fetch_tokens
         # The channel connects lazily, on the first RPC: building a Client
         # (e.g. at import time, for decorators) needs no daemon.
         self._channel = grpc.insecure_channel(_flow.target(self.socket_path), options=_flow.CHANNEL_OPTIONS)
@@ -93,8 +91,9 @@ class Client:
         self._call("Ping", pb.PingRequest())
 
     def issue_token(self, ttl_seconds: int | None = None) -> Token:
-        """A single-use access token for this process's identity, e.g. to
-        prove it to another service (verified with the daemon's JWKS)."""
+        """A single-use access token for this process's identity, to prove
+        it to another service (verified with the daemon's JWKS). Calls to
+        this daemon need none: it knows the caller from the socket."""
         ttl = self.token_ttl if ttl_seconds is None else ttl_seconds
         r = self._call("IssueToken", pb.IssueTokenRequest(ttl_seconds=ttl))
         return Token(token=r.token, identity=r.identity, expires_at=r.expires_at, kid=r.kid)
@@ -117,8 +116,9 @@ class Client:
 
         ``params`` and ``context`` are JSON-like dicts. ``override_token``
         (from an approved ``Approval``) allows exactly the approved call,
-        once. ``token``, if given, is presented and must be this process's
-        own. ``agent``, if given, must be this process's identity.
+        once. No token is needed: the daemon knows the caller from the
+        socket; ``token``, if given, must verify and be this process's own
+        (it is spent). ``agent``, if given, must be this process's identity.
         """
         try:
             request = _flow.decide_request(tool, action, resource, params, context, agent)
@@ -129,8 +129,6 @@ class Client:
                 request.override_token = override_token
             elif token:
                 request.token = token
-            elif self.fetch_tokens:
-                request.token = self.issue_token().token
             return Decision.from_proto(self._call("Decide", request))
         except PalisadeError as e:
             return Decision.local_deny(rpc_reason(e.code), str(e), e.code)
@@ -199,13 +197,15 @@ class Client:
         protocol: str = "any",
         ttl_seconds: int = 0,
         reason: str = "",
+        token: str = "",
     ) -> EgressGrant:
         """Ask for a temporary kernel allow rule to ``destination`` (an
         address or CIDR): granted at once where the policy marks it
         ``grantable``, or sent to approval (``approval_id``) where it says
         ``require_approval``. Raises ``PalisadeError`` when refused (e.g.
-        PERMISSION_DENIED for a destination no rule offers)."""
-        request = _flow.egress_request(destination, ports, protocol, ttl_seconds, reason)
+        PERMISSION_DENIED for a destination no rule offers). ``token`` as
+        for ``decide``."""
+        request = _flow.egress_request(destination, ports, protocol, ttl_seconds, reason, token)
         return _flow.egress_grant(self._call("RequestEgress", request))
 
     # --- operators' side (root or the socket group; never an agent) ----------

@@ -62,6 +62,8 @@ class ScriptedServer(pb_grpc.PalisadeServicer):
 
     def Decide(self, request: Any, context: Any) -> Any:
         self.requests.append(request)
+        if request.token and request.token != "tok-good":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "scripted failure: bad token")
         if request.override_token:
             if request.override_token != "override-1":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad override token")
@@ -115,14 +117,17 @@ class WithServer(unittest.TestCase):
 
 
 class DecideTest(WithServer):
-    def test_allow_carries_the_answer_and_a_fresh_token_each_call(self) -> None:
+    def test_allow_carries_the_answer_with_no_token_round_trip(self) -> None:
         d1 = self.client.decide("stripe", "create_payment", params={"amount": 800})
-        d2 = self.client.decide("stripe", "create_payment", params={"amount": 800})
-        self.assertTrue(d1.allowed)
+        d2 = self.client.decide("stripe", "create_payment", params={"amount": 800}, token="tok-good")
+        self.assertTrue(d1.allowed and d2.allowed)
         self.assertFalse(d1.local)
         self.assertEqual(d1.matched_rules, ("payments",))
         self.assertEqual(d1.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
-        self.assertEqual([r.token for r in self.server_script.requests], ["tok-1", "tok-2"])
+        # The socket says who calls: no IssueToken per decision; a token
+        # is sent only when the caller gives one.
+        self.assertEqual(self.server_script.tokens, 0)
+        self.assertEqual([r.token for r in self.server_script.requests], ["", "tok-good"])
         self.assertEqual(self.server_script.requests[0].params["amount"], 800)
 
     def test_unknown_verdict_is_a_deny(self) -> None:
@@ -133,21 +138,19 @@ class DecideTest(WithServer):
         self.assertEqual(d.reason, "unknown-verdict")
 
     def test_refused_token_is_a_local_deny(self) -> None:
-        self.server_script.issue_error = grpc.StatusCode.UNAUTHENTICATED
-        d = self.client.decide("stripe", "create_payment")
+        d = self.client.decide("stripe", "create_payment", token="tok-stolen")
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertTrue(d.local)
         self.assertEqual(d.reason, "rpc-unauthenticated")
         self.assertIs(d.status_code, grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("scripted failure", d.message)
-        self.assertEqual(self.server_script.requests, [], "Decide must not be called without a token")
 
     def test_unencodable_params_are_denied_without_asking(self) -> None:
         d = self.client.decide("stripe", "create_payment", params={"amount": Decimal("1.5")})
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertEqual(d.reason, "invalid-input")
         self.assertIn("params.amount", d.message)
-        self.assertEqual(self.server_script.tokens, 0)
+        self.assertEqual(self.server_script.requests, [])
 
     def test_closed_client_denies(self) -> None:
         self.client.close()
@@ -297,15 +300,14 @@ class AsyncClientTest(WithServer):
     def test_decide_allow_and_a_refused_token(self) -> None:
         async def go() -> tuple[Decision, Decision]:
             allowed = await self.aclient.decide("stripe", "create_payment", params={"amount": 800})
-            self.server_script.issue_error = grpc.StatusCode.UNAUTHENTICATED
-            refused = await self.aclient.decide("stripe", "create_payment")
+            refused = await self.aclient.decide("stripe", "create_payment", token="tok-stolen")
             await self.aclient.close()
             return allowed, refused
 
         allowed, refused = asyncio.run(go())
         self.assertTrue(allowed.allowed)
         self.assertEqual(allowed.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
-        self.assertEqual(self.server_script.requests[0].token, "tok-1")
+        self.assertEqual((self.server_script.requests[0].token, self.server_script.tokens), ("", 0))
         self.assertEqual((refused.verdict, refused.local, refused.reason), (Verdict.DENY, True, "rpc-unauthenticated"))
 
     def test_usable_from_two_event_loops(self) -> None:

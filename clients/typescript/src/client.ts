@@ -41,9 +41,7 @@ export interface ClientOptions {
   socketPath?: string;
   /** Deadline of each RPC. */
   timeoutMs?: number;
-  /** Get a single-use token before each decision (for daemons that require one on Decide). */
-  fetchTokens?: boolean;
-  /** Lifetime asked for such tokens. */
+  /** Lifetime issueToken() asks for unless told otherwise. */
   tokenTtlSeconds?: number;
 }
 
@@ -56,7 +54,8 @@ export interface DecideInput {
   context?: Record<string, unknown>;
   /** From an approved Approval: allows exactly that call, once. */
   overrideToken?: string;
-  /** A token of this process's own identity, presented with the call. */
+  /** Not needed (the daemon knows the caller from the socket); if given,
+   * it must verify and be this process's own, and it is spent. */
   token?: string;
   /** If given, must be this process's identity. */
   agent?: string;
@@ -81,6 +80,8 @@ export interface EgressInput {
   protocol?: string;
   ttlSeconds?: number;
   reason?: string;
+  /** As for decide(). */
+  token?: string;
 }
 
 const PROTO_ROOT = resolve(fileURLToPath(new URL("../../proto", import.meta.url)));
@@ -112,7 +113,6 @@ function statusName(code: number | undefined): string {
 export class Client {
   readonly socketPath: string;
   readonly timeoutMs: number;
-  readonly fetchTokens: boolean;
   readonly tokenTtlSeconds: number;
   private readonly stub: PalisadeClient;
 
@@ -120,7 +120,6 @@ export class Client {
     this.socketPath = options.socketPath || process.env[SOCKET_ENV] || DEFAULT_SOCKET;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!(this.timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${this.timeoutMs}`);
-    this.fetchTokens = options.fetchTokens ?? true;
     this.tokenTtlSeconds = options.tokenTtlSeconds ?? 30;
     // The channel connects lazily, on the first RPC. The socket path would
     // otherwise be sent as the HTTP/2 :authority, which the daemon refuses.
@@ -162,7 +161,8 @@ export class Client {
     await this.call("Ping", {});
   }
 
-  /** A single-use token for this process's identity, e.g. to prove it to another service. */
+  /** A single-use token for this process's identity, to prove it to another
+   * service (verified with the daemon's JWKS). Calls to this daemon need none. */
   async issueToken(ttlSeconds?: number): Promise<Token> {
     const r = await this.call<object, { token: string; identity: string; expiresAt: number; kid: string }>(
       "IssueToken",
@@ -191,7 +191,6 @@ export class Client {
     try {
       if (input.overrideToken) request.overrideToken = input.overrideToken;
       else if (input.token) request.token = input.token;
-      else if (this.fetchTokens) request.token = (await this.issueToken()).token;
       return decisionFrom(await this.call("Decide", request));
     } catch (e) {
       if (e instanceof PalisadeError) return localDeny(rpcReason(e.code), e.message, e.code);
@@ -256,6 +255,7 @@ export class Client {
         protocol: input.protocol ?? "any",
         ttlSeconds: input.ttlSeconds ?? 0,
         reason: input.reason ?? "",
+        token: input.token ?? "",
       },
     );
     return Object.freeze({ granted: r.granted, expiresAt: Number(r.expiresAt), approvalId: r.approvalId, rule: r.rule });

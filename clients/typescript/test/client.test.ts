@@ -141,3 +141,17 @@ test("an agent cannot act as an operator", async () => {
     await assert.rejects(call(), (e: unknown) => e instanceof PalisadeError && e.code === "PERMISSION_DENIED");
   }
 });
+
+test("no token is needed; a token given must be the caller's own and is spent", async () => {
+  const ask = { tool: "stripe", action: "create_payment", params: usd(10) };
+  assert.equal((await client.decide(ask)).verdict, "ALLOW");
+  const token = await client.issueToken(60);
+  assert.equal(token.identity, "finance-agent");
+  assert.equal((await client.decide({ ...ask, token: token.token })).verdict, "ALLOW");
+  const replayed = await client.decide({ ...ask, token: token.token });
+  assert.equal(replayed.verdict, "DENY", "a spent token was accepted");
+  assert.equal(replayed.local, true);
+  const forged = await client.decide({ ...ask, token: `${token.token.slice(0, -4)}AAAA` });
+  assert.equal(forged.verdict, "DENY");
+  assert.equal(forged.reason, "rpc-unauthenticated");
+});

@@ -327,10 +327,12 @@ class Approval(_message.Message):
     def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[ApprovalState, str]] = ..., identity: _Optional[str] = ..., kind: _Optional[str] = ..., tool: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., params_digest: _Optional[str] = ..., policy_version: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approver: _Optional[str] = ..., reason: _Optional[str] = ..., override_token: _Optional[str] = ..., destination: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class GetApprovalRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "token")
     ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class ListApprovalsRequest(_message.Message):
     __slots__ = ("all",)
@@ -355,18 +357,20 @@ class ResolveApprovalRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RequestEgressRequest(_message.Message):
-    __slots__ = ("destination", "ports", "protocol", "ttl_seconds", "reason")
+    __slots__ = ("destination", "ports", "protocol", "ttl_seconds", "reason", "token")
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     destination: str
     ports: _containers.RepeatedScalarFieldContainer[int]
     protocol: str
     ttl_seconds: int
     reason: str
-    def __init__(self, destination: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., protocol: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, destination: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., protocol: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., reason: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class RequestEgressResponse(_message.Message):
     __slots__ = ("granted", "expires_at", "approval_id", "rule")

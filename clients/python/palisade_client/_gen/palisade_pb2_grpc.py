@@ -169,8 +169,10 @@ class PalisadeServicer:
 
     def Decide(self, request, context):
         """May this call happen? ALLOW, DENY or APPROVAL_REQUIRED, with the why.
-        Needs a fresh token of the caller's own identity, or an override token
-        from an approval for exactly this call.
+        The caller is the process on the other end of the Unix socket; no
+        token is needed. A token, when given, must verify and name the
+        caller's identity (single use). An override token from an approval
+        allows exactly that call, once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
