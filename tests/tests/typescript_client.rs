@@ -131,3 +131,93 @@ fn typescript_client_against_the_daemon() {
 fn mcp_server_guard_with_the_sdk_client() {
     node_tests("ts-mcp", &["dist/test/mcp.test.js"], 6, 3);
 }
+
+fn run(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}", describe(&out));
+    out
+}
+
+/// What the README tells a new user: a fresh Node project installs the
+/// client from the repository path and decides with it; and the package's
+/// tarball holds the built module, its types and the proto it loads.
+#[test]
+fn fresh_node_project_installs_from_the_repository_path() {
+    if !root_or_skip("fresh_node_project_installs_from_the_repository_path") {
+        return;
+    }
+    built();
+    let env = TestEnv::new("ts-fresh", POLICY);
+    let project = env.dir.join("my-agent");
+    std::fs::create_dir_all(&project).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        project.join("package.json"),
+        r#"{"name": "my-agent", "version": "1.0.0", "type": "module", "private": true}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    run(
+        Command::new("npm")
+            .args(["install", "--offline", "--no-audit", "--no-fund"])
+            .arg(package())
+            .current_dir(&project),
+        "npm install <repo>/clients/typescript",
+    );
+    std::fs::write(
+        project.join("agent.mjs"),
+        r#"import { guard, VERSION } from "@palisade/client";
+let ran = 0;
+const pay = guard(async (p) => ++ran, { tool: "stripe", action: "create_payment" });
+await pay({ amount: 10, currency: "USD", customer: "c" });
+const refused = await pay({ amount: 10, currency: "EUR", customer: "c" }).catch((e) => e.reason);
+console.log(VERSION, ran, refused);
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _daemon = DaemonProc::start(&env);
+    let out = run(
+        Command::new(palisade_bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&env.socket)
+            .args(["--identity", "finance-agent", "--", "node", "agent.mjs"])
+            .current_dir(&project)
+            .env("PALISADE_SOCKET", &env.socket),
+        "node agent.mjs",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0.1.0 1 no-matching-rule",
+        "{}",
+        describe(&out)
+    );
+
+    let pack = run(
+        Command::new("npm")
+            .args(["pack", "--dry-run", "--json"])
+            .current_dir(package()),
+        "npm pack --dry-run",
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&pack.stdout)
+        .unwrap_or_else(|e| panic!("npm pack --json: {e}: {}", describe(&pack)));
+    let files: Vec<&str> = listing[0]["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listing}"))
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    for f in [
+        "dist/src/index.js",
+        "dist/src/index.d.ts",
+        "dist/src/mcp.js",
+        "dist/src/mcp.d.ts",
+        "dist/src/gen/palisade/v1/DecideRequest.d.ts",
+        "proto/palisade/v1/palisade.proto",
+        "package.json",
+    ] {
+        assert!(files.contains(&f), "{f} not in the package: {files:?}");
+    }
+    assert!(
+        !files.iter().any(|f| f.starts_with("dist/test/")),
+        "tests shipped in the package: {files:?}"
+    );
+}
