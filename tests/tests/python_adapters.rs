@@ -90,7 +90,13 @@ fn framework_tests(name: &str, python: &Path, file: &str, at_least: u32) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ran: u32 = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no `Ran N tests` line: {text}"));
     assert!(ran >= at_least, "only {ran} tests ran in {file}: {text}");
     assert!(!stderr.contains("skipped"), "a test was skipped: {text}");
@@ -108,7 +114,12 @@ fn langchain_and_langgraph_adapter() {
 
 #[test]
 fn openai_agents_adapter() {
-    framework_tests("py-openai-agents", &client_python(), "test_openai_agents.py", 5);
+    framework_tests(
+        "py-openai-agents",
+        &client_python(),
+        "test_openai_agents.py",
+        5,
+    );
 }
 
 #[test]
@@ -137,7 +148,14 @@ fn fresh_venv(dir: &Path) -> PathBuf {
 fn pip_install(python: &Path, what: &Path) {
     run(
         Command::new(python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-index",
+            ])
             .arg("--find-links")
             .arg(client_env("wheelhouse"))
             .arg(what),
@@ -202,7 +220,10 @@ fn package_builds_and_installs_from_the_repository_path() {
         "palisade_client/aio.py",
         "palisade_client/langchain.py",
     ] {
-        assert!(in_wheel.lines().any(|l| l == f), "{f} not in the wheel:\n{in_wheel}");
+        assert!(
+            in_wheel.lines().any(|l| l == f),
+            "{f} not in the wheel:\n{in_wheel}"
+        );
     }
     let metadata = listing(
         "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(z.read([n for n in z.namelist() if n.endswith('METADATA')][0]).decode())",
@@ -214,13 +235,20 @@ fn package_builds_and_installs_from_the_repository_path() {
         "Provides-Extra: crewai",
         "Provides-Extra: openai-agents",
     ] {
-        assert!(metadata.contains(line), "{line:?} not in METADATA:\n{metadata}");
+        assert!(
+            metadata.contains(line),
+            "{line:?} not in METADATA:\n{metadata}"
+        );
     }
     let in_sdist = listing(
         "import sys, tarfile; print('\\n'.join(tarfile.open(sys.argv[1]).getnames()))",
         &sdist,
     );
-    for f in ["pyproject.toml", "palisade_client/_gen/palisade_pb2.py", "README.md"] {
+    for f in [
+        "pyproject.toml",
+        "palisade_client/_gen/palisade_pb2.py",
+        "README.md",
+    ] {
         assert!(in_sdist.contains(f), "{f} not in the sdist:\n{in_sdist}");
     }
 
@@ -297,7 +325,9 @@ fn example(name: &str, script: &str) -> Option<String> {
     })
     .unwrap_or_else(|| panic!("{script}: no approval was asked for within 60 s"));
     assert_eq!(pending["tool"], "stripe", "{pending}");
-    let id = pending["id"].as_str().unwrap_or_else(|| panic!("{pending}"));
+    let id = pending["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{pending}"));
     env.cli_ok(&["approve", id, "--reason", "known customer"]);
     let out = child.wait();
     let text = describe(&out);

@@ -71,7 +71,11 @@ fn built() {
             .current_dir(package())
             .output()
             .unwrap_or_else(|e| panic!("npm run build: {e} (Node.js >= 20 and npm are needed)"));
-        assert!(out.status.success(), "npm run build failed: {}", describe(&out));
+        assert!(
+            out.status.success(),
+            "npm run build failed: {}",
+            describe(&out)
+        );
     });
 }
 
@@ -106,7 +110,11 @@ fn node_tests(name: &str, files: &[&str], at_least: u32, approvals: usize) {
             .find_map(|l| l.strip_prefix(&format!("# {what} "))?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no `# {what} N` line: {text}"))
     };
-    assert!(count("pass") >= at_least, "only {} tests passed: {text}", count("pass"));
+    assert!(
+        count("pass") >= at_least,
+        "only {} tests passed: {text}",
+        count("pass")
+    );
     assert_eq!(count("fail"), 0, "{text}");
     assert_eq!(count("skipped"), 0, "{text}");
     assert_eq!(count("todo"), 0, "{text}");

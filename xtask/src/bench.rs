@@ -27,12 +27,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .env("PALISADE_BIN", target.join("palisade")))?;
     if name == "decide" {
         // Beside it: the Python client's @guard against a bare grpcio Ping.
-        sh(std::process::Command::new(target.join("palisade-guard-bench"))
-            .env("PALISADE_BIN", target.join("palisade"))
-            .env(
-                "PALISADE_PYTHON",
-                client_env_link("python-dev").join("bin/python3"),
-            ))?;
+        sh(
+            std::process::Command::new(target.join("palisade-guard-bench"))
+                .env("PALISADE_BIN", target.join("palisade"))
+                .env(
+                    "PALISADE_PYTHON",
+                    client_env_link("python-dev").join("bin/python3"),
+                ),
+        )?;
     }
     Ok(())
 }

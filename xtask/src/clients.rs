@@ -60,13 +60,25 @@ fn python_env(name: &str, requirements: &str) -> anyhow::Result<PathBuf> {
     let python = dir.join("bin/python3");
     let stamp = dir.join("installed");
     if !stamp.exists() || output(Command::new(&python).arg("--version")).is_none() {
-        eprintln!("setup: {name}: installing {requirements} into {}", dir.display());
+        eprintln!(
+            "setup: {name}: installing {requirements} into {}",
+            dir.display()
+        );
         let started = std::time::Instant::now();
         // The stamp is written last: an interrupted install is redone.
         let _ = fs::remove_file(&stamp);
-        sh(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&dir))?;
+        sh(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir))?;
         sh(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&file))?;
         fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
         eprintln!("setup: {name}: installed in {:.0?}", started.elapsed());
@@ -91,12 +103,23 @@ fn link(target: &Path, at: &Path) -> anyhow::Result<()> {
 fn wheelhouse(python: &Path) -> anyhow::Result<()> {
     let spec = WHEELHOUSE.join("\n");
     let version = python_version()?;
-    let dir = cache_dir()?.join(format!("wheelhouse-{}", digest(&[spec.as_bytes(), version.as_bytes()])));
+    let dir = cache_dir()?.join(format!(
+        "wheelhouse-{}",
+        digest(&[spec.as_bytes(), version.as_bytes()])
+    ));
     let stamp = dir.join(".complete");
     if !stamp.exists() {
         eprintln!("setup: downloading wheels into {}", dir.display());
         sh(Command::new(python)
-            .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                "-d",
+            ])
             .arg(&dir)
             .args(WHEELHOUSE))?;
         fs::write(&stamp, spec)?;
@@ -106,7 +129,12 @@ fn wheelhouse(python: &Path) -> anyhow::Result<()> {
 
 fn node_major() -> Option<u32> {
     let v = output(Command::new("node").arg("--version"))?;
-    v.trim().trim_start_matches('v').split('.').next()?.parse().ok()
+    v.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn node(apt_install: &impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Result<()> {
@@ -126,7 +154,8 @@ fn node(apt_install: &impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Result<
 /// `npm ci` from the committed lockfile, once per change of the lockfile.
 fn npm_packages() -> anyhow::Result<()> {
     let dir = workspace_root().join("clients/typescript");
-    let lock = fs::read(dir.join("package-lock.json")).context("reading clients/typescript/package-lock.json")?;
+    let lock = fs::read(dir.join("package-lock.json"))
+        .context("reading clients/typescript/package-lock.json")?;
     let stamp = dir.join("node_modules/.palisade-installed");
     let wanted = digest(&[&lock]);
     if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {

@@ -6,8 +6,8 @@ use std::{fs, process::Command};
 use anyhow::{Context as _, bail};
 
 use crate::toolchain::{
-    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output,
-    sh, toolchain_installed, workspace_root,
+    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output, sh,
+    toolchain_installed, workspace_root,
 };
 
 /// Debian packages: a C compiler and libc headers for the crates that build

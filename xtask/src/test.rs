@@ -39,7 +39,10 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_BIN", &bin)
-        .env("PALISADE_PYTHON", client_env_link("python-dev").join("bin/python3"))
+        .env(
+            "PALISADE_PYTHON",
+            client_env_link("python-dev").join("bin/python3"),
+        )
         .env("RUST_BACKTRACE", "1");
     let tally = run_counting(&mut cmd)?;
     // One closing line for the whole suite (cargo prints one per binary).

@@ -41,7 +41,8 @@ fn main() {
     assert!(palisade_tests::root_or_skip("bench guard"), "needs root");
     let env = TestEnv::new("bench-guard", POLICY);
     let _daemon = DaemonProc::start(&env);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python/bench/guard_bench.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python/bench/guard_bench.py");
     let python = client_python();
     let out = Command::new(palisade_bin())
         .arg("exec")
@@ -59,10 +60,17 @@ fn main() {
         "guard_bench.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("guard_bench.py printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "guard_bench.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let version = Command::new(&python)
-        .args(["-c", "import sys, grpc; print(sys.version.split()[0], grpc.__version__)"])
+        .args([
+            "-c",
+            "import sys, grpc; print(sys.version.split()[0], grpc.__version__)",
+        ])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
