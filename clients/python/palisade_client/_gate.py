@@ -130,7 +130,7 @@ class Gate:
         with self._lock:
             self._pending.pop(key, None)
 
-    def _after_approval(self, ask: dict[str, Any], approval: Approval, key: str) -> str | Refusal:
+    def _after_approval(self, approval: Approval, key: str) -> str | Refusal:
         """The override token of an approval the agent was told about, or
         why there is none (still pending keeps it remembered)."""
         if approval.state is ApprovalState.PENDING:
@@ -170,7 +170,7 @@ class Gate:
                 approval = client.get_approval(approval_id)
             except PalisadeError as e:
                 return _local(_flow.rpc_reason(e.code), str(e))
-            token = self._after_approval(ask, approval, key)
+            token = self._after_approval(approval, key)
             if isinstance(token, Refusal):
                 return token
             decision = client.decide(**ask, override_token=token)
@@ -206,7 +206,7 @@ class Gate:
                 approval = await client.get_approval(approval_id)
             except PalisadeError as e:
                 return _local(_flow.rpc_reason(e.code), str(e))
-            token = self._after_approval(ask, approval, key)
+            token = self._after_approval(approval, key)
             if isinstance(token, Refusal):
                 return token
             decision = await client.decide(**ask, override_token=token)
