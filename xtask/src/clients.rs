@@ -27,8 +27,8 @@ pub fn setup(apt_install: impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Res
     if output(Command::new("python3").args(["-c", "import ensurepip, venv"])).is_none() {
         apt_install(&["python3-venv"])?;
     }
-    let dev = python_env("python-dev", "clients/python/requirements-dev.txt")?;
-    python_env("python-crewai", "clients/python/requirements-crewai.txt")?;
+    let dev = python_env("python-dev", "dev")?;
+    python_env("python-crewai", "crewai")?;
     wheelhouse(&dev)?;
     node(&apt_install)?;
     npm_packages()
@@ -46,30 +46,50 @@ fn digest(parts: &[&[u8]]) -> String {
     format!("{h:016x}")
 }
 
+/// A requirements file without its comments and blank lines: editing a
+/// comment does not rebuild an environment.
+fn pins(file: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(file)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .into_bytes()
+}
+
 fn python_version() -> anyhow::Result<String> {
     output(Command::new("python3").arg("--version")).context("python3 does not run")
 }
 
-/// A virtualenv with `requirements` installed, linked as
+/// A virtualenv with `clients/python/requirements-<set>.txt` installed
+/// under `constraints-<set>.txt` (every package pinned), linked as
 /// `target/client-envs/<name>`; returns its python.
-fn python_env(name: &str, requirements: &str) -> anyhow::Result<PathBuf> {
-    let file = workspace_root().join(requirements);
-    let wanted = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+fn python_env(name: &str, set: &str) -> anyhow::Result<PathBuf> {
+    let dir = workspace_root().join("clients/python");
+    let requirements = dir.join(format!("requirements-{set}.txt"));
+    let constraints = dir.join(format!("constraints-{set}.txt"));
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (wanted, pinned) = (pins(&read(&requirements)?), pins(&read(&constraints)?));
     let version = python_version()?;
-    let dir = cache_dir()?.join(format!("{name}-{}", digest(&[&wanted, version.as_bytes()])));
-    let python = dir.join("bin/python3");
-    let stamp = dir.join("installed");
+    let env = cache_dir()?.join(format!(
+        "{name}-{}",
+        digest(&[&wanted, &pinned, version.as_bytes()])
+    ));
+    let python = env.join("bin/python3");
+    let stamp = env.join("installed");
     if !stamp.exists() || output(Command::new(&python).arg("--version")).is_none() {
         eprintln!(
-            "setup: {name}: installing {requirements} into {}",
-            dir.display()
+            "setup: {name}: installing {} into {}",
+            requirements.display(),
+            env.display()
         );
         let started = std::time::Instant::now();
         // The stamp is written last: an interrupted install is redone.
         let _ = fs::remove_file(&stamp);
         sh(Command::new("python3")
             .args(["-m", "venv", "--clear"])
-            .arg(&dir))?;
+            .arg(&env))?;
         sh(Command::new(&python)
             .args([
                 "-m",
@@ -79,12 +99,14 @@ fn python_env(name: &str, requirements: &str) -> anyhow::Result<PathBuf> {
                 "--disable-pip-version-check",
                 "-r",
             ])
-            .arg(&file))?;
+            .arg(&requirements)
+            .arg("-c")
+            .arg(&constraints))?;
         fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
         eprintln!("setup: {name}: installed in {:.0?}", started.elapsed());
     }
-    link(&dir, &client_env_link(name))?;
-    Ok(dir.join("bin/python3"))
+    link(&env, &client_env_link(name))?;
+    Ok(python)
 }
 
 fn link(target: &Path, at: &Path) -> anyhow::Result<()> {

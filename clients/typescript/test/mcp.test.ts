@@ -39,6 +39,11 @@ async function serve(options: Partial<McpGuardOptions> = {}) {
     },
     async (args) => ({ content: [{ type: "text", text: ledger.pay(args) }] }),
   );
+  // A tool without arguments (the SDK calls it with `extra` only).
+  server.registerTool("balance", { description: "The account balance." }, async () => {
+    ledger.paid.push(-1);
+    return { content: [{ type: "text", text: "1000 USD" }] };
+  });
   // The older registration API is guarded too.
   server.tool("refund", { payment: z.string() }, async ({ payment }) => ({
     content: [{ type: "text", text: ledger.refund(payment) }],
@@ -63,7 +68,7 @@ test("an allowed tools/call runs the tool once", async () => {
   const s = await serve();
   try {
     const tools = await s.mcp.listTools();
-    assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["create_payment", "refund"]);
+    assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["balance", "create_payment", "refund"]);
     const r = await s.call("create_payment", usd(800));
     assert.equal(r.isError, undefined);
     assert.equal(text(r), "pi_1");
@@ -83,6 +88,10 @@ test("a denied tools/call is an MCP tool error and the tool never runs", async (
     const euro = await s.call("create_payment", { ...usd(250), currency: "EUR" });
     assert.equal(euro.isError, true);
     assert.match(text(euro), /^denied by policy: no-matching-rule/);
+    const balance = await s.call("balance", {});
+    assert.equal(balance.isError, true);
+    assert.match(text(balance), /^denied by policy: no-matching-rule/);
+    assert.equal(s.decisions.at(-1)?.reason, "no-matching-rule");
     const refund = await s.call("refund", { payment: "pi_1" });
     assert.equal(refund.isError, true);
     assert.match(text(refund), /^denied by policy: denied-by-rule/);
