@@ -129,8 +129,12 @@ fn node_tests(name: &str, files: &[&str], at_least: u32, approvals: usize) {
 fn typescript_client_against_the_daemon() {
     node_tests(
         "ts-client",
-        &["dist/test/unit.test.js", "dist/test/client.test.js"],
-        15,
+        &[
+            "dist/test/unit.test.js",
+            "dist/test/scripted.test.js",
+            "dist/test/client.test.js",
+        ],
+        17,
         3,
     );
 }
