@@ -13,6 +13,7 @@ pub mod forge;
 pub mod http;
 pub mod kernel;
 pub mod netns;
+pub mod operator;
 pub mod probe;
 pub mod servers;
 
@@ -54,20 +55,28 @@ pub fn palisade_bin() -> std::path::PathBuf {
     bin
 }
 
-/// The Python interpreter that has the Python client's dependencies:
-/// `$PALISADE_PYTHON`, or the virtualenv `cargo xtask setup` makes.
+/// A client test environment `cargo xtask setup` made, linked from
+/// `target/client-envs/<name>` of this checkout. Panics with the fix.
+pub fn client_env(name: &str) -> std::path::PathBuf {
+    let link = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/client-envs")
+        .join(name);
+    assert!(
+        link.exists(),
+        "{} is missing: run `cargo xtask setup` (it prepares the client test environments)",
+        link.display()
+    );
+    link
+}
+
+/// The Python interpreter that has the Python client's test dependencies
+/// (`clients/python/requirements-dev.txt`): `$PALISADE_PYTHON`, or the
+/// virtualenv `cargo xtask setup` makes.
 pub fn client_python() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PALISADE_PYTHON") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    let venv = std::path::Path::new(&home).join(".cache/palisade/python-client/bin/python3");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `cargo xtask setup` (it installs clients/python/requirements.txt)",
-        venv.display()
-    );
-    venv
+    client_env("python-dev").join("bin/python3")
 }
 
 /// Poll `f` until it returns `Some`, for at most `timeout`.

@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use crate::toolchain::{is_root, sh, workspace_root};
+use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
@@ -24,7 +24,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     machine_summary();
     sh(std::process::Command::new(target.join(bin))
         .args(&args[1..])
-        .env("PALISADE_BIN", target.join("palisade")))
+        .env("PALISADE_BIN", target.join("palisade")))?;
+    if name == "decide" {
+        // Beside it: the Python client's @guard against a bare grpcio Ping.
+        sh(
+            std::process::Command::new(target.join("palisade-guard-bench"))
+                .env("PALISADE_BIN", target.join("palisade"))
+                .env(
+                    "PALISADE_PYTHON",
+                    client_env_link("python-dev").join("bin/python3"),
+                ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Print what the figures were measured on.

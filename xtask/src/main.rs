@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | build | test | bench | demo`.
 
 mod bench;
+mod clients;
 mod demo;
 mod setup;
 mod test;

@@ -6,8 +6,8 @@ use std::{fs, process::Command};
 use anyhow::{Context as _, bail};
 
 use crate::toolchain::{
-    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output,
-    python_env, sh, toolchain_installed, workspace_root,
+    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output, sh,
+    toolchain_installed, workspace_root,
 };
 
 /// Debian packages: a C compiler and libc headers for the crates that build
@@ -32,7 +32,7 @@ pub fn run() -> anyhow::Result<()> {
     toolchains()?;
     debian_packages()?;
     bpf_linker()?;
-    python_client_env()?;
+    crate::clients::setup(apt_install)?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -117,40 +117,6 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-}
-
-/// A virtualenv with the Python client's pinned dependencies. Debian's
-/// python3 refuses `pip install` system-wide, and the tests should not
-/// depend on whatever else the host has installed.
-fn python_client_env() -> anyhow::Result<()> {
-    let venv = python_env()?;
-    let python = venv.join("bin/python3");
-    let requirements = workspace_root().join("clients/python/requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let stamp = venv.join("requirements.installed");
-    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted)
-        && output(Command::new(&python).args(["-c", "import grpc, grpc_tools"])).is_some()
-    {
-        return Ok(());
-    }
-    if output(Command::new("python3").args(["-c", "import ensurepip, venv"])).is_none() {
-        apt_install(&["python3-venv"])?;
-    }
-    sh(Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
-    sh(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
-    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// bpf-linker must use the same LLVM as the eBPF nightly: link it against

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::toolchain::{cargo, is_root, python_env, require_setup, sh, workspace_root};
+use crate::toolchain::{cargo, client_env_link, is_root, require_setup, sh, workspace_root};
 
 pub fn build() -> anyhow::Result<()> {
     require_setup()?;
@@ -39,7 +39,10 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_BIN", &bin)
-        .env("PALISADE_PYTHON", python_env()?.join("bin/python3"))
+        .env(
+            "PALISADE_PYTHON",
+            client_env_link("python-dev").join("bin/python3"),
+        )
         .env("RUST_BACKTRACE", "1");
     let tally = run_counting(&mut cmd)?;
     // One closing line for the whole suite (cargo prints one per binary).

@@ -33,12 +33,16 @@ pub fn linker_prefix() -> anyhow::Result<PathBuf> {
         .join(format!("llvm-{EBPF_TOOLCHAIN}")))
 }
 
-/// `~/.cache/palisade/python-client`: a virtualenv with the Python client's
-/// pinned dependencies (`clients/python/requirements.txt`), kept out of the
-/// system interpreter.
-pub fn python_env() -> anyhow::Result<PathBuf> {
+/// `~/.cache/palisade`: toolchain and client environments shared by checkouts.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/palisade/python-client"))
+    Ok(PathBuf::from(home).join(".cache/palisade"))
+}
+
+/// This checkout's link to a client test environment (`python-dev`,
+/// `python-crewai`, `wheelhouse`), made by `cargo xtask setup`.
+pub fn client_env_link(name: &str) -> PathBuf {
+    workspace_root().join("target/client-envs").join(name)
 }
 
 /// Run a command, echoing it; fail with its exit status.
@@ -96,7 +100,10 @@ pub fn require_setup() -> anyhow::Result<()> {
     }
     let linker = linker_prefix()?.join("bin/bpf-linker");
     if !linker.exists() {
-        bail!("bpf-linker is not installed ({}): run `cargo xtask setup` first", linker.display());
+        bail!(
+            "bpf-linker is not installed ({}): run `cargo xtask setup` first",
+            linker.display()
+        );
     }
     Ok(())
 }

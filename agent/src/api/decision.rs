@@ -129,8 +129,9 @@ pub async fn get_approval(
     req: Request<proto::GetApprovalRequest>,
 ) -> Result<Response<proto::Approval>, Status> {
     let caller = caller(&req)?;
+    let r = req.get_ref();
     let a = daemon
-        .own_approval(&caller, &req.get_ref().id)
+        .own_approval(&caller, &r.id, &r.token)
         .map_err(to_status)?;
     // The override token goes only to the identity that asked.
     Ok(Response::new(approval_message(a, true)))
@@ -175,6 +176,7 @@ pub async fn request_egress(
         .request_egress(
             &caller,
             EgressRequest {
+                token: r.token,
                 destination: r.destination,
                 ports: r.ports,
                 protocol: r.protocol,

@@ -71,18 +71,11 @@ pub fn decide(
             context: Some(context.clone()),
             override_token,
         };
-        let first = match override_token {
-            Some(o) => ask(String::new(), o.to_string()),
-            None => {
-                let token = c
-                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
-                    .await
-                    .map_err(rpc_error)?
-                    .into_inner()
-                    .token;
-                ask(token, String::new())
-            }
-        };
+        // The daemon knows the caller from the socket: no token needed.
+        let first = ask(
+            String::new(),
+            override_token.map(str::to_string).unwrap_or_default(),
+        );
         let r = c.decide(first).await.map_err(rpc_error)?.into_inner();
         if wait == 0 || r.approval_id.is_empty() {
             return anyhow::Ok(r);
@@ -94,6 +87,7 @@ pub fn decide(
             let a = c
                 .get_approval(proto::GetApprovalRequest {
                     id: r.approval_id.clone(),
+                    token: String::new(),
                 })
                 .await
                 .map_err(rpc_error)?
@@ -278,6 +272,7 @@ pub fn egress(
                 protocol: protocol.to_string(),
                 ttl_seconds,
                 reason: reason.to_string(),
+                token: String::new(),
             })
             .await
             .map_err(rpc_error)?

@@ -191,11 +191,9 @@ impl Daemon {
                     .verify_override(&req.override_token, identity)?,
             )
         };
-        let access: Option<AccessClaims> = if override_claims.is_none() {
-            Some(self.decisions.tokens.verify_access(&req.token, identity)?)
-        } else {
-            None
-        };
+        // The peer is the proof; a token presented as well must verify
+        // and name the same identity (and is spent).
+        let access = self.presented_token(&req.token, identity)?;
         let active = self.active();
         let policy: &Policy = &active.policy;
         let version = policy.version.to_string();
@@ -414,6 +412,39 @@ impl Daemon {
         }
     }
 
+    /// An access token a caller chose to present along with its peer
+    /// credentials: none is fine, one must verify, name `identity` and
+    /// be unused (it is spent here).
+    pub(super) fn presented_token(
+        &self,
+        token: &str,
+        identity: &str,
+    ) -> Result<Option<AccessClaims>, DaemonError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.decisions.tokens.verify_access(token, identity)?))
+    }
+
+    /// Record a refused token on a call other than `Decide` (which records
+    /// its own refusals), then return the error.
+    pub(super) fn refused_token(
+        &self,
+        caller: &Caller,
+        identity: &str,
+        what: &str,
+        e: DaemonError,
+    ) -> DaemonError {
+        let mut ev = AuditEvent::new(EventKind::Decision, "deny", e.code());
+        ev.identity = Some(identity.to_string());
+        ev.pid = Some(caller.pid);
+        ev.uid = Some(caller.uid);
+        ev.policy_version = Some(self.active().policy.version.to_string());
+        ev.detail = Some(format!("{what}: {e}"));
+        self.audit.emit(ev);
+        e
+    }
+
     /// Forget used token ids of expired tokens (called periodically).
     pub fn prune_tokens(&self) {
         self.decisions.tokens.prune();
@@ -424,8 +455,11 @@ impl Daemon {
         &self,
         caller: &Caller,
         id: &str,
+        token: &str,
     ) -> Result<crate::decision::approvals::Approval, DaemonError> {
         let (identity, _) = self.agent_identity(caller, "GetApproval")?;
+        self.presented_token(token, &identity)
+            .map_err(|e| self.refused_token(caller, &identity, "GetApproval", e))?;
         match self.decisions.approvals.get(id) {
             Some(a) if a.identity == identity => Ok(a),
             _ => Err(DaemonError::NotFound(format!(

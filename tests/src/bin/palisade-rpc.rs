@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! palisade-rpc SOCKET issue
-//! palisade-rpc SOCKET decide TOKEN|fresh TOOL ACTION PARAMS_JSON [RESOURCE]
+//! palisade-rpc SOCKET decide TOKEN|fresh|none TOOL ACTION PARAMS_JSON [RESOURCE]
 //! palisade-rpc SOCKET replay TOOL ACTION PARAMS_JSON      (same token twice)
 //! palisade-rpc SOCKET override OVERRIDE_TOKEN TOOL ACTION PARAMS_JSON
-//! palisade-rpc SOCKET approval ID
-//! palisade-rpc SOCKET egress DEST PORTS TTL_SECONDS
+//! palisade-rpc SOCKET approval ID [TOKEN|fresh]
+//! palisade-rpc SOCKET egress DEST PORTS TTL_SECONDS [TOKEN|fresh]
 //! palisade-rpc SOCKET resolve ID approve|reject
 //! palisade-rpc SOCKET health
 //! ```
@@ -75,6 +75,24 @@ fn ask(
     }
 }
 
+/// The token argument: `fresh` asks `IssueToken` for one, `none` or
+/// nothing sends none (the socket peer alone authenticates), anything else
+/// is sent as given.
+async fn token_arg(
+    c: &mut proto::palisade_client::PalisadeClient<tonic::transport::Channel>,
+    arg: &str,
+) -> Result<String, tonic::Status> {
+    match arg {
+        "fresh" => Ok(c
+            .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+            .await?
+            .into_inner()
+            .token),
+        "" | "none" => Ok(String::new()),
+        given => Ok(given.to_string()),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -102,19 +120,12 @@ async fn main() {
             Err(s) => status(s),
         },
         "decide" => {
-            let token = if arg(2) == "fresh" {
-                match c
-                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
-                    .await
-                {
-                    Ok(r) => r.into_inner().token,
-                    Err(s) => {
-                        println!("{}", status(s));
-                        return;
-                    }
+            let token = match token_arg(&mut c, &arg(2)).await {
+                Ok(t) => t,
+                Err(s) => {
+                    println!("{}", status(s));
+                    return;
                 }
-            } else {
-                arg(2)
             };
             match c
                 .decide(ask(
@@ -162,9 +173,12 @@ async fn main() {
             Ok(r) => decision(r.into_inner()),
             Err(s) => status(s),
         },
-        "approval" => match c
-            .get_approval(proto::GetApprovalRequest { id: arg(2) })
-            .await
+        "approval" => match async {
+            let token = token_arg(&mut c, &arg(3)).await?;
+            c.get_approval(proto::GetApprovalRequest { id: arg(2), token })
+                .await
+        }
+        .await
         {
             Ok(r) => {
                 let a = r.into_inner();
@@ -176,15 +190,19 @@ async fn main() {
         },
         "egress" => {
             let ports: Vec<u32> = arg(3).split(',').filter_map(|p| p.parse().ok()).collect();
-            match c
-                .request_egress(proto::RequestEgressRequest {
+            match async {
+                let token = token_arg(&mut c, &arg(5)).await?;
+                c.request_egress(proto::RequestEgressRequest {
                     destination: arg(2),
                     ports,
                     protocol: "tcp".into(),
                     ttl_seconds: arg(4).parse().unwrap_or(0),
                     reason: "test".into(),
+                    token,
                 })
                 .await
+            }
+            .await
             {
                 Ok(r) => {
                     let r = r.into_inner();
