@@ -140,6 +140,11 @@ pub struct DnsDetail {
     /// Addresses written into the identity's learned map.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub learned: Vec<IpAddr>,
+    /// Inside addresses (loopback, private, link-local, CGNAT, ULA,
+    /// metadata) in the answer that no `cidr` rule of the identity covers:
+    /// not learned, and cut from the answer the process got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<IpAddr>,
     /// Seconds the learned addresses admit new connections (before grace).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,

@@ -184,6 +184,7 @@ impl Daemon {
             pin_dir: config.bpffs.clone(),
             attach_cgroup: attach.clone(),
             event_buffer_bytes: config.kernel.event_buffer_bytes,
+            learned_capacity: config.dns.learned_capacity,
         })
         .map_err(DaemonError::Bpf)?;
         kernel.spawn_log_reader();
