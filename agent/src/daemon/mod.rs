@@ -10,6 +10,7 @@ mod dns;
 mod egress;
 pub mod enrol;
 mod error;
+mod eval_slots;
 mod kernel_events;
 pub mod notify;
 mod push;
@@ -131,6 +132,8 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// Where and how many conditions are evaluated at once (`eval_slots`).
+    eval_slots: eval_slots::EvalSlots,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -234,6 +237,7 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            eval_slots: eval_slots::EvalSlots::default(),
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
