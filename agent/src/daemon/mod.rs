@@ -4,6 +4,7 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod aggregate;
 mod approve;
 mod decide;
 mod dns;
@@ -202,6 +203,8 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let agg_maps =
+            crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
         let decisions = decision_state(&config)?;
         // Identities revoked before this start: tokens the previous daemon
         // issued to them must not verify after a restore.
@@ -258,6 +261,7 @@ impl Daemon {
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
+        aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();
         daemon.spawn_decision_upkeep();
         watch::spawn(&daemon);
