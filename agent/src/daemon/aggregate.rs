@@ -5,12 +5,13 @@
 //! kind of denial with its count (or, for an identity that was denied many
 //! different things, its largest kinds and one summary), waits until the
 //! records are in the trail, and only then clears the slot. A daemon that
-//! dies in between leaves the slot for the next one to report: counts are
-//! never lost, at worst a crash in that instant reports one period twice.
+//! dies in between leaves the slot for the next one to report, and a slot
+//! whose records could not be written keeps counting: counts are never
+//! lost, at worst a crash in that instant reports one period twice.
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -33,6 +34,10 @@ use crate::{
 /// Kinds one identity gets a record of its own for, per period; the rest
 /// share one summary record.
 const KINDS_PER_IDENTITY: usize = 16;
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "denial" } else { "denials" }
+}
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
@@ -106,11 +111,26 @@ async fn report(
     }
     let records = daemon.aggregate_records(&counts, span);
     let n = records.len();
+    let stats = daemon.audit.stats();
+    let failed_before =
+        stats.trail_lost.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed);
     for r in records {
         daemon.audit.emit(r);
     }
-    // Cleared only once the records are in the trail.
+    // Cleared only once the records are in the trail. When they could not
+    // be written (a full disk), the slot keeps its counts: the programs
+    // add to them again when the slot comes round, and they are reported
+    // then, merged.
     daemon.audit.flush().await;
+    let failed_after =
+        stats.trail_lost.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed);
+    if failed_after > failed_before {
+        warn!(
+            slot,
+            "aggregate records not written; their counts stay in the kernel for the next report"
+        );
+        return Ok(());
+    }
     let m = maps.clone();
     tokio::task::spawn_blocking(move || m.clear(slot, &counts))
         .await
@@ -180,7 +200,8 @@ impl Daemon {
                 let mut ev = self.to_audit(&kernel_event(k, v));
                 ev.count = Some(n);
                 ev.detail = Some(format!(
-                    "{n} more denials like this, counted in the kernel, not recorded one by one"
+                    "{n} more {} like this, counted in the kernel, not recorded one by one",
+                    plural(n)
                 ));
                 ev.aggregate = Some(AggregateDetail {
                     first: rfc3339(boot_ns_to_wall(v.first_ns)),
@@ -208,6 +229,7 @@ impl Daemon {
         let last = kinds.iter().map(|(_, v, _)| v.last_ns).max().unwrap_or(0);
         ev.dst_ip = None;
         ev.dst_port = None;
+        ev.protocol = None;
         ev.rule = None;
         ev.count = Some(total);
         let top: Vec<String> = kinds
@@ -223,7 +245,8 @@ impl Daemon {
             })
             .collect();
         ev.detail = Some(format!(
-            "{total} more denials of identity #{identity} to {} other kinds of destination, counted in the kernel; the largest: {}",
+            "{total} more {} of identity #{identity} to {} other destinations, counted in the kernel; the largest: {}",
+            plural(total),
             kinds.len(),
             top.join(", ")
         ));
@@ -268,7 +291,8 @@ impl Daemon {
                 ev.policy_version = Some(self.active().policy.version.to_string());
                 ev.count = Some(*n);
                 ev.detail = Some(format!(
-                    "{n} denials counted in the kernel without their destinations: the identity caused more than kernel.events_per_identity kinds in one period"
+                    "{n} {} counted in the kernel without their destinations: the identity caused more than kernel.events_per_identity kinds in one period",
+                    plural(*n)
                 ));
                 ev.aggregate = Some(AggregateDetail {
                     first: first.clone(),
