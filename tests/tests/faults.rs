@@ -90,14 +90,22 @@ fn kill9_in_a_reload_storm_leaves_one_whole_generation_enforcing() {
     let started = std::time::Instant::now();
     let mut flips = 0u32;
     while started.elapsed() < Duration::from_millis(1500) {
-        env.write_policy(if flips % 2 == 0 { &policy_b } else { &policy_a });
+        env.write_policy(if flips.is_multiple_of(2) {
+            &policy_b
+        } else {
+            &policy_a
+        });
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
         flips += 1;
         std::thread::sleep(Duration::from_millis(3));
     }
     d.kill9();
     for _ in 0..20 {
-        env.write_policy(if flips % 2 == 0 { &policy_b } else { &policy_a });
+        env.write_policy(if flips.is_multiple_of(2) {
+            &policy_b
+        } else {
+            &policy_a
+        });
         flips += 1;
     }
 
@@ -145,7 +153,7 @@ fn kill9_in_a_reload_storm_leaves_one_whole_generation_enforcing() {
     // A new daemon adopts the pins and applies the file as it is now.
     let _d = DaemonProc::start(&env);
     // Write number flips-1 was the last: B for even numbers, A for odd.
-    let last_is_a = flips % 2 == 0;
+    let last_is_a = flips.is_multiple_of(2);
     let (open, shut) = if last_is_a {
         (&only_a, &only_b)
     } else {

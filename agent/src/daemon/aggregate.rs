@@ -194,7 +194,7 @@ impl Daemon {
         }
         let mut out = Vec::new();
         for (identity, mut kinds) in by_identity {
-            kinds.sort_by(|a, b| b.2.cmp(&a.2));
+            kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
             let rest = kinds.split_off(kinds.len().min(KINDS_PER_IDENTITY));
             for (k, v, n) in kinds {
                 let mut ev = self.to_audit(&kernel_event(k, v));
