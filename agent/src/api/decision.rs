@@ -88,8 +88,8 @@ pub async fn decide(
     let caller = caller(&req)?;
     let r = req.into_inner();
     let out = daemon
-        .decide(
-            &caller,
+        .decide_async(
+            caller,
             DecideInput {
                 token: r.token,
                 agent: r.agent,
@@ -101,6 +101,7 @@ pub async fn decide(
                 override_token: r.override_token,
             },
         )
+        .await
         .map_err(to_status)?;
     Ok(Response::new(proto::DecideResponse {
         verdict: verdict(out.verdict),

@@ -6,6 +6,7 @@
 //! every error with its `file:line:column` and keeps what it had.
 
 pub mod cel;
+mod cel_meter;
 pub mod decide;
 pub mod diag;
 pub mod diff;
