@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod decision;
+pub mod discovery;
 pub mod dns;
 pub mod doctor;
 pub mod hex;

@@ -4,6 +4,7 @@
 mod audit;
 mod daemon;
 mod decision;
+mod discovery;
 mod doctor;
 mod events;
 mod exec;

@@ -384,6 +384,7 @@ impl Daemon {
             c.params_digest = digest.map(str::to_string);
             if let Some(p) = &req.params {
                 c.params = p.fields.keys().cloned().collect();
+                c.numbers = crate::discovery::numeric_params(p);
             }
             if let Some((id, approver)) = &approval {
                 c.approval_id = Some(id.clone());

@@ -15,6 +15,7 @@
 //!   upstream_timeout_ms: 2000  # no upstream answer by then: SERVFAIL
 //!   state_file: /var/lib/palisade/dns-learned.json
 //!   audit_allowed: true        # an audit event for every allowed lookup too
+//!   steer_audit: false         # also steer identities in audit mode (lookups recorded)
 //! ```
 
 use std::{
@@ -52,6 +53,10 @@ pub struct DnsSettings {
     pub upstream_timeout_ms: u64,
     pub state_file: PathBuf,
     pub audit_allowed: bool,
+    /// Also steer the DNS of identities in audit mode that name no hosts,
+    /// so that their lookups are recorded (what `palisade policy suggest`
+    /// needs to name hosts instead of addresses).
+    pub steer_audit: bool,
 }
 
 impl Default for DnsSettings {
@@ -70,6 +75,7 @@ impl Default for DnsSettings {
             upstream_timeout_ms: 2000,
             state_file: PathBuf::from("/var/lib/palisade/dns-learned.json"),
             audit_allowed: true,
+            steer_audit: false,
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct Identity {
     /// Those roles and everything they inherit.
     pub effective_roles: Vec<String>,
     pub selectors: Vec<Glob>,
+    /// Enrolled only by `palisade exec`; no selectors on purpose.
+    pub exec_only: bool,
     pub allow: Vec<NetRule>,
     pub deny: Vec<NetRule>,
     pub allow_hosts: Vec<HostRule>,

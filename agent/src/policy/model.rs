@@ -83,6 +83,10 @@ pub struct IdentityDoc {
     /// Existing cgroups (systemd units, pods…) that belong to this identity.
     #[serde(default)]
     pub selectors: Vec<SelectorDoc>,
+    /// Only `palisade exec` enrols this identity: it has no selectors on
+    /// purpose (the linter does not ask for one).
+    #[serde(default)]
+    pub exec_only: bool,
     /// Rules of the identity itself: they add to (allow) or restrict (deny)
     /// what its roles grant.
     #[serde(default)]

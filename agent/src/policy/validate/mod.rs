@@ -322,6 +322,18 @@ impl Builder {
                     Err(e) => diags.push(Diagnostic::error(SourceLoc::of(file, &sel.cgroup), e)),
                 }
             }
+            if ident.exec_only && !ident.selectors.is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        loc.clone(),
+                        format!(
+                            "identity `{}` is `exec_only` but has selectors",
+                            ident.id.value
+                        ),
+                    )
+                    .with_hint("remove `exec_only: true`, or the selectors"),
+                );
+            }
             let m = &ident.metadata;
             self.identities.push(DeclaredIdentity {
                 origin: (s.path.clone(), pos),
@@ -338,6 +350,7 @@ impl Builder {
                     roles: ident.roles.iter().map(|r| r.value.clone()).collect(),
                     effective_roles: Vec::new(),
                     selectors,
+                    exec_only: ident.exec_only,
                     allow: Vec::new(),
                     deny: Vec::new(),
                     allow_hosts: Vec::new(),
