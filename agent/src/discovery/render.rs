@@ -89,17 +89,21 @@ fn net_comment(r: &NetSuggestion) -> String {
 fn tool_comment(t: &ToolSuggestion) -> String {
     let mut parts = Vec::new();
     if let Some(a) = &t.allowed {
-        parts.push(format!("{} calls, {}", a.count, seen(a)));
+        let calls = if a.count == 1 { "call" } else { "calls" };
+        parts.push(format!("{} {calls}, {}", a.count, seen(a)));
     }
     if let Some(a) = &t.approved {
         parts.push(format!("{} approved by a person, {}", a.count, seen(a)));
     }
     for b in &t.bounds {
+        let range = if b.seen.min == b.seen.max {
+            number(b.seen.min)
+        } else {
+            format!("{} to {}", number(b.seen.min), number(b.seen.max))
+        };
         parts.push(format!(
-            "{} seen {} to {}{}",
+            "{} seen {range}{}",
             b.param,
-            number(b.seen.min),
-            number(b.seen.max),
             if b.always { "" } else { " (when sent)" }
         ));
     }
