@@ -127,6 +127,8 @@ pub struct AuditConfig {
     pub fsync: bool,
     /// Export to an OpenTelemetry collector (OTLP/HTTP JSON); off if absent.
     pub otlp: Option<crate::audit::otlp::OtlpConfig>,
+    /// The trail as OCSF events in a JSON-lines file; off if absent.
+    pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -176,6 +178,7 @@ impl Default for AuditConfig {
             keep: 16,
             fsync: true,
             otlp: None,
+            ocsf: None,
         }
     }
 }
@@ -228,6 +231,9 @@ impl Config {
             return Err(at(line, col, msg));
         }
         cfg.dns.resolve_paths(base);
+        if let Some(o) = cfg.audit.ocsf.as_mut() {
+            o.resolve_paths(base);
+        }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
         for (key, value) in [
             ("tokens.ttl", &cfg.tokens.ttl),
@@ -281,6 +287,7 @@ impl Config {
                 fsync: self.audit.fsync,
             }),
             otlp: self.audit.otlp.clone(),
+            ocsf: self.audit.ocsf.clone(),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod hex;
 pub mod identity;
 pub mod metrics;
 pub mod mounts;
+pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
 pub mod tokens;

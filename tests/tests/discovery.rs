@@ -58,7 +58,11 @@ fn world(lab: &Lab) -> World {
 fn addrs(o: &Outcome) -> Vec<String> {
     o.0["addrs"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -79,13 +83,21 @@ fn pay(lab: &Lab, amount: u32) -> Value {
 /// What the agent does: look up its API and call it, reach a database by
 /// address, send metrics over UDP, make two payments. Each step must work.
 fn behave(lab: &Lab, w: &World) {
-    let r = Probe::enrolled(&lab.env, "agent", &["dns", "udp", &upstream_ip(lab.n), "api.test"]);
+    let r = Probe::enrolled(
+        &lab.env,
+        "agent",
+        &["dns", "udp", &upstream_ip(lab.n), "api.test"],
+    );
     assert_eq!(r.0["rcode"], "NOERROR", "lookup of api.test: {}", r.0);
     assert_eq!(addrs(&r), vec![lab.ip(1)]);
     lab.connect("agent", &lab.ip(1), w.named.addr.port())
         .expect_ok("the API by name");
-    lab.connect("agent", &w.direct.addr.ip().to_string(), w.direct.addr.port())
-        .expect_ok("the database by address");
+    lab.connect(
+        "agent",
+        &w.direct.addr.ip().to_string(),
+        w.direct.addr.port(),
+    )
+    .expect_ok("the database by address");
     let before = w.udp.received();
     Probe::enrolled(
         &lab.env,
@@ -132,12 +144,21 @@ fn the_suggested_policy_allows_exactly_what_the_agent_did() {
     let suggested = env.dir.join("suggested.yaml");
     let trail = path(&env.audit);
     palisade(&[
-        "policy", "suggest", "--trail", trail, "--identity", "agent", "--out",
+        "policy",
+        "suggest",
+        "--trail",
+        trail,
+        "--identity",
+        "agent",
+        "--out",
         path(&suggested),
     ]);
     let text = std::fs::read_to_string(&suggested).unwrap_or_else(|e| panic!("{e}"));
     let expect = [
-        format!("host: api.test, ports: [{}], protocol: tcp", w.named.addr.port()),
+        format!(
+            "host: api.test, ports: [{}], protocol: tcp",
+            w.named.addr.port()
+        ),
         format!(
             "cidr: 127.180.{}.1/32, ports: [{}], protocol: tcp",
             lab.n,
@@ -163,7 +184,14 @@ fn the_suggested_policy_allows_exactly_what_the_agent_did() {
     // The test matrix passes against it.
     let suite = env.dir.join("suite.yaml");
     palisade(&[
-        "policy", "suggest", "--trail", trail, "--identity", "agent", "--tests", "--out",
+        "policy",
+        "suggest",
+        "--trail",
+        trail,
+        "--identity",
+        "agent",
+        "--tests",
+        "--out",
         path(&suite),
     ]);
     let report = palisade(&["policy", "test", "--policy", path(&suggested), path(&suite)]);
@@ -173,12 +201,25 @@ fn the_suggested_policy_allows_exactly_what_the_agent_did() {
     // 3. Enforce it: the same agent passes.
     env.write_policy(&text);
     env.cli_ok(&["reload"]);
-    assert_eq!(env.status()["identities"][0]["mode"], "enforce", "{}", env.status());
+    assert_eq!(
+        env.status()["identities"][0]["mode"],
+        "enforce",
+        "{}",
+        env.status()
+    );
     behave(&lab, &w);
 
     // 4. One new destination, each way: denied.
-    let r = Probe::enrolled(env, "agent", &["dns", "udp", &upstream_ip(lab.n), "other.test"]);
-    assert_eq!(r.0["rcode"], "NXDOMAIN", "a name it never looked up: {}", r.0);
+    let r = Probe::enrolled(
+        env,
+        "agent",
+        &["dns", "udp", &upstream_ip(lab.n), "other.test"],
+    );
+    assert_eq!(
+        r.0["rcode"], "NXDOMAIN",
+        "a name it never looked up: {}",
+        r.0
+    );
     lab.connect("agent", &lab.ip(2), w.other_named.addr.port())
         .expect_eperm("the other name's address");
     lab.connect(
@@ -187,19 +228,43 @@ fn the_suggested_policy_allows_exactly_what_the_agent_did() {
         w.other_direct.addr.port(),
     )
     .expect_eperm("a new address");
-    lab.connect("agent", &w.direct.addr.ip().to_string(), w.other_direct.addr.port())
-        .expect_eperm("a new port on a known address");
-    Probe::enrolled(env, "agent", &["udp", &udp_dst, &w.direct.addr.port().to_string()])
-        .expect_eperm("UDP to another port");
+    lab.connect(
+        "agent",
+        &w.direct.addr.ip().to_string(),
+        w.other_direct.addr.port(),
+    )
+    .expect_eperm("a new port on a known address");
+    Probe::enrolled(
+        env,
+        "agent",
+        &["udp", &udp_dst, &w.direct.addr.port().to_string()],
+    )
+    .expect_eperm("UDP to another port");
     let v = pay(&lab, 4201);
     assert_eq!(v["verdict"], "DENY", "a payment over the bound: {v}");
-    assert_eq!(w.other_named.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert_eq!(w.other_direct.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        w.other_named
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        w.other_direct
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 
     // 5. unused, on the trail of the enforced run.
     let report = wait_for(std::time::Duration::from_secs(5), || {
         let json = palisade(&[
-            "policy", "unused", "--policy", path(&suggested), "--trail", trail, "--json",
+            "policy",
+            "unused",
+            "--policy",
+            path(&suggested),
+            "--trail",
+            trail,
+            "--json",
         ]);
         let v: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
         let status = |kind: &str| {
@@ -218,7 +283,10 @@ fn the_suggested_policy_allows_exactly_what_the_agent_did() {
     let by_summary = |needle: &str| {
         v["rules"]
             .as_array()
-            .and_then(|r| r.iter().find(|r| r["summary"].as_str().is_some_and(|s| s.contains(needle))))
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["summary"].as_str().is_some_and(|s| s.contains(needle)))
+            })
             .cloned()
             .unwrap_or_else(|| panic!("no rule with {needle}: {v}"))
     };

@@ -19,7 +19,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "dns" => "palisade-dns-bench",
         "decide" => "palisade-decide-bench",
         "suggest" => "palisade-suggest-bench",
-        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest)"),
+        other => {
+            bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest)")
+        }
     };
     let target = workspace_root().join("target/release");
     machine_summary();

@@ -126,11 +126,17 @@ fn python_client_env() -> anyhow::Result<()> {
     let venv = python_env()?;
     let python = venv.join("bin/python3");
     let requirements = workspace_root().join("clients/python/requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
+    // The tests' own Python needs (the OCSF schema validator).
+    let test_requirements = workspace_root().join("tests/ocsf/requirements.txt");
+    let mut wanted = String::new();
+    for r in [&requirements, &test_requirements] {
+        wanted
+            .push_str(&fs::read_to_string(r).with_context(|| format!("reading {}", r.display()))?);
+    }
     let stamp = venv.join("requirements.installed");
     if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted)
-        && output(Command::new(&python).args(["-c", "import grpc, grpc_tools"])).is_some()
+        && output(Command::new(&python).args(["-c", "import grpc, grpc_tools, jsonschema"]))
+            .is_some()
     {
         return Ok(());
     }
@@ -149,7 +155,9 @@ fn python_client_env() -> anyhow::Result<()> {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(&requirements))?;
+        .arg(&requirements)
+        .arg("-r")
+        .arg(&test_requirements))?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 

@@ -47,8 +47,12 @@ fn event(i: u64) -> AuditEvent {
             ev.comm = Some("python3".into());
             ev.cgroup_id = Some(5000 + ident);
             ev.dst_ip = ip.parse().ok();
-            ev.dst_port = Some(if dest % 3 == 0 { 443 } else { 8000 + (dest % 7) as u16 });
-            ev.protocol = Some(if dest % 5 == 0 { "udp" } else { "tcp" }.into());
+            ev.dst_port = Some(if dest.is_multiple_of(3) {
+                443
+            } else {
+                8000 + (dest % 7) as u16
+            });
+            ev.protocol = Some(if dest.is_multiple_of(5) { "udp" } else { "tcp" }.into());
             ev.hook = Some("connect4".into());
             ev.mode = Some("audit".into());
             if verdict == "deny" {
@@ -128,6 +132,10 @@ fn policy(dir: &Path) -> PathBuf {
 }
 
 /// Run to completion; wall time and peak RSS (KiB) of the child.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also reports its rusage"
+)]
 fn measure(cmd: &mut Command) -> (Duration, i64) {
     let started = Instant::now();
     let child = cmd
@@ -155,7 +163,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let records: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let records: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let bin = palisade_tests::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-suggest-bench-{}", std::process::id()));
@@ -178,11 +189,22 @@ fn main() {
         ("audit verify", vec!["audit".into(), "verify".into()]),
         (
             "policy suggest (one identity)",
-            vec!["policy".into(), "suggest".into(), "--identity".into(), "agent-3".into()],
+            vec![
+                "policy".into(),
+                "suggest".into(),
+                "--identity".into(),
+                "agent-3".into(),
+            ],
         ),
         (
             "policy suggest --tests",
-            vec!["policy".into(), "suggest".into(), "--identity".into(), "agent-3".into(), "--tests".into()],
+            vec![
+                "policy".into(),
+                "suggest".into(),
+                "--identity".into(),
+                "agent-3".into(),
+                "--tests".into(),
+            ],
         ),
         (
             "policy unused --json (every identity)",
