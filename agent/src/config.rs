@@ -92,6 +92,10 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Where every new approval is announced (Slack, Teams, webhooks).
+    pub notify: Vec<crate::notifier::NotifyTarget>,
+    /// How deliveries are retried.
+    pub notify_retry: crate::notifier::RetryConfig,
 }
 
 impl Default for ApprovalsConfig {
@@ -99,6 +103,8 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            notify: Vec::new(),
+            notify_retry: crate::notifier::RetryConfig::default(),
         }
     }
 }
@@ -233,6 +239,11 @@ impl Config {
         cfg.dns.resolve_paths(base);
         if let Some(o) = cfg.audit.ocsf.as_mut() {
             o.resolve_paths(base);
+        }
+        for t in &mut cfg.approvals.notify {
+            if let Some(f) = &t.secret_file {
+                t.secret_file = Some(base.join(f));
+            }
         }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
         for (key, value) in [

@@ -17,9 +17,11 @@ pub mod hex;
 pub mod identity;
 pub mod metrics;
 pub mod mounts;
+pub mod notifier;
 pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
+pub mod signed_approval;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.

@@ -12,6 +12,7 @@ pub mod enrol;
 mod error;
 mod kernel_events;
 pub mod notify;
+mod people;
 mod push;
 mod reload;
 mod status;
@@ -131,6 +132,8 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// Announces new approvals to Slack, Teams and webhooks.
+    pub notifier: crate::notifier::Notifier,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -199,6 +202,11 @@ impl Daemon {
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
         let decisions = decision_state(&config)?;
+        let notifier = crate::notifier::Notifier::new(
+            &config.approvals.notify,
+            config.approvals.notify_retry.clone(),
+        )
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
         // Identities revoked before this start: tokens the previous daemon
         // issued to them must not verify after a restore.
         for (index, name) in registry.all() {
@@ -233,6 +241,7 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            notifier,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),

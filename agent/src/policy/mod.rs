@@ -44,6 +44,17 @@ pub struct Policy {
     pub schemas: Vec<ToolSchema>,
     /// Context fields callers may send, besides the built-ins.
     pub context_fields: BTreeMap<String, ParamType>,
+    /// Whose signed approvals this policy accepts.
+    pub approvers: Vec<Approver>,
+}
+
+/// An approver of signed approvals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approver {
+    pub id: String,
+    /// Ed25519 public key.
+    pub public_key: [u8; 32],
+    pub loc: SourceLoc,
 }
 
 impl Policy {
