@@ -1,9 +1,11 @@
 //! The `palisade` command line. Every command that talks to a running daemon
 //! goes through the gRPC API; there are no side doors.
 
+mod approver;
 mod audit;
 mod daemon;
 mod decision;
+mod discovery;
 mod doctor;
 mod events;
 mod exec;
@@ -135,11 +137,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a pending approval (operator).
+    /// Approve a pending approval (operator), or apply a signed approval
+    /// (`--signed FILE`, from an approver the policy lists).
     Approve {
-        id: String,
+        #[arg(required_unless_present = "signed")]
+        id: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
+        /// A signed approval (compact JWS), e.g. from `palisade keys sign-approval`.
+        #[arg(long, conflicts_with = "id")]
+        signed: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -272,7 +279,15 @@ pub fn main() -> ExitCode {
         ),
         Command::Token { socket, ttl } => decision::token(&socket, ttl),
         Command::Approvals { socket, all, json } => decision::approvals(&socket, all, json),
-        Command::Approve { id, reason, socket } => decision::resolve(&socket, &id, true, &reason),
+        Command::Approve {
+            id,
+            reason,
+            signed,
+            socket,
+        } => match signed {
+            Some(file) => decision::apply_signed(&socket, &file),
+            None => decision::resolve(&socket, &id.unwrap_or_default(), true, &reason),
+        },
         Command::Reject { id, reason, socket } => decision::resolve(&socket, &id, false, &reason),
         Command::Egress {
             destination,
