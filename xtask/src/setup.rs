@@ -10,7 +10,7 @@ use crate::toolchain::{
     python_env, sh, toolchain_installed, workspace_root,
 };
 
-/// Debian packages: a C compiler and libc headers for the crates that build
+/// Debian packages: CA certificates for rustup's and cargo's downloads; a C compiler and libc headers for the crates that build
 /// C (AWS-LC) and for linking; iproute2 for test namespaces, python3 for
 /// test servers; dnsmasq (the binary only, no system service) as the real
 /// DNS server of the DNS-aware egress tests and benchmark; systemd-analyze
@@ -18,6 +18,7 @@ use crate::toolchain::{
 /// would confine it. The gRPC code needs no protoc: `protox` compiles the
 /// protos in the build script.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     ("cc", "gcc"),
     ("/usr/include/stdio.h", "libc6-dev"),
     ("ip", "iproute2"),
@@ -29,8 +30,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 ];
 
 pub fn run() -> anyhow::Result<()> {
-    toolchains()?;
+    // Packages first: rustup and cargo download over https (CA certificates).
     debian_packages()?;
+    toolchains()?;
     bpf_linker()?;
     python_client_env()?;
     eprintln!("setup: done");
@@ -106,7 +108,7 @@ fn present(what: &str) -> bool {
     output(Command::new("sh").args(["-c", &format!("command -v {what}")])).is_some()
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     if output(Command::new("sh").args(["-c", "command -v apt-get"])).is_none() {
         bail!("missing {packages:?} and no apt-get here: install them with your package manager");
     }

@@ -25,20 +25,22 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// `~/.cache/palisade`: what setup installs outside the repository.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    Ok(PathBuf::from(home).join(".cache/palisade"))
+}
+
 /// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
 pub fn linker_prefix() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home)
-        .join(".cache/palisade")
-        .join(format!("llvm-{EBPF_TOOLCHAIN}")))
+    Ok(cache_dir()?.join(format!("llvm-{EBPF_TOOLCHAIN}")))
 }
 
 /// `~/.cache/palisade/python-client`: a virtualenv with the Python client's
 /// pinned dependencies (`clients/python/requirements.txt`), kept out of the
 /// system interpreter.
 pub fn python_env() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/palisade/python-client"))
+    Ok(cache_dir()?.join("python-client"))
 }
 
 /// Run a command, echoing it; fail with its exit status.
@@ -96,7 +98,10 @@ pub fn require_setup() -> anyhow::Result<()> {
     }
     let linker = linker_prefix()?.join("bin/bpf-linker");
     if !linker.exists() {
-        bail!("bpf-linker is not installed ({}): run `cargo xtask setup` first", linker.display());
+        bail!(
+            "bpf-linker is not installed ({}): run `cargo xtask setup` first",
+            linker.display()
+        );
     }
     Ok(())
 }
