@@ -60,7 +60,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let prepared = started.elapsed();
 
     let log = work.join("fresh-host.log");
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    // Run the second half from a copy: a rebuild of xtask during the run
+    // must not pull the binary from under it.
+    let exe = work.join("xtask-inside");
+    fs::copy(
+        std::env::current_exe().context("finding the xtask binary")?,
+        &exe,
+    )
+    .context("copying the xtask binary")?;
     let result = sh(Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--"])
         .arg(exe)

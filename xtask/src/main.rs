@@ -4,6 +4,7 @@ mod bench;
 mod debian;
 mod demo;
 mod fresh_host;
+mod leftovers;
 mod setup;
 mod test;
 mod toolchain;

@@ -7,7 +7,10 @@ use std::{
 
 use anyhow::bail;
 
-use crate::toolchain::{cargo, is_root, python_env, require_setup, sh, workspace_root};
+use crate::{
+    leftovers,
+    toolchain::{cargo, is_root, python_env, require_setup, sh, workspace_root},
+};
 
 pub fn build() -> anyhow::Result<()> {
     require_setup()?;
@@ -35,15 +38,23 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     }
     build()?;
     let bin = workspace_root().join("target/release/palisade");
+    // Orphans of the tests become our children: the leftover check finds them.
+    leftovers::become_subreaper()?;
+    let tag = leftovers::run_tag();
+    let before = leftovers::scan();
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
+        .env("PALISADE_TEST_RUN", &tag)
         .env("PALISADE_BIN", &bin)
         .env("PALISADE_PYTHON", python_env()?.join("bin/python3"))
         .env("RUST_BACKTRACE", "1");
     let tally = run_counting(&mut cmd)?;
+    // Passed or failed, the run leaves nothing behind.
+    let clean = leftovers::check(&tag, &before);
     // One closing line for the whole suite (cargo prints one per binary).
     println!("summary: {} passed, {} failed", tally.passed, tally.failed);
+    clean?;
     if !tally.success || tally.failed > 0 {
         bail!("{} test(s) failed", tally.failed.max(1));
     }
