@@ -55,6 +55,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let root = work.join("root");
     debian::remove_tree(&root)?;
     debian::unpack(&tarball, &root)?;
+    trust_host_cas(&root)?;
     clone_head(&root)?;
     install_rustup(&root)?;
     let prepared = started.elapsed();
@@ -85,6 +86,55 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         debian::remove_tree(&root)?;
     }
     result
+}
+
+/// PEM certificates in a bundle file.
+fn pem_blocks(path: &Path) -> Vec<String> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
+        .map(|b| b.split_whitespace().collect::<String>())
+        .collect()
+}
+
+/// The root reaches the network the way this host does: certificate
+/// authorities this host trusts beyond Debian's (a TLS-inspecting proxy's,
+/// say) are trusted in the root too. On an ordinary network there are none.
+fn trust_host_cas(root: &Path) -> anyhow::Result<()> {
+    let bundle = "etc/ssl/certs/ca-certificates.crt";
+    let ours = pem_blocks(&root.join(bundle));
+    let extra: Vec<String> = pem_blocks(&Path::new("/").join(bundle))
+        .into_iter()
+        .filter(|b| !ours.contains(b))
+        .collect();
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let dir = root.join("usr/local/share/ca-certificates");
+    fs::create_dir_all(&dir)?;
+    for (i, b64) in extra.iter().enumerate() {
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .filter_map(|c| std::str::from_utf8(c).ok())
+            .collect();
+        fs::write(
+            dir.join(format!("host-extra-{i}.crt")),
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            ),
+        )?;
+    }
+    eprintln!(
+        "fresh-host: trusting {} certificate authorit{} of this host's network",
+        extra.len(),
+        if extra.len() == 1 { "y" } else { "ies" }
+    );
+    sh(Command::new("chroot")
+        .arg(root)
+        .args(["update-ca-certificates", "--fresh"]))
 }
 
 /// A clean clone of this checkout's HEAD: committed work only.

@@ -5,18 +5,23 @@ use std::{fs, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::toolchain::{
-    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output,
-    python_env, sh, toolchain_installed, workspace_root,
+use crate::{
+    debian,
+    toolchain::{
+        BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, cache_dir, linker_prefix,
+        output, python_env, sh, toolchain_installed, workspace_root,
+    },
 };
 
-/// Debian packages: CA certificates for rustup's and cargo's downloads; a C compiler and libc headers for the crates that build
-/// C (AWS-LC) and for linking; iproute2 for test namespaces, python3 for
-/// test servers; dnsmasq (the binary only, no system service) as the real
-/// DNS server of the DNS-aware egress tests and benchmark; systemd-analyze
-/// checks the systemd unit, strace and setpriv run the daemon as the unit
-/// would confine it. The gRPC code needs no protoc: `protox` compiles the
-/// protos in the build script.
+/// Debian packages: CA certificates for rustup's and cargo's downloads; a C
+/// compiler and libc headers for the crates that build C (AWS-LC) and for
+/// linking; iproute2 for test namespaces, python3 for test servers; dnsmasq
+/// (the binary only, no system service) as the real DNS server of the
+/// DNS-aware egress tests and benchmark; systemd-analyze checks the systemd
+/// unit, strace and setpriv run the daemon as the unit would confine it;
+/// debootstrap makes the Debian root the unit test boots systemd in, and
+/// nsenter reaches into it. The gRPC code needs no protoc: `protox`
+/// compiles the protos in the build script.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     ("cc", "gcc"),
@@ -27,7 +32,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
     ("setpriv", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("/usr/sbin/debootstrap", "debootstrap"),
 ];
+
+/// What the systemd unit test boots: systemd as PID 1 over a minimal
+/// Debian root (`tests/tests/systemd_unit.rs`).
+const SYSTEMD_ROOT_PACKAGES: &[&str] = &["systemd", "systemd-sysv", "dbus", "procps"];
 
 pub fn run() -> anyhow::Result<()> {
     // Packages first: rustup and cargo download over https (CA certificates).
@@ -35,6 +46,7 @@ pub fn run() -> anyhow::Result<()> {
     toolchains()?;
     bpf_linker()?;
     python_client_env()?;
+    systemd_root()?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -119,6 +131,22 @@ pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// `~/.cache/palisade/debian/systemd-root`: a Debian root with systemd,
+/// unpacked once from its cached tarball. The test mounts it read-only as
+/// the lower layer of an overlay, so it stays clean between runs.
+fn systemd_root() -> anyhow::Result<()> {
+    let dir = cache_dir()?.join("debian/systemd-root");
+    let stamp = dir.join(".palisade-root");
+    let tarball = debian::root_tarball("systemd", SYSTEMD_ROOT_PACKAGES)?;
+    let want = tarball.display().to_string();
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == want) {
+        return Ok(());
+    }
+    debian::remove_tree(&dir)?;
+    debian::unpack(&tarball, &dir)?;
+    fs::write(&stamp, want).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// A virtualenv with the Python client's pinned dependencies. Debian's
