@@ -247,6 +247,9 @@ pub fn inside(args: &[String]) -> anyhow::Result<()> {
 /// nothing mounted below it, the host's /dev and the cgroup2 hierarchy.
 fn mount_basics(root: &Path) -> anyhow::Result<()> {
     let at = |p: &str| root.join(p);
+    // The root is a mount point, as `/` is on a real host (unshare and
+    // pivot_root inside it need that).
+    sh(Command::new("mount").arg("--bind").arg(root).arg(root))?;
     sh(Command::new("mount")
         .args(["-t", "proc", "proc"])
         .arg(at("proc")))?;

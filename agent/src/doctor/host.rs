@@ -267,9 +267,12 @@ fn bpffs(config: &Config, mounts: &MountResults) -> Check {
     if let Some(Err(e)) = mount_result(mounts, "bpffs") {
         return Check::fail(
             "bpffs",
-            format!("bpffs is not mounted at {} and could not be: {e}", mounts::BPFFS),
             format!(
-                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {}",
+                "bpffs is not mounted at {} and could not be: {e}",
+                mounts::BPFFS
+            ),
+            format!(
+                "run `palisade mount` as root first (the systemd unit does, in ExecStartPre), or give the daemon CAP_SYS_ADMIN; by hand: mount -t bpf bpf {}",
                 mounts::BPFFS
             ),
         );
@@ -291,7 +294,7 @@ fn tracefs(mounts: &MountResults) -> Check {
             "tracefs",
             format!("tracefs is not mounted and could not be{why}; the tracepoints cannot attach"),
             format!(
-                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t tracefs nodev {}",
+                "run `palisade mount` as root first (the systemd unit does, in ExecStartPre), or give the daemon CAP_SYS_ADMIN; by hand: mount -t tracefs nodev {}",
                 mounts::TRACEFS
             ),
         );
@@ -310,7 +313,9 @@ fn tracefs(mounts: &MountResults) -> Check {
     }
     Check::fail(
         "tracefs",
-        format!("{dir} has no events/cgroup/cgroup_mkdir: this kernel lacks the cgroup tracepoints"),
+        format!(
+            "{dir} has no events/cgroup/cgroup_mkdir: this kernel lacks the cgroup tracepoints"
+        ),
         "use a kernel built with CONFIG_CGROUPS and tracepoints (every distribution kernel is)",
     )
 }
