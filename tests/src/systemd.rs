@@ -309,11 +309,11 @@ impl Drop for SystemdHost {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        if let Some(mut c) = self.unshare.take() {
-            if wait_for(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        if let Some(mut c) = self.unshare.take()
+            && wait_for(Duration::from_secs(10), || c.try_wait().ok().flatten()).is_none()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
         }
         // The pid namespace's processes are gone once unshare has returned;
         // their cgroups empty out a moment later.
