@@ -15,10 +15,11 @@ use crate::{
 
 /// Debian packages: CA certificates for rustup's and cargo's downloads; a C
 /// compiler and libc headers for the crates that build C (AWS-LC) and for
-/// linking; iproute2 for test namespaces, python3 for test servers; dnsmasq
-/// (the binary only, no system service) as the real DNS server of the
-/// DNS-aware egress tests and benchmark; systemd-analyze checks the systemd
-/// unit, strace and setpriv run the daemon as the unit would confine it;
+/// linking; iproute2 and procps (`sysctl`) for test namespaces, python3 for
+/// test servers; dnsmasq (the binary only, no system service) as the real
+/// DNS server of the DNS-aware egress tests and benchmark; systemd-analyze
+/// checks the systemd unit (whose ExecReload= is procps' /bin/kill),
+/// strace and setpriv run the daemon as the unit would confine it;
 /// debootstrap makes the Debian root the unit test boots systemd in, and
 /// nsenter reaches into it. The gRPC code needs no protoc: `protox`
 /// compiles the protos in the build script.
@@ -31,6 +32,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
+    ("/bin/kill", "procps"),
     ("setpriv", "util-linux"),
     ("nsenter", "util-linux"),
     ("/usr/sbin/debootstrap", "debootstrap"),
@@ -105,6 +107,8 @@ fn debian_packages() -> anyhow::Result<()> {
         .iter()
         .filter(|(what, _)| !present(what))
         .map(|(_, pkg)| *pkg)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if missing.is_empty() {
         return Ok(());
