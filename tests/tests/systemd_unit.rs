@@ -168,6 +168,7 @@ fn the_unit_under_a_real_systemd() {
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert_eq!(have, want, "{key} {have:#x}, the unit says {want:#x}");
     }
+    assert_eq!(want & (1 << 21), 0, "the daemon runs without CAP_SYS_ADMIN");
     assert_eq!(status_field(&status, "CapAmb"), "0000000000000000");
     assert_eq!(status_field(&status, "NoNewPrivs"), "1");
     assert_eq!(
