@@ -10,6 +10,7 @@ mod doctor;
 mod events;
 mod exec;
 mod keys;
+mod mount;
 mod ops;
 mod policy;
 
@@ -185,6 +186,14 @@ pub enum Command {
         #[arg(long, default_value = "/sys/fs/bpf/palisade")]
         bpffs: PathBuf,
     },
+    /// Mount what the daemon needs and cannot mount itself (bpffs, tracefs,
+    /// securityfs) in the host's mount namespace, and make it visible in
+    /// this one. The systemd unit runs it as `ExecStartPre=+`.
+    Mount {
+        /// The daemon's config (its pin directory); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Check this host for what Palisade needs; say what is missing and how to fix it.
     Doctor {
         /// The daemon's config (pin directory, cgroup); defaults otherwise.
@@ -305,6 +314,7 @@ pub fn main() -> ExitCode {
             &reason,
         ),
         Command::Keys { command } => keys::run(command),
+        Command::Mount { config } => mount::run(config.as_deref()),
         Command::Doctor { config, json } => doctor::run(config.as_deref(), json),
         Command::Audit { command } => match command {
             AuditCommand::Verify { files } => audit::verify(&files),
