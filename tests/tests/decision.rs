@@ -213,6 +213,27 @@ fn tool_calls_are_judged_by_rule_parameters_and_budget() {
     expect_verdict(&exceeded, "DENY", "800 more would exceed 3000");
     assert_eq!(exceeded["reason"], "budget-exceeded", "{exceeded}");
 
+    // A negative amount does not refill the budget: it is denied, and the
+    // next payment is still over the limit.
+    let refill = decide(
+        &env,
+        "payments",
+        "stripe",
+        "create_payment",
+        r#"{"amount": -100000, "currency": "USD", "customer": "c-17"}"#,
+    );
+    expect_verdict(&refill, "DENY", "a negative charge");
+    assert_eq!(refill["reason"], "evaluation-error", "{refill}");
+    assert!(
+        refill["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be negative")),
+        "{refill}"
+    );
+    let still = decide(&env, "payments", "stripe", "create_payment", PAYMENT);
+    expect_verdict(&still, "DENY", "800 more still exceeds 3000");
+    assert_eq!(still["reason"], "budget-exceeded", "{still}");
+
     // Every verdict is in the audit trail with the call.
     let ev = env.wait_audit("for the refund deny", |e| {
         e["kind"] == "decision" && e["verdict"] == "deny" && e["call"]["action"] == "refund"

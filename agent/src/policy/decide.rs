@@ -385,6 +385,16 @@ impl Policy {
                     None => 1.0,
                     Some(e) => e.eval_number(b)?,
                 };
+                // A budget only ever counts spending: a negative charge
+                // would refill the bucket (a "refund" of -100000 buys the
+                // next 100000), so the call is denied instead.
+                if amount < 0.0 {
+                    return Err(EvalError::Failed(format!(
+                        "budget `{}`: `{}` is {amount}, and a charge cannot be negative",
+                        bd.id,
+                        bd.sum.as_ref().map_or("1", |e| e.source.as_str())
+                    )));
+                }
                 Ok(BudgetCharge {
                     budget: bd.id.clone(),
                     amount,
