@@ -9,6 +9,7 @@ pub mod addr;
 pub mod dns;
 pub mod event;
 pub mod grants;
+pub mod guard;
 pub mod maps;
 
 pub use addr::NormAddr;

@@ -3,6 +3,8 @@
 
 mod error;
 pub mod events;
+pub mod guards;
+mod lineage;
 mod loader;
 mod maps;
 pub mod pins;

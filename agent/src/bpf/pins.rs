@@ -24,6 +24,9 @@ pub const PINNED_MAPS: &[&str] = &[
     "LEARNED",
     "DNS_ORIG",
     "GRANTS",
+    "LINEAGE",
+    "SOCK_IDENT",
+    "GUARD_CFG",
 ];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.
