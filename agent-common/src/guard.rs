@@ -36,17 +36,16 @@ pub struct GuardConfig {
     pub _pad: u8,
     /// The API's address, normalised (`NormAddr::bytes`).
     pub api_addr: [u8; 16],
-    /// Hierarchy id of the cgroup v2 tree in `cgroup_attach_task` events
-    /// (other hierarchies' ids mean other things).
-    pub v2_hierarchy: i32,
-    /// Field offsets of the tracepoints the lineage programs read, from
-    /// their `format` files (they moved between kernel versions).
-    pub fork_child_pid: u16,
-    pub exec_old_pid: u16,
-    pub attach_root: u16,
-    pub attach_id: u16,
-    pub attach_pid: u16,
-    pub _pad2: u16,
+    /// Offsets into kernel structures, from this kernel's BTF, for the raw
+    /// tracepoints of the lineage (`task_struct.pid`, `cgroup.kn`,
+    /// `kernfs_node.id`, `cgroup.root`, `cgroup_root.hierarchy_id`). Zero
+    /// until the daemon has set them; the programs do nothing until then.
+    pub task_pid: u16,
+    pub cgroup_kn: u16,
+    pub kernfs_id: u16,
+    pub cgroup_root: u16,
+    pub root_hierarchy: u16,
+    pub _pad2: [u16; 3],
 }
 const _: () = assert!(size_of::<GuardConfig>() == 40);
 

@@ -74,16 +74,21 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     if sk.is_null() {
         return PASS; // request and time-wait sockets: no storage, no data
     }
-    let stamp = sockets::stamped(sk.cast());
-    // SAFETY: `stamp` is this socket's storage.
-    let stamped = stamp.map(|s| unsafe { (*s).identity }).filter(|i| *i != 0);
+    // Identity 0 is never assigned and a null stamp means none: plain
+    // values rather than Options, whose payload would be an uninitialised
+    // register on the `None` path, which the verifier refuses to spill.
+    let stamp = sockets::stamp_of(sk.cast());
+    let stamped = if stamp.is_null() {
+        0
+    } else {
+        // SAFETY: `stamp` is this socket's storage.
+        unsafe { (*stamp).identity }
+    };
     // SAFETY: reading skb->protocol (network order).
     let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
 
-    if let Some(identity) = stamped
-        && policy::killed(identity)
-    {
-        return killed(&ctx, proto, identity, stamp);
+    if stamped != 0 && policy::killed(stamped) {
+        return killed(&ctx, proto, stamped, stamp);
     }
     let Some(packet) = parse(&ctx, proto) else {
         return PASS;
@@ -93,9 +98,14 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     }
     // Options are rare: only now is it worth finding a socket's identity
     // the hard way when it carries no stamp (made before enrolment).
-    let Some(identity) = stamped.or_else(|| unstamped_identity(sk, packet.l4)) else {
-        return PASS;
+    let identity = if stamped != 0 {
+        stamped
+    } else {
+        unstamped_identity(sk, packet.l4)
     };
+    if identity == 0 {
+        return PASS;
+    }
     let generation = policy::active_generation();
     let audit = matches!(policy::identity_config(generation, identity), Some(c) if c.audit != 0);
     emit::record(&Decision {
@@ -122,7 +132,7 @@ fn killed(
     ctx: &SkBuffContext,
     proto: u16,
     identity: u32,
-    stamp: Option<*mut agent_common::guard::SockIdent>,
+    stamp: *mut agent_common::guard::SockIdent,
 ) -> i32 {
     let packet = parse(ctx, proto);
     if let Some(p) = &packet
@@ -134,14 +144,11 @@ fn killed(
     {
         return PASS;
     }
-    let first = match stamp {
-        // SAFETY: `s` is this socket's storage.
-        Some(s) => unsafe {
-            let first = (*s).flags & SOCK_KILL_REPORTED == 0;
-            (*s).flags |= SOCK_KILL_REPORTED;
-            first
-        },
-        None => true,
+    // SAFETY: `stamp` is this socket's (non-null) storage.
+    let first = unsafe {
+        let first = (*stamp).flags & SOCK_KILL_REPORTED == 0;
+        (*stamp).flags |= SOCK_KILL_REPORTED;
+        first
     };
     if !first {
         emit::count(identity, Verdict::Deny);
@@ -236,22 +243,26 @@ fn dst_port(ctx: &SkBuffContext, p: &Packet) -> u16 {
 }
 
 /// The identity of a socket without a stamp (made before its process was
-/// enrolled): the process sending, for UDP (whose packets leave in the
-/// sender's own system call), else the cgroup the socket was created in.
+/// enrolled), 0 for none: the process sending, for UDP (whose packets leave
+/// in the sender's own system call), else the cgroup the socket was created
+/// in.
 #[inline(always)]
-fn unstamped_identity(sk: *mut bpf_sock, l4: u8) -> Option<u32> {
+fn unstamped_identity(sk: *mut bpf_sock, l4: u8) -> u32 {
     if l4 == IPPROTO_UDP
         && let Some(identity) = identity::enrolled()
     {
-        return Some(identity);
+        return identity;
     }
     // SAFETY: helper calls on a full socket.
     let own = unsafe { bpf_sk_cgroup_id(sk.cast()) };
     // SAFETY: plain u32 value.
     if let Some(identity) = unsafe { CGROUP_IDENT.get(&own) } {
-        return Some(*identity);
+        return *identity;
     }
-    let mut found = None;
+    // Identity 0 is never assigned: it stands for "none" here, because an
+    // Option's payload would be an uninitialised register on the path where
+    // nothing is found, and the verifier refuses to spill one.
+    let mut found: u32 = 0;
     let mut level: u32 = 1;
     while level <= MAX_CGROUP_DEPTH {
         // SAFETY: helper call on a full socket.
@@ -261,7 +272,7 @@ fn unstamped_identity(sk: *mut bpf_sock, l4: u8) -> Option<u32> {
         }
         // SAFETY: plain u32 value.
         if let Some(identity) = unsafe { CGROUP_IDENT.get(&id) } {
-            found = Some(*identity);
+            found = *identity;
         }
         level += 1;
     }

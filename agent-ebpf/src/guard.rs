@@ -17,17 +17,21 @@ pub fn is_api(addr: &NormAddr, port: u16, protocol: u32) -> bool {
     if addr.is_v6 != (cfg.api_v6 != 0) {
         return false;
     }
-    let mut same = true;
-    let mut zero = true;
-    let mut i = 0;
-    while i < 16 {
-        if addr.bytes[i] != cfg.api_addr[i] {
-            same = false;
-        }
-        if addr.bytes[i] != 0 {
-            zero = false;
-        }
-        i += 1;
-    }
-    same || zero
+    // Branch-free compare: a loop of byte compares would give the verifier
+    // a state per combination of outcomes.
+    let word = |b: &[u8; 16], i: usize| {
+        u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ])
+    };
+    let (a0, a1) = (word(&addr.bytes, 0), word(&addr.bytes, 8));
+    let (b0, b1) = (word(&cfg.api_addr, 0), word(&cfg.api_addr, 8));
+    ((a0 ^ b0) | (a1 ^ b1)) == 0 || (a0 | a1) == 0
 }

@@ -45,7 +45,10 @@ pub fn by_cgroup() -> Option<u32> {
     if let Some(ident) = unsafe { CGROUP_IDENT.get(&current) } {
         return Some(*ident);
     }
-    let mut found = None;
+    // Identity 0 is never assigned: it stands for "none" here, because an
+    // Option's payload would be an uninitialised register on the path where
+    // nothing is found, and the verifier refuses to spill one.
+    let mut found: u32 = 0;
     let mut level: u32 = 1;
     while level <= MAX_CGROUP_DEPTH {
         // SAFETY: plain helper call, no pointers involved.
@@ -55,9 +58,9 @@ pub fn by_cgroup() -> Option<u32> {
         }
         // SAFETY: the value is a plain u32 read once.
         if let Some(ident) = unsafe { CGROUP_IDENT.get(&id) } {
-            found = Some(*ident);
+            found = *ident;
         }
         level += 1;
     }
-    found
+    (found != 0).then_some(found)
 }

@@ -11,6 +11,10 @@
 //!   (the daemon enrolling `palisade exec`, a service manager) gains its
 //!   identity at once, before it could move out again.
 //!
+//! Raw tracepoints, because their links can be pinned (the daemon pins
+//! them, so tracking goes on while it is down); fields of the kernel's
+//! structures are read at offsets the daemon takes from the kernel's BTF.
+//!
 //! Entries are never overwritten: a task cannot trade its identity for
 //! another by moving into another identity's cgroup. The daemon seeds tasks
 //! that were already in a cgroup when it enrolled it, and removes entries
@@ -18,8 +22,9 @@
 
 use agent_common::guard::GuardConfig;
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
 use crate::{
@@ -32,31 +37,37 @@ const NOEXIST: u64 = 1;
 
 #[inline(always)]
 fn config() -> Option<&'static GuardConfig> {
-    GUARD_CFG.get(0).filter(|c| c.fork_child_pid != 0)
+    GUARD_CFG.get(0).filter(|c| c.task_pid != 0)
 }
 
-#[tracepoint(category = "sched", name = "sched_process_fork")]
-pub fn lineage_fork(ctx: TracePointContext) -> u32 {
+/// `*(T *)(base + off)` in kernel memory.
+#[inline(always)]
+fn read<T>(base: u64, off: u16) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one fails.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
+}
+
+/// TP_PROTO(struct task_struct *parent, struct task_struct *child); the
+/// parent is the current task.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn lineage_fork(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    // The parent is the current task.
     let Some(ident) = identity::enrolled() else {
         return 0;
     };
-    // SAFETY: the offset comes from this kernel's format file.
-    if let Ok(child) = unsafe { ctx.read_at::<i32>(cfg.fork_child_pid as usize) } {
-        let _ = LINEAGE.insert(&(child as u32), &ident, NOEXIST);
+    let child: u64 = ctx.arg(1);
+    if let Some(pid) = read::<i32>(child, cfg.task_pid) {
+        let _ = LINEAGE.insert(&(pid as u32), &ident, NOEXIST);
     }
     0
 }
 
-#[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn lineage_exec(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
+/// TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *);
+/// `p` is the current task, with its new task id.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn lineage_exec(ctx: RawTracePointContext) -> i32 {
     let pid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the offset comes from this kernel's format file.
-    let Ok(old) = (unsafe { ctx.read_at::<i32>(cfg.exec_old_pid as usize) }) else {
-        return 0;
-    };
+    let old: u64 = ctx.arg(1);
     let old = old as u32;
     if old == pid {
         return 0;
@@ -69,30 +80,37 @@ pub fn lineage_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn lineage_exit(_ctx: TracePointContext) -> u32 {
+/// The exiting task is the current one.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn lineage_exit(_ctx: RawTracePointContext) -> i32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     let _ = LINEAGE.remove(&tid);
     0
 }
 
-#[tracepoint(category = "cgroup", name = "cgroup_attach_task")]
-pub fn lineage_attach(ctx: TracePointContext) -> u32 {
+/// TP_PROTO(struct cgroup *dst_cgrp, const char *path,
+///          struct task_struct *task, bool threadgroup)
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn lineage_attach(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    // SAFETY: offsets come from this kernel's format file.
-    let (root, id, pid) = unsafe {
-        (
-            ctx.read_at::<i32>(cfg.attach_root as usize),
-            ctx.read_at::<u64>(cfg.attach_id as usize),
-            ctx.read_at::<i32>(cfg.attach_pid as usize),
-        )
-    };
-    let (Ok(root), Ok(id), Ok(pid)) = (root, id, pid) else {
+    let cgrp: u64 = ctx.arg(0);
+    let task: u64 = ctx.arg(2);
+    // Only the cgroup v2 hierarchy (id 0): a v1 hierarchy's ids are its own.
+    let Some(root) = read::<u64>(cgrp, cfg.cgroup_root) else {
         return 0;
     };
-    if root != cfg.v2_hierarchy {
-        return 0; // a cgroup v1 hierarchy: its ids are not ours
+    if read::<i32>(root, cfg.root_hierarchy) != Some(0) {
+        return 0;
     }
+    let Some(kn) = read::<u64>(cgrp, cfg.cgroup_kn) else {
+        return 0;
+    };
+    let (Some(id), Some(pid)) = (
+        read::<u64>(kn, cfg.kernfs_id),
+        read::<i32>(task, cfg.task_pid),
+    ) else {
+        return 0;
+    };
     // SAFETY: plain u32 value.
     if let Some(ident) = unsafe { CGROUP_IDENT.get(&id) }.copied() {
         let _ = LINEAGE.insert(&(pid as u32), &ident, NOEXIST);

@@ -79,9 +79,8 @@ pub fn stamp(sk: *mut c_void, identity: u32) {
     }
 }
 
-/// The identity stamped on `sk`, if any.
+/// The stamp of `sk`, null when it has none.
 #[inline(always)]
-pub fn stamped(sk: *mut c_void) -> Option<*mut SockIdent> {
-    let slot = SOCK_IDENT.get(sk, false);
-    (!slot.is_null()).then_some(slot)
+pub fn stamp_of(sk: *mut c_void) -> *mut SockIdent {
+    SOCK_IDENT.get(sk, false)
 }

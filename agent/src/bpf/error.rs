@@ -41,8 +41,8 @@ pub enum BpfError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("tracepoint format {what}: {detail}")]
-    Tracefs { what: String, detail: String },
+    #[error("kernel structure offsets for the lineage programs: {0}")]
+    KernelBtf(#[from] super::btf::BtfError),
     #[error("identity index {0} is out of range")]
     IdentityIndex(u32),
 }

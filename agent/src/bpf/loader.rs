@@ -158,7 +158,7 @@ impl Kernel {
         let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
         // Offsets first: the lineage programs do nothing until they are set.
         maps.update_guard(|cfg| {
-            super::guards::trace_offsets(cfg)?;
+            super::guards::kernel_offsets(cfg)?;
             if packet_guard == PacketGuard::SeccompOnly {
                 cfg.flags |= GUARD_SYSCALL_FALLBACK;
             } else {
@@ -166,11 +166,11 @@ impl Kernel {
             }
             Ok(())
         })?;
-        super::guards::attach_pinned(&mut ebpf, super::guards::LINEAGE_PROGRAMS, &pins)?;
+        super::guards::attach_lineage(&mut ebpf, &pins)?;
         if packet_guard == PacketGuard::SeccompOnly {
-            super::guards::attach_pinned(&mut ebpf, super::guards::FALLBACK_PROGRAMS, &pins)?;
+            super::guards::attach_fallback(&mut ebpf, &pins)?;
         } else {
-            super::guards::detach_pinned(super::guards::FALLBACK_PROGRAMS, &pins);
+            super::guards::detach_fallback(&pins);
         }
         {
             let name = "cgroup_mkdir";
@@ -179,7 +179,6 @@ impl Kernel {
             prog.attach("cgroup", name)
                 .map_err(BpfError::program(name))?;
         }
-
         info!(
             pin_dir = %opts.pin_dir.display(),
             cgroup = %opts.attach_cgroup.display(),

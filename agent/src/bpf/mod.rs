@@ -1,6 +1,7 @@
 //! Everything that touches the kernel's BPF objects: loading and attaching
 //! the programs, pinning and adopting them, and typed access to the maps.
 
+mod btf;
 mod error;
 pub mod events;
 pub mod guards;
@@ -10,6 +11,7 @@ mod maps;
 pub mod pins;
 mod sys;
 
+pub use btf::BtfError;
 pub use error::BpfError;
 pub use loader::{Kernel, LoadOptions, PacketGuard, uninstall};
 pub use maps::{KernelMaps, lock};

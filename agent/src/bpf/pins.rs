@@ -52,9 +52,10 @@ impl PinDir {
         self.root.join(format!("link_{program}"))
     }
 
-    /// Temporary name for make-before-break replacement of a link.
+    /// Temporary name for make-before-break replacement of a link. bpffs
+    /// refuses names with a dot (EPERM), hence no `.new` suffix.
     pub fn link_staging(&self, program: &str) -> PathBuf {
-        self.root.join(format!("link_{program}.new"))
+        self.root.join(format!("link_new_{program}"))
     }
 
     /// True when a previous daemon left enforcement pinned here.
