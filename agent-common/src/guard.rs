@@ -80,6 +80,25 @@ pub const fn socket_allowed(family: u32, sock_type: u32, protocol: u32) -> bool 
     }
 }
 
+/// `SOCK_PACKET`: under `AF_INET` the kernel turns it into a packet socket.
+pub const SOCK_PACKET: u32 = 10;
+
+/// The same allowlist where only the family can be judged (the seccomp
+/// filter of `palisade exec`, the syscall tracepoints): inet sockets other
+/// than packet sockets are left to `cgroup/sock_create`, which sees every
+/// inet socket an enrolled process creates, refuses all but TCP and UDP
+/// with `EPERM` and records the refusal. A packet socket made through
+/// `AF_INET`+`SOCK_PACKET` never reaches that hook, so it is refused here.
+#[inline(always)]
+pub const fn socket_family_allowed(family: u32, sock_type: u32, protocol: u32) -> bool {
+    match family {
+        AF_UNIX => true,
+        2 | 10 => sock_type & SOCK_TYPE_MASK != SOCK_PACKET,
+        AF_NETLINK => protocol == NETLINK_ROUTE,
+        _ => false,
+    }
+}
+
 /// socketpair(2) creates only Unix sockets for enrolled processes.
 #[inline(always)]
 pub const fn socketpair_allowed(family: u32) -> bool {
@@ -112,6 +131,24 @@ mod tests {
         assert!(!socket_allowed(44, SOCK_RAW, 0), "AF_XDP");
         assert!(socket_allowed(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
         assert!(!socket_allowed(AF_NETLINK, SOCK_RAW, 4), "sock_diag");
+        assert!(socket_family_allowed(2, SOCK_RAW, 1), "left to cgroup/sock_create");
+        assert!(!socket_family_allowed(2, SOCK_PACKET | 0o4000, 0));
+        assert!(!socket_family_allowed(17, SOCK_RAW, 0));
+        assert!(!socket_family_allowed(40, SOCK_STREAM, 0));
+        assert!(!socket_family_allowed(AF_NETLINK, SOCK_RAW, 4));
+        // Whatever the narrow check lets through, the full one judges the
+        // same way or leaves it to the cgroup hook (inet only).
+        for family in 0..64 {
+            for ty in 0..16 {
+                for protocol in [0, 1, 4, 6, 17, 132, 262] {
+                    if socket_allowed(family, ty, protocol) {
+                        assert!(socket_family_allowed(family, ty, protocol));
+                    } else if socket_family_allowed(family, ty, protocol) {
+                        assert!(family == 2 || family == 10, "{family}/{ty}/{protocol}");
+                    }
+                }
+            }
+        }
         assert!(socketpair_allowed(AF_UNIX));
         assert!(!socketpair_allowed(30), "TIPC");
     }

@@ -2,7 +2,8 @@
 //! `sys_enter_io_uring_setup`: the stand-in for `lsm/socket_create` on
 //! kernels that refuse BPF LSM programs, for enrolled processes that were
 //! not started by `palisade exec` (whose seccomp filter refuses these calls
-//! before they reach the tracepoint).
+//! before they reach the tracepoint). Inet sockets other than packet
+//! sockets are left to `cgroup/sock_create`, which refuses them cleanly.
 //!
 //! A tracepoint cannot fail a system call. What it can do is kill the
 //! caller: `bpf_send_signal(SIGKILL)` queues the signal before the socket
@@ -14,7 +15,7 @@
 
 use agent_common::{
     Hook, Reason, Verdict,
-    guard::{GUARD_SYSCALL_FALLBACK, socket_allowed, socketpair_allowed},
+    guard::{GUARD_SYSCALL_FALLBACK, socket_family_allowed, socketpair_allowed},
 };
 use aya_ebpf::{
     helpers::generated::bpf_send_signal, macros::tracepoint,
@@ -60,7 +61,7 @@ pub fn guard_socket(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let (family, ty, protocol) = args(&ctx);
-    if !socket_allowed(family, ty, protocol) {
+    if !socket_family_allowed(family, ty, protocol) {
         refuse(family as u16, ty, protocol);
     }
     0

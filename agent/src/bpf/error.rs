@@ -43,6 +43,8 @@ pub enum BpfError {
     },
     #[error("kernel structure offsets for the lineage programs: {0}")]
     KernelBtf(#[from] super::btf::BtfError),
+    #[error("sock_diag: {0}")]
+    SockDiag(#[source] io::Error),
     #[error("identity index {0} is out of range")]
     IdentityIndex(u32),
 }

@@ -3,7 +3,7 @@
 //! in a cgroup before it was enrolled, and forgetting tasks whose cgroup
 //! the policy no longer selects.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, os::fd::AsFd};
 
 use agent_common::{NormAddr, guard::GuardConfig};
 
@@ -59,6 +59,56 @@ impl KernelMaps {
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(BpfError::map("LINEAGE"))
+    }
+
+    /// The identity stamp of the socket whose own address is `local` and
+    /// peer `remote` (TCP, this network namespace): `Ok(None)` when there is
+    /// no such socket, `Some(None)` for an unstamped one (and its inode).
+    pub fn tcp_socket_identity(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<Option<super::sockdiag::DiagSocket>, BpfError> {
+        let id = self
+            .sock_ident
+            .info()
+            .map_err(BpfError::map("SOCK_IDENT"))?
+            .id();
+        super::sockdiag::lookup(
+            super::sockdiag::IPPROTO_TCP,
+            local,
+            remote,
+            self.sock_ident.fd().as_fd(),
+            id,
+        )
+        .map_err(BpfError::SockDiag)
+    }
+
+    /// Abort every TCP and UDP socket stamped with `identity` in this
+    /// network namespace; returns how many.
+    pub fn destroy_sockets_of(&self, identity: u32) -> Result<usize, BpfError> {
+        use super::sockdiag::{IPPROTO_TCP, IPPROTO_UDP, destroy, dump};
+        let id = self
+            .sock_ident
+            .info()
+            .map_err(BpfError::map("SOCK_IDENT"))?
+            .id();
+        let mut destroyed = 0;
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+                let all = dump(family, proto, self.sock_ident.fd().as_fd(), id)
+                    .map_err(BpfError::SockDiag)?;
+                for s in all.iter().filter(|s| s.identity == Some(identity)) {
+                    match destroy(s) {
+                        Ok(()) => destroyed += 1,
+                        // Gone meanwhile.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                        Err(e) => return Err(BpfError::SockDiag(e)),
+                    }
+                }
+            }
+        }
+        Ok(destroyed)
     }
 
     /// Change the guard settings with `f` (read, modify, write).

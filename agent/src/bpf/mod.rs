@@ -9,6 +9,7 @@ mod lineage;
 mod loader;
 mod maps;
 pub mod pins;
+pub mod sockdiag;
 mod sys;
 
 pub use btf::BtfError;

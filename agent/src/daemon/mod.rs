@@ -12,6 +12,7 @@ pub mod enrol;
 mod error;
 mod kernel_events;
 pub mod notify;
+mod peers;
 mod push;
 mod reload;
 mod status;
