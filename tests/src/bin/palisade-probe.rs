@@ -2,8 +2,12 @@
 //! tests run it enrolled (through `palisade exec`) and read the outcome.
 //! Prints one JSON line: `{"ok":true}` or `{"ok":false,"errno":1,...}`.
 
+#[path = "palisade-probe/capture.rs"]
+mod capture;
 #[path = "palisade-probe/dns.rs"]
 mod dns;
+#[path = "palisade-probe/escape.rs"]
+mod escape;
 
 use std::{
     io,
@@ -68,17 +72,26 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big"
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big
+       palisade-probe as-user UID ACTION… | move-to CGROUP_PROCS ACTION… | mkdir-move DIR ACTION…
+       palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
+       palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
+       palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
+       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER…"
     );
     std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("{}", dispatch(&args));
+}
+
+fn dispatch(args: &[String]) -> String {
     let Some((action, rest)) = args.split_first() else {
         usage()
     };
-    let line = match action.as_str() {
+    match action.as_str() {
         "tcp" => report(tcp(addr(rest))),
         "udp" => report(udp_sendto(addr(rest))),
         "udp-connect" => report(udp_connect(addr(rest))),
@@ -199,7 +212,6 @@ fn main() {
             )
         }
         "dns" => dns::run(rest).unwrap_or_else(|| usage()),
-        _ => usage(),
-    };
-    println!("{line}");
+        other => escape::run(other, rest, dispatch).unwrap_or_else(|| usage()),
+    }
 }
