@@ -10,7 +10,8 @@ pub struct NetNs {
     pub peer_ip: String,
     /// The namespace's end of the veth pair.
     pub peer_if: String,
-    host_if: String,
+    /// The host's end of the veth pair.
+    pub host_if: String,
     children: Vec<Child>,
 }
 

@@ -149,7 +149,7 @@ impl Kernel {
             Err(e) => {
                 warn!(
                     error = %crate::cli::error_chain(&e),
-                    "this kernel refuses BPF LSM programs: packet sockets (AF_PACKET/AF_XDP) are refused only to agents started with `palisade exec` (seccomp)"
+                    "this kernel refuses BPF LSM programs: sockets outside the allowlist are refused to agents started with `palisade exec` (seccomp); other enrolled processes that create one are killed by a syscall tracepoint"
                 );
                 let _ = std::fs::remove_file(pins.link(LSM_PROGRAM));
                 PacketGuard::SeccompOnly

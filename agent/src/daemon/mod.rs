@@ -192,7 +192,7 @@ impl Daemon {
         let packet_guard = kernel.packet_guard;
         if packet_guard == PacketGuard::SeccompOnly {
             warnings.push(
-                "BPF LSM refused: packet sockets are refused only to agents started with `palisade exec` (seccomp)".into(),
+                "BPF LSM refused: sockets outside the allowlist (packet, vsock…) are refused to agents started with `palisade exec` (seccomp); agents selected by cgroup that create one are killed by a syscall tracepoint, after the fact (docs/security.md)".into(),
             );
         }
         let maps = kernel.maps_handle();
