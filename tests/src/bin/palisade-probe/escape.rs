@@ -82,6 +82,10 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
             }
             dispatch(&args[1..])
         }
+        "sleep" => {
+            std::thread::sleep(Duration::from_millis(arg(args, 0)?));
+            dispatch(&args[1..])
+        }
         "run" => {
             // Become another program (the confinement comes along).
             use std::os::unix::process::CommandExt;
