@@ -8,6 +8,8 @@ mod capture;
 mod dns;
 #[path = "palisade-probe/escape.rs"]
 mod escape;
+#[path = "palisade-probe/sink.rs"]
+mod sink;
 
 use std::{
     io,
@@ -77,7 +79,7 @@ fn usage() -> ! {
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
        palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
-       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER…"
+       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS"
     );
     std::process::exit(2)
 }

@@ -129,6 +129,7 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
         "confinement" => confinement(),
         "stream" => stream(args)?,
         "capture" => crate::capture::run(args)?,
+        "sink" => crate::sink::run(args)?,
         _ => return None,
     })
 }
