@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn allowlist() {
         assert!(socket_allowed(AF_UNIX, SOCK_STREAM, 0));
-        assert!(socket_allowed(2, SOCK_STREAM | 0o2000000, 0), "SOCK_CLOEXEC masked");
+        assert!(
+            socket_allowed(2, SOCK_STREAM | 0o2000000, 0),
+            "SOCK_CLOEXEC masked"
+        );
         assert!(socket_allowed(10, SOCK_DGRAM, 17));
         assert!(!socket_allowed(2, 10, 0), "SOCK_PACKET under AF_INET");
         assert!(!socket_allowed(2, SOCK_RAW, 1));
@@ -131,7 +134,10 @@ mod tests {
         assert!(!socket_allowed(44, SOCK_RAW, 0), "AF_XDP");
         assert!(socket_allowed(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
         assert!(!socket_allowed(AF_NETLINK, SOCK_RAW, 4), "sock_diag");
-        assert!(socket_family_allowed(2, SOCK_RAW, 1), "left to cgroup/sock_create");
+        assert!(
+            socket_family_allowed(2, SOCK_RAW, 1),
+            "left to cgroup/sock_create"
+        );
         assert!(!socket_family_allowed(2, SOCK_PACKET | 0o4000, 0));
         assert!(!socket_family_allowed(17, SOCK_RAW, 0));
         assert!(!socket_family_allowed(40, SOCK_STREAM, 0));

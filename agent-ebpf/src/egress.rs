@@ -13,11 +13,12 @@
 //!   connection down cleanly).
 //!
 //! Sockets of unenrolled processes carry no identity stamp: for them the
-//! program tests one pointer and reads the first byte of the IP header.
+//! program asks for the stamp (a pointer test in the kernel) and reads one
+//! byte of the IP header.
 
 use agent_common::{
-    AF_INET, AF_INET6, Hook, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE, NormAddr,
-    Reason, Verdict, guard::SOCK_KILL_REPORTED,
+    AF_INET, AF_INET6, Hook, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE, NormAddr, Reason,
+    Verdict, guard::SOCK_KILL_REPORTED,
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -89,6 +90,11 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 
     if stamped != 0 && policy::killed(stamped) {
         return killed(&ctx, proto, stamped, stamp);
+    }
+    // One byte tells whether there is anything to look at: IPv4 options,
+    // or an IPv6 extension header. Most packets of the host stop here.
+    if !may_be_routed(&ctx, proto) {
+        return PASS;
     }
     let Some(packet) = parse(&ctx, proto) else {
         return PASS;
@@ -172,6 +178,20 @@ fn killed(
         sock_type: 0,
     });
     DROP
+}
+
+#[inline(always)]
+fn may_be_routed(ctx: &SkBuffContext, proto: u16) -> bool {
+    match proto {
+        ETH_P_IP => ctx.load::<u8>(0).is_ok_and(|vihl| vihl & 0xf > 5),
+        ETH_P_IPV6 => ctx.load::<u8>(6).is_ok_and(|next| {
+            matches!(
+                next,
+                NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+            )
+        }),
+        _ => false,
+    }
 }
 
 #[inline(always)]

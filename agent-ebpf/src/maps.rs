@@ -2,9 +2,9 @@
 //! directory (by these names) so enforcement outlives the daemon.
 
 use agent_common::{
-    DnsConfig, IdentityConfig,
-    guard::{GuardConfig, SockIdent}, IdentityState, LearnedKey, LearnedValue, LpmData, LpmValue,
+    DnsConfig, IdentityConfig, IdentityState, LearnedKey, LearnedValue, LpmData, LpmValue,
     MAX_IDENTITIES, MAX_PORTSETS, OrigDst, PortSet, VerdictCounters,
+    guard::{GuardConfig, SockIdent},
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,

@@ -3,14 +3,15 @@
 //! identity that names hosts, where its proxy is).
 
 use agent_common::{
-    AF_INET, AF_INET6, Hook, IDENT_DNS, maps::IDENT_API_TCP, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
+    AF_INET, AF_INET6, Hook, IDENT_DNS, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
+    maps::IDENT_API_TCP,
 };
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
-    dns, guard,
+    dns,
     emit::{Decision, record},
-    identity, policy,
+    guard, identity, policy,
 };
 
 /// Return values of cgroup sock_addr programs.

@@ -18,8 +18,7 @@ use agent_common::{
     guard::{GUARD_SYSCALL_FALLBACK, socket_family_allowed, socketpair_allowed},
 };
 use aya_ebpf::{
-    helpers::generated::bpf_send_signal, macros::tracepoint,
-    programs::TracePointContext,
+    helpers::generated::bpf_send_signal, macros::tracepoint, programs::TracePointContext,
 };
 
 use crate::{

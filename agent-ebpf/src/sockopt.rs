@@ -53,8 +53,7 @@ pub fn setsockopt(ctx: SockoptContext) -> i32 {
         return PROCEED;
     };
     // SAFETY: `sk` is the (non-null) socket the option is set on.
-    let (family, sock_type, protocol) =
-        unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
+    let (family, sock_type, protocol) = unsafe { ((*sk).family, (*sk).type_, (*sk).protocol) };
     let generation = policy::active_generation();
     let audit = matches!(policy::identity_config(generation, identity), Some(c) if c.audit != 0);
     let mut decision = Decision::socket(

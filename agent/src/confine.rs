@@ -145,9 +145,7 @@ fn namespaces(applied: &mut Applied) -> Result<(), ConfineError> {
                     MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | m.flags,
                     None::<&str>,
                 )
-                .map_err(|e| {
-                    step(format!("making {} read-only", m.point.display()))(e.into())
-                })?;
+                .map_err(|e| step(format!("making {} read-only", m.point.display()))(e.into()))?;
                 applied.read_only.push(m.point.clone());
             }
             _ => {}

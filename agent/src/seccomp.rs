@@ -361,7 +361,11 @@ mod tests {
             } else {
                 DENY
             };
-            assert_eq!(run(OFF, A, pair, [family, 1, 0]), want, "socketpair({family})");
+            assert_eq!(
+                run(OFF, A, pair, [family, 1, 0]),
+                want,
+                "socketpair({family})"
+            );
         }
     }
 

@@ -120,7 +120,11 @@ fn exec_agents_cannot_move_and_hold_nothing_to_undo_their_guard() {
     let (_ns, env, _d, root_procs) = setup("nomove", 107);
     let root = root_procs.to_str().unwrap_or_default();
     let moved = Probe::enrolled(&env, "agent", &["move-to", root, "pid"]);
-    assert!(!moved.ok(), "an exec'd root agent moved itself: {}", moved.0);
+    assert!(
+        !moved.ok(),
+        "an exec'd root agent moved itself: {}",
+        moved.0
+    );
     assert_eq!(
         moved.0["errno"],
         i64::from(libc::EROFS),
@@ -137,7 +141,12 @@ fn exec_agents_cannot_move_and_hold_nothing_to_undo_their_guard() {
         ("sys_ptrace", 19),
         ("sys_module", 16),
     ] {
-        assert_eq!(bnd & (1 << bit), 0, "CAP_{name} left in the bounding set: {}", c.0);
+        assert_eq!(
+            bnd & (1 << bit),
+            0,
+            "CAP_{name} left in the bounding set: {}",
+            c.0
+        );
     }
     assert_eq!(c.0["no_new_privs"], "1", "{}", c.0);
     assert_eq!(c.0["bpffs_visible"], false, "bpffs visible: {}", c.0);

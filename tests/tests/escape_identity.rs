@@ -50,7 +50,13 @@ identities:
     // the daemon has seen the new cgroup (resync is 1 s here).
     let o = Probe::in_cgroup(
         &a,
-        &["mkdir-move", sub.to_str().unwrap_or_default(), "tcp", B_HOST, B_PORT],
+        &[
+            "mkdir-move",
+            sub.to_str().unwrap_or_default(),
+            "tcp",
+            B_HOST,
+            B_PORT,
+        ],
     );
     o.expect_eperm("connect from a sub-cgroup named like b's selector");
     let o = Probe::in_cgroup(
@@ -69,11 +75,20 @@ identities:
     // Straight into b's own cgroup.
     let o = Probe::in_cgroup(
         &a,
-        &["move-to", b_procs.to_str().unwrap_or_default(), "tcp", B_HOST, B_PORT],
+        &[
+            "move-to",
+            b_procs.to_str().unwrap_or_default(),
+            "tcp",
+            B_HOST,
+            B_PORT,
+        ],
     );
     o.expect_eperm("connect after moving into b's cgroup");
     let counts = cap.finish();
-    assert_eq!(counts["port:9301"], 0, "agent a reached b's host: {counts:?}");
+    assert_eq!(
+        counts["port:9301"], 0,
+        "agent a reached b's host: {counts:?}"
+    );
 
     // The daemon did not select a's sub-cgroup for b.
     let status = env.status();
@@ -89,5 +104,8 @@ identities:
     std::thread::sleep(Duration::from_millis(100));
     let _ = Probe::in_cgroup(&env.attach.join("b/evil-b"), &["tcp", B_HOST, B_PORT]);
     let counts = cap.finish();
-    assert!(counts["port:9301"] >= 1, "b never reached its host: {counts:?}");
+    assert!(
+        counts["port:9301"] >= 1,
+        "b never reached its host: {counts:?}"
+    );
 }

@@ -52,7 +52,8 @@ fn setup(tag: &str, octet: u8) -> Setup {
     let env = TestEnv::new(tag, "version: 1\n");
     env.make_cgroup("sel");
     env.make_cgroup("outside");
-    let allow = format!("      allow:\n        - cidr: {allowed4}/32\n        - cidr: {allowed6}/128\n");
+    let allow =
+        format!("      allow:\n        - cidr: {allowed4}/32\n        - cidr: {allowed6}/128\n");
     env.write_policy(&format!(
         "version: 1
 identities:
@@ -167,7 +168,10 @@ fn ipv4_source_routes_never_leave_by_option_or_per_message() {
     Probe::plain(&attack("cmsg", "LSRRPLN2")).expect_ok("unenrolled IP_RETOPTS");
     let counts = cap.finish();
     for m in ["LSRRPLN1", "LSRRPLN2"] {
-        assert!(counts[m] >= 1, "control {m} never reached the hop: {counts:?}");
+        assert!(
+            counts[m] >= 1,
+            "control {m} never reached the hop: {counts:?}"
+        );
     }
     for m in &markers[..3] {
         assert_eq!(counts[*m], 0, "{m} reached the forbidden hop: {counts:?}");
@@ -209,8 +213,11 @@ fn prepared(s: &Setup, attack: &[&str], enrol: bool) -> Outcome {
     });
     assert!(ready.is_some(), "the probe never prepared its socket");
     if enrol {
-        std::fs::write(s.env.attach.join("sel/cgroup.procs"), child.id().to_string())
-            .unwrap_or_else(|e| panic!("moving the probe into the selected cgroup: {e}"));
+        std::fs::write(
+            s.env.attach.join("sel/cgroup.procs"),
+            child.id().to_string(),
+        )
+        .unwrap_or_else(|e| panic!("moving the probe into the selected cgroup: {e}"));
     }
     std::fs::write(&wait, "").unwrap_or_else(|e| panic!("{e}"));
     let out = child
@@ -238,11 +245,12 @@ fn options_set_before_enrolment_are_dropped_where_packets_leave() {
         "routing header set before enrolment",
     );
     let o = prepared(&s, &lsrr("9104", "PRETCPE"), true);
-    assert!(!o.ok(), "TCP with a source route set before enrolment: {}", o.0);
     assert!(
-        prepared(&s, &rt6("PRERT6P"), false).ok(),
-        "control (IPv6)"
+        !o.ok(),
+        "TCP with a source route set before enrolment: {}",
+        o.0
     );
+    assert!(prepared(&s, &rt6("PRERT6P"), false).ok(), "control (IPv6)");
     // The control's SYN leaves for the hop; nothing answers it there.
     let _ = prepared(&s, &lsrr("9105", "PRETCPP"), false);
     let counts = cap.finish();

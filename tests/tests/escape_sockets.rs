@@ -67,8 +67,14 @@ fn exec_agents_get_eperm_for_every_socket_outside_the_allowlist() {
     assert_eq!(o.0["step"], "socket", "{}", o.0);
     Probe::plain(&spkt("SPKTPLN1")).expect_ok("unenrolled SOCK_PACKET");
     let counts = cap.finish();
-    assert!(counts["SPKTPLN1"] >= 1, "the control frame never arrived: {counts:?}");
-    assert_eq!(counts["SPKTEXE1"], 0, "a frame from the agent arrived: {counts:?}");
+    assert!(
+        counts["SPKTPLN1"] >= 1,
+        "the control frame never arrived: {counts:?}"
+    );
+    assert_eq!(
+        counts["SPKTEXE1"], 0,
+        "a frame from the agent arrived: {counts:?}"
+    );
 
     for (who, prefix) in [("root", vec![]), ("unprivileged", vec!["as-user", "65534"])] {
         let run = |id: &str, args: &[&str]| {
@@ -91,7 +97,10 @@ fn exec_agents_get_eperm_for_every_socket_outside_the_allowlist() {
         );
         plain(&["socket", AF_VSOCK, SOCK_STREAM, "0"]).expect_ok("unenrolled AF_VSOCK");
         eperm(
-            &run("agent", &["socket", AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG]),
+            &run(
+                "agent",
+                &["socket", AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG],
+            ),
             &format!("sock_diag netlink ({who})"),
         );
         plain(&["socket", AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG])
@@ -101,7 +110,10 @@ fn exec_agents_get_eperm_for_every_socket_outside_the_allowlist() {
         run("agent", &["socket", AF_UNIX, SOCK_STREAM, "0"]).expect_ok("Unix socket");
         // The x32 ABI: refused by the filter (the kernel itself would
         // answer ENOSYS where x32 is not built in, as for the control).
-        eperm(&run("agent", &["x32-socket"]), &format!("x32 socket ({who})"));
+        eperm(
+            &run("agent", &["x32-socket"]),
+            &format!("x32 socket ({who})"),
+        );
         assert_ne!(
             plain(&["x32-socket"]).errno(),
             Some(i64::from(libc::EPERM)),
@@ -134,16 +146,18 @@ fn agents_selected_by_cgroup_are_killed_for_a_packet_socket_without_bpf_lsm() {
     let dst = "10.106.0.2";
     let sel = env.attach.join("sel");
     let cap = Capture::start(&ns, 2500, &[dst], &["SPKTSEL1", "SPKTPLN2"]);
-    let out = Probe::in_cgroup_cmd(
-        &sel,
-        &Probe::bin(),
-        &["spkt", &ns.host_if, dst, "SPKTSEL1"],
-    );
+    let out = Probe::in_cgroup_cmd(&sel, &Probe::bin(), &["spkt", &ns.host_if, dst, "SPKTSEL1"]);
     let vsock = Probe::in_cgroup_cmd(&sel, &Probe::bin(), &["socket", AF_VSOCK, SOCK_STREAM, "0"]);
     Probe::plain(&["spkt", &ns.host_if, dst, "SPKTPLN2"]).expect_ok("unenrolled SOCK_PACKET");
     let counts = cap.finish();
-    assert!(counts["SPKTPLN2"] >= 1, "the control frame never arrived: {counts:?}");
-    assert_eq!(counts["SPKTSEL1"], 0, "a frame from the agent arrived: {counts:?}");
+    assert!(
+        counts["SPKTPLN2"] >= 1,
+        "the control frame never arrived: {counts:?}"
+    );
+    assert_eq!(
+        counts["SPKTSEL1"], 0,
+        "a frame from the agent arrived: {counts:?}"
+    );
     if guard == "lsm" {
         // A kernel that loads the LSM program refuses them cleanly.
         for o in [&out, &vsock] {

@@ -88,7 +88,11 @@ identities:
             .arg(&env.socket)
             .args(["--identity", identity, "--"])
             .arg(Probe::bin())
-            .args(["run", "/usr/bin/env", &format!("PALISADE_OPERATOR_TOKEN={token}")])
+            .args([
+                "run",
+                "/usr/bin/env",
+                &format!("PALISADE_OPERATOR_TOKEN={token}"),
+            ])
             .arg(palisade_bin())
             .args(args)
             .args(["--socket", &url])
@@ -101,7 +105,11 @@ identities:
     // An identity allowed to reach the port holds a valid token: still an
     // agent, never an operator.
     let o = as_agent("trusted", &["revoke", "agent"]);
-    assert!(!o.status.success(), "an agent revoked over TCP: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "an agent revoked over TCP: {}",
+        text(&o)
+    );
     assert!(
         text(&o).contains("the caller is agent `trusted`"),
         "{}",
@@ -125,7 +133,10 @@ identities:
             .map(|i| i["killed"] == true)
             .unwrap_or(false)
     };
-    assert!(!killed("agent") && !killed("trusted"), "a kill switch moved");
+    assert!(
+        !killed("agent") && !killed("trusted"),
+        "a kill switch moved"
+    );
 
     // The control: an operator process with the token, over TCP.
     let o = Command::new(palisade_bin())

@@ -231,7 +231,10 @@ mod tests {
             ("cgroup_root", "hierarchy_id"),
         ] {
             let off = btf.offset_of(s, m).unwrap_or_else(|e| panic!("{e}"));
-            assert!(off > 0 || (s, m) == ("kernfs_node", "id") || (s, m) == ("cgroup", "root"), "{s}.{m} at {off}");
+            assert!(
+                off > 0 || (s, m) == ("kernfs_node", "id") || (s, m) == ("cgroup", "root"),
+                "{s}.{m} at {off}"
+            );
         }
         assert!(btf.offset_of("task_struct", "no_such_member").is_err());
     }

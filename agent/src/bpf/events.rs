@@ -63,9 +63,8 @@ impl KernelEvent {
         let e: Event = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
         let hook = Hook::from_u8(e.hook);
         let dst = match hook {
-            Some(Hook::SockCreate | Hook::SocketLsm | Hook::SocketSyscall | Hook::Setsockopt) | None => {
-                None
-            }
+            Some(Hook::SockCreate | Hook::SocketLsm | Hook::SocketSyscall | Hook::Setsockopt)
+            | None => None,
             Some(_) => {
                 let addr = NormAddr {
                     bytes: e.addr,

@@ -62,20 +62,6 @@ pub fn attach_lineage(ebpf: &mut Ebpf, pins: &PinDir) -> Result<(), BpfError> {
     Ok(())
 }
 
-/// Attach the lineage programs without pinning: they run for as long as
-/// `ebpf` lives. For `cargo xtask bench spawn`, which compares spawning
-/// with and without tracking in alternating rounds.
-pub fn attach_lineage_unpinned(ebpf: &mut Ebpf) -> Result<(), BpfError> {
-    for &(name, tracepoint) in LINEAGE_PROGRAMS {
-        let prog: &mut RawTracePoint = loader::program(ebpf, name)?;
-        if prog.fd().is_err() {
-            prog.load().map_err(BpfError::program(name))?;
-        }
-        prog.attach(tracepoint).map_err(BpfError::program(name))?;
-    }
-    Ok(())
-}
-
 /// Load and attach the syscall stand-in, pinning each link.
 pub fn attach_fallback(ebpf: &mut Ebpf, pins: &PinDir) -> Result<(), BpfError> {
     for &(name, category, event) in FALLBACK_PROGRAMS {
@@ -84,13 +70,14 @@ pub fn attach_fallback(ebpf: &mut Ebpf, pins: &PinDir) -> Result<(), BpfError> {
         let id = prog
             .attach(category, event)
             .map_err(BpfError::program(name))?;
-        let link = FdLink::try_from(prog.take_link(id).map_err(BpfError::program(name))?)
-            .map_err(|e| BpfError::Link {
+        let link = FdLink::try_from(prog.take_link(id).map_err(BpfError::program(name))?).map_err(
+            |e| BpfError::Link {
                 program: name,
                 action: "taking the bpf_link of",
                 path: pins.link(name),
                 source: std::io::Error::other(e),
-            })?;
+            },
+        )?;
         loader::pin_replacing(name, link, pins)?;
     }
     Ok(())
@@ -108,5 +95,97 @@ pub fn detach_fallback(pins: &PinDir) {
             }
         }
         let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The guard tracepoints loaded by another process, attached and detached
+/// at will, sharing the maps a daemon pinned in `pin_dir`. For
+/// `cargo xtask bench spawn`, which measures spawning with and without
+/// them side by side; the daemon's own links are detached first
+/// (`detach_pinned`), so only these run.
+pub struct GuardTracepoints {
+    ebpf: Ebpf,
+    lineage: Vec<(&'static str, aya::programs::raw_trace_point::RawTracePointLinkId)>,
+    fallback: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
+}
+
+impl GuardTracepoints {
+    pub fn load(pin_dir: &std::path::Path) -> Result<Self, BpfError> {
+        let pins = PinDir::new(pin_dir);
+        let paths: Vec<(&str, std::path::PathBuf)> = super::pins::PINNED_MAPS
+            .iter()
+            .map(|name| (*name, pins.map(name)))
+            .collect();
+        let mut loader = aya::EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(crate::EBPF_OBJECT).map_err(BpfError::Load)?;
+        for &(name, _) in LINEAGE_PROGRAMS {
+            let prog: &mut RawTracePoint = loader::program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+        }
+        for &(name, _, _) in FALLBACK_PROGRAMS {
+            let prog: &mut TracePoint = loader::program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+        }
+        Ok(Self {
+            ebpf,
+            lineage: Vec::new(),
+            fallback: Vec::new(),
+        })
+    }
+
+    /// Attach (`on`) or detach the lineage programs.
+    pub fn set_lineage(&mut self, on: bool) -> Result<(), BpfError> {
+        if on && self.lineage.is_empty() {
+            for &(name, tracepoint) in LINEAGE_PROGRAMS {
+                let prog: &mut RawTracePoint = loader::program(&mut self.ebpf, name)?;
+                let id = prog.attach(tracepoint).map_err(BpfError::program(name))?;
+                self.lineage.push((name, id));
+            }
+        } else if !on {
+            for (name, id) in self.lineage.drain(..) {
+                let prog: &mut RawTracePoint = loader::program(&mut self.ebpf, name)?;
+                prog.detach(id).map_err(BpfError::program(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attach (`on`) or detach the syscall stand-in.
+    pub fn set_fallback(&mut self, on: bool) -> Result<(), BpfError> {
+        if on && self.fallback.is_empty() {
+            for &(name, category, event) in FALLBACK_PROGRAMS {
+                let prog: &mut TracePoint = loader::program(&mut self.ebpf, name)?;
+                let id = prog
+                    .attach(category, event)
+                    .map_err(BpfError::program(name))?;
+                self.fallback.push((name, id));
+            }
+        } else if !on {
+            for (name, id) in self.fallback.drain(..) {
+                let prog: &mut TracePoint = loader::program(&mut self.ebpf, name)?;
+                prog.detach(id).map_err(BpfError::program(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detach the guard tracepoint links a daemon pinned in `pin_dir`
+    /// (lineage tracking and the stand-in stop until it restarts).
+    pub fn detach_pinned(pin_dir: &std::path::Path) {
+        let pins = PinDir::new(pin_dir);
+        let names = LINEAGE_PROGRAMS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(FALLBACK_PROGRAMS.iter().map(|(n, _, _)| *n));
+        for name in names {
+            let path = pins.link(name);
+            if let Ok(fd) = super::sys::obj_get(&path) {
+                use std::os::fd::AsFd;
+                let _ = super::sys::link_detach(fd.as_fd());
+            }
+        }
     }
 }

@@ -245,7 +245,11 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, pins: &PinDir) -> Result<(), BpfError>
 
 /// Pin `link` under a temporary name, then rename it over the program's
 /// pin: the old link (if any) runs until the new one is in place.
-pub(super) fn pin_replacing(name: &'static str, link: FdLink, pins: &PinDir) -> Result<(), BpfError> {
+pub(super) fn pin_replacing(
+    name: &'static str,
+    link: FdLink,
+    pins: &PinDir,
+) -> Result<(), BpfError> {
     let staging = pins.link_staging(name);
     let _ = std::fs::remove_file(&staging);
     pin_link(name, link, &staging)?;

@@ -156,7 +156,9 @@ impl Daemon {
         CgroupFs::move_pid(&dir, caller.pid).map_err(DaemonError::Cgroup)?;
         // The kernel records the move itself (`cgroup_attach_task`); this
         // covers threads it could not see, idempotently.
-        let tids = self.cgroups.threads_below(&self.cgroups.relative(&dir).unwrap_or_default());
+        let tids = self
+            .cgroups
+            .threads_below(&self.cgroups.relative(&dir).unwrap_or_default());
         self.maps.seed_lineage(&tids, index)?;
         let cgroup = self.cgroups.relative(&dir).unwrap_or_default();
         info!(pid = caller.pid, identity, cgroup = %cgroup, "process enrolled");

@@ -78,7 +78,9 @@ impl Daemon {
         match self.maps.destroy_sockets_of(index) {
             Ok(0) => {}
             Ok(n) => info!(identity, sockets = n, "revoked identity's sockets aborted"),
-            Err(e) => warn!(identity, error = %e, "aborting the revoked identity's sockets (their packets are dropped regardless)"),
+            Err(e) => {
+                warn!(identity, error = %e, "aborting the revoked identity's sockets (their packets are dropped regardless)")
+            }
         }
     }
 }
@@ -95,8 +97,7 @@ fn holders_of_socket(inode: u32) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
                 fds.filter_map(Result::ok).any(|fd| {
-                    std::fs::read_link(fd.path())
-                        .is_ok_and(|l| l.as_os_str() == target.as_str())
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
                 })
             })
         })

@@ -11,6 +11,7 @@
 //! real program load is the program check.
 
 mod host;
+mod guards;
 mod programs;
 
 use std::fmt;

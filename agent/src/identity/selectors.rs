@@ -100,7 +100,12 @@ impl SelectorSync<'_> {
             .into_iter()
             .map(|(_, id)| id)
             .collect();
-        let paths: HashMap<u64, String> = self.cgroups.walk(self.attach).into_iter().map(|(rel, id)| (id, rel)).collect();
+        let paths: HashMap<u64, String> = self
+            .cgroups
+            .walk(self.attach)
+            .into_iter()
+            .map(|(rel, id)| (id, rel))
+            .collect();
         for (id, current) in self.maps.enrolled_cgroups()? {
             let keep = existing.contains(&id)
                 && (managed.contains(&id)
@@ -174,7 +179,10 @@ impl SelectorSync<'_> {
         // Below an enrolled cgroup of another identity: its processes are
         // that identity's, whatever the new cgroup is called.
         if let Some(parent) = abs.parent() {
-            for ancestor in self.cgroups.ancestry_ids(&self.cgroups.relative(parent).unwrap_or_default()) {
+            for ancestor in self
+                .cgroups
+                .ancestry_ids(&self.cgroups.relative(parent).unwrap_or_default())
+            {
                 if let Some(other) = self.maps.identity_of_cgroup(ancestor)?
                     && other != index
                 {

@@ -28,7 +28,9 @@ pub fn run(args: &[String]) -> Option<String> {
     // SAFETY: plain syscalls on a socket we own; buffers are ours.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
     if fd < 0 {
-        return Some(json!({"ok": false, "error": std::io::Error::last_os_error().to_string()}).to_string());
+        return Some(
+            json!({"ok": false, "error": std::io::Error::last_os_error().to_string()}).to_string(),
+        );
     }
     let name = std::ffi::CString::new(iface.as_str()).ok()?;
     // SAFETY: plain call with a NUL-terminated name.
@@ -50,7 +52,10 @@ pub fn run(args: &[String]) -> Option<String> {
             size_of::<libc::sockaddr_ll>() as u32,
         ) != 0
         {
-            return Some(json!({"ok": false, "error": std::io::Error::last_os_error().to_string()}).to_string());
+            return Some(
+                json!({"ok": false, "error": std::io::Error::last_os_error().to_string()})
+                    .to_string(),
+            );
         }
         libc::setsockopt(
             fd,
@@ -112,7 +117,11 @@ fn l4_dst_port(f: &[u8]) -> Option<u16> {
     };
     for _ in 0..8 {
         match next {
-            6 | 17 => return f.get(at + 2..at + 4).map(|b| u16::from_be_bytes([b[0], b[1]])),
+            6 | 17 => {
+                return f
+                    .get(at + 2..at + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            }
             0 | 43 | 60 => {
                 next = *f.get(at)?;
                 at += (usize::from(*f.get(at + 1)?) + 1) * 8;

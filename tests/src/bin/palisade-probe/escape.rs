@@ -98,7 +98,8 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
         "ipopt" => ipopt(args)?,
         "spkt" => spkt(args)?,
         "socket" => {
-            let (family, ty, proto): (i32, i32, i32) = (arg(args, 0)?, arg(args, 1)?, arg(args, 2)?);
+            let (family, ty, proto): (i32, i32, i32) =
+                (arg(args, 0)?, arg(args, 1)?, arg(args, 2)?);
             // SAFETY: plain syscall; the fd is closed right away.
             let r = cvt(unsafe { libc::socket(family, ty, proto) })
                 .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }));
@@ -122,7 +123,10 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
                 // SAFETY: we own the descriptor.
                 unsafe { libc::close(r as i32) };
             }
-            outcome("io_uring_setup", if r < 0 { Err(last_error()) } else { Ok(()) })
+            outcome(
+                "io_uring_setup",
+                if r < 0 { Err(last_error()) } else { Ok(()) },
+            )
         }
         "thread-leader-exits" => thread_leader_exits(args, dispatch)?,
         "exec-from-thread" => exec_from_thread(args)?,
@@ -167,7 +171,14 @@ fn rthdr(args: &[String]) -> Option<String> {
     if how == "cmsg" {
         return Some(outcome(
             "sendmsg",
-            sendmsg_with(&fd, &to, &marker, libc::IPPROTO_IPV6, 57 /* IPV6_RTHDR */, &srh),
+            sendmsg_with(
+                &fd,
+                &to,
+                &marker,
+                libc::IPPROTO_IPV6,
+                57, /* IPV6_RTHDR */
+                &srh,
+            ),
         ));
     }
     // SAFETY: setsockopt with a buffer we own.
@@ -413,7 +424,10 @@ fn spkt(args: &[String]) -> Option<String> {
             sa.len() as u32,
         )
     };
-    Some(outcome("sendto", if n < 0 { Err(last_error()) } else { Ok(()) }))
+    Some(outcome(
+        "sendto",
+        if n < 0 { Err(last_error()) } else { Ok(()) },
+    ))
 }
 
 fn checksum(b: &[u8]) -> u16 {

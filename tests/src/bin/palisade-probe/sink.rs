@@ -30,7 +30,9 @@ fn now_ns() -> u128 {
 }
 
 fn note(report: &Report, key: &str, n: usize) {
-    let mut r = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut r = report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = r.entry(key.to_string()).or_default();
     let t = now_ns();
     if s.bytes == 0 {
@@ -85,7 +87,9 @@ pub fn run(args: &[String]) -> Option<String> {
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = report.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let r = report
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out: BTreeMap<&String, serde_json::Value> = r
         .iter()
         .map(|(k, s)| {
