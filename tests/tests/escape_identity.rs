@@ -14,6 +14,7 @@ use palisade_tests::{DaemonProc, Probe, TestEnv, capture::Capture, netns::NetNs,
 
 const B_HOST: &str = "10.103.0.2";
 const B_PORT: &str = "9301";
+const NOBODY: u32 = 65534;
 
 #[test]
 fn an_agent_never_becomes_another_identity_by_cgroup() {
@@ -45,7 +46,7 @@ identities:
     let sub = a.join("evil-b");
     let b_procs = env.attach.join("b/evil-b/cgroup.procs");
 
-    let cap = Capture::start(&ns, 4000, &[B_HOST], &["port:9301"]);
+    let cap = Capture::start(&ns, 7000, &[B_HOST], &["port:9301"]);
     // A sub-cgroup named like b's selector; connect at once, and again once
     // the daemon has seen the new cgroup (resync is 1 s here).
     let o = Probe::in_cgroup(
@@ -84,6 +85,50 @@ identities:
         ],
     );
     o.expect_eperm("connect after moving into b's cgroup");
+    // Unprivileged, in a slice delegated to it (as systemd's `Delegate=`
+    // does): it may create and enter cgroups below its own, nothing more.
+    let slice = env.make_cgroup("a/user");
+    for p in [
+        slice.clone(),
+        slice.join("cgroup.procs"),
+        slice.join("cgroup.threads"),
+        slice.join("cgroup.subtree_control"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY))
+            .unwrap_or_else(|e| panic!("delegating {}: {e}", p.display()));
+    }
+    let user_sub = slice.join("evil-b");
+    let o = Probe::in_cgroup(
+        &slice,
+        &[
+            "as-user",
+            "65534",
+            "mkdir-move",
+            user_sub.to_str().unwrap_or_default(),
+            "sleep",
+            "1500",
+            "tcp",
+            B_HOST,
+            B_PORT,
+        ],
+    );
+    assert_ne!(o.0["step"], "move", "the delegated move failed: {}", o.0);
+    o.expect_eperm("unprivileged, from a delegated sub-cgroup named like b's selector");
+    let o = Probe::in_cgroup(
+        &slice,
+        &[
+            "as-user",
+            "65534",
+            "move-to",
+            b_procs.to_str().unwrap_or_default(),
+            "pid",
+        ],
+    );
+    assert!(
+        !o.ok(),
+        "an unprivileged agent moved into b's cgroup: {}",
+        o.0
+    );
     let counts = cap.finish();
     assert_eq!(
         counts["port:9301"], 0,

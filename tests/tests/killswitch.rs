@@ -1,7 +1,8 @@
 //! The kill switch ends what is already open: after `palisade revoke`, the
 //! revoked identity's established TCP connection and connected UDP socket
 //! stop carrying data at once (the kernel drops their packets where they
-//! leave, and the daemon aborts the sockets), while another identity's
+//! leave, and the daemon aborts the sockets), whether the agent runs as
+//! root or unprivileged, while another identity's
 //! streams to the same host go on. The far end — listeners in a namespace
 //! the test creates — says when the last bytes of each arrived.
 //!
@@ -45,8 +46,8 @@ identities:
 ",
     );
     let _d = DaemonProc::start(&env);
-    let sink = Sink::start(&ns, HOST, &[9401, 9402], &[9411, 9412], 4500);
-    let stream = |identity: &'static str, tcp: &'static str, udp: &'static str| {
+    let sink = Sink::start(&ns, HOST, &[9401, 9402, 9403], &[9411, 9412, 9413], 4500);
+    let stream = |identity: &'static str, user: bool, tcp: &'static str, udp: &'static str| {
         let socket = env.socket.clone();
         thread::spawn(move || {
             let out = Command::new(palisade_bin())
@@ -55,6 +56,7 @@ identities:
                 .arg(&socket)
                 .args(["--identity", identity, "--"])
                 .arg(Probe::bin())
+                .args(if user { &["as-user", "65534"][..] } else { &[] })
                 .args(["stream", HOST, tcp, udp, "3000"])
                 .output()
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -65,28 +67,35 @@ identities:
             )
         })
     };
-    let agent = stream("agent", "9401", "9411");
-    let other = stream("other", "9402", "9412");
+    let agent = stream("agent", false, "9401", "9411");
+    let other = stream("other", false, "9402", "9412");
+    let unprivileged = stream("agent", true, "9403", "9413");
     thread::sleep(Duration::from_millis(1000));
     env.cli_ok(&["revoke", "agent", "--reason", "test"]);
     let revoked_at = now_ns();
     let agent = agent.join().unwrap_or_else(|_| panic!("agent stream"));
     let other = other.join().unwrap_or_else(|_| panic!("other stream"));
+    let unprivileged = unprivileged
+        .join()
+        .unwrap_or_else(|_| panic!("unprivileged stream"));
     let seen = sink.finish();
 
-    // The agent saw its sockets fail; the other identity did not.
-    assert!(agent.ok(), "{}", agent.0);
-    assert!(
-        agent.0["tcp_errno"].is_i64(),
-        "the revoked TCP connection kept accepting writes: {}",
-        agent.0
-    );
-    assert_eq!(
-        agent.0["udp_errno"],
-        i64::from(libc::EPERM),
-        "the revoked UDP socket kept sending: {}",
-        agent.0
-    );
+    // The agent (root and unprivileged) saw its sockets fail; the other
+    // identity did not.
+    for agent in [&agent, &unprivileged] {
+        assert!(agent.ok(), "{}", agent.0);
+        assert!(
+            agent.0["tcp_errno"].is_i64(),
+            "the revoked TCP connection kept accepting writes: {}",
+            agent.0
+        );
+        assert_eq!(
+            agent.0["udp_errno"],
+            i64::from(libc::EPERM),
+            "the revoked UDP socket kept sending: {}",
+            agent.0
+        );
+    }
     assert!(
         other.0["tcp_errno"].is_null() && other.0["udp_errno"].is_null(),
         "{}",
@@ -96,7 +105,7 @@ identities:
     // with it (a packet already on the wire may land a moment later); the
     // other identity's kept arriving until its stream ended.
     let grace = 100_000_000; // 100 ms
-    for key in ["tcp/9401", "udp/9411"] {
+    for key in ["tcp/9401", "udp/9411", "tcp/9403", "udp/9413"] {
         let r = seen
             .get(key)
             .copied()
