@@ -97,7 +97,14 @@ fn ipv6_routing_headers_never_leave_for_the_segment() {
         &s.ns,
         3000,
         &[forbidden],
-        &["RT6ROOT", "RT6USER", "port:9101", "RT6PLAIN", "port:9102"],
+        &[
+            "RT6ROOT",
+            "RT6USER",
+            "RT6SEL",
+            "port:9101",
+            "RT6PLAIN",
+            "port:9102",
+        ],
     );
     let attack = |how: &'static str, port: &'static str, marker: &'static str| {
         ["rthdr", how, allowed, port, forbidden, marker]
@@ -115,6 +122,10 @@ fn ipv6_routing_headers_never_leave_for_the_segment() {
         &Probe::enrolled(&s.env, "agent", &attack("tcp", "9101", "RT6TCPE")),
         "IPV6_RTHDR on TCP",
     );
+    refused(
+        &Probe::in_cgroup(&s.env.attach.join("sel"), &attack("udp", "9", "RT6SEL")),
+        "IPV6_RTHDR, root in a selected cgroup",
+    );
     // The controls: the same headers from a process that is not enrolled.
     Probe::plain(&attack("udp", "9", "RT6PLAIN")).expect_ok("unenrolled routing header");
     // Its SYN leaves for the segment (nothing answers there).
@@ -126,7 +137,7 @@ fn ipv6_routing_headers_never_leave_for_the_segment() {
             "control {m} never reached the segment: {counts:?}"
         );
     }
-    for m in ["RT6ROOT", "RT6USER", "port:9101"] {
+    for m in ["RT6ROOT", "RT6USER", "RT6SEL", "port:9101"] {
         assert_eq!(counts[m], 0, "{m} reached the forbidden host: {counts:?}");
     }
     s.env.wait_audit("for the refused IPV6_RTHDR", |e| {
@@ -141,7 +152,16 @@ fn ipv4_source_routes_never_leave_by_option_or_per_message() {
     }
     let s = setup("rt4", 104);
     let (allowed, forbidden) = (s.allowed4.as_str(), s.forbidden4.as_str());
-    let markers = ["LSRROPT1", "port:9103", "LSRRCMS1", "LSRRPLN1", "LSRRPLN2"];
+    let markers = [
+        "LSRROPT1",
+        "port:9103",
+        "LSRRCMS1",
+        "LSRRSEL1",
+        "LSRRSEL2",
+        "LSRRUSR1",
+        "LSRRPLN1",
+        "LSRRPLN2",
+    ];
     let cap = Capture::start(&s.ns, 3000, &[forbidden], &markers);
     let attack = |how: &'static str, marker: &'static str| {
         let port = if how == "tcp" { "9103" } else { "9" };
@@ -164,6 +184,23 @@ fn ipv4_source_routes_never_leave_by_option_or_per_message() {
         &Probe::enrolled(&s.env, "agent", &attack("cmsg", "LSRRCMS2")),
         "IP_RETOPTS without CAP_NET_RAW",
     );
+    // Selected by cgroup rather than started by exec: root keeps every
+    // capability, so only the hooks stand in the way.
+    let sel = s.env.attach.join("sel");
+    refused(
+        &Probe::in_cgroup(&sel, &attack("udp", "LSRRSEL1")),
+        "IP_OPTIONS, root in a selected cgroup",
+    );
+    refused(
+        &Probe::in_cgroup(&sel, &attack("cmsg", "LSRRSEL2")),
+        "IP_RETOPTS, root in a selected cgroup",
+    );
+    let mut user = vec!["as-user", NOBODY];
+    user.extend(attack("udp", "LSRRUSR1"));
+    refused(
+        &Probe::in_cgroup(&sel, &user),
+        "IP_OPTIONS, unprivileged in a selected cgroup",
+    );
     Probe::plain(&attack("udp", "LSRRPLN1")).expect_ok("unenrolled IP_OPTIONS");
     Probe::plain(&attack("cmsg", "LSRRPLN2")).expect_ok("unenrolled IP_RETOPTS");
     let counts = cap.finish();
@@ -173,7 +210,7 @@ fn ipv4_source_routes_never_leave_by_option_or_per_message() {
             "control {m} never reached the hop: {counts:?}"
         );
     }
-    for m in &markers[..3] {
+    for m in &markers[..6] {
         assert_eq!(counts[*m], 0, "{m} reached the forbidden hop: {counts:?}");
     }
     let ev = s
