@@ -81,13 +81,20 @@ identities:
     env.wait_audit("for the refused API port", |e| {
         e["reason"] == "api-port" && e["identity"] == "agent"
     });
-    let as_agent = |identity: &str, args: &[&str]| -> Output {
+    Probe::enrolled(
+        &env,
+        "agent",
+        &["as-user", "65534", "tcp", "127.100.0.1", &port],
+    )
+    .expect_eperm("unprivileged agent to the API port");
+    let as_agent_uid = |identity: &str, uid: Option<&str>, args: &[&str]| -> Output {
         Command::new(palisade_bin())
             .arg("exec")
             .arg("--socket")
             .arg(&env.socket)
             .args(["--identity", identity, "--"])
             .arg(Probe::bin())
+            .args(uid.map_or_else(Vec::new, |u| vec!["as-user", u]))
             .args([
                 "run",
                 "/usr/bin/env",
@@ -99,6 +106,7 @@ identities:
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     };
+    let as_agent = |identity: &str, args: &[&str]| as_agent_uid(identity, None, args);
     let o = as_agent("agent", &["revoke", "trusted"]);
     assert!(!o.status.success(), "agent revoked over TCP: {}", text(&o));
     assert!(text(&o).contains("cannot reach"), "{}", text(&o));
@@ -108,6 +116,17 @@ identities:
     assert!(
         !o.status.success(),
         "an agent revoked over TCP: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("the caller is agent `trusted`"),
+        "{}",
+        text(&o)
+    );
+    let o = as_agent_uid("trusted", Some("65534"), &["revoke", "agent"]);
+    assert!(
+        !o.status.success(),
+        "an unprivileged agent revoked over TCP: {}",
         text(&o)
     );
     assert!(
