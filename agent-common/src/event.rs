@@ -10,6 +10,12 @@ pub enum Hook {
     Sendmsg6 = 4,
     SockCreate = 5,
     SocketLsm = 6,
+    /// `cgroup_skb/egress`: where packets leave (source routes, kill switch).
+    Egress = 7,
+    /// `cgroup/setsockopt`: options that set a source route.
+    Setsockopt = 8,
+    /// `syscalls/sys_enter_socket*`: the refusal of hosts without BPF LSM.
+    SocketSyscall = 9,
 }
 
 impl Hook {
@@ -21,6 +27,9 @@ impl Hook {
             4 => Self::Sendmsg6,
             5 => Self::SockCreate,
             6 => Self::SocketLsm,
+            7 => Self::Egress,
+            8 => Self::Setsockopt,
+            9 => Self::SocketSyscall,
             _ => return None,
         })
     }
@@ -33,6 +42,9 @@ impl Hook {
             Self::Sendmsg6 => "sendmsg6",
             Self::SockCreate => "sock_create",
             Self::SocketLsm => "socket_create",
+            Self::Egress => "egress",
+            Self::Setsockopt => "setsockopt",
+            Self::SocketSyscall => "sys_enter_socket",
         }
     }
 }
@@ -77,6 +89,13 @@ pub enum Reason {
     /// A connection straight to a DNS proxy address other than through the
     /// kernel's DNS steering (which could impersonate another identity).
     DnsProxyDirect = 6,
+    /// A packet carrying IPv4 options or an IPv6 routing header, or a socket
+    /// option that would set one: the packet would go somewhere other than
+    /// the destination the hooks judged.
+    SourceRoute = 7,
+    /// The daemon's own TCP API port, which agents may not reach unless
+    /// their policy says `confinement.api_tcp: true`.
+    ApiPort = 8,
 }
 
 impl Reason {
@@ -89,6 +108,8 @@ impl Reason {
             4 => Self::UnknownIdentity,
             5 => Self::SocketType,
             6 => Self::DnsProxyDirect,
+            7 => Self::SourceRoute,
+            8 => Self::ApiPort,
             _ => return None,
         })
     }
@@ -102,6 +123,8 @@ impl Reason {
             Self::UnknownIdentity => "identity-not-in-policy",
             Self::SocketType => "socket-type-refused",
             Self::DnsProxyDirect => "dns-proxy-direct",
+            Self::SourceRoute => "source-route",
+            Self::ApiPort => "api-port",
         }
     }
 }

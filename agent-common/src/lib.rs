@@ -10,6 +10,7 @@ pub mod aggregate;
 pub mod dns;
 pub mod event;
 pub mod grants;
+pub mod guard;
 pub mod maps;
 
 pub use addr::NormAddr;

@@ -115,6 +115,10 @@ const _: () = assert!(size_of::<IdentityConfig>() == 8);
 /// is not consulted).
 pub const IDENT_HAS_DENY: u16 = 1;
 
+/// `IdentityConfig::flags`: the policy lets the identity reach the daemon's
+/// loopback TCP API (`confinement.api_tcp: true`).
+pub const IDENT_API_TCP: u16 = 1 << 8;
+
 /// Per identity, outside policy generations: operator switches that must act
 /// at once and survive reloads.
 #[repr(C)]

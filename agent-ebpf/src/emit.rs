@@ -115,8 +115,9 @@ pub fn submit(mut entry: RingBufEntry<Event>, d: &Decision, now: u64) {
     entry.submit(0);
 }
 
+/// Count a verdict without an event (repeats already recorded once).
 #[inline(always)]
-fn count(identity: u32, verdict: Verdict) {
+pub fn count(identity: u32, verdict: Verdict) {
     let Some(c) = VERDICTS.get_ptr_mut(identity) else {
         return;
     };

@@ -12,12 +12,15 @@ mod cgroup_mkdir;
 mod connect4;
 mod connect6;
 mod dns;
+mod egress;
 mod emit;
 mod getpeername4;
 mod getpeername6;
 mod grants;
+mod guard;
 mod identity;
 mod learned;
+mod lineage;
 mod maps;
 mod policy;
 mod recvmsg4;
@@ -26,7 +29,10 @@ mod sendmsg4;
 mod sendmsg6;
 mod sock_addr;
 mod sock_create;
+mod socket_guard;
 mod socket_lsm;
+mod sockets;
+mod sockopt;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -4,6 +4,7 @@
 use agent_common::{
     DnsConfig, IdentityConfig, IdentityState, LearnedKey, LearnedValue, LpmData, LpmValue,
     MAX_IDENTITIES, MAX_PORTSETS, OrigDst, PortSet, VerdictCounters,
+    guard::{GuardConfig, SockIdent},
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -84,3 +85,20 @@ pub static DNS_ORIG: SkStorage<OrigDst> = SkStorage::new();
 #[map]
 pub static GRANTS: LpmTrie<LpmData, agent_common::grants::GrantValue> =
     LpmTrie::with_max_entries(65536, 0);
+
+/// Task id (the kernel's pid of each thread) → identity index: every task
+/// descended from an enrolled one, kept by the fork, exec and exit
+/// tracepoints (`lineage`). The hooks look here first, so a process that
+/// moves out of its cgroup stays who it was.
+#[map]
+pub static LINEAGE: HashMap<u32, u32> = HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
+
+/// Per socket: the identity that made or used it (`sockets`). Cloned to
+/// sockets accepted from a listener that has it.
+#[btf_map]
+pub static SOCK_IDENT: crate::sockets::ClonedSkStorage<SockIdent> =
+    crate::sockets::ClonedSkStorage::new();
+
+/// [0] → the guard programs' settings (API port, tracepoint offsets…).
+#[map]
+pub static GUARD_CFG: Array<GuardConfig> = Array::with_max_entries(1, 0);

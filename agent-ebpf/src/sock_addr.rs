@@ -4,13 +4,14 @@
 
 use agent_common::{
     AF_INET, AF_INET6, Hook, IDENT_DNS, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
+    maps::IDENT_API_TCP,
 };
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
     dns,
     emit::{Decision, record},
-    identity, policy,
+    guard, identity, policy,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -22,6 +23,11 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
         return ALLOW; // not enrolled: never touched
     };
     let sa = ctx.sock_addr;
+    // Stamp (or re-stamp) the socket with who uses it now: sockets made
+    // before enrolment or handed over by another process count as this
+    // identity's from their first connect or send.
+    // SAFETY: `sk` of a sock_addr context is the (non-null) socket.
+    crate::sockets::stamp(unsafe { (*sa).__bindgen_anon_1.sk }.cast(), identity);
     // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
     // the access size the verifier allows for it.
     let (addr, port, protocol, sock_type) = unsafe {
@@ -63,6 +69,11 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                 // another identity: never, not even in audit mode.
                 Some(dns_cfg) if dns::is_proxy(&dns_cfg, &addr) => {
                     (Reason::DnsProxyDirect, NO_RULE, false)
+                }
+                // The daemon's TCP API: an agent there could try to act as
+                // an operator. Only when the policy says so, in any mode.
+                _ if cfg.flags & IDENT_API_TCP == 0 && guard::is_api(&addr, port, protocol) => {
+                    (Reason::ApiPort, NO_RULE, false)
                 }
                 _ => {
                     let (reason, rule) =

@@ -1,7 +1,8 @@
 //! `cgroup/sock_create`: enrolled processes may create TCP and UDP sockets
 //! only. Raw sockets, ICMP datagram sockets, SCTP, MPTCP and the like are
 //! refused at creation, because their traffic does not pass the connect and
-//! sendmsg hooks.
+//! sendmsg hooks. Every socket of an enrolled process is stamped with its
+//! identity here (`sockets`).
 
 use agent_common::{Hook, IPPROTO_TCP, IPPROTO_UDP, Verdict};
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
@@ -21,6 +22,8 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let Some(identity) = identity::enrolled() else {
         return ALLOW;
     };
+    // Whose socket it is, for the hooks that see only packets.
+    crate::sockets::stamp(ctx.sock.cast(), identity);
     // SAFETY: the kernel hands a valid bpf_sock.
     let (family, sock_type, protocol) =
         unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };

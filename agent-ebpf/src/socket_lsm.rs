@@ -1,8 +1,11 @@
-//! `lsm/socket_create`: packet sockets (`AF_PACKET`) and `AF_XDP` sockets
-//! never reach `cgroup/sock_create`, which only sees inet sockets, and they
-//! can put any frame on the wire. Refuse them to enrolled processes here.
+//! `lsm/socket_create`: enrolled processes may create only the sockets of
+//! the allowlist (`agent_common::guard::socket_allowed`): Unix, TCP and UDP
+//! over IPv4/IPv6, routing netlink. Packet sockets under any name, vsock,
+//! XDP and every other family never reach the cgroup socket hooks; raw,
+//! ICMP, SCTP and MPTCP sockets go around the connect hooks. socketpair(2)
+//! creates each end through this hook too.
 
-use agent_common::{AF_PACKET, Hook, Verdict};
+use agent_common::{Hook, Verdict, guard::socket_allowed};
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 
 use crate::{
@@ -10,7 +13,6 @@ use crate::{
     identity, policy,
 };
 
-const AF_XDP: i32 = 44;
 const EPERM: i32 = 1;
 
 #[lsm(hook = "socket_create")]
@@ -18,7 +20,7 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     // int socket_create(int family, int type, int protocol, int kern)
     let (family, sock_type, protocol, kern): (i32, i32, i32, i32) =
         (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
-    if kern != 0 || (family != AF_PACKET as i32 && family != AF_XDP) {
+    if kern != 0 || socket_allowed(family as u32, sock_type as u32, protocol as u32) {
         return 0;
     }
     let Some(identity) = identity::enrolled() else {

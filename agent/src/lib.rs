@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod daemon;
 pub mod decision;
 pub mod discovery;

@@ -1,45 +1,100 @@
-//! A seccomp filter `palisade exec` installs before running an agent:
-//! packet sockets (`AF_PACKET`, `AF_XDP`) put frames on the wire below the
-//! cgroup socket hooks, and not every kernel lets a BPF LSM program refuse
-//! them. io_uring is refused too, because its socket opcode does not pass
-//! through seccomp. The filter is inherited by every child and cannot be
-//! removed.
+//! The seccomp filter `palisade exec` installs before running an agent. It
+//! is inherited by every child and cannot be removed.
+//!
+//! * Sockets: an allowlist by family (`agent_common::guard::
+//!   socket_family_allowed`): Unix; inet except packet sockets
+//!   (`AF_INET`+`SOCK_PACKET`), whose type and protocol `cgroup/sock_create`
+//!   judges (TCP and UDP only, refusals recorded); routing netlink.
+//!   socketpair(2) for Unix sockets only. Everything else — `AF_PACKET`,
+//!   `AF_XDP`, `AF_VSOCK`, TIPC, RDS… — fails with `EPERM`.
+//! * io_uring: refused (setup, enter and register), because its socket and
+//!   connect operations do not pass through seccomp, and a ring made by
+//!   another process could be handed over.
+//! * Other ABIs: the x32 ABI (system call numbers with bit 30 set on
+//!   x86-64) is refused outright; the 32-bit compat ABI has its socket,
+//!   socketcall, socketpair and io_uring calls refused; an unknown
+//!   architecture gets `EPERM` for everything.
+//! * Reaching into other processes: ptrace, process_vm_readv/writev and
+//!   pidfd_getfd are refused unless the identity keeps `sys_ptrace`: an
+//!   agent running as the same user as another identity's agent could
+//!   otherwise act through it, or take its sockets.
 
 use std::io;
 
+use agent_common::guard::{AF_NETLINK, AF_UNIX, NETLINK_ROUTE, SOCK_PACKET, SOCK_TYPE_MASK};
+
 // Classic BPF opcodes (linux/filter.h).
 const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_ALU_AND_K: u16 = 0x54;
 const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGE_K: u16 = 0x35;
 const BPF_RET_K: u16 = 0x06;
 
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const DENY: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
 
-// struct seccomp_data offsets.
+// struct seccomp_data offsets (arguments: their low 32 bits, which is all
+// the kernel reads of an `int` argument).
 const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0: u32 = 16;
+const ARG1: u32 = 24;
+const ARG2: u32 = 32;
 
-const AF_PACKET: u32 = 17;
-const AF_XDP: u32 = 44;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+/// System call numbers by ABI.
+struct Abi {
+    socket: Option<u32>,
+    socketpair: Option<u32>,
+    /// Refused outright (io_uring, and socketcall where there is one).
+    always: &'static [u32],
+    /// Refused unless the identity keeps `sys_ptrace`.
+    ptrace: &'static [u32],
+}
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
+    use super::Abi;
     pub const AUDIT_ARCH: u32 = 0xC000_003E;
-    pub const NR_SOCKET: u32 = 41;
-    pub const NR_IO_URING_SETUP: u32 = 425;
-    /// The 32-bit ABI (int 0x80) has its own numbers: refuse its socket
-    /// entry points outright rather than parse socketcall arguments.
-    pub const COMPAT_DENY: &[u32] = &[102 /* socketcall */, 359 /* socket */, 425];
+    pub const COMPAT_ARCH: u32 = 0x4000_0003; // i386
+    /// x32 system calls run with this bit set under the x86-64 arch value.
+    pub const X32_BIT: Option<u32> = Some(0x4000_0000);
+    pub const NATIVE: Abi = Abi {
+        socket: Some(41),
+        socketpair: Some(53),
+        always: &[425, 426, 427],
+        ptrace: &[101, 310, 311, 438],
+    };
+    pub const COMPAT: Abi = Abi {
+        socket: None,
+        socketpair: None,
+        // socketcall, socket, socketpair, io_uring_*.
+        always: &[102, 359, 360, 425, 426, 427],
+        ptrace: &[26, 347, 348, 438],
+    };
 }
 
 #[cfg(target_arch = "aarch64")]
 mod arch {
+    use super::Abi;
     pub const AUDIT_ARCH: u32 = 0xC000_00B7;
-    pub const NR_SOCKET: u32 = 198;
-    pub const NR_IO_URING_SETUP: u32 = 425;
-    pub const COMPAT_DENY: &[u32] = &[281 /* socket */, 425];
+    pub const COMPAT_ARCH: u32 = 0x4000_0028; // arm
+    pub const X32_BIT: Option<u32> = None;
+    pub const NATIVE: Abi = Abi {
+        socket: Some(198),
+        socketpair: Some(199),
+        always: &[425, 426, 427],
+        ptrace: &[117, 270, 271, 438],
+    };
+    pub const COMPAT: Abi = Abi {
+        socket: None,
+        socketpair: None,
+        always: &[281, 288, 425, 426, 427],
+        ptrace: &[26, 376, 377, 438],
+    };
 }
 
 #[derive(Clone, Copy)]
@@ -51,57 +106,169 @@ struct Insn {
     k: u32,
 }
 
-const fn stmt(code: u16, k: u32) -> Insn {
-    Insn {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
+/// Where a jump goes: the next instruction or a label.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum To {
+    Next,
+    L(&'static str),
+}
+
+enum Op {
+    Stmt(u16, u32),
+    Jump(u16, u32, To, To),
+    Label(&'static str),
+}
+
+/// A tiny assembler: forward jumps to labels, resolved at the end.
+#[derive(Default)]
+struct Asm(Vec<Op>);
+
+impl Asm {
+    fn load(&mut self, at: u32) -> &mut Self {
+        self.0.push(Op::Stmt(BPF_LD_W_ABS, at));
+        self
+    }
+    fn and(&mut self, k: u32) -> &mut Self {
+        self.0.push(Op::Stmt(BPF_ALU_AND_K, k));
+        self
+    }
+    fn ret(&mut self, k: u32) -> &mut Self {
+        self.0.push(Op::Stmt(BPF_RET_K, k));
+        self
+    }
+    fn jeq(&mut self, k: u32, to: &'static str) -> &mut Self {
+        self.0.push(Op::Jump(BPF_JEQ_K, k, To::L(to), To::Next));
+        self
+    }
+    fn jge(&mut self, k: u32, to: &'static str) -> &mut Self {
+        self.0.push(Op::Jump(BPF_JGE_K, k, To::L(to), To::Next));
+        self
+    }
+    fn label(&mut self, name: &'static str) -> &mut Self {
+        self.0.push(Op::Label(name));
+        self
+    }
+
+    fn finish(&self) -> Vec<Insn> {
+        let mut at = std::collections::HashMap::new();
+        let mut pc = 0usize;
+        for op in &self.0 {
+            match op {
+                Op::Label(l) => {
+                    at.insert(*l, pc);
+                }
+                _ => pc += 1,
+            }
+        }
+        let mut out = Vec::with_capacity(pc);
+        for op in &self.0 {
+            let here = out.len();
+            let off = |to: To| -> u8 {
+                match to {
+                    To::Next => 0,
+                    To::L(l) => {
+                        let target = at[l];
+                        u8::try_from(target - here - 1).expect("seccomp jump within 255")
+                    }
+                }
+            };
+            match *op {
+                Op::Label(_) => {}
+                Op::Stmt(code, k) => out.push(Insn {
+                    code,
+                    jt: 0,
+                    jf: 0,
+                    k,
+                }),
+                Op::Jump(code, k, t, f) => out.push(Insn {
+                    code,
+                    jt: off(t),
+                    jf: off(f),
+                    k,
+                }),
+            }
+        }
+        out
     }
 }
 
-const fn jump(k: u32, jt: u8, jf: u8) -> Insn {
-    Insn {
-        code: BPF_JEQ_K,
-        jt,
-        jf,
-        k,
-    }
+/// What the filter lets through beyond the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FilterOptions {
+    /// The identity keeps `sys_ptrace`: ptrace and friends are allowed.
+    pub allow_ptrace: bool,
 }
 
 /// The filter program (see the module comment for what it refuses).
-fn program() -> Vec<Insn> {
-    let mut p = vec![stmt(BPF_LD_W_ABS, ARCH), jump(arch::AUDIT_ARCH, 0, 0)];
-    // Foreign ABI: refuse its socket calls, allow the rest.
-    let mut compat = vec![stmt(BPF_LD_W_ABS, NR)];
-    for nr in arch::COMPAT_DENY {
-        compat.push(jump(*nr, 0, 1));
-        compat.push(stmt(BPF_RET_K, DENY));
+fn program(opts: FilterOptions) -> Vec<Insn> {
+    let mut a = Asm::default();
+    a.load(ARCH)
+        .jeq(arch::AUDIT_ARCH, "native")
+        .jeq(arch::COMPAT_ARCH, "compat")
+        .ret(DENY);
+
+    a.label("compat").load(NR);
+    for nr in arch::COMPAT.always {
+        a.jeq(*nr, "deny");
     }
-    compat.push(stmt(BPF_RET_K, SECCOMP_RET_ALLOW));
-    // Native ABI.
-    let native = vec![
-        stmt(BPF_LD_W_ABS, NR),
-        jump(arch::NR_IO_URING_SETUP, 0, 1),
-        stmt(BPF_RET_K, DENY),
-        jump(arch::NR_SOCKET, 0, 3),
-        stmt(BPF_LD_W_ABS, ARG0),
-        jump(AF_PACKET, 2, 0),
-        jump(AF_XDP, 1, 0),
-        stmt(BPF_RET_K, SECCOMP_RET_ALLOW),
-        stmt(BPF_RET_K, DENY),
-    ];
-    // Jump over the compat block when the arch is native.
-    p[1].jt = compat.len() as u8;
-    p.extend(compat);
-    p.extend(native);
-    p
+    if !opts.allow_ptrace {
+        for nr in arch::COMPAT.ptrace {
+            a.jeq(*nr, "deny");
+        }
+    }
+    let _ = (arch::COMPAT.socket, arch::COMPAT.socketpair);
+    a.ret(SECCOMP_RET_ALLOW);
+
+    a.label("native").load(NR);
+    if let Some(bit) = arch::X32_BIT {
+        a.jge(bit, "deny");
+    }
+    if let Some(nr) = arch::NATIVE.socket {
+        a.jeq(nr, "socket");
+    }
+    if let Some(nr) = arch::NATIVE.socketpair {
+        a.jeq(nr, "socketpair");
+    }
+    for nr in arch::NATIVE.always {
+        a.jeq(*nr, "deny");
+    }
+    if !opts.allow_ptrace {
+        for nr in arch::NATIVE.ptrace {
+            a.jeq(*nr, "deny");
+        }
+    }
+    a.ret(SECCOMP_RET_ALLOW);
+
+    // socket(family, type, protocol): `socket_family_allowed`.
+    a.label("socket")
+        .load(ARG0)
+        .jeq(AF_UNIX, "allow")
+        .jeq(AF_INET, "inet")
+        .jeq(AF_INET6, "inet")
+        .jeq(AF_NETLINK, "netlink")
+        .ret(DENY);
+    a.label("inet")
+        .load(ARG1)
+        .and(SOCK_TYPE_MASK)
+        .jeq(SOCK_PACKET, "deny")
+        .ret(SECCOMP_RET_ALLOW);
+    a.label("netlink")
+        .load(ARG2)
+        .jeq(NETLINK_ROUTE, "allow")
+        .ret(DENY);
+    a.label("socketpair")
+        .load(ARG0)
+        .jeq(AF_UNIX, "allow")
+        .ret(DENY);
+    a.label("allow").ret(SECCOMP_RET_ALLOW);
+    a.label("deny").ret(DENY);
+    a.finish()
 }
 
-/// Install the filter on the calling thread (before exec). Unprivileged
-/// callers must set no_new_privs first, which the kernel requires.
-pub fn refuse_packet_sockets() -> io::Result<()> {
-    let prog = program();
+/// Install the filter on the calling thread (before exec). Sets
+/// no_new_privs first, which the kernel requires of unprivileged callers.
+pub fn install(opts: FilterOptions) -> io::Result<()> {
+    let prog = program(opts);
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
@@ -109,7 +276,7 @@ pub fn refuse_packet_sockets() -> io::Result<()> {
     // SAFETY: plain prctl calls; `fprog` points at a live, well-formed
     // program for the duration of the call.
     unsafe {
-        if libc::geteuid() != 0 && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(io::Error::last_os_error());
         }
         if libc::prctl(
@@ -126,11 +293,13 @@ pub fn refuse_packet_sockets() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use agent_common::guard::{socket_family_allowed, socketpair_allowed};
+
     use super::*;
 
-    /// Walk the filter like the kernel would for (arch, nr, arg0).
-    fn run(arch: u32, nr: u32, arg0: u32) -> u32 {
-        let p = program();
+    /// Run the filter like the kernel would for (arch, nr, args).
+    fn run(opts: FilterOptions, arch: u32, nr: u32, args: [u32; 3]) -> u32 {
+        let p = program(opts);
         let mut pc = 0;
         let mut acc = 0u32;
         loop {
@@ -140,32 +309,85 @@ mod tests {
                     acc = match i.k {
                         ARCH => arch,
                         NR => nr,
-                        ARG0 => arg0,
+                        ARG0 => args[0],
+                        ARG1 => args[1],
+                        ARG2 => args[2],
                         _ => panic!("unexpected load {}", i.k),
                     };
                     pc += 1;
                 }
+                BPF_ALU_AND_K => {
+                    acc &= i.k;
+                    pc += 1;
+                }
                 BPF_JEQ_K => pc += 1 + usize::from(if acc == i.k { i.jt } else { i.jf }),
+                BPF_JGE_K => pc += 1 + usize::from(if acc >= i.k { i.jt } else { i.jf }),
                 BPF_RET_K => return i.k,
                 c => panic!("unexpected opcode {c:#x}"),
             }
         }
     }
 
+    const A: u32 = arch::AUDIT_ARCH;
+    const OFF: FilterOptions = FilterOptions {
+        allow_ptrace: false,
+    };
+
     #[test]
-    fn refuses_packet_sockets_and_io_uring_only() {
-        let a = arch::AUDIT_ARCH;
-        assert_eq!(run(a, arch::NR_SOCKET, AF_PACKET), DENY);
-        assert_eq!(run(a, arch::NR_SOCKET, AF_XDP), DENY);
-        assert_eq!(run(a, arch::NR_SOCKET, 2), SECCOMP_RET_ALLOW);
-        assert_eq!(run(a, arch::NR_SOCKET, 10), SECCOMP_RET_ALLOW);
-        assert_eq!(run(a, arch::NR_IO_URING_SETUP, 0), DENY);
-        assert_eq!(
-            run(a, 0, AF_PACKET),
-            SECCOMP_RET_ALLOW,
-            "read(17, …) is fine"
-        );
-        assert_eq!(run(0x4000_0003, arch::COMPAT_DENY[0], 0), DENY);
-        assert_eq!(run(0x4000_0003, 3, 0), SECCOMP_RET_ALLOW);
+    fn socket_filter_is_the_family_allowlist() {
+        let Some(socket) = arch::NATIVE.socket else {
+            return;
+        };
+        for family in 0..64u32 {
+            for ty in [1u32, 2, 3, 5, 10, 10 | 0o2000000, 1 | 0o4000] {
+                for proto in [0u32, 1, 6, 17, 132, 262] {
+                    let want = if socket_family_allowed(family, ty, proto) {
+                        SECCOMP_RET_ALLOW
+                    } else {
+                        DENY
+                    };
+                    assert_eq!(
+                        run(OFF, A, socket, [family, ty, proto]),
+                        want,
+                        "socket({family}, {ty:#x}, {proto})"
+                    );
+                }
+            }
+        }
+        let pair = arch::NATIVE.socketpair.unwrap_or(u32::MAX);
+        for family in 0..64u32 {
+            let want = if socketpair_allowed(family) {
+                SECCOMP_RET_ALLOW
+            } else {
+                DENY
+            };
+            assert_eq!(
+                run(OFF, A, pair, [family, 1, 0]),
+                want,
+                "socketpair({family})"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_io_uring_other_abis_and_ptrace_unless_kept() {
+        for nr in arch::NATIVE.always {
+            assert_eq!(run(OFF, A, *nr, [0; 3]), DENY);
+        }
+        for nr in arch::NATIVE.ptrace {
+            assert_eq!(run(OFF, A, *nr, [0; 3]), DENY);
+            let keep = FilterOptions { allow_ptrace: true };
+            assert_eq!(run(keep, A, *nr, [0; 3]), SECCOMP_RET_ALLOW);
+        }
+        assert_eq!(run(OFF, A, 0, [17, 0, 0]), SECCOMP_RET_ALLOW, "read(17, …)");
+        if let Some(bit) = arch::X32_BIT {
+            assert_eq!(run(OFF, A, bit | 41, [2, 1, 0]), DENY, "x32 socket");
+            assert_eq!(run(OFF, A, bit, [0; 3]), DENY, "x32 read");
+        }
+        for nr in arch::COMPAT.always {
+            assert_eq!(run(OFF, arch::COMPAT_ARCH, *nr, [1, 1, 0]), DENY);
+        }
+        assert_eq!(run(OFF, arch::COMPAT_ARCH, 3, [0; 3]), SECCOMP_RET_ALLOW);
+        assert_eq!(run(OFF, 0x1234, 0, [0; 3]), DENY, "unknown ABI");
     }
 }

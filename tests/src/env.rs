@@ -91,13 +91,36 @@ impl TestEnv {
     /// e.g. `"  rotate_bytes: 4096\n"`). Metrics listen on a free loopback
     /// port (see `metrics_address`).
     pub fn write_config_with(&self, audit_extra: &str, extra: &str) {
+        self.write_config_cgroup(
+            &format!("cgroup:\n  attach: {}\n", self.attach.display()),
+            audit_extra,
+            extra,
+        );
+    }
+
+    /// The daemon's programs attached at the cgroup v2 root, as in a real
+    /// deployment (`palisade exec` cgroups still under this test's subtree),
+    /// for tests where an agent leaves for the root. Unenrolled processes of
+    /// the host pass the programs untouched meanwhile.
+    pub fn write_config_at_root(&self, extra: &str) {
+        self.write_config_cgroup(
+            &format!(
+                "cgroup:\n  attach: {}\n  managed: {}\n",
+                self.cgroup_root.display(),
+                self.attach.join("palisade").display()
+            ),
+            "",
+            extra,
+        );
+    }
+
+    fn write_config_cgroup(&self, cgroup: &str, audit_extra: &str, extra: &str) {
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}cgroup:\n  attach: {}\nresync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),
             self.audit.display(),
-            self.attach.display(),
         );
         write_atomic(&self.config, &text);
     }

@@ -6,6 +6,7 @@
 //! root. Without root they fail loudly, unless `PALISADE_SKIP_ROOT_TESTS=1`
 //! is set on purpose.
 
+pub mod capture;
 pub mod daemon;
 pub mod dns;
 pub mod env;

@@ -8,7 +8,10 @@ pub struct NetNs {
     pub name: String,
     pub host_ip: String,
     pub peer_ip: String,
-    host_if: String,
+    /// The namespace's end of the veth pair.
+    pub peer_if: String,
+    /// The host's end of the veth pair.
+    pub host_if: String,
     children: Vec<Child>,
 }
 
@@ -42,6 +45,7 @@ impl NetNs {
             name: name.clone(),
             host_ip: host_ip.clone(),
             peer_ip: peer_ip.clone(),
+            peer_if: peer_if.clone(),
             host_if: host_if.clone(),
             children: Vec::new(),
         };
@@ -63,6 +67,21 @@ impl NetNs {
         ip(&["-n", &name, "link", "set", &peer_if, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ns
+    }
+
+    /// Add an address (`10.x.0.3/24`, `fd00:x::2/64`) to the namespace's
+    /// end (`peer`) or the host's end; IPv6 ones are usable at once.
+    pub fn add_addr(&self, cidr: &str, peer: bool) {
+        let mut args: Vec<&str> = Vec::new();
+        if peer {
+            args.extend(["-n", &self.name]);
+        }
+        let dev = if peer { &self.peer_if } else { &self.host_if };
+        args.extend(["addr", "add", cidr, "dev", dev]);
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        ip(&args);
     }
 
     /// Set a per-namespace sysctl (e.g. `net.ipv4.ping_group_range`).

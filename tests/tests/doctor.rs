@@ -97,6 +97,9 @@ fn doctor_reports_what_this_host_has() {
         "sendmsg6",
         "sock_create",
         "cgroup_mkdir",
+        "setsockopt",
+        "egress",
+        "lineage",
     ] {
         let c = check(&report, &format!("hook:{hook}"));
         assert_eq!(c["level"], "ok", "{c}");

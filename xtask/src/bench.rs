@@ -7,7 +7,7 @@ use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest");
+        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -19,8 +19,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "dns" => "palisade-dns-bench",
         "decide" => "palisade-decide-bench",
         "suggest" => "palisade-suggest-bench",
+        "spawn" => "palisade-spawn-bench",
         other => {
-            bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest)")
+            bail!(
+                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn)"
+            )
         }
     };
     let target = workspace_root().join("target/release");

@@ -33,9 +33,10 @@ pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
-    if req.extensions().get::<TcpConnectInfo>().is_some() {
+    if let Some(info) = req.extensions().get::<TcpConnectInfo>() {
         return Ok(Caller {
             over_tcp: true,
+            tcp_peer: info.local_addr().zip(info.remote_addr()),
             operator_token,
             ..Caller::default()
         });
@@ -147,6 +148,7 @@ impl proto::palisade_server::Palisade for PalisadeService {
             cgroup: e.cgroup,
             cgroup_id: e.cgroup_id,
             policy_version: e.policy_version,
+            keep_capabilities: e.keep_capabilities,
         }))
     }
 
@@ -249,6 +251,11 @@ pub async fn serve(
             .gid;
         nix::unistd::chown(socket, None, Some(gid)).map_err(|e| io(std::io::Error::from(e)))?;
     }
+    if daemon.config.api.tcp.is_none()
+        && let Err(e) = daemon.maps.set_api_endpoint(None)
+    {
+        tracing::warn!(error = %e, "clearing the API's TCP port in the kernel");
+    }
     let tcp = match &daemon.config.api.tcp {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -270,6 +277,11 @@ pub async fn serve(
         let addr = listener.local_addr().ok();
         if let Some(a) = addr {
             let _ = daemon.api_tcp_addr.set(a);
+            // The kernel keeps enrolled processes from this port unless
+            // their policy allows it (`confinement.api_tcp`).
+            if let Err(e) = daemon.maps.set_api_endpoint(Some(a)) {
+                tracing::warn!(error = %e, "telling the kernel the API's TCP port");
+            }
         }
         tracing::info!(addr = ?addr, "API also listening on loopback TCP (operator tokens and health only)");
         let svc = PalisadeServer::new(PalisadeService::new(daemon.clone()));

@@ -41,6 +41,10 @@ pub enum BpfError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("kernel structure offsets for the lineage programs: {0}")]
+    KernelBtf(#[from] super::btf::BtfError),
+    #[error("sock_diag: {0}")]
+    SockDiag(#[source] io::Error),
     #[error("identity index {0} is out of range")]
     IdentityIndex(u32),
     #[error("waiting for running BPF programs (map-of-maps update): {0}")]

@@ -33,6 +33,8 @@ pub struct KernelEvent {
     pub protocol: u16,
     pub sock_type: u8,
     pub comm: String,
+    /// The socket option refused by `setsockopt`: (level, option).
+    pub sockopt: Option<(u8, u16)>,
 }
 
 /// Convert `bpf_ktime_get_boot_ns()` to wall-clock time.
@@ -61,7 +63,8 @@ impl KernelEvent {
         let e: Event = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
         let hook = Hook::from_u8(e.hook);
         let dst = match hook {
-            Some(Hook::SockCreate | Hook::SocketLsm) | None => None,
+            Some(Hook::SockCreate | Hook::SocketLsm | Hook::SocketSyscall | Hook::Setsockopt)
+            | None => None,
             Some(_) => {
                 let addr = NormAddr {
                     bytes: e.addr,
@@ -87,6 +90,7 @@ impl KernelEvent {
             protocol: e.protocol,
             sock_type: e.sock_type,
             comm: c_string(&e.comm),
+            sockopt: (hook == Some(Hook::Setsockopt)).then_some((e.addr[0], e.port)),
         })
     }
 }

@@ -17,9 +17,14 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, TracePoint, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr,
+        CgroupSockopt, Lsm, TracePoint, links::FdLink,
+    },
 };
 use tracing::{info, warn};
+
+use agent_common::guard::GUARD_SYSCALL_FALLBACK;
 
 use super::{BpfError, KernelMaps, pins::PinDir, sys};
 
@@ -41,6 +46,10 @@ const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "getpeername6",
 ];
 const SOCK_CREATE_PROGRAM: &str = "sock_create";
+/// Refuses the socket options that set source routes.
+const SOCKOPT_PROGRAM: &str = "setsockopt";
+/// Drops source-routed packets and a revoked identity's traffic.
+const EGRESS_PROGRAM: &str = "egress";
 const LSM_PROGRAM: &str = "socket_create";
 
 #[derive(Clone, Debug)]
@@ -61,8 +70,10 @@ pub struct LoadOptions {
 pub enum PacketGuard {
     /// The `lsm/socket_create` program refuses them to every enrolled process.
     Lsm,
-    /// The kernel refuses BPF LSM programs: only processes started with
-    /// `palisade exec` are covered, by a seccomp filter.
+    /// The kernel refuses BPF LSM programs: processes started with
+    /// `palisade exec` get a seccomp filter; other enrolled processes are
+    /// killed by the syscall tracepoints when they try (after the fact: see
+    /// `agent-ebpf/src/socket_guard.rs`).
     SeccompOnly,
 }
 
@@ -125,17 +136,46 @@ impl Kernel {
             prog.load().map_err(BpfError::program(name))?;
             attach_or_adopt(name, prog, &cgroup, &pins)?;
         }
+        {
+            let name = SOCKOPT_PROGRAM;
+            let prog: &mut CgroupSockopt = program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        }
+        {
+            let name = EGRESS_PROGRAM;
+            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        }
         let packet_guard = match attach_lsm(&mut ebpf, &btf, &pins) {
             Ok(()) => PacketGuard::Lsm,
             Err(e) => {
                 warn!(
                     error = %crate::cli::error_chain(&e),
-                    "this kernel refuses BPF LSM programs: packet sockets (AF_PACKET/AF_XDP) are refused only to agents started with `palisade exec` (seccomp)"
+                    "this kernel refuses BPF LSM programs: sockets outside the allowlist are refused to agents started with `palisade exec` (seccomp); other enrolled processes that create one are killed by a syscall tracepoint"
                 );
                 let _ = std::fs::remove_file(pins.link(LSM_PROGRAM));
                 PacketGuard::SeccompOnly
             }
         };
+        let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
+        // Offsets first: the lineage programs do nothing until they are set.
+        maps.update_guard(|cfg| {
+            super::guards::kernel_offsets(cfg)?;
+            if packet_guard == PacketGuard::SeccompOnly {
+                cfg.flags |= GUARD_SYSCALL_FALLBACK;
+            } else {
+                cfg.flags &= !GUARD_SYSCALL_FALLBACK;
+            }
+            Ok(())
+        })?;
+        super::guards::attach_lineage(&mut ebpf, &pins)?;
+        if packet_guard == PacketGuard::SeccompOnly {
+            super::guards::attach_fallback(&mut ebpf, &pins)?;
+        } else {
+            super::guards::detach_fallback(&pins);
+        }
         {
             let name = "cgroup_mkdir";
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
@@ -143,8 +183,6 @@ impl Kernel {
             prog.attach("cgroup", name)
                 .map_err(BpfError::program(name))?;
         }
-
-        let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
         info!(
             pin_dir = %opts.pin_dir.display(),
             cgroup = %opts.attach_cgroup.display(),
@@ -206,6 +244,16 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, pins: &PinDir) -> Result<(), BpfError>
     prog.load(name, btf).map_err(BpfError::program(name))?;
     let id = prog.attach().map_err(BpfError::program(name))?;
     let link: FdLink = prog.take_link(id).map_err(BpfError::program(name))?.into();
+    pin_replacing(name, link, pins)
+}
+
+/// Pin `link` under a temporary name, then rename it over the program's
+/// pin: the old link (if any) runs until the new one is in place.
+pub(super) fn pin_replacing(
+    name: &'static str,
+    link: FdLink,
+    pins: &PinDir,
+) -> Result<(), BpfError> {
     let staging = pins.link_staging(name);
     let _ = std::fs::remove_file(&staging);
     pin_link(name, link, &staging)?;
@@ -217,7 +265,7 @@ fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, pins: &PinDir) -> Result<(), BpfError>
     })
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
+pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, BpfError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -228,10 +276,21 @@ where
     prog.try_into().map_err(BpfError::program(name))
 }
 
-/// The two cgroup program types we attach, seen the same way.
+/// The cgroup program types we attach, seen the same way.
 trait CgroupProgram {
     fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError>;
     fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError>;
+
+    /// Attach with a new link and pin it at `path`.
+    fn attach_pinned(
+        &mut self,
+        name: &'static str,
+        cgroup: &File,
+        path: &Path,
+    ) -> Result<(), BpfError> {
+        let link = self.attach_link(cgroup).map_err(BpfError::program(name))?;
+        pin_link(name, link, path)
+    }
 }
 
 macro_rules! cgroup_program {
@@ -257,6 +316,46 @@ macro_rules! cgroup_program {
 cgroup_program!(CgroupSockAddr);
 cgroup_program!(CgroupSock);
 
+/// aya 0.16 cannot hand out a sockopt program's link as an `FdLink`, so
+/// this one is created and pinned with bpf(2) directly.
+impl CgroupProgram for CgroupSockopt {
+    fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError> {
+        Ok(self.fd()?.as_fd())
+    }
+    fn attach_link(&mut self, _cgroup: &File) -> Result<FdLink, aya::programs::ProgramError> {
+        Err(aya::programs::ProgramError::AlreadyAttached)
+    }
+    fn attach_pinned(
+        &mut self,
+        name: &'static str,
+        cgroup: &File,
+        path: &Path,
+    ) -> Result<(), BpfError> {
+        let err = |action, source| BpfError::Link {
+            program: name,
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let prog = self.program_fd().map_err(BpfError::program(name))?;
+        let link = sys::link_create(prog, cgroup.as_fd(), sys::BPF_CGROUP_SETSOCKOPT)
+            .map_err(|e| err("creating", e))?;
+        sys::obj_pin(link.as_fd(), path).map_err(|e| err("pinning", e))
+    }
+}
+
+impl CgroupProgram for CgroupSkb {
+    fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError> {
+        Ok(self.fd()?.as_fd())
+    }
+    fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError> {
+        let id = self.attach(cgroup, CgroupSkbAttachType::Egress, LINK_MODE)?;
+        self.take_link(id)?
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| e.into())
+    }
+}
+
 /// Adopt the pinned link (swap in the new program atomically) or, on a
 /// first start, attach and pin a new link.
 fn attach_or_adopt(
@@ -270,8 +369,7 @@ fn attach_or_adopt(
         let fd = prog.program_fd().map_err(BpfError::program(name))?;
         replace_program(name, &link_pin, fd)
     } else {
-        let link = prog.attach_link(cgroup).map_err(BpfError::program(name))?;
-        pin_link(name, link, &link_pin)
+        prog.attach_pinned(name, cgroup, &link_pin)
     }
 }
 

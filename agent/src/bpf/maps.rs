@@ -46,6 +46,12 @@ pub struct KernelMaps {
     pub cgroup_events: Mutex<Option<RingBuf<MapData>>>,
     /// Just-in-time egress grants (see `decision::grants`).
     pub grants: Mutex<LpmTrie<MapData, LpmData, agent_common::grants::GrantValue>>,
+    /// Task → identity lineage (see `bpf::lineage`).
+    pub lineage: Mutex<HashMap<MapData, u32, u32>>,
+    /// Settings of the guard programs.
+    pub guard: Mutex<Array<MapData, agent_common::guard::GuardConfig>>,
+    /// Per-socket identity stamps, read through sock_diag (`bpf::sockdiag`).
+    pub sock_ident: MapData,
 }
 
 /// Lock a mutex, recovering from poisoning: map handles hold no invariants
@@ -85,6 +91,12 @@ impl KernelMaps {
             events: Mutex::new(Some(typed!(ebpf, "EVENTS"))),
             cgroup_events: Mutex::new(Some(typed!(ebpf, "CGROUP_EVENTS"))),
             grants: Mutex::new(typed!(ebpf, "GRANTS")),
+            lineage: Mutex::new(typed!(ebpf, "LINEAGE")),
+            guard: Mutex::new(typed!(ebpf, "GUARD_CFG")),
+            sock_ident: match take(ebpf, "SOCK_IDENT")? {
+                Map::SkStorage(data) => data,
+                _ => return Err(BpfError::MissingMap("SOCK_IDENT")),
+            },
         })
     }
 

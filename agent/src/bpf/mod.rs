@@ -3,13 +3,18 @@
 
 pub mod aggregate;
 mod barrier;
+mod btf;
 mod error;
 pub mod events;
+pub mod guards;
+mod lineage;
 mod loader;
 mod maps;
 pub mod pins;
+pub mod sockdiag;
 mod sys;
 
+pub use btf::BtfError;
 pub use error::BpfError;
 pub use loader::{Kernel, LoadOptions, PacketGuard, uninstall};
 pub use maps::{KernelMaps, lock};

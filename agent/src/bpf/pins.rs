@@ -24,6 +24,9 @@ pub const PINNED_MAPS: &[&str] = &[
     "LEARNED",
     "DNS_ORIG",
     "GRANTS",
+    "LINEAGE",
+    "SOCK_IDENT",
+    "GUARD_CFG",
     "AGG_CFG",
     "AGG",
     "AGG_BUDGET",
@@ -53,9 +56,10 @@ impl PinDir {
         self.root.join(format!("link_{program}"))
     }
 
-    /// Temporary name for make-before-break replacement of a link.
+    /// Temporary name for make-before-break replacement of a link. bpffs
+    /// refuses names with a dot (EPERM), hence no `.new` suffix.
     pub fn link_staging(&self, program: &str) -> PathBuf {
-        self.root.join(format!("link_{program}.new"))
+        self.root.join(format!("link_new_{program}"))
     }
 
     /// True when a previous daemon left enforcement pinned here.

@@ -1,5 +1,6 @@
-//! The two bpf(2) commands aya does not expose for every link type: open a
-//! pinned object, and atomically swap the program behind a link.
+//! The bpf(2) commands aya does not expose for every link type: pin and
+//! open objects, create a cgroup link, swap the program behind a link,
+//! detach a link.
 
 use std::{
     ffi::CString,
@@ -11,7 +12,11 @@ use std::{
     path::Path,
 };
 
+const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `enum bpf_attach_type`.
+pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
@@ -58,6 +63,33 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     // struct { __aligned_u64 pathname; __u32 bpf_fd; __u32 file_flags; }
     attr.put_u64(0, c.as_ptr() as u64);
     let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a fresh file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Pin an object (here: a link) at `path` on bpffs.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = Attr::new();
+    // struct { __aligned_u64 pathname; __u32 bpf_fd; __u32 file_flags; }
+    attr.put_u64(0, c.as_ptr() as u64);
+    attr.put_u32(8, fd.as_raw_fd() as u32);
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// Attach `prog` to `target` (a cgroup) with a new `bpf_link`.
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    // struct { __u32 prog_fd; __u32 target_fd; __u32 attach_type; __u32 flags; }
+    attr.put_u32(0, prog.as_raw_fd() as u32);
+    attr.put_u32(4, target.as_raw_fd() as u32);
+    attr.put_u32(8, attach_type);
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a fresh file descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

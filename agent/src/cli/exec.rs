@@ -2,9 +2,16 @@ use std::{os::unix::process::CommandExt, path::Path, process::ExitCode};
 
 use crate::{api::client, proto};
 
+/// Environment variables that carry operator credentials: never handed to
+/// an agent (an enrolled process is never an operator, but a credential in
+/// its environment would still leak to whatever it talks to).
+fn is_operator_credential(name: &str) -> bool {
+    name.starts_with("PALISADE_OPERATOR")
+}
+
 /// Enrol this very process (the daemon sees our pid through the socket),
-/// install the packet-socket filter, then replace the process with the
-/// command: the command starts confined.
+/// confine it (namespaces, capabilities, no_new_privs, the seccomp filter),
+/// then replace it with the command: the command starts confined.
 pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     let enrolled = super::block_on(async {
         let mut c = client::connect(socket).await?;
@@ -20,9 +27,27 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     let Some((program, args)) = command.split_first() else {
         anyhow::bail!("no command given");
     };
-    crate::seccomp::refuse_packet_sockets()
-        .map_err(|e| anyhow::anyhow!("installing the packet-socket filter: {e}"))?;
-    let err = std::process::Command::new(program).args(args).exec();
+    let applied = crate::confine::apply(&enrolled.keep_capabilities)
+        .map_err(|e| anyhow::anyhow!("confining the agent: {e}"))?;
+    tracing::debug!(
+        namespaces = applied.namespaces,
+        read_only = ?applied.read_only,
+        hidden = ?applied.hidden,
+        dropped = ?applied.dropped,
+        "confined"
+    );
+    crate::seccomp::install(crate::seccomp::FilterOptions {
+        allow_ptrace: enrolled.keep_capabilities.iter().any(|c| c == "sys_ptrace"),
+    })
+    .map_err(|e| anyhow::anyhow!("installing the seccomp filter: {e}"))?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_operator_credential) {
+            cmd.env_remove(name);
+        }
+    }
+    let err = cmd.exec();
     eprintln!("palisade: cannot run `{program}`: {err}");
     Ok(ExitCode::from(127))
 }

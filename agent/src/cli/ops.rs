@@ -167,18 +167,20 @@ pub fn kill_switch(
 ) -> anyhow::Result<ExitCode> {
     super::block_on(async {
         let mut c = client::connect(socket).await?;
+        // With the operator token of the environment, like the other
+        // operator calls (needed over the TCP listener).
         if on {
-            c.revoke(proto::RevokeRequest {
+            c.revoke(client::request(proto::RevokeRequest {
                 identity: identity.to_string(),
                 reason: reason.to_string(),
-            })
+            }))
             .await
             .map_err(rpc_error)?;
         } else {
-            c.restore(proto::RestoreRequest {
+            c.restore(client::request(proto::RestoreRequest {
                 identity: identity.to_string(),
                 reason: reason.to_string(),
-            })
+            }))
             .await
             .map_err(rpc_error)?;
         }

@@ -143,7 +143,8 @@ async fn report(
 fn kernel_event(k: &AggKey, v: &AggValue) -> KernelEvent {
     let hook = Hook::from_u8(k.hook);
     let dst = match hook {
-        Some(Hook::SockCreate | Hook::SocketLsm) | None => None,
+        Some(Hook::SockCreate | Hook::SocketLsm | Hook::SocketSyscall | Hook::Setsockopt)
+        | None => None,
         Some(_) => Some((
             ip_of(&NormAddr {
                 bytes: k.addr,
@@ -169,6 +170,7 @@ fn kernel_event(k: &AggKey, v: &AggValue) -> KernelEvent {
         family: k.family,
         protocol: k.protocol,
         sock_type: k.sock_type,
+        sockopt: (hook == Some(Hook::Setsockopt)).then_some((k.addr[0], k.port)),
         comm: String::from_utf8_lossy(&v.comm[..len]).into_owned(),
     }
 }

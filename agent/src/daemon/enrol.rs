@@ -21,6 +21,9 @@ pub struct Caller {
     /// Over the loopback TCP listener there are no peer credentials: only an
     /// operator token can authenticate the caller.
     pub over_tcp: bool,
+    /// (the daemon's end, the peer's end) of a TCP caller's connection, to
+    /// find the local process behind it.
+    pub tcp_peer: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// `authorization: Bearer <operator token>`.
     pub operator_token: Option<String>,
 }
@@ -43,25 +46,22 @@ pub struct Enrolled {
     pub cgroup: String,
     pub cgroup_id: u64,
     pub policy_version: String,
+    /// `confinement.keep_capabilities` of the identity.
+    pub keep_capabilities: Vec<String>,
 }
 
 impl Daemon {
-    /// The identity a process is enrolled as, if any: the nearest enrolled
-    /// cgroup among its own and its ancestors (as the kernel decides).
+    /// The identity a process is enrolled as, if any: the identity its
+    /// lineage carries (wherever it moved since), else the nearest enrolled
+    /// cgroup among its own and its ancestors — as the kernel decides.
     pub fn identity_of_pid(&self, pid: u32) -> Result<Option<(String, u32)>, DaemonError> {
-        let rel = CgroupFs::cgroup_of_pid(pid)
-            .map_err(|e| DaemonError::Unauthenticated(format!("process {pid}: {e}")))?;
-        // One map lookup per ancestor: this runs on every API call.
-        for id in self.cgroups.ancestry_ids(&rel) {
-            if let Some(index) = self.maps.identity_of_cgroup(id)? {
-                let name = self
-                    .registry
-                    .name_of(index)
-                    .unwrap_or_else(|| format!("#{index}"));
-                return Ok(Some((name, index)));
-            }
-        }
-        Ok(None)
+        Ok(self.identity_index_of_pid(pid)?.map(|index| {
+            let name = self
+                .registry
+                .name_of(index)
+                .unwrap_or_else(|| format!("#{index}"));
+            (name, index)
+        }))
     }
 
     /// Is this uid root or a member of the operator group?
@@ -89,9 +89,17 @@ impl Daemon {
     /// process is an agent and never an operator, whatever its uid or token:
     /// agents cannot approve, revoke or widen their own scope.
     pub fn operator(&self, caller: &Caller, what: &str) -> Result<String, DaemonError> {
-        if !caller.over_tcp
-            && let Some((identity, _)) = self.identity_of_pid(caller.pid)?
-        {
+        let agent = if caller.over_tcp {
+            // Whatever token it shows: the local process behind the
+            // connection decides, as on the Unix socket.
+            let (local, remote) = caller.tcp_peer.ok_or_else(|| {
+                DaemonError::Unauthenticated(format!("{what}: TCP caller without addresses"))
+            })?;
+            self.identity_of_tcp_peer(local, remote)?
+        } else {
+            self.identity_of_pid(caller.pid)?
+        };
+        if let Some((identity, _)) = agent {
             return Err(DaemonError::PermissionDenied(format!(
                 "{what} needs an operator; the caller is agent `{identity}`"
             )));
@@ -146,6 +154,12 @@ impl Daemon {
         // Map first, then move: the process is never in an unmapped cgroup.
         self.maps.enrol_cgroup(cgroup_id, index)?;
         CgroupFs::move_pid(&dir, caller.pid).map_err(DaemonError::Cgroup)?;
+        // The kernel records the move itself (`cgroup_attach_task`); this
+        // covers threads it could not see, idempotently.
+        let tids = self
+            .cgroups
+            .threads_below(&self.cgroups.relative(&dir).unwrap_or_default());
+        self.maps.seed_lineage(&tids, index)?;
         let cgroup = self.cgroups.relative(&dir).unwrap_or_default();
         info!(pid = caller.pid, identity, cgroup = %cgroup, "process enrolled");
         let mut ev = AuditEvent::new(EventKind::Enrolment, "enrolled", "exec");
@@ -160,6 +174,11 @@ impl Daemon {
             cgroup,
             cgroup_id,
             policy_version: active.policy.version.to_string(),
+            keep_capabilities: active
+                .policy
+                .identity(identity)
+                .map(|i| i.confinement.keep_capabilities.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -185,6 +204,7 @@ impl Daemon {
             // as long as the switch is on.
             self.decisions.tokens.revoke_issued(identity);
             self.withdraw_grants_of(identity);
+            self.destroy_sockets_of(identity, index);
         }
         info!(identity, killed, reason, "kill switch");
         let mut ev = AuditEvent::new(

@@ -168,6 +168,7 @@ impl Daemon {
             }
             None => out.protocol = Some(socket_description(ev.family, ev.sock_type, ev.protocol)),
         }
+        out.detail = out.detail.take().or_else(|| guard_detail(ev));
         out
     }
 }
@@ -177,7 +178,11 @@ fn socket_description(family: u16, sock_type: u8, protocol: u16) -> String {
         agent_common::AF_INET => "inet",
         agent_common::AF_INET6 => "inet6",
         agent_common::AF_PACKET => "packet",
+        1 => "unix",
+        16 => "netlink",
+        40 => "vsock",
         44 => "xdp",
+        0xffff => "io_uring",
         _ => "other",
     };
     let ty = match sock_type {
@@ -188,4 +193,32 @@ fn socket_description(family: u16, sock_type: u8, protocol: u16) -> String {
         _ => "other",
     };
     format!("{fam}/{ty}/{protocol}")
+}
+
+/// What the guard hooks add to their records.
+fn guard_detail(ev: &KernelEvent) -> Option<String> {
+    let enforced = ev.verdict == Some(agent_common::Verdict::Deny);
+    match ev.hook? {
+        agent_common::Hook::Setsockopt => {
+            let (level, option) = ev.sockopt?;
+            let name = match (level, option) {
+                (0, 4) => "IP_OPTIONS",
+                (0, 7) => "IP_RETOPTS",
+                (41, 5) => "IPV6_2292RTHDR",
+                (41, 6) => "IPV6_2292PKTOPTIONS",
+                (41, 57) => "IPV6_RTHDR",
+                _ => "a source-route option",
+            };
+            Some(format!("setsockopt({name}) refused"))
+        }
+        agent_common::Hook::Egress if ev.reason == Some(agent_common::Reason::SourceRoute) => {
+            Some("packet with IPv4 options or an IPv6 routing header dropped".into())
+        }
+        agent_common::Hook::Egress => Some("packet of a revoked identity dropped".into()),
+        agent_common::Hook::SocketSyscall if enforced => Some(
+            "process killed (SIGKILL): this kernel refuses BPF LSM, the syscall tracepoint stands in"
+                .into(),
+        ),
+        _ => None,
+    }
 }

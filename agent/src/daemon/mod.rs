@@ -14,6 +14,7 @@ mod error;
 mod eval_slots;
 mod kernel_events;
 pub mod notify;
+mod peers;
 mod people;
 mod push;
 mod reload;
@@ -199,7 +200,7 @@ impl Daemon {
         let packet_guard = kernel.packet_guard;
         if packet_guard == PacketGuard::SeccompOnly {
             warnings.push(
-                "BPF LSM refused: packet sockets are refused only to agents started with `palisade exec` (seccomp)".into(),
+                "BPF LSM refused: sockets outside the allowlist (packet, vsock…) are refused to agents started with `palisade exec` (seccomp); agents selected by cgroup that create one are killed by a syscall tracepoint, after the fact (docs/security.md)".into(),
             );
         }
         let maps = kernel.maps_handle();

@@ -10,6 +10,7 @@
 //! before it touches the kernel and refuses to start on any fatal one; its
 //! real program load is the program check.
 
+mod guards;
 mod host;
 mod programs;
 

@@ -128,37 +128,38 @@ pub fn checks() -> Vec<Check> {
     out.push(match lsm {
         Ok(()) => Check::ok(
             "hook:socket_create",
-            "lsm/socket_create loads and attaches: packet sockets are refused to every enrolled process",
+            "lsm/socket_create loads and attaches: sockets outside the allowlist are refused to every enrolled process",
         ),
         Err(e) => {
             let listed = std::fs::read_to_string("/sys/kernel/security/lsm")
                 .is_ok_and(|l| l.trim().split(',').any(|x| x == "bpf"));
             let fix = if listed {
-                "bpf is an active LSM, yet this kernel refuses BPF LSM programs (a lockdown or hypervisor/sandbox policy); until that is lifted, run cgroup-selected agents without CAP_NET_RAW"
+                "bpf is an active LSM, yet this kernel refuses BPF LSM programs (a lockdown or hypervisor/sandbox policy); until that is lifted, start agents with `palisade exec`, or run cgroup-selected agents without CAP_NET_RAW"
             } else {
-                "enable BPF LSM (CONFIG_BPF_LSM=y and bpf in the lsm= boot parameter); meanwhile run cgroup-selected agents without CAP_NET_RAW"
+                "enable BPF LSM (CONFIG_BPF_LSM=y and bpf in the lsm= boot parameter); meanwhile start agents with `palisade exec`, or run cgroup-selected agents without CAP_NET_RAW"
             };
             Check::warn(
                 "hook:socket_create",
                 format!(
-                    "lsm/socket_create refused ({e}): packet sockets (AF_PACKET/AF_XDP) are refused only to agents started with `palisade exec` (seccomp)"
+                    "lsm/socket_create refused ({e}): sockets outside the allowlist are refused to agents started with `palisade exec` (seccomp); cgroup-selected agents that create one are killed by a syscall tracepoint, after the fact"
                 ),
                 fix,
             )
         }
     });
+    super::guards::checks(&mut ebpf, cgroup.as_ref(), &mut out);
     out
 }
 
 /// aya's message, without an empty verifier log.
-fn clean(e: &dyn std::error::Error) -> String {
+pub(super) fn clean(e: &dyn std::error::Error) -> String {
     let s = error_chain(e);
     s.strip_suffix(". Verifier output: ")
         .or_else(|| s.strip_suffix(". Verifier output:"))
         .map_or_else(|| s.clone(), str::to_string)
 }
 
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+pub(super) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -168,16 +169,15 @@ where
     prog.try_into().map_err(|e| clean(&e))
 }
 
-fn cgroup_check(
+pub(super) fn cgroup_check(
     ebpf: &mut Ebpf,
     name: &'static str,
     cgroup: Option<&File>,
     f: impl FnOnce(&mut Ebpf, &str, Option<&File>) -> Result<(), String>,
 ) -> Check {
-    let section = if name == "sock_create" {
-        "cgroup/sock_create".to_string()
-    } else {
-        format!("cgroup/{name}")
+    let section = match name {
+        "egress" => "cgroup_skb/egress".to_string(),
+        _ => format!("cgroup/{name}"),
     };
     match f(ebpf, name, cgroup) {
         Ok(()) => Check::ok(

@@ -86,6 +86,19 @@ impl CgroupFs {
         })
     }
 
+    /// Thread ids of every task in the cgroup `rel` and the cgroups below it.
+    pub fn threads_below(&self, rel: &str) -> Vec<u32> {
+        self.walk(&self.absolute(rel))
+            .into_iter()
+            .filter_map(|(r, _)| fs::read_to_string(self.absolute(&r).join("cgroup.threads")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     /// Move a process (all its threads) into a cgroup.
     pub fn move_pid(cgroup: &Path, pid: u32) -> io::Result<()> {
         fs::write(cgroup.join("cgroup.procs"), pid.to_string())
@@ -130,7 +143,7 @@ fn find_cgroup2(mountinfo: &str) -> Option<PathBuf> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

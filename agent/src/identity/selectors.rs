@@ -7,7 +7,7 @@ use std::{
     path::Path,
 };
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{CgroupFs, IdentityError, Registry};
 use crate::{bpf::KernelMaps, policy::Policy};
@@ -23,7 +23,10 @@ pub fn selected_identity<'p>(policy: &'p Policy, rel: &str) -> Option<&'p str> {
 }
 
 /// Every cgroup below `attach` selected by the policy: id → (identity, path).
-/// Cgroups under `managed` belong to `palisade exec` and are left out.
+/// Cgroups under `managed` belong to `palisade exec` and are left out. A
+/// cgroup below a selected one is never selected for a different identity:
+/// its processes belong to the cgroup above (an agent that creates a
+/// sub-cgroup named like another identity's selector stays who it is).
 pub fn desired_selections(
     policy: &Policy,
     cgroups: &CgroupFs,
@@ -31,14 +34,36 @@ pub fn desired_selections(
     managed: &Path,
 ) -> HashMap<u64, (String, String)> {
     let managed_rel = cgroups.relative(managed);
-    cgroups
+    let selected: Vec<(u64, String, &str)> = cgroups
         .walk(attach)
         .into_iter()
         .filter(|(rel, _)| !is_under(rel, managed_rel.as_deref()))
-        .filter_map(|(rel, id)| {
-            selected_identity(policy, &rel).map(|ident| (id, (ident.to_string(), rel)))
+        .filter_map(|(rel, id)| selected_identity(policy, &rel).map(|ident| (id, rel, ident)))
+        .collect();
+    let by_path: HashMap<&str, &str> = selected
+        .iter()
+        .map(|(_, rel, ident)| (rel.as_str(), *ident))
+        .collect();
+    selected
+        .iter()
+        .filter(|(_, rel, ident)| {
+            ancestors(rel).all(|a| by_path.get(a).is_none_or(|other| other == ident))
         })
+        .map(|(id, rel, ident)| (*id, (ident.to_string(), rel.clone())))
         .collect()
+}
+
+/// The relative paths above `rel` (`/a/b/c` → `/a/b`, `/a`), not `/`.
+fn ancestors(rel: &str) -> impl Iterator<Item = &str> {
+    let mut cur = rel;
+    std::iter::from_fn(move || {
+        let (parent, _) = cur.rsplit_once('/')?;
+        if parent.is_empty() {
+            return None;
+        }
+        cur = parent;
+        Some(parent)
+    })
 }
 
 fn is_under(rel: &str, base: Option<&str>) -> bool {
@@ -75,6 +100,12 @@ impl SelectorSync<'_> {
             .into_iter()
             .map(|(_, id)| id)
             .collect();
+        let paths: HashMap<u64, String> = self
+            .cgroups
+            .walk(self.attach)
+            .into_iter()
+            .map(|(rel, id)| (id, rel))
+            .collect();
         for (id, current) in self.maps.enrolled_cgroups()? {
             let keep = existing.contains(&id)
                 && (managed.contains(&id)
@@ -84,14 +115,45 @@ impl SelectorSync<'_> {
                         == Some(current));
             if !keep {
                 self.maps.unenrol_cgroup(id)?;
+                // The policy no longer puts the processes still in it in
+                // this identity (a cgroup that is gone has none; processes
+                // that left it keep their lineage).
+                if let Some(rel) = paths.get(&id) {
+                    let tids = self.cgroups.threads_below(rel);
+                    self.maps.forget_lineage(&tids, current)?;
+                }
             }
         }
         for (id, (name, rel)) in &desired {
             let index = self.registry.ensure(name)?;
             self.maps.enrol_cgroup(*id, index)?;
+            self.seed(rel, index)?;
             debug!(cgroup = %rel, identity = %name, "cgroup selected");
         }
         Ok(desired.len())
+    }
+
+    /// Give the processes already in a newly enrolled cgroup (and below) its
+    /// identity in the lineage, so they keep it if they move. Processes that
+    /// arrive later are seen by the kernel itself (`cgroup_attach_task`).
+    fn seed(&self, rel: &str, index: u32) -> Result<(), IdentityError> {
+        let tids = self.cgroups.threads_below(rel);
+        if tids.is_empty() {
+            return Ok(());
+        }
+        let added = self.maps.seed_lineage(&tids, index)?;
+        // A task that exited between the read and the write must not leave
+        // an entry a later process with its id would inherit.
+        let gone: Vec<u32> = tids
+            .iter()
+            .copied()
+            .filter(|t| !Path::new(&format!("/proc/{t}")).exists())
+            .collect();
+        self.maps.forget_lineage(&gone, index)?;
+        if added > 0 {
+            debug!(cgroup = %rel, tasks = added, "lineage seeded");
+        }
+        Ok(())
     }
 
     /// A cgroup appeared: enrol it if the policy selects it.
@@ -114,8 +176,35 @@ impl SelectorSync<'_> {
             return Ok(None);
         };
         let index = self.registry.ensure(name)?;
+        // Below an enrolled cgroup of another identity: its processes are
+        // that identity's, whatever the new cgroup is called.
+        if let Some(parent) = abs.parent() {
+            for ancestor in self
+                .cgroups
+                .ancestry_ids(&self.cgroups.relative(parent).unwrap_or_default())
+            {
+                if let Some(other) = self.maps.identity_of_cgroup(ancestor)?
+                    && other != index
+                {
+                    warn!(cgroup = %rel, selects = %name, "cgroup below another identity's cgroup is not selected");
+                    return Ok(None);
+                }
+            }
+        }
         self.maps.enrol_cgroup(id, index)?;
+        self.seed(rel, index)?;
         info!(cgroup = %rel, identity = %name, "new cgroup selected");
         Ok(Some(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ancestors;
+
+    #[test]
+    fn ancestors_of_a_path() {
+        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a/b", "/a"]);
+        assert_eq!(ancestors("/a").count(), 0);
     }
 }

@@ -145,7 +145,17 @@ pub struct Identity {
     pub grantable: Vec<GrantRule>,
     pub tools: ToolRules,
     pub budgets: Vec<Budget>,
+    /// What its agents keep of the host (`confinement:`).
+    pub confinement: Confinement,
     pub loc: SourceLoc,
+}
+
+/// `confinement:` of an identity, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Names from `crate::confine::DROPPED`.
+    pub keep_capabilities: Vec<String>,
+    pub api_tcp: bool,
 }
 
 impl Identity {

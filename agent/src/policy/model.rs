@@ -115,6 +115,28 @@ pub struct IdentityDoc {
     pub tools: ToolsDoc,
     #[serde(default)]
     pub budgets: Vec<BudgetDoc>,
+    /// What the identity's agents keep of the host (defaults keep nothing).
+    #[serde(default)]
+    pub confinement: ConfinementDoc,
+}
+
+/// What an agent keeps that would let it reach around its guard; each is
+/// off unless named here.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfinementDoc {
+    /// Capabilities `palisade exec` leaves in the agent's bounding set
+    /// (lowercase, without `cap_`): `sys_admin`, `bpf`, `net_admin`,
+    /// `net_raw`, `sys_ptrace`, `sys_module`, `sys_rawio`, `perfmon`.
+    /// Keeping `sys_ptrace` also lets the agent use ptrace and
+    /// process_vm_readv/writev and pidfd_getfd.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub keep_capabilities: Vec<Spanned<String>>,
+    /// May the agent connect to the daemon's loopback TCP API (`api.tcp`)?
+    /// Even then an enrolled process is never an operator.
+    #[serde(default)]
+    pub api_tcp: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

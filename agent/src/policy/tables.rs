@@ -75,6 +75,10 @@ pub fn compile(
                     0
                 } else {
                     IDENT_HAS_DENY
+                } | if ident.confinement.api_tcp {
+                    agent_common::maps::IDENT_API_TCP
+                } else {
+                    0
                 },
                 ..IdentityConfig::default()
             },

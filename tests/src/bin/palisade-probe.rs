@@ -2,8 +2,14 @@
 //! tests run it enrolled (through `palisade exec`) and read the outcome.
 //! Prints one JSON line: `{"ok":true}` or `{"ok":false,"errno":1,...}`.
 
+#[path = "palisade-probe/capture.rs"]
+mod capture;
 #[path = "palisade-probe/dns.rs"]
 mod dns;
+#[path = "palisade-probe/escape.rs"]
+mod escape;
+#[path = "palisade-probe/sink.rs"]
+mod sink;
 
 use std::{
     io,
@@ -68,17 +74,26 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS | udp-flood ADDR PORT MILLIS | tcp-ports ADDR PORT COUNT\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big"
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS | udp-flood ADDR PORT MILLIS | tcp-ports ADDR PORT COUNT\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big
+       palisade-probe as-user UID ACTION… | move-to CGROUP_PROCS ACTION… | mkdir-move DIR ACTION… | run PROGRAM ARGS… | sleep MS ACTION…
+       palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
+       palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
+       palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
+       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS"
     );
     std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    println!("{}", dispatch(&args));
+}
+
+fn dispatch(args: &[String]) -> String {
     let Some((action, rest)) = args.split_first() else {
         usage()
     };
-    let line = match action.as_str() {
+    match action.as_str() {
         "tcp" => report(tcp(addr(rest))),
         "udp" => report(udp_sendto(addr(rest))),
         "udp-connect" => report(udp_connect(addr(rest))),
@@ -209,7 +224,7 @@ fn main() {
             let deadline = std::time::Instant::now() + Duration::from_millis(millis);
             let sock = match udp_socket(to) {
                 Ok(s) => s,
-                Err(e) => return println!("{}", report(Err(e))),
+                Err(e) => return report(Err(e)),
             };
             let (mut count, mut sent, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
             while std::time::Instant::now() < deadline {
@@ -248,7 +263,6 @@ fn main() {
             format!(r#"{{"ok":true,"count":{count},"eperm":{eperm},"other":{other}}}"#)
         }
         "dns" => dns::run(rest).unwrap_or_else(|| usage()),
-        _ => usage(),
-    };
-    println!("{line}");
+        other => escape::run(other, rest, dispatch).unwrap_or_else(|| usage()),
+    }
 }

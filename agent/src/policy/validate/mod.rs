@@ -326,6 +326,27 @@ impl Builder {
                     Err(e) => diags.push(Diagnostic::error(SourceLoc::of(file, &sel.cgroup), e)),
                 }
             }
+            let mut keep_capabilities = Vec::new();
+            for cap in &ident.confinement.keep_capabilities {
+                let name = cap.value.trim().to_ascii_lowercase();
+                let name = name.strip_prefix("cap_").unwrap_or(&name).to_string();
+                if crate::confine::capability(&name).is_none() {
+                    diags.push(Diagnostic::error(
+                        SourceLoc::of(file, cap),
+                        format!(
+                            "`{}` is not a capability `palisade exec` drops; name one of: {}",
+                            cap.value,
+                            crate::confine::DROPPED
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                } else if !keep_capabilities.contains(&name) {
+                    keep_capabilities.push(name);
+                }
+            }
             if ident.exec_only && !ident.selectors.is_empty() {
                 diags.push(
                     Diagnostic::error(
@@ -363,6 +384,10 @@ impl Builder {
                     grantable: Vec::new(),
                     tools: ToolRules::default(),
                     budgets: Vec::new(),
+                    confinement: crate::policy::Confinement {
+                        keep_capabilities,
+                        api_tcp: ident.confinement.api_tcp,
+                    },
                     loc,
                 },
             });

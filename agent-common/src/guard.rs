@@ -1,0 +1,164 @@
+//! Types of the guards that keep an enrolled process from going around the
+//! connect hooks: its lineage (who it descends from, wherever it moves), the
+//! identity stamped on each of its sockets, the socket families it may
+//! create, and the settings the daemon hands the guard programs.
+
+/// Per socket (`SOCK_IDENT`, socket-local storage cloned to accepted
+/// sockets): the identity of the enrolled process that created, connected
+/// or last sent through it. Unenrolled sockets have no entry at all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockIdent {
+    pub identity: u32,
+    /// `SOCK_KILL_REPORTED`…
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<SockIdent>() == 8);
+
+/// `SockIdent::flags`: the kill-switch drop of this socket was recorded
+/// once already (its later packets are only counted).
+pub const SOCK_KILL_REPORTED: u32 = 1;
+
+/// `GuardConfig::flags`: the daemon found no BPF LSM, so the syscall
+/// tracepoints stand in for it (and kill what they refuse).
+pub const GUARD_SYSCALL_FALLBACK: u32 = 1;
+
+/// [0] of `GUARD_CFG`: what the daemon tells the guard programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// `GUARD_SYSCALL_FALLBACK`…
+    pub flags: u32,
+    /// The daemon's loopback TCP API port (host order); 0 when it has none.
+    pub api_port: u16,
+    /// 1 when the API address is IPv6.
+    pub api_v6: u8,
+    pub _pad: u8,
+    /// The API's address, normalised (`NormAddr::bytes`).
+    pub api_addr: [u8; 16],
+    /// Offsets into kernel structures, from this kernel's BTF, for the raw
+    /// tracepoints of the lineage (`task_struct.pid`, `cgroup.kn`,
+    /// `kernfs_node.id`, `cgroup.root`, `cgroup_root.hierarchy_id`). Zero
+    /// until the daemon has set them; the programs do nothing until then.
+    pub task_pid: u16,
+    pub cgroup_kn: u16,
+    pub kernfs_id: u16,
+    pub cgroup_root: u16,
+    pub root_hierarchy: u16,
+    /// `task_struct.thread_info.status` (x86), whose `TS_COMPAT` bit marks
+    /// a 32-bit system call; 0 where there is none.
+    pub task_status: u16,
+    pub _pad2: [u16; 2],
+}
+const _: () = assert!(size_of::<GuardConfig>() == 40);
+
+/// `SOCK_TYPE_MASK`: the type argument of socket(2) carries flags above it.
+pub const SOCK_TYPE_MASK: u32 = 0xf;
+pub const SOCK_STREAM: u32 = 1;
+pub const SOCK_DGRAM: u32 = 2;
+pub const SOCK_RAW: u32 = 3;
+pub const AF_UNIX: u32 = 1;
+pub const AF_NETLINK: u32 = 16;
+pub const NETLINK_ROUTE: u32 = 0;
+
+/// The sockets an enrolled process may create, the same everywhere it is
+/// checked (the LSM program, the syscall tracepoints, the seccomp filter of
+/// `palisade exec`): Unix sockets; TCP and UDP over IPv4 and IPv6 (their
+/// traffic passes the connect, sendmsg and egress hooks); and routing
+/// netlink, which the C library needs to list addresses. Everything else —
+/// packet sockets under any name (`AF_PACKET`, `AF_INET`+`SOCK_PACKET`),
+/// raw and ICMP sockets, SCTP, MPTCP, vsock, XDP, TIPC, RDS… — is refused.
+#[inline(always)]
+pub const fn socket_allowed(family: u32, sock_type: u32, protocol: u32) -> bool {
+    let ty = sock_type & SOCK_TYPE_MASK;
+    match family {
+        AF_UNIX => true,
+        2 | 10 => match ty {
+            SOCK_STREAM => protocol == 0 || protocol == crate::IPPROTO_TCP as u32,
+            SOCK_DGRAM => protocol == 0 || protocol == crate::IPPROTO_UDP as u32,
+            _ => false,
+        },
+        AF_NETLINK => protocol == NETLINK_ROUTE && (ty == SOCK_RAW || ty == SOCK_DGRAM),
+        _ => false,
+    }
+}
+
+/// `SOCK_PACKET`: under `AF_INET` the kernel turns it into a packet socket.
+pub const SOCK_PACKET: u32 = 10;
+
+/// The same allowlist where only the family can be judged (the seccomp
+/// filter of `palisade exec`, the syscall tracepoints): inet sockets other
+/// than packet sockets are left to `cgroup/sock_create`, which sees every
+/// inet socket an enrolled process creates, refuses all but TCP and UDP
+/// with `EPERM` and records the refusal. A packet socket made through
+/// `AF_INET`+`SOCK_PACKET` never reaches that hook, so it is refused here.
+#[inline(always)]
+pub const fn socket_family_allowed(family: u32, sock_type: u32, protocol: u32) -> bool {
+    match family {
+        AF_UNIX => true,
+        2 | 10 => sock_type & SOCK_TYPE_MASK != SOCK_PACKET,
+        AF_NETLINK => protocol == NETLINK_ROUTE,
+        _ => false,
+    }
+}
+
+/// socketpair(2) creates only Unix sockets for enrolled processes.
+#[inline(always)]
+pub const fn socketpair_allowed(family: u32) -> bool {
+    family == AF_UNIX
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: repr(C), Copy, no padding (size assertions above).
+    unsafe impl aya::Pod for super::SockIdent {}
+    unsafe impl aya::Pod for super::GuardConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist() {
+        assert!(socket_allowed(AF_UNIX, SOCK_STREAM, 0));
+        assert!(
+            socket_allowed(2, SOCK_STREAM | 0o2000000, 0),
+            "SOCK_CLOEXEC masked"
+        );
+        assert!(socket_allowed(10, SOCK_DGRAM, 17));
+        assert!(!socket_allowed(2, 10, 0), "SOCK_PACKET under AF_INET");
+        assert!(!socket_allowed(2, SOCK_RAW, 1));
+        assert!(!socket_allowed(2, SOCK_DGRAM, 1), "ICMP datagram");
+        assert!(!socket_allowed(2, SOCK_STREAM, 262), "MPTCP");
+        assert!(!socket_allowed(2, 5, 132), "SCTP");
+        assert!(!socket_allowed(17, SOCK_RAW, 0), "AF_PACKET");
+        assert!(!socket_allowed(40, SOCK_STREAM, 0), "AF_VSOCK");
+        assert!(!socket_allowed(44, SOCK_RAW, 0), "AF_XDP");
+        assert!(socket_allowed(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
+        assert!(!socket_allowed(AF_NETLINK, SOCK_RAW, 4), "sock_diag");
+        assert!(
+            socket_family_allowed(2, SOCK_RAW, 1),
+            "left to cgroup/sock_create"
+        );
+        assert!(!socket_family_allowed(2, SOCK_PACKET | 0o4000, 0));
+        assert!(!socket_family_allowed(17, SOCK_RAW, 0));
+        assert!(!socket_family_allowed(40, SOCK_STREAM, 0));
+        assert!(!socket_family_allowed(AF_NETLINK, SOCK_RAW, 4));
+        // Whatever the narrow check lets through, the full one judges the
+        // same way or leaves it to the cgroup hook (inet only).
+        for family in 0..64 {
+            for ty in 0..16 {
+                for protocol in [0, 1, 4, 6, 17, 132, 262] {
+                    if socket_allowed(family, ty, protocol) {
+                        assert!(socket_family_allowed(family, ty, protocol));
+                    } else if socket_family_allowed(family, ty, protocol) {
+                        assert!(family == 2 || family == 10, "{family}/{ty}/{protocol}");
+                    }
+                }
+            }
+        }
+        assert!(socketpair_allowed(AF_UNIX));
+        assert!(!socketpair_allowed(30), "TIPC");
+    }
+}

@@ -1,0 +1,300 @@
+//! `cgroup_skb/egress`: the last look at a packet of an enrolled socket
+//! before it leaves.
+//!
+//! * Source routes: a packet carrying IPv4 options (loose or strict source
+//!   routing among them) or an IPv6 routing header (segment routing…) goes
+//!   through hops the process chose, to a final destination the connect and
+//!   sendmsg hooks never judged. The socket options are refused earlier
+//!   (`sockopt`); this catches the same headers given per message as
+//!   control data, by TCP or UDP, and anything else that builds them.
+//! * Kill switch: every packet of a revoked identity's sockets is dropped,
+//!   so established TCP connections and connected UDP sockets stop carrying
+//!   data at once (a bare RST still leaves, so the daemon can tear the
+//!   connection down cleanly).
+//!
+//! Sockets of unenrolled processes carry no identity stamp: for them the
+//! program asks for the stamp (a pointer test in the kernel) and reads one
+//! byte of the IP header.
+
+use agent_common::{
+    AF_INET, AF_INET6, Hook, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE, NormAddr, Reason,
+    Verdict, guard::SOCK_KILL_REPORTED,
+};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, bpf_sock},
+    helpers::generated::{bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_fullsock},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+
+use crate::{
+    emit::{self, Decision},
+    identity,
+    maps::CGROUP_IDENT,
+    policy, sockets,
+};
+
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IPv6 extension headers walked looking for a routing header.
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers examined before giving up (the kernel itself builds at
+/// most hop-by-hop, destination, routing, destination, fragment).
+const MAX_EXT_HEADERS: u32 = 8;
+const TCP_RST: u8 = 0x04;
+
+/// What the IP header says.
+struct Packet {
+    dst: NormAddr,
+    /// Transport protocol and where its header starts, when found.
+    l4: u8,
+    l4_off: usize,
+    /// IPv4 options or an IPv6 routing header.
+    source_routed: bool,
+    /// Bytes after the IP header(s), from the IP length field.
+    l4_len: u32,
+}
+
+#[cgroup_skb(egress)]
+pub fn egress(ctx: SkBuffContext) -> i32 {
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+    // SAFETY: the kernel hands a valid __sk_buff; `sk` may be null.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return PASS;
+    }
+    // SAFETY: helper call on the packet's socket.
+    let sk = unsafe { bpf_sk_fullsock(sk) };
+    if sk.is_null() {
+        return PASS; // request and time-wait sockets: no storage, no data
+    }
+    // Identity 0 is never assigned and a null stamp means none: plain
+    // values rather than Options, whose payload would be an uninitialised
+    // register on the `None` path, which the verifier refuses to spill.
+    let stamp = sockets::stamp_of(sk.cast());
+    let stamped = if stamp.is_null() {
+        0
+    } else {
+        // SAFETY: `stamp` is this socket's storage.
+        unsafe { (*stamp).identity }
+    };
+    // SAFETY: reading skb->protocol (network order).
+    let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
+
+    if stamped != 0 && policy::killed(stamped) {
+        return killed(&ctx, proto, stamped, stamp);
+    }
+    // One byte tells whether there is anything to look at: IPv4 options,
+    // or an IPv6 extension header. Most packets of the host stop here.
+    if !may_be_routed(&ctx, proto) {
+        return PASS;
+    }
+    let Some(packet) = parse(&ctx, proto) else {
+        return PASS;
+    };
+    if !packet.source_routed {
+        return PASS;
+    }
+    // Options are rare: only now is it worth finding a socket's identity
+    // the hard way when it carries no stamp (made before enrolment).
+    let identity = if stamped != 0 {
+        stamped
+    } else {
+        unstamped_identity(sk, packet.l4)
+    };
+    if identity == 0 {
+        return PASS;
+    }
+    let generation = policy::active_generation();
+    let audit = matches!(policy::identity_config(generation, identity), Some(c) if c.audit != 0);
+    emit::record(&Decision {
+        hook: Hook::Egress,
+        identity,
+        generation,
+        verdict: if audit { Verdict::Audit } else { Verdict::Deny },
+        reason: Reason::SourceRoute,
+        rule: NO_RULE,
+        addr: packet.dst.bytes,
+        port: dst_port(&ctx, &packet),
+        family: if packet.dst.is_v6 { AF_INET6 } else { AF_INET },
+        protocol: u16::from(packet.l4),
+        sock_type: 0,
+    });
+    if audit { PASS } else { DROP }
+}
+
+/// A revoked identity's socket: drop, except a bare RST (no data, and it
+/// lets the peer know at once). The first drop of each socket is recorded,
+/// the rest counted.
+#[inline(always)]
+fn killed(
+    ctx: &SkBuffContext,
+    proto: u16,
+    identity: u32,
+    stamp: *mut agent_common::guard::SockIdent,
+) -> i32 {
+    let packet = parse(ctx, proto);
+    if let Some(p) = &packet
+        && p.l4 == IPPROTO_TCP
+        && let Ok(doff) = ctx.load::<u8>(p.l4_off + 12)
+        && let Ok(flags) = ctx.load::<u8>(p.l4_off + 13)
+        && flags & TCP_RST != 0
+        && p.l4_len == u32::from(doff >> 4) * 4
+    {
+        return PASS;
+    }
+    // SAFETY: `stamp` is this socket's (non-null) storage.
+    let first = unsafe {
+        let first = (*stamp).flags & SOCK_KILL_REPORTED == 0;
+        (*stamp).flags |= SOCK_KILL_REPORTED;
+        first
+    };
+    if !first {
+        emit::count(identity, Verdict::Deny);
+        return DROP;
+    }
+    let (addr, is_v6, l4, port) = match &packet {
+        Some(p) => (p.dst.bytes, p.dst.is_v6, p.l4, dst_port(ctx, p)),
+        None => ([0; 16], false, 0, 0),
+    };
+    emit::record(&Decision {
+        hook: Hook::Egress,
+        identity,
+        generation: policy::active_generation(),
+        verdict: Verdict::Deny,
+        reason: Reason::KillSwitch,
+        rule: NO_RULE,
+        addr,
+        port,
+        family: if is_v6 { AF_INET6 } else { AF_INET },
+        protocol: u16::from(l4),
+        sock_type: 0,
+    });
+    DROP
+}
+
+#[inline(always)]
+fn may_be_routed(ctx: &SkBuffContext, proto: u16) -> bool {
+    match proto {
+        ETH_P_IP => ctx.load::<u8>(0).is_ok_and(|vihl| vihl & 0xf > 5),
+        ETH_P_IPV6 => ctx.load::<u8>(6).is_ok_and(|next| {
+            matches!(
+                next,
+                NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
+            )
+        }),
+        _ => false,
+    }
+}
+
+#[inline(always)]
+fn parse(ctx: &SkBuffContext, proto: u16) -> Option<Packet> {
+    match proto {
+        ETH_P_IP => {
+            let vihl = ctx.load::<u8>(0).ok()?;
+            let ihl = usize::from(vihl & 0xf) * 4;
+            let total = u16::from_be(ctx.load::<u16>(2).ok()?);
+            let l4 = ctx.load::<u8>(9).ok()?;
+            let dst = ctx.load::<[u8; 4]>(16).ok()?;
+            Some(Packet {
+                dst: NormAddr::v4(dst),
+                l4,
+                l4_off: ihl,
+                source_routed: ihl > 20,
+                l4_len: u32::from(total).saturating_sub(ihl as u32),
+            })
+        }
+        ETH_P_IPV6 => {
+            let payload = u16::from_be(ctx.load::<u16>(4).ok()?);
+            let mut next = ctx.load::<u8>(6).ok()?;
+            let dst = ctx.load::<[u8; 16]>(24).ok()?;
+            let mut off: usize = 40;
+            let mut routed = false;
+            let mut i = 0;
+            while i < MAX_EXT_HEADERS {
+                match next {
+                    NEXTHDR_ROUTING => {
+                        routed = true;
+                        break;
+                    }
+                    NEXTHDR_HOP | NEXTHDR_DEST => {
+                        let hdr = ctx.load::<[u8; 2]>(off).ok()?;
+                        next = hdr[0];
+                        off += (usize::from(hdr[1]) + 1) * 8;
+                    }
+                    NEXTHDR_AUTH => {
+                        let hdr = ctx.load::<[u8; 2]>(off).ok()?;
+                        next = hdr[0];
+                        off += (usize::from(hdr[1]) + 2) * 4;
+                    }
+                    NEXTHDR_FRAGMENT => {
+                        next = ctx.load::<u8>(off).ok()?;
+                        off += 8;
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+            Some(Packet {
+                dst: NormAddr::v6(dst),
+                l4: next,
+                l4_off: off,
+                source_routed: routed,
+                l4_len: u32::from(payload).saturating_sub(off as u32 - 40),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn dst_port(ctx: &SkBuffContext, p: &Packet) -> u16 {
+    if p.l4 != IPPROTO_TCP && p.l4 != IPPROTO_UDP {
+        return 0;
+    }
+    ctx.load::<u16>(p.l4_off + 2).map_or(0, u16::from_be)
+}
+
+/// The identity of a socket without a stamp (made before its process was
+/// enrolled), 0 for none: the process sending, for UDP (whose packets leave
+/// in the sender's own system call), else the cgroup the socket was created
+/// in.
+#[inline(always)]
+fn unstamped_identity(sk: *mut bpf_sock, l4: u8) -> u32 {
+    if l4 == IPPROTO_UDP
+        && let Some(identity) = identity::enrolled()
+    {
+        return identity;
+    }
+    // SAFETY: helper calls on a full socket.
+    let own = unsafe { bpf_sk_cgroup_id(sk.cast()) };
+    // SAFETY: plain u32 value.
+    if let Some(identity) = unsafe { CGROUP_IDENT.get(&own) } {
+        return *identity;
+    }
+    // Identity 0 is never assigned: it stands for "none" here, because an
+    // Option's payload would be an uninitialised register on the path where
+    // nothing is found, and the verifier refuses to spill one.
+    let mut found: u32 = 0;
+    let mut level: u32 = 1;
+    while level <= MAX_CGROUP_DEPTH {
+        // SAFETY: helper call on a full socket.
+        let id = unsafe { bpf_sk_ancestor_cgroup_id(sk.cast(), level as i32) };
+        if id == 0 || id == own {
+            break;
+        }
+        // SAFETY: plain u32 value.
+        if let Some(identity) = unsafe { CGROUP_IDENT.get(&id) } {
+            found = *identity;
+        }
+        level += 1;
+    }
+    found
+}

@@ -1,0 +1,289 @@
+//! What `palisade exec` takes away from an agent before running it, so
+//! that it cannot leave its identity or reach around its guard:
+//!
+//! * a cgroup namespace rooted at its enrolled cgroup and a private mount
+//!   namespace in which every cgroup filesystem is read-only and bpffs is
+//!   not mounted (when the caller may create namespaces, i.e. has
+//!   `CAP_SYS_ADMIN`): the agent cannot write itself into another cgroup,
+//!   and cannot unlink or open Palisade's pins;
+//! * the capabilities in `DROPPED`, from the bounding, permitted,
+//!   effective, inheritable and ambient sets, unless the identity's policy
+//!   keeps them (`confinement.keep_capabilities`);
+//! * `no_new_privs`, always: no setuid binary or file capability gives
+//!   anything back.
+//!
+//! The kernel's lineage tracking follows the agent even where none of this
+//! applies (an unprivileged caller); this keeps it from trying.
+
+use std::{io, path::PathBuf};
+
+use nix::{
+    mount::{MntFlags, MsFlags, mount, umount2},
+    sched::{CloneFlags, unshare},
+};
+
+/// Capabilities an agent loses unless its policy keeps them, by policy
+/// name and number.
+pub const DROPPED: &[(&str, u32)] = &[
+    // Mounts, namespaces, cgroup delegation, BPF before CAP_BPF: the key to
+    // most of the others.
+    ("sys_admin", 21),
+    // Loading and detaching eBPF programs, reading and writing maps.
+    ("bpf", 39),
+    // Routes, interfaces, firewall, network namespaces of others.
+    ("net_admin", 12),
+    // Raw and packet sockets.
+    ("net_raw", 13),
+    // Reaching into other processes (another identity's agent).
+    ("sys_ptrace", 19),
+    // Kernel modules.
+    ("sys_module", 16),
+    // /dev/mem, I/O ports: the kernel's memory.
+    ("sys_rawio", 17),
+    // Tracing programs and perf events (with CAP_BPF).
+    ("perfmon", 38),
+];
+
+/// The number of a capability by its policy name.
+pub fn capability(name: &str) -> Option<u32> {
+    DROPPED.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// Errors applying the confinement; each says which step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("{step}: {source}")]
+    Step {
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn step(step: impl Into<String>) -> impl FnOnce(io::Error) -> ConfineError {
+    let step = step.into();
+    move |source| ConfineError::Step { step, source }
+}
+
+/// What `apply` did, for the caller's log.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Namespaces were created (the caller had `CAP_SYS_ADMIN`).
+    pub namespaces: bool,
+    pub read_only: Vec<PathBuf>,
+    pub hidden: Vec<PathBuf>,
+    pub dropped: Vec<&'static str>,
+}
+
+/// Confine the calling (single-threaded, about to exec) process.
+pub fn apply(keep: &[String]) -> Result<Applied, ConfineError> {
+    let mut applied = Applied::default();
+    if has_effective(21) {
+        namespaces(&mut applied)?;
+    }
+    for (name, cap) in DROPPED {
+        if keep.iter().any(|k| k == name) {
+            continue;
+        }
+        drop_capability(*cap).map_err(step(format!("dropping CAP_{}", name.to_uppercase())))?;
+        applied.dropped.push(name);
+    }
+    // SAFETY: plain prctl calls.
+    unsafe {
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(step("clearing ambient capabilities")(
+                io::Error::last_os_error(),
+            ));
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(step("setting no_new_privs")(io::Error::last_os_error()));
+        }
+    }
+    Ok(applied)
+}
+
+/// A cgroup namespace at the current (enrolled) cgroup, and a mount
+/// namespace that no longer propagates to the host, with cgroupfs
+/// read-only and bpffs gone.
+fn namespaces(applied: &mut Applied) -> Result<(), ConfineError> {
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| step("creating mount and cgroup namespaces")(e.into()))?;
+    // Changes below stay in this namespace.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| step("making the mount namespace private")(e.into()))?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(step("reading /proc/self/mountinfo"))?;
+    let mut mounts = parse_mountinfo(&text);
+    // Deepest first: a mount on top of another goes before it.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.point.as_os_str().len()));
+    for m in &mounts {
+        match m.fstype.as_str() {
+            "bpf" => {
+                umount2(&m.point, MntFlags::MNT_DETACH).map_err(|e| {
+                    step(format!("unmounting bpffs at {}", m.point.display()))(e.into())
+                })?;
+                applied.hidden.push(m.point.clone());
+            }
+            "cgroup" | "cgroup2" if !m.read_only => {
+                mount(
+                    None::<&str>,
+                    &m.point,
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | m.flags,
+                    None::<&str>,
+                )
+                .map_err(|e| step(format!("making {} read-only", m.point.display()))(e.into()))?;
+                applied.read_only.push(m.point.clone());
+            }
+            _ => {}
+        }
+    }
+    applied.namespaces = true;
+    Ok(())
+}
+
+struct MountPoint {
+    point: PathBuf,
+    fstype: String,
+    read_only: bool,
+    /// Per-mount flags to keep on a remount.
+    flags: MsFlags,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountPoint> {
+    text.lines()
+        .filter_map(|line| {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER
+            let (left, right) = line.split_once(" - ")?;
+            let mut l = left.split_whitespace();
+            let point = crate::identity::cgroupfs::unescape_mountinfo(l.nth(4)?);
+            let opts = l.next()?;
+            let fstype = right.split_whitespace().next()?.to_string();
+            let mut flags = MsFlags::empty();
+            for o in opts.split(',') {
+                flags |= match o {
+                    "nosuid" => MsFlags::MS_NOSUID,
+                    "nodev" => MsFlags::MS_NODEV,
+                    "noexec" => MsFlags::MS_NOEXEC,
+                    "noatime" => MsFlags::MS_NOATIME,
+                    "nodiratime" => MsFlags::MS_NODIRATIME,
+                    "relatime" => MsFlags::MS_RELATIME,
+                    _ => MsFlags::empty(),
+                };
+            }
+            Some(MountPoint {
+                point: PathBuf::from(point),
+                fstype,
+                read_only: opts.split(',').any(|o| o == "ro"),
+                flags,
+            })
+        })
+        .collect()
+}
+
+/// `capget`/`capset` (version 3: two 32-bit words per set).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+const CAP_V3: u32 = 0x2008_0522;
+
+fn capget() -> io::Result<[CapData; 2]> {
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and two data structs, as version 3 expects.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(data)
+}
+
+fn has_effective(cap: u32) -> bool {
+    capget().is_ok_and(|d| d[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0)
+}
+
+/// Remove `cap` from the bounding set (if this process may) and from the
+/// effective, permitted and inheritable sets.
+fn drop_capability(cap: u32) -> io::Result<()> {
+    // SAFETY: plain prctl calls.
+    unsafe {
+        if libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) == 1
+            && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+        {
+            let e = io::Error::last_os_error();
+            // Without CAP_SETPCAP the bounding set cannot shrink; such a
+            // caller does not hold the capability to begin with (checked
+            // below), and no_new_privs keeps it from gaining it.
+            if e.raw_os_error() != Some(libc::EPERM) {
+                return Err(e);
+            }
+        }
+    }
+    let mut data = capget()?;
+    let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+    if (data[word].effective | data[word].permitted | data[word].inheritable) & bit == 0 {
+        return Ok(());
+    }
+    data[word].effective &= !bit;
+    data[word].permitted &= !bit;
+    data[word].inheritable &= !bit;
+    let mut hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    // SAFETY: header and two data structs, as version 3 expects.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mount_flags_and_types() {
+        let text = "41 31 0:38 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw\n\
+                    50 23 0:40 / /sys/fs/bpf rw,relatime - bpf bpf rw,mode=700\n\
+                    60 23 0:41 / /mnt/a\\040b ro,relatime - cgroup cgroup rw,cpu\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].fstype, "cgroup2");
+        assert!(m[0].flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC));
+        assert!(!m[0].read_only);
+        assert_eq!(m[1].point, PathBuf::from("/sys/fs/bpf"));
+        assert_eq!(m[2].point, PathBuf::from("/mnt/a b"));
+        assert!(m[2].read_only);
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(capability("net_raw"), Some(13));
+        assert_eq!(capability("chown"), None);
+    }
+}

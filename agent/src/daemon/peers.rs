@@ -1,0 +1,105 @@
+//! Who is at the other end: a process by its lineage, the local process
+//! behind a loopback TCP connection to the API, and the sockets of a
+//! revoked identity.
+
+use std::net::SocketAddr;
+
+use tracing::{info, warn};
+
+use super::{Daemon, DaemonError};
+use crate::identity::CgroupFs;
+
+impl Daemon {
+    /// The identity index a process carries, as the kernel hooks see it:
+    /// its lineage first (any of its threads: the leader may have exited),
+    /// else the nearest enrolled cgroup among its own and its ancestors.
+    pub(super) fn identity_index_of_pid(&self, pid: u32) -> Result<Option<u32>, DaemonError> {
+        if let Some(index) = self.maps.lineage_of(pid)? {
+            return Ok(Some(index));
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.filter_map(Result::ok) {
+                if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok())
+                    && let Some(index) = self.maps.lineage_of(tid)?
+                {
+                    return Ok(Some(index));
+                }
+            }
+        }
+        let rel = CgroupFs::cgroup_of_pid(pid)
+            .map_err(|e| DaemonError::Unauthenticated(format!("process {pid}: {e}")))?;
+        // One map lookup per ancestor: this runs on every API call.
+        for id in self.cgroups.ancestry_ids(&rel) {
+            if let Some(index) = self.maps.identity_of_cgroup(id)? {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The identity of the local process at the other end of a loopback
+    /// TCP connection to the API (`local` is the daemon's end). The kernel
+    /// stamped the peer's socket with its identity when an enrolled process
+    /// created or connected it; a socket it did not stamp is checked once
+    /// more by the processes holding it. A peer that cannot be found is an
+    /// error: an unidentified caller is never taken for an operator.
+    pub fn identity_of_tcp_peer(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<Option<(String, u32)>, DaemonError> {
+        let socket = self
+            .maps
+            .tcp_socket_identity(remote, local)?
+            .ok_or_else(|| {
+                DaemonError::Unauthenticated(format!(
+                    "no local socket {remote} → {local}: the TCP peer is not a process of this host's network namespace"
+                ))
+            })?;
+        let name = |index: u32| {
+            self.registry
+                .name_of(index)
+                .unwrap_or_else(|| format!("#{index}"))
+        };
+        if let Some(index) = socket.identity {
+            return Ok(Some((name(index), index)));
+        }
+        for pid in holders_of_socket(socket.inode) {
+            if let Some(index) = self.identity_index_of_pid(pid)? {
+                return Ok(Some((name(index), index)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Abort the TCP and UDP sockets of a revoked identity, so established
+    /// connections end at once (the kernel already drops their packets).
+    pub(super) fn destroy_sockets_of(&self, identity: &str, index: u32) {
+        match self.maps.destroy_sockets_of(index) {
+            Ok(0) => {}
+            Ok(n) => info!(identity, sockets = n, "revoked identity's sockets aborted"),
+            Err(e) => {
+                warn!(identity, error = %e, "aborting the revoked identity's sockets (their packets are dropped regardless)")
+            }
+        }
+    }
+}
+
+/// Processes with a descriptor for socket `inode` (`socket:[inode]`).
+fn holders_of_socket(inode: u32) -> Vec<u32> {
+    let target = format!("socket:[{inode}]");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok).any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
+                })
+            })
+        })
+        .collect()
+}
