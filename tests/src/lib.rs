@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod netns;
 pub mod probe;
 pub mod servers;
+pub mod session;
 
 pub use daemon::DaemonProc;
 pub use env::TestEnv;

@@ -5,6 +5,7 @@
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
 mod approve;
+mod caller;
 mod decide;
 mod dns;
 mod egress;
