@@ -78,7 +78,58 @@ fn scopes(ident: &Identity) -> Vec<String> {
     v
 }
 
+/// Does judging a call of `ident` evaluate CEL (whose cost depends on what
+/// the caller sends)?
+fn has_conditions(ident: &Identity) -> bool {
+    ident
+        .tools
+        .all()
+        .any(|r| r.when.is_some() || r.approval_if.is_some())
+        || ident.budgets.iter().any(|b| b.sum.is_some())
+}
+
 impl Daemon {
+    /// `decide` for the API: calls of identities whose rules have
+    /// conditions are evaluated on the blocking pool, a few at a time per
+    /// identity (`eval_slots`), so a costly call never holds the runtime
+    /// workers or another identity's decisions.
+    pub async fn decide_async(
+        self: &std::sync::Arc<Self>,
+        caller: Caller,
+        req: DecideInput,
+    ) -> Result<DecideOutcome, DaemonError> {
+        let identity = match self.agent_identity(&caller, "Decide") {
+            Ok((identity, _)) => identity,
+            // Refused before anything is evaluated (and recorded as such).
+            Err(_) => return self.decide(&caller, req),
+        };
+        let conditions = self
+            .active()
+            .policy
+            .identity(&identity)
+            .is_some_and(has_conditions);
+        if !conditions {
+            return self.decide(&caller, req);
+        }
+        let slot = match self.eval_slots.acquire(&identity).await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                let e = DaemonError::Busy(busy.to_string());
+                let mut ev = self.call_event(&identity, &caller, &req, "deny", e.code());
+                ev.detail = Some(e.to_string());
+                self.audit.emit(ev);
+                return Err(e);
+            }
+        };
+        let daemon = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            daemon.decide(&caller, req)
+        })
+        .await
+        .map_err(|e| DaemonError::Config(format!("decision evaluation stopped: {e}")))?
+    }
+
     fn refuse_if_revoked(&self, identity: &str, index: u32) -> Result<(), DaemonError> {
         if self.maps.killed(index)? {
             return Err(DaemonError::Revoked(identity.to_string()));
@@ -316,6 +367,7 @@ impl Daemon {
                         self.audit.emit(ev);
                         self.metrics
                             .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                        self.announce(&a);
                     }
                     approval = Some((a.id, String::new()));
                 }
@@ -382,6 +434,7 @@ impl Daemon {
             c.params_digest = digest.map(str::to_string);
             if let Some(p) = &req.params {
                 c.params = p.fields.keys().cloned().collect();
+                c.numbers = crate::discovery::numeric_params(p);
             }
             if let Some((id, approver)) = &approval {
                 c.approval_id = Some(id.clone());
