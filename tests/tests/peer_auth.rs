@@ -222,7 +222,10 @@ fn both(s: &mut Session, cmd: &Value) -> (Value, Value) {
 
 fn same_answer(old: &Value, fresh: &Value, what: &str) {
     for k in ["ok", "code", "verdict", "reason", "rules"] {
-        assert_eq!(old[k], fresh[k], "{what}: old connection {old}, new connection {fresh}");
+        assert_eq!(
+            old[k], fresh[k],
+            "{what}: old connection {old}, new connection {fresh}"
+        );
     }
 }
 
@@ -253,7 +256,11 @@ fn identity_is_read_again_on_every_call_of_a_connection() {
         },
     );
     expect_ok(&s.call(&list), "an operator lists approvals");
-    expect_refused(&s.call(&pay), "Unauthenticated", "Decide from a host process");
+    expect_refused(
+        &s.call(&pay),
+        "Unauthenticated",
+        "Decide from a host process",
+    );
 
     // Moved into an agent's cgroup with the connection open: from the next
     // call on it is that agent, and no longer an operator.
@@ -276,11 +283,18 @@ fn identity_is_read_again_on_every_call_of_a_connection() {
     // Moved out of its identity's cgroup (to another identity's, then to
     // an unenrolled one): the old connection answers exactly as a new one
     // from the same process would, whatever the daemon makes of the move.
-    for (to, what) in [(&support, "support's cgroup"), (&host, "an unenrolled cgroup")] {
+    for (to, what) in [
+        (&support, "support's cgroup"),
+        (&host, "an unenrolled cgroup"),
+    ] {
         move_to(s.caller_pid, to);
         let (old, fresh) = both(&mut s, &pay);
         same_answer(&old, &fresh, &format!("Decide after a move to {what}"));
         let (old, fresh) = both(&mut s, &list);
-        same_answer(&old, &fresh, &format!("an operator call after a move to {what}"));
+        same_answer(
+            &old,
+            &fresh,
+            &format!("an operator call after a move to {what}"),
+        );
     }
 }

@@ -88,7 +88,9 @@ fn sleeper_at(pid: u32, cgroup: Option<&Path>) -> Reaped {
 static PIDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn attack(peer_pin: &str) {
-    let _serial = PIDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = PIDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let crm = TcpServer::start("127.120.0.2");
     let env = TestEnv::new(&format!("pid-reuse-{peer_pin}"), "version: 1\n");
     let payments = env.make_cgroup("payments.service");
@@ -105,10 +107,19 @@ fn attack(peer_pin: &str) {
     let asked = rpc(
         &env,
         RpcAs::Cgroup(&payments),
-        &["decide", "none", "stripe", "create_payment", r#"{"amount": 9000}"#],
+        &[
+            "decide",
+            "none",
+            "stripe",
+            "create_payment",
+            r#"{"amount": 9000}"#,
+        ],
     );
     assert_eq!(asked["verdict"], "APPROVAL_REQUIRED", "{asked}");
-    let approval = asked["approval_id"].as_str().unwrap_or_default().to_string();
+    let approval = asked["approval_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
 
     // --- A root agent hoping to become an operator ---------------------
     let mut s = Session::start(
@@ -122,42 +133,64 @@ fn attack(peer_pin: &str) {
     // While the agent that connected lives, the child speaks as it: an
     // agent, and no operator.
     let control = s.call(&json!({"op": "decide", "tool": "stripe", "action": "create_payment", "params": {"amount": 10}}));
-    assert_eq!(control["verdict"], "ALLOW", "the handed-over connection before the exit: {control}");
+    assert_eq!(
+        control["verdict"], "ALLOW",
+        "the handed-over connection before the exit: {control}"
+    );
     let as_agent = s.call(&json!({"op": "resolve", "id": approval, "approve": true}));
-    assert_eq!(as_agent["code"], "PermissionDenied", "an agent approving: {as_agent}");
+    assert_eq!(
+        as_agent["code"], "PermissionDenied",
+        "an agent approving: {as_agent}"
+    );
 
     let freed = s.release_parent();
     // A host process, root and not enrolled, gets the agent's pid.
     let operator_like = sleeper_at(freed, Some(&host));
     let host_cgroup = cgroup_of(freed);
     let calls = [
-        ("approve", json!({"op": "resolve", "id": approval, "approve": true})),
+        (
+            "approve",
+            json!({"op": "resolve", "id": approval, "approve": true}),
+        ),
         ("revoke", json!({"op": "revoke", "identity": "support"})),
         ("enroll", json!({"op": "enroll", "identity": "payments"})),
         ("list approvals", json!({"op": "list_approvals"})),
-        ("decide", json!({"op": "decide", "tool": "stripe", "action": "create_payment", "params": {"amount": 10}})),
+        (
+            "decide",
+            json!({"op": "decide", "tool": "stripe", "action": "create_payment", "params": {"amount": 10}}),
+        ),
         ("issue a token", json!({"op": "issue"})),
     ];
     for (what, cmd) in &calls {
-        refused_as_exited(&s.call(cmd), &format!("root agent, pid reused by a host process: {what}"));
+        refused_as_exited(
+            &s.call(cmd),
+            &format!("root agent, pid reused by a host process: {what}"),
+        );
     }
     // Nothing happened: the approval still waits, support is not revoked,
     // the host process was not moved.
     let pending = env.cli_ok(&["approvals", "--json"]);
-    assert!(pending.contains(&approval), "the approval is still pending: {pending}");
+    assert!(
+        pending.contains(&approval),
+        "the approval is still pending: {pending}"
+    );
     let status = env.status();
     let support_status = status["identities"]
         .as_array()
         .and_then(|ids| ids.iter().find(|i| i["id"] == "support"))
         .cloned()
         .unwrap_or_default();
-    assert_ne!(support_status["killed"], true, "support was revoked: {status}");
+    assert_ne!(
+        support_status["killed"], true,
+        "support was revoked: {status}"
+    );
     assert_eq!(cgroup_of(freed), host_cgroup, "the host process was moved");
     // Records are written in order: once the refusals are in the trail,
     // anything the calls had done would be too.
     wait_refusals(&env, freed, calls.len());
     assert_eq!(
-        count(&env, |e| e["kind"] == "approval" && e["verdict"] == "approved"),
+        count(&env, |e| e["kind"] == "approval"
+            && e["verdict"] == "approved"),
         0
     );
     assert_eq!(count(&env, |e| e["kind"] == "kill_switch"), 0);
@@ -166,7 +199,8 @@ fn attack(peer_pin: &str) {
     // agent, with no operator rights.
     let own = s.call(&json!({"op": "decide", "fresh": true, "tool": "stripe", "action": "create_payment", "params": {"amount": 10}}));
     assert_eq!(own["verdict"], "ALLOW", "the child's own connection: {own}");
-    let own_approve = s.call(&json!({"op": "resolve", "fresh": true, "id": approval, "approve": true}));
+    let own_approve =
+        s.call(&json!({"op": "resolve", "fresh": true, "id": approval, "approve": true}));
     assert_eq!(own_approve["code"], "PermissionDenied", "{own_approve}");
     drop(operator_like);
     drop(s);
@@ -183,28 +217,45 @@ fn attack(peer_pin: &str) {
         },
     );
     let control = s.call(&json!({"op": "decide", "tool": "stripe", "action": "create_payment", "params": {"amount": 10}}));
-    assert_eq!(control["verdict"], "ALLOW", "unprivileged, before the exit: {control}");
+    assert_eq!(
+        control["verdict"], "ALLOW",
+        "unprivileged, before the exit: {control}"
+    );
     let freed = s.release_parent();
     // An agent of another identity gets the pid.
     let other_agent = sleeper_at(freed, Some(&support));
     let crm_port = crm.addr.port();
     let calls = [
-        ("decide as support", json!({"op": "decide", "tool": "zendesk", "action": "reply", "params": {}})),
+        (
+            "decide as support",
+            json!({"op": "decide", "tool": "zendesk", "action": "reply", "params": {}}),
+        ),
         ("issue support's token", json!({"op": "issue"})),
-        ("support's grant", json!({"op": "egress", "destination": "127.120.0.2", "port": crm_port})),
+        (
+            "support's grant",
+            json!({"op": "egress", "destination": "127.120.0.2", "port": crm_port}),
+        ),
         ("list approvals", json!({"op": "list_approvals"})),
     ];
     for (what, cmd) in &calls {
-        refused_as_exited(&s.call(cmd), &format!("unprivileged agent, pid reused by support: {what}"));
+        refused_as_exited(
+            &s.call(cmd),
+            &format!("unprivileged agent, pid reused by support: {what}"),
+        );
     }
     wait_refusals(&env, freed, calls.len());
     // At the far end: no grant opened the CRM to support.
     let crm_port = crm_port.to_string();
     Probe::in_cgroup(&support, &["tcp", "127.120.0.2", &crm_port])
         .expect_eperm("support after the attacker's grant request");
-    assert_eq!(count(&env, |e| e["kind"] == "grant"), 0, "no grant recorded");
     assert_eq!(
-        count(&env, |e| e["kind"] == "decision" && e["identity"] == "support"),
+        count(&env, |e| e["kind"] == "grant"),
+        0,
+        "no grant recorded"
+    );
+    assert_eq!(
+        count(&env, |e| e["kind"] == "decision"
+            && e["identity"] == "support"),
         0,
         "nothing was decided as support"
     );

@@ -40,7 +40,11 @@ pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     let peer = match req.extensions().get::<PeerConn>() {
         Some(PeerConn(Ok(p))) => p.clone(),
         Some(PeerConn(Err(e))) => return Err(Status::unauthenticated(e.to_string())),
-        None => return Err(Status::unauthenticated("no peer credentials on this connection")),
+        None => {
+            return Err(Status::unauthenticated(
+                "no peer credentials on this connection",
+            ));
+        }
     };
     Ok(Caller {
         operator_token,

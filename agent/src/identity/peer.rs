@@ -233,7 +233,8 @@ mod tests {
 
     #[test]
     fn stat_fields_survive_odd_command_names() {
-        let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        let line =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat(line), Some(('S', 987_654)));
         assert_eq!(parse_stat("4242 (x"), None);
     }
@@ -244,10 +245,8 @@ mod tests {
     fn a_peer_that_exits_is_gone_with_either_pin() {
         for kind in [PinKind::Auto, PinKind::StartTime] {
             // (A socketpair's peer would be ourselves: a child connects.)
-            let dir = std::env::temp_dir().join(format!(
-                "palisade-peer-{}-{kind:?}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("palisade-peer-{}-{kind:?}", std::process::id()));
             let _ = std::fs::remove_file(&dir);
             let listener =
                 std::os::unix::net::UnixListener::bind(&dir).unwrap_or_else(|e| panic!("{e}"));
@@ -261,15 +260,18 @@ mod tests {
                 .spawn()
                 .unwrap_or_else(|e| panic!("{e}"));
             let (conn, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
-            let peer =
-                PeerProcess::of_socket(conn.as_fd(), kind).unwrap_or_else(|e| panic!("{e}"));
+            let peer = PeerProcess::of_socket(conn.as_fd(), kind).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(peer.pid, child.id());
             if kind == PinKind::StartTime {
                 assert_eq!(stat(peer.pid).map(|s| s.1).ok(), Some(peer.start_time));
             }
             assert!(peer.alive(), "{kind:?}: the child runs");
             if kind == PinKind::Auto {
-                assert_eq!(peer.pin_name(), "peer-pidfd", "this kernel has SO_PEERPIDFD");
+                assert_eq!(
+                    peer.pin_name(),
+                    "peer-pidfd",
+                    "this kernel has SO_PEERPIDFD"
+                );
             }
             drop(child.stdin.take());
             // Exited but not reaped yet: a zombie already counts as gone.

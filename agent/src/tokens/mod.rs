@@ -24,8 +24,8 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use keys::{KeyFile, KeySet};
 use cache::{Lifetime, VerifiedCache};
+pub use keys::{KeyFile, KeySet};
 use replay::{ReplayCache, Seen};
 
 /// Clock leeway for `exp` and `nbf` (RFC 8725 asks for little).

@@ -206,7 +206,10 @@ fn main() {
         nix::unistd::ForkResult::Parent { child } => {
             drop(write_end);
             drop(stream);
-            println!("{}", json!({"parent": std::process::id(), "child": child.as_raw()}));
+            println!(
+                "{}",
+                json!({"parent": std::process::id(), "child": child.as_raw()})
+            );
             let _ = std::io::stdout().flush();
             // Wait until the child releases us (or dies), then exit.
             let mut buf = [0u8; 1];
