@@ -117,6 +117,11 @@ pub struct ApiConfig {
     /// "127.0.0.1:50051"). Over TCP there are no peer credentials: agent
     /// calls need the Unix socket; operator calls need an operator token.
     pub tcp: Option<String>,
+    /// How a connection is tied to the process that made it: `auto` (the
+    /// kernel's pidfd of the peer, `SO_PEERPIDFD`, where Linux ≥ 6.5 has
+    /// it, else `start-time`) or `start-time` (the pid and its start time
+    /// at accept, held with `pidfd_open`: what older kernels get).
+    pub peer_pin: crate::identity::PinKind,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -18,6 +18,7 @@ pub mod netns;
 pub mod operator;
 pub mod probe;
 pub mod servers;
+pub mod session;
 pub mod systemd;
 
 pub use daemon::DaemonProc;

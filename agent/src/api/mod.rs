@@ -5,6 +5,7 @@
 pub mod client;
 mod decision;
 pub mod observe;
+mod peer;
 mod server;
 
 pub use server::{PalisadeService, serve};

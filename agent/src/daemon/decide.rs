@@ -88,16 +88,62 @@ fn has_conditions(ident: &Identity) -> bool {
         || ident.budgets.iter().any(|b| b.sum.is_some())
 }
 
+/// Inputs at most this many values (lists, maps and their items counted
+/// together) and string bytes are judged on the thread that received the
+/// call: loops in conditions iterate over inputs, so even a cubic
+/// condition over 32 values is 32,768 steps, a fraction of the
+/// evaluation budget.
+const INLINE_VALUES: usize = 32;
+const INLINE_STRING_BYTES: usize = 8 * 1024;
+
+/// Are the call's params and context small enough that evaluating any
+/// condition over them is cheap?
+fn small_input(req: &DecideInput) -> bool {
+    fn walk(v: &prost_types::Value, values: &mut usize, bytes: &mut usize) -> bool {
+        use prost_types::value::Kind;
+        *values += 1;
+        if *values > INLINE_VALUES {
+            return false;
+        }
+        match &v.kind {
+            Some(Kind::StringValue(s)) => {
+                *bytes += s.len();
+                *bytes <= INLINE_STRING_BYTES
+            }
+            Some(Kind::ListValue(l)) => l.values.iter().all(|v| walk(v, values, bytes)),
+            Some(Kind::StructValue(s)) => fields(s, values, bytes),
+            _ => true,
+        }
+    }
+    fn fields(s: &Struct, values: &mut usize, bytes: &mut usize) -> bool {
+        s.fields.iter().all(|(k, v)| {
+            *bytes += k.len();
+            walk(v, values, bytes)
+        })
+    }
+    let (mut values, mut bytes) = (0, 0);
+    [&req.params, &req.context]
+        .into_iter()
+        .flatten()
+        .all(|s| fields(s, &mut values, &mut bytes))
+}
+
 impl Daemon {
     /// `decide` for the API: calls of identities whose rules have
-    /// conditions are evaluated on the blocking pool, a few at a time per
-    /// identity (`eval_slots`), so a costly call never holds the runtime
-    /// workers or another identity's decisions.
+    /// conditions, with inputs larger than `small_input` allows, are
+    /// evaluated on the blocking pool, a few at a time per identity
+    /// (`eval_slots`), so a costly call never holds the runtime workers or
+    /// another identity's decisions. Small calls, the common case, are
+    /// judged where they arrived: no thread hand-off, and no slot an
+    /// agent's own concurrency could run out of.
     pub async fn decide_async(
         self: &std::sync::Arc<Self>,
         caller: Caller,
         req: DecideInput,
     ) -> Result<DecideOutcome, DaemonError> {
+        if small_input(&req) {
+            return self.decide(&caller, req);
+        }
         let identity = match self.agent_identity(&caller, "Decide") {
             Ok((identity, _)) => identity,
             // Refused before anything is evaluated (and recorded as such).
@@ -535,5 +581,49 @@ impl Daemon {
     /// Unix seconds now (for answers).
     pub fn now_unix() -> u64 {
         unix(SystemTime::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_items(n: usize) -> DecideInput {
+        use prost_types::{ListValue, Value as V, value::Kind};
+        let items = (0..n)
+            .map(|i| V {
+                kind: Some(Kind::NumberValue(i as f64)),
+            })
+            .collect();
+        let list = V {
+            kind: Some(Kind::ListValue(ListValue { values: items })),
+        };
+        DecideInput {
+            params: Some(Struct {
+                fields: [("items".to_string(), list)].into_iter().collect(),
+            }),
+            ..DecideInput::default()
+        }
+    }
+
+    #[test]
+    fn only_small_inputs_are_judged_inline() {
+        assert!(small_input(&DecideInput::default()));
+        assert!(small_input(&with_items(8)));
+        assert!(!small_input(&with_items(10_000)));
+        let long = DecideInput {
+            context: Some(Struct {
+                fields: [(
+                    "text".to_string(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue("x".repeat(20_000))),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+            ..DecideInput::default()
+        };
+        assert!(!small_input(&long));
     }
 }

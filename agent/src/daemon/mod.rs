@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod approve;
+mod caller;
 mod decide;
 mod dns;
 mod egress;

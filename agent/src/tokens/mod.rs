@@ -1,13 +1,15 @@
 //! Short-lived tokens (EdDSA JWTs), verified the way RFC 8725 asks: the
 //! algorithm pinned to the key's, `typ` checked, `exp`/`nbf`/`iss`/`aud`/
 //! `sub` required and checked with at most 5 s of leeway, and every `jti`
-//! accepted once. Nothing is cached by signature.
+//! accepted once. Verified tokens are remembered by the hash of the whole
+//! token until they expire (`cache`), never by their signature.
 //!
 //! Three kinds share the keys, told apart by `typ`:
 //! - `at+jwt`: an access token for one identity, single use, for `Decide`;
 //! - `approval+jwt`: the override for one approved call, single use;
 //! - `operator+jwt`: an operator's credential for operator calls.
 
+mod cache;
 pub mod keys;
 mod replay;
 
@@ -22,6 +24,7 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use cache::{Lifetime, VerifiedCache};
 pub use keys::{KeyFile, KeySet};
 use replay::{ReplayCache, Seen};
 
@@ -133,6 +136,33 @@ pub struct OverrideClaims {
     pub jti: String,
 }
 
+impl Lifetime for AccessClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Lifetime for OverrideClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Lifetime for OperatorClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
 /// Claims of an operator token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OperatorClaims {
@@ -160,17 +190,11 @@ pub fn unix(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// 128 random bits as hex.
+/// 128 random bits as hex, from the thread's CSPRNG (ChaCha, seeded and
+/// reseeded from the OS): unpredictable like `getrandom`, without a system
+/// call on every decision.
 pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    // getrandom only fails when the OS has no randomness at all.
-    if getrandom::getrandom(&mut b).is_err() {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = now.to_le_bytes();
-    }
-    crate::hex::lower(&b)
+    crate::hex::lower(&rand::random::<[u8; 16]>())
 }
 
 /// The `alg` a token's header declares, read without trusting anything.
@@ -189,6 +213,8 @@ pub struct Tokens {
     pub settings: TokenSettings,
     keys: ArcSwap<KeySet>,
     replay: ReplayCache,
+    /// Tokens that passed `verify`, by the hash of the whole token.
+    verified: VerifiedCache,
     /// Identity → the second of its last revocation: tokens issued at or
     /// before it never verify again, even after the identity is restored.
     revoked_at: Mutex<HashMap<String, u64>>,
@@ -207,6 +233,7 @@ impl Tokens {
             settings,
             keys: ArcSwap::from_pointee(keys),
             replay: ReplayCache::default(),
+            verified: VerifiedCache::default(),
             revoked_at: Mutex::new(HashMap::new()),
             started_at: unix(SystemTime::now()),
             latest_iat: std::sync::atomic::AtomicU64::new(0),
@@ -217,6 +244,8 @@ impl Tokens {
     pub fn reload_keys(&self) -> Result<(), TokenError> {
         let keys = KeyFile::read(&self.settings.key_file)?.key_set(SystemTime::now())?;
         self.keys.store(Arc::new(keys));
+        // A retired key stops vouching for tokens it verified before.
+        self.verified.clear();
         Ok(())
     }
 
@@ -307,8 +336,30 @@ impl Tokens {
         self.sign(TYP_APPROVAL, &claims)
     }
 
-    /// Verify everything but single use.
-    fn verify<C: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<C, TokenError> {
+    /// Verify everything but single use, from the cache when this exact
+    /// token passed before (see `cache` for what is and is not cached).
+    fn verify<C>(&self, token: &str, typ: &'static str) -> Result<C, TokenError>
+    where
+        C: DeserializeOwned + Lifetime + Clone + Send + Sync + 'static,
+    {
+        let key = VerifiedCache::key(token);
+        let now = unix(SystemTime::now());
+        let keys = self.keys.load();
+        let trusted = |kid: &str| keys.verifying.contains_key(kid);
+        if let Some(c) = self.verified.get(&key, typ, now, LEEWAY_SECS, trusted) {
+            return Ok(c);
+        }
+        let (claims, kid) = self.verify_signed(token, typ)?;
+        self.verified.put(key, typ, &kid, &claims);
+        Ok(claims)
+    }
+
+    /// The full check of `verify`; also returns the key id that vouched.
+    fn verify_signed<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &'static str,
+    ) -> Result<(C, String), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // `alg: none` and other names the library does not know are
             // algorithm refusals, and the audit trail should say so.
@@ -327,10 +378,10 @@ impl Tokens {
             });
         }
         let keys = self.keys.load();
-        let key = header
+        let (kid, key) = header
             .kid
             .as_ref()
-            .and_then(|k| keys.verifying.get(k))
+            .and_then(|k| keys.verifying.get_key_value(k))
             .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
         let mut v = Validation::new(Algorithm::EdDSA);
         v.leeway = LEEWAY_SECS;
@@ -340,7 +391,7 @@ impl Tokens {
         v.set_issuer(&[&self.settings.issuer]);
         v.set_audience(&[&self.settings.audience]);
         jsonwebtoken::decode::<C>(token, &key.key, &v)
-            .map(|d| d.claims)
+            .map(|d| (d.claims, kid.clone()))
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
                 match e.kind() {
@@ -422,9 +473,16 @@ impl Tokens {
         Ok(c)
     }
 
-    /// Forget used ids of expired tokens.
+    /// Forget used ids of expired tokens, and expired verified tokens.
     pub fn prune(&self) {
-        self.replay.prune(unix(SystemTime::now()));
+        let now = unix(SystemTime::now());
+        self.replay.prune(now);
+        self.verified.prune(now, LEEWAY_SECS);
+    }
+
+    /// How many verified tokens are remembered (for tests and metrics).
+    pub fn verified_cached(&self) -> usize {
+        self.verified.len()
     }
 }
 
