@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod dns;
 pub mod event;
+pub mod gateway;
 pub mod grants;
 pub mod maps;
 

@@ -9,6 +9,7 @@ mod connect4;
 mod connect6;
 mod dns;
 mod emit;
+mod gateway;
 mod getpeername4;
 mod getpeername6;
 mod grants;

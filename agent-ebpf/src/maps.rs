@@ -84,3 +84,8 @@ pub static DNS_ORIG: SkStorage<OrigDst> = SkStorage::new();
 #[map]
 pub static GRANTS: LpmTrie<LpmData, agent_common::grants::GrantValue> =
     LpmTrie::with_max_entries(65536, 0);
+
+/// `endpoint_key(address, port)` → 1 for each endpoint the L7 gateway
+/// listens on. Not pinned: a daemon that stops takes its endpoints with it.
+#[map]
+pub static GATEWAY_EPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod decision;
 pub mod dns;
 pub mod doctor;
+pub mod gateway;
 pub mod hex;
 pub mod identity;
 pub mod metrics;

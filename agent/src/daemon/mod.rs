@@ -10,6 +10,8 @@ mod dns;
 mod egress;
 pub mod enrol;
 mod error;
+mod gateway;
+mod judge;
 mod kernel_events;
 pub mod notify;
 mod push;
@@ -32,6 +34,7 @@ pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
+pub use judge::Judged;
 pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
@@ -131,6 +134,8 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// The L7 gateway for the policy's services.
+    pub gateway: Arc<crate::gateway::Gateway>,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -198,6 +203,10 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let gateway = crate::gateway::Gateway::new(
+            config.gateway.clone(),
+            crate::gateway::GatewayMaps::take(kernel.ebpf_mut())?,
+        );
         let decisions = decision_state(&config)?;
         // Identities revoked before this start: tokens the previous daemon
         // issued to them must not verify after a restore.
@@ -233,12 +242,14 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            gateway,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        daemon.gateway.attach(&daemon);
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(
             EventKind::Daemon,
@@ -324,6 +335,7 @@ impl Daemon {
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         notify::notify("STOPPING=1");
+        self.gateway.shutdown();
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();
