@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod forge;
+pub mod gateway;
 pub mod http;
 pub mod kernel;
 pub mod netns;

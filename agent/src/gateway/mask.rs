@@ -117,11 +117,36 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
             Err(r) => trail.refuse(r),
         };
     }
-    let body = match &rt.secret {
-        Some(s) => Scrub::new(body, s.clone()).boxed_unsync(),
-        None => body,
+    let Some(secret) = rt.secret.clone() else {
+        return hyper::Response::from_parts(parts, body);
     };
-    hyper::Response::from_parts(parts, body)
+    // Scrubbing changes the length: a body of known, small size is scrubbed
+    // whole and gets its new length; anything else streams through the
+    // scrubber without a length (chunked).
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n <= sh.settings.max_mask_bytes as u64) && !bodyless {
+        let max = sh.settings.max_mask_bytes;
+        return match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
+            Ok(Collected::Whole(b)) => {
+                let out = scrub_all(&b, &secret).map_or(b, bytes::Bytes::from);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                hyper::Response::from_parts(parts, full(out))
+            }
+            _ => trail.refuse(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-body-failed",
+                "the upstream's response body could not be read".to_string(),
+            )),
+        };
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    hyper::Response::from_parts(parts, Scrub::new(body, secret).boxed_unsync())
 }
 
 async fn masked(
