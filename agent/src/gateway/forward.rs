@@ -20,6 +20,7 @@ use super::{
     reply::Refusal,
     trail,
 };
+use crate::policy::service::ServiceKind;
 
 #[derive(Clone)]
 pub struct Forward {
@@ -66,12 +67,28 @@ async fn forward(sh: &Shared, mut req: Req) -> Resp {
             format!("service `{}` has no HTTP upstream", rt.service.id),
         ));
     };
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri: Uri = match format!("{}{}{pq}", u.origin(), u.base_path).parse() {
+    // An HTTP service's path is below its base URL; an MCP service is one
+    // endpoint, its URL.
+    let target = match rt.service.kind {
+        ServiceKind::Http => format!(
+            "{}{}",
+            u.base_path,
+            req.uri().path_and_query().map_or("/", |p| p.as_str())
+        ),
+        ServiceKind::Mcp => format!(
+            "{}{}",
+            if u.base_path.is_empty() {
+                "/"
+            } else {
+                &u.base_path
+            },
+            req.uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
+        ),
+    };
+    let uri: Uri = match format!("{}{target}", u.origin()).parse() {
         Ok(uri) => uri,
         Err(e) => {
             return trail.refuse(Refusal::new(

@@ -23,7 +23,7 @@ use super::{
     stack::{Next, call},
     trail::{self, Trail},
 };
-use crate::policy::service::{MaskPath, MaskSeg};
+use crate::policy::service::{MaskPath, MaskSeg, ServiceKind};
 
 /// What a masked value becomes.
 pub const MASKED: &str = "[masked]";
@@ -36,7 +36,9 @@ pub fn apply(v: &mut Value, segs: &[MaskSeg]) -> usize {
     };
     match (first, v) {
         (MaskSeg::AnyDepth, v) => {
-            let mut n = apply(v, rest);
+            // An array's elements are reached below (a key where an array
+            // is means every element), so the array itself is not counted.
+            let mut n = if v.is_array() { 0 } else { apply(v, rest) };
             match v {
                 Value::Object(o) => n += o.values_mut().map(|x| apply(x, segs)).sum::<usize>(),
                 Value::Array(a) => n += a.iter_mut().map(|x| apply(x, segs)).sum::<usize>(),
@@ -88,9 +90,14 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     ) else {
         return call(next, req).await;
     };
-    let masks: Vec<MaskPath> = rt
-        .service
-        .mask
+    // MCP results are masked message by message (`mcp`); here only the
+    // secret is scrubbed from them.
+    let own = if rt.service.kind == ServiceKind::Mcp {
+        &[][..]
+    } else {
+        &rt.service.mask[..]
+    };
+    let masks: Vec<MaskPath> = own
         .iter()
         .chain(
             req.extensions()

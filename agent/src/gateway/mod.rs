@@ -4,7 +4,8 @@
 //! to a tool call (`route`, `params`), judged by the same decision core as
 //! `Decide` (`authorize`), then forwarded with the service's credential,
 //! which the agent never holds (`credential`, `forward`), and its response
-//! masked (`mask`). Every request is one audit record (`trail`).
+//! masked (`mask`). MCP services (`mcp`) are judged message by message.
+//! Every request is one audit record (`trail`).
 //!
 //! Each concern is a small tower layer in its own file; `stack` composes
 //! them in one place.
@@ -18,7 +19,7 @@ mod http;
 mod kernel;
 mod listen;
 mod mask;
-mod params;
+mod mcp;
 mod peer;
 mod reply;
 mod route;

@@ -11,12 +11,11 @@ use super::{
     ServiceRt, Shared,
     bodies::{Collected, collect},
     http::{Req, Resp, full},
-    params,
     reply::Refusal,
     stack::{Next, call},
     trail::{self, Trail},
 };
-use crate::policy::service::{MaskPath, ServiceKind};
+use crate::policy::service::{MaskPath, ServiceKind, params};
 
 /// The tool call a request makes (a request extension).
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use tower::{Layer, Service, util::BoxCloneSyncService};
 use super::{
     Shared, authorize, caller, credential, forward,
     http::{Req, Resp},
-    mask, route, trail,
+    mask, mcp, route, trail,
 };
 
 /// What a layer returns: boxed where the layer is defined, so each
@@ -101,6 +101,8 @@ pub fn build(shared: Arc<Shared>) -> Stack {
     let svc = mw(&shared, credential::layer).layer(svc);
     // The decision: rules, conditions, budgets, approvals.
     let svc = mw(&shared, authorize::layer).layer(svc);
+    // MCP services: each JSON-RPC message judged, tool lists filtered.
+    let svc = mw(&shared, mcp::layer).layer(svc);
     // HTTP services: route, body within limits, parameters.
     let svc = mw(&shared, route::layer).layer(svc);
     // Who is calling (from the kernel), kill switch, which service.

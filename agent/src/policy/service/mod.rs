@@ -8,6 +8,7 @@
 
 mod check;
 pub mod doc;
+pub mod params;
 mod template;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -158,6 +159,83 @@ pub struct Route {
     pub resource: Option<Template>,
     pub mask: Vec<MaskPath>,
     pub loc: SourceLoc,
+}
+
+/// A request to a service, as `policy test` and `policy explain` state it
+/// (the gateway reads the same parts from the wire).
+#[derive(Clone, Debug, Default)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// The path, optionally with `?query`.
+    pub target: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// The tool call a request to a service makes.
+#[derive(Clone, Debug)]
+pub struct HttpCall<'s> {
+    pub route: &'s Route,
+    pub tool: String,
+    pub action: String,
+    pub resource: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no route of service `{service}` matches {method} {path}; unknown routes are denied")]
+    NoRoute {
+        service: String,
+        method: String,
+        path: String,
+    },
+    #[error(transparent)]
+    Params(#[from] params::ParamsError),
+}
+
+impl RequestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoRoute { .. } => "no-route",
+            Self::Params(p) => p.code(),
+        }
+    }
+}
+
+impl Service {
+    /// Map a whole request to its tool call, as the gateway does.
+    pub fn call_for<'s>(
+        &'s self,
+        policy: &super::Policy,
+        req: &HttpRequest<'_>,
+    ) -> Result<HttpCall<'s>, RequestError> {
+        let (path, query) = match req.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.target, None),
+        };
+        let method = req.method.to_ascii_uppercase();
+        let (route, vars) = self
+            .route(&method, path)
+            .ok_or_else(|| RequestError::NoRoute {
+                service: self.id.clone(),
+                method: method.clone(),
+                path: path.to_string(),
+            })?;
+        let schema = policy.schema_for(&route.tool, &route.action);
+        let params = params::extract(&vars, query, req.content_type, req.body, schema)?;
+        Ok(HttpCall {
+            route,
+            tool: route.tool.clone(),
+            action: route.action.clone(),
+            resource: route
+                .resource
+                .as_ref()
+                .map(|t| t.render(&vars))
+                .unwrap_or_default(),
+            params,
+        })
+    }
 }
 
 /// The segments of a request path (`/a/b` → `["a", "b"]`), or `None` for a

@@ -80,13 +80,13 @@ fn service_errors_point_at_the_value() {
         (
             "url: https://api.stripe.test/base/",
             "url: ftp://x",
-            "p.yaml:10:10: `ftp://x`: the URL must start with https:// or http://",
+            "p.yaml:8:10: `ftp://x`: the URL must start with https:// or http://",
         ),
-        ("port: 9001", "port: 0", "p.yaml:12:11: `port` 0"),
+        ("port: 9001", "port: 0", "p.yaml:10:11: `port` 0"),
         (
             "path: /v1/payment_intents",
             "path: v1/payment_intents",
-            "p.yaml:16:55: path template `v1/payment_intents` must start with `/`",
+            "p.yaml:14:39: path template `v1/payment_intents` must start with `/`",
         ),
         (
             "resource: \"customer/{id}\"",
@@ -166,7 +166,7 @@ fn a_direct_path_to_a_protected_upstream_is_refused() {
         assert!(
             got.contains(&format!(
                 "identity `agent` may reach {what} directly (rule `direct`), but service `stripe` protects it"
-            )) && got.contains("p.yaml:23:11"),
+            )) && got.contains("p.yaml:21:11"),
             "{rule}: {got}"
         );
         // A deny for the upstream closes the direct path again.

@@ -6,6 +6,8 @@ use serde_json::{Map, Number, Value};
 
 use crate::policy::{ParamType, ToolSchema};
 
+pub use form::{encode as form_encode, pairs as form_pairs};
+
 /// Deepest JSON nesting accepted in a body (like the decision API).
 const MAX_DEPTH: usize = crate::decision::input::MAX_DEPTH;
 
@@ -42,39 +44,66 @@ fn depth(v: &Value) -> usize {
     }
 }
 
-/// `a=1&b=x+y` → pairs, `+` as space, percent-decoded.
-pub fn form_pairs(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode_form(k)?, decode_form(v)?))
-        })
-        .collect()
-}
+/// `application/x-www-form-urlencoded`, both ways.
+mod form {
+    use super::ParamsError;
 
-fn decode_form(s: &str) -> Result<String, ParamsError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).ok_or(ParamsError::BadForm)?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| ParamsError::BadForm)?);
-                i += 3;
-            }
-            c => {
-                out.push(c);
-                i += 1;
+    /// `a=1&b=x+y` → pairs, `+` as space, percent-decoded.
+    pub fn pairs(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
+        text.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                Ok((decode(k)?, decode(v)?))
+            })
+            .collect()
+    }
+
+    fn decode(s: &str) -> Result<String, ParamsError> {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                b'%' => {
+                    let hex = s.get(i + 1..i + 3).ok_or(ParamsError::BadForm)?;
+                    out.push(u8::from_str_radix(hex, 16).map_err(|_| ParamsError::BadForm)?);
+                    i += 3;
+                }
+                c => {
+                    out.push(c);
+                    i += 1;
+                }
             }
         }
+        String::from_utf8(out).map_err(|_| ParamsError::BadForm)
     }
-    String::from_utf8(out).map_err(|_| ParamsError::BadForm)
+
+    /// Pairs → `a=1&b=x+y`.
+    pub fn encode<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+        let enc = |s: &str| {
+            let mut out = String::new();
+            for b in s.bytes() {
+                match b {
+                    b' ' => out.push('+'),
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                        out.push(b as char)
+                    }
+                    _ => out.push_str(&format!("%{b:02X}")),
+                }
+            }
+            out
+        };
+        pairs
+            .into_iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
 }
 
 /// Text from the path, the query or a form: typed as the schema declares
