@@ -79,7 +79,7 @@ services:
   - id: other-agent
     tools:
       allow:
-        - {{id: other-weather, tool: tools, actions: [get_weather]}}
+        - {{id: other-weather, tool: "tools*", actions: [get_weather]}}
 "#,
         secret = secret_file.display()
     )
@@ -130,7 +130,12 @@ fn start(name: &str, extra_services: &str) -> Option<Fixture> {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let extra = extra_services.replace("SECRET_FILE", &secret_file.display().to_string());
+    let extra = extra_services
+        .replace("SECRET_FILE", &secret_file.display().to_string())
+        .replace(
+            "LOGFILE",
+            &env.dir.join("stdio-calls.jsonl").display().to_string(),
+        );
     env.write_policy(&policy(net, &secret_file, &extra));
     env.write_config(&config(net, ""));
     let server = McpServer::start(&env, &format!("127.170.{net}.3"), 8000);
@@ -303,4 +308,107 @@ fn garbage_mcp_messages_get_json_rpc_errors() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("bad messages recorded: {:?}", gateway_events(&f.env)));
+}
+
+#[test]
+fn a_stdio_server_runs_outside_the_agent_with_secrets_it_never_sees() {
+    let extra = format!(
+        r#"  - id: local-tools
+    kind: mcp
+    tool: tools-local
+    command: [{python}, {server}, --stdio, --log, LOGFILE]
+    env:
+      SERVICE_TOKEN: {{file: SECRET_FILE}}
+      MODE: {{value: test}}
+    port: 9102
+    mask: [ssn]
+"#,
+        python = client_python().display(),
+        server = python_dir().join("mcp_server.py").display(),
+    );
+    let Some(f) = start("gw-mcp-stdio", &extra) else {
+        return;
+    };
+    let log = f.env.dir.join("stdio-calls.jsonl");
+
+    let url = format!("http://127.170.{}.1:9102/mcp", f.net);
+    let out = mcp_agent(
+        &f.env,
+        "mcp-agent",
+        &url,
+        json!([
+            ["get_weather", {"city": "Lima"}],
+            ["delete_repo", {"name": "prod"}],
+            ["lookup_patient", {"patient_id": "p-2"}],
+        ]),
+    );
+    assert_eq!(
+        out[0]["tools"],
+        json!(["create_issue", "get_weather", "lookup_patient"])
+    );
+    assert_eq!(out[1]["is_error"], false, "{}", out[1]);
+    assert!(
+        out[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("denied-by-rule")),
+        "{}",
+        out[2]
+    );
+    let patient = out[3]["text"][0].as_str().unwrap_or_default();
+    assert!(
+        patient.contains("[masked]") && !patient.contains("078-05-1120"),
+        "{patient}"
+    );
+    assert!(
+        patient.contains("[redacted by palisade]"),
+        "the echoed token is scrubbed: {patient}"
+    );
+    assert!(!out.iter().any(|o| o.to_string().contains(&f.secret)));
+
+    // The server had the secret, ran outside the agent's cgroup, and got
+    // only the allowed calls.
+    let got = calls(&log);
+    let tools: Vec<&str> = got.iter().filter_map(|c| c["tool"].as_str()).collect();
+    assert_eq!(tools, ["get_weather", "lookup_patient"], "{got:?}");
+    assert_eq!(got[0]["env_token"], f.secret.as_str());
+    let cgroup = got[0]["cgroup"].as_str().unwrap_or_default();
+    assert!(
+        !cgroup.contains("palisade-test-gw-mcp-stdio"),
+        "the server ran in {cgroup}"
+    );
+
+    // A session belongs to the identity that opened it.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}});
+    let base = format!("http://127.170.{}.1:9102", f.net);
+    let hdrs = json!({"Content-Type": "application/json", "Accept": "application/json, text/event-stream"});
+    let a = agent(
+        &f.env,
+        "mcp-agent",
+        "requests",
+        &base,
+        &[json!({"method": "POST", "path": "/mcp", "content": init.to_string(), "headers": hdrs})],
+    );
+    assert_eq!(a[0]["status"], 200, "{}", a[0]);
+    let sid = a[0]["headers"]["mcp-session-id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!sid.is_empty(), "{}", a[0]);
+    let mut stolen = hdrs.clone();
+    stolen["mcp-session-id"] = json!(sid);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "get_weather", "arguments": {"city": "Kyiv"}}});
+    let b = agent(
+        &f.env,
+        "other-agent",
+        "requests",
+        &base,
+        &[
+            json!({"method": "POST", "path": "/mcp", "content": call.to_string(), "headers": stolen}),
+        ],
+    );
+    assert_eq!(b[0]["status"], 404, "another identity's session: {}", b[0]);
+    assert_eq!(calls(&log).len(), 2, "nothing reached the server");
 }

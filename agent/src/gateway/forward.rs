@@ -49,7 +49,7 @@ impl Service<Req> for Forward {
 }
 
 async fn forward(sh: &Shared, mut req: Req) -> Resp {
-    let (Some((_, trail)), Some(rt)) = (
+    let (Some((conn, trail)), Some(rt)) = (
         trail::parts(&req),
         req.extensions().get::<Arc<ServiceRt>>().cloned(),
     ) else {
@@ -60,6 +60,16 @@ async fn forward(sh: &Shared, mut req: Req) -> Resp {
         )
         .into_response();
     };
+    if let Some(stdio) = &rt.stdio {
+        let identity = conn
+            .caller
+            .identity
+            .as_ref()
+            .map_or_else(String::new, |(n, _)| n.clone());
+        let resp = stdio.handle(&identity, req, sh.timeouts.upstream).await;
+        trail.with(|r| r.upstream_status = Some(resp.status().as_u16()));
+        return resp;
+    }
     let (Some(client), Some(u)) = (rt.client.clone(), rt.service.url()) else {
         return trail.refuse(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -111,7 +111,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     let head = req.method() == Method::HEAD;
     let resp = call(next, req).await;
     let (mut parts, body) = resp.into_parts();
-    if let Some(secret) = &rt.secret {
+    for secret in &rt.secrets {
         scrub_headers(&mut parts.headers, secret);
     }
     let bodyless = head
@@ -124,9 +124,9 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
             Err(r) => trail.refuse(r),
         };
     }
-    let Some(secret) = rt.secret.clone() else {
+    if rt.secrets.is_empty() {
         return hyper::Response::from_parts(parts, body);
-    };
+    }
     // Scrubbing changes the length: a body of known, small size is scrubbed
     // whole and gets its new length; anything else streams through the
     // scrubber without a length (chunked).
@@ -139,7 +139,9 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         let max = sh.settings.max_mask_bytes;
         return match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
             Ok(Collected::Whole(b)) => {
-                let out = scrub_all(&b, &secret).map_or(b, bytes::Bytes::from);
+                let out = rt.secrets.iter().fold(b, |b, secret| {
+                    scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
+                });
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
@@ -153,7 +155,11 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         };
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    hyper::Response::from_parts(parts, Scrub::new(body, secret).boxed_unsync())
+    let body = rt
+        .secrets
+        .iter()
+        .fold(body, |b, s| Scrub::new(b, s.clone()).boxed_unsync());
+    hyper::Response::from_parts(parts, body)
 }
 
 async fn masked(
@@ -215,10 +221,10 @@ async fn masked(
         serde_json::from_slice(&bytes).map_err(|e| refuse(format!("is not valid JSON ({e})")))?;
     let n: usize = masks.iter().map(|m| apply(&mut v, &m.segs)).sum();
     let mut out = serde_json::to_vec(&v).map_err(|e| refuse(e.to_string()))?;
-    if let Some(secret) = &rt.secret
-        && let Some(clean) = scrub_all(&out, secret)
-    {
-        out = clean;
+    for secret in &rt.secrets {
+        if let Some(clean) = scrub_all(&out, secret) {
+            out = clean;
+        }
     }
     if n > 0 {
         trail.with(|r| {

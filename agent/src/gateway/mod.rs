@@ -68,6 +68,8 @@ pub enum GatewayError {
     },
     #[error("service `{service}`: TLS: {why}")]
     Tls { service: String, why: String },
+    #[error("service `{service}`: command: {why}")]
+    Command { service: String, why: String },
     #[error("service `{service}`: cannot listen on {addr}: {source}")]
     Listen {
         service: String,
@@ -83,9 +85,11 @@ pub struct ServiceRt {
     pub service: Service,
     /// The credential header, ready to set.
     pub credential: Option<(HeaderName, HeaderValue)>,
-    /// The secret itself, scrubbed from every response.
-    pub secret: Option<Bytes>,
+    /// The service's secrets, scrubbed from every response.
+    pub secrets: Vec<Bytes>,
     pub client: Option<upstream::UpstreamClient>,
+    /// A local MCP server the daemon runs (`command`).
+    pub stdio: Option<Arc<mcp::stdio::StdioService>>,
 }
 
 /// The services being served, by gateway port; swapped whole on reload.
@@ -170,8 +174,22 @@ impl Gateway {
                 (None, Some(u)) => Some(upstream::client(&s.id, u)?),
                 (None, None) => None,
             };
-            let (credential, secret) = match &s.credential {
-                None => (None, None),
+            let stdio = match &s.upstream {
+                crate::policy::service::Upstream::Command(spec) => {
+                    let fresh = mcp::stdio::StdioService::new(&s.id, spec)?;
+                    // Keep the running one (and its sessions) if nothing changed.
+                    let old = current
+                        .by_port
+                        .values()
+                        .find(|r| r.service.id == s.id && r.service.upstream == s.upstream)
+                        .and_then(|r| r.stdio.clone())
+                        .filter(|o| o.secrets() == fresh.secrets());
+                    Some(old.unwrap_or(fresh))
+                }
+                crate::policy::service::Upstream::Url(_) => None,
+            };
+            let (credential, mut secrets) = match &s.credential {
+                None => (None, Vec::new()),
                 Some(c) => {
                     let (value, secret) = secrets::header_value(&s.id, c)?;
                     let name = HeaderName::from_bytes(c.header.as_bytes()).map_err(|_| {
@@ -181,16 +199,20 @@ impl Gateway {
                             why: format!("`{}` is not a header name", c.header),
                         }
                     })?;
-                    (Some((name, value)), Some(Bytes::from(secret)))
+                    (Some((name, value)), vec![Bytes::from(secret)])
                 }
             };
+            if let Some(st) = &stdio {
+                secrets.extend(st.secrets());
+            }
             next.by_port.insert(
                 s.port,
                 Arc::new(ServiceRt {
                     service: s.clone(),
                     credential,
-                    secret,
+                    secrets,
                     client,
+                    stdio,
                 }),
             );
         }

@@ -14,6 +14,7 @@
 
 mod rpc;
 mod sse;
+pub mod stdio;
 
 use std::sync::Arc;
 
