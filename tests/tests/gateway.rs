@@ -706,3 +706,50 @@ fn a_reload_that_cannot_read_a_secret_changes_nothing() {
         format!("Bearer {}", f.secret)
     );
 }
+
+#[test]
+fn agents_may_speak_http2() {
+    let Some(f) = start("gw-h2") else { return };
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "httpx-h2",
+        &f.base(),
+        &[
+            pay("300"),
+            request("GET", "/v1/customers/cus_h2"),
+            pay("9000"),
+        ],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["version"], "HTTP/2");
+    assert_eq!(out[1]["body"]["ssn"], "[masked]");
+    assert_eq!(out[2]["status"], 403);
+    let curl = exec(
+        &f.env,
+        "finance-agent",
+        Path::new("/usr/bin/curl"),
+        &[
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("{}/v1/customers/cus_curl", f.base()),
+        ],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&curl.stdout);
+    assert!(text.ends_with("\n2 200"), "{text}");
+    assert!(
+        text.contains("[masked]") && !text.contains("078-05-1120"),
+        "{text}"
+    );
+    // Upstream requests arrived (HTTP/1.1 to this upstream) with the credential.
+    let reqs = f.upstream.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r["headers"]["authorization"] == format!("Bearer {}", f.secret))
+    );
+}

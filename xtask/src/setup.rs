@@ -26,6 +26,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
     ("setpriv", "util-linux"),
+    // The gateway tests: a test CA (openssl) and an ordinary client (curl).
+    ("openssl", "openssl"),
+    ("curl", "curl"),
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -33,6 +36,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     bpf_linker()?;
     python_client_env()?;
+    python_test_packages()?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -140,6 +144,35 @@ fn python_client_env() -> anyhow::Result<()> {
     sh(Command::new("python3")
         .args(["-m", "venv", "--clear"])
         .arg(&venv))?;
+    sh(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// What the gateway tests run as agents and upstreams (HTTP clients, the
+/// official MCP SDK), pinned in `tests/python/requirements.txt`, added to
+/// the same virtualenv. Its own stamp, so the client's step above never
+/// reinstalls for it and the other way round.
+fn python_test_packages() -> anyhow::Result<()> {
+    let venv = python_env()?;
+    let python = venv.join("bin/python3");
+    let requirements = workspace_root().join("tests/python/requirements.txt");
+    let wanted = fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let stamp = venv.join("test-requirements.installed");
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted)
+        && output(Command::new(&python).args(["-c", "import mcp, httpx, requests, h2"])).is_some()
+    {
+        return Ok(());
+    }
     sh(Command::new(&python)
         .args([
             "-m",

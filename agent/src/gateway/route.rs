@@ -91,7 +91,10 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         return call(next, req).await;
     }
     let s = &rt.service;
-    if req.uri().scheme().is_some() || req.method() == Method::CONNECT {
+    // HTTP/1 absolute-form (`POST http://elsewhere/…`) is a proxy request;
+    // HTTP/2 always names the authority, which the gateway ignores.
+    let absolute = req.version() < hyper::Version::HTTP_2 && req.uri().scheme().is_some();
+    if absolute || req.method() == Method::CONNECT {
         return trail.refuse(Refusal::new(
             StatusCode::BAD_REQUEST,
             "not-a-proxy",

@@ -96,7 +96,7 @@ fn service_errors_point_at_the_value() {
         (
             "mask: [card.number]",
             "mask: [card..number]",
-            "p.yaml:14:12: mask path `card..number` has an empty segment",
+            "p.yaml:12:12: mask path `card..number` has an empty segment",
         ),
         (
             "method: POST",
@@ -137,14 +137,25 @@ fn path_variables_must_be_declared_parameters() {
 
 #[test]
 fn ids_and_ports_are_unique() {
-    let twice = format!(
-        "{BASE}  - id: stripe\n    url: http://x\n    port: 9001\n    routes: [{{method: GET, path: /, action: a}}]\n"
-    )
-    .replace("identities:\n  - id: agent", "identities:\n  - id: agent2\n  - id: agent");
-    let moved = twice.replacen("services:", "services_:", 0);
-    let got = errors(&moved);
+    let route = "    routes: [{method: GET, path: /, action: a}]\nidentities:";
+    let twice = BASE.replace(
+        "identities:",
+        &format!("  - id: stripe\n    url: http://x\n    port: 9002\n{route}"),
+    );
+    let got = errors(&twice);
     assert!(
-        got.contains("service `stripe` is already defined at p.yaml:8:9"),
+        got.contains("p.yaml:17:9: service `stripe` is already defined at p.yaml:7:9"),
+        "{got}"
+    );
+    let port = BASE.replace(
+        "identities:",
+        &format!("  - id: other\n    url: http://x\n    port: 9001\n{route}"),
+    );
+    let got = errors(&port);
+    assert!(
+        got.contains(
+            "p.yaml:19:11: port 9001 is already the port of service `stripe` (p.yaml:10:11)"
+        ),
         "{got}"
     );
 }
@@ -170,9 +181,10 @@ fn a_direct_path_to_a_protected_upstream_is_refused() {
             "{rule}: {got}"
         );
         // A deny for the upstream closes the direct path again.
-        let denied = text.replace(
+        let denied = text.replacen(
             "      allow:\n",
             "      deny:\n        - {host: api.stripe.test}\n        - {cidr: 127.0.0.1/32}\n      allow:\n",
+            1,
         );
         assert_eq!(errors(&denied), "", "{rule}");
     }
