@@ -123,7 +123,6 @@ impl Trail {
         ev.rule = r.rule.clone();
         ev.mode = r.mode.map(str::to_string);
         ev.detail = r.detail.clone();
-        ev.protocol = Some("tcp".into());
         if !r.tool.is_empty() {
             ev.call = Some(CallDetail {
                 tool: r.tool.clone(),

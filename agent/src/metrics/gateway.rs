@@ -2,27 +2,44 @@
 //! per service. Label values come from the policy (service ids) and a
 //! fixed set (verdicts), so their number is bounded.
 
-use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::{Exposition, Histogram, Kind, LATENCY_BUCKETS, expo, label, lock};
 
+/// Few services and four verdicts: small lists, searched without
+/// allocating on every request.
 #[derive(Debug, Default)]
 pub struct GatewayMetrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Mutex<Vec<(String, String, u64)>>,
+    latency: Mutex<Vec<(String, Arc<Histogram>)>>,
 }
 
 impl GatewayMetrics {
     /// One request: `verdict` is `allow`, `deny`, `audit` or
     /// `approval_required`; `latency` runs to the end of the response.
     pub fn record(&self, service: &str, verdict: &str, latency: Duration) {
-        *lock(&self.requests)
-            .entry((label(service), label(verdict)))
-            .or_default() += 1;
-        lock(&self.latency)
-            .entry(label(service))
-            .or_default()
-            .observe(latency);
+        {
+            let mut v = lock(&self.requests);
+            match v.iter_mut().find(|(s, d, _)| s == service && d == verdict) {
+                Some((_, _, n)) => *n += 1,
+                None => v.push((label(service), label(verdict), 1)),
+            }
+        }
+        let h = {
+            let mut v = lock(&self.latency);
+            match v.iter().find(|(s, _)| s == service) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h = Arc::new(Histogram::default());
+                    v.push((label(service), h.clone()));
+                    h
+                }
+            }
+        };
+        h.observe(latency);
     }
 
     pub fn render(&self, out: &mut Exposition) {
@@ -31,7 +48,9 @@ impl GatewayMetrics {
             "Requests through the L7 gateway by service and verdict.",
             Kind::Counter,
         );
-        for ((service, verdict), n) in lock(&self.requests).iter() {
+        let mut requests = lock(&self.requests).clone();
+        requests.sort();
+        for (service, verdict, n) in &requests {
             out.sample(
                 "palisade_gateway_requests_total",
                 &[("service", service), ("verdict", verdict)],
@@ -44,7 +63,9 @@ impl GatewayMetrics {
             Kind::Histogram,
         );
         let name = "palisade_gateway_request_duration_seconds";
-        for (service, h) in lock(&self.latency).iter() {
+        let mut latency = lock(&self.latency).clone();
+        latency.sort_by(|a, b| a.0.cmp(&b.0));
+        for (service, h) in &latency {
             let mut cumulative = 0;
             for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += h.buckets[i].load(std::sync::atomic::Ordering::Relaxed);
