@@ -3,6 +3,7 @@ tidies their bytes up: each prints one JSON line saying what the gateway
 did.
 
     abuse.py garbage HOST PORT           # bytes that are not HTTP
+    abuse.py proxy HOST PORT             # absolute-form and CONNECT requests
     abuse.py slowloris HOST PORT SECS    # a request head, one byte at a time
     abuse.py slowbody HOST PORT          # a body that stops halfway
     abuse.py hold HOST PORT N SECS       # N idle connections held open
@@ -48,6 +49,17 @@ def main():
         data = read_all(s)
         print(json.dumps({"status": status_of(data), "secs": time.monotonic() - t0,
                           "raw": data[:200].decode("latin-1")}))
+    elif mode == "proxy":
+        # Aim the gateway elsewhere: absolute-form, then CONNECT.
+        out = []
+        for req in (b"GET http://127.0.0.1:22/ HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+                    b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"):
+            s = connect(host, port)
+            s.sendall(req)
+            data = read_all(s, 5.0)
+            out.append({"status": status_of(data),
+                        "body": data.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")})
+        print(json.dumps(out))
     elif mode == "slowloris":
         secs = float(sys.argv[4])
         s = connect(host, port)

@@ -157,7 +157,11 @@ pub fn human(v: &Value, color: bool) -> String {
     }
     if let Some(h) = v.get("http") {
         let hs = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("");
-        let what = if hs("route").is_empty() { hs("mcp_method") } else { hs("route") };
+        let what = if hs("route").is_empty() {
+            hs("mcp_method")
+        } else {
+            hs("route")
+        };
         line.push_str(&format!(
             " {} {} {what} → {}",
             hs("service"),
