@@ -22,6 +22,8 @@ async fn run(_: Arc<Shared>, mut req: Req, next: Next) -> Resp {
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     h.remove(header::HOST);
+    // The body is already read whole; nothing for the upstream to wait on.
+    h.remove(header::EXPECT);
     h.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),

@@ -263,8 +263,9 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::default());
     activity.touch();
+    let index = caller.identity.as_ref().map(|(_, i)| *i);
     let conn = Arc::new(Conn {
-        daemon,
+        daemon: daemon.clone(),
         port,
         caller,
         activity: activity.clone(),
@@ -306,22 +307,28 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
                 debug!(port, error = %e, "gateway connection ended");
             }
         }
-        () = idle(&activity, t.idle) => {
-            debug!(port, "gateway connection idle, closed");
+        why = watch(&activity, t.idle, &daemon, index) => {
+            debug!(port, why, "gateway connection closed");
         }
     }
 }
 
-/// Returns once the connection has had nothing in flight and moved no
-/// bytes for `limit` (a client that connects and sends nothing, or stops
-/// halfway through its request head, is covered by this and the header
-/// timeout).
-async fn idle(a: &Activity, limit: Duration) {
+/// Returns when the connection must close: it has had nothing in flight
+/// and moved no bytes for `limit` (a client that connects and sends
+/// nothing, or stops halfway through its request head, is covered by this
+/// and the header timeout), or its identity's kill switch went on (which
+/// also ends responses still streaming).
+async fn watch(a: &Activity, limit: Duration, daemon: &Daemon, index: Option<u32>) -> &'static str {
     let tick = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::time::sleep(tick).await;
         if a.inflight.load(Ordering::Relaxed) == 0 && a.idle_for() >= limit {
-            return;
+            return "idle";
+        }
+        if let Some(i) = index
+            && daemon.maps.killed(i).unwrap_or(false)
+        {
+            return "kill switch";
         }
     }
 }

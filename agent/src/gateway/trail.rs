@@ -185,16 +185,50 @@ async fn run(_: Arc<Shared>, mut req: Req, next: Next) -> Resp {
         r.identity = conn.caller.identity.as_ref().map(|(n, _)| n.clone());
     });
     req.extensions_mut().insert(trail.clone());
-    let inflight = InFlight::new(&conn.activity);
+    // Recorded even if the agent goes away before there is an answer (a
+    // held request whose client gave up).
+    let mut pending = Pending {
+        trail: trail.clone(),
+        daemon: conn.daemon.clone(),
+        started,
+        inflight: Some(InFlight::new(&conn.activity)),
+    };
     let resp = call(next, req).await;
     let (parts, body) = resp.into_parts();
     trail.with(|r| r.status = parts.status.as_u16());
     let daemon = conn.daemon.clone();
+    let inflight = pending.inflight.take();
+    drop(pending);
     let body = Counted::new(body, move |bytes, end| {
         drop(inflight);
         trail.emit(&daemon, started, bytes, end);
     });
     hyper::Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// A request without an answer yet; dropped armed, it records `aborted`.
+struct Pending {
+    trail: Trail,
+    daemon: Arc<Daemon>,
+    started: Instant,
+    inflight: Option<InFlight>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(i) = self.inflight.take() {
+            drop(i);
+            self.trail.with(|r| {
+                if r.status == 0 {
+                    r.detail = Some(match r.detail.take() {
+                        Some(d) => format!("{d}; the agent went away before the answer"),
+                        None => "the agent went away before the answer".into(),
+                    });
+                }
+            });
+            self.trail.emit(&self.daemon, self.started, 0, End::Aborted);
+        }
+    }
 }
 
 /// The pieces every inner layer needs from a request.
