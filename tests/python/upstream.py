@@ -112,6 +112,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, {"error": "no such route", "path": path})
 
 
+class Server(ThreadingHTTPServer):
+    # A client that goes away mid-answer (the gateway refusing a response
+    # too large to mask) is expected here, not an error to print.
+    def handle_error(self, request, client_address):
+        pass
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--addr", required=True)
@@ -120,7 +127,7 @@ def main():
     ap.add_argument("--key")
     ap.add_argument("--log", required=True)
     a = ap.parse_args()
-    srv = ThreadingHTTPServer((a.addr, a.port), Handler)
+    srv = Server((a.addr, a.port), Handler)
     srv.daemon_threads = True
     srv.log = a.log
     if a.cert:
