@@ -3,7 +3,7 @@ tidies their bytes up: each prints one JSON line saying what the gateway
 did.
 
     abuse.py garbage HOST PORT           # bytes that are not HTTP
-    abuse.py proxy HOST PORT             # absolute-form and CONNECT requests
+    abuse.py proxy HOST PORT TARGET      # absolute-form and CONNECT to TARGET
     abuse.py slowloris HOST PORT SECS    # a request head, one byte at a time
     abuse.py slowbody HOST PORT          # a body that stops halfway
     abuse.py hold HOST PORT N SECS       # N idle connections held open
@@ -50,10 +50,13 @@ def main():
         print(json.dumps({"status": status_of(data), "secs": time.monotonic() - t0,
                           "raw": data[:200].decode("latin-1")}))
     elif mode == "proxy":
-        # Aim the gateway elsewhere: absolute-form, then CONNECT.
+        # Aim the gateway at TARGET (host:port): absolute-form over http and
+        # https, then CONNECT, each on a fresh connection.
+        t = sys.argv[4].encode()
         out = []
-        for req in (b"GET http://127.0.0.1:22/ HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
-                    b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n"):
+        for req in (b"GET http://" + t + b"/v1/customers/x HTTP/1.1\r\nHost: " + t + b"\r\nConnection: close\r\n\r\n",
+                    b"GET https://" + t + b"/v1/customers/x HTTP/1.1\r\nHost: " + t + b"\r\nConnection: close\r\n\r\n",
+                    b"CONNECT " + t + b" HTTP/1.1\r\nHost: " + t + b"\r\nConnection: close\r\n\r\n"):
             s = connect(host, port)
             s.sendall(req)
             data = read_all(s, 5.0)

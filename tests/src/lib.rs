@@ -11,6 +11,7 @@ pub mod dns;
 pub mod env;
 pub mod forge;
 pub mod gateway;
+pub mod gateway_fixture;
 pub mod http;
 pub mod kernel;
 pub mod netns;

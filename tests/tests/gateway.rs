@@ -7,118 +7,16 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use palisade_tests::{
-    DaemonProc, Probe, TestEnv, client_python,
+    Probe, client_python,
     gateway::{
-        TestCa, Upstream, agent, agent_cmd, config, exec, exec_unprivileged, gateway_events,
-        parse_agent, pending_approval, python_dir, request, subnet,
+        agent, agent_cmd, exec, exec_unprivileged, gateway_events, parse_agent, pending_approval,
+        python_dir, request,
     },
+    gateway_fixture::{Fixture, pay, start},
     http::Scrape,
-    root_or_skip, wait_for,
+    wait_for,
 };
 use serde_json::{Value, json};
-
-struct Fixture {
-    env: TestEnv,
-    _daemon: DaemonProc,
-    upstream: Upstream,
-    net: u32,
-    secret: String,
-    secret_file: std::path::PathBuf,
-}
-
-impl Fixture {
-    fn base(&self) -> String {
-        format!("http://127.170.{}.1:9001", self.net)
-    }
-
-    fn gateway(&self) -> String {
-        format!("127.170.{}.1", self.net)
-    }
-}
-
-fn policy(net: u32, ca: &Path, secret_file: &Path, extra: &str) -> String {
-    format!(
-        r#"version: 1
-label: gateway-test
-schemas:
-  - tool: stripe
-    actions: [create_payment]
-    params: {{amount: number, currency: string, customer: string}}
-services:
-  - id: stripe
-    url: https://upstream.test:8443
-    address: 127.170.{net}.2:8443
-    ca_file: {ca}
-    port: 9001
-    approval_timeout: 30s
-    credential: {{header: Authorization, prefix: "Bearer ", file: {secret}}}
-    routes:
-      - {{id: create-payment, method: POST, path: /v1/payment_intents, action: create_payment}}
-      - id: get-customer
-        method: GET
-        path: "/v1/customers/{{id}}"
-        action: get_customer
-        resource: "customer/{{id}}"
-        mask: [email, cards.number, "**.ssn"]
-      - {{method: GET, path: /v1/big, action: big, mask: [rows]}}
-      - {{method: GET, path: /v1/text, action: text}}
-      - {{method: GET, path: /v1/stream, action: stream}}
-identities:
-  - id: finance-agent
-    tools:
-      allow:
-        - id: payments
-          tool: stripe
-          actions: [create_payment]
-          when: params.currency == "usd" && params.amount <= 5000
-          approval_if: params.amount > 1000
-        - {{id: reads, tool: stripe, actions: [get_customer, big, text, stream]}}
-    budgets:
-      - {{id: daily-spend, tool: stripe, actions: [create_payment], limit: 2000, per: day, sum: params.amount, unit: USD}}
-  - id: other-agent
-    tools:
-      allow:
-        - {{id: other-reads, tool: stripe, actions: [get_customer]}}
-{extra}"#,
-        ca = ca.display(),
-        secret = secret_file.display(),
-    )
-}
-
-fn start(name: &str) -> Option<Fixture> {
-    if !root_or_skip(name) {
-        return None;
-    }
-    let net = subnet();
-    let env = TestEnv::new(name, "version: 1\n");
-    let up_ip = format!("127.170.{net}.2");
-    let ca = TestCa::new(&env.dir, &up_ip);
-    let secret = format!("sk_test_{}{}", std::process::id(), net * 7919);
-    let secret_file = env.dir.join("stripe.key");
-    std::fs::write(&secret_file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::set_permissions(
-        &secret_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    env.write_policy(&policy(net, &ca.ca, &secret_file, ""));
-    env.write_config(&config(net, "  max_mask_bytes: 1048576\n"));
-    let upstream = Upstream::start(&env, &up_ip, 8443, Some(&ca));
-    let daemon = DaemonProc::start(&env);
-    Some(Fixture {
-        env,
-        _daemon: daemon,
-        upstream,
-        net,
-        secret,
-        secret_file,
-    })
-}
-
-fn pay(amount: &str) -> Value {
-    json!({"method": "POST", "path": "/v1/payment_intents",
-           "form": {"amount": amount, "currency": "usd", "customer": "cus_1"}})
-}
 
 #[test]
 fn an_allowed_request_carries_the_credential_the_agent_never_sees() {
@@ -460,67 +358,6 @@ fn masked_fields_never_reach_the_agent_and_streams_pass_through() {
 }
 
 #[test]
-fn the_upstream_is_reachable_only_through_the_gateway() {
-    let Some(f) = start("gw-direct") else { return };
-    let up = format!("127.170.{}.2", f.net);
-    Probe::enrolled(&f.env, "finance-agent", &["tcp", &up, "8443"])
-        .expect_eperm("an enrolled agent connecting to the upstream directly");
-    Probe::plain(&["tcp", &up, "8443"]).expect_ok("the same connection, not enrolled");
-    Probe::enrolled(&f.env, "finance-agent", &["tcp", &f.gateway(), "9001"])
-        .expect_ok("the gateway endpoint");
-    Probe::enrolled(&f.env, "finance-agent", &["tcp", &f.gateway(), "9002"])
-        .expect_eperm("a port of the gateway address nothing serves");
-    Probe::enrolled(&f.env, "finance-agent", &["udp", &f.gateway(), "9001"])
-        .expect_eperm("UDP to the gateway address");
-    Probe::enrolled(
-        &f.env,
-        "finance-agent",
-        &["tcp", &format!("::ffff:{up}"), "8443"],
-    )
-    .expect_eperm("the upstream through an IPv4-mapped IPv6 address");
-    assert!(f.upstream.requests().is_empty());
-
-    // A process that is not enrolled reaches the gateway and is refused.
-    let out = Command::new(client_python())
-        .arg(python_dir().join("agent_http.py"))
-        .args([
-            "requests",
-            &f.base(),
-            &json!([request("GET", "/v1/customers/x")]).to_string(),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let out = parse_agent(&out);
-    assert_eq!(out[0]["status"], 403);
-    assert_eq!(out[0]["body"]["error"]["reason"], "caller-not-enrolled");
-    assert!(f.upstream.requests().is_empty());
-
-    // A policy that would open a direct path is refused by `policy check`.
-    let bad = f.env.dir.join("bypass.yaml");
-    let text = std::fs::read_to_string(&f.env.policy)
-        .unwrap_or_default()
-        .replace(
-            "  - id: other-agent\n",
-            "  - id: other-agent\n    egress:\n      allow:\n        - {id: direct, cidr: 127.170.0.0/16}\n",
-        );
-    std::fs::write(&bad, text).unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(palisade_tests::palisade_bin())
-        .args(["policy", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains(&format!(
-            "bypass.yaml:41:11: identity `other-agent` may reach 127.170.{}.2:8443 directly (rule `direct`), but service `stripe` protects it",
-            f.net
-        )),
-        "{err}"
-    );
-}
-
-#[test]
 fn the_kill_switch_cuts_the_gateway_path_at_once() {
     let Some(f) = start("gw-kill") else { return };
     let cue = f.env.dir.join("killed");
@@ -818,4 +655,39 @@ fn explain_and_test_map_requests_as_the_gateway_does() {
         out.contains("PASS an API the policy does not map is refused: deny (no-route)"),
         "{out}"
     );
+}
+
+#[test]
+fn an_agent_in_a_sub_cgroup_of_its_own_is_still_itself() {
+    let Some(f) = start("gw-subcgroup") else {
+        return;
+    };
+    // The agent (root here) makes a cgroup below its own and moves there:
+    // its sockets belong to the sub-cgroup, which the gateway traces back
+    // to the enrolled one, as the kernel hooks do.
+    let cg = f.env.attach.join("palisade/finance-agent");
+    let script = format!(
+        "mkdir -p {cg}/sub && echo $$ > {cg}/sub/cgroup.procs && exec /usr/bin/curl -s -o /dev/null -w '%{{http_code}}' {base}/v1/customers/cus_sub",
+        cg = cg.display(),
+        base = f.base()
+    );
+    let out = exec(
+        &f.env,
+        "finance-agent",
+        Path::new("/bin/sh"),
+        &["-c", &script],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = f.env.wait_audit("sub-cgroup request", |e| {
+        e["kind"] == "gateway" && e["call"]["resource"] == "customer/cus_sub"
+    });
+    assert_eq!(ev["identity"], "finance-agent");
+    assert_eq!(ev["verdict"], "allow");
 }

@@ -86,8 +86,20 @@ pub fn identify(daemon: &Daemon, s: PeerSocket) -> Result<Caller, DaemonError> {
             identity: Some((name(index), index)),
         });
     }
-    // A sub-cgroup of an enrolled one (or nothing enrolled at all).
-    let identity = match cgroup_path(daemon.cgroups.root(), s.cgroup_id) {
+    // A sub-cgroup of an enrolled one (or nothing enrolled at all). Its
+    // path by file handle needs CAP_DAC_READ_SEARCH; without it, a walk of
+    // the attached subtree finds it (slower, and rare: agents usually make
+    // their sockets in the enrolled cgroup itself).
+    let path = cgroup_path(daemon.cgroups.root(), s.cgroup_id).or_else(|e| {
+        daemon
+            .cgroups
+            .walk(&daemon.attach)
+            .into_iter()
+            .find(|(_, id)| *id == s.cgroup_id)
+            .map(|(rel, _)| daemon.cgroups.absolute(&rel))
+            .ok_or(e)
+    });
+    let identity = match path {
         Ok(path) => match daemon.cgroups.relative(&path) {
             Some(rel) => {
                 let mut found = None;
