@@ -14,6 +14,9 @@
 //!   writes an audit record.
 //!
 //! Rounds interleave the two so machine noise hits both alike.
+//!
+//! `--no-stderr-copy` turns off the trail's readable copy on the daemon's
+//! stderr (`audit.stderr: false`); the default configuration keeps it.
 
 use std::{
     convert::Infallible,
@@ -231,7 +234,11 @@ fn main() {
     let secret = env.dir.join("bench.key");
     std::fs::write(&secret, "sk_bench_0123456789").unwrap_or_else(|e| panic!("{e}"));
     env.write_policy(&policy(&secret));
-    env.write_config(&format!("gateway:\n  listen: {NET}.1\n"));
+    let no_stderr_copy = args.iter().any(|a| a == "--no-stderr-copy");
+    env.write_config_with(
+        if no_stderr_copy { "  stderr: false\n" } else { "" },
+        &format!("gateway:\n  listen: {NET}.1\n"),
+    );
     // The upstream runs on its own runtime thread for the whole benchmark.
     let up: SocketAddr = format!("{NET}.2:{UPSTREAM_PORT}")
         .parse()
@@ -257,7 +264,8 @@ fn main() {
     }
 
     println!(
-        "{ROUNDS} interleaved rounds x {CALLS_PER_RUN} POSTs per (clients, path); latency in µs, seen by the client"
+        "{ROUNDS} interleaved rounds x {CALLS_PER_RUN} POSTs per (clients, path); latency in µs, seen by the client; audit stderr copy {}",
+        if no_stderr_copy { "off" } else { "on" }
     );
     println!(
         "| clients | path | requests | p50 | p99 | p99.9 | requests/s | gateway vs straight |"
