@@ -171,6 +171,27 @@ struct Series {
     latencies: Vec<u64>,
     calls: u64,
     wall_ns: u128,
+    /// The daemon's CPU time (user + system, all threads) during these runs.
+    daemon_cpu_ns: u128,
+}
+
+/// CPU time a process has used so far (user + system, all threads), from
+/// `/proc/PID/stat` in clock ticks.
+fn cpu_ns(pid: u32) -> u128 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // Fields after the `(comm)`, which may hold spaces: state is field 3,
+    // utime and stime fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u128> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap_or_else(|e| panic!("{v}: {e}")))
+        .collect();
+    // SAFETY: plain getter.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u128;
+    (f[0] + f[1]) * 1_000_000_000 / hz
 }
 
 fn run_worker(env: &TestEnv, me: &Path, through_gateway: bool, clients: usize) -> (u128, Vec<u64>) {
@@ -236,7 +257,11 @@ fn main() {
     env.write_policy(&policy(&secret));
     let no_stderr_copy = args.iter().any(|a| a == "--no-stderr-copy");
     env.write_config_with(
-        if no_stderr_copy { "  stderr: false\n" } else { "" },
+        if no_stderr_copy {
+            "  stderr: false\n"
+        } else {
+            ""
+        },
         &format!("gateway:\n  listen: {NET}.1\n"),
     );
     // The upstream runs on its own runtime thread for the whole benchmark.
@@ -246,17 +271,20 @@ fn main() {
     let rt = runtime();
     rt.spawn(upstream(up));
     std::thread::sleep(Duration::from_millis(200));
-    let _daemon = DaemonProc::start(&env);
+    let daemon = DaemonProc::start(&env);
     let me = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
 
     let mut series: Vec<[Series; 2]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
     for round in 0..ROUNDS {
         for (ci, &clients) in CONCURRENCY.iter().enumerate() {
             for (ki, gw) in [false, true].into_iter().enumerate() {
+                let before = cpu_ns(daemon.pid());
                 let (wall, lat) = run_worker(&env, &me, gw, clients);
+                let daemon_cpu = cpu_ns(daemon.pid()) - before;
                 let s = &mut series[ci][ki];
                 s.calls += lat.len() as u64;
                 s.wall_ns += wall;
+                s.daemon_cpu_ns += daemon_cpu;
                 s.latencies.extend(lat);
             }
         }
@@ -268,9 +296,9 @@ fn main() {
         if no_stderr_copy { "off" } else { "on" }
     );
     println!(
-        "| clients | path | requests | p50 | p99 | p99.9 | requests/s | gateway vs straight |"
+        "| clients | path | requests | p50 | p99 | p99.9 | requests/s | daemon CPU/request (µs) | gateway vs straight |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (ci, &clients) in CONCURRENCY.iter().enumerate() {
         let mut base = (0.0, 0.0, 0.0);
         for (ki, name) in ["straight", "gateway"].into_iter().enumerate() {
@@ -287,14 +315,15 @@ fn main() {
                 String::new()
             } else {
                 format!(
-                    "p50 +{:.0} µs, p99 +{:.0} µs, throughput {:.2}×",
+                    "p50 {:+.0} µs, p99 {:+.0} µs, throughput {:.2}×",
                     p50 - base.0,
                     p99 - base.1,
                     rate / base.2
                 )
             };
+            let cpu = s.daemon_cpu_ns as f64 / 1e3 / s.calls.max(1) as f64;
             println!(
-                "| {clients} | {name} | {} | {p50:.0} | {p99:.0} | {p999:.0} | {rate:.0} | {vs} |",
+                "| {clients} | {name} | {} | {p50:.0} | {p99:.0} | {p999:.0} | {rate:.0} | {cpu:.1} | {vs} |",
                 s.calls
             );
         }
