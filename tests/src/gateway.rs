@@ -13,7 +13,17 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{TestEnv, client_python, palisade_bin, wait_for};
+use crate::{TestEnv, palisade_bin, wait_for};
+
+/// The Python with the gateway tests' clients and MCP SDK
+/// (`clients/python/requirements-gateway.txt`): `$PALISADE_GATEWAY_PYTHON`,
+/// or the virtualenv `cargo xtask setup` makes.
+pub fn gateway_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_GATEWAY_PYTHON") {
+        return p.into();
+    }
+    crate::client_env("python-gateway").join("bin/python3")
+}
 
 /// The repository's `tests/python` directory.
 pub fn python_dir() -> PathBuf {
@@ -145,7 +155,7 @@ impl Upstream {
     pub fn start(env: &TestEnv, addr: &str, port: u16, tls: Option<&TestCa>) -> Self {
         let log = env.dir.join(format!("upstream-{addr}-{port}.jsonl"));
         let _ = std::fs::remove_file(&log);
-        let mut cmd = Command::new(client_python());
+        let mut cmd = Command::new(gateway_python());
         cmd.arg(python_dir().join("upstream.py"))
             .args(["--addr", addr, "--port", &port.to_string(), "--log"])
             .arg(&log);
@@ -245,7 +255,7 @@ pub fn agent_cmd(
     exec(
         env,
         identity,
-        &client_python(),
+        &gateway_python(),
         &[&script.to_string_lossy(), client, base, &reqs],
     )
 }

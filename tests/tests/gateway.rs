@@ -7,8 +7,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use palisade_tests::{
-    Probe, client_python,
-    gateway::{
+    Probe, gateway::{
+        gateway_python,
         agent, agent_cmd, exec, exec_unprivileged, gateway_events, parse_agent, pending_approval,
         python_dir, request,
     },
@@ -412,7 +412,7 @@ fn abuse(f: &Fixture, identity: &str, args: &[&str]) -> std::process::Child {
     let mut all = vec![script.to_string_lossy().into_owned()];
     all.extend(args.iter().map(|a| a.to_string()));
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    exec(&f.env, identity, &client_python(), &refs)
+    exec(&f.env, identity, &gateway_python(), &refs)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("abuse {args:?}: {e}"))

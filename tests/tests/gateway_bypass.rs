@@ -8,8 +8,8 @@
 use std::{process::Command, sync::atomic::Ordering, time::Duration};
 
 use palisade_tests::{
-    Outcome, Probe, TcpServer, client_python,
-    gateway::{agent, exec, exec_unprivileged, parse_agent, python_dir, request},
+    Outcome, Probe, TcpServer, gateway::{
+        gateway_python,agent, exec, exec_unprivileged, parse_agent, python_dir, request},
     gateway_fixture::{Fixture, pay, start},
     wait_for,
 };
@@ -57,7 +57,7 @@ fn the_upstream_is_reachable_only_through_the_gateway() {
     assert!(f.upstream.requests().is_empty());
 
     // A process that is not enrolled reaches the gateway and is refused.
-    let out = Command::new(client_python())
+    let out = Command::new(gateway_python())
         .arg(python_dir().join("agent_http.py"))
         .args([
             "requests",
@@ -116,7 +116,7 @@ fn the_gateway_cannot_be_aimed_elsewhere() {
         let out = exec(
             &f.env,
             who,
-            &client_python(),
+            &gateway_python(),
             &[&script.to_string_lossy(), "proxy", &f.gateway(), "9001", t],
         )
         .output()

@@ -10,8 +10,8 @@ use std::{
 };
 
 use palisade_tests::{
-    DaemonProc, TestEnv, client_python,
-    gateway::{agent, config, exec, gateway_events, python_dir, subnet},
+    DaemonProc, TestEnv, gateway::{
+        gateway_python,agent, config, exec, gateway_events, python_dir, subnet},
     root_or_skip, wait_for,
 };
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ struct McpServer {
 impl McpServer {
     fn start(env: &TestEnv, addr: &str, port: u16) -> Self {
         let log = env.dir.join("mcp-calls.jsonl");
-        let child = Command::new(client_python())
+        let child = Command::new(gateway_python())
             .arg(python_dir().join("mcp_server.py"))
             .args(["--http", addr, &port.to_string(), "--log"])
             .arg(&log)
@@ -91,7 +91,7 @@ fn mcp_agent(env: &TestEnv, identity: &str, url: &str, calls: Value) -> Vec<Valu
     let out = exec(
         env,
         identity,
-        &client_python(),
+        &gateway_python(),
         &[&script.to_string_lossy(), url, &calls.to_string()],
     )
     .output()
@@ -323,7 +323,7 @@ fn a_stdio_server_runs_outside_the_agent_with_secrets_it_never_sees() {
     port: 9102
     mask: [ssn]
 "#,
-        python = client_python().display(),
+        python = gateway_python().display(),
         server = python_dir().join("mcp_server.py").display(),
     );
     let Some(f) = start("gw-mcp-stdio", &extra) else {

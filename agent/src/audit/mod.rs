@@ -11,5 +11,7 @@ pub mod spool;
 pub mod trail;
 pub mod verify;
 
-pub use event::{AuditEvent, CallDetail, DnsDetail, EventKind, HttpDetail};
+pub use event::{
+    AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, HttpDetail, RetentionDetail,
+};
 pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};
