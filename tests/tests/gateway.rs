@@ -7,10 +7,10 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use palisade_tests::{
-    Probe, gateway::{
-        gateway_python,
-        agent, agent_cmd, exec, exec_unprivileged, gateway_events, parse_agent, pending_approval,
-        python_dir, request,
+    Probe,
+    gateway::{
+        agent, agent_cmd, exec, exec_unprivileged, gateway_events, gateway_python, parse_agent,
+        pending_approval, python_dir, request,
     },
     gateway_fixture::{Fixture, pay, start},
     http::Scrape,

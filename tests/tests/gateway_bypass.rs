@@ -8,8 +8,8 @@
 use std::{process::Command, sync::atomic::Ordering, time::Duration};
 
 use palisade_tests::{
-    Outcome, Probe, TcpServer, gateway::{
-        gateway_python,agent, exec, exec_unprivileged, parse_agent, python_dir, request},
+    Outcome, Probe, TcpServer,
+    gateway::{agent, exec, exec_unprivileged, gateway_python, parse_agent, python_dir, request},
     gateway_fixture::{Fixture, pay, start},
     wait_for,
 };

@@ -10,8 +10,8 @@ use std::{
 };
 
 use palisade_tests::{
-    DaemonProc, TestEnv, gateway::{
-        gateway_python,agent, config, exec, gateway_events, python_dir, subnet},
+    DaemonProc, TestEnv,
+    gateway::{agent, config, exec, gateway_events, gateway_python, python_dir, subnet},
     root_or_skip, wait_for,
 };
 use serde_json::{Value, json};
