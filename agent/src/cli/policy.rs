@@ -12,7 +12,6 @@ use clap::Subcommand;
 use crate::policy::{self, Loaded, PolicyErrors, Protocol, decide::ToolCall, explain, suite};
 
 #[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once per command line")]
 pub enum PolicyCommand {
     /// Validate policy files or directories; prints `file:line:column:
     /// message` per problem and exits 1 on any error.
