@@ -21,6 +21,8 @@
 //! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! dns:                                  # DNS-aware egress, see dns::settings
 //!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
+//! gateway:                              # the L7 gateway, see gateway::settings
+//!   listen: 127.54.0.1
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +58,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub approvals: ApprovalsConfig,
     pub api: ApiConfig,
+    /// The L7 gateway for services the policy protects (docs/gateway.md).
+    pub gateway: crate::gateway::GatewaySettings,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -188,6 +192,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
+            gateway: crate::gateway::GatewaySettings::default(),
         }
     }
 }
@@ -295,6 +300,11 @@ impl Config {
             }
         }
         cfg.dns.check().map_err(|msg| at(1, 1, msg))?;
+        let dns_range = cfg
+            .dns
+            .enabled
+            .then_some((cfg.dns.listen, agent_common::MAX_IDENTITIES));
+        cfg.gateway.check(dns_range).map_err(|msg| at(1, 1, msg))?;
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(at(

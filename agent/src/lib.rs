@@ -14,6 +14,7 @@ pub mod decision;
 pub mod discovery;
 pub mod dns;
 pub mod doctor;
+pub mod gateway;
 pub mod hex;
 pub mod identity;
 pub mod metrics;

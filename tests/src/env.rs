@@ -115,8 +115,15 @@ impl TestEnv {
     }
 
     fn write_config_cgroup(&self, cgroup: &str, audit_extra: &str, extra: &str) {
+        // The L7 gateway listens on fixed loopback ports; tests that do not
+        // configure it keep it off, so concurrent daemons never compete.
+        let gateway = if extra.contains("gateway:") {
+            ""
+        } else {
+            "gateway:\n  enabled: false\n"
+        };
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{gateway}{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),

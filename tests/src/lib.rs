@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod forge;
+pub mod gateway;
+pub mod gateway_fixture;
 pub mod hooks;
 pub mod http;
 pub mod kernel;

@@ -29,6 +29,7 @@ pub fn setup(apt_install: impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Res
     }
     let dev = python_env("python-dev", "dev")?;
     python_env("python-crewai", "crewai")?;
+    python_env("python-gateway", "gateway")?;
     wheelhouse(&dev)?;
     node(&apt_install)?;
     npm_packages()

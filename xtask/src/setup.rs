@@ -36,6 +36,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("nsenter", "util-linux"),
     ("/usr/sbin/debootstrap", "debootstrap"),
+    // The gateway tests: a test CA (openssl) and an ordinary client (curl).
+    ("openssl", "openssl"),
+    ("curl", "curl"),
 ];
 
 /// What the systemd unit test boots: systemd as PID 1 over a minimal

@@ -36,9 +36,10 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
         DaemonError::Busy(_) => Code::ResourceExhausted,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
-        DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
-            Code::FailedPrecondition
-        }
+        DaemonError::Config(_)
+        | DaemonError::Preflight(_)
+        | DaemonError::Metrics(_)
+        | DaemonError::Gateway(_) => Code::FailedPrecondition,
         DaemonError::Cgroup(_)
         | DaemonError::Audit(_)
         | DaemonError::Trail(_)

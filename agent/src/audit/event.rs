@@ -27,6 +27,8 @@ pub enum EventKind {
     Approval,
     /// A just-in-time egress grant given, ended or withdrawn.
     Grant,
+    /// A request through the L7 gateway (HTTP API or MCP service).
+    Gateway,
     /// Old trail files deleted by retention (what the chain no longer holds).
     Retention,
 }
@@ -83,6 +85,9 @@ pub struct AuditEvent {
     /// Tool calls, approvals and grants (`decision`, `approval`, `grant`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<CallDetail>,
+    /// Gateway requests (`kind: gateway`): the HTTP side of the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDetail>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +136,34 @@ pub struct CallDetail {
     /// Token of the call, when one was checked: its `jti` and key id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// What a gateway event says about the request. Never a header value, a
+/// body or a parameter value: those may hold secrets or personal data.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HttpDetail {
+    pub service: String,
+    pub method: String,
+    /// The route's path template (`/v1/customers/{id}`), not the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_id: Option<String>,
+    /// MCP: the JSON-RPC method (`tools/call`, `tools/list`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// The status the agent got.
+    pub status: u16,
+    /// The upstream's status, when the request was forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Request body bytes from the agent, response body bytes to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// From the request's arrival to the end of the response body.
+    pub duration_us: u64,
+    /// `complete`, `aborted` (the agent went away) or `failed`.
+    pub end: String,
 }
 
 /// What an aggregate record covers: `count` more denials of one kind (or,
@@ -223,6 +256,7 @@ impl AuditEvent {
             retention: None,
             dns: None,
             call: None,
+            http: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -246,6 +280,18 @@ impl AuditEvent {
             }
         } else if let Some(proto) = &self.protocol {
             s.push_str(&format!(" socket={proto}"));
+        }
+        if let Some(h) = &self.http {
+            s.push_str(&format!(
+                " service={} {} {} status={}",
+                h.service,
+                h.method,
+                h.route
+                    .as_deref()
+                    .or(h.mcp_method.as_deref())
+                    .unwrap_or("-"),
+                h.status
+            ));
         }
         if let Some(d) = &self.dns {
             s.push_str(&format!(" query={} type={}", d.query, d.qtype));
@@ -291,6 +337,7 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Decision => "decision",
         EventKind::Approval => "approval",
         EventKind::Grant => "grant",
+        EventKind::Gateway => "gateway",
         EventKind::Retention => "retention",
     }
 }

@@ -377,49 +377,11 @@ impl Daemon {
             ));
         }
 
-        let mut d = policy.decide_tool(&call);
-        let mut obligations = Vec::new();
-        let mut approval = None;
-        match d.verdict {
-            ToolVerdict::Allow => {
-                match self.decisions.budgets.charge(identity, &d.charges, false) {
-                    Ok(r) => obligations = r,
-                    Err(_) => {
-                        // The deny replaces the decision and its charges;
-                        // report what remains of each budget all the same.
-                        let budgets = &self.decisions.budgets;
-                        let used = budgets.used(identity, &d.charges);
-                        obligations = budgets.peek(identity, &d.charges);
-                        d.check_budgets(|b| used.get(b).copied().unwrap_or(0.0));
-                    }
-                }
-            }
-            ToolVerdict::ApprovalRequired => {
-                obligations = self.decisions.budgets.peek(identity, &d.charges);
-                if self.mode_of(policy, identity) == Mode::Enforce {
-                    let (a, new) = self.decisions.approvals.request(Ask {
-                        rules: d.rules.clone(),
-                        ..ask
-                    });
-                    if new {
-                        let mut ev =
-                            self.call_event(identity, caller, req, "pending", "approval-requested");
-                        if let Some(c) = ev.call.as_mut() {
-                            c.approval_id = Some(a.id.clone());
-                            c.params_digest = Some(digest.clone());
-                        }
-                        ev.rule = d.rules.first().cloned();
-                        ev.kind = EventKind::Approval;
-                        self.audit.emit(ev);
-                        self.metrics
-                            .set_pending_approvals(self.decisions.approvals.pending() as u64);
-                        self.announce(&a);
-                    }
-                    approval = Some((a.id, String::new()));
-                }
-            }
-            ToolVerdict::Deny => {}
-        }
+        let judged = self.judge(policy, &call, ask, || {
+            self.call_event(identity, caller, req, "pending", "approval-requested")
+        });
+        let (d, obligations) = (judged.decision, judged.obligations);
+        let approval = judged.approval.map(|a| (a.id, String::new()));
         Ok(self.finish(
             caller,
             identity,

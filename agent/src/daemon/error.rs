@@ -26,6 +26,8 @@ pub enum DaemonError {
     Identity(#[from] IdentityError),
     #[error("DNS proxy: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
     #[error("unknown identity `{0}`: it is not defined in the active policy")]
     UnknownIdentity(String),
     #[error("permission denied: {0}")]

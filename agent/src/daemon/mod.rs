@@ -13,6 +13,8 @@ mod egress;
 pub mod enrol;
 mod error;
 mod eval_slots;
+mod gateway;
+mod judge;
 mod kernel_events;
 pub mod notify;
 mod peers;
@@ -37,6 +39,7 @@ pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
+pub use judge::Judged;
 pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
@@ -136,6 +139,8 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// The L7 gateway for the policy's services.
+    pub gateway: Arc<crate::gateway::Gateway>,
     /// Where and how many conditions are evaluated at once (`eval_slots`).
     eval_slots: eval_slots::EvalSlots,
     /// Announces new approvals to Slack, Teams and webhooks.
@@ -208,6 +213,10 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let gateway = crate::gateway::Gateway::new(
+            config.gateway.clone(),
+            crate::gateway::GatewayMaps::take(kernel.ebpf_mut())?,
+        );
         let agg_maps =
             crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
         let decisions = decision_state(&config)?;
@@ -250,6 +259,7 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            gateway,
             eval_slots: eval_slots::EvalSlots::default(),
             notifier,
             active: ArcSwap::new(placeholder),
@@ -258,6 +268,7 @@ impl Daemon {
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        daemon.gateway.attach(&daemon);
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(
             EventKind::Daemon,
@@ -344,6 +355,7 @@ impl Daemon {
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         notify::notify("STOPPING=1");
+        self.gateway.shutdown();
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();

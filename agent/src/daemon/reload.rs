@@ -50,9 +50,11 @@ impl Daemon {
             self.registry.index_of(name)
         })?;
         self.dns_prepare(&policy, &mut tables).await?;
+        self.gateway_prepare(&policy)?;
         self.maps.apply(&tables, generation)?;
         let active = Arc::new(ActivePolicy { policy, generation });
         self.active.store(active.clone());
+        self.gateway_commit();
         self.metrics
             .set_policy_identities(active.policy.identities.len() as u64);
         {

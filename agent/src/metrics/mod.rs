@@ -17,6 +17,7 @@
 pub mod collect;
 mod config;
 mod expo;
+pub mod gateway;
 pub mod server;
 
 use std::{
@@ -127,6 +128,8 @@ pub struct Metrics {
     reloads_applied: AtomicU64,
     reloads_rejected: AtomicU64,
     last_reload: Mutex<Option<(SystemTime, bool)>>,
+    /// Requests through the L7 gateway.
+    pub gateway: gateway::GatewayMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -347,6 +350,7 @@ impl Metrics {
             .and_then(|(t, _)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
         out.sample_f("palisade_policy_last_reload_timestamp_seconds", &[], at);
+        self.gateway.render(out);
     }
 
     /// When the last reload was attempted and whether it applied.

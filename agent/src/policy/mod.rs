@@ -17,6 +17,7 @@ pub mod lint;
 pub mod model;
 pub mod net;
 pub mod schema;
+pub mod service;
 mod source;
 pub mod suite;
 pub mod tables;
@@ -45,6 +46,8 @@ pub struct Policy {
     pub schemas: Vec<ToolSchema>,
     /// Context fields callers may send, besides the built-ins.
     pub context_fields: BTreeMap<String, ParamType>,
+    /// Upstreams reached through the L7 gateway.
+    pub services: Vec<service::Service>,
     /// Whose signed approvals this policy accepts.
     pub approvers: Vec<Approver>,
 }
@@ -73,6 +76,10 @@ impl Policy {
 
     pub fn rule_by_id(&self, id: &str) -> Option<&RuleInfo> {
         self.rules.iter().find(|r| r.id == id)
+    }
+
+    pub fn service(&self, id: &str) -> Option<&service::Service> {
+        self.services.iter().find(|s| s.id == id)
     }
 
     /// The parameter schema covering `tool.action`, if one is declared.

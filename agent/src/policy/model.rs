@@ -39,6 +39,10 @@ pub struct PolicyDoc {
     #[serde(default, deserialize_with = "unique_keys")]
     #[schemars(with = "BTreeMap<String, ParamType>")]
     pub context: BTreeMap<String, Spanned<ParamType>>,
+    /// Upstream APIs and MCP servers that agents reach only through the
+    /// daemon's L7 gateway (docs/gateway.md).
+    #[serde(default)]
+    pub services: Vec<super::service::doc::ServiceDoc>,
     /// People (or services) whose Ed25519-signed approvals a node applies
     /// without an operator on it (`palisade approve --signed`).
     #[serde(default)]

@@ -119,6 +119,10 @@ fn build<'s>(
     for (s, doc) in &docs {
         b.identities(s, doc, &mut diags);
     }
+    let mut services = super::service::Declared::default();
+    for (s, doc) in &docs {
+        services.add(&s.path, &doc.services, &b.schemas, &mut diags);
+    }
     if diags.iter().any(|d| d.severity == Severity::Error) {
         diags.retain(|d| d.severity == Severity::Error);
         diags.sort_by(|a, b| a.loc.cmp(&b.loc));
@@ -127,7 +131,14 @@ fn build<'s>(
     let label = docs
         .iter()
         .find_map(|(_, d)| d.label.as_ref().map(|l| l.value.clone()));
-    let policy = b.finish(&closures, source::content_hash(sources), label);
+    let mut policy = b.finish(&closures, source::content_hash(sources), label);
+    policy.services = services.services;
+    let bypasses = super::service::only_path(&policy);
+    if !bypasses.is_empty() {
+        return Err(PolicyErrors {
+            diagnostics: bypasses,
+        });
+    }
     let mut warnings = lint::run(&policy);
     warnings.sort_by(|a, b| a.loc.cmp(&b.loc));
     Ok(Loaded { policy, warnings })
@@ -188,7 +199,7 @@ struct Builder {
     approvers: Vec<super::Approver>,
 }
 
-fn name_error(kind: &str, id: &str) -> Option<String> {
+pub(in crate::policy) fn name_error(kind: &str, id: &str) -> Option<String> {
     let valid_chars = id
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
@@ -651,6 +662,7 @@ impl Builder {
             rules: self.rules,
             schemas: self.schemas,
             context_fields: self.context_fields,
+            services: Vec::new(),
             approvers: self.approvers,
         }
     }
