@@ -77,6 +77,9 @@ pub enum Reason {
     /// A connection straight to a DNS proxy address other than through the
     /// kernel's DNS steering (which could impersonate another identity).
     DnsProxyDirect = 6,
+    /// Allowed only by a break-glass elevation's grant (recorded as an
+    /// allow event; the rule field carries the elevation number).
+    Elevation = 7,
 }
 
 impl Reason {
@@ -89,6 +92,7 @@ impl Reason {
             4 => Self::UnknownIdentity,
             5 => Self::SocketType,
             6 => Self::DnsProxyDirect,
+            7 => Self::Elevation,
             _ => return None,
         })
     }
@@ -102,6 +106,7 @@ impl Reason {
             Self::UnknownIdentity => "identity-not-in-policy",
             Self::SocketType => "socket-type-refused",
             Self::DnsProxyDirect => "dns-proxy-direct",
+            Self::Elevation => "elevation",
         }
     }
 }

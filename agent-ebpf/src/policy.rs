@@ -5,6 +5,7 @@ use agent_common::{
     IDENT_DNS, IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE,
     NormAddr, OWN_RULE, PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
 };
+use agent_common::grants::ELEVATION_RULE;
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::warn;
 
@@ -81,6 +82,9 @@ pub fn judge(
     // Only what the policy does not allow reaches here: the grants lookup
     // costs nothing on the allowed path.
     if let Some(rule) = crate::grants::judge(identity, addr, port, proto) {
+        if rule & ELEVATION_RULE != 0 {
+            return (Reason::Elevation, rule);
+        }
         return (Reason::AllowRule, rule);
     }
     (Reason::DefaultDeny, NO_RULE)

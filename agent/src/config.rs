@@ -21,6 +21,7 @@
 //! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! dns:                                  # DNS-aware egress, see dns::settings
 //!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
+//! elevations_file: /var/lib/palisade/elevations.json  # active break-glass elevations
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub approvals: ApprovalsConfig,
     pub api: ApiConfig,
+    /// Where active break-glass elevations are saved across restarts;
+    /// default: `elevations.json` next to `tokens.key_file`.
+    pub elevations_file: Option<PathBuf>,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -183,6 +187,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
+            elevations_file: None,
         }
     }
 }
@@ -261,6 +266,15 @@ impl Config {
             }
         }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
+        cfg.elevations_file = Some(match &cfg.elevations_file {
+            Some(f) => base.join(f),
+            None => cfg
+                .tokens
+                .key_file
+                .parent()
+                .unwrap_or(Path::new("/var/lib/palisade"))
+                .join("elevations.json"),
+        });
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
             ("tokens.ttl", &cfg.tokens.ttl),

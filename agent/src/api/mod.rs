@@ -4,6 +4,7 @@
 
 pub mod client;
 mod decision;
+mod elevation;
 pub mod observe;
 mod server;
 
@@ -35,16 +36,18 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
         DaemonError::Busy(_) => Code::ResourceExhausted,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
-        DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
-            Code::FailedPrecondition
-        }
+        DaemonError::Config(_)
+        | DaemonError::Preflight(_)
+        | DaemonError::Metrics(_)
+        | DaemonError::Precondition(_) => Code::FailedPrecondition,
         DaemonError::Cgroup(_)
         | DaemonError::Audit(_)
         | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
         | DaemonError::Identity(_)
         | DaemonError::Dns(_)
-        | DaemonError::Grant(_) => Code::Internal,
+        | DaemonError::Grant(_)
+        | DaemonError::Elevation(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

@@ -27,6 +27,8 @@ pub enum EventKind {
     Approval,
     /// A just-in-time egress grant given, ended or withdrawn.
     Grant,
+    /// A break-glass elevation started or ended.
+    Elevation,
     /// Old trail files deleted by retention (what the chain no longer holds).
     Retention,
 }
@@ -83,6 +85,10 @@ pub struct AuditEvent {
     /// Tool calls, approvals and grants (`decision`, `approval`, `grant`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<CallDetail>,
+    /// The break-glass elevation this record is about, or that alone
+    /// allowed the connection or call it records (its id, `elv-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<String>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,6 +229,7 @@ impl AuditEvent {
             retention: None,
             dns: None,
             call: None,
+            elevation: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -262,6 +269,9 @@ impl AuditEvent {
         if let Some(rule) = &self.rule {
             s.push_str(&format!(" rule={rule}"));
         }
+        if let Some(e) = &self.elevation {
+            s.push_str(&format!(" elevation={e}"));
+        }
         if let Some(v) = &self.policy_version {
             s.push_str(&format!(" policy={v}"));
         }
@@ -291,6 +301,7 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Decision => "decision",
         EventKind::Approval => "approval",
         EventKind::Grant => "grant",
+        EventKind::Elevation => "elevation",
         EventKind::Retention => "retention",
     }
 }

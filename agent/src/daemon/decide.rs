@@ -45,6 +45,9 @@ pub struct DecideOutcome {
     pub decision_id: String,
     pub obligations: Vec<Remaining>,
     pub approval_id: Option<String>,
+    /// The break-glass elevation that alone allowed (or made approvable)
+    /// the call; empty when the standing policy decided.
+    pub elevation: String,
 }
 
 /// A token just issued.
@@ -273,6 +276,7 @@ impl Daemon {
                     started,
                     None,
                     access.as_ref(),
+                    None,
                 ));
             }
         };
@@ -328,10 +332,11 @@ impl Daemon {
                 started,
                 Some((approval.id, approval.approver)),
                 None,
+                None,
             ));
         }
 
-        let mut d = policy.decide_tool(&call);
+        let (mut d, elevation) = self.decide_elevated(policy, &call);
         let mut obligations = Vec::new();
         let mut approval = None;
         match d.verdict {
@@ -386,6 +391,7 @@ impl Daemon {
             started,
             approval,
             access.as_ref(),
+            elevation.as_deref(),
         ))
     }
 
@@ -412,6 +418,7 @@ impl Daemon {
         started: Instant,
         approval: Option<(String, String)>,
         token: Option<&AccessClaims>,
+        elevation: Option<&str>,
     ) -> DecideOutcome {
         let shadow =
             self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
@@ -444,6 +451,7 @@ impl Daemon {
             }
             c.jti = token.map(|t| t.jti.clone());
         }
+        ev.elevation = elevation.map(str::to_string);
         self.audit.emit(ev);
         self.metrics.record_decision(&crate::metrics::Decision {
             identity,
@@ -462,6 +470,7 @@ impl Daemon {
             approval_id: approval
                 .filter(|(_, approver)| approver.is_empty())
                 .map(|(id, _)| id),
+            elevation: elevation.unwrap_or_default().to_string(),
         }
     }
 

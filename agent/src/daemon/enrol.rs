@@ -185,6 +185,7 @@ impl Daemon {
             // as long as the switch is on.
             self.decisions.tokens.revoke_issued(identity);
             self.withdraw_grants_of(identity);
+            self.end_elevations_of(identity, "revoked");
         }
         info!(identity, killed, reason, "kill switch");
         let mut ev = AuditEvent::new(

@@ -166,7 +166,6 @@ roles:
         - {id: ledger-api, cidr: 10.30.0.0/16, ports: [443], protocol: tcp}
   - id: manager
     inherits: [operator]
-    elevated: true
     tools:
       allow:
         - id: payments
@@ -200,7 +199,7 @@ fn roles_inherit_and_identities_get_every_rule() {
         1,
         "the identity's own deny restricts what roles grant"
     );
-    assert!(id.is_elevated(&p));
+    assert!(id.elevatable.is_empty());
     assert_eq!(id.metadata.tenant.as_deref(), Some("eu-1"));
     assert_eq!(
         p.rule_by_id("payments")
