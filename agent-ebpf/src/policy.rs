@@ -1,11 +1,11 @@
 //! What the policy says about one destination: deny rules first (they win),
 //! then addresses learned from DNS, then allow rules, else deny by default.
 
+use agent_common::grants::ELEVATION_RULE;
 use agent_common::{
     IDENT_DNS, IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE,
     NormAddr, OWN_RULE, PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
 };
-use agent_common::grants::ELEVATION_RULE;
 use aya_ebpf::{EbpfContext, maps::lpm_trie::Key};
 use aya_log_ebpf::warn;
 

@@ -95,7 +95,11 @@ fn an_elevation_opens_egress_and_tools_until_expiry_even_with_the_daemon_killed(
     let (env, mut d) = start("elevation-expiry", &port);
     let agent = env.make_cgroup("ops.service");
     let connect = || Probe::in_cgroup(&agent, &["tcp", DB, &port]);
-    let reached = || db.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    // The listener counts what it accepted; give its accept loop a moment.
+    let reached = || {
+        std::thread::sleep(Duration::from_millis(50));
+        db.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    };
 
     // Before: the elevated role is not held.
     connect().expect_eperm("before any elevation");
@@ -176,7 +180,10 @@ fn an_elevation_opens_egress_and_tools_until_expiry_even_with_the_daemon_killed(
         r["kind"] == "elevation" && r["verdict"] == "ended" && r["elevation"] == id.as_str()
     });
     assert_eq!(ended["reason"], "expired", "{ended}");
-    assert!(elevations(&env).is_empty(), "an expired elevation is listed");
+    assert!(
+        elevations(&env).is_empty(),
+        "an expired elevation is listed"
+    );
     connect().expect_eperm("after the restart");
     assert_eq!(reached(), 2);
     let after = drop_table(&env, &agent);

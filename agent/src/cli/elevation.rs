@@ -65,12 +65,17 @@ pub fn elevate(socket: &Path, a: &ElevateArgs<'_>) -> anyhow::Result<ExitCode> {
         if a.json {
             print(&e, true);
         } else {
-            println!("{}: ended ({} no longer holds {})", e.id, e.identity, e.role);
+            println!(
+                "{}: ended ({} no longer holds {})",
+                e.id, e.identity, e.role
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let (Some(identity), Some(role), Some(duration)) = (a.identity, a.role, a.duration) else {
-        anyhow::bail!("usage: palisade elevate IDENTITY --role ROLE --for DURATION --reason TEXT (or --end ID)");
+        anyhow::bail!(
+            "usage: palisade elevate IDENTITY --role ROLE --for DURATION --reason TEXT (or --end ID)"
+        );
     };
     let ttl = humantime::parse_duration(duration)
         .map_err(|e| anyhow::anyhow!("--for {duration:?}: {e} (e.g. 30m, 2h)"))?;

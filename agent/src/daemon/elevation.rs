@@ -226,7 +226,11 @@ impl Daemon {
         self.refresh_elevations();
     }
 
-    fn write_elevation_grants(&self, e: &Elevation, role: &ElevatedRole) -> Result<(), DaemonError> {
+    fn write_elevation_grants(
+        &self,
+        e: &Elevation,
+        role: &ElevatedRole,
+    ) -> Result<(), DaemonError> {
         if role.allow.is_empty() {
             return Ok(());
         }

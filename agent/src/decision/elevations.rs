@@ -221,7 +221,11 @@ impl Elevations {
     /// Every elevation held now (expired ones not yet swept are left out).
     pub fn active(&self) -> Vec<Elevation> {
         let now = boot_now_ns();
-        self.lock().iter().filter(|e| e.live(now)).cloned().collect()
+        self.lock()
+            .iter()
+            .filter(|e| e.live(now))
+            .cloned()
+            .collect()
     }
 
     pub fn active_for(&self, identity: &str) -> Vec<Elevation> {
@@ -257,7 +261,11 @@ mod tests {
         store.add(dead.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.active(), vec![live.clone()]);
         let (again, ended) = Elevations::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(again.active(), vec![live.clone()], "same expiry, not extended");
+        assert_eq!(
+            again.active(),
+            vec![live.clone()],
+            "same expiry, not extended"
+        );
         assert_eq!(ended, vec![dead]);
         let (third, ended) = Elevations::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(ended.is_empty(), "an ended elevation is reported once");

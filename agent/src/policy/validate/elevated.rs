@@ -45,9 +45,15 @@ impl Builder {
                     continue;
                 };
                 let unsupported = [
-                    (!rules.deny.is_empty() || !rules.deny_hosts.is_empty(), "egress `deny`"),
+                    (
+                        !rules.deny.is_empty() || !rules.deny_hosts.is_empty(),
+                        "egress `deny`",
+                    ),
                     (!rules.allow_hosts.is_empty(), "egress `allow` by `host`"),
-                    (!rules.approval_egress.is_empty(), "egress `require_approval`"),
+                    (
+                        !rules.approval_egress.is_empty(),
+                        "egress `require_approval`",
+                    ),
                     (!rules.grantable.is_empty(), "egress `grantable`"),
                 ];
                 for (_, what) in unsupported.iter().filter(|(bad, _)| *bad) {

@@ -571,7 +571,10 @@ fn an_elevated_role_is_held_only_through_an_elevation() {
         context: &params,
         now: std::time::SystemTime::now(),
     };
-    assert_eq!(p.decide_tool(&call).verdict, crate::policy::ToolVerdict::Deny);
+    assert_eq!(
+        p.decide_tool(&call).verdict,
+        crate::policy::ToolVerdict::Deny
+    );
     let d = p.decide_tool_elevated(&call, &["dba"]);
     assert_eq!(d.verdict, crate::policy::ToolVerdict::Allow);
     assert_eq!(d.rules, vec!["drop"]);
@@ -598,7 +601,10 @@ roles:
         .err()
         .unwrap_or_else(|| panic!("accepted"))
         .to_string();
-    assert!(e.contains("p.yaml:3:") && e.contains("`allow` by `host`"), "{e}");
+    assert!(
+        e.contains("p.yaml:3:") && e.contains("`allow` by `host`"),
+        "{e}"
+    );
     assert!(e.contains("egress `grantable`"), "{e}");
     assert!(
         e.contains("p.yaml:10:") && e.contains("inherits elevated role `bg`"),
