@@ -89,7 +89,7 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
         }
     };
     let verdict = match reason {
-        Reason::AllowRule => Verdict::Allow,
+        Reason::AllowRule | Reason::Elevation => Verdict::Allow,
         _ if audit => Verdict::Audit,
         _ => Verdict::Deny,
     };

@@ -23,6 +23,7 @@
 //!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
 //! gateway:                              # the L7 gateway, see gateway::settings
 //!   listen: 127.54.0.1
+//! elevations_file: /var/lib/palisade/elevations.json  # active break-glass elevations
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// The L7 gateway for services the policy protects (docs/gateway.md).
     pub gateway: crate::gateway::GatewaySettings,
+    /// Where active break-glass elevations are saved across restarts;
+    /// default: `elevations.json` next to `tokens.key_file`.
+    pub elevations_file: Option<PathBuf>,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -193,6 +197,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
             gateway: crate::gateway::GatewaySettings::default(),
+            elevations_file: None,
         }
     }
 }
@@ -271,6 +276,15 @@ impl Config {
             }
         }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
+        cfg.elevations_file = Some(match &cfg.elevations_file {
+            Some(f) => base.join(f),
+            None => cfg
+                .tokens
+                .key_file
+                .parent()
+                .unwrap_or(Path::new("/var/lib/palisade"))
+                .join("elevations.json"),
+        });
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
             ("tokens.ttl", &cfg.tokens.ttl),

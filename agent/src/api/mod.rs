@@ -4,6 +4,7 @@
 
 pub mod client;
 mod decision;
+mod elevation;
 pub mod observe;
 mod peer;
 mod server;
@@ -39,14 +40,16 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::Config(_)
         | DaemonError::Preflight(_)
         | DaemonError::Metrics(_)
-        | DaemonError::Gateway(_) => Code::FailedPrecondition,
+        | DaemonError::Gateway(_)
+        | DaemonError::Precondition(_) => Code::FailedPrecondition,
         DaemonError::Cgroup(_)
         | DaemonError::Audit(_)
         | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
         | DaemonError::Identity(_)
         | DaemonError::Dns(_)
-        | DaemonError::Grant(_) => Code::Internal,
+        | DaemonError::Grant(_)
+        | DaemonError::Elevation(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

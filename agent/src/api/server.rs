@@ -104,6 +104,27 @@ impl proto::palisade_server::Palisade for PalisadeService {
         super::decision::request_egress(&self.daemon, req).await
     }
 
+    async fn elevate(
+        &self,
+        req: Request<proto::ElevateRequest>,
+    ) -> Result<Response<proto::Elevation>, Status> {
+        super::elevation::elevate(&self.daemon, req).await
+    }
+
+    async fn end_elevation(
+        &self,
+        req: Request<proto::EndElevationRequest>,
+    ) -> Result<Response<proto::Elevation>, Status> {
+        super::elevation::end_elevation(&self.daemon, req).await
+    }
+
+    async fn list_elevations(
+        &self,
+        req: Request<proto::ListElevationsRequest>,
+    ) -> Result<Response<proto::ListElevationsResponse>, Status> {
+        super::elevation::list_elevations(&self.daemon, req).await
+    }
+
     async fn push_policy(
         &self,
         req: Request<proto::PushPolicyRequest>,

@@ -29,6 +29,8 @@ pub enum EventKind {
     Grant,
     /// A request through the L7 gateway (HTTP API or MCP service).
     Gateway,
+    /// A break-glass elevation started or ended.
+    Elevation,
     /// Old trail files deleted by retention (what the chain no longer holds).
     Retention,
 }
@@ -88,6 +90,10 @@ pub struct AuditEvent {
     /// Gateway requests (`kind: gateway`): the HTTP side of the call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpDetail>,
+    /// The break-glass elevation this record is about, or that alone
+    /// allowed the connection or call it records (its id, `elv-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<String>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,6 +263,7 @@ impl AuditEvent {
             dns: None,
             call: None,
             http: None,
+            elevation: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -308,6 +315,9 @@ impl AuditEvent {
         if let Some(rule) = &self.rule {
             s.push_str(&format!(" rule={rule}"));
         }
+        if let Some(e) = &self.elevation {
+            s.push_str(&format!(" elevation={e}"));
+        }
         if let Some(v) = &self.policy_version {
             s.push_str(&format!(" policy={v}"));
         }
@@ -338,6 +348,7 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Approval => "approval",
         EventKind::Grant => "grant",
         EventKind::Gateway => "gateway",
+        EventKind::Elevation => "elevation",
         EventKind::Retention => "retention",
     }
 }

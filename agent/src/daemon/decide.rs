@@ -45,6 +45,9 @@ pub struct DecideOutcome {
     pub decision_id: String,
     pub obligations: Vec<Remaining>,
     pub approval_id: Option<String>,
+    /// The break-glass elevation that alone allowed (or made approvable)
+    /// the call; empty when the standing policy decided.
+    pub elevation: String,
 }
 
 /// A token just issued.
@@ -319,6 +322,7 @@ impl Daemon {
                     started,
                     None,
                     access.as_ref(),
+                    None,
                 ));
             }
         };
@@ -374,14 +378,16 @@ impl Daemon {
                 started,
                 Some((approval.id, approval.approver)),
                 None,
+                None,
             ));
         }
 
         let judged = self.judge(policy, &call, ask, || {
             self.call_event(identity, caller, req, "pending", "approval-requested")
         });
-        let (d, obligations) = (judged.decision, judged.obligations);
         let approval = judged.approval.map(|a| (a.id, String::new()));
+        let elevation = judged.elevation;
+        let (d, obligations) = (judged.decision, judged.obligations);
         Ok(self.finish(
             caller,
             identity,
@@ -394,6 +400,7 @@ impl Daemon {
             started,
             approval,
             access.as_ref(),
+            elevation.as_deref(),
         ))
     }
 
@@ -420,6 +427,7 @@ impl Daemon {
         started: Instant,
         approval: Option<(String, String)>,
         token: Option<&AccessClaims>,
+        elevation: Option<&str>,
     ) -> DecideOutcome {
         let shadow =
             self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
@@ -452,6 +460,7 @@ impl Daemon {
             }
             c.jti = token.map(|t| t.jti.clone());
         }
+        ev.elevation = elevation.map(str::to_string);
         self.audit.emit(ev);
         self.metrics.record_decision(&crate::metrics::Decision {
             identity,
@@ -470,6 +479,7 @@ impl Daemon {
             approval_id: approval
                 .filter(|(_, approver)| approver.is_empty())
                 .map(|(id, _)| id),
+            elevation: elevation.unwrap_or_default().to_string(),
         }
     }
 

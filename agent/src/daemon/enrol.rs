@@ -202,6 +202,7 @@ impl Daemon {
             self.decisions.tokens.revoke_issued(identity);
             self.withdraw_grants_of(identity);
             self.destroy_sockets_of(identity, index);
+            self.end_elevations_of(identity, "revoked");
         }
         info!(identity, killed, reason, "kill switch");
         let mut ev = AuditEvent::new(

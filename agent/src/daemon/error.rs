@@ -48,6 +48,10 @@ pub enum DaemonError {
     Grant(#[from] crate::decision::grants::GrantError),
     #[error("{0}")]
     Busy(String),
+    #[error(transparent)]
+    Elevation(#[from] crate::decision::elevations::ElevationError),
+    #[error("{0}")]
+    Precondition(String),
 }
 
 impl DaemonError {

@@ -21,6 +21,9 @@ pub struct Judged {
     pub obligations: Vec<Remaining>,
     /// The approval the call needs (enforce mode only).
     pub approval: Option<Approval>,
+    /// The break-glass elevation that alone allowed the call (or made it
+    /// approvable), if any.
+    pub elevation: Option<String>,
 }
 
 impl Daemon {
@@ -36,7 +39,7 @@ impl Daemon {
         pending_event: impl FnOnce() -> AuditEvent,
     ) -> Judged {
         let identity = call.identity;
-        let mut d = policy.decide_tool(call);
+        let (mut d, elevation) = self.decide_elevated(policy, call);
         let mut obligations = Vec::new();
         let mut approval = None;
         match d.verdict {
@@ -86,6 +89,7 @@ impl Daemon {
             decision: d,
             obligations,
             approval,
+            elevation,
         }
     }
 

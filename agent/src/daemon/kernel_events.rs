@@ -150,6 +150,15 @@ impl Daemon {
                 ev.generation
             ));
         }
+        if ev.reason == Some(agent_common::Reason::Elevation) {
+            // The rule field carries the elevation's number, not a rule.
+            out.rule = None;
+            let number = ev.rule.unwrap_or(0) & !agent_common::grants::ELEVATION_RULE;
+            out.elevation = Some(
+                self.elevation_by_number(number)
+                    .map_or_else(|| format!("elv-{number:08x}"), |e| e.id),
+            );
+        }
         out.identity = identity.or_else(|| Some(format!("#{}", ev.identity)));
         out.pid = Some(ev.pid);
         out.tid = Some(ev.tid);

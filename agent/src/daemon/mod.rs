@@ -10,6 +10,7 @@ mod caller;
 mod decide;
 mod dns;
 mod egress;
+mod elevation;
 pub mod enrol;
 mod error;
 mod eval_slots;
@@ -37,6 +38,7 @@ use tracing::{info, warn};
 
 pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
+pub use elevation::{ElevateRequest, MAX_ELEVATION};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
 pub use judge::Judged;
@@ -145,6 +147,8 @@ pub struct Daemon {
     eval_slots: eval_slots::EvalSlots,
     /// Announces new approvals to Slack, Teams and webhooks.
     pub notifier: crate::notifier::Notifier,
+    /// Active break-glass elevations (saved across restarts).
+    elevations: crate::decision::elevations::Elevations,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -240,6 +244,8 @@ impl Daemon {
             );
         }
 
+        let (elevations, ended_elevations) = elevation::load(&config)?;
+
         let placeholder = Arc::new(ActivePolicy {
             policy: loaded.policy.clone(),
             generation: 0,
@@ -262,12 +268,16 @@ impl Daemon {
             gateway,
             eval_slots: eval_slots::EvalSlots::default(),
             notifier,
+            elevations,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        // Before the policy is applied, so a reload's grant sweep never
+        // sees an identity without its elevation grants.
+        daemon.restore_elevations(ended_elevations);
         daemon.gateway.attach(&daemon);
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(

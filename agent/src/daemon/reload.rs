@@ -77,6 +77,7 @@ impl Daemon {
             .collect();
         // Withdraw grants the new policy does not cover, before an index of a
         // removed identity can be handed to another one.
+        self.refresh_elevations();
         self.sweep_grants(true);
         self.registry.release_unused(&keep)?;
         info!(

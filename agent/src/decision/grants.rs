@@ -12,7 +12,7 @@ use std::{
 
 use agent_common::{
     LpmData,
-    grants::{GRANT_RANGES, GrantRange, GrantValue},
+    grants::{ELEVATION_RULE, GRANT_RANGES, GrantRange, GrantValue},
     lpm_scope,
     maps::LPM_SCOPE_BITS,
 };
@@ -34,6 +34,13 @@ pub struct Grant {
     pub rule_id: String,
     pub expires: SystemTime,
     pub expires_ns: u64,
+}
+
+impl Grant {
+    /// Written for a break-glass elevation (not a just-in-time grant).
+    pub const fn is_elevation(&self) -> bool {
+        self.rule & ELEVATION_RULE != 0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +211,8 @@ impl Grants {
                 key.data.addr,
             ));
             for r in &value.ranges[..(value.len as usize).min(GRANT_RANGES)] {
-                if r.expires_ns <= now_ns {
+                // Elevations are restored from their own state file.
+                if r.expires_ns <= now_ns || r.rule & ELEVATION_RULE != 0 {
                     continue;
                 }
                 let left = Duration::from_nanos(r.expires_ns - now_ns);

@@ -4,6 +4,7 @@
 
 pub mod approvals;
 pub mod budgets;
+pub mod elevations;
 pub mod grants;
 pub mod input;
 

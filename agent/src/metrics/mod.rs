@@ -58,7 +58,8 @@ pub struct Decision<'a> {
 pub struct PolicyKpis {
     /// Identities in the active policy.
     pub identities: u64,
-    /// Of those, identities holding an elevated or break-glass role now.
+    /// Of those, identities with an active break-glass elevation now (set
+    /// by the daemon from its elevations; the policy alone says 0).
     pub elevated_identities: u64,
     /// Tools the decision API has been asked about.
     pub tools: u64,
@@ -80,11 +81,7 @@ impl PolicyKpis {
             .count();
         Self {
             identities: policy.identities.len() as u64,
-            elevated_identities: policy
-                .identities
-                .iter()
-                .filter(|i| i.is_elevated(policy))
-                .count() as u64,
+            elevated_identities: 0,
             tools: tools_asked.len() as u64,
             covered_tools: covered as u64,
         }
@@ -297,7 +294,7 @@ impl Metrics {
             ),
             (
                 "palisade_kpi_identities_elevated",
-                "Identities holding an elevated or break-glass role now.",
+                "Identities with an active break-glass elevation now.",
                 kpis.elevated_identities,
             ),
             (

@@ -154,6 +154,9 @@ pub struct Identity {
     pub budgets: Vec<Budget>,
     /// What its agents keep of the host (`confinement:`).
     pub confinement: Confinement,
+    /// Elevated roles the identity names: held only while an operator's
+    /// elevation is active, never by default.
+    pub elevatable: Vec<ElevatedRole>,
     pub loc: SourceLoc,
 }
 
@@ -166,12 +169,24 @@ pub struct Confinement {
 }
 
 impl Identity {
-    /// Does the identity hold an elevated or break-glass role?
-    pub fn is_elevated(&self, policy: &Policy) -> bool {
-        self.effective_roles
-            .iter()
-            .any(|r| policy.role(r).is_some_and(|r| r.elevated))
+    /// The elevated role `role`, if the identity may be elevated to it.
+    pub fn elevatable(&self, role: &str) -> Option<&ElevatedRole> {
+        self.elevatable.iter().find(|e| e.role == role)
     }
+}
+
+/// What an elevation to one role adds, for as long as it lasts: the rules
+/// of the role and of every role it inherits.
+#[derive(Clone, Debug, Default)]
+pub struct ElevatedRole {
+    pub role: String,
+    /// The role and everything it inherits.
+    pub closure: Vec<String>,
+    /// Egress allow rules (CIDR only), enforced as kernel grants that carry
+    /// the elevation's expiry.
+    pub allow: Vec<NetRule>,
+    pub tools: ToolRules,
+    pub budgets: Vec<Budget>,
 }
 
 /// A CIDR rule after validation.

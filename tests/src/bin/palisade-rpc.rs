@@ -44,7 +44,7 @@ fn decision(r: proto::DecideResponse) -> Value {
     json!({
         "ok": true, "verdict": verdict, "reason": r.reason, "message": r.message,
         "rules": r.matched_rules, "policy_version": r.policy_version, "decision_id": r.decision_id,
-        "approval_id": r.approval_id,
+        "approval_id": r.approval_id, "elevation": r.elevation,
         "obligations": r.obligations.iter().map(|o| json!({"budget": o.budget, "remaining": o.remaining, "limit": o.limit})).collect::<Vec<_>>(),
     })
 }

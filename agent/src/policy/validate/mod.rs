@@ -8,6 +8,7 @@
 //! grantable; tool allow, deny, require_approval; budgets) that does not
 //! depend on how the file is laid out or which parser read it.
 
+mod elevated;
 mod roles;
 mod rules;
 #[cfg(test)]
@@ -123,6 +124,7 @@ fn build<'s>(
     for (s, doc) in &docs {
         services.add(&s.path, &doc.services, &b.schemas, &mut diags);
     }
+    b.check_elevated(&closures, &mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         diags.retain(|d| d.severity == Severity::Error);
         diags.sort_by(|a, b| a.loc.cmp(&b.loc));
@@ -399,6 +401,7 @@ impl Builder {
                         keep_capabilities,
                         api_tcp: ident.confinement.api_tcp,
                     },
+                    elevatable: Vec::new(),
                     loc,
                 },
             });
@@ -605,7 +608,7 @@ impl Builder {
     }
 
     fn finish(
-        self,
+        mut self,
         closures: &BTreeMap<String, Vec<String>>,
         hash: String,
         label: Option<String>,
@@ -625,15 +628,18 @@ impl Builder {
                 }
             })
             .collect();
-        let identities = self
-            .identities
+        let identities = std::mem::take(&mut self.identities)
             .into_iter()
             .map(|d| {
                 let mut ident = d.identity;
                 let mut effective: BTreeSet<String> = BTreeSet::new();
                 for r in &ident.roles {
-                    effective.extend(closures.get(r).cloned().unwrap_or_default());
+                    // Elevated roles are held only through an elevation.
+                    if !self.is_elevated(r) {
+                        effective.extend(closures.get(r).cloned().unwrap_or_default());
+                    }
                 }
+                ident.elevatable = self.elevatable(&ident.roles, closures);
                 let mut set = RuleSet::default();
                 for r in &effective {
                     if let Some(rules) = self.role_rules.get(r) {
