@@ -20,6 +20,8 @@
 //! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! dns:                                  # DNS-aware egress, see dns::settings
 //!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
+//! state:                                # decision state journal, see `state`
+//!   file: /var/lib/palisade/state.journal
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -55,6 +57,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub approvals: ApprovalsConfig,
     pub api: ApiConfig,
+    /// Where budgets, used tokens, approvals and grants are journaled.
+    pub state: crate::state::StateConfig,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -71,6 +75,9 @@ pub struct TokensConfig {
     pub ttl: String,
     /// Longest lifetime a caller may ask for ("1h").
     pub max_ttl: String,
+    /// Used token ids remembered per identity (until each token expires);
+    /// an identity past it has its new tokens refused, others are unaffected.
+    pub replay_per_identity: usize,
 }
 
 impl Default for TokensConfig {
@@ -81,6 +88,7 @@ impl Default for TokensConfig {
             audience: "palisade".into(),
             ttl: "15m".into(),
             max_ttl: "1h".into(),
+            replay_per_identity: crate::tokens::DEFAULT_REPLAY_QUOTA,
         }
     }
 }
@@ -92,6 +100,9 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Approvals one identity may have pending at once; past it, its new
+    /// requests are refused (other identities are unaffected).
+    pub max_pending_per_identity: usize,
 }
 
 impl Default for ApprovalsConfig {
@@ -99,6 +110,7 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            max_pending_per_identity: crate::decision::approvals::DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -163,6 +175,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
+            state: crate::state::StateConfig::default(),
         }
     }
 }
@@ -229,6 +242,21 @@ impl Config {
         }
         cfg.dns.resolve_paths(base);
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
+        cfg.state.resolve_paths(base);
+        if let Err(msg) = cfg.state.check() {
+            return Err(at(1, 1, msg));
+        }
+        for (key, n) in [
+            ("tokens.replay_per_identity", cfg.tokens.replay_per_identity),
+            (
+                "approvals.max_pending_per_identity",
+                cfg.approvals.max_pending_per_identity,
+            ),
+        ] {
+            if n == 0 {
+                return Err(at(1, 1, format!("{key} must be at least 1")));
+            }
+        }
         for (key, value) in [
             ("tokens.ttl", &cfg.tokens.ttl),
             ("tokens.max_ttl", &cfg.tokens.max_ttl),

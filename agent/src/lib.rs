@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mounts;
 pub mod policy;
 pub mod seccomp;
+pub mod state;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.

@@ -10,8 +10,8 @@ use super::{Caller, Daemon, DaemonError};
 use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
     decision::{
-        approvals::{Ask, State},
-        budgets::Remaining,
+        approvals::{ApprovalError, Ask, State},
+        budgets::{ChargeError, Remaining},
         input,
     },
     policy::{
@@ -255,11 +255,15 @@ impl Daemon {
             self.metrics
                 .set_pending_approvals(self.decisions.approvals.pending() as u64);
             let decided = policy.decide_tool(&call);
-            let obligations = self
+            let obligations = match self
                 .decisions
                 .budgets
                 .charge(identity, &decided.charges, true)
-                .unwrap_or_default();
+            {
+                Ok(r) => r,
+                Err(ChargeError::State(e)) => return Err(DaemonError::State(e)),
+                Err(ChargeError::Exceeded(_)) => Vec::new(),
+            };
             let d = Decision {
                 verdict: ToolVerdict::Allow,
                 reason: "approved-override",
@@ -289,7 +293,8 @@ impl Daemon {
             ToolVerdict::Allow => {
                 match self.decisions.budgets.charge(identity, &d.charges, false) {
                     Ok(r) => obligations = r,
-                    Err(_) => {
+                    Err(ChargeError::State(e)) => return Err(DaemonError::State(e)),
+                    Err(ChargeError::Exceeded(_)) => {
                         // The deny replaces the decision and its charges;
                         // report what remains of each budget all the same.
                         let budgets = &self.decisions.budgets;
@@ -302,10 +307,34 @@ impl Daemon {
             ToolVerdict::ApprovalRequired => {
                 obligations = self.decisions.budgets.peek(identity, &d.charges);
                 if self.mode_of(policy, identity) == Mode::Enforce {
-                    let (a, new) = self.decisions.approvals.request(Ask {
+                    let requested = self.decisions.approvals.request(Ask {
                         rules: d.rules.clone(),
                         ..ask
                     });
+                    let (a, new) = match requested {
+                        Ok(r) => r,
+                        Err(e @ ApprovalError::Quota { .. }) => {
+                            // The identity's own flood of requests: it is
+                            // refused, and no one else is affected.
+                            d.verdict = ToolVerdict::Deny;
+                            d.reason = "approval-quota";
+                            d.message = e.to_string();
+                            return Ok(self.finish(
+                                caller,
+                                identity,
+                                req,
+                                policy,
+                                d,
+                                Some(&digest),
+                                obligations,
+                                decision_id,
+                                started,
+                                None,
+                                access.as_ref(),
+                            ));
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     if new {
                         let mut ev =
                             self.call_event(identity, caller, req, "pending", "approval-requested");

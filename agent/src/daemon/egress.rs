@@ -154,7 +154,7 @@ impl Daemon {
                     ttl,
                     rule: rule.rule,
                 }),
-            });
+            })?;
             if new {
                 let mut ev =
                     AuditEvent::new(EventKind::Approval, "pending", "egress-approval-requested");

@@ -183,7 +183,7 @@ impl Daemon {
         if killed {
             // Everything the identity holds stops working, not only for
             // as long as the switch is on.
-            self.decisions.tokens.revoke_issued(identity);
+            self.decisions.tokens.revoke_issued(identity)?;
             self.withdraw_grants_of(identity);
         }
         info!(identity, killed, reason, "kill switch");

@@ -14,6 +14,7 @@ mod kernel_events;
 pub mod notify;
 mod push;
 mod reload;
+mod state;
 mod status;
 mod watch;
 
@@ -89,27 +90,6 @@ fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
 /// many copies of a large policy.
 const HISTORY: usize = 3;
 
-/// Tokens (the key file is created on first start), approvals, budgets
-/// and grants, from the configuration.
-fn decision_state(config: &Config) -> Result<crate::decision::DecisionState, DaemonError> {
-    use std::time::Duration;
-    let d = |text: &str, default: u64| Config::duration(text, Duration::from_secs(default));
-    let tokens = crate::tokens::Tokens::load(crate::tokens::TokenSettings {
-        key_file: config.tokens.key_file.clone(),
-        issuer: config.tokens.issuer.clone(),
-        audience: config.tokens.audience.clone(),
-        ttl: d(&config.tokens.ttl, 900),
-        max_ttl: d(&config.tokens.max_ttl, 3600),
-    })?;
-    Ok(crate::decision::DecisionState {
-        tokens,
-        approvals: crate::decision::approvals::Approvals::new(d(&config.approvals.ttl, 3600)),
-        budgets: crate::decision::budgets::Budgets::default(),
-        grants: crate::decision::grants::Grants::default(),
-        override_ttl: d(&config.approvals.override_ttl, 600),
-    })
-}
-
 pub struct Daemon {
     pub config: Config,
     pub cgroups: CgroupFs,
@@ -131,6 +111,8 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// The journal the decision state is recorded in.
+    state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -198,15 +180,11 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
-        let decisions = decision_state(&config)?;
-        // Identities revoked before this start: tokens the previous daemon
-        // issued to them must not verify after a restore.
-        for (index, name) in registry.all() {
-            if maps.killed(index).map_err(DaemonError::Bpf)? {
-                decisions.tokens.revoke_issued(&name);
-            }
-        }
-        let adopted_grants = decisions.grants.adopt(&maps, &|i| registry.name_of(i))?;
+        let (decisions, restoring) = state::decision_state(&config, &mut warnings)?;
+        let adopted_grants =
+            decisions
+                .grants
+                .adopt(&maps, &|i| registry.name_of(i), &restoring.grants)?;
         if adopted_grants > 0 {
             info!(
                 grants = adopted_grants,
@@ -233,12 +211,21 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            state_journal: std::sync::OnceLock::new(),
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        daemon.begin_state(restoring)?;
+        // Identities revoked before this start: tokens issued to them
+        // before now must not verify, whatever the journal remembers.
+        for (index, name) in daemon.registry.all() {
+            if daemon.maps.killed(index).map_err(DaemonError::Bpf)? {
+                daemon.decisions.tokens.revoke_issued(&name)?;
+            }
+        }
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(
             EventKind::Daemon,
@@ -327,6 +314,7 @@ impl Daemon {
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();
+        self.close_state();
         if detach {
             match crate::bpf::uninstall(&self.config.bpffs) {
                 Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),

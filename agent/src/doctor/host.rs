@@ -267,7 +267,10 @@ fn bpffs(config: &Config, mounts: &MountResults) -> Check {
     if let Some(Err(e)) = mount_result(mounts, "bpffs") {
         return Check::fail(
             "bpffs",
-            format!("bpffs is not mounted at {} and could not be: {e}", mounts::BPFFS),
+            format!(
+                "bpffs is not mounted at {} and could not be: {e}",
+                mounts::BPFFS
+            ),
             format!(
                 "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {}",
                 mounts::BPFFS
@@ -310,7 +313,9 @@ fn tracefs(mounts: &MountResults) -> Check {
     }
     Check::fail(
         "tracefs",
-        format!("{dir} has no events/cgroup/cgroup_mkdir: this kernel lacks the cgroup tracepoints"),
+        format!(
+            "{dir} has no events/cgroup/cgroup_mkdir: this kernel lacks the cgroup tracepoints"
+        ),
         "use a kernel built with CONFIG_CGROUPS and tracepoints (every distribution kernel is)",
     )
 }
