@@ -96,7 +96,10 @@ pub fn require_setup() -> anyhow::Result<()> {
     }
     let linker = linker_prefix()?.join("bin/bpf-linker");
     if !linker.exists() {
-        bail!("bpf-linker is not installed ({}): run `cargo xtask setup` first", linker.display());
+        bail!(
+            "bpf-linker is not installed ({}): run `cargo xtask setup` first",
+            linker.display()
+        );
     }
     Ok(())
 }
