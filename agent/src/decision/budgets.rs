@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use crate::{
     policy::{Window, decide::BudgetCharge},
-    state::{BudgetLevel, Log, Record, Seq, StateError, record::now_ms},
+    state::{BudgetLevel, Log, Record, StateError, record::now_ms},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -217,26 +217,32 @@ impl Budgets {
             }
         }
         let wall = now_ms();
-        let mut last = Seq::default();
         let mut out = Vec::with_capacity(charges.len());
+        let mut levels = Vec::with_capacity(charges.len());
         for c in charges {
             let b = Self::bucket(&mut map, self.floor_ms, identity, c, now);
             b.tokens = (b.tokens - c.amount).max(0.0);
-            // Written under the lock, so the journal's order per bucket is
-            // the order of the charges.
-            let (tokens, limit, per) = (b.tokens, b.limit, b.per);
-            last = self.log.append(|| Record::Budget {
-                identity: identity.to_string(),
-                budget: c.budget.clone(),
-                tokens,
-                limit,
-                per,
-                at_ms: wall,
-            })?;
-            out.push(Remaining::of(c, tokens));
+            levels.push((b.tokens, b.limit, b.per));
+            out.push(Remaining::of(c, b.tokens));
         }
+        // Written under the lock, so the journal's order per bucket is the
+        // order of the charges; one write for all of them.
+        let seq = self.log.append_all(|| {
+            charges
+                .iter()
+                .zip(&levels)
+                .map(|(c, (tokens, limit, per))| Record::Budget {
+                    identity: identity.to_string(),
+                    budget: c.budget.clone(),
+                    tokens: *tokens,
+                    limit: *limit,
+                    per: *per,
+                    at_ms: wall,
+                })
+                .collect()
+        })?;
         drop(map);
-        self.log.durable(last)?;
+        self.log.durable(seq)?;
         Ok(out)
     }
 

@@ -165,7 +165,15 @@ impl Journal {
     /// Append one record. It is in the file (safe from a crash of this
     /// process) when this returns; `durable` waits for the disk.
     pub fn append(&self, record: &Record) -> Result<Seq, StateError> {
-        let line = encode(record).map_err(|e| StateError::Encode(e.to_string()))?;
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Append several records with one `write`.
+    pub fn append_all(&self, records: &[Record]) -> Result<Seq, StateError> {
+        let mut line = Vec::with_capacity(192 * records.len());
+        for r in records {
+            line.extend(encode(r).map_err(|e| StateError::Encode(e.to_string()))?);
+        }
         let mut inner = self.locked();
         if let Some(why) = &inner.failed {
             return Err(StateError::Failed(why.clone()));
@@ -180,13 +188,18 @@ impl Journal {
         }
         inner.len += line.len() as u64;
         inner.since_rewrite += line.len() as u64;
+        // Only a syncer with nothing to do waits for a signal; one with a
+        // batch under way looks again when it is done.
+        let idle = inner.appended == inner.synced;
         inner.appended += 1;
         let seq = Seq(inner.appended);
         if let Some(tail) = inner.tail.as_mut() {
             tail.push(line);
         }
         drop(inner);
-        self.wake.notify_one();
+        if idle {
+            self.wake.notify_one();
+        }
         Ok(seq)
     }
 

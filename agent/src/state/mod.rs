@@ -6,7 +6,7 @@
 //! state:
 //!   file: /var/lib/palisade/state.journal
 //!   fsync: batch          # batch | always
-//!   fsync_interval: 5ms   # batch: the longest a written record waits for fdatasync
+//!   fsync_interval: 10ms  # batch: the longest a written record waits for fdatasync
 //! ```
 //!
 //! Every change is written (one `write`) before the daemon acts on it, so a
@@ -63,7 +63,7 @@ impl Default for StateConfig {
         Self {
             file: PathBuf::from("/var/lib/palisade/state.journal"),
             fsync: "batch".into(),
-            fsync_interval: "5ms".into(),
+            fsync_interval: "10ms".into(),
         }
     }
 }
@@ -73,7 +73,7 @@ impl StateConfig {
     pub fn check(&self) -> Result<SyncMode, String> {
         let interval = humantime::parse_duration(&self.fsync_interval).map_err(|e| {
             format!(
-                "state.fsync_interval = {:?}: {e} (write e.g. \"5ms\")",
+                "state.fsync_interval = {:?}: {e} (write e.g. \"10ms\")",
                 self.fsync_interval
             )
         })?;
@@ -125,6 +125,14 @@ impl Log {
     pub fn append(&self, make: impl FnOnce() -> Record) -> Result<Seq, StateError> {
         match &self.0 {
             Some(j) => j.append(&make()),
+            None => Ok(Seq::default()),
+        }
+    }
+
+    /// Append the records `make` builds with one `write`.
+    pub fn append_all(&self, make: impl FnOnce() -> Vec<Record>) -> Result<Seq, StateError> {
+        match &self.0 {
+            Some(j) => j.append_all(&make()),
             None => Ok(Seq::default()),
         }
     }

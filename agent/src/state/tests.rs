@@ -151,7 +151,7 @@ fn a_rewrite_keeps_what_is_appended_while_it_runs() {
 #[test]
 fn config_is_checked() {
     let mut c = StateConfig::default();
-    assert_eq!(c.check(), Ok(SyncMode::Interval(Duration::from_millis(5))));
+    assert_eq!(c.check(), Ok(SyncMode::Interval(Duration::from_millis(10))));
     c.fsync = "sometimes".into();
     assert!(c.check().unwrap_err().contains("state.fsync"));
     c.fsync = "batch".into();
