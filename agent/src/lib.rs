@@ -14,6 +14,7 @@ pub mod dns;
 pub mod doctor;
 pub mod hex;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod mounts;
 pub mod policy;

@@ -10,6 +10,7 @@ mod dns;
 mod egress;
 pub mod enrol;
 mod error;
+mod history;
 mod kernel_events;
 pub mod notify;
 mod push;
@@ -84,12 +85,6 @@ fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
         .collect())
 }
 
-/// How many generations (the active one included) stay in memory to name
-/// rules in events that arrive after a reload. Events are read within
-/// milliseconds; three generations cover back-to-back reloads without keeping
-/// many copies of a large policy.
-const HISTORY: usize = 3;
-
 pub struct Daemon {
     pub config: Config,
     pub cgroups: CgroupFs,
@@ -114,8 +109,11 @@ pub struct Daemon {
     /// The journal the decision state is recorded in.
     state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
     active: ArcSwap<ActivePolicy>,
-    history: Mutex<VecDeque<Arc<ActivePolicy>>>,
+    /// Names of past generations, for events decided by them.
+    history: Mutex<VecDeque<Arc<history::PastGeneration>>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Serialises whole reloads, parse included.
+    reload_queue: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
     /// Keeps programs that are not pinned (tracepoints) loaded.
     _kernel: Mutex<Kernel>,
@@ -192,8 +190,12 @@ impl Daemon {
             );
         }
 
+        // Generation 0 is never written to the kernel: an empty stand-in
+        // until the policy is applied (no second copy of a large policy).
         let placeholder = Arc::new(ActivePolicy {
-            policy: loaded.policy.clone(),
+            policy: policy::load_str("(starting)", "version: 1\n")
+                .map_err(DaemonError::Policy)?
+                .policy,
             generation: 0,
         });
         let daemon = Arc::new(Self {
@@ -215,6 +217,7 @@ impl Daemon {
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_queue: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
@@ -255,8 +258,12 @@ impl Daemon {
         self.active.load_full()
     }
 
-    /// The policy that was active at `generation`, if still remembered.
-    pub fn policy_at(&self, generation: u32) -> Option<Arc<ActivePolicy>> {
+    /// The generation `generation`, if still remembered.
+    pub fn policy_at(&self, generation: u32) -> Option<history::Generation> {
+        let active = self.active();
+        if active.generation == generation {
+            return Some(history::Generation::Active(active));
+        }
         let history = self
             .history
             .lock()
@@ -266,6 +273,7 @@ impl Daemon {
             .rev()
             .find(|p| p.generation == generation)
             .cloned()
+            .map(history::Generation::Past)
     }
 
     pub fn selector_sync(&self) -> SelectorSync<'_> {

@@ -278,9 +278,7 @@ fn end_to_end(me: &Path) {
         }
         eprintln!("round {}/{ROUNDS}", round + 1);
     }
-    println!(
-        "\n{ROUNDS} interleaved rounds × {CALLS} calls; latency in µs seen by the client\n"
-    );
+    println!("\n{ROUNDS} interleaved rounds × {CALLS} calls; latency in µs seen by the client\n");
     println!("| clients | daemon | rpc | p50 | p99 | calls/s |\n|---|---|---|---:|---:|---:|");
     for clients in [1, 16] {
         for (ri, (si, kind)) in rows.iter().enumerate() {
@@ -291,7 +289,11 @@ fn end_to_end(me: &Path) {
             println!(
                 "| {clients} | fsync: {} | {} | {:.0} | {:.0} | {:.0} |",
                 setups[*si].0,
-                if *kind == Kind::Ping { "Ping" } else { "Decide" },
+                if *kind == Kind::Ping {
+                    "Ping"
+                } else {
+                    "Decide"
+                },
                 pct(lat, 0.5),
                 pct(lat, 0.99),
                 lat.len() as f64 / (*wall as f64 / 1e9)
@@ -355,7 +357,12 @@ fn restart(dir: &Path) {
     let t = Instant::now();
     let opened = state::open(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let read = t.elapsed();
-    let n = opened.snapshot.used.values().map(HashMap::len).sum::<usize>();
+    let n = opened
+        .snapshot
+        .used
+        .values()
+        .map(HashMap::len)
+        .sum::<usize>();
     assert_eq!(n, 100_000);
     let t = Instant::now();
     opened
