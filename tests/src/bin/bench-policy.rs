@@ -184,12 +184,15 @@ fn main() {
     let compile = t.elapsed();
     let (held, high) = heap();
     let (mem_tables, mem_compile) = (held - before, high - before);
+    let before = mark();
     let kernel = Kernel::load(&LoadOptions {
         pin_dir: env.bpffs.clone(),
         attach_cgroup: env.attach.clone(),
         event_buffer_bytes: 1 << 20,
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    let (held, high) = heap();
+    let (mem_kernel, mem_kernel_load) = (held.saturating_sub(before), high - before);
     let maps = kernel.maps_handle();
     let t = Instant::now();
     maps.apply(&tables1, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -255,6 +258,11 @@ fn main() {
         mib(mem_compile)
     );
     println!("| the compiled tables | {} |", mib(mem_tables));
+    println!(
+        "| load the eBPF programs (any policy size): most held at once | {} |",
+        mib(mem_kernel_load)
+    );
+    println!("| the loaded programs, as kept | {} |", mib(mem_kernel));
     println!(
         "| steady-state apply (clear, write, flip): most held at once | {} |",
         mib(mem_apply)
@@ -380,6 +388,14 @@ fn reload_latency(
             .map_or(0, |d| d.as_nanos());
         samples.push(Duration::from_nanos((at.saturating_sub(written_ns)) as u64));
     }
+    println!(
+        "  in order (ms): {}",
+        samples
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     samples.sort();
     samples
 }
