@@ -43,6 +43,8 @@ pub enum BpfError {
     },
     #[error("identity index {0} is out of range")]
     IdentityIndex(u32),
+    #[error("waiting for running BPF programs (map-of-maps update): {0}")]
+    Barrier(#[source] io::Error),
 }
 
 impl BpfError {

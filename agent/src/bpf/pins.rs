@@ -24,6 +24,10 @@ pub const PINNED_MAPS: &[&str] = &[
     "LEARNED",
     "DNS_ORIG",
     "GRANTS",
+    "AGG_CFG",
+    "AGG",
+    "AGG_BUDGET",
+    "AGG_OVERFLOW",
 ];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.

@@ -46,6 +46,8 @@ pub enum DaemonError {
     Grant(#[from] crate::decision::grants::GrantError),
     #[error("decision state: {0}")]
     State(String),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl From<crate::state::StateError> for DaemonError {
@@ -70,6 +72,7 @@ impl DaemonError {
             Self::Approval(_) => "approval-mismatch",
             Self::InvalidArgument(_) => "invalid-request",
             Self::NotFound(_) | Self::UnknownIdentity(_) => "not-found",
+            Self::Busy(_) => "evaluation-busy",
             _ => "internal-error",
         }
     }

@@ -4,15 +4,18 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod aggregate;
 mod approve;
 mod decide;
 mod dns;
 mod egress;
 pub mod enrol;
 mod error;
+mod eval_slots;
 mod history;
 mod kernel_events;
 pub mod notify;
+mod people;
 mod push;
 mod reload;
 mod state;
@@ -108,6 +111,10 @@ pub struct Daemon {
     pub decisions: crate::decision::DecisionState,
     /// The journal the decision state is recorded in.
     state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
+    /// Where and how many conditions are evaluated at once (`eval_slots`).
+    eval_slots: eval_slots::EvalSlots,
+    /// Announces new approvals to Slack, Teams and webhooks.
+    pub notifier: crate::notifier::Notifier,
     active: ArcSwap<ActivePolicy>,
     /// Names of past generations, for events decided by them.
     history: Mutex<VecDeque<Arc<history::PastGeneration>>>,
@@ -164,6 +171,7 @@ impl Daemon {
             pin_dir: config.bpffs.clone(),
             attach_cgroup: attach.clone(),
             event_buffer_bytes: config.kernel.event_buffer_bytes,
+            learned_capacity: config.dns.learned_capacity,
         })
         .map_err(DaemonError::Bpf)?;
         kernel.spawn_log_reader();
@@ -178,7 +186,16 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let agg_maps =
+            crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
         let (decisions, restoring) = state::decision_state(&config, &mut warnings)?;
+        let notifier = crate::notifier::Notifier::new(
+            &config.approvals.notify,
+            config.approvals.notify_retry.clone(),
+        )
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
+        // Tokens issued to identities revoked before this start are refused
+        // once the daemon exists (below), journal or not.
         let adopted_grants =
             decisions
                 .grants
@@ -214,6 +231,8 @@ impl Daemon {
             dns,
             decisions,
             state_journal: std::sync::OnceLock::new(),
+            eval_slots: eval_slots::EvalSlots::default(),
+            notifier,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -243,6 +262,7 @@ impl Daemon {
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
+        aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();
         daemon.spawn_decision_upkeep();
         watch::spawn(&daemon);
