@@ -24,6 +24,8 @@
 //! gateway:                              # the L7 gateway, see gateway::settings
 //!   listen: 127.54.0.1
 //! elevations_file: /var/lib/palisade/elevations.json  # active break-glass elevations
+//! state:                                # decision state journal, see `state`
+//!   file: /var/lib/palisade/state.journal
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,8 @@ pub struct Config {
     /// Where active break-glass elevations are saved across restarts;
     /// default: `elevations.json` next to `tokens.key_file`.
     pub elevations_file: Option<PathBuf>,
+    /// Where budgets, used tokens, approvals and grants are journaled.
+    pub state: crate::state::StateConfig,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -80,6 +84,9 @@ pub struct TokensConfig {
     pub ttl: String,
     /// Longest lifetime a caller may ask for ("1h").
     pub max_ttl: String,
+    /// Used token ids remembered per identity (until each token expires);
+    /// an identity past it has its new tokens refused, others are unaffected.
+    pub replay_per_identity: usize,
 }
 
 impl Default for TokensConfig {
@@ -90,6 +97,7 @@ impl Default for TokensConfig {
             audience: "palisade".into(),
             ttl: "15m".into(),
             max_ttl: "1h".into(),
+            replay_per_identity: crate::tokens::DEFAULT_REPLAY_QUOTA,
         }
     }
 }
@@ -101,6 +109,9 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Approvals one identity may have pending at once; past it, its new
+    /// requests are refused (other identities are unaffected).
+    pub max_pending_per_identity: usize,
     /// Where every new approval is announced (Slack, Teams, webhooks).
     pub notify: Vec<crate::notifier::NotifyTarget>,
     /// How deliveries are retried.
@@ -112,6 +123,7 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            max_pending_per_identity: crate::decision::approvals::DEFAULT_MAX_PENDING,
             notify: Vec::new(),
             notify_retry: crate::notifier::RetryConfig::default(),
         }
@@ -198,6 +210,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             gateway: crate::gateway::GatewaySettings::default(),
             elevations_file: None,
+            state: crate::state::StateConfig::default(),
         }
     }
 }
@@ -285,6 +298,21 @@ impl Config {
                 .unwrap_or(Path::new("/var/lib/palisade"))
                 .join("elevations.json"),
         });
+        cfg.state.resolve_paths(base);
+        if let Err(msg) = cfg.state.check() {
+            return Err(at(1, 1, msg));
+        }
+        for (key, n) in [
+            ("tokens.replay_per_identity", cfg.tokens.replay_per_identity),
+            (
+                "approvals.max_pending_per_identity",
+                cfg.approvals.max_pending_per_identity,
+            ),
+        ] {
+            if n == 0 {
+                return Err(at(1, 1, format!("{key} must be at least 1")));
+            }
+        }
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
             ("tokens.ttl", &cfg.tokens.ttl),

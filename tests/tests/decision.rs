@@ -721,20 +721,59 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
         e["reason"] == "caller-not-enrolled"
     });
 
-    // The replay cache does not outlive the daemon, so no token of an
-    // earlier run verifies after a restart, used or not.
-    let issued = rpc(&env, RpcAs::Identity("payments"), &["issue"]);
-    let before = issued["token"].as_str().unwrap_or_default().to_string();
+    // The replay cache outlives the daemon (the state journal): a token
+    // used before a restart is refused after it; one never used works.
+    let used = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let used = used["token"].as_str().unwrap_or_default().to_string();
+    let unused = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let unused = unused["token"].as_str().unwrap_or_default().to_string();
+    expect_verdict(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &used, "zendesk", "reply", "{}"],
+        ),
+        "ALLOW",
+        "a token before the restart",
+    );
     daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
     let _restarted = DaemonProc::start(&env);
     expect_refused(
         &rpc(
             &env,
-            RpcAs::Identity("payments"),
-            &["decide", &before, "stripe", "create_payment", PAYMENT],
+            RpcAs::Identity("support"),
+            &["decide", &used, "zendesk", "reply", "{}"],
         ),
         "Unauthenticated",
-        "a token from before the restart",
+        "a token used before the restart",
+    );
+    env.wait_audit("for the replayed token", |e| {
+        e["reason"] == "token-replayed"
+    });
+    expect_verdict(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &unused, "zendesk", "reply", "{}"],
+        ),
+        "ALLOW",
+        "a token issued before the restart and never used",
+    );
+    // Without its journal, the daemon cannot know which tokens were used,
+    // and refuses every one issued before it started.
+    let before = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let before = before["token"].as_str().unwrap_or_default().to_string();
+    drop(_restarted);
+    std::fs::remove_file(&env.state).unwrap_or_else(|e| panic!("{e}"));
+    let _fresh = DaemonProc::start(&env);
+    expect_refused(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &before, "zendesk", "reply", "{}"],
+        ),
+        "Unauthenticated",
+        "a token from before a start without state",
     );
     env.wait_audit("for the pre-restart token", |e| {
         e["reason"] == "token-before-restart"
@@ -742,8 +781,8 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
     expect_verdict(
         &rpc(
             &env,
-            RpcAs::Identity("payments"),
-            &["decide", "fresh", "stripe", "create_payment", PAYMENT],
+            RpcAs::Identity("support"),
+            &["decide", "fresh", "zendesk", "reply", "{}"],
         ),
         "ALLOW",
         "a fresh token after the restart",

@@ -17,7 +17,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup            install what builds and tests need (idempotent)
   build            build the daemon (release) and the test binaries
   test             build everything and run the whole suite (needs root)
-  bench <name>     run a benchmark: connect, policy, dns, decide, suggest
+  bench <name>     run a benchmark: connect, policy, dns, decide, suggest, state
   demo             start a daemon, run an agent that reaches its API and is
                    blocked from exfiltrating, show the audit trail, clean up
   fresh-host       follow the README on a brand-new Debian 12 root (debootstrap)

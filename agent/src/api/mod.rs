@@ -24,7 +24,13 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::UnknownIdentity(_) | DaemonError::NotFound(_) => Code::NotFound,
         DaemonError::Token(crate::tokens::TokenError::WrongIdentity { .. })
         | DaemonError::Revoked(_) => Code::PermissionDenied,
-        DaemonError::Token(crate::tokens::TokenError::ReplayCacheFull) => Code::ResourceExhausted,
+        DaemonError::Token(crate::tokens::TokenError::ReplayCacheFull)
+        | DaemonError::Approval(crate::decision::approvals::ApprovalError::Quota { .. }) => {
+            Code::ResourceExhausted
+        }
+        DaemonError::Token(crate::tokens::TokenError::State(_))
+        | DaemonError::Approval(crate::decision::approvals::ApprovalError::State(_))
+        | DaemonError::State(_) => Code::Unavailable,
         DaemonError::Token(crate::tokens::TokenError::KeyFile(_)) => Code::Internal,
         DaemonError::Token(_) => Code::Unauthenticated,
         DaemonError::Approval(crate::decision::approvals::ApprovalError::NotFound(_)) => {

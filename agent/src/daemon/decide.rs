@@ -11,7 +11,7 @@ use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
     decision::{
         approvals::{Ask, State},
-        budgets::Remaining,
+        budgets::{ChargeError, Remaining},
         input,
     },
     policy::{
@@ -354,11 +354,15 @@ impl Daemon {
             self.metrics
                 .set_pending_approvals(self.decisions.approvals.pending() as u64);
             let decided = policy.decide_tool(&call);
-            let obligations = self
+            let obligations = match self
                 .decisions
                 .budgets
                 .charge(identity, &decided.charges, true)
-                .unwrap_or_default();
+            {
+                Ok(r) => r,
+                Err(ChargeError::State(e)) => return Err(DaemonError::State(e)),
+                Err(ChargeError::Exceeded(_)) => Vec::new(),
+            };
             let d = Decision {
                 verdict: ToolVerdict::Allow,
                 reason: "approved-override",
@@ -384,7 +388,7 @@ impl Daemon {
 
         let judged = self.judge(policy, &call, ask, || {
             self.call_event(identity, caller, req, "pending", "approval-requested")
-        });
+        })?;
         let approval = judged.approval.map(|a| (a.id, String::new()));
         let elevation = judged.elevation;
         let (d, obligations) = (judged.decision, judged.obligations);

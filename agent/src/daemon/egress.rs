@@ -158,7 +158,7 @@ impl Daemon {
                     ttl,
                     rule: rule.rule,
                 }),
-            });
+            })?;
             if new {
                 let mut ev =
                     AuditEvent::new(EventKind::Approval, "pending", "egress-approval-requested");

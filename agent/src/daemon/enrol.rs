@@ -199,7 +199,7 @@ impl Daemon {
         if killed {
             // Everything the identity holds stops working, not only for
             // as long as the switch is on.
-            self.decisions.tokens.revoke_issued(identity);
+            self.decisions.tokens.revoke_issued(identity)?;
             self.withdraw_grants_of(identity);
             self.destroy_sockets_of(identity, index);
             self.end_elevations_of(identity, "revoked");

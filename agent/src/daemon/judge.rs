@@ -7,8 +7,8 @@ use super::{Daemon, DaemonError};
 use crate::{
     audit::{AuditEvent, EventKind},
     decision::{
-        approvals::{Approval, Ask},
-        budgets::Remaining,
+        approvals::{Approval, ApprovalError, Ask},
+        budgets::{ChargeError, Remaining},
     },
     policy::{Mode, Policy, ToolVerdict, decide::Decision, decide::ToolCall},
 };
@@ -37,7 +37,7 @@ impl Daemon {
         call: &ToolCall<'_>,
         ask: Ask,
         pending_event: impl FnOnce() -> AuditEvent,
-    ) -> Judged {
+    ) -> Result<Judged, DaemonError> {
         let identity = call.identity;
         let (mut d, elevation) = self.decide_elevated(policy, call);
         let mut obligations = Vec::new();
@@ -46,7 +46,10 @@ impl Daemon {
             ToolVerdict::Allow => {
                 match self.decisions.budgets.charge(identity, &d.charges, false) {
                     Ok(r) => obligations = r,
-                    Err(_) => {
+                    // The charge could not be journaled: nothing is allowed
+                    // on it.
+                    Err(ChargeError::State(e)) => return Err(DaemonError::State(e)),
+                    Err(ChargeError::Exceeded(_)) => {
                         // The deny replaces the decision and its charges;
                         // report what remains of each budget all the same.
                         let budgets = &self.decisions.budgets;
@@ -61,10 +64,27 @@ impl Daemon {
                 let mode = policy.identity(identity).map_or(Mode::Enforce, |i| i.mode);
                 if mode == Mode::Enforce {
                     let digest = ask.params_digest.clone();
-                    let (a, new) = self.decisions.approvals.request(Ask {
+                    let requested = self.decisions.approvals.request(Ask {
                         rules: d.rules.clone(),
                         ..ask
                     });
+                    let (a, new) = match requested {
+                        Ok(r) => r,
+                        Err(e @ ApprovalError::Quota { .. }) => {
+                            // The identity's own flood of requests: it is
+                            // refused, and no one else is affected.
+                            d.verdict = ToolVerdict::Deny;
+                            d.reason = "approval-quota";
+                            d.message = e.to_string();
+                            return Ok(Judged {
+                                decision: d,
+                                obligations,
+                                approval: None,
+                                elevation,
+                            });
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     if new {
                         let mut ev = pending_event();
                         ev.kind = EventKind::Approval;
@@ -85,12 +105,12 @@ impl Daemon {
             }
             ToolVerdict::Deny => {}
         }
-        Judged {
+        Ok(Judged {
             decision: d,
             obligations,
             approval,
             elevation,
-        }
+        })
     }
 
     /// Spend an approved approval on exactly the call it was given for,

@@ -135,15 +135,12 @@ impl Daemon {
         let identity = self.registry.name_of(ev.identity);
         let at = self.policy_at(ev.generation);
         if let Some(at) = &at {
-            out.policy_version = Some(at.policy.version.to_string());
-            out.rule = ev
-                .rule
-                .and_then(|r| at.policy.rule(r))
-                .map(|r| r.id.clone());
+            out.policy_version = Some(at.version());
+            out.rule = ev.rule.and_then(|r| at.rule_id(r));
             out.mode = identity
                 .as_deref()
-                .and_then(|i| at.policy.identity(i))
-                .map(|i| i.mode.name().to_string());
+                .and_then(|i| at.mode_of(i))
+                .map(|m| m.name().to_string());
         } else {
             out.detail = Some(format!(
                 "policy generation {} is no longer known",

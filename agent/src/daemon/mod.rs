@@ -16,12 +16,14 @@ mod error;
 mod eval_slots;
 mod gateway;
 mod judge;
+mod history;
 mod kernel_events;
 pub mod notify;
 mod peers;
 mod people;
 mod push;
 mod reload;
+mod state;
 mod status;
 mod watch;
 
@@ -93,33 +95,6 @@ fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
         .collect())
 }
 
-/// How many generations (the active one included) stay in memory to name
-/// rules in events that arrive after a reload. Events are read within
-/// milliseconds; three generations cover back-to-back reloads without keeping
-/// many copies of a large policy.
-const HISTORY: usize = 3;
-
-/// Tokens (the key file is created on first start), approvals, budgets
-/// and grants, from the configuration.
-fn decision_state(config: &Config) -> Result<crate::decision::DecisionState, DaemonError> {
-    use std::time::Duration;
-    let d = |text: &str, default: u64| Config::duration(text, Duration::from_secs(default));
-    let tokens = crate::tokens::Tokens::load(crate::tokens::TokenSettings {
-        key_file: config.tokens.key_file.clone(),
-        issuer: config.tokens.issuer.clone(),
-        audience: config.tokens.audience.clone(),
-        ttl: d(&config.tokens.ttl, 900),
-        max_ttl: d(&config.tokens.max_ttl, 3600),
-    })?;
-    Ok(crate::decision::DecisionState {
-        tokens,
-        approvals: crate::decision::approvals::Approvals::new(d(&config.approvals.ttl, 3600)),
-        budgets: crate::decision::budgets::Budgets::default(),
-        grants: crate::decision::grants::Grants::default(),
-        override_ttl: d(&config.approvals.override_ttl, 600),
-    })
-}
-
 pub struct Daemon {
     pub config: Config,
     pub cgroups: CgroupFs,
@@ -143,6 +118,8 @@ pub struct Daemon {
     pub decisions: crate::decision::DecisionState,
     /// The L7 gateway for the policy's services.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// The journal the decision state is recorded in.
+    state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
     /// Where and how many conditions are evaluated at once (`eval_slots`).
     eval_slots: eval_slots::EvalSlots,
     /// Announces new approvals to Slack, Teams and webhooks.
@@ -150,8 +127,11 @@ pub struct Daemon {
     /// Active break-glass elevations (saved across restarts).
     elevations: crate::decision::elevations::Elevations,
     active: ArcSwap<ActivePolicy>,
-    history: Mutex<VecDeque<Arc<ActivePolicy>>>,
+    /// Names of past generations, for events decided by them.
+    history: Mutex<VecDeque<Arc<history::PastGeneration>>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Serialises whole reloads, parse included.
+    reload_queue: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
     /// Keeps programs that are not pinned (tracepoints) loaded.
     _kernel: Mutex<Kernel>,
@@ -223,20 +203,18 @@ impl Daemon {
         );
         let agg_maps =
             crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
-        let decisions = decision_state(&config)?;
+        let (decisions, restoring) = state::decision_state(&config, &mut warnings)?;
         let notifier = crate::notifier::Notifier::new(
             &config.approvals.notify,
             config.approvals.notify_retry.clone(),
         )
         .map_err(|e| DaemonError::Config(e.to_string()))?;
-        // Identities revoked before this start: tokens the previous daemon
-        // issued to them must not verify after a restore.
-        for (index, name) in registry.all() {
-            if maps.killed(index).map_err(DaemonError::Bpf)? {
-                decisions.tokens.revoke_issued(&name);
-            }
-        }
-        let adopted_grants = decisions.grants.adopt(&maps, &|i| registry.name_of(i))?;
+        // Tokens issued to identities revoked before this start are refused
+        // once the daemon exists (below), journal or not.
+        let adopted_grants =
+            decisions
+                .grants
+                .adopt(&maps, &|i| registry.name_of(i), &restoring.grants)?;
         if adopted_grants > 0 {
             info!(
                 grants = adopted_grants,
@@ -246,8 +224,12 @@ impl Daemon {
 
         let (elevations, ended_elevations) = elevation::load(&config)?;
 
+        // Generation 0 is never written to the kernel: an empty stand-in
+        // until the policy is applied (no second copy of a large policy).
         let placeholder = Arc::new(ActivePolicy {
-            policy: loaded.policy.clone(),
+            policy: policy::load_str("(starting)", "version: 1\n")
+                .map_err(DaemonError::Policy)?
+                .policy,
             generation: 0,
         });
         let daemon = Arc::new(Self {
@@ -265,6 +247,7 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            state_journal: std::sync::OnceLock::new(),
             gateway,
             eval_slots: eval_slots::EvalSlots::default(),
             notifier,
@@ -272,9 +255,18 @@ impl Daemon {
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_queue: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        daemon.begin_state(restoring)?;
+        // Identities revoked before this start: tokens issued to them
+        // before now must not verify, whatever the journal remembers.
+        for (index, name) in daemon.registry.all() {
+            if daemon.maps.killed(index).map_err(DaemonError::Bpf)? {
+                daemon.decisions.tokens.revoke_issued(&name)?;
+            }
+        }
         // Before the policy is applied, so a reload's grant sweep never
         // sees an identity without its elevation grants.
         daemon.restore_elevations(ended_elevations);
@@ -309,8 +301,12 @@ impl Daemon {
         self.active.load_full()
     }
 
-    /// The policy that was active at `generation`, if still remembered.
-    pub fn policy_at(&self, generation: u32) -> Option<Arc<ActivePolicy>> {
+    /// The generation `generation`, if still remembered.
+    pub fn policy_at(&self, generation: u32) -> Option<history::Generation> {
+        let active = self.active();
+        if active.generation == generation {
+            return Some(history::Generation::Active(active));
+        }
         let history = self
             .history
             .lock()
@@ -320,6 +316,7 @@ impl Daemon {
             .rev()
             .find(|p| p.generation == generation)
             .cloned()
+            .map(history::Generation::Past)
     }
 
     pub fn selector_sync(&self) -> SelectorSync<'_> {
@@ -369,6 +366,7 @@ impl Daemon {
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();
+        self.close_state();
         if detach {
             match crate::bpf::uninstall(&self.config.bpffs) {
                 Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),

@@ -123,7 +123,17 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             ..CallDetail::default()
         });
         ev
-    });
+    })
+    .map_err(|e| {
+        // Fail closed: a call whose charge or approval cannot be recorded
+        // is not forwarded.
+        trail.with(|r| r.verdict = "deny");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision-state-unavailable",
+            e.to_string(),
+        )
+    })?;
     let d = judged.decision;
     trail.with(|r| {
         r.reason = d.reason.to_string();
