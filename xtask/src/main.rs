@@ -1,8 +1,9 @@
-//! Developer tasks: `cargo xtask setup | build | test | bench | demo`.
+//! Developer tasks: `cargo xtask setup | build | test | bench | fuzz | demo`.
 
 mod bench;
 mod clients;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod toolchain;
@@ -15,6 +16,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   build            build the daemon (release) and the test binaries
   test             build everything and run the whole suite (needs root)
   bench <name>     run a benchmark: connect, policy, dns, decide
+  fuzz <target>    fuzz one target (or all) [--seconds N, default 60];
+                   without a target, list them
   demo             start a daemon, run an agent that reaches its API and is
                    blocked from exfiltrating, show the audit trail, clean up";
 
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
         Some("build") => test::build(),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("demo") => demo::run(),
         _ => {
             eprintln!("{USAGE}");

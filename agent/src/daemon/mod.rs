@@ -30,10 +30,12 @@ use std::{
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+pub use aggregate::aggregate_records;
 pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
+pub use kernel_events::{RecordContext, to_audit};
 pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
