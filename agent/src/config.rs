@@ -93,6 +93,10 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Where every new approval is announced (Slack, Teams, webhooks).
+    pub notify: Vec<crate::notifier::NotifyTarget>,
+    /// How deliveries are retried.
+    pub notify_retry: crate::notifier::RetryConfig,
 }
 
 impl Default for ApprovalsConfig {
@@ -100,6 +104,8 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            notify: Vec::new(),
+            notify_retry: crate::notifier::RetryConfig::default(),
         }
     }
 }
@@ -131,6 +137,8 @@ pub struct AuditConfig {
     pub fsync: bool,
     /// Export to an OpenTelemetry collector (OTLP/HTTP JSON); off if absent.
     pub otlp: Option<crate::audit::otlp::OtlpConfig>,
+    /// The trail as OCSF events in a JSON-lines file; off if absent.
+    pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -189,6 +197,7 @@ impl Default for AuditConfig {
             keep_min_age: "24h".into(),
             fsync: true,
             otlp: None,
+            ocsf: None,
         }
     }
 }
@@ -243,6 +252,14 @@ impl Config {
             return Err(at(line, col, msg));
         }
         cfg.dns.resolve_paths(base);
+        if let Some(o) = cfg.audit.ocsf.as_mut() {
+            o.resolve_paths(base);
+        }
+        for t in &mut cfg.approvals.notify {
+            if let Some(f) = &t.secret_file {
+                t.secret_file = Some(base.join(f));
+            }
+        }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
@@ -323,6 +340,7 @@ impl Config {
                 fsync: self.audit.fsync,
             }),
             otlp: self.audit.otlp.clone(),
+            ocsf: self.audit.ocsf.clone(),
         }
     }
 

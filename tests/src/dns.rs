@@ -158,10 +158,13 @@ impl Drop for Dnsmasq {
 /// policy gives `identities` (YAML list items, `{n}` for the slot), with
 /// this slot's `dns:` settings plus `extra`.
 pub struct Lab {
+    // Dropped in this order: the daemon first, so that it writes its last
+    // state (dns-learned.json) before the environment's directory and
+    // cgroups are removed, not into a directory it recreates afterwards.
+    pub daemon: DaemonProc,
+    pub upstream: Dnsmasq,
     pub n: u8,
     pub env: TestEnv,
-    pub upstream: Dnsmasq,
-    pub daemon: DaemonProc,
 }
 
 impl Lab {
@@ -193,10 +196,10 @@ impl Lab {
         let upstream = Dnsmasq::start(&env.dir, None, &upstream_ip(n), &opts);
         let daemon = DaemonProc::start(&env);
         Self {
+            daemon,
+            upstream,
             n,
             env,
-            upstream,
-            daemon,
         }
     }
 

@@ -10,17 +10,69 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod forge;
+pub mod hooks;
 pub mod http;
 pub mod kernel;
 pub mod netns;
 pub mod operator;
 pub mod probe;
 pub mod servers;
+pub mod systemd;
 
 pub use daemon::DaemonProc;
 pub use env::TestEnv;
 pub use probe::{Outcome, Probe};
 pub use servers::{TcpServer, UdpServer};
+
+/// `<tag>-` when `cargo xtask test` runs the suite (it sets
+/// `PALISADE_TEST_RUN`), else empty. It goes into the name of everything a
+/// test creates on the host (cgroups, pin directories, network namespaces,
+/// directories) so the run can check at its end that none of it is left.
+pub fn run_tag() -> String {
+    std::env::var("PALISADE_TEST_RUN")
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|t| format!("{t}-"))
+        .unwrap_or_default()
+}
+
+/// A temporary directory `palisade-<name>-…` (tagged with the run), removed
+/// on drop, panics included.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-{}{name}-{}",
+            run_tag(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("PALISADE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
 
 /// True when the test may run; false (with a note) only on explicit opt-out.
 pub fn root_or_skip(test: &str) -> bool {

@@ -106,10 +106,7 @@ fn inside_addresses_in_answers_are_not_learned_unless_a_cidr_rule_covers_them() 
     assert_eq!(addrs(&r), vec![inside.clone()], "{}", r.0);
     lab.connect("vouched", &inside, port)
         .expect_ok("the vouched inside address, learned");
-    assert_eq!(
-        server.accepted.load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(server.wait_accepted(1), 1);
 }
 
 #[test]

@@ -207,9 +207,17 @@ bin="$1"; shift
 exec "$bin" "$@"
 "#;
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
-        .arg(palisade_bin())
-        .args(args);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(palisade_bin())
+    .args(args);
     cmd
 }
 
@@ -271,7 +279,10 @@ fn doctor_and_daemon_mount_what_a_bare_host_lacks() {
     }
     let _stop = Stop(&mut daemon);
     let up = palisade_tests::wait_for(std::time::Duration::from_secs(20), || {
-        env.cli(&["status", "--json"]).status.success().then_some(())
+        env.cli(&["status", "--json"])
+            .status
+            .success()
+            .then_some(())
     });
     let log_text = || std::fs::read_to_string(env.dir.join("daemon.log")).unwrap_or_default();
     assert!(up.is_some(), "daemon did not start:\n{}", log_text());
@@ -281,6 +292,9 @@ fn doctor_and_daemon_mount_what_a_bare_host_lacks() {
         .expect_eperm("any other port");
     let text = log_text();
     for fs in ["\"tracefs\"", "\"securityfs\""] {
-        assert!(text.contains(fs), "the daemon should log mounting {fs}:\n{text}");
+        assert!(
+            text.contains(fs),
+            "the daemon should log mounting {fs}:\n{text}"
+        );
     }
 }

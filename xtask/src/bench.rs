@@ -7,7 +7,7 @@ use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns|decide");
+        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -18,7 +18,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "policy" => "bench-policy",
         "dns" => "palisade-dns-bench",
         "decide" => "palisade-decide-bench",
-        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide)"),
+        "suggest" => "palisade-suggest-bench",
+        other => {
+            bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest)")
+        }
     };
     let target = workspace_root().join("target/release");
     machine_summary();

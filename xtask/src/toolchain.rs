@@ -25,18 +25,15 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
-pub fn linker_prefix() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home)
-        .join(".cache/palisade")
-        .join(format!("llvm-{EBPF_TOOLCHAIN}")))
-}
-
-/// `~/.cache/palisade`: toolchain and client environments shared by checkouts.
+/// `~/.cache/palisade`: what setup installs outside the repository.
 pub fn cache_dir() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
     Ok(PathBuf::from(home).join(".cache/palisade"))
+}
+
+/// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
+pub fn linker_prefix() -> anyhow::Result<PathBuf> {
+    Ok(cache_dir()?.join(format!("llvm-{EBPF_TOOLCHAIN}")))
 }
 
 /// This checkout's link to a client test environment (`python-dev`,

@@ -31,6 +31,7 @@ fn approval_message(a: Approval, with_token: bool) -> proto::Approval {
     };
     let kind = a.kind().to_string();
     let egress = a.egress.clone();
+    let digest = crate::signed_approval::binding_digest(&a);
     proto::Approval {
         id: a.id,
         state: state as i32,
@@ -60,6 +61,7 @@ fn approval_message(a: Approval, with_token: bool) -> proto::Approval {
             .map(|e| e.ports.iter().flat_map(|p| [u32::from(p.lo)]).collect())
             .unwrap_or_default(),
         ttl_seconds: egress.map_or(0, |e| e.ttl.as_secs() as u32),
+        digest,
     }
 }
 
@@ -164,6 +166,17 @@ pub async fn resolve_approval(
         .resolve_approval(&caller, &r.id, r.approve, &r.reason)
         .map_err(to_status)?;
     // Operators never see the override token: only the agent gets it.
+    Ok(Response::new(approval_message(a, false)))
+}
+
+pub async fn apply_signed_approval(
+    daemon: &Arc<Daemon>,
+    req: Request<proto::ApplySignedApprovalRequest>,
+) -> Result<Response<proto::Approval>, Status> {
+    let caller = caller(&req)?;
+    let a = daemon
+        .apply_signed_approval(&caller, &req.get_ref().signed)
+        .map_err(to_status)?;
     Ok(Response::new(approval_message(a, false)))
 }
 

@@ -114,6 +114,10 @@ pub struct CallDetail {
     /// Names of the parameters sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<String>,
+    /// Values of the numeric parameters (numbers only: other values may
+    /// hold personal data), the evidence `policy suggest` bounds them by.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub numbers: std::collections::BTreeMap<String, serde_json::Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     /// Who approved or rejected (`uid 0 (root)`, `operator alice`).

@@ -56,6 +56,8 @@ pub struct AuditOptions {
     pub human: bool,
     pub trail: Option<TrailOptions>,
     pub otlp: Option<OtlpConfig>,
+    /// The trail as OCSF events in a JSON-lines file of its own.
+    pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
 }
 
 enum Msg {
@@ -141,15 +143,24 @@ impl AuditPipeline {
             pipeline.emit(ev);
         }
         if let Some(cfg) = opts.otlp {
-            let files: TrailFiles = files.ok_or_else(|| TrailError::Io {
+            let files: TrailFiles = files.clone().ok_or_else(|| TrailError::Io {
                 path: cfg.cursor_path(None),
                 source: std::io::Error::other(
                     "OTLP export needs `audit.file`: the trail is its spool",
                 ),
             })?;
             let sink = Arc::new(SinkStats::default());
-            otlp::spawn(cfg, files, head_rx, sink.clone(), pipeline.clone());
+            otlp::spawn(cfg, files, head_rx.clone(), sink.clone(), pipeline.clone());
             pipeline.otlp = Some(sink);
+        }
+        if let Some(cfg) = opts.ocsf {
+            let files = files.ok_or_else(|| TrailError::Io {
+                path: cfg.file.clone(),
+                source: std::io::Error::other(
+                    "the OCSF file needs `audit.file`: the trail is its spool",
+                ),
+            })?;
+            crate::ocsf::sink::spawn(cfg, files, head_rx, pipeline.clone());
         }
         Ok(pipeline)
     }

@@ -197,6 +197,7 @@ pub fn approvals(socket: &Path, all: bool, json: bool) -> anyhow::Result<ExitCod
                 "tool": a.tool, "action": a.action, "resource": a.resource, "destination": a.destination,
                 "params_digest": a.params_digest, "rules": a.matched_rules, "policy_version": a.policy_version,
                 "created_at": a.created_at, "expires_at": a.expires_at, "approver": a.approver, "reason": a.reason,
+                "digest": a.digest,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -239,6 +240,25 @@ pub fn resolve(socket: &Path, id: &str, approve: bool, reason: &str) -> anyhow::
                 id: id.to_string(),
                 approve,
                 reason: reason.to_string(),
+            }))
+            .await
+            .map_err(rpc_error)?
+            .into_inner(),
+        )
+    })??;
+    println!("{}: {} by {}", a.id, state_name(a.state), a.approver);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `palisade approve --signed FILE`.
+pub fn apply_signed(socket: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let signed =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let a = super::block_on(async {
+        let mut c = client::connect(socket).await?;
+        anyhow::Ok(
+            c.apply_signed_approval(request(proto::ApplySignedApprovalRequest {
+                signed: signed.trim().to_string(),
             }))
             .await
             .map_err(rpc_error)?

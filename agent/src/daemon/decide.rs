@@ -367,6 +367,7 @@ impl Daemon {
                         self.audit.emit(ev);
                         self.metrics
                             .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                        self.announce(&a);
                     }
                     approval = Some((a.id, String::new()));
                 }
@@ -433,6 +434,7 @@ impl Daemon {
             c.params_digest = digest.map(str::to_string);
             if let Some(p) = &req.params {
                 c.params = p.fields.keys().cloned().collect();
+                c.numbers = crate::discovery::numeric_params(p);
             }
             if let Some((id, approver)) = &approval {
                 c.approval_id = Some(id.clone());

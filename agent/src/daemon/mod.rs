@@ -14,6 +14,7 @@ mod error;
 mod eval_slots;
 mod kernel_events;
 pub mod notify;
+mod people;
 mod push;
 mod reload;
 mod status;
@@ -137,6 +138,8 @@ pub struct Daemon {
     pub decisions: crate::decision::DecisionState,
     /// Where and how many conditions are evaluated at once (`eval_slots`).
     eval_slots: eval_slots::EvalSlots,
+    /// Announces new approvals to Slack, Teams and webhooks.
+    pub notifier: crate::notifier::Notifier,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -208,6 +211,11 @@ impl Daemon {
         let agg_maps =
             crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
         let decisions = decision_state(&config)?;
+        let notifier = crate::notifier::Notifier::new(
+            &config.approvals.notify,
+            config.approvals.notify_retry.clone(),
+        )
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
         // Identities revoked before this start: tokens the previous daemon
         // issued to them must not verify after a restore.
         for (index, name) in registry.all() {
@@ -243,6 +251,7 @@ impl Daemon {
             dns,
             decisions,
             eval_slots: eval_slots::EvalSlots::default(),
+            notifier,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),

@@ -87,10 +87,17 @@ pub struct Judges {
 }
 
 impl Judges {
-    pub fn from_policy(policy: &Policy, index_of: &dyn Fn(&str) -> Option<u32>) -> Self {
+    /// With `steer_audit`, identities in audit mode are judged (and so
+    /// steered) even when they name no hosts: their lookups are recorded.
+    pub fn from_policy(
+        policy: &Policy,
+        steer_audit: bool,
+        index_of: &dyn Fn(&str) -> Option<u32>,
+    ) -> Self {
         let mut by_index = HashMap::new();
         for ident in &policy.identities {
-            if ident.allow_hosts.is_empty() && ident.deny_hosts.is_empty() {
+            let observed = steer_audit && ident.mode == crate::policy::Mode::Audit;
+            if ident.allow_hosts.is_empty() && ident.deny_hosts.is_empty() && !observed {
                 continue;
             }
             let Some(index) = index_of(&ident.id) else {

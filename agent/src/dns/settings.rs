@@ -19,6 +19,7 @@
 //!   max_inflight_per_identity: 256    # its queries waiting on the upstream
 //!   learned_capacity: 65536    # size of the kernel's learned map (at pin creation)
 //!   learn_internal: []         # inside ranges any identity may learn (see dns.md)
+//!   steer_audit: false         # also steer identities in audit mode (lookups recorded)
 //! ```
 
 use std::{
@@ -70,6 +71,10 @@ pub struct DnsSettings {
     /// metadata) in these prefixes may be learned by any identity whose
     /// host rule allows the name; others only with a covering `cidr` rule.
     pub learn_internal: Vec<String>,
+    /// Also steer the DNS of identities in audit mode that name no hosts,
+    /// so that their lookups are recorded (what `palisade policy suggest`
+    /// needs to name hosts instead of addresses).
+    pub steer_audit: bool,
 }
 
 impl Default for DnsSettings {
@@ -92,6 +97,7 @@ impl Default for DnsSettings {
             max_inflight_per_identity: 256,
             learned_capacity: 1 << 16,
             learn_internal: Vec::new(),
+            steer_audit: false,
         }
     }
 }

@@ -224,6 +224,18 @@ async fn main() {
                 Err(s) => status(s),
             }
         }
+        "signed" => match c
+            .apply_signed_approval(proto::ApplySignedApprovalRequest {
+                signed: std::fs::read_to_string(arg(2)).unwrap_or_default(),
+            })
+            .await
+        {
+            Ok(r) => {
+                let a = r.into_inner();
+                json!({"ok": true, "id": a.id, "approver": a.approver, "state": a.state})
+            }
+            Err(s) => status(s),
+        },
         "resolve" => match c
             .resolve_approval(client::request(proto::ResolveApprovalRequest {
                 id: arg(2),

@@ -287,7 +287,7 @@ class DecideResponse(_message.Message):
     def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., approval_id: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
-    __slots__ = ("id", "state", "identity", "kind", "tool", "action", "resource", "params_digest", "policy_version", "matched_rules", "created_at", "expires_at", "approver", "reason", "override_token", "destination", "ports", "ttl_seconds")
+    __slots__ = ("id", "state", "identity", "kind", "tool", "action", "resource", "params_digest", "policy_version", "matched_rules", "created_at", "expires_at", "approver", "reason", "override_token", "destination", "ports", "ttl_seconds", "digest")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +306,7 @@ class Approval(_message.Message):
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: ApprovalState
     identity: str
@@ -324,7 +325,14 @@ class Approval(_message.Message):
     destination: str
     ports: _containers.RepeatedScalarFieldContainer[int]
     ttl_seconds: int
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[ApprovalState, str]] = ..., identity: _Optional[str] = ..., kind: _Optional[str] = ..., tool: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., params_digest: _Optional[str] = ..., policy_version: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approver: _Optional[str] = ..., reason: _Optional[str] = ..., override_token: _Optional[str] = ..., destination: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    digest: str
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[ApprovalState, str]] = ..., identity: _Optional[str] = ..., kind: _Optional[str] = ..., tool: _Optional[str] = ..., action: _Optional[str] = ..., resource: _Optional[str] = ..., params_digest: _Optional[str] = ..., policy_version: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., approver: _Optional[str] = ..., reason: _Optional[str] = ..., override_token: _Optional[str] = ..., destination: _Optional[str] = ..., ports: _Optional[_Iterable[int]] = ..., ttl_seconds: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ApplySignedApprovalRequest(_message.Message):
+    __slots__ = ("signed",)
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    signed: str
+    def __init__(self, signed: _Optional[str] = ...) -> None: ...
 
 class GetApprovalRequest(_message.Message):
     __slots__ = ("id", "token")

@@ -89,6 +89,11 @@ class PalisadeStub:
                 request_serializer=palisade_dot_v1_dot_palisade__pb2.ResolveApprovalRequest.SerializeToString,
                 response_deserializer=palisade_dot_v1_dot_palisade__pb2.Approval.FromString,
                 _registered_method=True)
+        self.ApplySignedApproval = channel.unary_unary(
+                '/palisade.v1.Palisade/ApplySignedApproval',
+                request_serializer=palisade_dot_v1_dot_palisade__pb2.ApplySignedApprovalRequest.SerializeToString,
+                response_deserializer=palisade_dot_v1_dot_palisade__pb2.Approval.FromString,
+                _registered_method=True)
         self.RequestEgress = channel.unary_unary(
                 '/palisade.v1.Palisade/RequestEgress',
                 request_serializer=palisade_dot_v1_dot_palisade__pb2.RequestEgressRequest.SerializeToString,
@@ -201,6 +206,15 @@ class PalisadeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplySignedApproval(self, request, context):
+        """Apply an approval signed by an approver the policy lists (a compact
+        JWS over {approval, digest, verdict, approver, exp}). The signature is
+        the authority, so any caller may hand it over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RequestEgress(self, request, context):
         """Just-in-time egress: a temporary kernel allow rule for the caller's
         identity, granted at once where the policy marks the destination
@@ -281,6 +295,11 @@ def add_PalisadeServicer_to_server(servicer, server):
             'ResolveApproval': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveApproval,
                     request_deserializer=palisade_dot_v1_dot_palisade__pb2.ResolveApprovalRequest.FromString,
+                    response_serializer=palisade_dot_v1_dot_palisade__pb2.Approval.SerializeToString,
+            ),
+            'ApplySignedApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplySignedApproval,
+                    request_deserializer=palisade_dot_v1_dot_palisade__pb2.ApplySignedApprovalRequest.FromString,
                     response_serializer=palisade_dot_v1_dot_palisade__pb2.Approval.SerializeToString,
             ),
             'RequestEgress': grpc.unary_unary_rpc_method_handler(
@@ -595,6 +614,33 @@ class Palisade:
             target,
             '/palisade.v1.Palisade/ResolveApproval',
             palisade_dot_v1_dot_palisade__pb2.ResolveApprovalRequest.SerializeToString,
+            palisade_dot_v1_dot_palisade__pb2.Approval.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplySignedApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palisade.v1.Palisade/ApplySignedApproval',
+            palisade_dot_v1_dot_palisade__pb2.ApplySignedApprovalRequest.SerializeToString,
             palisade_dot_v1_dot_palisade__pb2.Approval.FromString,
             options,
             channel_credentials,
