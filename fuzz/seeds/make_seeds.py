@@ -285,8 +285,18 @@ def decide_seeds():
         write("decide_input", name, data)
 
 
+def trail_seeds():
+    # The first byte picks the policy (finance = 2, 8 with the current
+    # policy given) and the identity; the rest is a trail file.
+    for f in sorted((SEEDS / "audit_verify").glob("*.jsonl")):
+        text = f.read_bytes().replace(b'"identity":"agent"', b'"identity":"finance-agent"')
+        write("trail_suggest", f.stem, b"\x02" + text)
+        write("trail_suggest", f.stem + "-current", b"\x08" + text)
+
+
 if __name__ == "__main__":
     policies()
     dns()
     kernel()
     decide_seeds()
+    trail_seeds()

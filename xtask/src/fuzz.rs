@@ -28,7 +28,8 @@ pub const TARGETS: &[(&str, &str)] = &[
     ("kernel_event", "decision and cgroup records from the ring buffers"),
     ("kernel_aggregate", "aggregated denial counters from the kernel maps"),
     ("decide_input", "Decide requests: protobuf, params/context, CEL"),
-    ("audit_verify", "audit trail files (`audit verify`, `policy suggest`)"),
+    ("audit_verify", "audit trail files as `palisade audit verify` reads them"),
+    ("trail_suggest", "audit trail files as `policy suggest` and `policy unused` read them"),
 ];
 
 /// Seconds per target when `cargo xtask test` runs them all.
