@@ -229,7 +229,11 @@ fn summary(
     kinds: &[(&AggKey, &AggValue, u64)],
 ) -> AuditEvent {
     let (k0, v0, _) = kinds[0];
-    let total: u64 = kinds.iter().map(|(_, _, n)| n).sum();
+    // Saturating: the counts come from maps an earlier daemon (or a layout
+    // it did not expect) may have left, and a wrapped sum would under-report.
+    let total = kinds
+        .iter()
+        .fold(0u64, |sum, (_, _, n)| sum.saturating_add(*n));
     let mut ev = to_audit(cx, &kernel_event(k0, v0));
     let first = kinds.iter().map(|(_, v, _)| v.first_ns).min().unwrap_or(0);
     let last = kinds.iter().map(|(_, v, _)| v.last_ns).max().unwrap_or(0);
@@ -308,4 +312,63 @@ fn overflow_records(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::daemon::ActivePolicy;
+
+    struct Fixed(Arc<ActivePolicy>);
+
+    impl RecordContext for Fixed {
+        fn identity_name(&self, _: u32) -> Option<String> {
+            Some("finance-agent".into())
+        }
+        fn policy_at(&self, _: u32) -> Option<Arc<ActivePolicy>> {
+            Some(self.0.clone())
+        }
+        fn active_policy(&self) -> Arc<ActivePolicy> {
+            self.0.clone()
+        }
+    }
+
+    /// The summary of many kinds added their counts with `+`, which panics
+    /// (debug) or wraps (release) on counts a damaged or foreign map can
+    /// hold (seen while writing the kernel_aggregate fuzz target).
+    #[test]
+    fn summary_of_huge_counts_saturates() {
+        let text = include_str!("../../../examples/policies/finance.yaml");
+        let policy = crate::policy::load_str("finance.yaml", text)
+            .expect("the example loads")
+            .policy;
+        let cx = Fixed(Arc::new(ActivePolicy {
+            policy,
+            generation: 1,
+        }));
+        let mut counts = SlotCounts::default();
+        for port in 0..(KINDS_PER_IDENTITY as u16 + 2) {
+            let key = AggKey {
+                identity: 1,
+                hook: 1,
+                verdict: 1,
+                reason: 1,
+                port,
+                family: agent_common::AF_INET,
+                ..AggKey::default()
+            };
+            let value = AggValue {
+                count: u64::MAX / 2 + 1,
+                ..AggValue::default()
+            };
+            counts.kinds.push((key, value));
+        }
+        let records = aggregate_records(&cx, &counts, None);
+        assert_eq!(records.len(), KINDS_PER_IDENTITY + 1);
+        let summary = records.last().expect("a summary record");
+        assert!(summary.aggregate.as_ref().is_some_and(|a| a.destinations == Some(2)));
+        assert_eq!(summary.count, Some(u64::MAX));
+    }
 }
