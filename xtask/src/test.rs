@@ -10,7 +10,9 @@ use anyhow::bail;
 
 use crate::{
     leftovers,
-    toolchain::{cargo, client_env_link, is_root, require_setup, sh, workspace_root},
+    toolchain::{
+        cargo, client_env_link, is_root, path_with_client_bin, require_setup, sh, workspace_root,
+    },
 };
 
 pub fn build() -> anyhow::Result<()> {
@@ -44,6 +46,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(extra)
         .env("PALISADE_TEST_RUN", &tag)
         .env("PALISADE_BIN", &bin)
+        .env("PATH", path_with_client_bin())
         .env(
             "PALISADE_PYTHON",
             client_env_link("python-dev").join("bin/python3"),

@@ -42,6 +42,17 @@ pub fn client_env_link(name: &str) -> PathBuf {
     workspace_root().join("target/client-envs").join(name)
 }
 
+/// `PATH` with this checkout's `target/client-envs/bin` first: the
+/// Node.js setup chose (the host's, or a pinned one where the host's is
+/// too old).
+pub fn path_with_client_bin() -> std::ffi::OsString {
+    let mut dirs = vec![client_env_link("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
 /// Run a command, echoing it; fail with its exit status.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", describe(cmd));
