@@ -75,7 +75,7 @@ fn compile(p: &Policy) {
     let Ok(t) = tables::compile(p, 1, &index_of) else {
         return;
     };
-    let _ = Judges::from_policy(p, &index_of);
+    let _ = Judges::from_policy(p, true, &index_of);
     let _ = policy::diff::diff(p, p);
     for ident in &p.identities {
         let Some(index) = index_of(&ident.id) else {

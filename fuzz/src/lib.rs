@@ -79,7 +79,7 @@ pub fn dns_judges() -> &'static Judges {
                     .map(|i| (100 * n + i + 1) as u32)
             };
             all.by_index
-                .extend(Judges::from_policy(p, &index_of).by_index);
+                .extend(Judges::from_policy(p, true, &index_of).by_index);
         }
         assert!(!all.by_index.is_empty(), "no example identity has host rules");
         all
