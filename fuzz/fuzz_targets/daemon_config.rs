@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let size = cfg.kernel.event_buffer_bytes;
-    assert!(size.is_power_of_two() && size >= 4096, "event buffer {size}");
+    assert!(
+        size.is_power_of_two() && size >= 4096,
+        "event buffer {size}"
+    );
     assert!((100..=3_600_000).contains(&cfg.kernel.aggregate_ms));
     assert!(cfg.kernel.events_per_identity > 0);
     if let Some(tcp) = &cfg.api.tcp {

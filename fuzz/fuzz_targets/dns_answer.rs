@@ -51,7 +51,11 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(answer.chain.first(), Some(&qname));
     let unique: HashSet<&String> = answer.chain.iter().collect();
-    assert_eq!(unique.len(), answer.chain.len(), "a name repeats on the chain");
+    assert_eq!(
+        unique.len(),
+        answer.chain.len(),
+        "a name repeats on the chain"
+    );
     assert!(answer.chain.len() <= 17, "chain of {}", answer.chain.len());
     for a in &answer.addrs {
         assert!(
@@ -65,10 +69,14 @@ fuzz_target!(|data: &[u8]| {
         let mut lookup = Lookup::new(&query, Some(judge), Transport::Udp);
         lookup.set_answer(&answer, resp.metadata.response_code);
         let verdict = judge.judge(&qname);
-        let outside = answer.chain.iter().skip(1).find_map(|n| match judge.judge(n) {
-            NameVerdict::Allow(_) => None,
-            v => Some((n.clone(), v)),
-        });
+        let outside = answer
+            .chain
+            .iter()
+            .skip(1)
+            .find_map(|n| match judge.judge(n) {
+                NameVerdict::Allow(_) => None,
+                v => Some((n.clone(), v)),
+            });
         if let Some((name, v)) = outside {
             lookup.refuse(v.reason(), Some(name));
         }
@@ -80,7 +88,12 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         let mut resp = resp.clone();
         if !withheld.is_empty() {
-            lookup.withhold(&withheld, "inside", withheld.len() == answer.addrs.len(), judge.audit);
+            lookup.withhold(
+                &withheld,
+                "inside",
+                withheld.len() == answer.addrs.len(),
+                judge.audit,
+            );
             message::strip_addrs(&mut resp, &withheld);
         }
         if let NameVerdict::Allow(rules) = &verdict {

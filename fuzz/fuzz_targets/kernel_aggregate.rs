@@ -51,14 +51,17 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let (pair, tail) = rest.split_at(PAIR);
-        counts.kinds.push((read(pair), read(&pair[size_of::<AggKey>()..])));
+        counts
+            .kinds
+            .push((read(pair), read(&pair[size_of::<AggKey>()..])));
         rest = tail;
     }
     while rest.len() >= OVERFLOW {
         let (row, tail) = rest.split_at(OVERFLOW);
-        counts
-            .overflow
-            .push((u32::from_ne_bytes([row[0], row[1], row[2], row[3]]), read(&row[4..])));
+        counts.overflow.push((
+            u32::from_ne_bytes([row[0], row[1], row[2], row[3]]),
+            read(&row[4..]),
+        ));
         rest = tail;
     }
     let now = SystemTime::now();
@@ -80,12 +83,19 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .map(|(_, v)| u128::from(v.count.saturating_sub(u64::from(v.emitted != 0))))
         .chain(counts.overflow.iter().flat_map(|(_, o)| {
-            o.deny.iter().chain(o.audit.iter()).take(2 * AGG_REASONS).map(|n| u128::from(*n))
+            o.deny
+                .iter()
+                .chain(o.audit.iter())
+                .take(2 * AGG_REASONS)
+                .map(|n| u128::from(*n))
         }))
         .sum();
     // (Counts near u64::MAX are not reachable from the kernel, and a sum
     // of them saturates.)
     if expected < u128::from(u64::MAX) {
-        assert_eq!(total, expected, "records count {total} denials of {expected}");
+        assert_eq!(
+            total, expected,
+            "records count {total} denials of {expected}"
+        );
     }
 });

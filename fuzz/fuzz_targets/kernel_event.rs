@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = record.human();
             let (line, head) = seal(&mut record, &ChainHead::genesis()).expect("a record seals");
             let back = unseal(&line).expect("a sealed record unseals");
-            assert!(back.intact, "a sealed kernel record does not verify: {line}");
+            assert!(
+                back.intact,
+                "a sealed kernel record does not verify: {line}"
+            );
             assert_eq!((back.seq, back.hash), (head.seq, head.hash));
         }
     }

@@ -41,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
 
 fn same_policy(a: &Policy, b: &Policy) {
     assert_eq!(a.version, b.version);
-    let ids = |p: &Policy| p.identities.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    let ids = |p: &Policy| {
+        p.identities
+            .iter()
+            .map(|i| i.id.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(a), ids(b), "identities differ");
     let rules = |p: &Policy| {
         p.rules
@@ -51,7 +56,12 @@ fn same_policy(a: &Policy, b: &Policy) {
     };
     assert_eq!(rules(a), rules(b), "rules differ");
     for (x, y) in a.identities.iter().zip(&b.identities) {
-        assert_eq!((&x.allow, &x.deny), (&y.allow, &y.deny), "egress of {}", x.id);
+        assert_eq!(
+            (&x.allow, &x.deny),
+            (&y.allow, &y.deny),
+            "egress of {}",
+            x.id
+        );
         assert_eq!(
             (&x.allow_hosts, &x.deny_hosts),
             (&y.allow_hosts, &y.deny_hosts),
@@ -84,7 +94,11 @@ fn compile(p: &Policy) {
         for rule in ident.allow.iter().chain(&ident.deny) {
             for addr in probes(rule.cidr) {
                 let ports = rule.ports.first().map_or((0, 0), |r| (r.lo, r.hi));
-                for (port, proto) in [(ports.0, IPPROTO_TCP), (ports.1, IPPROTO_UDP), (1, IPPROTO_TCP)] {
+                for (port, proto) in [
+                    (ports.0, IPPROTO_TCP),
+                    (ports.1, IPPROTO_UDP),
+                    (1, IPPROTO_TCP),
+                ] {
                     let (kernel, _) = t.judge(index, &addr, port, proto);
                     let reference = p.judge_cidr(&ident.id, &addr, port, proto);
                     assert_eq!(
@@ -113,7 +127,11 @@ fn probes(c: policy::Cidr) -> Vec<NormAddr> {
     };
     let first = v & !mask;
     let last = first | mask;
-    let max = if c.is_v6 { u128::MAX } else { u128::from(u32::MAX) };
+    let max = if c.is_v6 {
+        u128::MAX
+    } else {
+        u128::from(u32::MAX)
+    };
     let mut out = vec![first, last];
     if first > 0 {
         out.push(first - 1);

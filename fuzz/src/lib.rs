@@ -81,7 +81,10 @@ pub fn dns_judges() -> &'static Judges {
             all.by_index
                 .extend(Judges::from_policy(p, true, &index_of).by_index);
         }
-        assert!(!all.by_index.is_empty(), "no example identity has host rules");
+        assert!(
+            !all.by_index.is_empty(),
+            "no example identity has host rules"
+        );
         all
     })
 }

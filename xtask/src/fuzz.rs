@@ -20,16 +20,37 @@ pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Every target in `fuzz/Cargo.toml`, with what it reads.
 pub const TARGETS: &[(&str, &str)] = &[
-    ("policy_load", "policy files, YAML and JSON (check, start, reload, push)"),
-    ("policy_suite", "policy test suites (`palisade policy test`)"),
+    (
+        "policy_load",
+        "policy files, YAML and JSON (check, start, reload, push)",
+    ),
+    (
+        "policy_suite",
+        "policy test suites (`palisade policy test`)",
+    ),
     ("daemon_config", "the daemon's config file"),
     ("dns_query", "DNS queries from enrolled processes"),
     ("dns_answer", "DNS answers from the upstream resolver"),
-    ("kernel_event", "decision and cgroup records from the ring buffers"),
-    ("kernel_aggregate", "aggregated denial counters from the kernel maps"),
-    ("decide_input", "Decide requests: protobuf, params/context, CEL"),
-    ("audit_verify", "audit trail files as `palisade audit verify` reads them"),
-    ("trail_suggest", "audit trail files as `policy suggest` and `policy unused` read them"),
+    (
+        "kernel_event",
+        "decision and cgroup records from the ring buffers",
+    ),
+    (
+        "kernel_aggregate",
+        "aggregated denial counters from the kernel maps",
+    ),
+    (
+        "decide_input",
+        "Decide requests: protobuf, params/context, CEL",
+    ),
+    (
+        "audit_verify",
+        "audit trail files as `palisade audit verify` reads them",
+    ),
+    (
+        "trail_suggest",
+        "audit trail files as `policy suggest` and `policy unused` read them",
+    ),
 ];
 
 /// Seconds per target when `cargo xtask test` runs them all.

@@ -368,7 +368,12 @@ mod tests {
         let records = aggregate_records(&cx, &counts, None);
         assert_eq!(records.len(), KINDS_PER_IDENTITY + 1);
         let summary = records.last().expect("a summary record");
-        assert!(summary.aggregate.as_ref().is_some_and(|a| a.destinations == Some(2)));
+        assert!(
+            summary
+                .aggregate
+                .as_ref()
+                .is_some_and(|a| a.destinations == Some(2))
+        );
         assert_eq!(summary.count, Some(u64::MAX));
     }
 }
