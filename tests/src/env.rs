@@ -124,7 +124,13 @@ impl TestEnv {
         );
     }
 
-    fn write_config_cgroup(&self, cgroup: &str, audit_extra: &str, tokens_extra: &str, extra: &str) {
+    fn write_config_cgroup(
+        &self,
+        cgroup: &str,
+        audit_extra: &str,
+        tokens_extra: &str,
+        extra: &str,
+    ) {
         // The L7 gateway listens on fixed loopback ports; tests that do not
         // configure it keep it off, so concurrent daemons never compete.
         let gateway = if extra.contains("gateway:") {

@@ -15,8 +15,8 @@ pub mod enrol;
 mod error;
 mod eval_slots;
 mod gateway;
+pub mod history;
 mod judge;
-mod history;
 mod kernel_events;
 pub mod notify;
 mod peers;
@@ -38,12 +38,15 @@ use std::{
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+pub use aggregate::aggregate_records;
 pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
 pub use elevation::{ElevateRequest, MAX_ELEVATION};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
+pub use history::Generation;
 pub use judge::Judged;
+pub use kernel_events::{RecordContext, to_audit};
 pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
@@ -302,10 +305,10 @@ impl Daemon {
     }
 
     /// The generation `generation`, if still remembered.
-    pub fn policy_at(&self, generation: u32) -> Option<history::Generation> {
+    pub fn policy_at(&self, generation: u32) -> Option<Generation> {
         let active = self.active();
         if active.generation == generation {
-            return Some(history::Generation::Active(active));
+            return Some(Generation::Active(active));
         }
         let history = self
             .history
@@ -316,7 +319,7 @@ impl Daemon {
             .rev()
             .find(|p| p.generation == generation)
             .cloned()
-            .map(history::Generation::Past)
+            .map(Generation::Past)
     }
 
     pub fn selector_sync(&self) -> SelectorSync<'_> {

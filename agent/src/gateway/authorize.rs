@@ -105,35 +105,36 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
         r.policy_version = Some(version.clone());
         r.mode = Some(mode.name());
     });
-    let judged = daemon.judge(policy, &tc, ask(), || {
-        let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
-        ev.identity = Some(identity.clone());
-        ev.uid = Some(conn.caller.socket.uid);
-        ev.cgroup_id = Some(conn.caller.socket.cgroup_id);
-        ev.policy_version = Some(version.clone());
-        ev.detail = Some(format!(
-            "request to service `{}` held by the gateway for up to {:?}",
-            rt.service.id, rt.service.approval_timeout
-        ));
-        ev.call = Some(CallDetail {
-            tool: c.tool.clone(),
-            action: c.action.clone(),
-            resource: c.resource.clone(),
-            decision_id: Some(decision_id.clone()),
-            ..CallDetail::default()
-        });
-        ev
-    })
-    .map_err(|e| {
-        // Fail closed: a call whose charge or approval cannot be recorded
-        // is not forwarded.
-        trail.with(|r| r.verdict = "deny");
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "decision-state-unavailable",
-            e.to_string(),
-        )
-    })?;
+    let judged = daemon
+        .judge(policy, &tc, ask(), || {
+            let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
+            ev.identity = Some(identity.clone());
+            ev.uid = Some(conn.caller.socket.uid);
+            ev.cgroup_id = Some(conn.caller.socket.cgroup_id);
+            ev.policy_version = Some(version.clone());
+            ev.detail = Some(format!(
+                "request to service `{}` held by the gateway for up to {:?}",
+                rt.service.id, rt.service.approval_timeout
+            ));
+            ev.call = Some(CallDetail {
+                tool: c.tool.clone(),
+                action: c.action.clone(),
+                resource: c.resource.clone(),
+                decision_id: Some(decision_id.clone()),
+                ..CallDetail::default()
+            });
+            ev
+        })
+        .map_err(|e| {
+            // Fail closed: a call whose charge or approval cannot be recorded
+            // is not forwarded.
+            trail.with(|r| r.verdict = "deny");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "decision-state-unavailable",
+                e.to_string(),
+            )
+        })?;
     let d = judged.decision;
     trail.with(|r| {
         r.reason = d.reason.to_string();

@@ -8,4 +8,4 @@ mod selectors;
 pub use cgroupfs::CgroupFs;
 pub use peer::{PeerError, PeerProcess, PinKind};
 pub use registry::{IdentityError, Registry};
-pub use selectors::{SelectorSync, desired_selections};
+pub use selectors::{SelectorSync, desired_selections, selected_identity};
