@@ -201,7 +201,7 @@ fn pinned_node() -> anyhow::Result<PathBuf> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let spec = format!("node-linux-{arch}@{NODE_VERSION}");
-    sh(Command::new("npm")
+    sh(crate::toolchain::node_env(&mut Command::new("npm"))
         .args(["pack", "--silent", "--pack-destination"])
         .arg(&dir)
         .arg(&spec)
@@ -236,9 +236,8 @@ fn npm_packages() -> anyhow::Result<()> {
     if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
         return Ok(());
     }
-    sh(Command::new("npm")
+    sh(crate::toolchain::node_env(&mut Command::new("npm"))
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .env("PATH", crate::toolchain::path_with_client_bin())
         .current_dir(&dir))?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }

@@ -10,9 +10,7 @@ use anyhow::bail;
 
 use crate::{
     leftovers,
-    toolchain::{
-        cargo, client_env_link, is_root, path_with_client_bin, require_setup, sh, workspace_root,
-    },
+    toolchain::{cargo, client_env_link, is_root, node_env, require_setup, sh, workspace_root},
 };
 
 pub fn build() -> anyhow::Result<()> {
@@ -42,11 +40,11 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let tag = leftovers::run_tag();
     let before = leftovers::scan();
     let mut cmd = cargo();
+    node_env(&mut cmd);
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_TEST_RUN", &tag)
         .env("PALISADE_BIN", &bin)
-        .env("PATH", path_with_client_bin())
         .env(
             "PALISADE_PYTHON",
             client_env_link("python-dev").join("bin/python3"),

@@ -53,6 +53,19 @@ pub fn path_with_client_bin() -> std::ffi::OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
+/// The environment Node.js commands run with: `PATH` as above, and the
+/// system's certificate authorities trusted as well as Node's own bundle
+/// (a Node.js from the registry does not read the system store, and hosts
+/// behind a TLS-inspecting proxy trust its authority only there).
+pub fn node_env(cmd: &mut Command) -> &mut Command {
+    const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+    cmd.env("PATH", path_with_client_bin());
+    if std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() && Path::new(SYSTEM_CAS).is_file() {
+        cmd.env("NODE_EXTRA_CA_CERTS", SYSTEM_CAS);
+    }
+    cmd
+}
+
 /// Run a command, echoing it; fail with its exit status.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", describe(cmd));
