@@ -25,6 +25,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   demo             start a daemon, run an agent that reaches its API and is
                    blocked from exfiltrating, show the audit trail, clean up
   fresh-host       follow the README on a brand-new Debian 12 root (debootstrap)
+                   [--until setup|demo|test|.ci/run] [--keep]
                    with nothing done by hand; report each step's time (root, slow)";
 
 fn main() -> ExitCode {
