@@ -11,6 +11,7 @@ mod maps;
 pub mod pins;
 pub mod sockdiag;
 mod sys;
+pub mod watchdog;
 
 pub use btf::BtfError;
 pub use error::BpfError;

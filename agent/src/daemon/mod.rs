@@ -8,6 +8,7 @@ mod approve;
 mod decide;
 mod dns;
 mod egress;
+mod guard;
 pub mod enrol;
 mod error;
 mod kernel_events;
@@ -136,6 +137,8 @@ pub struct Daemon {
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
+    /// The guard watchdog's last finding, and whether it is stopped.
+    guard: guard::GuardState,
     /// Keeps programs that are not pinned (tracepoints) loaded.
     _kernel: Mutex<Kernel>,
 }
@@ -238,6 +241,7 @@ impl Daemon {
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
+            guard: guard::GuardState::default(),
             _kernel: Mutex::new(kernel),
         });
         let generation = daemon.apply(loaded.policy).await?;
@@ -253,6 +257,8 @@ impl Daemon {
         started.policy_version = Some(daemon.active().policy.version.to_string());
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
+        daemon.report_start_repairs();
+        daemon.spawn_guard_watch();
         kernel_events::spawn(&daemon)?;
         daemon.spawn_resync();
         daemon.spawn_decision_upkeep();
@@ -325,6 +331,8 @@ impl Daemon {
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         notify::notify("STOPPING=1");
+        // Removing the pins is ours to do: the watchdog must not undo it.
+        self.guard.stop();
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();
