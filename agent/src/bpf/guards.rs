@@ -105,7 +105,10 @@ pub fn detach_fallback(pins: &PinDir) {
 /// (`detach_pinned`), so only these run.
 pub struct GuardTracepoints {
     ebpf: Ebpf,
-    lineage: Vec<(&'static str, aya::programs::raw_trace_point::RawTracePointLinkId)>,
+    lineage: Vec<(
+        &'static str,
+        aya::programs::raw_trace_point::RawTracePointLinkId,
+    )>,
     fallback: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
 }
 

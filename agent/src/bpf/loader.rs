@@ -67,7 +67,11 @@ pub(super) const CGROUP_LINKS: &[(&str, LinkKind)] = &[
     (EGRESS_PROGRAM, LinkKind::Skb),
 ];
 
-fn load_cgroup_program(ebpf: &mut Ebpf, name: &'static str, kind: LinkKind) -> Result<(), BpfError> {
+fn load_cgroup_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    kind: LinkKind,
+) -> Result<(), BpfError> {
     match kind {
         LinkKind::SockAddr => program::<CgroupSockAddr>(ebpf, name)?.load(),
         LinkKind::SockCreate => program::<CgroupSock>(ebpf, name)?.load(),
@@ -168,12 +172,13 @@ impl Kernel {
             path: opts.attach_cgroup.clone(),
             source,
         })?;
-        let cgroup_id = std::os::unix::fs::MetadataExt::ino(
-            &cgroup.metadata().map_err(|source| BpfError::Cgroup {
-                path: opts.attach_cgroup.clone(),
-                source,
-            })?,
-        );
+        let cgroup_id =
+            std::os::unix::fs::MetadataExt::ino(&cgroup.metadata().map_err(|source| {
+                BpfError::Cgroup {
+                    path: opts.attach_cgroup.clone(),
+                    source,
+                }
+            })?);
         let mut found = Vec::new();
         for &(name, kind) in CGROUP_LINKS {
             load_cgroup_program(&mut ebpf, name, kind)?;
@@ -447,7 +452,10 @@ fn attach_or_adopt(
             Err(e) => return Err(e),
         }
     }
-    warn!(program = name, "pinned link was detached from its cgroup: attaching a new one");
+    warn!(
+        program = name,
+        "pinned link was detached from its cgroup: attaching a new one"
+    );
     prog.attach_pinned(name, cgroup, pins)?;
     Ok(Some(Repair {
         link: name,

@@ -141,7 +141,8 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
     attr.put_u32(4, size_of::<Info>() as u32);
     attr.put_u64(8, info.0.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    let u32_at = |o: usize| u32::from_ne_bytes([info.0[o], info.0[o + 1], info.0[o + 2], info.0[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_ne_bytes([info.0[o], info.0[o + 1], info.0[o + 2], info.0[o + 3]]);
     let mut id = [0u8; 8];
     id.copy_from_slice(&info.0[16..24]);
     let link_type = u32_at(0);

@@ -217,7 +217,9 @@ impl Kernel {
             path: staging.clone(),
             source,
         };
-        g.pins.prepare().map_err(|e| err("preparing the directory of", e))?;
+        g.pins
+            .prepare()
+            .map_err(|e| err("preparing the directory of", e))?;
         let _ = std::fs::remove_file(&staging);
         sys::obj_pin(w.link.as_fd(), &staging).map_err(|e| err("pinning", e))?;
         std::fs::rename(&staging, g.pins.link(w.name)).map_err(|e| err("renaming", e))

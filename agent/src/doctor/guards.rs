@@ -7,7 +7,9 @@ use std::fs::File;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockopt, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockopt, RawTracePoint, TracePoint,
+    },
 };
 
 use super::{
