@@ -11,14 +11,18 @@ pub mod config;
 pub mod confine;
 pub mod daemon;
 pub mod decision;
+pub mod discovery;
 pub mod dns;
 pub mod doctor;
 pub mod hex;
 pub mod identity;
 pub mod metrics;
 pub mod mounts;
+pub mod notifier;
+pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
+pub mod signed_approval;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.

@@ -33,7 +33,7 @@ fn ip(args: &[&str]) {
 impl NetNs {
     /// `octet` picks the private /24 (10.octet.0.0/24); give each test its own.
     pub fn new(tag: &str, octet: u8) -> Self {
-        let name = format!("pal-{tag}-{}", std::process::id());
+        let name = format!("pal-{}{tag}-{}", crate::run_tag(), std::process::id());
         let host_if = format!("pv{octet}h{}", std::process::id() % 10000);
         let peer_if = format!("pv{octet}p{}", std::process::id() % 10000);
         let host_ip = format!("10.{octet}.0.1");
