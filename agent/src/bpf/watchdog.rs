@@ -225,3 +225,26 @@ impl Kernel {
         std::fs::rename(&staging, g.pins.link(w.name)).map_err(|e| err("renaming", e))
     }
 }
+
+/// Pinned cgroup links under `pin_dir` that are attached to no cgroup, by
+/// program name (for `palisade doctor`); `None` when nothing is pinned.
+pub fn severed_links(pin_dir: &std::path::Path) -> Option<Vec<String>> {
+    let entries = std::fs::read_dir(pin_dir).ok()?;
+    let mut severed = Vec::new();
+    let mut any = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(program) = name.strip_prefix("link_") else {
+            continue;
+        };
+        if program.starts_with("new_") {
+            continue;
+        }
+        any = true;
+        let info = sys::obj_get(&e.path()).and_then(|fd| sys::link_info(fd.as_fd()));
+        if info.is_ok_and(|i| i.link_type == sys::BPF_LINK_TYPE_CGROUP && i.cgroup_id == 0) {
+            severed.push(program.to_string());
+        }
+    }
+    any.then_some(severed)
+}
