@@ -107,6 +107,11 @@ identities:
         "status does not report the repairs: {status}"
     );
 
+    // Tracepoint links (lineage) cannot be detached by their holders.
+    let o = agent(&["detach-links", pins.as_str(), "lineage_fork"]);
+    assert!(!o.ok(), "a lineage link was detached: {}", o.0);
+    eprintln!("detaching lineage_fork: {}", o.0);
+
     // Removing a pin releases nothing (the daemon holds the link) and the
     // pin comes back.
     let before = guard_records(&env).len();
