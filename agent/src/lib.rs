@@ -14,8 +14,10 @@ pub mod decision;
 pub mod discovery;
 pub mod dns;
 pub mod doctor;
+pub mod gateway;
 pub mod hex;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod mounts;
 pub mod notifier;
@@ -23,6 +25,7 @@ pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
 pub mod signed_approval;
+pub mod state;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.
