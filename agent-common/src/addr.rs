@@ -3,6 +3,19 @@
 //! An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) *is* the IPv4 address
 //! `a.b.c.d`: a process that connects to it through an IPv6 socket reaches the
 //! IPv4 host. So it is judged as IPv4, by IPv4 rules, and never by IPv6 rules.
+//! The same holds for every IPv6 range whose addresses lead, through a
+//! translator or tunnel, to an IPv4 host: a policy that allows some IPv6
+//! range must not open the IPv4 hosts behind it. They are judged as the
+//! IPv4 address they lead to:
+//!
+//! | range | IPv4 address judged |
+//! |---|---|
+//! | `::ffff:0:0/96` (mapped), `::ffff:0:0:0/96` (SIIT translated) | the last 32 bits |
+//! | `64:ff9b::/96` (NAT64 well-known), `64:ff9b:1::/48` (NAT64 local use) | the last 32 bits (RFC 6052 /96 form) |
+//! | `::/96` (IPv4-compatible, deprecated), except `::` and `::1` | the last 32 bits |
+//! | `2002::/16` (6to4) | bits 16–47 |
+//! | `2001::/32` (Teredo) | the client's address: the last 32 bits inverted |
+//!
 //! IPv4 addresses live in the first four bytes of `bytes`, the rest zero.
 
 /// A destination address in canonical form.
@@ -15,6 +28,49 @@ pub struct NormAddr {
 }
 
 const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+const V4_TRANSLATED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0];
+const NAT64_WKP: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+const V4_COMPAT: [u8; 12] = [0; 12];
+
+#[inline(always)]
+fn starts_with(octets: &[u8; 16], prefix: &[u8; 12], len: usize) -> bool {
+    let mut i = 0;
+    let mut same = true;
+    while i < 12 {
+        if i < len && octets[i] != prefix[i] {
+            same = false;
+        }
+        i += 1;
+    }
+    same
+}
+
+/// The IPv4 address an IPv6 address leads to, if it is one of the ranges
+/// in the module docs.
+#[inline(always)]
+pub fn embedded_v4(o: &[u8; 16]) -> Option<[u8; 4]> {
+    let last = [o[12], o[13], o[14], o[15]];
+    if starts_with(o, &V4_MAPPED, 12)
+        || starts_with(o, &V4_TRANSLATED, 12)
+        || starts_with(o, &NAT64_WKP, 12)
+        // 64:ff9b:1::/48
+        || (starts_with(o, &NAT64_WKP, 4) && o[4] == 0 && o[5] == 1)
+    {
+        return Some(last);
+    }
+    if starts_with(o, &V4_COMPAT, 12) {
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        let own = o[12] == 0 && o[13] == 0 && o[14] == 0 && o[15] <= 1;
+        return if own { None } else { Some(last) };
+    }
+    if o[0] == 0x20 && o[1] == 0x02 {
+        return Some([o[2], o[3], o[4], o[5]]);
+    }
+    if o[0] == 0x20 && o[1] == 0x01 && o[2] == 0 && o[3] == 0 {
+        return Some([!o[12], !o[13], !o[14], !o[15]]);
+    }
+    None
+}
 
 impl NormAddr {
     /// From an IPv4 address in network byte order as four bytes.
@@ -31,24 +87,16 @@ impl NormAddr {
         }
     }
 
-    /// From sixteen IPv6 bytes in network order; mapped addresses become IPv4.
+    /// From sixteen IPv6 bytes in network order; addresses that lead to
+    /// an IPv4 host (module docs) become that IPv4 address.
     #[inline(always)]
     pub fn v6(octets: [u8; 16]) -> Self {
-        let mut mapped = true;
-        let mut i = 0;
-        while i < 12 {
-            if octets[i] != V4_MAPPED[i] {
-                mapped = false;
-            }
-            i += 1;
-        }
-        if mapped {
-            Self::v4([octets[12], octets[13], octets[14], octets[15]])
-        } else {
-            Self {
+        match embedded_v4(&octets) {
+            Some(v4) => Self::v4(v4),
+            None => Self {
                 bytes: octets,
                 is_v6: true,
-            }
+            },
         }
     }
 
@@ -92,6 +140,47 @@ mod tests {
         mapped[12..].copy_from_slice(&[10, 1, 2, 3]);
         assert_eq!(NormAddr::v6(mapped), NormAddr::v4([10, 1, 2, 3]));
         assert!(!NormAddr::v6(mapped).is_v6);
+    }
+
+    fn v6(text: &str) -> NormAddr {
+        let ip: std::net::Ipv6Addr = text.parse().expect("test address");
+        NormAddr::v6(ip.octets())
+    }
+
+    #[test]
+    fn addresses_that_lead_to_ipv4_are_ipv4() {
+        let want = NormAddr::v4([10, 250, 0, 2]);
+        for a in [
+            "::ffff:10.250.0.2",
+            "::ffff:0:10.250.0.2",
+            "64:ff9b::10.250.0.2",
+            "64:ff9b:1::10.250.0.2",
+            "64:ff9b:1:ffff:ffff::10.250.0.2",
+            "::10.250.0.2",
+            "2002:afa:2::1",
+            "2002:afa:2:ffff:ffff:ffff:ffff:ffff",
+            // Teredo: server 192.0.2.1, client 10.250.0.2 (inverted).
+            "2001:0:c000:201:0:ffff:f505:fffd",
+        ] {
+            assert_eq!(v6(a), want, "{a}");
+        }
+    }
+
+    #[test]
+    fn ipv6_outside_those_ranges_stays_ipv6() {
+        for a in [
+            "::",
+            "::1",
+            "2001:db8::1",
+            "2001:1::10.250.0.2",
+            "2003::1",
+            "64:ff9b:2::1",
+            "64:ff9a::10.250.0.2",
+            "fe80::1",
+            "::1:0:0:1",
+        ] {
+            assert!(v6(a).is_v6, "{a}");
+        }
     }
 
     #[test]

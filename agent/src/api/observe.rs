@@ -152,5 +152,7 @@ pub fn health(daemon: &Daemon) -> proto::DaemonHealth {
             .get()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        guard_repairs: daemon.metrics.guard_repairs(),
+        guard_last_repair: daemon.guard_last_repair().unwrap_or_default(),
     }
 }

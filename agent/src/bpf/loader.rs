@@ -33,24 +33,73 @@ use super::{BpfError, KernelMaps, pins::PinDir, sys};
 /// of a link attachment must be zero, which is what `Single` passes.
 const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
-/// The cgroup socket programs, attached at the configured cgroup.
-const SOCK_ADDR_PROGRAMS: &[&str] = &[
-    "connect4",
-    "connect6",
-    "sendmsg4",
-    "sendmsg6",
-    // DNS steering: show the resolver the process meant, not the proxy.
-    "recvmsg4",
-    "recvmsg6",
-    "getpeername4",
-    "getpeername6",
-];
 const SOCK_CREATE_PROGRAM: &str = "sock_create";
 /// Refuses the socket options that set source routes.
 const SOCKOPT_PROGRAM: &str = "setsockopt";
 /// Drops source-routed packets and a revoked identity's traffic.
 const EGRESS_PROGRAM: &str = "egress";
 const LSM_PROGRAM: &str = "socket_create";
+
+/// How a pinned link is made, so the watchdog can make it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LinkKind {
+    SockAddr,
+    SockCreate,
+    Sockopt,
+    Skb,
+    /// Tracepoints and LSM: the kernel can neither detach nor update
+    /// these links while a file descriptor holds them.
+    Tracepoint,
+}
+
+/// Every cgroup link, in attach order.
+pub(super) const CGROUP_LINKS: &[(&str, LinkKind)] = &[
+    ("connect4", LinkKind::SockAddr),
+    ("connect6", LinkKind::SockAddr),
+    ("sendmsg4", LinkKind::SockAddr),
+    ("sendmsg6", LinkKind::SockAddr),
+    ("recvmsg4", LinkKind::SockAddr),
+    ("recvmsg6", LinkKind::SockAddr),
+    ("getpeername4", LinkKind::SockAddr),
+    ("getpeername6", LinkKind::SockAddr),
+    (SOCK_CREATE_PROGRAM, LinkKind::SockCreate),
+    (SOCKOPT_PROGRAM, LinkKind::Sockopt),
+    (EGRESS_PROGRAM, LinkKind::Skb),
+];
+
+fn load_cgroup_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    kind: LinkKind,
+) -> Result<(), BpfError> {
+    match kind {
+        LinkKind::SockAddr => program::<CgroupSockAddr>(ebpf, name)?.load(),
+        LinkKind::SockCreate => program::<CgroupSock>(ebpf, name)?.load(),
+        LinkKind::Sockopt => program::<CgroupSockopt>(ebpf, name)?.load(),
+        LinkKind::Skb => program::<CgroupSkb>(ebpf, name)?.load(),
+        LinkKind::Tracepoint => return Ok(()),
+    }
+    .map_err(BpfError::program(name))
+}
+
+/// Run `f` on the loaded cgroup program `name`, seen as a `CgroupProgram`.
+pub(super) fn with_cgroup_program<R>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    kind: LinkKind,
+    f: impl FnOnce(&mut dyn CgroupProgram) -> Result<R, BpfError>,
+) -> Result<R, BpfError> {
+    match kind {
+        LinkKind::SockAddr => f(program::<CgroupSockAddr>(ebpf, name)?),
+        LinkKind::SockCreate => f(program::<CgroupSock>(ebpf, name)?),
+        LinkKind::Sockopt => f(program::<CgroupSockopt>(ebpf, name)?),
+        LinkKind::Skb => f(program::<CgroupSkb>(ebpf, name)?),
+        LinkKind::Tracepoint => Err(BpfError::Program {
+            program: name,
+            source: aya::programs::ProgramError::NotLoaded,
+        }),
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -84,8 +133,10 @@ pub struct Kernel {
     pub adopted: bool,
     pub packet_guard: PacketGuard,
     /// Keeps the non-pinned parts alive (tracepoints).
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     logger: Option<KernelLogger>,
+    /// The links the watchdog keeps attached (`bpf::watchdog`).
+    pub(super) guard: super::watchdog::Guard,
 }
 
 type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
@@ -125,29 +176,27 @@ impl Kernel {
             path: opts.attach_cgroup.clone(),
             source,
         })?;
-        for name in SOCK_ADDR_PROGRAMS {
-            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
-            prog.load().map_err(BpfError::program(name))?;
-            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        let cgroup_id =
+            std::os::unix::fs::MetadataExt::ino(&cgroup.metadata().map_err(|source| {
+                BpfError::Cgroup {
+                    path: opts.attach_cgroup.clone(),
+                    source,
+                }
+            })?);
+        let mut found = Vec::new();
+        for &(name, kind) in CGROUP_LINKS {
+            load_cgroup_program(&mut ebpf, name, kind)?;
+            if let Some(f) = with_cgroup_program(&mut ebpf, name, kind, |prog| {
+                attach_or_adopt(name, prog, &cgroup, cgroup_id, &pins)
+            })? {
+                found.push(f);
+            }
         }
-        {
-            let name = SOCK_CREATE_PROGRAM;
-            let prog: &mut CgroupSock = program(&mut ebpf, name)?;
-            prog.load().map_err(BpfError::program(name))?;
-            attach_or_adopt(name, prog, &cgroup, &pins)?;
+        let mut guard = super::watchdog::Guard::new(cgroup, cgroup_id, pins.clone());
+        for &(name, kind) in CGROUP_LINKS {
+            guard.watch(name, kind)?;
         }
-        {
-            let name = SOCKOPT_PROGRAM;
-            let prog: &mut CgroupSockopt = program(&mut ebpf, name)?;
-            prog.load().map_err(BpfError::program(name))?;
-            attach_or_adopt(name, prog, &cgroup, &pins)?;
-        }
-        {
-            let name = EGRESS_PROGRAM;
-            let prog: &mut CgroupSkb = program(&mut ebpf, name)?;
-            prog.load().map_err(BpfError::program(name))?;
-            attach_or_adopt(name, prog, &cgroup, &pins)?;
-        }
+        guard.found_at_start = found;
         let packet_guard = match attach_lsm(&mut ebpf, &btf, &pins) {
             Ok(()) => PacketGuard::Lsm,
             Err(e) => {
@@ -176,6 +225,19 @@ impl Kernel {
         } else {
             super::guards::detach_fallback(&pins);
         }
+        let tracepoint_links = super::guards::LINEAGE_PROGRAMS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(
+                super::guards::FALLBACK_PROGRAMS
+                    .iter()
+                    .filter(|_| packet_guard == PacketGuard::SeccompOnly)
+                    .map(|(n, _, _)| *n),
+            )
+            .chain((packet_guard == PacketGuard::Lsm).then_some(LSM_PROGRAM));
+        for name in tracepoint_links {
+            guard.watch(name, LinkKind::Tracepoint)?;
+        }
         {
             let name = "cgroup_mkdir";
             let prog: &mut TracePoint = program(&mut ebpf, name)?;
@@ -195,6 +257,7 @@ impl Kernel {
             packet_guard,
             ebpf,
             logger,
+            guard,
         })
     }
 
@@ -277,19 +340,20 @@ where
 }
 
 /// The cgroup program types we attach, seen the same way.
-trait CgroupProgram {
+pub(super) trait CgroupProgram {
     fn program_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>, aya::programs::ProgramError>;
     fn attach_link(&mut self, cgroup: &File) -> Result<FdLink, aya::programs::ProgramError>;
 
-    /// Attach with a new link and pin it at `path`.
+    /// Attach with a new link and pin it under the program's name,
+    /// replacing a pin that is there (a link that was severed).
     fn attach_pinned(
         &mut self,
         name: &'static str,
         cgroup: &File,
-        path: &Path,
+        pins: &PinDir,
     ) -> Result<(), BpfError> {
         let link = self.attach_link(cgroup).map_err(BpfError::program(name))?;
-        pin_link(name, link, path)
+        pin_replacing(name, link, pins)
     }
 }
 
@@ -329,18 +393,21 @@ impl CgroupProgram for CgroupSockopt {
         &mut self,
         name: &'static str,
         cgroup: &File,
-        path: &Path,
+        pins: &PinDir,
     ) -> Result<(), BpfError> {
+        let staging = pins.link_staging(name);
         let err = |action, source| BpfError::Link {
             program: name,
             action,
-            path: path.to_path_buf(),
+            path: staging.clone(),
             source,
         };
         let prog = self.program_fd().map_err(BpfError::program(name))?;
         let link = sys::link_create(prog, cgroup.as_fd(), sys::BPF_CGROUP_SETSOCKOPT)
             .map_err(|e| err("creating", e))?;
-        sys::obj_pin(link.as_fd(), path).map_err(|e| err("pinning", e))
+        let _ = std::fs::remove_file(&staging);
+        sys::obj_pin(link.as_fd(), &staging).map_err(|e| err("pinning", e))?;
+        std::fs::rename(&staging, pins.link(name)).map_err(|e| err("renaming", e))
     }
 }
 
@@ -357,20 +424,48 @@ impl CgroupProgram for CgroupSkb {
 }
 
 /// Adopt the pinned link (swap in the new program atomically) or, on a
-/// first start, attach and pin a new link.
+/// first start, attach and pin a new link. A pinned link that is no longer
+/// attached to `cgroup_id` (someone called `BPF_LINK_DETACH` on it) is
+/// replaced by a new one, and reported.
 fn attach_or_adopt(
     name: &'static str,
-    prog: &mut impl CgroupProgram,
+    prog: &mut dyn CgroupProgram,
     cgroup: &File,
+    cgroup_id: u64,
     pins: &PinDir,
-) -> Result<(), BpfError> {
+) -> Result<Option<super::watchdog::Repair>, BpfError> {
+    use super::watchdog::{Finding, Repair};
     let link_pin = pins.link(name);
-    if link_pin.exists() {
-        let fd = prog.program_fd().map_err(BpfError::program(name))?;
-        replace_program(name, &link_pin, fd)
-    } else {
-        prog.attach_pinned(name, cgroup, &link_pin)
+    if !link_pin.exists() {
+        prog.attach_pinned(name, cgroup, pins)?;
+        return Ok(None);
     }
+    let severed = match sys::obj_get(&link_pin).and_then(|fd| sys::link_info(fd.as_fd())) {
+        Ok(info) => info.cgroup_id != cgroup_id,
+        Err(e) => {
+            warn!(link = %link_pin.display(), error = %e, "pinned link unreadable; attaching a new one");
+            true
+        }
+    };
+    if !severed {
+        let fd = prog.program_fd().map_err(BpfError::program(name))?;
+        match replace_program(name, &link_pin, fd) {
+            Ok(()) => return Ok(None),
+            // ENOLINK: "Link has been severed" (detached meanwhile).
+            Err(BpfError::Link { source, .. }) if source.raw_os_error() == Some(libc::ENOLINK) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    warn!(
+        program = name,
+        "pinned link was detached from its cgroup: attaching a new one"
+    );
+    prog.attach_pinned(name, cgroup, pins)?;
+    Ok(Some(Repair {
+        link: name,
+        finding: Finding::Detached,
+        outcome: Ok(()),
+    }))
 }
 
 fn replace_program(

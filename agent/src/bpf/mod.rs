@@ -13,6 +13,7 @@ mod maps;
 pub mod pins;
 pub mod sockdiag;
 mod sys;
+pub mod watchdog;
 
 pub use btf::BtfError;
 pub use error::BpfError;

@@ -14,6 +14,9 @@ use std::{
 
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `enum bpf_link_type`.
+pub const BPF_LINK_TYPE_CGROUP: u32 = 3;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `enum bpf_attach_type`.
 pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
@@ -111,4 +114,46 @@ pub fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     // struct { __u32 link_fd; }
     attr.put_u32(0, link.as_raw_fd() as u32);
     bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
+}
+
+/// What the kernel says about a link (`struct bpf_link_info`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub link_type: u32,
+    pub id: u32,
+    pub prog_id: u32,
+    /// Cgroup links: the cgroup attached to; 0 once the link was detached.
+    pub cgroup_id: u64,
+}
+
+/// Read a link's info (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    // struct bpf_link_info { __u32 type; __u32 id; __u32 prog_id; union
+    // (8-aligned, at 16) { struct { __u64 cgroup_id; __u32 attach_type; }
+    // cgroup; ... } }. The buffer is larger than any kernel's struct; the
+    // kernel accepts a larger, zeroed tail.
+    #[repr(C, align(8))]
+    struct Info([u8; 128]);
+    let mut info = Info([0; 128]);
+    let mut attr = Attr::new();
+    // struct { __u32 bpf_fd; __u32 info_len; __aligned_u64 info; }
+    attr.put_u32(0, link.as_raw_fd() as u32);
+    attr.put_u32(4, size_of::<Info>() as u32);
+    attr.put_u64(8, info.0.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let u32_at =
+        |o: usize| u32::from_ne_bytes([info.0[o], info.0[o + 1], info.0[o + 2], info.0[o + 3]]);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&info.0[16..24]);
+    let link_type = u32_at(0);
+    Ok(LinkInfo {
+        link_type,
+        id: u32_at(4),
+        prog_id: u32_at(8),
+        cgroup_id: if link_type == BPF_LINK_TYPE_CGROUP {
+            u64::from_ne_bytes(id)
+        } else {
+            0
+        },
+    })
 }

@@ -47,7 +47,13 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
         s.policy_version, s.policy_generation
     );
     println!("pins       {}", s.bpffs);
-    println!("attached   {}", s.attach_cgroup);
+    match s.health.as_ref().filter(|h| h.guard_repairs > 0) {
+        None => println!("attached   {}", s.attach_cgroup),
+        Some(h) => println!(
+            "attached   {} — GUARD WAS DETACHED {} time(s), re-attached; last: {}",
+            s.attach_cgroup, h.guard_repairs, h.guard_last_repair
+        ),
+    }
     println!(
         "events     {} written, {} lost in kernel",
         s.events_written, s.events_lost
@@ -102,11 +108,19 @@ fn health_json(h: &proto::DaemonHealth) -> serde_json::Value {
         "audit_queue_dropped": h.audit_queue_dropped,
         "audit_trail_lost": h.audit_trail_lost,
         "last_reload_unix": (h.last_reload_unix > 0).then_some(h.last_reload_unix),
+        "guard_repairs": h.guard_repairs,
+        "guard_last_repair": (!h.guard_last_repair.is_empty()).then_some(&h.guard_last_repair),
         "sinks": sinks,
     })
 }
 
 fn print_health(h: &proto::DaemonHealth) {
+    if h.guard_repairs > 0 {
+        println!(
+            "GUARD      detached/tampered {} time(s) since start, re-attached (last: {}); see the trail (reason guard-detached)",
+            h.guard_repairs, h.guard_last_repair
+        );
+    }
     println!(
         "packets    {}",
         if h.packet_guard == "lsm" {

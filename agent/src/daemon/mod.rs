@@ -15,6 +15,7 @@ pub mod enrol;
 mod error;
 mod eval_slots;
 mod gateway;
+mod guard;
 pub mod history;
 mod judge;
 mod kernel_events;
@@ -136,6 +137,8 @@ pub struct Daemon {
     /// Serialises whole reloads, parse included.
     reload_queue: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
+    /// The guard watchdog's last finding, and whether it is stopped.
+    guard: guard::GuardState,
     /// Keeps programs that are not pinned (tracepoints) loaded.
     _kernel: Mutex<Kernel>,
 }
@@ -260,6 +263,7 @@ impl Daemon {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_queue: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
+            guard: guard::GuardState::default(),
             _kernel: Mutex::new(kernel),
         });
         daemon.begin_state(restoring)?;
@@ -287,6 +291,8 @@ impl Daemon {
         started.policy_version = Some(daemon.active().policy.version.to_string());
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
+        daemon.report_start_repairs();
+        daemon.spawn_guard_watch();
         kernel_events::spawn(&daemon)?;
         aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();
@@ -365,6 +371,8 @@ impl Daemon {
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         notify::notify("STOPPING=1");
+        // Removing the pins is ours to do: the watchdog must not undo it.
+        self.guard.stop();
         self.gateway.shutdown();
         self.audit.emit(ev);
         self.audit.flush().await;

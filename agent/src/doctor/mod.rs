@@ -144,7 +144,25 @@ pub fn run(config: &Config) -> Report {
     {
         report.checks.extend(programs::checks());
     }
+    report.checks.push(guard_links(config));
     report
+}
+
+/// The daemon's pinned cgroup links are still attached (a root process can
+/// detach them; a running daemon re-attaches within a second).
+fn guard_links(config: &Config) -> Check {
+    match crate::bpf::watchdog::severed_links(&config.bpffs) {
+        None => Check::ok("guard-links", "nothing pinned yet (no daemon has run here)"),
+        Some(v) if v.is_empty() => Check::ok("guard-links", "every pinned cgroup link is attached"),
+        Some(v) => Check::fail(
+            "guard-links",
+            format!(
+                "pinned links detached from their cgroup, enforcement by them is OFF: {}",
+                v.join(", ")
+            ),
+            "start the daemon: it replaces severed links and records guard-detached",
+        ),
+    }
 }
 
 /// The host checks the daemon runs before it starts, after mounting what

@@ -125,6 +125,8 @@ pub struct Metrics {
     reloads_applied: AtomicU64,
     reloads_rejected: AtomicU64,
     last_reload: Mutex<Option<(SystemTime, bool)>>,
+    /// Guard links found detached, replaced or unpinned, by finding.
+    guard_repairs: Mutex<BTreeMap<String, u64>>,
     /// Requests through the L7 gateway.
     pub gateway: gateway::GatewayMetrics,
 }
@@ -217,8 +219,27 @@ impl Metrics {
         *lock(&self.last_reload) = Some((SystemTime::now(), ok));
     }
 
+    /// A guard link found detached, replaced or unpinned (and repaired).
+    pub fn record_guard_repair(&self, finding: &str) {
+        *lock(&self.guard_repairs).entry(label(finding)).or_default() += 1;
+    }
+
+    /// Guard links repaired since start, all findings.
+    pub fn guard_repairs(&self) -> u64 {
+        lock(&self.guard_repairs).values().sum()
+    }
+
     /// Write this module's families.
     pub fn render(&self, out: &mut Exposition) {
+        out.family(
+            "palisade_guard_repairs_total",
+            "Guard links found detached, with another program or unpinned, and repaired, by finding.",
+            Kind::Counter,
+        );
+        for finding in ["detached", "program-replaced", "pin-removed"] {
+            let n = lock(&self.guard_repairs).get(finding).copied().unwrap_or(0);
+            out.sample("palisade_guard_repairs_total", &[("finding", finding)], n);
+        }
         out.family(
             "palisade_decisions_total",
             "Decision API verdicts by tool and verdict.",

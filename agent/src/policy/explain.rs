@@ -52,6 +52,11 @@ pub fn tool(policy: &Policy, call: &ToolCall<'_>) -> Vec<String> {
 pub fn egress(policy: &Policy, identity: &str, t: &EgressTarget) -> Vec<String> {
     let mut out = header(policy, identity);
     let dest = match (&t.ip, &t.host) {
+        // Addresses that lead to an IPv4 host are judged as that host.
+        (Some(ip @ std::net::IpAddr::V6(_)), _) if !norm_of(*ip).is_v6 => format!(
+            "{ip} (leads to IPv4 {}, judged as it)",
+            super::net::ip_of(&norm_of(*ip))
+        ),
         (Some(ip), _) => ip.to_string(),
         (None, Some(h)) => h.clone(),
         (None, None) => "?".into(),

@@ -10,6 +10,8 @@ mod dns;
 mod escape;
 #[path = "palisade-probe/sink.rs"]
 mod sink;
+#[path = "palisade-probe/tamper.rs"]
+mod tamper;
 
 use std::{
     io,
@@ -79,7 +81,8 @@ fn usage() -> ! {
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
        palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
-       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS"
+       palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS
+       palisade-probe detach-links PIN_DIR PROGRAM…"
     );
     std::process::exit(2)
 }
@@ -263,6 +266,7 @@ fn dispatch(args: &[String]) -> String {
             format!(r#"{{"ok":true,"count":{count},"eperm":{eperm},"other":{other}}}"#)
         }
         "dns" => dns::run(rest).unwrap_or_else(|| usage()),
+        "detach-links" => tamper::detach_links(rest).unwrap_or_else(|| usage()),
         other => escape::run(other, rest, dispatch).unwrap_or_else(|| usage()),
     }
 }
