@@ -223,7 +223,9 @@ impl Daemon {
         if n > 0 {
             info!(elevations = n, "restoring active elevations");
         }
-        self.refresh_elevations();
+        // Their grants are checked (and rewritten where needed) by the first
+        // `apply`, against the policy being applied: the stand-in policy
+        // active until then names no identity and would end them all.
     }
 
     fn write_elevation_grants(
