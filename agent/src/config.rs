@@ -55,6 +55,9 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub approvals: ApprovalsConfig,
     pub api: ApiConfig,
+    /// The file this configuration was read from (set by `load`).
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -163,6 +166,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
+            loaded_from: None,
         }
     }
 }
@@ -208,6 +212,7 @@ impl Config {
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.policy = Some(base.join(policy));
+        cfg.loaded_from = Some(path.to_path_buf());
         if let Some(f) = &cfg.audit.file {
             cfg.audit.file = Some(base.join(f));
         }

@@ -15,6 +15,8 @@ pub mod dns;
 pub mod doctor;
 pub mod hex;
 pub mod identity;
+pub mod inherited;
+pub mod landlock;
 pub mod metrics;
 pub mod mounts;
 pub mod policy;

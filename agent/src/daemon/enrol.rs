@@ -46,8 +46,12 @@ pub struct Enrolled {
     pub cgroup: String,
     pub cgroup_id: u64,
     pub policy_version: String,
-    /// `confinement.keep_capabilities` of the identity.
-    pub keep_capabilities: Vec<String>,
+    /// `confinement` of the identity.
+    pub confinement: crate::policy::Confinement,
+    /// The daemon's files `palisade exec` makes read-only for the agent.
+    pub protected_paths: Vec<PathBuf>,
+    /// The daemon's secrets `palisade exec` hides from the agent.
+    pub hidden_paths: Vec<PathBuf>,
 }
 
 impl Daemon {
@@ -174,12 +178,36 @@ impl Daemon {
             cgroup,
             cgroup_id,
             policy_version: active.policy.version.to_string(),
-            keep_capabilities: active
+            confinement: active
                 .policy
                 .identity(identity)
-                .map(|i| i.confinement.keep_capabilities.clone())
+                .map(|i| i.confinement.clone())
                 .unwrap_or_default(),
+            protected_paths: self.protected_paths(),
+            hidden_paths: canonical([self.config.tokens.key_file.as_path()]),
         })
+    }
+
+    /// What a root agent could rewrite to change its own rules or the
+    /// record of what it did: the config file, the policy, the audit
+    /// trail's directory and the OTLP cursor, the API socket (unlinking
+    /// it would cut every agent off the API). Existing paths only,
+    /// absolute.
+    fn protected_paths(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let trail_dir = c.audit.file.as_deref().and_then(std::path::Path::parent);
+        let cursor = c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref());
+        canonical(
+            [
+                c.loaded_from.as_deref(),
+                c.policy.as_deref(),
+                trail_dir,
+                cursor,
+                Some(c.socket.as_path()),
+            ]
+            .into_iter()
+            .flatten(),
+        )
     }
 
     /// Turn an identity's kill switch on (`killed`) or off. Takes effect in
@@ -256,4 +284,16 @@ impl Daemon {
             }
         }
     }
+}
+
+fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if let Ok(c) = std::fs::canonicalize(p)
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -142,6 +142,8 @@ pub struct Confinement {
     /// Names from `crate::confine::DROPPED`.
     pub keep_capabilities: Vec<String>,
     pub api_tcp: bool,
+    pub unscoped: bool,
+    pub keep_inherited_sockets: bool,
 }
 
 impl Identity {

@@ -113,6 +113,17 @@ pub struct ConfinementDoc {
     /// Even then an enrolled process is never an operator.
     #[serde(default)]
     pub api_tcp: bool,
+    /// Run the agent without Landlock scoping: it may then reach processes
+    /// outside itself (ptrace-mode access such as `/proc/PID/mem`,
+    /// signals, abstract Unix sockets), and exec runs it on hosts without
+    /// Landlock instead of refusing.
+    #[serde(default)]
+    pub unscoped: bool,
+    /// Keep network sockets and kernel handles (io_uring, BPF, pidfds)
+    /// inherited from whoever ran `palisade exec`; they are judged as
+    /// their creator's, not the agent's.
+    #[serde(default)]
+    pub keep_inherited_sockets: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

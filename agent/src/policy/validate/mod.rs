@@ -370,6 +370,8 @@ impl Builder {
                     confinement: crate::policy::Confinement {
                         keep_capabilities,
                         api_tcp: ident.confinement.api_tcp,
+                        unscoped: ident.confinement.unscoped,
+                        keep_inherited_sockets: ident.confinement.keep_inherited_sockets,
                     },
                     loc,
                 },
