@@ -34,12 +34,15 @@ struct Victim(Child);
 
 impl Victim {
     fn start(user: Option<&str>) -> Self {
+        let bin = Probe::bin();
         let mut args: Vec<&str> = Vec::new();
         if let Some(u) = user {
-            args.extend(["as-user", u]);
+            // Through exec, as a login would: a process that only changed
+            // its uid is not dumpable, and not reachable to its own user.
+            args.extend(["as-user", u, "run", bin.to_str().unwrap_or_default()]);
         }
         args.extend(["idle", "20000"]);
-        let child = Command::new(Probe::bin())
+        let child = Command::new(&bin)
             .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,7 +79,11 @@ identities:
   - id: open
     egress:
       allow: [{{cidr: {allowed}/32}}]
-    confinement: {{unscoped: true, keep_inherited_sockets: true}}
+    confinement: {{unscoped: true, keep_inherited_sockets: true, keep_capabilities: [sys_ptrace]}}
+  - id: tracer
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+    confinement: {{keep_capabilities: [sys_ptrace]}}
 "
     )
 }
@@ -109,30 +116,35 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
             args.extend_from_slice(action);
             Probe::enrolled(&env, identity, &args)
         };
-        // The takeover: the victim would connect to the denied host.
+        // The takeover: the victim would connect to the denied host. The
+        // `tracer` identity keeps CAP_SYS_PTRACE (a root agent without it
+        // is refused by the capability check alone): Landlock refuses it.
         let (attack_port, control_port) = (base.to_string(), (base + 1).to_string());
         let victim = Victim::start(user);
-        let o = as_agent(
-            "agent",
-            &[
-                "procmem-exec",
-                &victim.pid(),
-                probe,
-                "tcp",
-                &denied,
-                &attack_port,
-            ],
-        );
-        assert!(
-            !o.ok(),
-            "{who}: the agent wrote into an outside process: {}",
-            o.0
-        );
-        assert!(
-            o.errno() == Some(i64::from(libc::EACCES)) || o.errno() == Some(i64::from(libc::EPERM)),
-            "{who}: refused for another reason: {}",
-            o.0
-        );
+        for identity in ["agent", "tracer"] {
+            let o = as_agent(
+                identity,
+                &[
+                    "procmem-exec",
+                    &victim.pid(),
+                    probe,
+                    "tcp",
+                    &denied,
+                    &attack_port,
+                ],
+            );
+            assert!(
+                !o.ok(),
+                "{who} {identity}: the agent wrote into an outside process: {}",
+                o.0
+            );
+            assert!(
+                o.errno() == Some(i64::from(libc::EACCES))
+                    || o.errno() == Some(i64::from(libc::EPERM)),
+                "{who} {identity}: refused for another reason: {}",
+                o.0
+            );
+        }
         let control = Victim::start(user);
         as_agent(
             "open",
