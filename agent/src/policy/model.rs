@@ -102,10 +102,11 @@ pub struct IdentityDoc {
 #[serde(deny_unknown_fields)]
 pub struct ConfinementDoc {
     /// Capabilities `palisade exec` leaves in the agent's bounding set
-    /// (lowercase, without `cap_`): `sys_admin`, `bpf`, `net_admin`,
-    /// `net_raw`, `sys_ptrace`, `sys_module`, `sys_rawio`, `perfmon`.
+    /// (lowercase, without `cap_`), any of `confine::DROPPED`:
+    /// `sys_admin`, `bpf`, `net_admin`, `net_raw`, `sys_ptrace`,
+    /// `sys_module`, `sys_rawio`, `perfmon`, `dac_override`, `fowner`…
     /// Keeping `sys_ptrace` also lets the agent use ptrace and
-    /// process_vm_readv/writev and pidfd_getfd.
+    /// process_vm_readv/writev and pidfd_getfd on its own processes.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub keep_capabilities: Vec<Spanned<String>>,
