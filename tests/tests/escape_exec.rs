@@ -96,6 +96,8 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
     let ns = NetNs::named("c2-procmem", 231, 1);
     let denied = ns.peer_ip.clone();
     let env = TestEnv::new("c2procmem", &scoped_policy("10.231.1.9"));
+    // Members of `nogroup` may use the socket: an unprivileged launcher.
+    env.write_config("socket_group: nogroup\n");
     let _d = DaemonProc::start(&env);
     let probe = Probe::bin();
     let probe = probe.to_str().unwrap_or_default();
@@ -105,6 +107,7 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
         markers.push(format!("port:{base}"));
         markers.push(format!("port:{}", base + 1));
     }
+    markers.push("port:9321".to_string());
     let marker_refs: Vec<&str> = markers.iter().map(String::as_str).collect();
     let cap = Capture::start(&ns, 14000, &[&denied], &marker_refs);
     for (who, user, base) in runs {
@@ -203,7 +206,28 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
         drop(victim);
         drop(control);
     }
+    // An unprivileged launcher: exec itself runs as nobody (no namespaces,
+    // no capabilities to drop), the agent is scoped all the same.
+    let victim = Victim::start(Some(NOBODY));
+    let out = Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--groups", NOBODY])
+        .arg(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--", probe, "procmem-exec"])
+        .args([&victim.pid(), probe, "tcp", &denied, "9321"])
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""ok":false"#)
+            && (text.contains(r#""errno":13"#) || text.contains(r#""errno":1,"#)),
+        "unprivileged launcher: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(victim);
     let counts = cap.finish();
+    assert_eq!(counts["port:9321"], 0, "unprivileged launcher: {counts:?}");
     for (who, _, base) in runs {
         assert_eq!(
             counts[&format!("port:{base}")],
