@@ -45,7 +45,10 @@ pub struct GuardConfig {
     pub kernfs_id: u16,
     pub cgroup_root: u16,
     pub root_hierarchy: u16,
-    pub _pad2: [u16; 3],
+    /// `task_struct.thread_info.status` (x86), whose `TS_COMPAT` bit marks
+    /// a 32-bit system call; 0 where there is none.
+    pub task_status: u16,
+    pub _pad2: [u16; 2],
 }
 const _: () = assert!(size_of::<GuardConfig>() == 40);
 

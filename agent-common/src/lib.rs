@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod aggregate;
 pub mod dns;
 pub mod event;
 pub mod grants;

@@ -1,11 +1,15 @@
-//! Recording decisions: per-identity counters always, a ring-buffer event for
-//! every deny and would-deny. A full ring buffer never changes a verdict; the
-//! loss is counted in `EVENTS_LOST` for the daemon to report.
+//! Recording decisions: per-identity counters always, and for every deny and
+//! would-deny an event record, or, for repeats within a period, a count
+//! (`aggregate`). A full ring buffer never changes a verdict; the loss is
+//! counted in `EVENTS_LOST` for the daemon to report.
 
 use agent_common::{Event, Hook, NO_RULE, Reason, Verdict};
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    },
+    maps::ring_buf::RingBufEntry,
 };
 
 use crate::{
@@ -59,18 +63,37 @@ pub fn record(d: &Decision) {
     if d.verdict == Verdict::Allow {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-            unsafe { *lost += 1 };
-        }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // Repeated denials are counted, not recorded one by one, once a daemon
+    // has switched aggregation on (`aggregate`).
+    if let Some(cfg) = crate::aggregate::config() {
+        crate::aggregate::record(d, &cfg, now);
         return;
-    };
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(entry) => submit(entry, d, now),
+        None => count_lost(),
+    }
+}
+
+/// An event record the ring buffer had no room for.
+#[inline(always)]
+pub fn count_lost() {
+    if let Some(lost) = EVENTS_LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *lost += 1 };
+    }
+}
+
+/// Fill a reserved event record with the decision and send it.
+#[inline(always)]
+pub fn submit(mut entry: RingBufEntry<Event>, d: &Decision, now: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     entry.write(Event {
-        // SAFETY: plain helper calls.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns: now,
+        // SAFETY: plain helper call.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,

@@ -3,7 +3,11 @@
 //! record) live in `identity`, `policy` and `emit`.
 #![no_std]
 #![no_main]
+// Atomic adds on shared map values: the BPF target has no `AtomicU64`.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics for atomic adds")]
 
+mod aggregate;
 mod cgroup_mkdir;
 mod connect4;
 mod connect6;

@@ -9,6 +9,7 @@
 //!   stderr: true                        # readable copy on stderr
 //!   rotate_bytes: 67108864              # rotate at 64 MiB (0 = never)
 //!   keep: 16                            # rotated files kept (0 = all)
+//!   keep_min_age: 24h                   # retention never deletes younger files
 //!   fsync: true                         # fdatasync every batch
 //!   otlp:                               # optional export (off if absent)
 //!     endpoint: http://127.0.0.1:4318
@@ -95,6 +96,10 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Where every new approval is announced (Slack, Teams, webhooks).
+    pub notify: Vec<crate::notifier::NotifyTarget>,
+    /// How deliveries are retried.
+    pub notify_retry: crate::notifier::RetryConfig,
 }
 
 impl Default for ApprovalsConfig {
@@ -102,6 +107,8 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            notify: Vec::new(),
+            notify_retry: crate::notifier::RetryConfig::default(),
         }
     }
 }
@@ -126,10 +133,15 @@ pub struct AuditConfig {
     pub rotate_bytes: u64,
     /// Rotated trail files kept (oldest removed first); 0 = keep all.
     pub keep: u64,
+    /// Retention never deletes a rotated file younger than this (nor one
+    /// holding records the OTLP exporter has not delivered).
+    pub keep_min_age: String,
     /// `fdatasync` the trail after every batch of records.
     pub fsync: bool,
     /// Export to an OpenTelemetry collector (OTLP/HTTP JSON); off if absent.
     pub otlp: Option<crate::audit::otlp::OtlpConfig>,
+    /// The trail as OCSF events in a JSON-lines file; off if absent.
+    pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -147,6 +159,14 @@ pub struct KernelConfig {
     /// Size of the kernel event ring buffer in bytes (power of two, at least
     /// one page). Applies when the pinned map is first created.
     pub event_buffer_bytes: u32,
+    /// Length of an aggregation period: the first denial of each kind
+    /// (identity, destination, verdict, reason) in a period is recorded at
+    /// once, the others are counted in the kernel and recorded as one
+    /// record with their count when the period ends.
+    pub aggregate_ms: u64,
+    /// Event records one identity may cause per period; further kinds of
+    /// denial are only counted (one record per identity and reason).
+    pub events_per_identity: u32,
 }
 
 impl Default for Config {
@@ -178,8 +198,10 @@ impl Default for AuditConfig {
             stderr: true,
             rotate_bytes: 64 << 20,
             keep: 16,
+            keep_min_age: "24h".into(),
             fsync: true,
             otlp: None,
+            ocsf: None,
         }
     }
 }
@@ -188,6 +210,8 @@ impl Default for KernelConfig {
     fn default() -> Self {
         Self {
             event_buffer_bytes: 1 << 20,
+            aggregate_ms: 5000,
+            events_per_identity: 64,
         }
     }
 }
@@ -233,8 +257,17 @@ impl Config {
             return Err(at(line, col, msg));
         }
         cfg.dns.resolve_paths(base);
+        if let Some(o) = cfg.audit.ocsf.as_mut() {
+            o.resolve_paths(base);
+        }
+        for t in &mut cfg.approvals.notify {
+            if let Some(f) = &t.secret_file {
+                t.secret_file = Some(base.join(f));
+            }
+        }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
         for (key, value) in [
+            ("audit.keep_min_age", &cfg.audit.keep_min_age),
             ("tokens.ttl", &cfg.tokens.ttl),
             ("tokens.max_ttl", &cfg.tokens.max_ttl),
             ("approvals.ttl", &cfg.approvals.ttl),
@@ -272,6 +305,23 @@ impl Config {
                 ),
             ));
         }
+        if !(100..=3_600_000).contains(&cfg.kernel.aggregate_ms) {
+            return Err(at(
+                1,
+                1,
+                format!(
+                    "kernel.aggregate_ms = {}: give 100 to 3600000 (milliseconds)",
+                    cfg.kernel.aggregate_ms
+                ),
+            ));
+        }
+        if cfg.kernel.events_per_identity == 0 {
+            return Err(at(
+                1,
+                1,
+                "kernel.events_per_identity = 0: at least one record per period".into(),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -283,9 +333,19 @@ impl Config {
             trail: Some(crate::audit::trail::TrailOptions {
                 rotate_bytes: self.audit.rotate_bytes,
                 keep: self.audit.keep,
+                keep_min_age: Self::duration(
+                    &self.audit.keep_min_age,
+                    std::time::Duration::from_secs(24 * 3600),
+                ),
+                export_cursor: self
+                    .audit
+                    .otlp
+                    .as_ref()
+                    .map(|o| o.cursor_path(self.audit.file.as_deref())),
                 fsync: self.audit.fsync,
             }),
             otlp: self.audit.otlp.clone(),
+            ocsf: self.audit.ocsf.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod confine;
 pub mod daemon;
 pub mod decision;
+pub mod discovery;
 pub mod dns;
 pub mod doctor;
 pub mod hex;
@@ -19,8 +20,11 @@ pub mod inherited;
 pub mod landlock;
 pub mod metrics;
 pub mod mounts;
+pub mod notifier;
+pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
+pub mod signed_approval;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.

@@ -2,12 +2,13 @@
 """Generate the gRPC stubs of the Palisade API into ``palisade_client/_gen/``.
 
 The stubs come from the repository's ``proto/`` directory (the single source
-of truth) and are never committed. Run this once after a checkout and after
-every change to the proto files::
+of truth) and are committed, so the package builds and installs without
+grpcio-tools; ``tests/test_package.py`` fails when they are stale. Run this
+after every change to the proto files, and commit the result::
 
     python3 clients/python/generate_stubs.py
 
-It needs ``grpcio-tools`` (``pip install -r clients/python/requirements.txt``).
+It needs ``grpcio-tools`` (``pip install -r clients/python/requirements-dev.txt``).
 The files are written next to each other and replaced one by one, so a
 process importing the package while this runs sees either the old or the new
 version of each file.
@@ -40,7 +41,7 @@ def generate(proto_root: Path, out: Path) -> list[Path]:
     except ImportError as e:
         raise SystemExit(
             f"grpcio-tools is not installed ({e}): run "
-            "`python3 -m pip install -r clients/python/requirements.txt` "
+            "`python3 -m pip install -r clients/python/requirements-dev.txt` "
             "(or `cargo xtask setup`)"
         ) from e
     # `google/protobuf/struct.proto` ships inside grpc_tools.

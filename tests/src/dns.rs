@@ -42,9 +42,17 @@ pub fn proxy_base(n: u8) -> Ipv4Addr {
 }
 
 /// The `dns:` config section for slot `n` (short TTLs so expiry is quick).
+/// Test names resolve to loopback addresses, which a daemon learns only
+/// where a cidr rule or `dns.learn_internal` vouches for them: loopback is
+/// vouched for unless `extra` sets `learn_internal` itself.
 pub fn config(n: u8, dir: &Path, extra: &str) -> String {
+    let internal = if extra.contains("learn_internal") {
+        ""
+    } else {
+        "  learn_internal: [127.0.0.0/8]\n"
+    };
     format!(
-        "dns:\n  upstream: {}:53\n  listen: {}\n  state_file: {}\n  ttl_min: 1\n  ttl_max: 60\n  grace: 0\n{extra}",
+        "dns:\n  upstream: {}:53\n  listen: {}\n  state_file: {}\n  ttl_min: 1\n  ttl_max: 60\n  grace: 0\n{internal}{extra}",
         upstream_ip(n),
         proxy_base(n),
         dir.join("dns-learned.json").display()
@@ -150,10 +158,13 @@ impl Drop for Dnsmasq {
 /// policy gives `identities` (YAML list items, `{n}` for the slot), with
 /// this slot's `dns:` settings plus `extra`.
 pub struct Lab {
+    // Dropped in this order: the daemon first, so that it writes its last
+    // state (dns-learned.json) before the environment's directory and
+    // cgroups are removed, not into a directory it recreates afterwards.
+    pub daemon: DaemonProc,
+    pub upstream: Dnsmasq,
     pub n: u8,
     pub env: TestEnv,
-    pub upstream: Dnsmasq,
-    pub daemon: DaemonProc,
 }
 
 impl Lab {
@@ -185,10 +196,10 @@ impl Lab {
         let upstream = Dnsmasq::start(&env.dir, None, &upstream_ip(n), &opts);
         let daemon = DaemonProc::start(&env);
         Self {
+            daemon,
+            upstream,
             n,
             env,
-            upstream,
-            daemon,
         }
     }
 
@@ -200,6 +211,11 @@ impl Lab {
     /// `server` (any address: the kernel steers it).
     pub fn ask(&self, identity: &str, how: &str, server: &str, name: &str) -> Outcome {
         Probe::enrolled(&self.env, identity, &["dns", how, server, name])
+    }
+
+    /// Ask for records of type `qtype` (A, AAAA, TXT…) over UDP.
+    pub fn ask_type(&self, identity: &str, server: &str, name: &str, qtype: &str) -> Outcome {
+        Probe::enrolled(&self.env, identity, &["dns", "udp", server, name, qtype])
     }
 
     pub fn connect(&self, identity: &str, ip: &str, port: u16) -> Outcome {

@@ -50,7 +50,8 @@ impl TestEnv {
     /// Fresh directories and cgroup for test `name`, with `policy` written.
     pub fn new(name: &str, policy: &str) -> Self {
         let unique = format!(
-            "palisade-test-{name}-{}-{}",
+            "palisade-test-{}{name}-{}-{}",
+            crate::run_tag(),
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );

@@ -206,6 +206,9 @@ fn handle(
             length = v.trim().parse().unwrap_or(0);
         }
     }
+    if first.is_empty() {
+        return Ok(()); // connected and closed without a request
+    }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     assert!(

@@ -11,16 +11,69 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod forge;
+pub mod hooks;
 pub mod http;
 pub mod kernel;
 pub mod netns;
+pub mod operator;
 pub mod probe;
 pub mod servers;
+pub mod systemd;
 
 pub use daemon::DaemonProc;
 pub use env::TestEnv;
 pub use probe::{Outcome, Probe};
 pub use servers::{TcpServer, UdpServer};
+
+/// `<tag>-` when `cargo xtask test` runs the suite (it sets
+/// `PALISADE_TEST_RUN`), else empty. It goes into the name of everything a
+/// test creates on the host (cgroups, pin directories, network namespaces,
+/// directories) so the run can check at its end that none of it is left.
+pub fn run_tag() -> String {
+    std::env::var("PALISADE_TEST_RUN")
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|t| format!("{t}-"))
+        .unwrap_or_default()
+}
+
+/// A temporary directory `palisade-<name>-…` (tagged with the run), removed
+/// on drop, panics included.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-{}{name}-{}",
+            run_tag(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("PALISADE_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
 
 /// True when the test may run; false (with a note) only on explicit opt-out.
 pub fn root_or_skip(test: &str) -> bool {
@@ -55,20 +108,28 @@ pub fn palisade_bin() -> std::path::PathBuf {
     bin
 }
 
-/// The Python interpreter that has the Python client's dependencies:
-/// `$PALISADE_PYTHON`, or the virtualenv `cargo xtask setup` makes.
+/// A client test environment `cargo xtask setup` made, linked from
+/// `target/client-envs/<name>` of this checkout. Panics with the fix.
+pub fn client_env(name: &str) -> std::path::PathBuf {
+    let link = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/client-envs")
+        .join(name);
+    assert!(
+        link.exists(),
+        "{} is missing: run `cargo xtask setup` (it prepares the client test environments)",
+        link.display()
+    );
+    link
+}
+
+/// The Python interpreter that has the Python client's test dependencies
+/// (`clients/python/requirements-dev.txt`): `$PALISADE_PYTHON`, or the
+/// virtualenv `cargo xtask setup` makes.
 pub fn client_python() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PALISADE_PYTHON") {
         return p.into();
     }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    let venv = std::path::Path::new(&home).join(".cache/palisade/python-client/bin/python3");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `cargo xtask setup` (it installs clients/python/requirements.txt)",
-        venv.display()
-    );
-    venv
+    client_env("python-dev").join("bin/python3")
 }
 
 /// Poll `f` until it returns `Some`, for at most `timeout`.

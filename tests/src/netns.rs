@@ -33,7 +33,7 @@ fn ip(args: &[&str]) {
 impl NetNs {
     /// `octet` picks the private /24 (10.octet.0.0/24); give each test its own.
     pub fn new(tag: &str, octet: u8) -> Self {
-        Self::named(&format!("pal-{tag}"), octet, 0)
+        Self::named(&format!("pal-{}{tag}", crate::run_tag()), octet, 0)
     }
 
     /// A namespace called `<prefix>-<pid>` on `10.<octet>.<third>.0/24`

@@ -50,6 +50,20 @@ impl TcpServer {
     pub fn port(&self) -> String {
         self.addr.port().to_string()
     }
+
+    /// The number of accepted connections once it reaches `want` (or after
+    /// two seconds): the accept loop polls, so a client's connect returns
+    /// before the server has counted it.
+    pub fn wait_accepted(&self, want: u64) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = self.accepted.load(Ordering::Relaxed);
+            if n >= want || std::time::Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for TcpServer {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use palisade_tests::{Probe, TcpServer, TestEnv, palisade_bin, root_or_skip, wait_for};
+use palisade_tests::{Probe, Scratch, TcpServer, TestEnv, palisade_bin, root_or_skip, wait_for};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -44,8 +44,7 @@ fn systemd_analyze(args: &[&str]) -> std::process::Output {
 #[test]
 fn systemd_unit_verifies_cleanly() {
     // Point ExecStart at the binary under test: verify checks it exists.
-    let dir = std::env::temp_dir().join(format!("palisade-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Scratch::new("unit");
     let unit = dir.join("palisade.service");
     let text = unit_text().replace(
         "/usr/local/bin/palisade",
@@ -85,7 +84,6 @@ fn systemd_unit_verifies_cleanly() {
         exposure <= 3.5,
         "the unit's exposure level is {exposure}:\n{said}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(unit_values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
     assert_eq!(unit_values("Restart"), ["always"]);
@@ -457,8 +455,7 @@ fn kubernetes_manifests_are_consistent() {
             .map(String::as_str),
         Some("config")
     );
-    let dir = std::env::temp_dir().join(format!("palisade-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Scratch::new("k8s");
     std::fs::write(dir.join("config.yaml"), config_text).unwrap_or_else(|e| panic!("{e}"));
     let cfg = palisade::config::Config::load(&dir.join("config.yaml"))
         .unwrap_or_else(|e| panic!("the ConfigMap's config.yaml: {e}"));
@@ -512,7 +509,6 @@ fn kubernetes_manifests_are_consistent() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 
     // The Dockerfile puts the binary where the DaemonSet runs it.
     let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile"))

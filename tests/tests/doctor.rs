@@ -197,3 +197,107 @@ fn doctor_and_daemon_refuse_without_bpf_capabilities() {
         "nothing was pinned by a daemon that refused to start"
     );
 }
+
+/// Unmount tracefs, securityfs and bpffs in a private mount namespace (the
+/// host keeps its own), then run `palisade ARGS…` there: a brand-new host
+/// as far as the command can tell.
+fn on_a_bare_host(args: &[&str]) -> Command {
+    let script = r#"set -e
+for m in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/security /sys/fs/bpf; do
+  while mountpoint -q "$m" 2>/dev/null; do umount -l "$m"; done
+done
+bin="$1"; shift
+exec "$bin" "$@"
+"#;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(palisade_bin())
+    .args(args);
+    cmd
+}
+
+#[test]
+fn doctor_and_daemon_mount_what_a_bare_host_lacks() {
+    if !root_or_skip("doctor_and_daemon_mount_what_a_bare_host_lacks") {
+        return;
+    }
+    // Doctor mounts what it needs, like the daemon, and reports it.
+    let out = on_a_bare_host(&["doctor", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("unshare: {e}"));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor JSON: {e}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["ready"], true, "{report:#}");
+    for name in ["bpffs", "tracefs", "lsm"] {
+        let c = check(&report, name);
+        assert!(
+            c["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("mounted by palisade"),
+            "{name} should have been mounted by doctor: {c}"
+        );
+    }
+    assert_eq!(check(&report, "tracefs")["level"], "ok");
+    assert_eq!(check(&report, "hook:cgroup_mkdir")["level"], "ok");
+
+    // The daemon starts there too, with nothing done by hand, and enforces.
+    let allowed = palisade_tests::TcpServer::start("127.0.0.1");
+    let env = TestEnv::new(
+        "barehost",
+        &format!(
+            "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {{cidr: 127.0.0.1, ports: [{}], protocol: tcp}}\n",
+            allowed.port()
+        ),
+    );
+    let log = std::fs::File::create(env.dir.join("daemon.log")).unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon = on_a_bare_host(&["daemon", "--detach", "--config"])
+        .arg(&env.config)
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the daemon: {e}"));
+    struct Stop<'a>(&'a mut std::process::Child);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(&mut daemon);
+    let up = palisade_tests::wait_for(std::time::Duration::from_secs(20), || {
+        env.cli(&["status", "--json"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let log_text = || std::fs::read_to_string(env.dir.join("daemon.log")).unwrap_or_default();
+    assert!(up.is_some(), "daemon did not start:\n{}", log_text());
+    palisade_tests::Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()])
+        .expect_ok("allowed port");
+    palisade_tests::Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", "9"])
+        .expect_eperm("any other port");
+    let text = log_text();
+    for fs in ["\"tracefs\"", "\"securityfs\""] {
+        assert!(
+            text.contains(fs),
+            "the daemon should log mounting {fs}:\n{text}"
+        );
+    }
+}

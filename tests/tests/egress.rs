@@ -40,7 +40,7 @@ fn allowed_tcp_connects_and_others_get_eperm() {
     Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &other.port()]).expect_eperm("other port");
     // The same destination is fine for a process that is not enrolled.
     Probe::plain(&["tcp", "127.0.0.1", &other.port()]).expect_ok("unenrolled process");
-    assert!(allowed.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(allowed.wait_accepted(1) >= 1);
 }
 
 #[test]

@@ -119,6 +119,10 @@ fn exec_agents_get_eperm_for_every_socket_outside_the_allowlist() {
             Some(i64::from(libc::EPERM)),
             "the control shows x32 is not refused by anything else"
         );
+        eperm(
+            &run("agent", &["ia32-socket", AF_VSOCK, SOCK_STREAM, "0"]),
+            &format!("AF_VSOCK through int 0x80 ({who})"),
+        );
         eperm(&run("agent", &["io-uring"]), &format!("io_uring ({who})"));
         plain(&["io-uring"]).expect_ok("unenrolled io_uring");
     }
@@ -148,6 +152,15 @@ fn agents_selected_by_cgroup_are_killed_for_a_packet_socket_without_bpf_lsm() {
     let cap = Capture::start(&ns, 2500, &[dst], &["SPKTSEL1", "SPKTPLN2"]);
     let out = Probe::in_cgroup_cmd(&sel, &Probe::bin(), &["spkt", &ns.host_if, dst, "SPKTSEL1"]);
     let vsock = Probe::in_cgroup_cmd(&sel, &Probe::bin(), &["socket", AF_VSOCK, SOCK_STREAM, "0"]);
+    // The same through the 32-bit entry point (int 0x80), which syscall
+    // tracepoints do not report.
+    let ia32 = Probe::in_cgroup_cmd(
+        &sel,
+        &Probe::bin(),
+        &["ia32-socket", AF_VSOCK, SOCK_STREAM, "0"],
+    );
+    Probe::plain(&["ia32-socket", AF_VSOCK, SOCK_STREAM, "0"])
+        .expect_ok("unenrolled AF_VSOCK through int 0x80");
     Probe::plain(&["spkt", &ns.host_if, dst, "SPKTPLN2"]).expect_ok("unenrolled SOCK_PACKET");
     let counts = cap.finish();
     assert!(
@@ -160,7 +173,7 @@ fn agents_selected_by_cgroup_are_killed_for_a_packet_socket_without_bpf_lsm() {
     );
     if guard == "lsm" {
         // A kernel that loads the LSM program refuses them cleanly.
-        for o in [&out, &vsock] {
+        for o in [&out, &vsock, &ia32] {
             assert!(
                 String::from_utf8_lossy(&o.stdout).contains("\"errno\":1"),
                 "{}",
@@ -169,7 +182,11 @@ fn agents_selected_by_cgroup_are_killed_for_a_packet_socket_without_bpf_lsm() {
         }
         return;
     }
-    for (o, what) in [(&out, "SOCK_PACKET"), (&vsock, "AF_VSOCK")] {
+    for (o, what) in [
+        (&out, "SOCK_PACKET"),
+        (&vsock, "AF_VSOCK"),
+        (&ia32, "AF_VSOCK through int 0x80"),
+    ] {
         assert_eq!(
             o.status.signal(),
             Some(libc::SIGKILL),

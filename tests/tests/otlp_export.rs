@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use palisade_tests::{
-    DaemonProc, Probe, TcpServer, TestEnv,
+    DaemonProc, Probe, TestEnv,
     http::{Collector, Scrape},
     root_or_skip, wait_for,
 };
@@ -21,13 +21,14 @@ fn trail_lines(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
-fn deny(env: &TestEnv, port: &str, n: u32) {
+/// `n` denied connects to `n` ports from `first` (each its own record).
+fn deny(env: &TestEnv, first: u16, n: u32) {
     let r = Probe::enrolled(
         env,
         "agent",
-        &["tcp-loop", "127.0.0.1", port, &n.to_string()],
+        &["tcp-ports", "127.0.0.1", &first.to_string(), &n.to_string()],
     );
-    assert_eq!(r.0["failures"], n, "{}", r.0);
+    assert_eq!(r.0["eperm"], n, "{}", r.0);
 }
 
 /// Wait until the collector holds exactly the trail, then check it.
@@ -61,7 +62,6 @@ fn records_wait_in_the_trail_while_the_collector_is_down() {
     if !root_or_skip("records_wait_in_the_trail_while_the_collector_is_down") {
         return;
     }
-    let target = TcpServer::start("127.0.0.1");
     let mut collector = Collector::start();
     let env = TestEnv::new("otlp", POLICY);
     env.write_config_with(
@@ -72,12 +72,12 @@ fn records_wait_in_the_trail_while_the_collector_is_down() {
         "",
     );
     let mut d = DaemonProc::start(&env);
-    deny(&env, &target.port(), 5);
+    deny(&env, 20000, 5);
     wait_delivered(&env, &collector, "collector up");
 
     // Outage: records keep being written; the exporter retries.
     collector.stop();
-    deny(&env, &target.port(), 20);
+    deny(&env, 21000, 20);
     let errors = wait_for(Duration::from_secs(10), || {
         let m = Scrape::fetch(&env.metrics_address());
         m.value("palisade_sink_errors_total{sink=\"otlp\"}")
@@ -106,7 +106,7 @@ fn records_wait_in_the_trail_while_the_collector_is_down() {
     // The daemon restarts during the outage: the cursor is on disk.
     assert_eq!(d.signal_and_wait(Signal::SIGTERM), Some(0));
     let _d = DaemonProc::start(&env);
-    deny(&env, &target.port(), 4);
+    deny(&env, 22000, 4);
 
     collector.restart();
     wait_delivered(&env, &collector, "after the outage and a restart");

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use palisade_tests::palisade_bin;
+use palisade_tests::{Scratch, palisade_bin};
 
 fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
@@ -21,11 +21,8 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("palisade-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    dir
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("cli-{name}"))
 }
 
 #[test]
@@ -71,7 +68,6 @@ fn a_failing_case_is_reported_with_its_location_and_fails_the_run() {
         "{out}"
     );
     assert!(out.contains("1 passed, 1 failed"), "{out}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -94,7 +90,6 @@ fn strict_turns_lints_into_errors() {
         err.contains(&format!("{ps}:6:11: rule `p.yaml:1` allows 0.0.0.0/0")),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -166,7 +161,6 @@ fn diff_says_what_becomes_allowed_or_denied() {
         ),
         "{out}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,11 +1,10 @@
 //! Bad policy never gets in, and says exactly where it is wrong.
 
-use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, palisade_bin, root_or_skip};
+use palisade_tests::{DaemonProc, Probe, Scratch, TcpServer, TestEnv, palisade_bin, root_or_skip};
 
 #[test]
 fn policy_check_reports_file_line_column_and_exits_nonzero() {
-    let dir = std::env::temp_dir().join(format!("palisade-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = Scratch::new("check");
     let good = dir.join("good.yaml");
     let bad = dir.join("bad.yaml");
     std::fs::write(&good, "version: 1\nidentities:\n  - id: a\n    egress:\n      allow:\n        - cidr: 10.0.0.0/8\n").unwrap_or_else(|e| panic!("{e}"));
@@ -33,7 +32,6 @@ fn policy_check_reports_file_line_column_and_exits_nonzero() {
         stderr.contains(&expected),
         "expected {expected:?} in:\n{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -3,11 +3,11 @@
 
 use anyhow::bail;
 
-use crate::toolchain::{is_root, sh, workspace_root};
+use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns|decide|spawn");
+        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -18,14 +18,31 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "policy" => "bench-policy",
         "dns" => "palisade-dns-bench",
         "decide" => "palisade-decide-bench",
+        "suggest" => "palisade-suggest-bench",
         "spawn" => "palisade-spawn-bench",
-        other => bail!("unknown benchmark `{other}` (known: connect, policy, dns, decide, spawn)"),
+        other => {
+            bail!(
+                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn)"
+            )
+        }
     };
     let target = workspace_root().join("target/release");
     machine_summary();
     sh(std::process::Command::new(target.join(bin))
         .args(&args[1..])
-        .env("PALISADE_BIN", target.join("palisade")))
+        .env("PALISADE_BIN", target.join("palisade")))?;
+    if name == "decide" {
+        // Beside it: the Python client's @guard against a bare grpcio Ping.
+        sh(
+            std::process::Command::new(target.join("palisade-guard-bench"))
+                .env("PALISADE_BIN", target.join("palisade"))
+                .env(
+                    "PALISADE_PYTHON",
+                    client_env_link("python-dev").join("bin/python3"),
+                ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Print what the figures were measured on.

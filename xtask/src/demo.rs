@@ -35,6 +35,9 @@ fn http_server(addr: &str, body: &'static str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo daemon's pin directory.
+const PINS: &str = "/sys/fs/bpf/palisade-demo";
+
 struct Demo {
     dir: PathBuf,
     cgroup: PathBuf,
@@ -44,11 +47,13 @@ struct Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if let Some(mut d) = self.daemon.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(d.id().to_string())
+            stop(&mut d);
+        }
+        // Only left when the daemon had to be killed.
+        if Path::new(PINS).exists() {
+            let _ = Command::new(workspace_root().join("target/release/palisade"))
+                .args(["uninstall", "--bpffs", PINS])
                 .status();
-            let _ = d.wait();
         }
         for sub in ["palisade/clinical-agent", "palisade"] {
             let _ = fs::remove_dir(self.cgroup.join(sub));
@@ -56,6 +61,27 @@ impl Drop for Demo {
         let _ = fs::remove_dir(&self.cgroup);
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// SIGTERM (the daemon was started with --detach: it removes its pins on
+/// the way out), then SIGKILL if it has not exited within 20 s. Signals
+/// are sent directly: a minimal host has no `kill` binary.
+fn stop(daemon: &mut Child) {
+    let Ok(pid) = i32::try_from(daemon.id()) else {
+        return;
+    };
+    // SAFETY: a signal to our own child, which we have not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("demo: the daemon ignored SIGTERM for 20 s; killing it");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 fn cgroup2_root() -> anyhow::Result<PathBuf> {
@@ -92,7 +118,7 @@ pub fn run() -> anyhow::Result<()> {
     fs::write(
         &config,
         format!(
-            "policy: {policy}\nsocket: {socket}\nbpffs: /sys/fs/bpf/palisade-demo\naudit:\n  file: {audit}\n  stderr: false\ncgroup:\n  attach: {cgroup}\n",
+            "policy: {policy}\nsocket: {socket}\nbpffs: {PINS}\naudit:\n  file: {audit}\n  stderr: false\ncgroup:\n  attach: {cgroup}\n",
             policy = root.join("examples/demo/policy.yaml").display(),
             socket = socket.display(),
             audit = audit.display(),

@@ -5,19 +5,26 @@ use std::{fs, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::toolchain::{
-    BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, linker_prefix, output,
-    python_env, sh, toolchain_installed, workspace_root,
+use crate::{
+    debian,
+    toolchain::{
+        BPF_LINKER_VERSION, EBPF_TOOLCHAIN, LLVM_MAJOR, USER_TOOLCHAIN, cache_dir, linker_prefix,
+        output, sh, toolchain_installed, workspace_root,
+    },
 };
 
-/// Debian packages: a C compiler and libc headers for the crates that build
-/// C (AWS-LC) and for linking; iproute2 for test namespaces, python3 for
+/// Debian packages: CA certificates for rustup's and cargo's downloads; a C
+/// compiler and libc headers for the crates that build C (AWS-LC) and for
+/// linking; iproute2 and procps (`sysctl`) for test namespaces, python3 for
 /// test servers; dnsmasq (the binary only, no system service) as the real
 /// DNS server of the DNS-aware egress tests and benchmark; systemd-analyze
-/// checks the systemd unit, strace and setpriv run the daemon as the unit
-/// would confine it. The gRPC code needs no protoc: `protox` compiles the
-/// protos in the build script.
+/// checks the systemd unit (whose ExecReload= is procps' /bin/kill),
+/// strace and setpriv run the daemon as the unit would confine it;
+/// debootstrap makes the Debian root the unit test boots systemd in, and
+/// nsenter reaches into it. The gRPC code needs no protoc: `protox`
+/// compiles the protos in the build script.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     ("cc", "gcc"),
     ("/usr/include/stdio.h", "libc6-dev"),
     ("ip", "iproute2"),
@@ -25,14 +32,23 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     ("systemd-analyze", "systemd"),
     ("strace", "strace"),
+    ("/bin/kill", "procps"),
     ("setpriv", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("/usr/sbin/debootstrap", "debootstrap"),
 ];
 
+/// What the systemd unit test boots: systemd as PID 1 over a minimal
+/// Debian root (`tests/tests/systemd_unit.rs`).
+const SYSTEMD_ROOT_PACKAGES: &[&str] = &["systemd", "systemd-sysv", "dbus", "procps"];
+
 pub fn run() -> anyhow::Result<()> {
-    toolchains()?;
+    // Packages first: rustup and cargo download over https (CA certificates).
     debian_packages()?;
+    toolchains()?;
     bpf_linker()?;
-    python_client_env()?;
+    crate::clients::setup(apt_install)?;
+    systemd_root()?;
     eprintln!("setup: done");
     Ok(())
 }
@@ -91,6 +107,8 @@ fn debian_packages() -> anyhow::Result<()> {
         .iter()
         .filter(|(what, _)| !present(what))
         .map(|(_, pkg)| *pkg)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -106,7 +124,7 @@ fn present(what: &str) -> bool {
     output(Command::new("sh").args(["-c", &format!("command -v {what}")])).is_some()
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     if output(Command::new("sh").args(["-c", "command -v apt-get"])).is_none() {
         bail!("missing {packages:?} and no apt-get here: install them with your package manager");
     }
@@ -119,38 +137,20 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-/// A virtualenv with the Python client's pinned dependencies. Debian's
-/// python3 refuses `pip install` system-wide, and the tests should not
-/// depend on whatever else the host has installed.
-fn python_client_env() -> anyhow::Result<()> {
-    let venv = python_env()?;
-    let python = venv.join("bin/python3");
-    let requirements = workspace_root().join("clients/python/requirements.txt");
-    let wanted = fs::read_to_string(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let stamp = venv.join("requirements.installed");
-    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted)
-        && output(Command::new(&python).args(["-c", "import grpc, grpc_tools"])).is_some()
-    {
+/// `~/.cache/palisade/debian/systemd-root`: a Debian root with systemd,
+/// unpacked once from its cached tarball. The test mounts it read-only as
+/// the lower layer of an overlay, so it stays clean between runs.
+fn systemd_root() -> anyhow::Result<()> {
+    let dir = cache_dir()?.join("debian/systemd-root");
+    let stamp = dir.join(".palisade-root");
+    let tarball = debian::root_tarball("systemd", SYSTEMD_ROOT_PACKAGES)?;
+    let want = tarball.display().to_string();
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == want) {
         return Ok(());
     }
-    if output(Command::new("python3").args(["-c", "import ensurepip, venv"])).is_none() {
-        apt_install(&["python3-venv"])?;
-    }
-    sh(Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
-    sh(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
-    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+    debian::remove_tree(&dir)?;
+    debian::unpack(&tarball, &dir)?;
+    fs::write(&stamp, want).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// bpf-linker must use the same LLVM as the eBPF nightly: link it against

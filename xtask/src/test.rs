@@ -2,24 +2,23 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
 };
 
 use anyhow::bail;
 
-use crate::toolchain::{cargo, is_root, python_env, require_setup, sh, workspace_root};
+use crate::{
+    leftovers,
+    toolchain::{cargo, client_env_link, is_root, require_setup, sh, workspace_root},
+};
 
 pub fn build() -> anyhow::Result<()> {
     require_setup()?;
     sh(cargo().args(["build", "--release", "-p", "agent"]))?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "palisade-tests",
-        "--bins",
-        "--tests",
-    ]))
+    // The test binaries exactly as `cargo test --release` builds them (same
+    // packages, so the same features): the run then compiles nothing again.
+    sh(cargo().args(["test", "--release", "--no-run"]))
 }
 
 /// Build, then run every test: unit tests, and the integration tests that
@@ -35,15 +34,33 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     }
     build()?;
     let bin = workspace_root().join("target/release/palisade");
+    // Orphans of the tests become our children: the leftover check finds them.
+    leftovers::become_subreaper()?;
+    let tag = leftovers::run_tag();
+    let before = leftovers::scan();
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
+        .env("PALISADE_TEST_RUN", &tag)
         .env("PALISADE_BIN", &bin)
-        .env("PALISADE_PYTHON", python_env()?.join("bin/python3"))
+        .env(
+            "PALISADE_PYTHON",
+            client_env_link("python-dev").join("bin/python3"),
+        )
         .env("RUST_BACKTRACE", "1");
-    let tally = run_counting(&mut cmd)?;
+    let (mut child, reader) = run_counting(&mut cmd)?;
+    let success = child.wait()?.success();
+    // Passed or failed, the run leaves nothing behind. (A stray process may
+    // still hold cargo's output open: the check kills it, then the reader
+    // sees the end.)
+    let clean = leftovers::check(&tag, &before);
+    let mut tally = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the output of cargo test failed"))?;
+    tally.success = success;
     // One closing line for the whole suite (cargo prints one per binary).
     println!("summary: {} passed, {} failed", tally.passed, tally.failed);
+    clean?;
     if !tally.success || tally.failed > 0 {
         bail!("{} test(s) failed", tally.failed.max(1));
     }
@@ -60,23 +77,27 @@ struct Tally {
     success: bool,
 }
 
-/// Run `cargo test`, echoing its output, and add up its `test result:` lines.
-fn run_counting(cmd: &mut Command) -> anyhow::Result<Tally> {
+/// Start `cargo test`, echoing its output from a thread that adds up its
+/// `test result:` lines.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<(Child, JoinHandle<Tally>)> {
     eprintln!("+ {}", crate::toolchain::describe(cmd));
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
-    let mut tally = Tally::default();
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let line = line?;
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut tally = Tally::default();
+        let Some(out) = out else {
+            return tally;
+        };
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
             if let Some(rest) = line.strip_prefix("test result: ") {
                 tally.passed += count(rest, " passed");
                 tally.failed += count(rest, " failed");
             }
         }
-    }
-    tally.success = child.wait()?.success();
-    Ok(tally)
+        tally
+    });
+    Ok((child, reader))
 }
 
 /// `ok. 6 passed; 0 failed; …` → the number before `what`.

@@ -25,20 +25,21 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
-pub fn linker_prefix() -> anyhow::Result<PathBuf> {
+/// `~/.cache/palisade`: what setup installs outside the repository.
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home)
-        .join(".cache/palisade")
-        .join(format!("llvm-{EBPF_TOOLCHAIN}")))
+    Ok(PathBuf::from(home).join(".cache/palisade"))
 }
 
-/// `~/.cache/palisade/python-client`: a virtualenv with the Python client's
-/// pinned dependencies (`clients/python/requirements.txt`), kept out of the
-/// system interpreter.
-pub fn python_env() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/palisade/python-client"))
+/// `~/.cache/palisade/llvm-<toolchain>`: bpf-linker and its libLLVM links.
+pub fn linker_prefix() -> anyhow::Result<PathBuf> {
+    Ok(cache_dir()?.join(format!("llvm-{EBPF_TOOLCHAIN}")))
+}
+
+/// This checkout's link to a client test environment (`python-dev`,
+/// `python-crewai`, `wheelhouse`), made by `cargo xtask setup`.
+pub fn client_env_link(name: &str) -> PathBuf {
+    workspace_root().join("target/client-envs").join(name)
 }
 
 /// Run a command, echoing it; fail with its exit status.

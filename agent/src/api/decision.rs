@@ -31,6 +31,7 @@ fn approval_message(a: Approval, with_token: bool) -> proto::Approval {
     };
     let kind = a.kind().to_string();
     let egress = a.egress.clone();
+    let digest = crate::signed_approval::binding_digest(&a);
     proto::Approval {
         id: a.id,
         state: state as i32,
@@ -60,6 +61,7 @@ fn approval_message(a: Approval, with_token: bool) -> proto::Approval {
             .map(|e| e.ports.iter().flat_map(|p| [u32::from(p.lo)]).collect())
             .unwrap_or_default(),
         ttl_seconds: egress.map_or(0, |e| e.ttl.as_secs() as u32),
+        digest,
     }
 }
 
@@ -88,8 +90,8 @@ pub async fn decide(
     let caller = caller(&req)?;
     let r = req.into_inner();
     let out = daemon
-        .decide(
-            &caller,
+        .decide_async(
+            caller,
             DecideInput {
                 token: r.token,
                 agent: r.agent,
@@ -101,6 +103,7 @@ pub async fn decide(
                 override_token: r.override_token,
             },
         )
+        .await
         .map_err(to_status)?;
     Ok(Response::new(proto::DecideResponse {
         verdict: verdict(out.verdict),
@@ -129,8 +132,9 @@ pub async fn get_approval(
     req: Request<proto::GetApprovalRequest>,
 ) -> Result<Response<proto::Approval>, Status> {
     let caller = caller(&req)?;
+    let r = req.get_ref();
     let a = daemon
-        .own_approval(&caller, &req.get_ref().id)
+        .own_approval(&caller, &r.id, &r.token)
         .map_err(to_status)?;
     // The override token goes only to the identity that asked.
     Ok(Response::new(approval_message(a, true)))
@@ -165,6 +169,17 @@ pub async fn resolve_approval(
     Ok(Response::new(approval_message(a, false)))
 }
 
+pub async fn apply_signed_approval(
+    daemon: &Arc<Daemon>,
+    req: Request<proto::ApplySignedApprovalRequest>,
+) -> Result<Response<proto::Approval>, Status> {
+    let caller = caller(&req)?;
+    let a = daemon
+        .apply_signed_approval(&caller, &req.get_ref().signed)
+        .map_err(to_status)?;
+    Ok(Response::new(approval_message(a, false)))
+}
+
 pub async fn request_egress(
     daemon: &Arc<Daemon>,
     req: Request<proto::RequestEgressRequest>,
@@ -175,6 +190,7 @@ pub async fn request_egress(
         .request_egress(
             &caller,
             EgressRequest {
+                token: r.token,
                 destination: r.destination,
                 ports: r.ports,
                 protocol: r.protocol,

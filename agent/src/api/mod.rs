@@ -33,6 +33,7 @@ pub fn to_status(err: DaemonError) -> Status {
             Code::ResourceExhausted
         }
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
+        DaemonError::Busy(_) => Code::ResourceExhausted,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
         DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
             Code::FailedPrecondition

@@ -93,6 +93,13 @@ impl proto::palisade_server::Palisade for PalisadeService {
         super::decision::resolve_approval(&self.daemon, req).await
     }
 
+    async fn apply_signed_approval(
+        &self,
+        req: Request<proto::ApplySignedApprovalRequest>,
+    ) -> Result<Response<proto::Approval>, Status> {
+        super::decision::apply_signed_approval(&self.daemon, req).await
+    }
+
     async fn request_egress(
         &self,
         req: Request<proto::RequestEgressRequest>,

@@ -76,6 +76,8 @@ pub struct Unsealed {
     pub hash: String,
     /// Whether the claim matches the line's content.
     pub intact: bool,
+    /// For a retention record: the last deleted record (`seq`, `hash`).
+    pub retention: Option<(u64, String)>,
 }
 
 /// Why a line is not a sealed record at all.
@@ -109,11 +111,20 @@ pub fn unseal(line: &str) -> Result<Unsealed, UnsealError> {
     let (Some(seq), Some(prev)) = (seq, prev) else {
         return Err(UnsealError::NoLink);
     };
+    let retention = (value.get("kind").and_then(serde_json::Value::as_str) == Some("retention"))
+        .then(|| value.get("retention"))
+        .flatten()
+        .and_then(|r| {
+            let seq = r.get("through_seq")?.as_u64()?;
+            let hash = r.get("through_hash")?.as_str()?;
+            Some((seq, hash.to_string()))
+        });
     Ok(Unsealed {
         seq,
         prev_hash: prev.to_string(),
         hash: hash.to_string(),
         intact: sha256_hex(body.as_bytes()) == hash,
+        retention,
     })
 }
 

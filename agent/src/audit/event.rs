@@ -27,6 +27,8 @@ pub enum EventKind {
     Approval,
     /// A just-in-time egress grant given, ended or withdrawn.
     Grant,
+    /// Old trail files deleted by retention (what the chain no longer holds).
+    Retention,
 }
 
 /// One audit record. The field names are a contract with SIEM pipelines.
@@ -68,6 +70,13 @@ pub struct AuditEvent {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Aggregate records of kernel denials: the period their `count` covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateDetail>,
+    /// Retention records: which files were deleted, and the last record in
+    /// them (the first kept record links to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionDetail>,
     /// DNS lookups (`kind: dns`): the question, the answer, what was learned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDetail>,
@@ -105,6 +114,10 @@ pub struct CallDetail {
     /// Names of the parameters sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<String>,
+    /// Values of the numeric parameters (numbers only: other values may
+    /// hold personal data), the evidence `policy suggest` bounds them by.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub numbers: std::collections::BTreeMap<String, serde_json::Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
     /// Who approved or rejected (`uid 0 (root)`, `operator alice`).
@@ -118,6 +131,28 @@ pub struct CallDetail {
     /// Token of the call, when one was checked: its `jti` and key id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// What an aggregate record covers: `count` more denials of one kind (or,
+/// with `destinations`, of several) between `first` and `last`, counted in
+/// the kernel instead of recorded one by one.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AggregateDetail {
+    /// RFC 3339, UTC.
+    pub first: String,
+    pub last: String,
+    /// Kinds (destinations) a summary record covers; absent for one kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<u64>,
+}
+
+/// What retention deleted. `audit verify` accepts a trail that begins at
+/// `through_seq + 1` (linking to `through_hash`) only with such a record.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RetentionDetail {
+    pub files: Vec<String>,
+    pub through_seq: u64,
+    pub through_hash: String,
 }
 
 /// What a DNS event says about the lookup.
@@ -140,6 +175,11 @@ pub struct DnsDetail {
     /// Addresses written into the identity's learned map.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub learned: Vec<IpAddr>,
+    /// Inside addresses (loopback, private, link-local, CGNAT, ULA,
+    /// metadata) in the answer that no `cidr` rule of the identity covers:
+    /// not learned, and cut from the answer the process got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<IpAddr>,
     /// Seconds the learned addresses admit new connections (before grace).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
@@ -179,6 +219,8 @@ impl AuditEvent {
             mode: None,
             detail: None,
             count: None,
+            aggregate: None,
+            retention: None,
             dns: None,
             call: None,
             seq: None,
@@ -249,5 +291,6 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Decision => "decision",
         EventKind::Approval => "approval",
         EventKind::Grant => "grant",
+        EventKind::Retention => "retention",
     }
 }

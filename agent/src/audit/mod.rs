@@ -11,5 +11,5 @@ pub mod spool;
 pub mod trail;
 pub mod verify;
 
-pub use event::{AuditEvent, CallDetail, DnsDetail, EventKind};
+pub use event::{AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, RetentionDetail};
 pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};

@@ -57,6 +57,10 @@ pub struct OtlpConfig {
     /// next to the trail.
     #[serde(default)]
     pub cursor: Option<PathBuf>,
+    /// `palisade` (the sealed line as the body, default) or `ocsf` (an
+    /// OCSF event as the body, the sealed line in its `raw_data`).
+    #[serde(default)]
+    pub format: crate::ocsf::Format,
 }
 
 fn default_batch() -> usize {
@@ -312,7 +316,7 @@ fn hostname() -> String {
 
 /// One OTLP/HTTP request; the number of records the collector rejected.
 async fn send(cfg: &OtlpConfig, host: &str, records: &[SpoolRecord]) -> Result<u64, SendError> {
-    let body = encode(host, records);
+    let body = encode_as(cfg.format, host, records);
     let ep = &cfg.endpoint;
     let attempt = async {
         let stream = TcpStream::connect((ep.host.as_str(), ep.port))
@@ -381,7 +385,29 @@ async fn send(cfg: &OtlpConfig, host: &str, records: &[SpoolRecord]) -> Result<u
 
 /// OTLP/HTTP JSON for a batch of sealed records.
 pub fn encode(host: &str, records: &[SpoolRecord]) -> Vec<u8> {
-    let logs: Vec<Value> = records.iter().map(log_record).collect();
+    encode_as(crate::ocsf::Format::Palisade, host, records)
+}
+
+/// Same, with the body in `format`.
+pub fn encode_as(format: crate::ocsf::Format, host: &str, records: &[SpoolRecord]) -> Vec<u8> {
+    let logs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut rec = log_record(r);
+            if format == crate::ocsf::Format::Ocsf
+                && let Some(ev) = crate::ocsf::from_line(&r.line, host)
+            {
+                rec["body"] = json!({"stringValue": ev.to_string()});
+                rec["attributes"]
+                    .as_array_mut()
+                    .into_iter()
+                    .for_each(|a| {
+                        a.push(json!({"key": "ocsf.class_uid", "value": {"intValue": ev["class_uid"].to_string()}}))
+                    });
+            }
+            rec
+        })
+        .collect();
     let doc = json!({
         "resourceLogs": [{
             "resource": {"attributes": [

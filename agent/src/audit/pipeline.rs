@@ -56,6 +56,8 @@ pub struct AuditOptions {
     pub human: bool,
     pub trail: Option<TrailOptions>,
     pub otlp: Option<OtlpConfig>,
+    /// The trail as OCSF events in a JSON-lines file of its own.
+    pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
 }
 
 enum Msg {
@@ -84,6 +86,8 @@ impl AuditPipeline {
                 rotate_bytes: 0,
                 keep: 0,
                 fsync: true,
+                keep_min_age: std::time::Duration::ZERO,
+                export_cursor: None,
             });
             let (writer, resumed) = TrailWriter::open(path, trail_opts)?;
             if resumed.torn_bytes > 0 {
@@ -139,15 +143,24 @@ impl AuditPipeline {
             pipeline.emit(ev);
         }
         if let Some(cfg) = opts.otlp {
-            let files: TrailFiles = files.ok_or_else(|| TrailError::Io {
+            let files: TrailFiles = files.clone().ok_or_else(|| TrailError::Io {
                 path: cfg.cursor_path(None),
                 source: std::io::Error::other(
                     "OTLP export needs `audit.file`: the trail is its spool",
                 ),
             })?;
             let sink = Arc::new(SinkStats::default());
-            otlp::spawn(cfg, files, head_rx, sink.clone(), pipeline.clone());
+            otlp::spawn(cfg, files, head_rx.clone(), sink.clone(), pipeline.clone());
             pipeline.otlp = Some(sink);
+        }
+        if let Some(cfg) = opts.ocsf {
+            let files = files.ok_or_else(|| TrailError::Io {
+                path: cfg.file.clone(),
+                source: std::io::Error::other(
+                    "the OCSF file needs `audit.file`: the trail is its spool",
+                ),
+            })?;
+            crate::ocsf::sink::spawn(cfg, files, head_rx, pipeline.clone());
         }
         Ok(pipeline)
     }
@@ -235,7 +248,50 @@ fn write_loop(
 }
 
 impl Writer {
-    fn write(&mut self, mut events: Vec<AuditEvent>) {
+    /// Write a batch, then let retention delete what it may.
+    fn write(&mut self, events: Vec<AuditEvent>) {
+        if self.write_batch(events) {
+            self.retention();
+        }
+    }
+
+    /// Old files go only after a record of their deletion is in the chain:
+    /// `audit verify` then tells this from a beginning removed by hand.
+    fn retention(&mut self) {
+        let Some(trail) = &mut self.trail else { return };
+        let expired = match trail.expired() {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "audit retention: looking at old files");
+                return;
+            }
+        };
+        let names: Vec<String> = expired
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        let mut ev = AuditEvent::new(EventKind::Retention, "deleted", "audit-retention");
+        ev.detail = Some(format!(
+            "{} deleted by retention (audit.keep): records up to seq {}",
+            names.join(", "),
+            expired.through.seq
+        ));
+        ev.retention = Some(super::RetentionDetail {
+            files: names,
+            through_seq: expired.through.seq,
+            through_hash: expired.through.hash.clone(),
+        });
+        if self.write_batch(vec![ev])
+            && let Some(trail) = &mut self.trail
+        {
+            trail.delete(&expired);
+        }
+    }
+
+    /// Seal and write; true when the batch is in the trail.
+    fn write_batch(&mut self, mut events: Vec<AuditEvent>) -> bool {
         // Losses go first, into the trail itself.
         let mut losses = Vec::new();
         let reported_before = self.reported_drops;
@@ -253,7 +309,7 @@ impl Writer {
             losses.push(loss);
         }
         if events.is_empty() && losses.is_empty() {
-            return;
+            return false;
         }
         let own = events.len() as u64;
         losses.append(&mut events);
@@ -327,5 +383,6 @@ impl Writer {
             }
             let _ = self.live.send(ev);
         }
+        written && self.trail.is_some()
     }
 }

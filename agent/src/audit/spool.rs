@@ -240,6 +240,8 @@ mod tests {
                 rotate_bytes: 1200,
                 keep: 0,
                 fsync: false,
+                keep_min_age: std::time::Duration::ZERO,
+                export_cursor: None,
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));

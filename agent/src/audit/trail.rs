@@ -113,6 +113,20 @@ pub struct TrailOptions {
     pub keep: u64,
     /// `fdatasync` after every batch.
     pub fsync: bool,
+    /// Retention never deletes a file written to more recently than this.
+    pub keep_min_age: std::time::Duration,
+    /// An exporter's cursor (the last `seq` delivered): retention never
+    /// deletes a file holding records after it.
+    pub export_cursor: Option<PathBuf>,
+}
+
+/// Rotated files retention may delete now, oldest first, and where the
+/// chain continues after them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    pub files: Vec<PathBuf>,
+    /// The last record they hold: the first kept record links to it.
+    pub through: ChainHead,
 }
 
 /// What opening the trail found.
@@ -132,6 +146,10 @@ pub struct TrailWriter {
     file: File,
     len: u64,
     head: ChainHead,
+    /// A rotation happened since retention last looked.
+    retention_pending: bool,
+    /// When retention last looked (files age into deletability).
+    retention_checked: std::time::Instant,
     _lock: Flock<File>,
 }
 
@@ -168,6 +186,8 @@ impl TrailWriter {
             file,
             len,
             head: ChainHead::genesis(),
+            retention_pending: true,
+            retention_checked: std::time::Instant::now(),
             _lock: lock,
         };
         if head.is_none() && len > 0 {
@@ -253,17 +273,79 @@ impl TrailWriter {
             let _ = d.sync_all();
         }
         info!(rotated = %target.display(), seq = self.head.seq, "audit trail rotated");
-        if self.opts.keep > 0 {
-            let mut all = self.files.rotated().map_err(io_err(&current))?;
-            while all.len() as u64 > self.opts.keep {
-                let (_, old) = all.remove(0);
-                match fs::remove_file(&old) {
-                    Ok(()) => info!(file = %old.display(), "old audit file removed (retention)"),
-                    Err(e) => warn!(error = %e, file = %old.display(), "removing old audit file"),
+        // Retention happens after the write (`expired`, `delete`), with a
+        // record of what it deletes.
+        self.retention_pending = true;
+        Ok(target)
+    }
+}
+
+impl TrailWriter {
+    /// Rotated files retention may delete now (oldest first): beyond the
+    /// newest `keep`, and only a run from the oldest that is older than
+    /// `keep_min_age` and, with an exporter, wholly delivered. Nothing is
+    /// deleted here: the caller records the deletion in the chain first.
+    pub fn expired(&mut self) -> io::Result<Option<Expired>> {
+        const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+        if self.opts.keep == 0
+            || !(self.retention_pending || self.retention_checked.elapsed() >= LOOK_EVERY)
+        {
+            return Ok(None);
+        }
+        self.retention_pending = false;
+        self.retention_checked = std::time::Instant::now();
+        let rotated = self.files.rotated()?;
+        let excess = rotated.len().saturating_sub(self.opts.keep as usize);
+        if excess == 0 {
+            return Ok(None);
+        }
+        let delivered = match &self.opts.export_cursor {
+            None => u64::MAX,
+            Some(p) => match fs::read_to_string(p) {
+                Ok(t) => t.trim().parse().unwrap_or(0),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e),
+            },
+        };
+        let now = std::time::SystemTime::now();
+        let mut out: Option<Expired> = None;
+        for (_, path) in rotated.into_iter().take(excess) {
+            let meta = fs::metadata(&path)?;
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < self.opts.keep_min_age {
+                break;
+            }
+            let mut f = File::open(&path)?;
+            let Some(last) = last_sealed(&mut f)? else {
+                break;
+            };
+            if last.seq > delivered {
+                break;
+            }
+            let e = out.get_or_insert_with(|| Expired {
+                files: Vec::new(),
+                through: last.clone(),
+            });
+            e.files.push(path);
+            e.through = last;
+        }
+        Ok(out)
+    }
+
+    /// Delete what `expired` returned (its record is in the trail).
+    pub fn delete(&mut self, expired: &Expired) {
+        for f in &expired.files {
+            match fs::remove_file(f) {
+                Ok(()) => {
+                    info!(file = %f.display(), through_seq = expired.through.seq, "old audit file removed (retention)")
                 }
+                Err(e) => warn!(error = %e, file = %f.display(), "removing old audit file"),
             }
         }
-        Ok(target)
     }
 }
 
@@ -365,6 +447,8 @@ mod tests {
             rotate_bytes: 1500,
             keep: 0,
             fsync: false,
+            keep_min_age: std::time::Duration::ZERO,
+            export_cursor: None,
         };
         {
             let (mut w, r) =
@@ -394,6 +478,45 @@ mod tests {
         assert!(report.intact(), "{:?}", report.findings);
         assert_eq!(report.records, 25);
         drop(w);
+        let _ = fs::remove_dir_all(&dir);
+    }
+    #[test]
+    fn retention_spares_young_and_undelivered_files() {
+        let dir = std::env::temp_dir().join(format!("palisade-retain-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let cursor = dir.join("cursor");
+        let mut opts = TrailOptions {
+            rotate_bytes: 600,
+            keep: 1,
+            fsync: false,
+            keep_min_age: std::time::Duration::from_secs(3600),
+            export_cursor: None,
+        };
+        let (mut w, _) = TrailWriter::open(&path, opts.clone()).unwrap_or_else(|e| panic!("{e}"));
+        write(&mut w, 30);
+        let rotated = w.files().rotated().unwrap_or_default().len();
+        assert!(rotated > 3, "{rotated} rotated files");
+        // Younger than keep_min_age: nothing goes.
+        assert_eq!(w.expired().unwrap_or_else(|e| panic!("{e}")), None);
+        drop(w);
+        opts.keep_min_age = std::time::Duration::ZERO;
+        opts.export_cursor = Some(cursor.clone());
+        let (mut w, _) = TrailWriter::open(&path, opts.clone()).unwrap_or_else(|e| panic!("{e}"));
+        // Nothing exported yet: nothing goes.
+        assert_eq!(w.expired().unwrap_or_else(|e| panic!("{e}")), None);
+        // Exported up to seq 5: the files wholly at or before it go.
+        fs::write(&cursor, "5\n").unwrap_or_else(|e| panic!("{e}"));
+        w.retention_pending = true;
+        let e = w
+            .expired()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("files up to seq 5 may go"));
+        assert!(e.through.seq <= 5 && !e.files.is_empty(), "{e:?}");
+        w.delete(&e);
+        for f in &e.files {
+            assert!(!f.exists());
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -58,9 +58,13 @@ pub struct Report {
     /// The highest record and its hash: the head to compare with an
     /// exported copy (SIEM) to detect truncation.
     pub last: Option<(u64, String)>,
-    /// The first record links to a record not in the files given (older
-    /// files were rotated away): not an error, but said.
+    /// The first record links to a record not in the files given. Fine
+    /// when a retention record in the trail accounts for exactly what is
+    /// missing (`retention`); a finding otherwise (the beginning was
+    /// removed without one).
     pub starts_mid_chain: bool,
+    /// The retention record that accounts for the missing beginning.
+    pub retention: Option<Place>,
     pub findings: Vec<Finding>,
 }
 
@@ -88,6 +92,10 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
     let mut tip: Option<Tip> = None;
     // Missing seq ranges (inclusive) → where the gap was seen.
     let mut gaps: BTreeMap<u64, (u64, Place, Place)> = BTreeMap::new();
+    // The first record (seq, prev_hash, place), and the retention record
+    // that deleted the most (through seq, through hash, place).
+    let mut first: Option<(u64, String, Place)> = None;
+    let mut retained: Option<(u64, String, Place)> = None;
     for (_, _, path) in ordered {
         report.files.push(path.clone());
         let file = File::open(&path).map_err(|source| VerifyError {
@@ -132,6 +140,14 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
             };
             report.records += 1;
             report.first_seq.get_or_insert(rec.seq);
+            if first.is_none() {
+                first = Some((rec.seq, rec.prev_hash.clone(), at.clone()));
+            }
+            if let Some((through, hash)) = &rec.retention
+                && retained.as_ref().is_none_or(|r| *through > r.0)
+            {
+                retained = Some((*through, hash.clone(), at.clone()));
+            }
             if !rec.intact {
                 report.findings.push(Finding {
                     at: at.clone(),
@@ -196,6 +212,39 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
             at: after,
             message: format!("{what}: expected between {before} and here"),
         });
+    }
+    if let Some((seq, prev, at)) = first
+        && (seq != 1 || prev != GENESIS)
+    {
+        match retained {
+            Some((through, hash, r)) if through + 1 == seq && hash == prev => {
+                report.retention = Some(r);
+            }
+            // Retention recorded a deletion, but not (all of) this one.
+            Some((through, _, r)) if through + 1 < seq => report.findings.push(Finding {
+                at,
+                message: format!(
+                    "the trail begins at seq {seq}: retention deleted records up to seq {through} ({r}), records seq {}–{} were removed without a record",
+                    through + 1,
+                    seq - 1
+                ),
+            }),
+            Some((through, _, r)) if through + 1 == seq => report.findings.push(Finding {
+                at,
+                message: format!(
+                    "record seq {seq} does not link to the last record retention deleted ({r}): the beginning was replaced"
+                ),
+            }),
+            // A retention record that claims more than is missing: its
+            // files are still there (deleted after the record), nothing lost.
+            Some((_, _, r)) => report.retention = Some(r),
+            None => report.findings.push(Finding {
+                at,
+                message: format!(
+                    "the trail begins at seq {seq}: records before it are missing and no retention record accounts for them (its beginning was removed)"
+                ),
+            }),
+        }
     }
     report
         .findings
@@ -303,7 +352,52 @@ mod tests {
         assert_eq!(r.last.as_ref().map(|l| l.0), Some(10));
         assert!(!r.starts_mid_chain);
         let r = check("mid", &[t[3..].to_vec()]);
-        assert!(r.intact() && r.starts_mid_chain);
+        assert!(r.starts_mid_chain);
+        let m = messages(&r);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("1:the trail begins at seq 4: records before it are missing"),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn a_beginning_deleted_by_retention_is_told_from_one_removed_by_hand() {
+        // Records 1–4, then retention deletes 1–3 and says so in record 5.
+        let mut head = ChainHead::genesis();
+        let mut lines = Vec::new();
+        let mut heads = Vec::new();
+        for i in 0..4u16 {
+            let mut ev = AuditEvent::new(EventKind::Network, "deny", "default-deny");
+            ev.dst_port = Some(i);
+            let (line, next) = seal(&mut ev, &head).unwrap_or_else(|e| panic!("{e}"));
+            lines.push(line);
+            heads.push(next.clone());
+            head = next;
+        }
+        let mut ev = AuditEvent::new(EventKind::Retention, "deleted", "audit-retention");
+        ev.retention = Some(crate::audit::RetentionDetail {
+            files: vec!["audit.jsonl.1".into()],
+            through_seq: 3,
+            through_hash: heads[2].hash.clone(),
+        });
+        let (line, _) = seal(&mut ev, &head).unwrap_or_else(|e| panic!("{e}"));
+        lines.push(line);
+        // What retention left: records 4 and 5.
+        let r = check("retained", &[lines[3..].to_vec()]);
+        assert!(r.intact(), "{:?}", r.findings);
+        assert!(r.starts_mid_chain && r.retention.is_some());
+        // One more record removed by hand: flagged, with the range.
+        let r = check("cut", &[lines[4..].to_vec()]);
+        let m = messages(&r);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("retention deleted records up to seq 3") && m[0].contains("seq 4–4"),
+            "{m:?}"
+        );
+        // Retention's record written, files not deleted yet: nothing lost.
+        let r = check("not-yet", &[lines.clone()]);
+        assert!(r.intact(), "{:?}", r.findings);
     }
 
     #[test]

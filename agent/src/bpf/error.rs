@@ -47,6 +47,8 @@ pub enum BpfError {
     SockDiag(#[source] io::Error),
     #[error("identity index {0} is out of range")]
     IdentityIndex(u32),
+    #[error("waiting for running BPF programs (map-of-maps update): {0}")]
+    Barrier(#[source] io::Error),
 }
 
 impl BpfError {

@@ -37,6 +37,10 @@ pub const FALLBACK_PROGRAMS: &[(&str, &str, &str)] = &[
     ("guard_io_uring", "syscalls", "sys_enter_io_uring_setup"),
 ];
 
+/// The stand-in's raw tracepoint for the 32-bit entry points, which the
+/// `syscalls/*` tracepoints do not report: (program, tracepoint).
+pub const FALLBACK_RAW_PROGRAMS: &[(&str, &str)] = &[("guard_compat", "sys_enter")];
+
 /// The kernel structure offsets the lineage programs read, from this
 /// kernel's BTF.
 pub fn kernel_offsets(cfg: &mut GuardConfig) -> Result<(), BpfError> {
@@ -46,6 +50,15 @@ pub fn kernel_offsets(cfg: &mut GuardConfig) -> Result<(), BpfError> {
     cfg.kernfs_id = btf.offset_of("kernfs_node", "id")?;
     cfg.cgroup_root = btf.offset_of("cgroup", "root")?;
     cfg.root_hierarchy = btf.offset_of("cgroup_root", "hierarchy_id")?;
+    // x86 only: other architectures have no `thread_info.status`, and the
+    // 32-bit socketcall is then left unguarded (`guard_compat`).
+    cfg.task_status = match (
+        btf.offset_of("task_struct", "thread_info"),
+        btf.offset_of("thread_info", "status"),
+    ) {
+        (Ok(a), Ok(b)) => a + b,
+        _ => 0,
+    };
     Ok(())
 }
 
@@ -80,13 +93,24 @@ pub fn attach_fallback(ebpf: &mut Ebpf, pins: &PinDir) -> Result<(), BpfError> {
         )?;
         loader::pin_replacing(name, link, pins)?;
     }
+    for &(name, tracepoint) in FALLBACK_RAW_PROGRAMS {
+        let prog: &mut RawTracePoint = loader::program(ebpf, name)?;
+        prog.load().map_err(BpfError::program(name))?;
+        let id = prog.attach(tracepoint).map_err(BpfError::program(name))?;
+        let link: FdLink = prog.take_link(id).map_err(BpfError::program(name))?.into();
+        loader::pin_replacing(name, link, pins)?;
+    }
     Ok(())
 }
 
 /// Remove the stand-in's pins (a host whose kernel now loads the LSM
 /// program does not need it).
 pub fn detach_fallback(pins: &PinDir) {
-    for &(name, _, _) in FALLBACK_PROGRAMS {
+    let names = FALLBACK_PROGRAMS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(FALLBACK_RAW_PROGRAMS.iter().map(|(n, _)| *n));
+    for name in names {
         let path = pins.link(name);
         if let Ok(fd) = super::sys::obj_get(&path) {
             use std::os::fd::AsFd;
@@ -105,8 +129,15 @@ pub fn detach_fallback(pins: &PinDir) {
 /// (`detach_pinned`), so only these run.
 pub struct GuardTracepoints {
     ebpf: Ebpf,
-    lineage: Vec<(&'static str, aya::programs::raw_trace_point::RawTracePointLinkId)>,
+    lineage: Vec<(
+        &'static str,
+        aya::programs::raw_trace_point::RawTracePointLinkId,
+    )>,
     fallback: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
+    fallback_raw: Vec<(
+        &'static str,
+        aya::programs::raw_trace_point::RawTracePointLinkId,
+    )>,
 }
 
 impl GuardTracepoints {
@@ -129,10 +160,15 @@ impl GuardTracepoints {
             let prog: &mut TracePoint = loader::program(&mut ebpf, name)?;
             prog.load().map_err(BpfError::program(name))?;
         }
+        for &(name, _) in FALLBACK_RAW_PROGRAMS {
+            let prog: &mut RawTracePoint = loader::program(&mut ebpf, name)?;
+            prog.load().map_err(BpfError::program(name))?;
+        }
         Ok(Self {
             ebpf,
             lineage: Vec::new(),
             fallback: Vec::new(),
+            fallback_raw: Vec::new(),
         })
     }
 
@@ -163,9 +199,18 @@ impl GuardTracepoints {
                     .map_err(BpfError::program(name))?;
                 self.fallback.push((name, id));
             }
+            for &(name, tracepoint) in FALLBACK_RAW_PROGRAMS {
+                let prog: &mut RawTracePoint = loader::program(&mut self.ebpf, name)?;
+                let id = prog.attach(tracepoint).map_err(BpfError::program(name))?;
+                self.fallback_raw.push((name, id));
+            }
         } else if !on {
             for (name, id) in self.fallback.drain(..) {
                 let prog: &mut TracePoint = loader::program(&mut self.ebpf, name)?;
+                prog.detach(id).map_err(BpfError::program(name))?;
+            }
+            for (name, id) in self.fallback_raw.drain(..) {
+                let prog: &mut RawTracePoint = loader::program(&mut self.ebpf, name)?;
                 prog.detach(id).map_err(BpfError::program(name))?;
             }
         }
@@ -179,7 +224,8 @@ impl GuardTracepoints {
         let names = LINEAGE_PROGRAMS
             .iter()
             .map(|(n, _)| *n)
-            .chain(FALLBACK_PROGRAMS.iter().map(|(n, _, _)| *n));
+            .chain(FALLBACK_PROGRAMS.iter().map(|(n, _, _)| *n))
+            .chain(FALLBACK_RAW_PROGRAMS.iter().map(|(n, _)| *n));
         for name in names {
             let path = pins.link(name);
             if let Ok(fd) = super::sys::obj_get(&path) {

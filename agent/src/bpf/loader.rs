@@ -60,6 +60,9 @@ pub struct LoadOptions {
     pub attach_cgroup: PathBuf,
     /// Ring buffer size for events; used only when the map is first created.
     pub event_buffer_bytes: u32,
+    /// Entries of the DNS learned-address map; used only when it is first
+    /// created.
+    pub learned_capacity: u32,
 }
 
 /// How packet sockets (`AF_PACKET`, `AF_XDP`) are kept from agents.
@@ -106,6 +109,7 @@ impl Kernel {
             loader.map_pin_path(name, path.as_path());
         }
         loader.map_max_entries("EVENTS", opts.event_buffer_bytes);
+        loader.map_max_entries("LEARNED", opts.learned_capacity);
         let mut ebpf = loader.load(crate::EBPF_OBJECT).map_err(BpfError::Load)?;
 
         // The logger owns the log map: it must outlive program loading.

@@ -1,6 +1,8 @@
 //! Everything that touches the kernel's BPF objects: loading and attaching
 //! the programs, pinning and adopting them, and typed access to the maps.
 
+pub mod aggregate;
+mod barrier;
 mod btf;
 mod error;
 pub mod events;

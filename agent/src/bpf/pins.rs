@@ -27,6 +27,10 @@ pub const PINNED_MAPS: &[&str] = &[
     "LINEAGE",
     "SOCK_IDENT",
     "GUARD_CFG",
+    "AGG_CFG",
+    "AGG",
+    "AGG_BUDGET",
+    "AGG_OVERFLOW",
 ];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.

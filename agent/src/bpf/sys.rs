@@ -22,23 +22,23 @@ const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// `union bpf_attr` is at most this large for the commands used here.
 #[repr(C, align(8))]
-struct Attr([u8; 128]);
+pub(super) struct Attr([u8; 128]);
 
 impl Attr {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self([0; 128])
     }
 
-    fn put_u32(&mut self, offset: usize, v: u32) {
+    pub(super) fn put_u32(&mut self, offset: usize, v: u32) {
         self.0[offset..offset + 4].copy_from_slice(&v.to_ne_bytes());
     }
 
-    fn put_u64(&mut self, offset: usize, v: u64) {
+    pub(super) fn put_u64(&mut self, offset: usize, v: u64) {
         self.0[offset..offset + 8].copy_from_slice(&v.to_ne_bytes());
     }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: attr is a valid, zero-initialised bpf_attr of the size passed.
     let ret = unsafe {
         libc::syscall(

@@ -32,9 +32,9 @@ pub fn verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             names.join(", "),
             report.records
         );
-        if report.starts_mid_chain {
+        if let Some(at) = &report.retention {
             println!(
-                "note: the first record links to earlier records that are not in these files (rotated away?)"
+                "note: the trail begins after records deleted by retention, as recorded at {at}"
             );
         }
         if let Some((seq, hash)) = &report.last {

@@ -71,18 +71,11 @@ pub fn decide(
             context: Some(context.clone()),
             override_token,
         };
-        let first = match override_token {
-            Some(o) => ask(String::new(), o.to_string()),
-            None => {
-                let token = c
-                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
-                    .await
-                    .map_err(rpc_error)?
-                    .into_inner()
-                    .token;
-                ask(token, String::new())
-            }
-        };
+        // The daemon knows the caller from the socket: no token needed.
+        let first = ask(
+            String::new(),
+            override_token.map(str::to_string).unwrap_or_default(),
+        );
         let r = c.decide(first).await.map_err(rpc_error)?.into_inner();
         if wait == 0 || r.approval_id.is_empty() {
             return anyhow::Ok(r);
@@ -94,6 +87,7 @@ pub fn decide(
             let a = c
                 .get_approval(proto::GetApprovalRequest {
                     id: r.approval_id.clone(),
+                    token: String::new(),
                 })
                 .await
                 .map_err(rpc_error)?
@@ -203,6 +197,7 @@ pub fn approvals(socket: &Path, all: bool, json: bool) -> anyhow::Result<ExitCod
                 "tool": a.tool, "action": a.action, "resource": a.resource, "destination": a.destination,
                 "params_digest": a.params_digest, "rules": a.matched_rules, "policy_version": a.policy_version,
                 "created_at": a.created_at, "expires_at": a.expires_at, "approver": a.approver, "reason": a.reason,
+                "digest": a.digest,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -255,6 +250,25 @@ pub fn resolve(socket: &Path, id: &str, approve: bool, reason: &str) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
+/// `palisade approve --signed FILE`.
+pub fn apply_signed(socket: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let signed =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let a = super::block_on(async {
+        let mut c = client::connect(socket).await?;
+        anyhow::Ok(
+            c.apply_signed_approval(request(proto::ApplySignedApprovalRequest {
+                signed: signed.trim().to_string(),
+            }))
+            .await
+            .map_err(rpc_error)?
+            .into_inner(),
+        )
+    })??;
+    println!("{}: {} by {}", a.id, state_name(a.state), a.approver);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn egress(
     socket: &Path,
     destination: &str,
@@ -278,6 +292,7 @@ pub fn egress(
                 protocol: protocol.to_string(),
                 ttl_seconds,
                 reason: reason.to_string(),
+                token: String::new(),
             })
             .await
             .map_err(rpc_error)?

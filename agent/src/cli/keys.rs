@@ -52,6 +52,18 @@ pub enum KeysCommand {
         #[arg(long, default_value = "palisade")]
         audience: String,
     },
+    /// Create an approver key for signed approvals (mode 0600); prints
+    /// the public key for the policy's `approvers:`.
+    Approver {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The approver's id in the policy.
+        #[arg(long)]
+        id: String,
+    },
+    /// Sign an approval with an approver key: prints the signed approval
+    /// for `palisade approve --signed FILE` (or the API).
+    SignApproval(super::approver::SignArgs),
 }
 
 fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
@@ -60,6 +72,8 @@ fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        KeysCommand::Approver { out, id } => return super::approver::generate(&out, &id),
+        KeysCommand::SignApproval(args) => return super::approver::sign(&args),
         KeysCommand::Generate { file } => {
             if file.exists() {
                 anyhow::bail!("{} exists; use `palisade keys rotate`", file.display());

@@ -1,13 +1,16 @@
 //! The `palisade` command line. Every command that talks to a running daemon
 //! goes through the gRPC API; there are no side doors.
 
+mod approver;
 mod audit;
 mod daemon;
 mod decision;
+mod discovery;
 mod doctor;
 mod events;
 mod exec;
 mod keys;
+mod mount;
 mod ops;
 mod policy;
 
@@ -135,11 +138,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a pending approval (operator).
+    /// Approve a pending approval (operator), or apply a signed approval
+    /// (`--signed FILE`, from an approver the policy lists).
     Approve {
-        id: String,
+        #[arg(required_unless_present = "signed")]
+        id: Option<String>,
         #[arg(long, default_value = "")]
         reason: String,
+        /// A signed approval (compact JWS), e.g. from `palisade keys sign-approval`.
+        #[arg(long, conflicts_with = "id")]
+        signed: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -177,6 +185,14 @@ pub enum Command {
         /// The daemon's pin directory.
         #[arg(long, default_value = "/sys/fs/bpf/palisade")]
         bpffs: PathBuf,
+    },
+    /// Mount what the daemon needs and cannot mount itself (bpffs, tracefs,
+    /// securityfs) in the host's mount namespace, and make it visible in
+    /// this one. The systemd unit runs it as `ExecStartPre=+`.
+    Mount {
+        /// The daemon's config (its pin directory); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check this host for what Palisade needs; say what is missing and how to fix it.
     Doctor {
@@ -272,7 +288,15 @@ pub fn main() -> ExitCode {
         ),
         Command::Token { socket, ttl } => decision::token(&socket, ttl),
         Command::Approvals { socket, all, json } => decision::approvals(&socket, all, json),
-        Command::Approve { id, reason, socket } => decision::resolve(&socket, &id, true, &reason),
+        Command::Approve {
+            id,
+            reason,
+            signed,
+            socket,
+        } => match signed {
+            Some(file) => decision::apply_signed(&socket, &file),
+            None => decision::resolve(&socket, &id.unwrap_or_default(), true, &reason),
+        },
         Command::Reject { id, reason, socket } => decision::resolve(&socket, &id, false, &reason),
         Command::Egress {
             destination,
@@ -290,6 +314,7 @@ pub fn main() -> ExitCode {
             &reason,
         ),
         Command::Keys { command } => keys::run(command),
+        Command::Mount { config } => mount::run(config.as_deref()),
         Command::Doctor { config, json } => doctor::run(config.as_deref(), json),
         Command::Audit { command } => match command {
             AuditCommand::Verify { files } => audit::verify(&files),

@@ -61,6 +61,12 @@ pub enum PolicyCommand {
     Diff { old: PathBuf, new: PathBuf },
     /// Print the JSON Schema of policy files (for editors).
     Schema,
+    /// The smallest policy that allows what an identity did, from the
+    /// audit trail; with --tests, its least-privilege test suite.
+    Suggest(super::discovery::SuggestArgs),
+    /// Rules, roles and tool permissions that decided nothing in the
+    /// trail's window: what to tighten.
+    Unused(super::discovery::UnusedArgs),
     /// Send policy files to the running daemon (operator): validated whole,
     /// written to its policy location, applied.
     Push {
@@ -135,6 +141,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Push { socket, files } => super::decision::push(&socket, &files),
+        PolicyCommand::Suggest(args) => super::discovery::suggest(&args),
+        PolicyCommand::Unused(args) => super::discovery::unused(&args),
         PolicyCommand::Schema => {
             println!(
                 "{}",
@@ -152,7 +160,7 @@ fn print_errors(e: &PolicyErrors) {
 }
 
 /// Load a policy, printing its problems; an invalid policy is an error.
-fn load_or_print(path: &Path) -> anyhow::Result<policy::Policy> {
+pub(super) fn load_or_print(path: &Path) -> anyhow::Result<policy::Policy> {
     match policy::load(path) {
         Ok(Loaded { policy, warnings }) => {
             for w in &warnings {

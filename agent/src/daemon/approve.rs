@@ -23,6 +23,20 @@ impl Daemon {
         reason: &str,
     ) -> Result<Approval, DaemonError> {
         let approver = self.operator(caller, "resolving approvals")?;
+        self.resolve_as(caller, &approver, id, approve, reason)
+    }
+
+    /// Resolve approval `id` in the name of `approver` (an operator, or the
+    /// signer of a verified signed approval).
+    pub(super) fn resolve_as(
+        &self,
+        caller: &Caller,
+        approver: &str,
+        id: &str,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Approval, DaemonError> {
+        let approver = approver.to_string();
         let pending = self
             .decisions
             .approvals

@@ -78,7 +78,58 @@ fn scopes(ident: &Identity) -> Vec<String> {
     v
 }
 
+/// Does judging a call of `ident` evaluate CEL (whose cost depends on what
+/// the caller sends)?
+fn has_conditions(ident: &Identity) -> bool {
+    ident
+        .tools
+        .all()
+        .any(|r| r.when.is_some() || r.approval_if.is_some())
+        || ident.budgets.iter().any(|b| b.sum.is_some())
+}
+
 impl Daemon {
+    /// `decide` for the API: calls of identities whose rules have
+    /// conditions are evaluated on the blocking pool, a few at a time per
+    /// identity (`eval_slots`), so a costly call never holds the runtime
+    /// workers or another identity's decisions.
+    pub async fn decide_async(
+        self: &std::sync::Arc<Self>,
+        caller: Caller,
+        req: DecideInput,
+    ) -> Result<DecideOutcome, DaemonError> {
+        let identity = match self.agent_identity(&caller, "Decide") {
+            Ok((identity, _)) => identity,
+            // Refused before anything is evaluated (and recorded as such).
+            Err(_) => return self.decide(&caller, req),
+        };
+        let conditions = self
+            .active()
+            .policy
+            .identity(&identity)
+            .is_some_and(has_conditions);
+        if !conditions {
+            return self.decide(&caller, req);
+        }
+        let slot = match self.eval_slots.acquire(&identity).await {
+            Ok(slot) => slot,
+            Err(busy) => {
+                let e = DaemonError::Busy(busy.to_string());
+                let mut ev = self.call_event(&identity, &caller, &req, "deny", e.code());
+                ev.detail = Some(e.to_string());
+                self.audit.emit(ev);
+                return Err(e);
+            }
+        };
+        let daemon = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            daemon.decide(&caller, req)
+        })
+        .await
+        .map_err(|e| DaemonError::Config(format!("decision evaluation stopped: {e}")))?
+    }
+
     fn refuse_if_revoked(&self, identity: &str, index: u32) -> Result<(), DaemonError> {
         if self.maps.killed(index)? {
             return Err(DaemonError::Revoked(identity.to_string()));
@@ -191,11 +242,9 @@ impl Daemon {
                     .verify_override(&req.override_token, identity)?,
             )
         };
-        let access: Option<AccessClaims> = if override_claims.is_none() {
-            Some(self.decisions.tokens.verify_access(&req.token, identity)?)
-        } else {
-            None
-        };
+        // The peer is the proof; a token presented as well must verify
+        // and name the same identity (and is spent).
+        let access = self.presented_token(&req.token, identity)?;
         let active = self.active();
         let policy: &Policy = &active.policy;
         let version = policy.version.to_string();
@@ -318,6 +367,7 @@ impl Daemon {
                         self.audit.emit(ev);
                         self.metrics
                             .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                        self.announce(&a);
                     }
                     approval = Some((a.id, String::new()));
                 }
@@ -384,6 +434,7 @@ impl Daemon {
             c.params_digest = digest.map(str::to_string);
             if let Some(p) = &req.params {
                 c.params = p.fields.keys().cloned().collect();
+                c.numbers = crate::discovery::numeric_params(p);
             }
             if let Some((id, approver)) = &approval {
                 c.approval_id = Some(id.clone());
@@ -414,6 +465,39 @@ impl Daemon {
         }
     }
 
+    /// An access token a caller chose to present along with its peer
+    /// credentials: none is fine, one must verify, name `identity` and
+    /// be unused (it is spent here).
+    pub(super) fn presented_token(
+        &self,
+        token: &str,
+        identity: &str,
+    ) -> Result<Option<AccessClaims>, DaemonError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.decisions.tokens.verify_access(token, identity)?))
+    }
+
+    /// Record a refused token on a call other than `Decide` (which records
+    /// its own refusals), then return the error.
+    pub(super) fn refused_token(
+        &self,
+        caller: &Caller,
+        identity: &str,
+        what: &str,
+        e: DaemonError,
+    ) -> DaemonError {
+        let mut ev = AuditEvent::new(EventKind::Decision, "deny", e.code());
+        ev.identity = Some(identity.to_string());
+        ev.pid = Some(caller.pid);
+        ev.uid = Some(caller.uid);
+        ev.policy_version = Some(self.active().policy.version.to_string());
+        ev.detail = Some(format!("{what}: {e}"));
+        self.audit.emit(ev);
+        e
+    }
+
     /// Forget used token ids of expired tokens (called periodically).
     pub fn prune_tokens(&self) {
         self.decisions.tokens.prune();
@@ -424,8 +508,11 @@ impl Daemon {
         &self,
         caller: &Caller,
         id: &str,
+        token: &str,
     ) -> Result<crate::decision::approvals::Approval, DaemonError> {
         let (identity, _) = self.agent_identity(caller, "GetApproval")?;
+        self.presented_token(token, &identity)
+            .map_err(|e| self.refused_token(caller, &identity, "GetApproval", e))?;
         match self.decisions.approvals.get(id) {
             Some(a) if a.identity == identity => Ok(a),
             _ => Err(DaemonError::NotFound(format!(

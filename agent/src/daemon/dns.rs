@@ -39,7 +39,9 @@ impl Daemon {
         tables: &mut KernelTables,
     ) -> Result<(), DaemonError> {
         if let Some(dns) = &self.dns {
-            let judges = Judges::from_policy(policy, &|name| self.registry.index_of(name));
+            let judges = Judges::from_policy(policy, self.config.dns.steer_audit, &|name| {
+                self.registry.index_of(name)
+            });
             dns.prepare(judges, tables).await?;
         }
         Ok(())

@@ -23,6 +23,8 @@ use crate::{
 /// A `RequestEgress` request.
 #[derive(Clone, Debug)]
 pub struct EgressRequest {
+    /// An access token the caller chose to present (optional).
+    pub token: String,
     pub destination: String,
     pub ports: Vec<u32>,
     pub protocol: String,
@@ -84,6 +86,8 @@ impl Daemon {
         if self.maps.killed(index)? {
             return Err(DaemonError::Revoked(identity));
         }
+        self.presented_token(&req.token, &identity)
+            .map_err(|e| self.refused_token(caller, &identity, "RequestEgress", e))?;
         let (cidr, ports, protocol) = parse(&req)?;
         let active = self.active();
         let ident: &Identity = active
@@ -171,6 +175,7 @@ impl Daemon {
                 self.audit.emit(ev);
                 self.metrics
                     .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                self.announce(&a);
             }
             return Ok(EgressOutcome {
                 granted: false,

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Approval(#[from] crate::decision::approvals::ApprovalError),
     #[error("grant: {0}")]
     Grant(#[from] crate::decision::grants::GrantError),
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl DaemonError {
@@ -57,6 +59,7 @@ impl DaemonError {
             Self::Approval(_) => "approval-mismatch",
             Self::InvalidArgument(_) => "invalid-request",
             Self::NotFound(_) | Self::UnknownIdentity(_) => "not-found",
+            Self::Busy(_) => "evaluation-busy",
             _ => "internal-error",
         }
     }

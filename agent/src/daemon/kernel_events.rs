@@ -93,6 +93,9 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
             if lost > before {
                 let mut ev = AuditEvent::new(EventKind::Loss, "lost", "kernel-ring-buffer-full");
                 ev.count = Some(lost - before);
+                ev.detail = Some(
+                    "kernel event records dropped: the ring buffer was full; each was the first denial of its kind in its period, and is still counted in that kind's aggregate record".into(),
+                );
                 ev.policy_version = Some(d.active().policy.version.to_string());
                 d.audit.emit(ev);
                 // Only once the record is in the trail does it count as told.
@@ -116,7 +119,7 @@ fn save_reported(path: Option<&std::path::Path>, lost: u64) {
 }
 
 impl Daemon {
-    fn to_audit(&self, ev: &KernelEvent) -> AuditEvent {
+    pub(super) fn to_audit(&self, ev: &KernelEvent) -> AuditEvent {
         let kind = match ev.dst {
             Some(_) => EventKind::Network,
             None => EventKind::Socket,

@@ -4,15 +4,18 @@
 //! Shared state is either an immutable snapshot swapped atomically (the
 //! policy) or a small map behind its own lock; there is no daemon-wide lock.
 
+mod aggregate;
 mod approve;
 mod decide;
 mod dns;
 mod egress;
 pub mod enrol;
 mod error;
+mod eval_slots;
 mod kernel_events;
 pub mod notify;
 mod peers;
+mod people;
 mod push;
 mod reload;
 mod status;
@@ -132,6 +135,10 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// Where and how many conditions are evaluated at once (`eval_slots`).
+    eval_slots: eval_slots::EvalSlots,
+    /// Announces new approvals to Slack, Teams and webhooks.
+    pub notifier: crate::notifier::Notifier,
     active: ArcSwap<ActivePolicy>,
     history: Mutex<VecDeque<Arc<ActivePolicy>>>,
     reload_lock: tokio::sync::Mutex<()>,
@@ -185,6 +192,7 @@ impl Daemon {
             pin_dir: config.bpffs.clone(),
             attach_cgroup: attach.clone(),
             event_buffer_bytes: config.kernel.event_buffer_bytes,
+            learned_capacity: config.dns.learned_capacity,
         })
         .map_err(DaemonError::Bpf)?;
         kernel.spawn_log_reader();
@@ -199,7 +207,14 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let agg_maps =
+            crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
         let decisions = decision_state(&config)?;
+        let notifier = crate::notifier::Notifier::new(
+            &config.approvals.notify,
+            config.approvals.notify_retry.clone(),
+        )
+        .map_err(|e| DaemonError::Config(e.to_string()))?;
         // Identities revoked before this start: tokens the previous daemon
         // issued to them must not verify after a restore.
         for (index, name) in registry.all() {
@@ -234,6 +249,8 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            eval_slots: eval_slots::EvalSlots::default(),
+            notifier,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -254,6 +271,7 @@ impl Daemon {
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
         kernel_events::spawn(&daemon)?;
+        aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();
         daemon.spawn_decision_upkeep();
         watch::spawn(&daemon);

@@ -93,6 +93,27 @@ impl Lookup {
         self.detail.rcode = Some(rcode_name(rcode));
     }
 
+    /// Inside addresses were kept out of the learned map (and, outside
+    /// audit mode, out of the answer). Nothing left to learn in an
+    /// enforcing identity is a refusal.
+    pub fn withhold(&mut self, addrs: &[IpAddr], kinds: &str, nothing_left: bool, shadow: bool) {
+        self.detail.withheld = addrs.to_vec();
+        self.reason = "internal-address".into();
+        if shadow {
+            self.verdict = "audit";
+        } else if nothing_left {
+            self.verdict = "deny";
+        }
+        self.text = Some(format!(
+            "inside addresses not learned ({kinds}): no cidr rule of the identity covers them"
+        ));
+    }
+
+    /// Worth a record even when plain allows are not recorded.
+    pub fn notable(&self) -> bool {
+        self.verdict != "allow" || !self.detail.withheld.is_empty()
+    }
+
     pub fn learned(&mut self, addrs: &[IpAddr], ttl: u32) {
         self.detail.learned = addrs.to_vec();
         self.detail.ttl = Some(ttl);

@@ -2,11 +2,11 @@
 //! that matches wins, then any allow rule that matches; otherwise the name
 //! is forbidden (deny by default, as for addresses).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use agent_common::{LearnedRange, PROTO_ANY};
 
-use crate::policy::{HostRule, Policy, Protocol};
+use crate::policy::{Cidr, HostRule, Policy, Protocol, net::norm_of};
 
 /// What the active policy says about names, for one identity.
 #[derive(Clone, Debug)]
@@ -16,6 +16,10 @@ pub struct IdentityJudge {
     pub audit: bool,
     pub allow: Vec<HostRule>,
     pub deny: Vec<HostRule>,
+    /// Prefixes of the identity's `cidr` allow rules: an inside address
+    /// (loopback, private…) in an answer is learned only when one of these
+    /// covers it (`dns::internal`).
+    pub cidr_allow: Vec<Cidr>,
 }
 
 /// The verdict on one name.
@@ -49,6 +53,12 @@ impl NameVerdict {
 }
 
 impl IdentityJudge {
+    /// Does a `cidr` allow rule of the identity cover `ip`?
+    pub fn cidr_allows(&self, ip: IpAddr) -> bool {
+        let addr = norm_of(ip);
+        self.cidr_allow.iter().any(|c| c.contains_addr(&addr))
+    }
+
     pub fn judge(&self, name: &str) -> NameVerdict {
         if let Some(rule) = self.deny.iter().find(|r| r.pattern.matches(name)) {
             return NameVerdict::Deny(rule.clone());
@@ -77,10 +87,17 @@ pub struct Judges {
 }
 
 impl Judges {
-    pub fn from_policy(policy: &Policy, index_of: &dyn Fn(&str) -> Option<u32>) -> Self {
+    /// With `steer_audit`, identities in audit mode are judged (and so
+    /// steered) even when they name no hosts: their lookups are recorded.
+    pub fn from_policy(
+        policy: &Policy,
+        steer_audit: bool,
+        index_of: &dyn Fn(&str) -> Option<u32>,
+    ) -> Self {
         let mut by_index = HashMap::new();
         for ident in &policy.identities {
-            if ident.allow_hosts.is_empty() && ident.deny_hosts.is_empty() {
+            let observed = steer_audit && ident.mode == crate::policy::Mode::Audit;
+            if ident.allow_hosts.is_empty() && ident.deny_hosts.is_empty() && !observed {
                 continue;
             }
             let Some(index) = index_of(&ident.id) else {
@@ -94,6 +111,7 @@ impl Judges {
                     audit: ident.mode == crate::policy::Mode::Audit,
                     allow: ident.allow_hosts.clone(),
                     deny: ident.deny_hosts.clone(),
+                    cidr_allow: ident.allow.iter().map(|r| r.cidr).collect(),
                 }),
             );
         }
@@ -155,7 +173,11 @@ mod tests {
             audit: false,
             allow: vec![rule(0, "*.example.com"), rule(1, "api.example.com")],
             deny: vec![rule(2, "secret.example.com")],
+            cidr_allow: vec!["10.20.0.0/16".parse().unwrap_or_else(|e| panic!("{e}"))],
         };
+        assert!(j.cidr_allows("10.20.3.4".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(j.cidr_allows("::ffff:10.20.3.4".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert!(!j.cidr_allows("10.21.0.1".parse().unwrap_or_else(|e| panic!("{e}"))));
         assert_eq!(
             j.judge("API.example.com."),
             NameVerdict::Allow(vec![rule(0, "*.example.com"), rule(1, "api.example.com")])

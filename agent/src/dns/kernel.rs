@@ -37,6 +37,14 @@ impl DnsMaps {
         })
     }
 
+    /// Entries the learned map can hold (as the kernel created it).
+    pub fn capacity(&self) -> Result<usize, DnsError> {
+        use aya::maps::IterableMap;
+        let map = lock(&self.learned);
+        let info = map.map().info().map_err(map_err("LEARNED"))?;
+        Ok(info.max_entries() as usize)
+    }
+
     pub fn set_config(&self, cfg: &DnsConfig) -> Result<(), DnsError> {
         lock(&self.config)
             .set(0, cfg, 0)

@@ -7,7 +7,7 @@
 //! a reload that changes or removes a rule changes what the address admits.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -23,6 +23,9 @@ pub struct AddrEntry {
     /// `CLOCK_BOOTTIME` nanoseconds after which it admits nothing new
     /// (TTL plus grace).
     pub expires_ns: u64,
+    /// When it was (last) learned, in the table's own order: the identity's
+    /// lowest is the first to go when it reaches its quota.
+    pub seq: u64,
 }
 
 /// Everything one identity learned.
@@ -32,6 +35,8 @@ pub struct IdentLearned {
     /// Name → its addresses, oldest first.
     pub names: HashMap<String, Vec<AddrEntry>>,
     by_addr: HashMap<IpAddr, BTreeSet<String>>,
+    /// Every (name, address) by `seq`, oldest first (quota eviction).
+    order: BTreeMap<u64, (String, IpAddr)>,
 }
 
 /// A change to make to the kernel's learned-address map.
@@ -53,6 +58,18 @@ pub fn key_of(identity: u32, addr: IpAddr) -> LearnedKey {
 #[derive(Clone, Debug, Default)]
 pub struct LearnedTable {
     idents: HashMap<u32, IdentLearned>,
+    /// Next `AddrEntry::seq`.
+    next_seq: u64,
+}
+
+/// How much one identity may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Addresses kept per name (the oldest of the name go first).
+    pub per_name: usize,
+    /// Distinct addresses the identity holds in the kernel map (its oldest
+    /// entries go first, whatever their name).
+    pub per_identity: usize,
 }
 
 impl LearnedTable {
@@ -70,15 +87,15 @@ impl LearnedTable {
     }
 
     /// Record that `name` resolved to `addrs` for the identity of `judge`,
-    /// until `expires_ns`; keep at most `cap` addresses per name (oldest
-    /// dropped). Returns the kernel writes that make it so.
+    /// until `expires_ns`, within `limits` (the identity's own oldest
+    /// entries make room). Returns the kernel writes that make it so.
     pub fn learn(
         &mut self,
         judge: &IdentityJudge,
         name: &str,
         addrs: &[IpAddr],
         expires_ns: u64,
-        cap: usize,
+        limits: Limits,
     ) -> Vec<KernelWrite> {
         let state = self.idents.entry(judge.index).or_default();
         if state.identity != judge.name {
@@ -91,19 +108,26 @@ impl LearnedTable {
         let entries = state.names.entry(name.to_string()).or_default();
         let mut affected: Vec<IpAddr> = Vec::with_capacity(addrs.len());
         for addr in addrs {
+            self.next_seq += 1;
             let mut entry = AddrEntry {
                 addr: *addr,
                 expires_ns,
+                seq: self.next_seq,
             };
             if let Some(pos) = entries.iter().position(|e| e.addr == *addr) {
                 let old = entries.remove(pos);
                 entry.expires_ns = entry.expires_ns.max(old.expires_ns);
+                state.order.remove(&old.seq);
             }
+            state
+                .order
+                .insert(entry.seq, (name.to_string(), entry.addr));
             entries.push(entry);
             affected.push(*addr);
         }
-        while entries.len() > cap.max(1) {
+        while entries.len() > limits.per_name.max(1) {
             let evicted = entries.remove(0);
+            state.order.remove(&evicted.seq);
             affected.push(evicted.addr);
         }
         let kept: Vec<IpAddr> = entries.iter().map(|e| e.addr).collect();
@@ -118,7 +142,27 @@ impl LearnedTable {
                 state.forget(*addr, name);
             }
         }
+        // The identity's quota: its own oldest entries make room, never
+        // another identity's.
+        while state.by_addr.len() > limits.per_identity.max(1) {
+            let Some((_, (old_name, old_addr))) = state.order.pop_first() else {
+                break;
+            };
+            if let Some(list) = state.names.get_mut(&old_name) {
+                list.retain(|e| e.addr != old_addr);
+                if list.is_empty() {
+                    state.names.remove(&old_name);
+                }
+            }
+            state.forget(old_addr, &old_name);
+            affected.push(old_addr);
+        }
         state.writes_for(judge, &affected)
+    }
+
+    /// Distinct addresses `index` holds.
+    pub fn held_by(&self, index: u32) -> usize {
+        self.idents.get(&index).map_or(0, |s| s.by_addr.len())
     }
 
     /// Forget entries that expired (their kernel ranges already stopped
@@ -127,11 +171,13 @@ impl LearnedTable {
         let mut writes = Vec::new();
         for (index, state) in &mut self.idents {
             let mut affected = Vec::new();
+            let order = &mut state.order;
             state.names.retain(|name, entries| {
                 entries.retain(|e| {
                     let live = e.expires_ns > now_ns;
                     if !live {
                         affected.push((e.addr, name.clone()));
+                        order.remove(&e.seq);
                     }
                     live
                 });
@@ -183,12 +229,14 @@ impl LearnedTable {
         out
     }
 
-    /// Put back what a previous daemon learned (see `persist`).
+    /// Put back what a previous daemon learned (see `persist`). Entries
+    /// are ordered by expiry: the soonest to expire counts as the oldest.
     pub fn restore(&mut self, index: u32, identity: &str, names: Vec<(String, Vec<AddrEntry>)>) {
         let state = self.idents.entry(index).or_insert_with(|| IdentLearned {
             identity: identity.to_string(),
             ..IdentLearned::default()
         });
+        let mut all: Vec<(u64, String, IpAddr)> = Vec::new();
         for (name, entries) in names {
             for e in &entries {
                 state
@@ -196,8 +244,21 @@ impl LearnedTable {
                     .entry(e.addr)
                     .or_default()
                     .insert(name.clone());
+                all.push((e.expires_ns, name.clone(), e.addr));
             }
             state.names.insert(name, entries);
+        }
+        all.sort();
+        for (_, name, addr) in all {
+            self.next_seq += 1;
+            if let Some(e) = state
+                .names
+                .get_mut(&name)
+                .and_then(|es| es.iter_mut().find(|e| e.addr == addr))
+            {
+                e.seq = self.next_seq;
+            }
+            state.order.insert(self.next_seq, (name, addr));
         }
     }
 }
@@ -304,6 +365,14 @@ mod tests {
             audit: false,
             allow,
             deny,
+            cidr_allow: vec![],
+        }
+    }
+
+    fn lim(per_name: usize) -> Limits {
+        Limits {
+            per_name,
+            per_identity: 1 << 20,
         }
     }
 
@@ -322,7 +391,7 @@ mod tests {
     fn learning_writes_the_rules_ports_for_that_identity_only() {
         let j = judge(3, vec![rule(0, "api.example.com", 443)], vec![]);
         let mut t = LearnedTable::default();
-        let w = t.learn(&j, "api.example.com", &[ip(1)], 1000, 4);
+        let w = t.learn(&j, "api.example.com", &[ip(1)], 1000, lim(4));
         assert_eq!(w.len(), 1);
         let (k, v) = set(&w[0]);
         assert_eq!(k.identity, 3);
@@ -335,12 +404,12 @@ mod tests {
     fn the_oldest_address_of_a_name_is_evicted_beyond_the_cap() {
         let j = judge(1, vec![rule(0, "*.example.com", 443)], vec![]);
         let mut t = LearnedTable::default();
-        t.learn(&j, "a.example.com", &[ip(1), ip(2)], 1000, 2);
-        let w = t.learn(&j, "a.example.com", &[ip(3)], 2000, 2);
+        t.learn(&j, "a.example.com", &[ip(1), ip(2)], 1000, lim(2));
+        let w = t.learn(&j, "a.example.com", &[ip(3)], 2000, lim(2));
         assert!(w.contains(&KernelWrite::Delete(key_of(1, ip(1)))), "{w:?}");
         assert!(matches!(&w[0], KernelWrite::Set(k, _) if *k == key_of(1, ip(3))));
         // Refreshing keeps an address and moves it to the young end.
-        let w = t.learn(&j, "a.example.com", &[ip(2)], 3000, 2);
+        let w = t.learn(&j, "a.example.com", &[ip(2)], 3000, lim(2));
         assert_eq!(w.len(), 1);
         assert_eq!(set(&w[0]).1.ranges[0].expires_ns, 3000);
     }
@@ -353,8 +422,8 @@ mod tests {
             vec![rule(1, "bad.cdn.net", 0)],
         );
         let mut t = LearnedTable::default();
-        t.learn(&j, "good.cdn.net", &[ip(9)], 1000, 8);
-        let w = t.learn(&j, "bad.cdn.net", &[ip(9)], 500, 8);
+        t.learn(&j, "good.cdn.net", &[ip(9)], 1000, lim(8));
+        let w = t.learn(&j, "bad.cdn.net", &[ip(9)], 500, lim(8));
         let (_, v) = set(&w[0]);
         assert_eq!(v.len, 2);
         assert_eq!(v.ranges[0].deny, 1);
@@ -365,7 +434,7 @@ mod tests {
     fn rejudge_follows_the_new_rules_and_drops_identities_without_them() {
         let j = judge(1, vec![rule(0, "api.example.com", 443)], vec![]);
         let mut t = LearnedTable::default();
-        t.learn(&j, "api.example.com", &[ip(1)], 1000, 8);
+        t.learn(&j, "api.example.com", &[ip(1)], 1000, lim(8));
         let mut judges = Judges::default();
         let moved = judge(1, vec![rule(5, "api.example.com", 8443)], vec![]);
         judges.by_index.insert(1, Arc::new(moved));
@@ -384,11 +453,44 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_over_its_quota_loses_its_own_oldest_entries_only() {
+        let a = judge(1, vec![rule(0, "*.flood.test", 443)], vec![]);
+        let b = judge(2, vec![rule(1, "api.test", 443)], vec![]);
+        let mut t = LearnedTable::default();
+        let quota = Limits {
+            per_name: 8,
+            per_identity: 3,
+        };
+        t.learn(&b, "api.test", &[ip(200)], 9000, quota);
+        for i in 1..=5u8 {
+            let w = t.learn(&a, &format!("n{i}.flood.test"), &[ip(i)], 1000, quota);
+            if i > 3 {
+                // The oldest of identity 1 goes, nothing of identity 2.
+                let gone = key_of(1, ip(i - 3));
+                assert!(w.contains(&KernelWrite::Delete(gone)), "{w:?}");
+                assert!(
+                    !w.iter()
+                        .any(|x| matches!(x, KernelWrite::Delete(k) if k.identity == 2)),
+                    "{w:?}"
+                );
+            }
+        }
+        assert_eq!(t.held_by(1), 3);
+        assert_eq!(t.held_by(2), 1);
+        assert!(!t.idents[&1].names.contains_key("n1.flood.test"));
+        // Asking again for an old name makes it the youngest.
+        t.learn(&a, "n3.flood.test", &[ip(3)], 2000, quota);
+        let w = t.learn(&a, "n6.flood.test", &[ip(6)], 2000, quota);
+        assert!(w.contains(&KernelWrite::Delete(key_of(1, ip(4)))), "{w:?}");
+        assert_eq!(t.held_by(1), 3);
+    }
+
+    #[test]
     fn sweep_forgets_expired_entries() {
         let j = Arc::new(judge(1, vec![rule(0, "*.example.com", 443)], vec![]));
         let mut t = LearnedTable::default();
-        t.learn(&j, "a.example.com", &[ip(1)], 1000, 8);
-        t.learn(&j, "b.example.com", &[ip(2)], 5000, 8);
+        t.learn(&j, "a.example.com", &[ip(1)], 1000, lim(8));
+        t.learn(&j, "b.example.com", &[ip(2)], 5000, lim(8));
         let mut judges = Judges::default();
         judges.by_index.insert(1, j);
         let w = t.sweep(2000, &judges);

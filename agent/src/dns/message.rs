@@ -146,6 +146,16 @@ pub fn analyse(resp: &Message, qname: &str) -> Result<Answer, MessageError> {
     Ok(out)
 }
 
+/// Drop the A/AAAA records holding `addrs` from an answer (inside
+/// addresses the identity may not learn: the process never sees them).
+pub fn strip_addrs(resp: &mut Message, addrs: &[IpAddr]) {
+    resp.answers.retain(|r| match &r.data {
+        RData::A(a) => !addrs.contains(&IpAddr::V4(a.0)),
+        RData::AAAA(a) => !addrs.contains(&IpAddr::V6(a.0)),
+        _ => true,
+    });
+}
+
 /// The upstream answer as the client gets it: its own id back, and no
 /// record living longer (TTL) than the addresses stay learned.
 pub fn finish(mut resp: Message, id: u16, ttl_cap: u32) -> Result<Vec<u8>, MessageError> {

@@ -15,8 +15,12 @@
 //! * `kernel` — the DNS maps
 //! * `persist` — learned names on disk across restarts
 //! * `events` — the audit event of a lookup
+//! * `internal` — answers that point inside (loopback, private, metadata…)
+//! * `inflight` — per-identity quota of queries waiting on the upstream
 
 pub mod events;
+mod inflight;
+pub mod internal;
 pub mod judge;
 mod kernel;
 pub mod learn;
@@ -46,11 +50,17 @@ pub use listen::proxy_addr;
 pub use proxy::Transport;
 pub use settings::{DnsSettings, Forbidden};
 
-use self::{judge::Judges, learn::LearnedTable, listen::Listener, upstream::Upstream};
+use self::{
+    inflight::InFlight,
+    judge::Judges,
+    learn::{LearnedTable, Limits},
+    listen::Listener,
+    upstream::Upstream,
+};
 use crate::{
     audit::{AuditEvent, AuditPipeline},
     bpf::lock,
-    policy::KernelTables,
+    policy::{Cidr, KernelTables},
 };
 
 /// How often learned names are saved when they changed.
@@ -76,6 +86,8 @@ pub enum DnsError {
     },
     #[error("DNS upstream: {0}")]
     Upstream(String),
+    #[error("{0}")]
+    Settings(String),
     #[error("learned-names file {path}: {source}")]
     StateFile {
         path: PathBuf,
@@ -98,6 +110,8 @@ pub struct DnsStats {
     /// time (fail closed).
     pub dropped: AtomicU64,
     pub upstream_failures: AtomicU64,
+    /// Inside addresses kept out of learned maps (and answers).
+    pub withheld: AtomicU64,
 }
 
 pub struct DnsService {
@@ -110,6 +124,11 @@ pub struct DnsService {
     /// SERVFAIL: the host's resolv.conf may name none).
     upstream: Result<Arc<Upstream>, String>,
     listeners: tokio::sync::Mutex<HashMap<u32, Listener>>,
+    /// Entries the kernel's learned map holds, all identities.
+    capacity: usize,
+    /// `dns.learn_internal`, parsed.
+    internal_ok: Vec<Cidr>,
+    inflight: Arc<InFlight>,
     pub stats: DnsStats,
     dirty: AtomicBool,
     this: Weak<DnsService>,
@@ -133,6 +152,8 @@ impl DnsService {
             }
             Err(e) => return Err(DnsError::Upstream(e)),
         };
+        let internal_ok = settings.internal_prefixes().map_err(DnsError::Settings)?;
+        let capacity = maps.capacity()?;
         let upstream_name = upstream
             .as_ref()
             .map_or_else(|e| format!("none ({e})"), |u| u.addr.to_string());
@@ -159,12 +180,36 @@ impl DnsService {
             audit,
             upstream,
             listeners: tokio::sync::Mutex::new(HashMap::new()),
+            capacity,
+            internal_ok,
+            inflight: Arc::new(InFlight::default()),
             stats: DnsStats::default(),
             dirty: AtomicBool::new(false),
             this: this.clone(),
         });
         service.spawn_housekeeping();
         Ok(service)
+    }
+
+    /// How much one identity may learn: its configured quota, and never
+    /// more than an even share of the kernel map among the identities that
+    /// name hosts, so no identity can fill the map for the others.
+    fn limits(&self, judges: &Judges) -> Limits {
+        let share = self.capacity / judges.by_index.len().max(1);
+        Limits {
+            per_name: self.settings.max_addresses_per_name,
+            per_identity: self.settings.max_addresses_per_identity.min(share).max(1),
+        }
+    }
+
+    /// Queries of identity `index` waiting on the upstream now.
+    pub fn inflight(&self, index: u32) -> usize {
+        self.inflight.waiting(index)
+    }
+
+    /// Queries cancelled to make room for a newer one of the same identity.
+    pub fn inflight_evicted(&self) -> u64 {
+        self.inflight.evicted.load(Ordering::Relaxed)
     }
 
     /// `dns.enabled: false`: the hooks steer nothing.

@@ -138,6 +138,7 @@ pub fn load(path: &Path, table: &mut LearnedTable) -> Result<usize, DnsError> {
                     .map(|a| AddrEntry {
                         addr: a.addr,
                         expires_ns: boot + (a.expires_unix_ms - wall) * 1_000_000,
+                        seq: 0,
                     })
                     .collect();
                 (n.name, entries)
@@ -173,13 +174,32 @@ mod tests {
                 protocol: Protocol::Any,
             }],
             deny: vec![],
+            cidr_allow: vec![],
         };
         let now = boot_now_ns();
         let mut t = LearnedTable::default();
         let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-        t.learn(&judge, "a.example.com", &[a], now + 60_000_000_000, 8);
-        t.learn(&judge, "b.example.com", &[b], now.saturating_sub(1), 8);
+        t.learn(
+            &judge,
+            "a.example.com",
+            &[a],
+            now + 60_000_000_000,
+            crate::dns::learn::Limits {
+                per_name: 8,
+                per_identity: 64,
+            },
+        );
+        t.learn(
+            &judge,
+            "b.example.com",
+            &[b],
+            now.saturating_sub(1),
+            crate::dns::learn::Limits {
+                per_name: 8,
+                per_identity: 64,
+            },
+        );
         let dir = std::env::temp_dir().join(format!("palisade-dns-persist-{}", std::process::id()));
         let path = dir.join("learned.json");
         save(&path, &t).unwrap_or_else(|e| panic!("{e}"));

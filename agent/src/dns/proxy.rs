@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 use super::{
     DnsService,
     events::Lookup,
+    internal::internal_kind,
     judge::{IdentityJudge, NameVerdict},
     message::{self, Answer, Query},
     persist::boot_now_ns,
@@ -72,26 +73,44 @@ impl DnsService {
             lookup.would_refuse(verdict.reason(), None);
         }
 
-        let resp = match &self.upstream {
-            Ok(up) => match transport {
-                Transport::Udp => up.exchange_udp(&query.msg).await,
-                Transport::Tcp => up.exchange_tcp(&query.msg).await,
+        // The identity's queries in flight are capped: beyond its quota its
+        // own oldest is cancelled, never another identity's.
+        let mut ticket = self
+            .inflight
+            .admit(index, self.settings.max_inflight_per_identity);
+        let exchange = async {
+            match &self.upstream {
+                Ok(up) => match transport {
+                    Transport::Udp => up.exchange_udp(&query.msg).await,
+                    Transport::Tcp => up.exchange_tcp(&query.msg).await,
+                }
+                .map_err(|e| {
+                    warn!(upstream = %up.addr, error = %e, query = %query.name, "upstream failed");
+                    ("upstream-failed", e.to_string())
+                }),
+                Err(e) => Err(("upstream-failed", e.clone())),
             }
-            .map_err(|e| {
-                warn!(upstream = %up.addr, error = %e, query = %query.name, "upstream failed");
-                e.to_string()
-            }),
-            Err(e) => Err(e.clone()),
         };
-        let resp = match resp {
+        let resp = tokio::select! {
+            r = exchange => r,
+            _ = &mut ticket.cancelled => Err((
+                "inflight-evicted",
+                format!(
+                    "cancelled: more than {} queries of this identity were waiting on the upstream",
+                    self.settings.max_inflight_per_identity
+                ),
+            )),
+        };
+        drop(ticket);
+        let mut resp = match resp {
             Ok(r) => r,
-            Err(e) => {
+            Err((reason, e)) => {
                 self.stats.upstream_failures.fetch_add(1, Ordering::Relaxed);
-                lookup.fail("upstream-failed", &e);
+                lookup.fail(reason, &e);
                 return self.answer_error(&query, ResponseCode::ServFail, lookup);
             }
         };
-        let answer = match message::analyse(&resp, &query.name) {
+        let mut answer = match message::analyse(&resp, &query.name) {
             Ok(a) => a,
             Err(e) => {
                 lookup.fail("malformed-answer", &e.to_string());
@@ -120,6 +139,23 @@ impl DnsService {
                 return self.forbidden(&query, lookup);
             }
             lookup.would_refuse(reason, Some(name));
+        }
+
+        // Inside addresses are learned only where a cidr rule of the
+        // identity (or dns.learn_internal) vouches for them; outside audit
+        // mode the process does not even see them.
+        let withheld = self.inside_unvouched(&judge, &answer.addrs);
+        if allowed && !withheld.is_empty() {
+            self.stats
+                .withheld
+                .fetch_add(withheld.len() as u64, Ordering::Relaxed);
+            let kinds = describe(&withheld);
+            let left = answer.addrs.len() - withheld.len();
+            lookup.withhold(&withheld, &kinds, left == 0, judge.audit);
+            if !judge.audit {
+                answer.addrs.retain(|a| !withheld.contains(a));
+                message::strip_addrs(&mut resp, &withheld);
+            }
         }
 
         let ttl = self.ttl_of(&answer);
@@ -167,12 +203,12 @@ impl DnsService {
     ) -> Result<(), &'static str> {
         let expires_ns =
             boot_now_ns() + (u64::from(ttl) + u64::from(self.settings.grace)) * 1_000_000_000;
-        let cap = self.settings.max_addresses_per_name;
+        let limits = self.limits(&self.judges.load());
         // Fast path: an uncontended table means a few map syscalls, done
         // here (microseconds). Only a table held by a sweep or a reload
         // sends the write to the blocking pool, under the time bound.
         if let Ok(mut t) = self.table.try_lock() {
-            let writes = t.learn(judge, name, addrs, expires_ns, cap);
+            let writes = t.learn(judge, name, addrs, expires_ns, limits);
             let result = self.maps.write(&writes);
             drop(t);
             return match result {
@@ -192,7 +228,7 @@ impl DnsService {
             // The table lock is held across the kernel write so that two
             // answers for one address land in the order they were merged.
             let mut t = crate::bpf::lock(&table);
-            let writes = t.learn(&judge, &name, &addrs, expires_ns, cap);
+            let writes = t.learn(&judge, &name, &addrs, expires_ns, limits);
             maps.write(&writes)
         });
         match tokio::time::timeout(self.settings.update_timeout(), write).await {
@@ -229,11 +265,34 @@ impl DnsService {
         message::error_response(&query.msg, rcode).ok()
     }
 
+    /// Inside addresses among `addrs` that neither a cidr allow rule of
+    /// the identity nor `dns.learn_internal` covers.
+    fn inside_unvouched(&self, judge: &IdentityJudge, addrs: &[IpAddr]) -> Vec<IpAddr> {
+        addrs
+            .iter()
+            .copied()
+            .filter(|a| internal_kind(*a).is_some())
+            .filter(|a| {
+                let n = crate::policy::net::norm_of(*a);
+                !judge.cidr_allows(*a) && !self.internal_ok.iter().any(|c| c.contains_addr(&n))
+            })
+            .collect()
+    }
+
     fn emit_lookup(&self, lookup: Lookup, started: Instant) {
-        if self.settings.audit_allowed || lookup.verdict != "allow" {
+        if self.settings.audit_allowed || lookup.notable() {
             self.emit(lookup.finish(started));
         }
     }
+}
+
+/// `10.0.0.5 private, 169.254.169.254 metadata`.
+fn describe(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("{a} {}", internal_kind(*a).unwrap_or("inside")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The first name after the queried one that the identity may not reach.

@@ -15,6 +15,11 @@
 //!   upstream_timeout_ms: 2000  # no upstream answer by then: SERVFAIL
 //!   state_file: /var/lib/palisade/dns-learned.json
 //!   audit_allowed: true        # an audit event for every allowed lookup too
+//!   max_addresses_per_identity: 4096  # learned addresses one identity may hold
+//!   max_inflight_per_identity: 256    # its queries waiting on the upstream
+//!   learned_capacity: 65536    # size of the kernel's learned map (at pin creation)
+//!   learn_internal: []         # inside ranges any identity may learn (see dns.md)
+//!   steer_audit: false         # also steer identities in audit mode (lookups recorded)
 //! ```
 
 use std::{
@@ -52,6 +57,24 @@ pub struct DnsSettings {
     pub upstream_timeout_ms: u64,
     pub state_file: PathBuf,
     pub audit_allowed: bool,
+    /// Learned addresses one identity may hold; beyond it, that identity's
+    /// own oldest entries are evicted. Never more than the map's capacity
+    /// shared out among the identities that name hosts.
+    pub max_addresses_per_identity: usize,
+    /// Queries of one identity waiting on the upstream at once; a new one
+    /// beyond it evicts that identity's oldest (which gets SERVFAIL).
+    pub max_inflight_per_identity: usize,
+    /// Entries of the kernel's learned-address map (all identities).
+    /// Applies when the pinned map is first created.
+    pub learned_capacity: u32,
+    /// Inside addresses (loopback, private, link-local, CGNAT, ULA,
+    /// metadata) in these prefixes may be learned by any identity whose
+    /// host rule allows the name; others only with a covering `cidr` rule.
+    pub learn_internal: Vec<String>,
+    /// Also steer the DNS of identities in audit mode that name no hosts,
+    /// so that their lookups are recorded (what `palisade policy suggest`
+    /// needs to name hosts instead of addresses).
+    pub steer_audit: bool,
 }
 
 impl Default for DnsSettings {
@@ -70,6 +93,11 @@ impl Default for DnsSettings {
             upstream_timeout_ms: 2000,
             state_file: PathBuf::from("/var/lib/palisade/dns-learned.json"),
             audit_allowed: true,
+            max_addresses_per_identity: 4096,
+            max_inflight_per_identity: 256,
+            learned_capacity: 1 << 16,
+            learn_internal: Vec::new(),
+            steer_audit: false,
         }
     }
 }
@@ -106,7 +134,31 @@ impl DnsSettings {
         if let Some(up) = &self.upstream {
             parse_upstream(up).map_err(|e| format!("dns.upstream = {up:?}: {e}"))?;
         }
+        if self.max_addresses_per_identity == 0 || self.max_inflight_per_identity == 0 {
+            return Err(
+                "dns.max_addresses_per_identity and dns.max_inflight_per_identity must be above 0"
+                    .into(),
+            );
+        }
+        if self.learned_capacity < 64 {
+            return Err(format!(
+                "dns.learned_capacity = {}: at least 64 entries",
+                self.learned_capacity
+            ));
+        }
+        self.internal_prefixes()?;
         Ok(())
+    }
+
+    /// `learn_internal`, parsed; the error names the entry.
+    pub fn internal_prefixes(&self) -> Result<Vec<crate::policy::Cidr>, String> {
+        self.learn_internal
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| format!("dns.learn_internal entry {c:?}: {e}"))
+            })
+            .collect()
     }
 
     /// Make `state_file` relative to the config file's directory.

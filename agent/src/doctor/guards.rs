@@ -7,14 +7,18 @@ use std::fs::File;
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockopt, RawTracePoint, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockopt, RawTracePoint, TracePoint,
+    },
 };
 
 use super::{
     Check,
     programs::{cgroup_check, clean, program},
 };
-use crate::bpf::guards::{FALLBACK_PROGRAMS, LINEAGE_PROGRAMS, kernel_offsets};
+use crate::bpf::guards::{
+    FALLBACK_PROGRAMS, FALLBACK_RAW_PROGRAMS, LINEAGE_PROGRAMS, kernel_offsets,
+};
 
 pub fn checks(ebpf: &mut Ebpf, cgroup: Option<&File>, out: &mut Vec<Check>) {
     out.push(cgroup_check(ebpf, "setsockopt", cgroup, |e, n, c| {
@@ -73,12 +77,20 @@ pub fn checks(ebpf: &mut Ebpf, cgroup: Option<&File>, out: &mut Vec<Check>) {
                 .map_err(|e| format!("{name}: attach: {}", clean(&e)))?;
             prog.detach(id).map_err(|e| clean(&e))?;
         }
+        for &(name, tracepoint) in FALLBACK_RAW_PROGRAMS {
+            let prog: &mut RawTracePoint = program(ebpf, name)?;
+            prog.load().map_err(|e| clean(&e))?;
+            let id = prog
+                .attach(tracepoint)
+                .map_err(|e| format!("{name}: attach: {}", clean(&e)))?;
+            prog.detach(id).map_err(|e| clean(&e))?;
+        }
         Ok(())
     })();
     out.push(match fallback {
         Ok(()) => Check::ok(
             "hook:syscall_guard",
-            "syscalls/sys_enter_socket, _socketpair, _io_uring_setup load and attach (the stand-in where BPF LSM is refused)",
+            "syscalls/sys_enter_socket, _socketpair, _io_uring_setup and raw_syscalls/sys_enter (32-bit entry points) load and attach (the stand-in where BPF LSM is refused)",
         ),
         Err(e) => Check::warn(
             "hook:syscall_guard",

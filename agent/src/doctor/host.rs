@@ -273,7 +273,7 @@ fn bpffs(config: &Config, mounts: &MountResults) -> Check {
                 mounts::BPFFS
             ),
             format!(
-                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t bpf bpf {}",
+                "run `palisade mount` as root first (the systemd unit does, in ExecStartPre), or give the daemon CAP_SYS_ADMIN; by hand: mount -t bpf bpf {}",
                 mounts::BPFFS
             ),
         );
@@ -295,7 +295,7 @@ fn tracefs(mounts: &MountResults) -> Check {
             "tracefs",
             format!("tracefs is not mounted and could not be{why}; the tracepoints cannot attach"),
             format!(
-                "run the daemon with CAP_SYS_ADMIN, or mount it first: mount -t tracefs nodev {}",
+                "run `palisade mount` as root first (the systemd unit does, in ExecStartPre), or give the daemon CAP_SYS_ADMIN; by hand: mount -t tracefs nodev {}",
                 mounts::TRACEFS
             ),
         );

@@ -10,8 +10,8 @@
 //! before it touches the kernel and refuses to start on any fatal one; its
 //! real program load is the program check.
 
-mod host;
 mod guards;
+mod host;
 mod programs;
 
 use std::fmt;

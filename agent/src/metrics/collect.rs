@@ -236,5 +236,6 @@ pub fn scrape(daemon: &Daemon) -> String {
         &daemon.metrics.tools_asked(),
     ));
     daemon.metrics.render(&mut out);
+    daemon.notifier.render(&mut out);
     out.finish()
 }

@@ -11,7 +11,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use cel::{
@@ -34,11 +34,41 @@ pub const IDENTITY_FIELDS: &[&str] = &["id", "org", "tenant", "owner", "roles", 
 /// Longest expression accepted.
 const MAX_EXPR_LEN: usize = 4096;
 
+use super::cel_meter::{self, Exceeded, Meter, STEP_FN};
+
 /// A compiled condition, shared cheaply between policy generations.
 #[derive(Clone)]
 pub struct CelExpr {
     pub source: String,
-    program: Arc<Program>,
+    /// The expression with a step counter in every loop (`cel_meter`).
+    metered: Arc<IdedExpr>,
+}
+
+/// Why a condition has no value. Both deny; the reason code differs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EvalError {
+    /// The expression failed (missing field, wrong type…).
+    Failed(String),
+    /// The decision used up its evaluation budget (`cel_meter`).
+    Budget(String),
+}
+
+impl EvalError {
+    /// The decision's reason code.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Failed(_) => "evaluation-error",
+            Self::Budget(_) => "evaluation-budget-exceeded",
+        }
+    }
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed(m) | Self::Budget(m) => f.write_str(m),
+        }
+    }
 }
 
 impl fmt::Debug for CelExpr {
@@ -91,40 +121,70 @@ impl CelExpr {
         check_references(program.expression(), source, scope)?;
         Ok(Self {
             source: source.to_string(),
-            program: Arc::new(program),
+            metered: Arc::new(cel_meter::meter(program.expression())),
         })
     }
 
-    pub fn eval(&self, bindings: &Bindings) -> Result<Value, String> {
+    pub fn eval(&self, bindings: &Bindings) -> Result<Value, EvalError> {
         thread_local! {
-            // The standard library, built once per thread: building it per
-            // evaluation costs more than the evaluation itself.
-            static STDLIB: Context<'static, 'static> = Context::default();
+            // The standard library (and the step counter), built once per
+            // thread: building it per evaluation costs more than the
+            // evaluation itself.
+            static STDLIB: Context<'static, 'static> = {
+                let mut c = Context::default();
+                if let Err(e) = c.add_function(STEP_FN, cel_meter::step) {
+                    tracing::error!(error = ?e, "registering the CEL step counter");
+                }
+                c
+            };
         }
-        STDLIB.with(|stdlib| {
-            let mut ctx = stdlib.new_inner_scope();
-            ctx.set_variable_resolver(bindings);
-            self.program
-                .execute(&ctx)
-                .map_err(|e| format!("`{}`: {e}", self.source))
-        })
+        let meter = *crate::bpf::lock(&bindings.meter);
+        let (result, left) = cel_meter::metered(meter, || {
+            STDLIB.with(|stdlib| {
+                let mut ctx = stdlib.new_inner_scope();
+                ctx.set_variable_resolver(bindings);
+                Value::resolve(&self.metered, &ctx)
+            })
+        });
+        *crate::bpf::lock(&bindings.meter) = left;
+        // A spent budget denies whatever the expression made of the error
+        // (`error || true` is true in CEL).
+        match left.exceeded {
+            Some(Exceeded::Steps) => Err(EvalError::Budget(format!(
+                "`{}` exceeded the evaluation budget of {} loop steps per decision",
+                self.source,
+                cel_meter::MAX_STEPS
+            ))),
+            Some(Exceeded::Time) => Err(EvalError::Budget(format!(
+                "`{}` exceeded the evaluation time limit of {} ms per decision",
+                self.source,
+                cel_meter::MAX_TIME.as_millis()
+            ))),
+            None => result.map_err(|e| EvalError::Failed(format!("`{}`: {e}", self.source))),
+        }
     }
 
     /// Evaluate to a boolean; anything else is an error.
-    pub fn eval_bool(&self, bindings: &Bindings) -> Result<bool, String> {
+    pub fn eval_bool(&self, bindings: &Bindings) -> Result<bool, EvalError> {
         match self.eval(bindings)? {
             Value::Bool(b) => Ok(b),
-            other => Err(format!("`{}` is {other:?}, not a boolean", self.source)),
+            other => Err(EvalError::Failed(format!(
+                "`{}` is {other:?}, not a boolean",
+                self.source
+            ))),
         }
     }
 
     /// Evaluate to a number (for budget sums).
-    pub fn eval_number(&self, bindings: &Bindings) -> Result<f64, String> {
+    pub fn eval_number(&self, bindings: &Bindings) -> Result<f64, EvalError> {
         match self.eval(bindings)? {
             Value::Int(i) => Ok(i as f64),
             Value::UInt(u) => Ok(u as f64),
             Value::Float(f) if f.is_finite() => Ok(f),
-            other => Err(format!("`{}` is {other:?}, not a number", self.source)),
+            other => Err(EvalError::Failed(format!(
+                "`{}` is {other:?}, not a number",
+                self.source
+            ))),
         }
     }
 }
@@ -135,6 +195,8 @@ impl CelExpr {
 pub struct Bindings {
     values: [Value; VARIABLES.len()],
     converted: [OnceLock<Option<Box<dyn Val>>>; VARIABLES.len()],
+    /// The decision's evaluation budget, shared by all its expressions.
+    meter: Mutex<Meter>,
 }
 
 impl Bindings {
@@ -156,6 +218,7 @@ impl Bindings {
                 Value::from(resource.to_string()),
             ],
             converted: Default::default(),
+            meter: Mutex::new(Meter::default()),
         }
     }
 }
@@ -237,6 +300,12 @@ fn walk(
             walk(&sel.operand, bound, source, scope)
         }
         Expr::Call(call) => {
+            if call.func_name == STEP_FN {
+                return Err(CelError {
+                    column: column_of(source, STEP_FN),
+                    message: format!("`{STEP_FN}` is reserved"),
+                });
+            }
             if let Some(target) = &call.target {
                 walk(target, bound, source, scope)?;
             }

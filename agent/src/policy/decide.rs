@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Identity, Policy, Protocol, ToolRule, Window,
-    cel::{Bindings, CONTEXT_BUILTINS},
+    cel::{Bindings, CONTEXT_BUILTINS, EvalError},
     net::norm_of,
 };
 
@@ -173,7 +173,7 @@ impl Policy {
                     Applies::No(why) => note(r, why),
                     Applies::Error(e) => {
                         note(r, format!("error: {e}"));
-                        return Decision::deny("evaluation-error", e, vec![rule_id(r)]);
+                        return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                     }
                     Applies::Yes => {
                         note(r, "applies".into());
@@ -187,7 +187,9 @@ impl Policy {
                         if verdict != ToolVerdict::Deny {
                             d.charges = match self.charges(ident, call, &bindings) {
                                 Ok(c) => c,
-                                Err(e) => return Decision::deny("evaluation-error", e, d.rules),
+                                Err(e) => {
+                                    return Decision::deny(e.reason(), e.to_string(), d.rules);
+                                }
                             };
                         }
                         return d;
@@ -202,7 +204,7 @@ impl Policy {
                 Applies::No(why) => note(r, why),
                 Applies::Error(e) => {
                     note(r, format!("error: {e}"));
-                    return Decision::deny("evaluation-error", e, vec![rule_id(r)]);
+                    return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                 }
                 Applies::Yes => {
                     let approval = match &r.approval_if {
@@ -211,7 +213,7 @@ impl Policy {
                             Ok(b) => b,
                             Err(e) => {
                                 note(r, format!("approval_if error: {e}"));
-                                return Decision::deny("evaluation-error", e, vec![rule_id(r)]);
+                                return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                             }
                         },
                     };
@@ -242,7 +244,7 @@ impl Policy {
         }
         let charges = match self.charges(ident, call, &bindings) {
             Ok(c) => c,
-            Err(e) => return Decision::deny("evaluation-error", e, matched),
+            Err(e) => return Decision::deny(e.reason(), e.to_string(), matched),
         };
         if needs_approval.is_empty() {
             Decision {
@@ -373,7 +375,7 @@ impl Policy {
         ident: &Identity,
         call: &ToolCall<'_>,
         b: &Bindings,
-    ) -> Result<Vec<BudgetCharge>, String> {
+    ) -> Result<Vec<BudgetCharge>, EvalError> {
         ident
             .budgets
             .iter()
@@ -398,7 +400,7 @@ impl Policy {
 enum Applies {
     Yes,
     No(String),
-    Error(String),
+    Error(EvalError),
 }
 
 fn applies(r: &ToolRule, call: &ToolCall<'_>, b: &Bindings) -> Applies {

@@ -132,7 +132,11 @@ fn unused_roles(policy: &Policy, out: &mut Vec<Diagnostic>) {
 }
 
 fn identities_without_selectors(policy: &Policy, out: &mut Vec<Diagnostic>) {
-    for ident in policy.identities.iter().filter(|i| i.selectors.is_empty()) {
+    for ident in policy
+        .identities
+        .iter()
+        .filter(|i| i.selectors.is_empty() && !i.exec_only)
+    {
         out.push(
             Diagnostic::warning(
                 ident.loc.clone(),
@@ -141,7 +145,7 @@ fn identities_without_selectors(policy: &Policy, out: &mut Vec<Diagnostic>) {
                     ident.id, ident.id
                 ),
             )
-            .with_hint("add `selectors: [{cgroup: ...}]` for agents started by systemd or a container runtime"),
+            .with_hint("add `selectors: [{cgroup: ...}]` for agents started by systemd or a container runtime, or `exec_only: true` if only `palisade exec` starts it"),
         );
     }
 }

@@ -6,6 +6,7 @@
 //! every error with its `file:line:column` and keeps what it had.
 
 pub mod cel;
+mod cel_meter;
 pub mod decide;
 pub mod diag;
 pub mod diff;
@@ -44,6 +45,17 @@ pub struct Policy {
     pub schemas: Vec<ToolSchema>,
     /// Context fields callers may send, besides the built-ins.
     pub context_fields: BTreeMap<String, ParamType>,
+    /// Whose signed approvals this policy accepts.
+    pub approvers: Vec<Approver>,
+}
+
+/// An approver of signed approvals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approver {
+    pub id: String,
+    /// Ed25519 public key.
+    pub public_key: [u8; 32],
+    pub loc: SourceLoc,
 }
 
 impl Policy {
@@ -121,6 +133,8 @@ pub struct Identity {
     /// Those roles and everything they inherit.
     pub effective_roles: Vec<String>,
     pub selectors: Vec<Glob>,
+    /// Enrolled only by `palisade exec`; no selectors on purpose.
+    pub exec_only: bool,
     pub allow: Vec<NetRule>,
     pub deny: Vec<NetRule>,
     pub allow_hosts: Vec<HostRule>,

@@ -39,6 +39,26 @@ pub struct PolicyDoc {
     #[serde(default, deserialize_with = "unique_keys")]
     #[schemars(with = "BTreeMap<String, ParamType>")]
     pub context: BTreeMap<String, Spanned<ParamType>>,
+    /// People (or services) whose Ed25519-signed approvals a node applies
+    /// without an operator on it (`palisade approve --signed`).
+    #[serde(default)]
+    pub approvers: Vec<ApproverDoc>,
+}
+
+/// An approver and the public key their signed approvals verify with.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverDoc {
+    /// The name signed approvals carry (`approver`), e.g. `alice` or
+    /// `approvals-service`.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    /// Ed25519 public key: 32 bytes, base64 (`palisade keys approver`
+    /// prints it).
+    #[schemars(with = "String")]
+    pub public_key: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A role: rules granted to every identity that has it, directly or through
@@ -83,6 +103,10 @@ pub struct IdentityDoc {
     /// Existing cgroups (systemd units, pods…) that belong to this identity.
     #[serde(default)]
     pub selectors: Vec<SelectorDoc>,
+    /// Only `palisade exec` enrols this identity: it has no selectors on
+    /// purpose (the linter does not ask for one).
+    #[serde(default)]
+    pub exec_only: bool,
     /// Rules of the identity itself: they add to (allow) or restrict (deny)
     /// what its roles grant.
     #[serde(default)]

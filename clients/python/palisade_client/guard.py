@@ -2,19 +2,18 @@
 
 ::
 
-    client = Client()
-
-    @guard(client, tool="stripe", action="create_payment",
+    @guard(tool="stripe", action="create_payment",
            params=lambda amount, currency, customer: {
                "amount": amount, "currency": currency, "customer": customer})
     def create_payment(amount: float, currency: str, customer: str) -> str:
         ...
 
-Each call of ``create_payment`` first asks ``Decide`` with a fresh token. On
-ALLOW the function runs; on DENY, or when the daemon cannot be asked, it
-does not run and ``PalisadeDenied`` is raised; on APPROVAL_REQUIRED
-``ApprovalRequired`` is raised, or with ``wait=`` the guard waits for an
-operator's approval and then runs the function exactly once.
+Each call of ``create_payment`` first asks ``Decide``. On ALLOW the function
+runs; on DENY, or when the daemon cannot be asked, it does not run and
+``PalisadeDenied`` is raised; on APPROVAL_REQUIRED ``ApprovalRequired`` is
+raised, or with ``wait=`` the guard waits for an operator's approval and
+then runs the function exactly once. ``async def`` functions are guarded
+the same way, with ``AsyncClient``.
 """
 
 from __future__ import annotations
@@ -22,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
+from .aio import AsyncClient
 from .client import Client, OnDecision
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,11 +38,30 @@ ParamsSpec = Callable[..., Mapping[str, Any]] | Sequence[str] | None
 ResourceSpec = str | Callable[..., str]
 ContextSpec = Mapping[str, Any] | Callable[..., Mapping[str, Any]] | None
 
+_defaults: dict[str, Any] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process-wide ``Client()`` (``$PALISADE_SOCKET``), made on first use."""
+    with _defaults_lock:
+        if "sync" not in _defaults:
+            _defaults["sync"] = Client()
+        return cast(Client, _defaults["sync"])
+
+
+def default_async_client() -> AsyncClient:
+    """The process-wide ``AsyncClient()``, made on first use."""
+    with _defaults_lock:
+        if "async" not in _defaults:
+            _defaults["async"] = AsyncClient()
+        return cast(AsyncClient, _defaults["async"])
+
 
 def guard(
-    client: Client,
-    tool: str,
-    action: str,
+    client: Client | AsyncClient | None = None,
+    tool: str | None = None,
+    action: str | None = None,
     *,
     resource: ResourceSpec = "",
     params: ParamsSpec = None,
@@ -62,8 +82,13 @@ def guard(
     ``ApprovalRequired`` at once. ``on_decision``: called with every
     decision (budgets remaining are in ``decision.obligations``).
 
-    For ``async`` functions the (blocking) decision runs in a worker thread.
+    ``client``: a ``Client`` or an ``AsyncClient``; None uses the process's
+    default one (``$PALISADE_SOCKET``). An ``async def`` function awaits an
+    ``AsyncClient``, or runs a ``Client``'s blocking call in a worker
+    thread; a plain function needs a ``Client``.
     """
+    if not tool or not action:
+        raise TypeError("guard: tool= and action= are required")
 
     def decorate(fn: F) -> F:
         signature = inspect.signature(fn)
@@ -88,19 +113,33 @@ def guard(
             @functools.wraps(fn)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
                 request = ask(args, kwargs)
-                await asyncio.to_thread(functools.partial(client.authorize, **request))
+                await authorize_async(client, request)
                 return await fn(*args, **kwargs)
 
             return cast(F, guarded_async)
 
+        if isinstance(client, AsyncClient):
+            raise TypeError(
+                f"guard({tool}.{action}): {fn.__qualname__} is not async; guard it with a Client, "
+                "not an AsyncClient"
+            )
+
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            client.authorize(**ask(args, kwargs))
+            (client or default_client()).authorize(**ask(args, kwargs))
             return fn(*args, **kwargs)
 
         return cast(F, guarded)
 
     return decorate
+
+
+async def authorize_async(client: Client | AsyncClient | None, request: dict[str, Any]) -> None:
+    """``authorize`` from a coroutine, whichever client it is."""
+    if isinstance(client, Client):
+        await asyncio.to_thread(functools.partial(client.authorize, **request))
+    else:
+        await (client or default_async_client()).authorize(**request)
 
 
 def _arguments(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ Run: ``python3 -m unittest discover -s clients/python/tests -v``
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import sys
 import tempfile
 import threading
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from palisade_client import (  # noqa: E402
     ApprovalRequired,
     ApprovalState,
+    AsyncClient,
     Client,
     Decision,
     PalisadeDenied,
@@ -59,6 +62,8 @@ class ScriptedServer(pb_grpc.PalisadeServicer):
 
     def Decide(self, request: Any, context: Any) -> Any:
         self.requests.append(request)
+        if request.token and request.token != "tok-good":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "scripted failure: bad token")
         if request.override_token:
             if request.override_token != "override-1":
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad override token")
@@ -112,14 +117,17 @@ class WithServer(unittest.TestCase):
 
 
 class DecideTest(WithServer):
-    def test_allow_carries_the_answer_and_a_fresh_token_each_call(self) -> None:
+    def test_allow_carries_the_answer_with_no_token_round_trip(self) -> None:
         d1 = self.client.decide("stripe", "create_payment", params={"amount": 800})
-        d2 = self.client.decide("stripe", "create_payment", params={"amount": 800})
-        self.assertTrue(d1.allowed)
+        d2 = self.client.decide("stripe", "create_payment", params={"amount": 800}, token="tok-good")
+        self.assertTrue(d1.allowed and d2.allowed)
         self.assertFalse(d1.local)
         self.assertEqual(d1.matched_rules, ("payments",))
         self.assertEqual(d1.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
-        self.assertEqual([r.token for r in self.server_script.requests], ["tok-1", "tok-2"])
+        # The socket says who calls: no IssueToken per decision; a token
+        # is sent only when the caller gives one.
+        self.assertEqual(self.server_script.tokens, 0)
+        self.assertEqual([r.token for r in self.server_script.requests], ["", "tok-good"])
         self.assertEqual(self.server_script.requests[0].params["amount"], 800)
 
     def test_unknown_verdict_is_a_deny(self) -> None:
@@ -130,21 +138,19 @@ class DecideTest(WithServer):
         self.assertEqual(d.reason, "unknown-verdict")
 
     def test_refused_token_is_a_local_deny(self) -> None:
-        self.server_script.issue_error = grpc.StatusCode.UNAUTHENTICATED
-        d = self.client.decide("stripe", "create_payment")
+        d = self.client.decide("stripe", "create_payment", token="tok-stolen")
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertTrue(d.local)
         self.assertEqual(d.reason, "rpc-unauthenticated")
         self.assertIs(d.status_code, grpc.StatusCode.UNAUTHENTICATED)
         self.assertIn("scripted failure", d.message)
-        self.assertEqual(self.server_script.requests, [], "Decide must not be called without a token")
 
     def test_unencodable_params_are_denied_without_asking(self) -> None:
         d = self.client.decide("stripe", "create_payment", params={"amount": Decimal("1.5")})
         self.assertIs(d.verdict, Verdict.DENY)
         self.assertEqual(d.reason, "invalid-input")
         self.assertIn("params.amount", d.message)
-        self.assertEqual(self.server_script.tokens, 0)
+        self.assertEqual(self.server_script.requests, [])
 
     def test_closed_client_denies(self) -> None:
         self.client.close()
@@ -282,6 +288,107 @@ class FailClosedTest(unittest.TestCase):
     def test_nonpositive_timeout_is_refused(self) -> None:
         with self.assertRaises(ValueError):
             Client("/nonexistent", timeout=0)
+
+
+class AsyncClientTest(WithServer):
+    """The asyncio client: the same surface and the same fail-closed rules."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.aclient = AsyncClient(self.socket, timeout=2)
+
+    def test_decide_allow_and_a_refused_token(self) -> None:
+        async def go() -> tuple[Decision, Decision]:
+            allowed = await self.aclient.decide("stripe", "create_payment", params={"amount": 800})
+            refused = await self.aclient.decide("stripe", "create_payment", token="tok-stolen")
+            await self.aclient.close()
+            return allowed, refused
+
+        allowed, refused = asyncio.run(go())
+        self.assertTrue(allowed.allowed)
+        self.assertEqual(allowed.obligation("daily").remaining, 19200)  # type: ignore[union-attr]
+        self.assertEqual((self.server_script.requests[0].token, self.server_script.tokens), ("", 0))
+        self.assertEqual((refused.verdict, refused.local, refused.reason), (Verdict.DENY, True, "rpc-unauthenticated"))
+
+    def test_usable_from_two_event_loops(self) -> None:
+        # A decorator's client outlives the asyncio.run that first used it.
+        for _ in range(2):
+            self.assertTrue(asyncio.run(self.aclient.decide("stripe", "create_payment")).allowed)
+
+    def test_guard_awaits_the_async_client_and_waits_for_approval(self) -> None:
+        self.server_script.verdict, self.server_script.reason = pb.APPROVAL_REQUIRED, "approval-condition"
+        self.server_script.approval_state = pb.APPROVED
+
+        @guard(self.aclient, tool="stripe", action="create_payment", wait=5)
+        async def pay(amount: float) -> str:
+            self.runs.append(amount)
+            return "pi_async"
+
+        self.assertEqual(asyncio.run(pay(4200)), "pi_async")
+        self.assertEqual(self.runs, [4200])
+        self.assertEqual(self.server_script.requests[1].override_token, "override-1")
+        self.server_script.approval_state = pb.REJECTED
+        with self.assertRaises(PalisadeDenied) as caught:
+            asyncio.run(pay(4300))
+        self.assertEqual(caught.exception.reason, "approval-rejected")
+        self.assertEqual(self.runs, [4200])
+
+    def test_a_plain_function_cannot_take_an_async_client(self) -> None:
+        with self.assertRaisesRegex(TypeError, "not async"):
+
+            @guard(self.aclient, tool="stripe", action="create_payment")
+            def pay(amount: float) -> None: ...
+
+    def test_no_daemon_denies(self) -> None:
+        client = AsyncClient(str(Path(self.dir.name) / "missing.sock"), timeout=1)
+        d = asyncio.run(client.decide("stripe", "create_payment"))
+        self.assertEqual((d.verdict, d.local, d.reason), (Verdict.DENY, True, "rpc-unavailable"))
+
+        async def approval() -> None:
+            await client.get_approval("a-1")
+
+        with self.assertRaises(PalisadeError) as err:
+            asyncio.run(approval())
+        self.assertIs(err.exception.code, grpc.StatusCode.UNAVAILABLE)
+
+    def test_same_methods_as_the_blocking_client(self) -> None:
+        public = {n for n in dir(Client) if not n.startswith("_")}
+        apublic = {n for n in dir(AsyncClient) if not n.startswith("_")}
+        self.assertEqual(public, apublic)
+        for name in public - {"close"}:
+            if callable(getattr(Client, name)):
+                with self.subTest(method=name):
+                    self.assertTrue(asyncio.iscoroutinefunction(getattr(AsyncClient, name)), name)
+
+
+class DefaultClientTest(unittest.TestCase):
+    def test_guard_without_a_client_uses_palisade_socket(self) -> None:
+        g = importlib.import_module("palisade_client.guard")
+
+        with tempfile.TemporaryDirectory() as d:
+            missing = str(Path(d) / "from-env.sock")
+            old = os.environ.get("PALISADE_SOCKET")
+            os.environ["PALISADE_SOCKET"] = missing
+            g._defaults.clear()
+            try:
+
+                @guard(tool="stripe", action="create_payment")
+                def pay(amount: float) -> None: ...
+
+                with self.assertRaises(PalisadeDenied) as caught:
+                    pay(1)
+                self.assertIn("from-env.sock", caught.exception.message)
+                self.assertEqual(g.default_client().socket_path, missing)
+            finally:
+                g._defaults.clear()
+                if old is None:
+                    os.environ.pop("PALISADE_SOCKET", None)
+                else:
+                    os.environ["PALISADE_SOCKET"] = old
+
+    def test_tool_and_action_are_required(self) -> None:
+        with self.assertRaisesRegex(TypeError, "required"):
+            guard(tool="stripe")
 
 
 class ConvertTest(unittest.TestCase):

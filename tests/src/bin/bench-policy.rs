@@ -112,6 +112,7 @@ fn main() {
         pin_dir: env.bpffs.clone(),
         attach_cgroup: env.attach.clone(),
         event_buffer_bytes: 1 << 20,
+        learned_capacity: 1 << 16,
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let maps = kernel.maps_handle();

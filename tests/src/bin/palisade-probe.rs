@@ -76,7 +76,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big
+        "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS | udp-flood ADDR PORT MILLIS | tcp-ports ADDR PORT COUNT\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big
        palisade-probe as-user UID ACTION… | move-to CGROUP_PROCS ACTION… | mkdir-move DIR ACTION… | run PROGRAM ARGS… | sleep MS ACTION…
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
@@ -215,6 +215,55 @@ fn dispatch(args: &[String]) -> String {
                 r#"{{"ok":true,"count":{count},"connected":{ok},"eperm":{eperm},"other":{other},"other_error":{}}}"#,
                 serde_json::to_string(&other_error).unwrap_or_default()
             )
+        }
+        "udp-flood" => {
+            // sendto() again and again for MILLIS from one socket; count
+            // outcomes by errno (the trail-flooding attack).
+            let to = addr(rest);
+            let millis: u64 = rest
+                .get(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| usage());
+            let deadline = std::time::Instant::now() + Duration::from_millis(millis);
+            let sock = match udp_socket(to) {
+                Ok(s) => s,
+                Err(e) => return report(Err(e)),
+            };
+            let (mut count, mut sent, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
+            while std::time::Instant::now() < deadline {
+                for _ in 0..64 {
+                    count += 1;
+                    match sock.send_to(b"palisade-probe", to) {
+                        Ok(_) => sent += 1,
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                        Err(_) => other += 1,
+                    }
+                }
+            }
+            format!(
+                r#"{{"ok":true,"count":{count},"sent":{sent},"eperm":{eperm},"other":{other},"uid":{}}}"#,
+                // SAFETY: plain getter.
+                unsafe { libc::getuid() }
+            )
+        }
+        "tcp-ports" => {
+            // Connect to COUNT consecutive ports from PORT (many kinds of
+            // denial at once); count outcomes.
+            let to = addr(rest);
+            let count: u16 = rest
+                .get(2)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| usage());
+            let (mut eperm, mut other) = (0u64, 0u64);
+            for i in 0..count {
+                let mut t = to;
+                t.set_port(to.port().wrapping_add(i));
+                match tcp(t) {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+                    _ => other += 1,
+                }
+            }
+            format!(r#"{{"ok":true,"count":{count},"eperm":{eperm},"other":{other}}}"#)
         }
         "dns" => dns::run(rest).unwrap_or_else(|| usage()),
         other => outside::run(other, rest)

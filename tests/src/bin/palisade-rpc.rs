@@ -5,11 +5,15 @@
 //!
 //! ```text
 //! palisade-rpc SOCKET issue
-//! palisade-rpc SOCKET decide TOKEN|fresh TOOL ACTION PARAMS_JSON [RESOURCE]
+//! palisade-rpc SOCKET decide TOKEN|fresh|none TOOL ACTION PARAMS_JSON [RESOURCE]
 //! palisade-rpc SOCKET replay TOOL ACTION PARAMS_JSON      (same token twice)
+//! palisade-rpc SOCKET decide-loop MILLIS CONCURRENCY TOOL ACTION PARAMS_JSON
+//!     (decisions again and again for MILLIS from CONCURRENCY tasks; counts
+//!     by reason, and the slowest and median answer in ms)
+//! PARAMS_JSON may be `@FILE` to read it from a file.
 //! palisade-rpc SOCKET override OVERRIDE_TOKEN TOOL ACTION PARAMS_JSON
-//! palisade-rpc SOCKET approval ID
-//! palisade-rpc SOCKET egress DEST PORTS TTL_SECONDS
+//! palisade-rpc SOCKET approval ID [TOKEN|fresh]
+//! palisade-rpc SOCKET egress DEST PORTS TTL_SECONDS [TOKEN|fresh]
 //! palisade-rpc SOCKET resolve ID approve|reject
 //! palisade-rpc SOCKET health
 //! ```
@@ -38,6 +42,14 @@ fn to_struct(text: &str) -> prost_types::Struct {
         };
         prost_types::Value { kind: Some(kind) }
     }
+    let owned;
+    let text = match text.strip_prefix('@') {
+        Some(file) => {
+            owned = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("params {file}: {e}"));
+            owned.as_str()
+        }
+        None => text,
+    };
     let obj: serde_json::Map<String, Value> =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("params {text:?}: {e}"));
     prost_types::Struct {
@@ -75,6 +87,24 @@ fn ask(
     }
 }
 
+/// The token argument: `fresh` asks `IssueToken` for one, `none` or
+/// nothing sends none (the socket peer alone authenticates), anything else
+/// is sent as given.
+async fn token_arg(
+    c: &mut proto::palisade_client::PalisadeClient<tonic::transport::Channel>,
+    arg: &str,
+) -> Result<String, tonic::Status> {
+    match arg {
+        "fresh" => Ok(c
+            .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+            .await?
+            .into_inner()
+            .token),
+        "" | "none" => Ok(String::new()),
+        given => Ok(given.to_string()),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -102,19 +132,12 @@ async fn main() {
             Err(s) => status(s),
         },
         "decide" => {
-            let token = if arg(2) == "fresh" {
-                match c
-                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
-                    .await
-                {
-                    Ok(r) => r.into_inner().token,
-                    Err(s) => {
-                        println!("{}", status(s));
-                        return;
-                    }
+            let token = match token_arg(&mut c, &arg(2)).await {
+                Ok(t) => t,
+                Err(s) => {
+                    println!("{}", status(s));
+                    return;
                 }
-            } else {
-                arg(2)
             };
             match c
                 .decide(ask(
@@ -131,6 +154,7 @@ async fn main() {
                 Err(s) => status(s),
             }
         }
+        "decide-loop" => decide_loop(&c, &args).await,
         "replay" => {
             let token = c
                 .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
@@ -162,9 +186,12 @@ async fn main() {
             Ok(r) => decision(r.into_inner()),
             Err(s) => status(s),
         },
-        "approval" => match c
-            .get_approval(proto::GetApprovalRequest { id: arg(2) })
-            .await
+        "approval" => match async {
+            let token = token_arg(&mut c, &arg(3)).await?;
+            c.get_approval(proto::GetApprovalRequest { id: arg(2), token })
+                .await
+        }
+        .await
         {
             Ok(r) => {
                 let a = r.into_inner();
@@ -176,15 +203,19 @@ async fn main() {
         },
         "egress" => {
             let ports: Vec<u32> = arg(3).split(',').filter_map(|p| p.parse().ok()).collect();
-            match c
-                .request_egress(proto::RequestEgressRequest {
+            match async {
+                let token = token_arg(&mut c, &arg(5)).await?;
+                c.request_egress(proto::RequestEgressRequest {
                     destination: arg(2),
                     ports,
                     protocol: "tcp".into(),
                     ttl_seconds: arg(4).parse().unwrap_or(0),
                     reason: "test".into(),
+                    token,
                 })
                 .await
+            }
+            .await
             {
                 Ok(r) => {
                     let r = r.into_inner();
@@ -193,6 +224,18 @@ async fn main() {
                 Err(s) => status(s),
             }
         }
+        "signed" => match c
+            .apply_signed_approval(proto::ApplySignedApprovalRequest {
+                signed: std::fs::read_to_string(arg(2)).unwrap_or_default(),
+            })
+            .await
+        {
+            Ok(r) => {
+                let a = r.into_inner();
+                json!({"ok": true, "id": a.id, "approver": a.approver, "state": a.state})
+            }
+            Err(s) => status(s),
+        },
         "resolve" => match c
             .resolve_approval(client::request(proto::ResolveApprovalRequest {
                 id: arg(2),
@@ -229,6 +272,70 @@ async fn main() {
         }
     };
     println!("{out}");
+}
+
+/// `decide-loop MILLIS CONCURRENCY TOOL ACTION PARAMS_JSON`.
+async fn decide_loop(
+    c: &proto::palisade_client::PalisadeClient<tonic::transport::Channel>,
+    args: &[String],
+) -> Value {
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let millis: u64 = arg(2).parse().unwrap_or(1000);
+    let tasks: usize = arg(3).parse().unwrap_or(1);
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+    let req = ask(String::new(), String::new(), &arg(4), &arg(5), &arg(6), "");
+    let mut handles = Vec::new();
+    for _ in 0..tasks.max(1) {
+        let mut c = c.clone();
+        let req = req.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seen: Vec<(String, f64)> = Vec::new();
+            loop {
+                let token = match c
+                    .issue_token(proto::IssueTokenRequest { ttl_seconds: 0 })
+                    .await
+                {
+                    Ok(r) => r.into_inner().token,
+                    Err(s) => {
+                        seen.push((format!("{:?}", s.code()), 0.0));
+                        break;
+                    }
+                };
+                let started = std::time::Instant::now();
+                let r = c
+                    .decide(proto::DecideRequest {
+                        token,
+                        ..req.clone()
+                    })
+                    .await;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                seen.push((
+                    r.map_or_else(|s| format!("{:?}", s.code()), |r| r.into_inner().reason),
+                    ms,
+                ));
+                if std::time::Instant::now() >= until {
+                    break;
+                }
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap_or_default());
+    }
+    let mut reasons = serde_json::Map::new();
+    for (reason, _) in &all {
+        let n = reasons.get(reason).and_then(Value::as_u64).unwrap_or(0);
+        reasons.insert(reason.clone(), json!(n + 1));
+    }
+    let mut ms: Vec<f64> = all.iter().map(|(_, m)| *m).collect();
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "ok": true, "count": all.len(), "reasons": reasons,
+        "max_ms": ms.last().copied().unwrap_or(0.0),
+        "p50_ms": ms.get(ms.len() / 2).copied().unwrap_or(0.0),
+    })
 }
 
 fn tower_service(

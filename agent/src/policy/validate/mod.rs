@@ -185,6 +185,7 @@ struct Builder {
     identity_rules: BTreeMap<String, RuleSet>,
     rules: Vec<RuleInfo>,
     rule_ids: HashMap<String, SourceLoc>,
+    approvers: Vec<super::Approver>,
 }
 
 fn name_error(kind: &str, id: &str) -> Option<String> {
@@ -268,6 +269,9 @@ impl Builder {
                 self.context_fields.insert(name.clone(), ty.value);
             }
         }
+        for a in &doc.approvers {
+            self.approver(file, a, diags);
+        }
         for (pos, role) in doc.roles.iter().enumerate() {
             let loc = SourceLoc::of(file, &role.id);
             if let Some(msg) = name_error("role", &role.id.value) {
@@ -343,6 +347,18 @@ impl Builder {
                     keep_capabilities.push(name);
                 }
             }
+            if ident.exec_only && !ident.selectors.is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        loc.clone(),
+                        format!(
+                            "identity `{}` is `exec_only` but has selectors",
+                            ident.id.value
+                        ),
+                    )
+                    .with_hint("remove `exec_only: true`, or the selectors"),
+                );
+            }
             let m = &ident.metadata;
             self.identities.push(DeclaredIdentity {
                 origin: (s.path.clone(), pos),
@@ -359,6 +375,7 @@ impl Builder {
                     roles: ident.roles.iter().map(|r| r.value.clone()).collect(),
                     effective_roles: Vec::new(),
                     selectors,
+                    exec_only: ident.exec_only,
                     allow: Vec::new(),
                     deny: Vec::new(),
                     allow_hosts: Vec::new(),
@@ -376,6 +393,51 @@ impl Builder {
                     loc,
                 },
             });
+        }
+    }
+
+    /// An approver of signed approvals: a unique id and a 32-byte key.
+    fn approver(
+        &mut self,
+        file: &std::path::Path,
+        a: &super::model::ApproverDoc,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        use base64::Engine as _;
+        let loc = SourceLoc::of(file, &a.id);
+        if let Some(msg) = name_error("approver", &a.id.value) {
+            diags.push(Diagnostic::error(loc.clone(), msg));
+        }
+        if let Some(prev) = self.approvers.iter().find(|p| p.id == a.id.value) {
+            diags.push(Diagnostic::error(
+                loc,
+                format!(
+                    "approver `{}` is already defined at {}",
+                    a.id.value, prev.loc
+                ),
+            ));
+            return;
+        }
+        let text = a.public_key.value.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text));
+        match bytes.ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            Some(public_key) => self.approvers.push(super::Approver {
+                id: a.id.value.clone(),
+                public_key,
+                loc,
+            }),
+            None => diags.push(
+                Diagnostic::error(
+                    SourceLoc::of(file, &a.public_key),
+                    format!(
+                        "approver `{}`: public_key is not a base64 Ed25519 public key (32 bytes)",
+                        a.id.value
+                    ),
+                )
+                .with_hint("`palisade keys approver --out KEY` prints the public key to put here"),
+            ),
         }
     }
 
@@ -591,6 +653,7 @@ impl Builder {
             rules: self.rules,
             schemas: self.schemas,
             context_fields: self.context_fields,
+            approvers: self.approvers,
         }
     }
 }

@@ -63,9 +63,69 @@ pub fn run(args: &[String]) -> Option<String> {
                 Err(e) => io_error(&e),
             }
         }
+        // `flood SERVER SUFFIX COUNT`: ask n0.SUFFIX … n{COUNT-1}.SUFFIX
+        // one after the other; count the outcomes.
+        "flood" => {
+            let suffix = rest.get(1)?;
+            let count: u32 = rest.get(2)?.parse().ok()?;
+            let (mut noerror, mut other, mut failed) = (0u32, 0u32, 0u32);
+            for i in 0..count {
+                let bytes = query_bytes(&format!("n{i}.{suffix}"), i as u16)?;
+                match exchange("udp", to, &bytes) {
+                    Ok((answer, _, _)) => match Message::from_vec(&answer) {
+                        Ok(m) if m.metadata.response_code == ResponseCode::NoError => noerror += 1,
+                        _ => other += 1,
+                    },
+                    Err(_) => failed += 1,
+                }
+            }
+            json!({"ok": failed == 0, "noerror": noerror, "other": other, "failed": failed})
+        }
+        // `spray SERVER SUFFIX COUNT`: send x0.SUFFIX … without waiting
+        // (a reader counts answers meanwhile), then count what came back
+        // within a second.
+        "spray" => {
+            let suffix = rest.get(1)?;
+            let count: u32 = rest.get(2)?.parse().ok()?;
+            let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+            sock.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+            let reader = {
+                let sock = sock.try_clone().ok()?;
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65_535];
+                    let (mut answered, mut servfail) = (0u32, 0u32);
+                    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        answered += 1;
+                        if Message::from_vec(&buf[..n])
+                            .is_ok_and(|m| m.metadata.response_code == ResponseCode::ServFail)
+                        {
+                            servfail += 1;
+                        }
+                    }
+                    (answered, servfail)
+                })
+            };
+            for i in 0..count {
+                let bytes = query_bytes(&format!("x{i}.{suffix}"), i as u16)?;
+                if let Err(e) = sock.send_to(&bytes, to) {
+                    return Some(io_error(&e).to_string());
+                }
+                // Paced so that the receiving socket's buffer never drops one.
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let (answered, servfail) = reader.join().ok()?;
+            json!({"ok": true, "sent": count, "answered": answered, "servfail": servfail})
+        }
         _ => return None,
     };
     Some(out.to_string())
+}
+
+fn query_bytes(name: &str, id: u16) -> Option<Vec<u8>> {
+    let mut q = Message::new(id, MessageType::Query, OpCode::Query);
+    q.metadata.recursion_desired = true;
+    q.add_query(Query::query(Name::from_str(name).ok()?, RecordType::A));
+    q.to_vec().ok()
 }
 
 type Exchanged = (Vec<u8>, SocketAddr, Option<SocketAddr>);

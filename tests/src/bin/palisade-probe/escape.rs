@@ -115,6 +115,23 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
             }
             outcome("x32", if r < 0 { Err(last_error()) } else { Ok(()) })
         }
+        "ia32-socket" => {
+            // socket(FAMILY, TYPE, PROTO) through the 32-bit entry (int 0x80,
+            // i386 number 359), which syscall tracepoints do not see.
+            let (family, ty, proto): (i32, i32, i32) =
+                (arg(args, 0)?, arg(args, 1)?, arg(args, 2)?);
+            let r = ia32_socket(family, ty, proto);
+            if r >= 0 {
+                // SAFETY: we own the descriptor.
+                unsafe { libc::close(r) };
+            }
+            let res = if r < 0 {
+                Err(io::Error::from_raw_os_error(-r))
+            } else {
+                Ok(())
+            };
+            outcome("ia32", res)
+        }
         "io-uring" => {
             let mut params = [0u8; 120];
             // SAFETY: io_uring_setup(1, &params) with a zeroed params struct.
@@ -554,4 +571,29 @@ fn stream(args: &[String]) -> Option<String> {
                "tcp_errno": tcp_err, "udp_errno": udp_err})
         .to_string(),
     )
+}
+
+/// `socket(2)` through the i386 entry point; a negative errno on failure.
+#[cfg(target_arch = "x86_64")]
+fn ia32_socket(family: i32, ty: i32, proto: i32) -> i32 {
+    let ret: i64;
+    // SAFETY: int 0x80 with integer arguments only; rbx (reserved by LLVM)
+    // is swapped in and back out around the call.
+    unsafe {
+        std::arch::asm!(
+            "xchg {b}, rbx",
+            "int 0x80",
+            "xchg {b}, rbx",
+            b = inout(reg) i64::from(family) => _,
+            inlateout("rax") 359i64 => ret,
+            in("rcx") i64::from(ty),
+            in("rdx") i64::from(proto),
+        );
+    }
+    ret as i32
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn ia32_socket(_: i32, _: i32, _: i32) -> i32 {
+    -libc::ENOSYS
 }

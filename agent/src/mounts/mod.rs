@@ -7,6 +7,8 @@
 //! is harmless, and mounting it where it belongs changes nothing for the
 //! rest of the host.
 
+pub mod service;
+
 use std::{fs, io, path::Path};
 
 use nix::{
