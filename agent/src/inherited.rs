@@ -49,7 +49,14 @@ pub enum InheritedError {
 /// Anonymous inodes that are handles on the kernel or another process.
 fn is_kernel_handle(link: &str) -> Option<String> {
     let name = link.strip_prefix("anon_inode:").unwrap_or(link);
-    let known = ["[io_uring]", "bpf-map", "bpf-prog", "bpf_link", "bpf_iter", "[perf_event]"];
+    let known = [
+        "[io_uring]",
+        "bpf-map",
+        "bpf-prog",
+        "bpf_link",
+        "bpf_iter",
+        "[perf_event]",
+    ];
     if known.contains(&name) || name.contains("pidfd") {
         return Some(name.to_string());
     }

@@ -101,7 +101,10 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
     let _d = DaemonProc::start(&env);
     let probe = Probe::bin();
     let probe = probe.to_str().unwrap_or_default();
-    let runs = [("root", None, 9301u16), ("unprivileged", Some(NOBODY), 9311)];
+    let runs = [
+        ("root", None, 9301u16),
+        ("unprivileged", Some(NOBODY), 9311),
+    ];
     let mut markers = Vec::new();
     for (_, _, base) in runs {
         markers.push(format!("port:{base}"));
@@ -329,7 +332,10 @@ fn exec_agents_cannot_use_sockets_opened_before_enrolment() {
     // A network socket as stdin: exec refuses to run the agent at all.
     let sock = connect_tcp(tcp[3]);
     let out = exec_with_fd(&env, "agent", &sock, 0, &["write-fd", "0", "STDIO-EXFIL"]);
-    assert!(!out.status.success(), "exec ran an agent with a socket as stdin");
+    assert!(
+        !out.status.success(),
+        "exec ran an agent with a socket as stdin"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("file descriptor 0") && err.contains("keep_inherited_sockets"),
@@ -388,12 +394,22 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     let sed = Command::new(palisade_bin())
         .args(["exec", "--socket"])
         .arg(&env.socket)
-        .args(["--identity", "agent", "--", "sed", "-i", "s|10.231.3.9/32|0.0.0.0/0|"])
+        .args([
+            "--identity",
+            "agent",
+            "--",
+            "sed",
+            "-i",
+            "s|10.231.3.9/32|0.0.0.0/0|",
+        ])
         .arg(policy)
         .output()
         .unwrap_or_else(|e| panic!("exec sed: {e}"));
     assert!(!sed.status.success(), "sed -i on the policy succeeded");
-    assert_eq!(std::fs::read_to_string(&env.policy).unwrap_or_default(), original);
+    assert_eq!(
+        std::fs::read_to_string(&env.policy).unwrap_or_default(),
+        original
+    );
     d.hup();
     std::thread::sleep(Duration::from_millis(1500));
     Probe::enrolled(&env, "agent", &["tcp", &denied, "9501"])
@@ -403,7 +419,11 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     let o = Probe::enrolled(
         &env,
         "agent",
-        &["write-file", "/proc/sys/kernel/core_pattern", pattern.trim_end()],
+        &[
+            "write-file",
+            "/proc/sys/kernel/core_pattern",
+            pattern.trim_end(),
+        ],
     );
     assert_eq!(
         o.errno(),
@@ -411,8 +431,12 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         "a root agent wrote core_pattern: {}",
         o.0
     );
-    Probe::plain(&["write-file", "/proc/sys/kernel/core_pattern", pattern.trim_end()])
-        .expect_ok("the control: root outside writes core_pattern");
+    Probe::plain(&[
+        "write-file",
+        "/proc/sys/kernel/core_pattern",
+        pattern.trim_end(),
+    ])
+    .expect_ok("the control: root outside writes core_pattern");
     // The rest of the controls and the daemon's files, as the agent sees
     // them; outside, the same paths are writable.
     let paths = [
@@ -427,7 +451,12 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         policy,
     ];
     let mut args = vec!["read-only"];
-    args.extend(paths.iter().copied().filter(|p| std::path::Path::new(p).exists()));
+    args.extend(
+        paths
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(p).exists()),
+    );
     let inside = Probe::enrolled(&env, "agent", &args);
     let outside = Probe::plain(&args);
     for p in &args[1..] {
@@ -443,7 +472,11 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     // The signing key reads empty; the daemon reads it fine.
     let key = env.dir.join("keys.yaml");
     if key.exists() {
-        let o = Probe::enrolled(&env, "agent", &["read-file", key.to_str().unwrap_or_default()]);
+        let o = Probe::enrolled(
+            &env,
+            "agent",
+            &["read-file", key.to_str().unwrap_or_default()],
+        );
         assert_eq!(o.0["len"], 0, "the agent read the signing key: {}", o.0);
     }
     // Root's reach over others' files is gone.
@@ -468,5 +501,8 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     Probe::enrolled(&env, "agent", &["tcp", &denied, "9502"]);
     let counts = cap.finish();
     assert_eq!(counts["port:9501"], 0, "{counts:?}");
-    assert!(counts["port:9502"] >= 1, "the control never arrived: {counts:?}");
+    assert!(
+        counts["port:9502"] >= 1,
+        "the control never arrived: {counts:?}"
+    );
 }
