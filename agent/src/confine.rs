@@ -91,6 +91,10 @@ pub struct DaemonPaths {
     pub protected: Vec<PathBuf>,
     /// Covered with an empty file (the token signing key).
     pub hidden: Vec<PathBuf>,
+    /// `confinement.read_only_root`: every other mount read-only too,
+    /// except `writable` (bound onto themselves first, so they stay apart).
+    pub read_only_root: bool,
+    pub writable: Vec<PathBuf>,
 }
 
 /// The number of a capability by its policy name.
@@ -129,6 +133,11 @@ pub fn apply(keep: &[String], daemon: &DaemonPaths) -> Result<Applied, ConfineEr
     let mut applied = Applied::default();
     if has_effective(21) {
         namespaces(daemon, &mut applied)?;
+    } else if daemon.read_only_root {
+        return Err(step("confinement.read_only_root")(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "needs a mount namespace: run `palisade exec` with CAP_SYS_ADMIN (as root)",
+        )));
     }
     for (name, cap) in DROPPED {
         if keep.iter().any(|k| k == name) {
@@ -175,6 +184,25 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     .map_err(|e| step("making the mount namespace private")(e.into()))?;
     // Paths that are not mount points become ones (bound onto themselves)
     // so that they can be remounted read-only below.
+    let writable: Vec<&PathBuf> = if daemon.read_only_root {
+        daemon
+            .writable
+            .iter()
+            .filter(|p| p.is_absolute() && (p.is_dir() || p.is_file()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for p in &writable {
+        mount(
+            Some(p.as_path()),
+            p.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| step(format!("binding writable {}", p.display()))(e.into()))?;
+    }
     let mut roots: Vec<PathBuf> = READ_ONLY_PROC.iter().map(PathBuf::from).collect();
     roots.extend(daemon.protected.iter().cloned());
     let roots: Vec<PathBuf> = roots.into_iter().filter(|p| p.exists()).collect();
@@ -205,16 +233,31 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     // Deepest first: a mount on top of another goes before it.
     mounts.sort_by_key(|m| std::cmp::Reverse(m.point.as_os_str().len()));
     for m in &mounts {
-        let read_only = matches!(m.fstype.as_str(), "cgroup" | "cgroup2")
+        let protected = matches!(m.fstype.as_str(), "cgroup" | "cgroup2")
             || READ_ONLY_TREES.iter().any(|t| m.point.starts_with(t))
             || roots.iter().any(|t| m.point.starts_with(t));
+        // Everything else too with `read_only_root`, except the writable
+        // paths and /proc (per-process files such as oom_score_adj).
+        let whole = daemon.read_only_root
+            && m.fstype != "proc"
+            && !writable.iter().any(|w| m.point.starts_with(w));
+        let read_only = protected || whole;
         if m.fstype == "bpf" {
             umount2(&m.point, MntFlags::MNT_DETACH).map_err(|e| {
                 step(format!("unmounting bpffs at {}", m.point.display()))(e.into())
             })?;
             applied.hidden.push(m.point.clone());
         } else if read_only && !m.read_only {
-            remount_read_only(m)?;
+            match remount_read_only(m) {
+                // Unmounted since mountinfo was read (another namespace's
+                // bind, a container going away): nothing left to protect.
+                Err(ConfineError::Step { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    continue;
+                }
+                r => r?,
+            }
             if !applied.read_only.contains(&m.point) {
                 applied.read_only.push(m.point.clone());
             }

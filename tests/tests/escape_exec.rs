@@ -376,7 +376,16 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     }
     let ns = NetNs::named("c2-hostctl", 231, 3);
     let denied = ns.peer_ip.clone();
-    let env = TestEnv::new("c2hostctl", &scoped_policy("10.231.3.9"));
+    // `sealed`: everything read-only but one scratch directory.
+    let host_dir = palisade_tests::Scratch::new("c2-host");
+    let scratch = palisade_tests::Scratch::new("c2-scratch");
+    let sealed = format!(
+        "  - id: sealed
+    confinement: {{read_only_root: true, writable: [{}]}}
+",
+        scratch.display()
+    );
+    let env = TestEnv::new("c2hostctl", &(scoped_policy("10.231.3.9") + &sealed));
     let d = DaemonProc::start(&env);
     let cap = Capture::start(&ns, 9000, &[&denied], &["port:9501", "port:9502"]);
     // The red team's edit: let the agent's own identity go anywhere.
@@ -493,6 +502,37 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     ] {
         assert_eq!(bnd & (1 << bit), 0, "CAP_{name} kept: {}", c.0);
     }
+    // Host files as a whole (/etc/cron.d would start a process outside):
+    // read-only for a `sealed` agent but its writable directory; the
+    // other root agent (the control) writes the same host path.
+    let host_file = host_dir.join("cron-job");
+    let host_file = host_file.to_str().unwrap_or_default();
+    let o = Probe::enrolled(
+        &env,
+        "sealed",
+        &["write-file", host_file, "* * * * * root x"],
+    );
+    assert_eq!(o.errno(), Some(i64::from(libc::EROFS)), "sealed: {}", o.0);
+    let o = Probe::enrolled(&env, "sealed", &["write-file", "/etc/c2-sealed-test", "x"]);
+    assert_eq!(
+        o.errno(),
+        Some(i64::from(libc::EROFS)),
+        "sealed /etc: {}",
+        o.0
+    );
+    let own = scratch.join("own");
+    Probe::enrolled(
+        &env,
+        "sealed",
+        &["write-file", own.to_str().unwrap_or_default(), "x"],
+    )
+    .expect_ok("sealed: its writable directory");
+    Probe::enrolled(
+        &env,
+        "agent",
+        &["write-file", host_file, "* * * * * root x"],
+    )
+    .expect_ok("control: a root agent without read_only_root");
     // The control: the operator widens the policy; the same connect
     // reaches the host.
     std::fs::write(&env.policy, &widened).unwrap_or_else(|e| panic!("{e}"));

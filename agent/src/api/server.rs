@@ -151,6 +151,8 @@ impl proto::palisade_server::Palisade for PalisadeService {
             keep_capabilities: e.confinement.keep_capabilities,
             unscoped: e.confinement.unscoped,
             keep_inherited_sockets: e.confinement.keep_inherited_sockets,
+            read_only_root: e.confinement.read_only_root,
+            writable: e.confinement.writable.clone(),
             protected_paths: e
                 .protected_paths
                 .iter()

@@ -36,6 +36,8 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     let daemon_paths = crate::confine::DaemonPaths {
         protected: enrolled.protected_paths.iter().map(Into::into).collect(),
         hidden: enrolled.hidden_paths.iter().map(Into::into).collect(),
+        read_only_root: enrolled.read_only_root,
+        writable: enrolled.writable.iter().map(Into::into).collect(),
     };
     let applied = crate::confine::apply(&enrolled.keep_capabilities, &daemon_paths)
         .map_err(|e| anyhow::anyhow!("confining the agent: {e}"))?;

@@ -158,6 +158,8 @@ pub struct Confinement {
     pub api_tcp: bool,
     pub unscoped: bool,
     pub keep_inherited_sockets: bool,
+    pub read_only_root: bool,
+    pub writable: Vec<String>,
 }
 
 impl Identity {

@@ -149,6 +149,14 @@ pub struct ConfinementDoc {
     /// their creator's, not the agent's.
     #[serde(default)]
     pub keep_inherited_sockets: bool,
+    /// Make every mount read-only for the agent (root included) except
+    /// the paths in `writable`: host files such as /etc/cron.d cannot be
+    /// used to start processes outside the agent.
+    #[serde(default)]
+    pub read_only_root: bool,
+    /// With `read_only_root`: absolute paths the agent may still write.
+    #[serde(default)]
+    pub writable: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
