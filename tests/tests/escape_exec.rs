@@ -458,6 +458,8 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         env.audit.to_str().unwrap_or_default(),
         env.config.to_str().unwrap_or_default(),
         policy,
+        // The learned DNS names' default home.
+        "/var/lib/palisade",
     ];
     let mut args = vec!["read-only"];
     args.extend(

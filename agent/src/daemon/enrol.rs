@@ -190,19 +190,22 @@ impl Daemon {
 
     /// What a root agent could rewrite to change its own rules or the
     /// record of what it did: the config file, the policy, the audit
-    /// trail's directory and the OTLP cursor, the API socket (unlinking
-    /// it would cut every agent off the API). Existing paths only,
-    /// absolute.
+    /// trail's directory and the OTLP cursor, the daemon's state (learned
+    /// DNS names, the key's directory), the API socket (unlinking it would
+    /// cut every agent off the API). Existing paths only, absolute.
     fn protected_paths(&self) -> Vec<PathBuf> {
         let c = &self.config;
-        let trail_dir = c.audit.file.as_deref().and_then(std::path::Path::parent);
+        let trail = c.audit.file.as_deref().map(dir_of);
         let cursor = c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref());
         canonical(
             [
                 c.loaded_from.as_deref(),
                 c.policy.as_deref(),
-                trail_dir,
+                trail,
                 cursor,
+                Some(dir_of(&c.dns.state_file)),
+                Some(c.dns.state_file.as_path()),
+                Some(dir_of(&c.tokens.key_file)),
                 Some(c.socket.as_path()),
             ]
             .into_iter()
@@ -296,4 +299,24 @@ fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<Pa
         }
     }
     out
+}
+
+/// The directory of a daemon file, when it is the daemon's own (not a
+/// shared one such as /tmp or /var/log, whose other files are not ours to
+/// freeze); else the file itself.
+fn dir_of(file: &std::path::Path) -> &std::path::Path {
+    const SHARED: &[&str] = &[
+        "/", "/etc", "/tmp", "/var", "/var/lib", "/var/log", "/var/tmp", "/run", "/home", "/root",
+        "/usr", "/opt", "/srv",
+    ];
+    match file.parent() {
+        Some(d)
+            if d.is_absolute()
+                && d.components().count() > 2
+                && !SHARED.iter().any(|s| d == std::path::Path::new(s)) =>
+        {
+            d
+        }
+        _ => file,
+    }
 }
