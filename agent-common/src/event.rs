@@ -96,6 +96,9 @@ pub enum Reason {
     /// The daemon's own TCP API port, which agents may not reach unless
     /// their policy says `confinement.api_tcp: true`.
     ApiPort = 8,
+    /// Allowed only by a break-glass elevation's grant (recorded as an
+    /// allow event; the rule field carries the elevation number).
+    Elevation = 9,
 }
 
 impl Reason {
@@ -110,6 +113,7 @@ impl Reason {
             6 => Self::DnsProxyDirect,
             7 => Self::SourceRoute,
             8 => Self::ApiPort,
+            9 => Self::Elevation,
             _ => return None,
         })
     }
@@ -125,6 +129,7 @@ impl Reason {
             Self::DnsProxyDirect => "dns-proxy-direct",
             Self::SourceRoute => "source-route",
             Self::ApiPort => "api-port",
+            Self::Elevation => "elevation",
         }
     }
 }

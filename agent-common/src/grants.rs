@@ -4,6 +4,11 @@
 //! checked by the hook against `bpf_ktime_get_boot_ns()`, so a grant ends on
 //! time even while the daemon is down.
 
+/// Set in `GrantRange::rule` of ranges written for a break-glass
+/// elevation: the low bits are the elevation's number, not a rule index, and
+/// connections they admit are recorded as allow events.
+pub const ELEVATION_RULE: u32 = 1 << 31;
+
 /// Ranges one grant entry can hold (its own grants plus those of every
 /// enclosing granted prefix).
 pub const GRANT_RANGES: usize = 8;

@@ -9,6 +9,7 @@ pub mod addr;
 pub mod aggregate;
 pub mod dns;
 pub mod event;
+pub mod gateway;
 pub mod grants;
 pub mod guard;
 pub mod maps;

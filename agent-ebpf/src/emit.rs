@@ -60,11 +60,19 @@ impl Decision {
 #[inline(always)]
 pub fn record(d: &Decision) {
     count(d.identity, d.verdict);
-    if d.verdict == Verdict::Allow {
-        return;
-    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_boot_ns() };
+    if d.verdict == Verdict::Allow {
+        // What only a break-glass elevation allowed is recorded, every time
+        // (the extra auditing elevation promises); other allows are counted.
+        if d.reason == Reason::Elevation {
+            match EVENTS.reserve::<Event>(0) {
+                Some(entry) => submit(entry, d, now),
+                None => count_lost(),
+            }
+        }
+        return;
+    }
     // Repeated denials are counted, not recorded one by one, once a daemon
     // has switched aggregation on (`aggregate`).
     if let Some(cfg) = crate::aggregate::config() {

@@ -14,6 +14,7 @@ mod connect6;
 mod dns;
 mod egress;
 mod emit;
+mod gateway;
 mod getpeername4;
 mod getpeername6;
 mod grants;

@@ -102,3 +102,7 @@ pub static SOCK_IDENT: crate::sockets::ClonedSkStorage<SockIdent> =
 /// [0] → the guard programs' settings (API port, tracepoint offsets…).
 #[map]
 pub static GUARD_CFG: Array<GuardConfig> = Array::with_max_entries(1, 0);
+/// `endpoint_key(address, port)` → 1 for each endpoint the L7 gateway
+/// listens on. Not pinned: a daemon that stops takes its endpoints with it.
+#[map]
+pub static GATEWAY_EPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);

@@ -1,6 +1,7 @@
 //! What the policy says about one destination: deny rules first (they win),
 //! then addresses learned from DNS, then allow rules, else deny by default.
 
+use agent_common::grants::ELEVATION_RULE;
 use agent_common::{
     IDENT_DNS, IDENT_HAS_DENY, IdentityConfig, LpmData, LpmValue, MAX_IDENTITIES, NO_RULE,
     NormAddr, OWN_RULE, PORTSET_RANGES, Reason, lpm_scope, maps::LPM_SCOPE_BITS,
@@ -81,6 +82,9 @@ pub fn judge(
     // Only what the policy does not allow reaches here: the grants lookup
     // costs nothing on the allowed path.
     if let Some(rule) = crate::grants::judge(identity, addr, port, proto) {
+        if rule & ELEVATION_RULE != 0 {
+            return (Reason::Elevation, rule);
+        }
         return (Reason::AllowRule, rule);
     }
     (Reason::DefaultDeny, NO_RULE)

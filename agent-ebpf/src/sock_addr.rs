@@ -3,15 +3,15 @@
 //! identity that names hosts, where its proxy is).
 
 use agent_common::{
-    AF_INET, AF_INET6, Hook, IDENT_DNS, NO_RULE, NormAddr, Reason, Verdict, dns::DNS_PORT,
-    maps::IDENT_API_TCP,
+    AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, NO_RULE, NormAddr, Reason, Verdict,
+    dns::DNS_PORT, maps::IDENT_API_TCP,
 };
 use aya_ebpf::programs::SockAddrContext;
 
 use crate::{
     dns,
     emit::{Decision, record},
-    guard, identity, policy,
+    gateway, guard, identity, policy,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -50,6 +50,11 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     } else {
         match policy::identity_config(generation, identity) {
             None => (Reason::UnknownIdentity, NO_RULE, false),
+            // The L7 gateway: the path to the services a policy protects,
+            // judged request by request in the daemon.
+            Some(_) if protocol as u8 == IPPROTO_TCP && gateway::is_endpoint(&addr, port) => {
+                (Reason::AllowRule, NO_RULE, false)
+            }
             Some(cfg) => match dns::config() {
                 // DNS of an identity that names hosts goes to its proxy,
                 // whatever resolver it was meant for; the proxy judges names.
@@ -84,7 +89,7 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
         }
     };
     let verdict = match reason {
-        Reason::AllowRule => Verdict::Allow,
+        Reason::AllowRule | Reason::Elevation => Verdict::Allow,
         _ if audit => Verdict::Audit,
         _ => Verdict::Deny,
     };

@@ -21,6 +21,11 @@
 //! policy_watch_seconds: 0               # reload when the files change (0 = off)
 //! dns:                                  # DNS-aware egress, see dns::settings
 //!   upstream: 10.0.0.2:53               # default: /etc/resolv.conf
+//! gateway:                              # the L7 gateway, see gateway::settings
+//!   listen: 127.54.0.1
+//! elevations_file: /var/lib/palisade/elevations.json  # active break-glass elevations
+//! state:                                # decision state journal, see `state`
+//!   file: /var/lib/palisade/state.journal
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -59,6 +64,13 @@ pub struct Config {
     /// The file this configuration was read from (set by `load`).
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
+    /// The L7 gateway for services the policy protects (docs/gateway.md).
+    pub gateway: crate::gateway::GatewaySettings,
+    /// Where active break-glass elevations are saved across restarts;
+    /// default: `elevations.json` next to `tokens.key_file`.
+    pub elevations_file: Option<PathBuf>,
+    /// Where budgets, used tokens, approvals and grants are journaled.
+    pub state: crate::state::StateConfig,
 }
 
 /// Signing and lifetime of decision-API tokens.
@@ -75,6 +87,9 @@ pub struct TokensConfig {
     pub ttl: String,
     /// Longest lifetime a caller may ask for ("1h").
     pub max_ttl: String,
+    /// Used token ids remembered per identity (until each token expires);
+    /// an identity past it has its new tokens refused, others are unaffected.
+    pub replay_per_identity: usize,
 }
 
 impl Default for TokensConfig {
@@ -85,6 +100,7 @@ impl Default for TokensConfig {
             audience: "palisade".into(),
             ttl: "15m".into(),
             max_ttl: "1h".into(),
+            replay_per_identity: crate::tokens::DEFAULT_REPLAY_QUOTA,
         }
     }
 }
@@ -96,6 +112,9 @@ pub struct ApprovalsConfig {
     pub ttl: String,
     /// Longest validity of an approval's override token ("10m").
     pub override_ttl: String,
+    /// Approvals one identity may have pending at once; past it, its new
+    /// requests are refused (other identities are unaffected).
+    pub max_pending_per_identity: usize,
     /// Where every new approval is announced (Slack, Teams, webhooks).
     pub notify: Vec<crate::notifier::NotifyTarget>,
     /// How deliveries are retried.
@@ -107,6 +126,7 @@ impl Default for ApprovalsConfig {
         Self {
             ttl: "1h".into(),
             override_ttl: "10m".into(),
+            max_pending_per_identity: crate::decision::approvals::DEFAULT_MAX_PENDING,
             notify: Vec::new(),
             notify_retry: crate::notifier::RetryConfig::default(),
         }
@@ -120,6 +140,11 @@ pub struct ApiConfig {
     /// "127.0.0.1:50051"). Over TCP there are no peer credentials: agent
     /// calls need the Unix socket; operator calls need an operator token.
     pub tcp: Option<String>,
+    /// How a connection is tied to the process that made it: `auto` (the
+    /// kernel's pidfd of the peer, `SO_PEERPIDFD`, where Linux ≥ 6.5 has
+    /// it, else `start-time`) or `start-time` (the pid and its start time
+    /// at accept, held with `pidfd_open`: what older kernels get).
+    pub peer_pin: crate::identity::PinKind,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -187,6 +212,9 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
             loaded_from: None,
+            gateway: crate::gateway::GatewaySettings::default(),
+            elevations_file: None,
+            state: crate::state::StateConfig::default(),
         }
     }
 }
@@ -266,6 +294,30 @@ impl Config {
             }
         }
         cfg.tokens.key_file = base.join(&cfg.tokens.key_file);
+        cfg.elevations_file = Some(match &cfg.elevations_file {
+            Some(f) => base.join(f),
+            None => cfg
+                .tokens
+                .key_file
+                .parent()
+                .unwrap_or(Path::new("/var/lib/palisade"))
+                .join("elevations.json"),
+        });
+        cfg.state.resolve_paths(base);
+        if let Err(msg) = cfg.state.check() {
+            return Err(at(1, 1, msg));
+        }
+        for (key, n) in [
+            ("tokens.replay_per_identity", cfg.tokens.replay_per_identity),
+            (
+                "approvals.max_pending_per_identity",
+                cfg.approvals.max_pending_per_identity,
+            ),
+        ] {
+            if n == 0 {
+                return Err(at(1, 1, format!("{key} must be at least 1")));
+            }
+        }
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
             ("tokens.ttl", &cfg.tokens.ttl),
@@ -295,6 +347,11 @@ impl Config {
             }
         }
         cfg.dns.check().map_err(|msg| at(1, 1, msg))?;
+        let dns_range = cfg
+            .dns
+            .enabled
+            .then_some((cfg.dns.listen, agent_common::MAX_IDENTITIES));
+        cfg.gateway.check(dns_range).map_err(|msg| at(1, 1, msg))?;
         let size = cfg.kernel.event_buffer_bytes;
         if !size.is_power_of_two() || size < 4096 {
             return Err(at(

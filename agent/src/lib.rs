@@ -14,10 +14,12 @@ pub mod decision;
 pub mod discovery;
 pub mod dns;
 pub mod doctor;
+pub mod gateway;
 pub mod hex;
 pub mod identity;
 pub mod inherited;
 pub mod landlock;
+pub mod memory;
 pub mod metrics;
 pub mod mounts;
 pub mod notifier;
@@ -25,6 +27,7 @@ pub mod ocsf;
 pub mod policy;
 pub mod seccomp;
 pub mod signed_approval;
+pub mod state;
 pub mod tokens;
 
 /// Generated gRPC types for `proto/palisade/v1`.

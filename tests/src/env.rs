@@ -21,6 +21,8 @@ pub struct TestEnv {
     pub audit: PathBuf,
     pub policy: PathBuf,
     pub config: PathBuf,
+    /// The daemon's decision state journal.
+    pub state: PathBuf,
 }
 
 impl TestEnv {
@@ -68,6 +70,7 @@ impl TestEnv {
             audit: dir.join("audit.jsonl"),
             policy: dir.join("policy.yaml"),
             config: dir.join("config.yaml"),
+            state: dir.join("state.journal"),
             bpffs: PathBuf::from("/sys/fs/bpf").join(&unique),
             cgroup_root: cgroups.root().to_path_buf(),
             attach,
@@ -91,11 +94,7 @@ impl TestEnv {
     /// e.g. `"  rotate_bytes: 4096\n"`). Metrics listen on a free loopback
     /// port (see `metrics_address`).
     pub fn write_config_with(&self, audit_extra: &str, extra: &str) {
-        self.write_config_cgroup(
-            &format!("cgroup:\n  attach: {}\n", self.attach.display()),
-            audit_extra,
-            extra,
-        );
+        self.write_config_sections(audit_extra, "", extra);
     }
 
     /// The daemon's programs attached at the cgroup v2 root, as in a real
@@ -110,17 +109,42 @@ impl TestEnv {
                 self.attach.join("palisade").display()
             ),
             "",
+            "",
             extra,
         );
     }
 
-    fn write_config_cgroup(&self, cgroup: &str, audit_extra: &str, extra: &str) {
+    /// Same, with `tokens_extra` added under `tokens:` (indented two spaces).
+    pub fn write_config_sections(&self, audit_extra: &str, tokens_extra: &str, extra: &str) {
+        self.write_config_cgroup(
+            &format!("cgroup:\n  attach: {}\n", self.attach.display()),
+            audit_extra,
+            tokens_extra,
+            extra,
+        );
+    }
+
+    fn write_config_cgroup(
+        &self,
+        cgroup: &str,
+        audit_extra: &str,
+        tokens_extra: &str,
+        extra: &str,
+    ) {
+        // The L7 gateway listens on fixed loopback ports; tests that do not
+        // configure it keep it off, so concurrent daemons never compete.
+        let gateway = if extra.contains("gateway:") {
+            ""
+        } else {
+            "gateway:\n  enabled: false\n"
+        };
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{tokens_extra}state:\n  file: {}\n{gateway}{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),
             self.audit.display(),
+            self.state.display(),
         );
         write_atomic(&self.config, &text);
     }

@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod dns;
 pub mod env;
 pub mod forge;
+pub mod gateway;
+pub mod gateway_fixture;
 pub mod hooks;
 pub mod http;
 pub mod kernel;
@@ -18,6 +20,7 @@ pub mod netns;
 pub mod operator;
 pub mod probe;
 pub mod servers;
+pub mod session;
 pub mod systemd;
 
 pub use daemon::DaemonProc;

@@ -134,29 +134,35 @@ impl Probe {
 
     /// Run any program inside an existing cgroup and return its output.
     pub fn in_cgroup_cmd(cgroup: &Path, program: &Path, args: &[&str]) -> std::process::Output {
-        use std::os::unix::{ffi::OsStrExt, process::CommandExt};
-        let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
-            .unwrap_or_else(|e| panic!("cgroup path: {e}"));
         let mut cmd = Command::new(program);
         cmd.args(args);
-        // SAFETY: between fork and exec only async-signal-safe calls: open,
-        // write ("0" = the writing process), close.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if n != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        enter_cgroup(&mut cmd, cgroup);
         cmd.output()
             .unwrap_or_else(|e| panic!("running {} in cgroup: {e}", program.display()))
+    }
+}
+
+/// Make `cmd` start inside `cgroup`: it moves itself there between fork
+/// and exec, so it never runs anywhere else.
+pub fn enter_cgroup(cmd: &mut Command, cgroup: &Path) {
+    use std::os::unix::{ffi::OsStrExt, process::CommandExt};
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+        .unwrap_or_else(|e| panic!("cgroup path: {e}"));
+    // SAFETY: between fork and exec only async-signal-safe calls: open,
+    // write ("0" = the writing process), close.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

@@ -213,6 +213,27 @@ fn tool_calls_are_judged_by_rule_parameters_and_budget() {
     expect_verdict(&exceeded, "DENY", "800 more would exceed 3000");
     assert_eq!(exceeded["reason"], "budget-exceeded", "{exceeded}");
 
+    // A negative amount does not refill the budget: it is denied, and the
+    // next payment is still over the limit.
+    let refill = decide(
+        &env,
+        "payments",
+        "stripe",
+        "create_payment",
+        r#"{"amount": -100000, "currency": "USD", "customer": "c-17"}"#,
+    );
+    expect_verdict(&refill, "DENY", "a negative charge");
+    assert_eq!(refill["reason"], "evaluation-error", "{refill}");
+    assert!(
+        refill["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be negative")),
+        "{refill}"
+    );
+    let still = decide(&env, "payments", "stripe", "create_payment", PAYMENT);
+    expect_verdict(&still, "DENY", "800 more still exceeds 3000");
+    assert_eq!(still["reason"], "budget-exceeded", "{still}");
+
     // Every verdict is in the audit trail with the call.
     let ev = env.wait_audit("for the refund deny", |e| {
         e["kind"] == "decision" && e["verdict"] == "deny" && e["call"]["action"] == "refund"
@@ -700,20 +721,59 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
         e["reason"] == "caller-not-enrolled"
     });
 
-    // The replay cache does not outlive the daemon, so no token of an
-    // earlier run verifies after a restart, used or not.
-    let issued = rpc(&env, RpcAs::Identity("payments"), &["issue"]);
-    let before = issued["token"].as_str().unwrap_or_default().to_string();
+    // The replay cache outlives the daemon (the state journal): a token
+    // used before a restart is refused after it; one never used works.
+    let used = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let used = used["token"].as_str().unwrap_or_default().to_string();
+    let unused = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let unused = unused["token"].as_str().unwrap_or_default().to_string();
+    expect_verdict(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &used, "zendesk", "reply", "{}"],
+        ),
+        "ALLOW",
+        "a token before the restart",
+    );
     daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
     let _restarted = DaemonProc::start(&env);
     expect_refused(
         &rpc(
             &env,
-            RpcAs::Identity("payments"),
-            &["decide", &before, "stripe", "create_payment", PAYMENT],
+            RpcAs::Identity("support"),
+            &["decide", &used, "zendesk", "reply", "{}"],
         ),
         "Unauthenticated",
-        "a token from before the restart",
+        "a token used before the restart",
+    );
+    env.wait_audit("for the replayed token", |e| {
+        e["reason"] == "token-replayed"
+    });
+    expect_verdict(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &unused, "zendesk", "reply", "{}"],
+        ),
+        "ALLOW",
+        "a token issued before the restart and never used",
+    );
+    // Without its journal, the daemon cannot know which tokens were used,
+    // and refuses every one issued before it started.
+    let before = rpc(&env, RpcAs::Identity("support"), &["issue"]);
+    let before = before["token"].as_str().unwrap_or_default().to_string();
+    drop(_restarted);
+    std::fs::remove_file(&env.state).unwrap_or_else(|e| panic!("{e}"));
+    let _fresh = DaemonProc::start(&env);
+    expect_refused(
+        &rpc(
+            &env,
+            RpcAs::Identity("support"),
+            &["decide", &before, "zendesk", "reply", "{}"],
+        ),
+        "Unauthenticated",
+        "a token from before a start without state",
     );
     env.wait_audit("for the pre-restart token", |e| {
         e["reason"] == "token-before-restart"
@@ -721,8 +781,8 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
     expect_verdict(
         &rpc(
             &env,
-            RpcAs::Identity("payments"),
-            &["decide", "fresh", "stripe", "create_payment", PAYMENT],
+            RpcAs::Identity("support"),
+            &["decide", "fresh", "zendesk", "reply", "{}"],
         ),
         "ALLOW",
         "a fresh token after the restart",

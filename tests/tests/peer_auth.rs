@@ -1,10 +1,12 @@
-//! Agent calls authenticated by the socket peer: no token needed, and a
-//! token presented anyway must verify and name the caller.
+//! Agent calls authenticated by the socket peer: no token needed, a token
+//! presented anyway must verify and name the caller, and the caller's
+//! identity is read again on every call of a connection.
 
 use palisade_tests::{
     DaemonProc, TestEnv, forge,
     probe::{RpcAs, rpc},
     root_or_skip,
+    session::{Session, SessionOptions},
 };
 use serde_json::Value;
 
@@ -33,6 +35,16 @@ fn expect_ok(answer: &Value, what: &str) {
 fn expect_refused(answer: &Value, code: &str, what: &str) {
     assert_eq!(answer["ok"], false, "{what}: was accepted: {answer}");
     assert_eq!(answer["code"], code, "{what}: {answer}");
+}
+
+/// Wait until exactly `n` audit records match (the trail is written by a
+/// thread of its own, a moment after the call returns).
+fn wait_count(env: &TestEnv, n: usize, what: &str, pred: impl Fn(&Value) -> bool) {
+    let seen = palisade_tests::wait_for(std::time::Duration::from_secs(5), || {
+        let c = env.audit_events().iter().filter(|e| pred(e)).count();
+        (c >= n).then_some(c)
+    });
+    assert_eq!(seen, Some(n), "{what}");
 }
 
 #[test]
@@ -121,12 +133,9 @@ fn agent_calls_need_no_token_and_a_presented_one_must_match() {
             &format!("{what} with support's token"),
         );
     }
-    let stolen = env
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["reason"] == "token-wrong-identity" && e["identity"] == "payments")
-        .count();
-    assert_eq!(stolen, 3, "each stolen-token call is recorded");
+    wait_count(&env, 3, "each stolen-token call recorded", |e| {
+        e["reason"] == "token-wrong-identity" && e["identity"] == "payments"
+    });
 
     // A tampered token of the right identity: refused, and nothing happens.
     let genuine = rpc(&env, payments, &["issue"]);
@@ -154,15 +163,9 @@ fn agent_calls_need_no_token_and_a_presented_one_must_match() {
         "Unauthenticated",
         "GetApproval with a tampered token",
     );
-    let signature_refusals = env
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["reason"] == "token-signature")
-        .count();
-    assert_eq!(
-        signature_refusals, 3,
-        "each tampered-token call is recorded"
-    );
+    wait_count(&env, 3, "each tampered-token call recorded", |e| {
+        e["reason"] == "token-signature"
+    });
     let grants = env
         .audit_events()
         .into_iter()
@@ -183,4 +186,115 @@ fn agent_calls_need_no_token_and_a_presented_one_must_match() {
         "Unauthenticated",
         "unenrolled Decide without a token",
     );
+}
+
+const MOVES: &str = r#"version: 1
+label: peer-moves
+identities:
+  - id: payments
+    selectors:
+      - cgroup: {payments}
+    tools:
+      allow:
+        - {id: payments, tool: stripe, actions: [create_payment]}
+  - id: support
+    selectors:
+      - cgroup: {support}
+    tools:
+      allow:
+        - {id: replies, tool: zendesk, actions: [reply]}
+"#;
+
+/// Move process `pid` into `cgroup`, as an operator (or a runtime) would.
+fn move_to(pid: u32, cgroup: &std::path::Path) {
+    std::fs::write(cgroup.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("moving {pid} to {}: {e}", cgroup.display()));
+}
+
+/// The same call on the session's old connection and on a new one: the old
+/// one must not remember who the process was when it connected.
+fn both(s: &mut Session, cmd: &Value) -> (Value, Value) {
+    let old = s.call(cmd);
+    let mut fresh = cmd.clone();
+    fresh["fresh"] = serde_json::json!(true);
+    (old, s.call(&fresh))
+}
+
+fn same_answer(old: &Value, fresh: &Value, what: &str) {
+    for k in ["ok", "code", "verdict", "reason", "rules"] {
+        assert_eq!(
+            old[k], fresh[k],
+            "{what}: old connection {old}, new connection {fresh}"
+        );
+    }
+}
+
+#[test]
+fn identity_is_read_again_on_every_call_of_a_connection() {
+    if !root_or_skip("identity_is_read_again_on_every_call_of_a_connection") {
+        return;
+    }
+    let env = TestEnv::new("peer-moves", "version: 1\n");
+    let payments = env.make_cgroup("payments.service");
+    let support = env.make_cgroup("support.service");
+    let host = env.make_cgroup("host.scope");
+    env.write_policy(
+        &MOVES
+            .replace("{payments}", &env.selector_path("payments.service"))
+            .replace("{support}", &env.selector_path("support.service")),
+    );
+    let _d = DaemonProc::start(&env);
+    let pay = serde_json::json!({"op": "decide", "tool": "stripe", "action": "create_payment", "params": {}});
+    let list = serde_json::json!({"op": "list_approvals"});
+
+    // A host process (root, not enrolled) connects: an operator, no agent.
+    let mut s = Session::start(
+        &env.socket,
+        &SessionOptions {
+            cgroup: Some(&host),
+            ..SessionOptions::default()
+        },
+    );
+    expect_ok(&s.call(&list), "an operator lists approvals");
+    expect_refused(
+        &s.call(&pay),
+        "Unauthenticated",
+        "Decide from a host process",
+    );
+
+    // Moved into an agent's cgroup with the connection open: from the next
+    // call on it is that agent, and no longer an operator.
+    move_to(s.caller_pid, &payments);
+    let (old, fresh) = both(&mut s, &list);
+    expect_refused(&old, "PermissionDenied", "an operator call after enrolment");
+    same_answer(&old, &fresh, "listing approvals after enrolment");
+    let (old, fresh) = both(&mut s, &pay);
+    assert_eq!(old["verdict"], "ALLOW", "Decide after enrolment: {old}");
+    same_answer(&old, &fresh, "Decide after enrolment");
+
+    // Revoked with the connection open: refused on the next call.
+    env.cli_ok(&["revoke", "payments", "--reason", "test"]);
+    let (old, fresh) = both(&mut s, &pay);
+    expect_refused(&old, "PermissionDenied", "Decide after revocation");
+    same_answer(&old, &fresh, "Decide after revocation");
+    env.cli_ok(&["restore", "payments"]);
+    assert_eq!(s.call(&pay)["verdict"], "ALLOW", "after the restore");
+
+    // Moved out of its identity's cgroup (to another identity's, then to
+    // an unenrolled one): the old connection answers exactly as a new one
+    // from the same process would, whatever the daemon makes of the move.
+    for (to, what) in [
+        (&support, "support's cgroup"),
+        (&host, "an unenrolled cgroup"),
+    ] {
+        move_to(s.caller_pid, to);
+        let (old, fresh) = both(&mut s, &pay);
+        same_answer(&old, &fresh, &format!("Decide after a move to {what}"));
+        let (old, fresh) = both(&mut s, &list);
+        same_answer(
+            &old,
+            &fresh,
+            &format!("an operator call after a move to {what}"),
+        );
+    }
 }

@@ -7,7 +7,7 @@ use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn");
+        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn|gateway|state");
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -20,9 +20,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "decide" => "palisade-decide-bench",
         "suggest" => "palisade-suggest-bench",
         "spawn" => "palisade-spawn-bench",
+        "gateway" => "palisade-gateway-bench",
+        "state" => "bench-state",
         other => {
             bail!(
-                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn)"
+                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn, gateway, state)"
             )
         }
     };

@@ -29,6 +29,7 @@ pub fn setup(apt_install: impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Res
     }
     let dev = python_env("python-dev", "dev")?;
     python_env("python-crewai", "crewai")?;
+    python_env("python-gateway", "gateway")?;
     wheelhouse(&dev)?;
     node(&apt_install)?;
     npm_packages()
@@ -149,28 +150,80 @@ fn wheelhouse(python: &Path) -> anyhow::Result<()> {
     link(&dir, &client_env_link("wheelhouse"))
 }
 
-fn node_major() -> Option<u32> {
-    let v = output(Command::new("node").arg("--version"))?;
+/// The Node.js setup fetches where the host's is missing or too old
+/// (Debian 12 ships 18): the official binary as the npm registry carries it
+/// (`node-linux-<arch>`), checked against the registry's integrity hash by
+/// `npm pack`.
+const NODE_VERSION: &str = "20.20.2";
+
+/// A Node.js of at least `NODE_MAJOR`, linked as
+/// `target/client-envs/bin/node`: the host's if it is recent enough, else
+/// the pinned one unpacked under `~/.cache/palisade/`. The tests and
+/// `npm ci` run with that directory first on `PATH`, so the host's own
+/// `node` is never replaced.
+fn node(apt_install: &impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if output(Command::new("npm").arg("--version")).is_none() {
+        apt_install(&["nodejs", "npm"])?;
+    }
+    let bin = client_env_link("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let node = match node_major(Path::new("node")) {
+        Some(major) if major >= NODE_MAJOR => {
+            let path = output(Command::new("sh").args(["-c", "command -v node"]))
+                .context("finding node on PATH")?;
+            PathBuf::from(path.trim())
+        }
+        _ => pinned_node()?,
+    };
+    link(&node, &bin.join("node"))?;
+    match node_major(&bin.join("node")) {
+        Some(major) if major >= NODE_MAJOR => Ok(()),
+        other => bail!(
+            "{} reports Node.js {other:?}; the TypeScript client needs {NODE_MAJOR} or later",
+            node.display()
+        ),
+    }
+}
+
+/// `~/.cache/palisade/node-<version>/package/bin/node`, fetched once.
+fn pinned_node() -> anyhow::Result<PathBuf> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        other => {
+            bail!("no Node.js {NODE_VERSION} package for {other}: install Node.js {NODE_MAJOR}+")
+        }
+    };
+    let dir = cache_dir()?.join(format!("node-{NODE_VERSION}"));
+    let node = dir.join("package/bin/node");
+    if node_major(&node).is_some_and(|m| m >= NODE_MAJOR) {
+        return Ok(node);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let spec = format!("node-linux-{arch}@{NODE_VERSION}");
+    sh(crate::toolchain::node_env(&mut Command::new("npm"))
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&dir)
+        .arg(&spec)
+        .current_dir(&dir))?;
+    let tarball = dir.join(format!("node-linux-{arch}-{NODE_VERSION}.tgz"));
+    sh(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&dir))?;
+    fs::remove_file(&tarball).with_context(|| format!("removing {}", tarball.display()))?;
+    Ok(node)
+}
+
+fn node_major(node: &Path) -> Option<u32> {
+    let v = output(Command::new(node).arg("--version"))?;
     v.trim()
         .trim_start_matches('v')
         .split('.')
         .next()?
         .parse()
         .ok()
-}
-
-fn node(apt_install: &impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Result<()> {
-    if node_major().is_none() {
-        apt_install(&["nodejs", "npm"])?;
-    }
-    match node_major() {
-        Some(major) if major >= NODE_MAJOR => Ok(()),
-        Some(major) => bail!(
-            "Node.js {major} is installed; the TypeScript client needs Node.js {NODE_MAJOR} or later \
-             (install it from your distribution's backports or nodejs.org)"
-        ),
-        None => bail!("node does not run after installing nodejs"),
-    }
 }
 
 /// `npm ci` from the committed lockfile, once per change of the lockfile.
@@ -183,7 +236,7 @@ fn npm_packages() -> anyhow::Result<()> {
     if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
         return Ok(());
     }
-    sh(Command::new("npm")
+    sh(crate::toolchain::node_env(&mut Command::new("npm"))
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir))?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))

@@ -42,9 +42,24 @@ const STEPS: &[(&str, &str)] = &[
 const REPO_IN_ROOT: &str = "root/palisade";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let keep = args.iter().any(|a| a == "--keep");
-    if let Some(other) = args.iter().find(|a| *a != "--keep") {
-        bail!("fresh-host: unknown argument {other} (only --keep: leave the root in place)");
+    let mut keep = false;
+    // `--until demo`: stop after that step (a quicker check of setup and
+    // the demo; the full run also runs the suite twice).
+    let mut until = STEPS[STEPS.len() - 1].0.to_string();
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--keep" => keep = true,
+            "--until" => {
+                until = rest.next().cloned().unwrap_or_default();
+                if !STEPS.iter().any(|(n, _)| *n == until) {
+                    bail!("fresh-host: --until takes one of: setup, demo, test, .ci/run");
+                }
+            }
+            other => bail!(
+                "fresh-host: unknown argument {other} (--keep: leave the root in place; --until STEP)"
+            ),
+        }
     }
     if !is_root() {
         bail!("fresh-host makes a Debian root and mounts into it: run it as root");
@@ -74,7 +89,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .arg(exe)
         .arg("fresh-host-inside")
         .arg(&root)
-        .arg(&log));
+        .arg(&log)
+        .arg(&until));
     eprintln!(
         "fresh-host: root prepared in {} (log: {})",
         human(prepared),
@@ -206,8 +222,8 @@ fn install_rustup(root: &Path) -> anyhow::Result<()> {
 /// Second half, run by `unshare` in a private mount namespace: mount the
 /// kernel filesystems into the root, then run each step inside it.
 pub fn inside(args: &[String]) -> anyhow::Result<()> {
-    let [root, log] = args else {
-        bail!("usage: fresh-host-inside ROOT LOG");
+    let [root, log, until] = args else {
+        bail!("usage: fresh-host-inside ROOT LOG LAST-STEP");
     };
     let root = Path::new(root);
     mount_basics(root)?;
@@ -222,6 +238,9 @@ pub fn inside(args: &[String]) -> anyhow::Result<()> {
         report.push((*name, step.elapsed, step.summary.clone(), step.ok));
         if !step.ok {
             failed = Some(*name);
+            break;
+        }
+        if name == until {
             break;
         }
     }

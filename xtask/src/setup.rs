@@ -26,6 +26,8 @@ use crate::{
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/etc/ssl/certs/ca-certificates.crt", "ca-certificates"),
     ("cc", "gcc"),
+    // libfuzzer-sys builds libFuzzer (C++) for the fuzz targets.
+    ("c++", "g++"),
     ("/usr/include/stdio.h", "libc6-dev"),
     ("ip", "iproute2"),
     ("python3", "python3"),
@@ -36,6 +38,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("nsenter", "util-linux"),
     ("/usr/sbin/debootstrap", "debootstrap"),
+    // The gateway tests: a test CA (openssl) and an ordinary client (curl).
+    ("openssl", "openssl"),
+    ("curl", "curl"),
 ];
 
 /// What the systemd unit test boots: systemd as PID 1 over a minimal
@@ -47,6 +52,7 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()?;
     toolchains()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     crate::clients::setup(apt_install)?;
     systemd_root()?;
     eprintln!("setup: done");
@@ -196,4 +202,26 @@ fn bpf_linker() -> anyhow::Result<()> {
         .arg(&prefix)
         .arg("--force")
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// cargo-fuzz, outside the repository and the user's `~/.cargo/bin`; the
+/// fuzz targets build with the eBPF nightly (already installed above, with
+/// its sanitizer runtimes) and libFuzzer needs only a C++ compiler.
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let bin = crate::fuzz::cargo_fuzz_bin()?;
+    let version = crate::fuzz::CARGO_FUZZ_VERSION;
+    if output(Command::new(&bin).arg("--version")).is_some_and(|v| v.contains(version)) {
+        return Ok(());
+    }
+    let root = bin
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("cargo-fuzz path has no prefix")?;
+    sh(Command::new("cargo")
+        .arg(format!("+{USER_TOOLCHAIN}"))
+        .args(["install", "cargo-fuzz", "--locked", "--version", version])
+        .arg("--root")
+        .arg(root)
+        .arg("--force")
+        .env_remove("RUSTUP_TOOLCHAIN"))
 }

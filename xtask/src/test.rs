@@ -10,7 +10,7 @@ use anyhow::bail;
 
 use crate::{
     leftovers,
-    toolchain::{cargo, client_env_link, is_root, require_setup, sh, workspace_root},
+    toolchain::{cargo, client_env_link, is_root, node_env, require_setup, sh, workspace_root},
 };
 
 pub fn build() -> anyhow::Result<()> {
@@ -22,8 +22,9 @@ pub fn build() -> anyhow::Result<()> {
 }
 
 /// Build, then run every test: unit tests, and the integration tests that
-/// load the eBPF programs into this kernel (root required). Extra arguments
-/// go to `cargo test` (e.g. a test name filter).
+/// load the eBPF programs into this kernel (root required), then every fuzz
+/// target for a few seconds. Extra arguments go to `cargo test` (e.g. a
+/// test name filter) and skip the fuzzing.
 pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let skip_root = std::env::var("PALISADE_SKIP_ROOT_TESTS").as_deref() == Ok("1");
     if !is_root() && !skip_root {
@@ -39,6 +40,7 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let tag = leftovers::run_tag();
     let before = leftovers::scan();
     let mut cmd = cargo();
+    node_env(&mut cmd);
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_TEST_RUN", &tag)
@@ -58,9 +60,21 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("reading the output of cargo test failed"))?;
     tally.success = success;
+    // Short runs: the committed seeds, and whatever a few seconds of
+    // mutation finds (longer runs: `cargo xtask fuzz all --seconds N`).
+    let fuzzed = extra.is_empty().then(|| {
+        crate::fuzz::run(&[
+            "all".to_string(),
+            "--seconds".to_string(),
+            crate::fuzz::TEST_SECONDS.to_string(),
+        ])
+    });
     // One closing line for the whole suite (cargo prints one per binary).
     println!("summary: {} passed, {} failed", tally.passed, tally.failed);
     clean?;
+    if let Some(Err(e)) = fuzzed {
+        bail!("fuzzing: {e:#}");
+    }
     if !tally.success || tally.failed > 0 {
         bail!("{} test(s) failed", tally.failed.max(1));
     }

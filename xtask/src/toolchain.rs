@@ -42,6 +42,30 @@ pub fn client_env_link(name: &str) -> PathBuf {
     workspace_root().join("target/client-envs").join(name)
 }
 
+/// `PATH` with this checkout's `target/client-envs/bin` first: the
+/// Node.js setup chose (the host's, or a pinned one where the host's is
+/// too old).
+pub fn path_with_client_bin() -> std::ffi::OsString {
+    let mut dirs = vec![client_env_link("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// The environment Node.js commands run with: `PATH` as above, and the
+/// system's certificate authorities trusted as well as Node's own bundle
+/// (a Node.js from the registry does not read the system store, and hosts
+/// behind a TLS-inspecting proxy trust its authority only there).
+pub fn node_env(cmd: &mut Command) -> &mut Command {
+    const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+    cmd.env("PATH", path_with_client_bin());
+    if std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() && Path::new(SYSTEM_CAS).is_file() {
+        cmd.env("NODE_EXTRA_CA_CERTS", SYSTEM_CAS);
+    }
+    cmd
+}
+
 /// Run a command, echoing it; fail with its exit status.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", describe(cmd));

@@ -124,6 +124,7 @@ pub async fn decide(
             })
             .collect(),
         approval_id: out.approval_id.unwrap_or_default(),
+        elevation: out.elevation,
     }))
 }
 

@@ -4,7 +4,9 @@
 
 pub mod client;
 mod decision;
+mod elevation;
 pub mod observe;
+mod peer;
 mod server;
 
 pub use server::{PalisadeService, serve};
@@ -22,7 +24,13 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::UnknownIdentity(_) | DaemonError::NotFound(_) => Code::NotFound,
         DaemonError::Token(crate::tokens::TokenError::WrongIdentity { .. })
         | DaemonError::Revoked(_) => Code::PermissionDenied,
-        DaemonError::Token(crate::tokens::TokenError::ReplayCacheFull) => Code::ResourceExhausted,
+        DaemonError::Token(crate::tokens::TokenError::ReplayCacheFull)
+        | DaemonError::Approval(crate::decision::approvals::ApprovalError::Quota { .. }) => {
+            Code::ResourceExhausted
+        }
+        DaemonError::Token(crate::tokens::TokenError::State(_))
+        | DaemonError::Approval(crate::decision::approvals::ApprovalError::State(_))
+        | DaemonError::State(_) => Code::Unavailable,
         DaemonError::Token(crate::tokens::TokenError::KeyFile(_)) => Code::Internal,
         DaemonError::Token(_) => Code::Unauthenticated,
         DaemonError::Approval(crate::decision::approvals::ApprovalError::NotFound(_)) => {
@@ -35,16 +43,19 @@ pub fn to_status(err: DaemonError) -> Status {
         DaemonError::PermissionDenied(_) => Code::PermissionDenied,
         DaemonError::Busy(_) => Code::ResourceExhausted,
         DaemonError::Unauthenticated(_) => Code::Unauthenticated,
-        DaemonError::Config(_) | DaemonError::Preflight(_) | DaemonError::Metrics(_) => {
-            Code::FailedPrecondition
-        }
+        DaemonError::Config(_)
+        | DaemonError::Preflight(_)
+        | DaemonError::Metrics(_)
+        | DaemonError::Gateway(_)
+        | DaemonError::Precondition(_) => Code::FailedPrecondition,
         DaemonError::Cgroup(_)
         | DaemonError::Audit(_)
         | DaemonError::Trail(_)
         | DaemonError::Bpf(_)
         | DaemonError::Identity(_)
         | DaemonError::Dns(_)
-        | DaemonError::Grant(_) => Code::Internal,
+        | DaemonError::Grant(_)
+        | DaemonError::Elevation(_) => Code::Internal,
     };
     Status::new(code, err.to_string())
 }

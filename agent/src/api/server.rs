@@ -1,13 +1,9 @@
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{
-    Request, Response, Status,
-    transport::server::{TcpConnectInfo, UdsConnectInfo},
-};
+use tonic::{Request, Response, Status, transport::server::TcpConnectInfo};
 
-use super::to_status;
+use super::{peer::PeerConn, to_status};
 use crate::{
     daemon::{Caller, Daemon, DaemonError},
     proto::{self, palisade_server::PalisadeServer},
@@ -23,9 +19,10 @@ impl PalisadeService {
     }
 }
 
-/// Who is calling: the peer's credentials as the kernel reported them when
-/// it connected to the Unix socket, or (over loopback TCP) nobody in
-/// particular; plus an operator token from `authorization: Bearer …`.
+/// Who is calling: the process that connected to the Unix socket, pinned
+/// when the connection was accepted (the daemon checks on each call that
+/// it is still there), or (over loopback TCP) nobody in particular; plus
+/// an operator token from `authorization: Bearer …`.
 pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     let operator_token = req
         .metadata()
@@ -41,18 +38,18 @@ pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
             ..Caller::default()
         });
     }
-    let info = req
-        .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
-        .ok_or_else(|| Status::unauthenticated("no peer credentials on this connection"))?;
-    let pid = info
-        .pid()
-        .and_then(|p| u32::try_from(p).ok())
-        .ok_or_else(|| Status::unauthenticated("peer pid unknown"))?;
+    let peer = match req.extensions().get::<PeerConn>() {
+        Some(PeerConn(Ok(p))) => p.clone(),
+        Some(PeerConn(Err(e))) => return Err(Status::unauthenticated(e.to_string())),
+        None => {
+            return Err(Status::unauthenticated(
+                "no peer credentials on this connection",
+            ));
+        }
+    };
     Ok(Caller {
         operator_token,
-        ..Caller::unix(pid, info.uid(), info.gid())
+        ..Caller::peer(peer)
     })
 }
 
@@ -105,6 +102,27 @@ impl proto::palisade_server::Palisade for PalisadeService {
         req: Request<proto::RequestEgressRequest>,
     ) -> Result<Response<proto::RequestEgressResponse>, Status> {
         super::decision::request_egress(&self.daemon, req).await
+    }
+
+    async fn elevate(
+        &self,
+        req: Request<proto::ElevateRequest>,
+    ) -> Result<Response<proto::Elevation>, Status> {
+        super::elevation::elevate(&self.daemon, req).await
+    }
+
+    async fn end_elevation(
+        &self,
+        req: Request<proto::EndElevationRequest>,
+    ) -> Result<Response<proto::Elevation>, Status> {
+        super::elevation::end_elevation(&self.daemon, req).await
+    }
+
+    async fn list_elevations(
+        &self,
+        req: Request<proto::ListElevationsRequest>,
+    ) -> Result<Response<proto::ListElevationsResponse>, Status> {
+        super::elevation::list_elevations(&self.daemon, req).await
     }
 
     async fn push_policy(
@@ -309,12 +327,13 @@ pub async fn serve(
                 .await
         })
     });
-    tracing::info!(socket = %socket.display(), "API listening");
+    let pin = daemon.config.api.peer_pin;
+    tracing::info!(socket = %socket.display(), peer_pin = ?pin, "API listening");
     crate::daemon::notify::notify("READY=1");
     let unix = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(PalisadeServer::new(PalisadeService::new(daemon)))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(super::peer::incoming(listener, pin), async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })

@@ -27,6 +27,10 @@ pub enum EventKind {
     Approval,
     /// A just-in-time egress grant given, ended or withdrawn.
     Grant,
+    /// A request through the L7 gateway (HTTP API or MCP service).
+    Gateway,
+    /// A break-glass elevation started or ended.
+    Elevation,
     /// Old trail files deleted by retention (what the chain no longer holds).
     Retention,
 }
@@ -83,6 +87,13 @@ pub struct AuditEvent {
     /// Tool calls, approvals and grants (`decision`, `approval`, `grant`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<CallDetail>,
+    /// Gateway requests (`kind: gateway`): the HTTP side of the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDetail>,
+    /// The break-glass elevation this record is about, or that alone
+    /// allowed the connection or call it records (its id, `elv-…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<String>,
     /// Position in the hash chain of the trail (1 = first record ever).
     /// Set by the trail writer (`audit::chain`), not by producers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,6 +142,34 @@ pub struct CallDetail {
     /// Token of the call, when one was checked: its `jti` and key id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// What a gateway event says about the request. Never a header value, a
+/// body or a parameter value: those may hold secrets or personal data.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HttpDetail {
+    pub service: String,
+    pub method: String,
+    /// The route's path template (`/v1/customers/{id}`), not the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_id: Option<String>,
+    /// MCP: the JSON-RPC method (`tools/call`, `tools/list`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// The status the agent got.
+    pub status: u16,
+    /// The upstream's status, when the request was forwarded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Request body bytes from the agent, response body bytes to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// From the request's arrival to the end of the response body.
+    pub duration_us: u64,
+    /// `complete`, `aborted` (the agent went away) or `failed`.
+    pub end: String,
 }
 
 /// What an aggregate record covers: `count` more denials of one kind (or,
@@ -223,6 +262,8 @@ impl AuditEvent {
             retention: None,
             dns: None,
             call: None,
+            http: None,
+            elevation: None,
             seq: None,
             prev_hash: None,
             hash: None,
@@ -247,6 +288,18 @@ impl AuditEvent {
         } else if let Some(proto) = &self.protocol {
             s.push_str(&format!(" socket={proto}"));
         }
+        if let Some(h) = &self.http {
+            s.push_str(&format!(
+                " service={} {} {} status={}",
+                h.service,
+                h.method,
+                h.route
+                    .as_deref()
+                    .or(h.mcp_method.as_deref())
+                    .unwrap_or("-"),
+                h.status
+            ));
+        }
         if let Some(d) = &self.dns {
             s.push_str(&format!(" query={} type={}", d.query, d.qtype));
             if !d.learned.is_empty() {
@@ -261,6 +314,9 @@ impl AuditEvent {
         s.push_str(&format!(" reason={}", self.reason));
         if let Some(rule) = &self.rule {
             s.push_str(&format!(" rule={rule}"));
+        }
+        if let Some(e) = &self.elevation {
+            s.push_str(&format!(" elevation={e}"));
         }
         if let Some(v) = &self.policy_version {
             s.push_str(&format!(" policy={v}"));
@@ -291,6 +347,8 @@ fn kind_name(kind: EventKind) -> &'static str {
         EventKind::Decision => "decision",
         EventKind::Approval => "approval",
         EventKind::Grant => "grant",
+        EventKind::Gateway => "gateway",
+        EventKind::Elevation => "elevation",
         EventKind::Retention => "retention",
     }
 }

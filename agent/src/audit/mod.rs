@@ -11,5 +11,7 @@ pub mod spool;
 pub mod trail;
 pub mod verify;
 
-pub use event::{AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, RetentionDetail};
+pub use event::{
+    AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, HttpDetail, RetentionDetail,
+};
 pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};

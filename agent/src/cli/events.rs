@@ -155,6 +155,20 @@ pub fn human(v: &Value, color: bool) -> String {
     } else if !s("protocol").is_empty() {
         line.push_str(&format!(" socket {}", s("protocol")));
     }
+    if let Some(h) = v.get("http") {
+        let hs = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("");
+        let what = if hs("route").is_empty() {
+            hs("mcp_method")
+        } else {
+            hs("route")
+        };
+        line.push_str(&format!(
+            " {} {} {what} → {}",
+            hs("service"),
+            hs("method"),
+            h.get("status").and_then(Value::as_u64).unwrap_or(0)
+        ));
+    }
     line.push_str(&format!("  {}", s("reason")));
     if !s("rule").is_empty() {
         line.push_str(&format!(" rule={}", s("rule")));

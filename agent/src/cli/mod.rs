@@ -7,6 +7,7 @@ mod daemon;
 mod decision;
 mod discovery;
 mod doctor;
+mod elevation;
 mod events;
 mod exec;
 mod keys;
@@ -77,6 +78,34 @@ pub enum Command {
         identity: String,
         #[arg(long, default_value = "")]
         reason: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Break-glass: let an identity hold one of its elevated roles for a
+    /// time (operator), or end an elevation early with `--end ID`.
+    Elevate {
+        #[arg(required_unless_present = "end")]
+        identity: Option<String>,
+        #[arg(long, required_unless_present = "end")]
+        role: Option<String>,
+        /// How long, e.g. 30m or 2h (at most a day).
+        #[arg(long = "for", required_unless_present = "end")]
+        duration: Option<String>,
+        /// Why (required to start one; recorded in the audit trail).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// End this elevation now.
+        #[arg(long, conflicts_with_all = ["identity", "role", "duration"])]
+        end: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// List active elevations (operator).
+    Elevations {
+        #[arg(long)]
+        json: bool,
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -263,6 +292,26 @@ pub fn main() -> ExitCode {
             reason,
             socket,
         } => ops::kill_switch(&socket, &identity, false, &reason),
+        Command::Elevate {
+            identity,
+            role,
+            duration,
+            reason,
+            end,
+            json,
+            socket,
+        } => elevation::elevate(
+            &socket,
+            &elevation::ElevateArgs {
+                identity: identity.as_deref(),
+                role: role.as_deref(),
+                duration: duration.as_deref(),
+                reason: &reason,
+                end: end.as_deref(),
+                json,
+            },
+        ),
+        Command::Elevations { json, socket } => elevation::list(&socket, json),
         Command::Reload { socket } => ops::reload(&socket),
         Command::Uninstall { bpffs } => ops::uninstall(&bpffs),
         Command::Decide {

@@ -56,6 +56,18 @@ pub enum PolicyCommand {
         /// Clock for the decision (RFC 3339); default now.
         #[arg(long)]
         now: Option<String>,
+        /// A request to a gateway service (`--service S --request 'POST
+        /// /v1/x?y=1'`), mapped to its tool call as the gateway maps it.
+        #[arg(long, requires = "request", conflicts_with_all = ["tool", "destination"])]
+        service: Option<String>,
+        #[arg(long, requires = "service")]
+        request: Option<String>,
+        /// The request's JSON body.
+        #[arg(long, requires = "request", conflicts_with = "form")]
+        json: Option<String>,
+        /// The request's form body (`a=1&b=2`).
+        #[arg(long, requires = "request")]
+        form: Option<String>,
     },
     /// What becomes allowed or denied going from OLD to NEW.
     Diff { old: PathBuf, new: PathBuf },
@@ -92,8 +104,56 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             params,
             context,
             now,
+            service,
+            request,
+            json,
+            form,
         } => {
             let p = load_or_print(&policy)?;
+            let (tool, action, resource, params) = match (service, request) {
+                (Some(service), Some(request)) => {
+                    let s = p
+                        .service(&service)
+                        .with_context(|| format!("no service `{service}` in the policy"))?;
+                    let (method, target) = request
+                        .split_once(' ')
+                        .with_context(|| format!("--request `{request}`: write `METHOD PATH`"))?;
+                    let (ct, body) = match (&json, &form) {
+                        (Some(j), _) => (Some("application/json"), j.as_bytes()),
+                        (None, Some(f)) => {
+                            (Some("application/x-www-form-urlencoded"), f.as_bytes())
+                        }
+                        (None, None) => (None, &[][..]),
+                    };
+                    let req = policy::service::HttpRequest {
+                        method,
+                        target: target.trim(),
+                        content_type: ct,
+                        body,
+                    };
+                    match s.call_for(&p, &req) {
+                        Ok(call) => {
+                            println!(
+                                "request: {method} {} → route {} ({})",
+                                target.trim(),
+                                call.route.id,
+                                call.route.path
+                            );
+                            (
+                                Some(call.tool),
+                                Some(call.action),
+                                call.resource,
+                                serde_json::Value::Object(call.params).to_string(),
+                            )
+                        }
+                        Err(e) => {
+                            println!("verdict: deny ({}): {e}", e.code());
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
+                }
+                _ => (tool, action, resource, params),
+            };
             let lines = match (destination, tool) {
                 (Some(dest), None) => {
                     let proto = parse_protocol(&protocol)?;

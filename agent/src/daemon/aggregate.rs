@@ -21,7 +21,10 @@ use agent_common::{
 };
 use tracing::{info, warn};
 
-use super::{Daemon, DaemonError};
+use super::{
+    Daemon, DaemonError,
+    kernel_events::{RecordContext, to_audit},
+};
 use crate::{
     audit::{AggregateDetail, AuditEvent, EventKind},
     bpf::{
@@ -109,7 +112,7 @@ async fn report(
     if counts.kinds.is_empty() && counts.overflow.is_empty() {
         return Ok(());
     }
-    let records = daemon.aggregate_records(&counts, span);
+    let records = aggregate_records(daemon, &counts, span);
     let n = records.len();
     let stats = daemon.audit.stats();
     let failed_before =
@@ -175,135 +178,204 @@ fn kernel_event(k: &AggKey, v: &AggValue) -> KernelEvent {
     }
 }
 
-impl Daemon {
-    /// The records of one slot: per identity, its largest kinds one by one
-    /// (count = denials not already recorded as an event), the rest in one
-    /// summary, and what overflowed by reason.
-    fn aggregate_records(
-        &self,
-        counts: &SlotCounts,
-        span: Option<(SystemTime, SystemTime)>,
-    ) -> Vec<AuditEvent> {
-        let mut by_identity: BTreeMap<u32, Vec<(&AggKey, &AggValue, u64)>> = BTreeMap::new();
-        for (k, v) in &counts.kinds {
-            let unrecorded = v.count.saturating_sub(u64::from(v.emitted != 0));
-            if unrecorded > 0 {
-                by_identity
-                    .entry(k.identity)
-                    .or_default()
-                    .push((k, v, unrecorded));
-            }
+/// The records of one slot: per identity, its largest kinds one by one
+/// (count = denials not already recorded as an event), the rest in one
+/// summary, and what overflowed by reason.
+pub fn aggregate_records(
+    cx: &dyn RecordContext,
+    counts: &SlotCounts,
+    span: Option<(SystemTime, SystemTime)>,
+) -> Vec<AuditEvent> {
+    let mut by_identity: BTreeMap<u32, Vec<(&AggKey, &AggValue, u64)>> = BTreeMap::new();
+    for (k, v) in &counts.kinds {
+        let unrecorded = v.count.saturating_sub(u64::from(v.emitted != 0));
+        if unrecorded > 0 {
+            by_identity
+                .entry(k.identity)
+                .or_default()
+                .push((k, v, unrecorded));
         }
-        let mut out = Vec::new();
-        for (identity, mut kinds) in by_identity {
-            kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
-            let rest = kinds.split_off(kinds.len().min(KINDS_PER_IDENTITY));
-            for (k, v, n) in kinds {
-                let mut ev = self.to_audit(&kernel_event(k, v));
-                ev.count = Some(n);
-                ev.detail = Some(format!(
-                    "{n} more {} like this, counted in the kernel, not recorded one by one",
-                    plural(n)
-                ));
-                ev.aggregate = Some(AggregateDetail {
-                    first: rfc3339(boot_ns_to_wall(v.first_ns)),
-                    last: rfc3339(boot_ns_to_wall(v.last_ns)),
-                    destinations: None,
-                });
-                out.push(ev);
-            }
-            if !rest.is_empty() {
-                out.push(self.summary(identity, &rest));
-            }
+    }
+    let mut out = Vec::new();
+    for (identity, mut kinds) in by_identity {
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
+        let rest = kinds.split_off(kinds.len().min(KINDS_PER_IDENTITY));
+        for (k, v, n) in kinds {
+            let mut ev = to_audit(cx, &kernel_event(k, v));
+            ev.count = Some(n);
+            ev.detail = Some(format!(
+                "{n} more {} like this, counted in the kernel, not recorded one by one",
+                plural(n)
+            ));
+            ev.aggregate = Some(AggregateDetail {
+                first: rfc3339(boot_ns_to_wall(v.first_ns)),
+                last: rfc3339(boot_ns_to_wall(v.last_ns)),
+                destinations: None,
+            });
+            out.push(ev);
         }
-        for (identity, o) in &counts.overflow {
-            out.extend(self.overflow_records(*identity, o, span));
+        if !rest.is_empty() {
+            out.push(summary(cx, identity, &rest));
         }
-        out
+    }
+    for (identity, o) in &counts.overflow {
+        out.extend(overflow_records(cx, *identity, o, span));
+    }
+    out
+}
+
+/// One record for many kinds of one identity.
+fn summary(
+    cx: &dyn RecordContext,
+    identity: u32,
+    kinds: &[(&AggKey, &AggValue, u64)],
+) -> AuditEvent {
+    let (k0, v0, _) = kinds[0];
+    // Saturating: the counts come from maps an earlier daemon (or a layout
+    // it did not expect) may have left, and a wrapped sum would under-report.
+    let total = kinds
+        .iter()
+        .fold(0u64, |sum, (_, _, n)| sum.saturating_add(*n));
+    let mut ev = to_audit(cx, &kernel_event(k0, v0));
+    let first = kinds.iter().map(|(_, v, _)| v.first_ns).min().unwrap_or(0);
+    let last = kinds.iter().map(|(_, v, _)| v.last_ns).max().unwrap_or(0);
+    ev.dst_ip = None;
+    ev.dst_port = None;
+    ev.protocol = None;
+    ev.rule = None;
+    ev.count = Some(total);
+    let top: Vec<String> = kinds
+        .iter()
+        .take(5)
+        .map(|(k, v, n)| {
+            let e = kernel_event(k, v);
+            let what = match e.dst {
+                Some((ip, port)) => format!("{ip}:{port}"),
+                None => e.hook.map_or("socket", Hook::name).to_string(),
+            };
+            format!("{what} ×{n}")
+        })
+        .collect();
+    ev.detail = Some(format!(
+        "{total} more {} of identity #{identity} to {} other destinations, counted in the kernel; the largest: {}",
+        plural(total),
+        kinds.len(),
+        top.join(", ")
+    ));
+    ev.aggregate = Some(AggregateDetail {
+        first: rfc3339(boot_ns_to_wall(first)),
+        last: rfc3339(boot_ns_to_wall(last)),
+        destinations: Some(kinds.len() as u64),
+    });
+    ev
+}
+
+/// Denials counted without a kind (the identity's event budget for the
+/// period was used up, or the table was full): one record per verdict
+/// and reason.
+fn overflow_records(
+    cx: &dyn RecordContext,
+    identity: u32,
+    o: &AggOverflow,
+    span: Option<(SystemTime, SystemTime)>,
+) -> Vec<AuditEvent> {
+    let name = cx
+        .identity_name(identity)
+        .unwrap_or_else(|| format!("#{identity}"));
+    let (first, last) = match span {
+        Some((a, b)) => (rfc3339(a), rfc3339(b)),
+        // Left by an earlier daemon: when exactly is not known.
+        None => {
+            let now = rfc3339(SystemTime::now());
+            (now.clone(), now)
+        }
+    };
+    let mut out = Vec::new();
+    for (verdict, counts) in [("deny", &o.deny), ("audit", &o.audit)] {
+        for (reason, n) in counts.iter().enumerate().take(AGG_REASONS) {
+            if *n == 0 {
+                continue;
+            }
+            let reason = Reason::from_u8(reason as u8).map_or("unknown", Reason::name);
+            let mut ev = AuditEvent::new(EventKind::Network, verdict, reason);
+            ev.identity = Some(name.clone());
+            ev.policy_version = Some(cx.active_policy().policy.version.to_string());
+            ev.count = Some(*n);
+            ev.detail = Some(format!(
+                "{n} {} counted in the kernel without their destinations: the identity caused more than kernel.events_per_identity kinds in one period",
+                plural(*n)
+            ));
+            ev.aggregate = Some(AggregateDetail {
+                first: first.clone(),
+                last: last.clone(),
+                destinations: None,
+            });
+            out.push(ev);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::daemon::ActivePolicy;
+
+    struct Fixed(Arc<ActivePolicy>);
+
+    impl RecordContext for Fixed {
+        fn identity_name(&self, _: u32) -> Option<String> {
+            Some("finance-agent".into())
+        }
+        fn policy_at(&self, _: u32) -> Option<crate::daemon::Generation> {
+            Some(crate::daemon::Generation::Active(self.0.clone()))
+        }
+        fn active_policy(&self) -> Arc<ActivePolicy> {
+            self.0.clone()
+        }
     }
 
-    /// One record for many kinds of one identity.
-    fn summary(&self, identity: u32, kinds: &[(&AggKey, &AggValue, u64)]) -> AuditEvent {
-        let (k0, v0, _) = kinds[0];
-        let total: u64 = kinds.iter().map(|(_, _, n)| n).sum();
-        let mut ev = self.to_audit(&kernel_event(k0, v0));
-        let first = kinds.iter().map(|(_, v, _)| v.first_ns).min().unwrap_or(0);
-        let last = kinds.iter().map(|(_, v, _)| v.last_ns).max().unwrap_or(0);
-        ev.dst_ip = None;
-        ev.dst_port = None;
-        ev.protocol = None;
-        ev.rule = None;
-        ev.count = Some(total);
-        let top: Vec<String> = kinds
-            .iter()
-            .take(5)
-            .map(|(k, v, n)| {
-                let e = kernel_event(k, v);
-                let what = match e.dst {
-                    Some((ip, port)) => format!("{ip}:{port}"),
-                    None => e.hook.map_or("socket", Hook::name).to_string(),
-                };
-                format!("{what} ×{n}")
-            })
-            .collect();
-        ev.detail = Some(format!(
-            "{total} more {} of identity #{identity} to {} other destinations, counted in the kernel; the largest: {}",
-            plural(total),
-            kinds.len(),
-            top.join(", ")
-        ));
-        ev.aggregate = Some(AggregateDetail {
-            first: rfc3339(boot_ns_to_wall(first)),
-            last: rfc3339(boot_ns_to_wall(last)),
-            destinations: Some(kinds.len() as u64),
-        });
-        ev
-    }
-
-    /// Denials counted without a kind (the identity's event budget for the
-    /// period was used up, or the table was full): one record per verdict
-    /// and reason.
-    fn overflow_records(
-        &self,
-        identity: u32,
-        o: &AggOverflow,
-        span: Option<(SystemTime, SystemTime)>,
-    ) -> Vec<AuditEvent> {
-        let name = self
-            .registry
-            .name_of(identity)
-            .unwrap_or_else(|| format!("#{identity}"));
-        let (first, last) = match span {
-            Some((a, b)) => (rfc3339(a), rfc3339(b)),
-            // Left by an earlier daemon: when exactly is not known.
-            None => {
-                let now = rfc3339(SystemTime::now());
-                (now.clone(), now)
-            }
-        };
-        let mut out = Vec::new();
-        for (verdict, counts) in [("deny", &o.deny), ("audit", &o.audit)] {
-            for (reason, n) in counts.iter().enumerate().take(AGG_REASONS) {
-                if *n == 0 {
-                    continue;
-                }
-                let reason = Reason::from_u8(reason as u8).map_or("unknown", Reason::name);
-                let mut ev = AuditEvent::new(EventKind::Network, verdict, reason);
-                ev.identity = Some(name.clone());
-                ev.policy_version = Some(self.active().policy.version.to_string());
-                ev.count = Some(*n);
-                ev.detail = Some(format!(
-                    "{n} {} counted in the kernel without their destinations: the identity caused more than kernel.events_per_identity kinds in one period",
-                    plural(*n)
-                ));
-                ev.aggregate = Some(AggregateDetail {
-                    first: first.clone(),
-                    last: last.clone(),
-                    destinations: None,
-                });
-                out.push(ev);
-            }
+    /// The summary of many kinds added their counts with `+`, which panics
+    /// (debug) or wraps (release) on counts a damaged or foreign map can
+    /// hold (seen while writing the kernel_aggregate fuzz target).
+    #[test]
+    fn summary_of_huge_counts_saturates() {
+        let text = include_str!("../../../examples/policies/finance.yaml");
+        let policy = crate::policy::load_str("finance.yaml", text)
+            .expect("the example loads")
+            .policy;
+        let cx = Fixed(Arc::new(ActivePolicy {
+            policy,
+            generation: 1,
+        }));
+        let mut counts = SlotCounts::default();
+        for port in 0..(KINDS_PER_IDENTITY as u16 + 2) {
+            let key = AggKey {
+                identity: 1,
+                hook: 1,
+                verdict: 1,
+                reason: 1,
+                port,
+                family: agent_common::AF_INET,
+                ..AggKey::default()
+            };
+            let value = AggValue {
+                count: u64::MAX / 2 + 1,
+                ..AggValue::default()
+            };
+            counts.kinds.push((key, value));
         }
-        out
+        let records = aggregate_records(&cx, &counts, None);
+        assert_eq!(records.len(), KINDS_PER_IDENTITY + 1);
+        let summary = records.last().expect("a summary record");
+        assert!(
+            summary
+                .aggregate
+                .as_ref()
+                .is_some_and(|a| a.destinations == Some(2))
+        );
+        assert_eq!(summary.count, Some(u64::MAX));
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
     decision::{
         approvals::{Ask, State},
-        budgets::Remaining,
+        budgets::{ChargeError, Remaining},
         input,
     },
     policy::{
@@ -45,6 +45,9 @@ pub struct DecideOutcome {
     pub decision_id: String,
     pub obligations: Vec<Remaining>,
     pub approval_id: Option<String>,
+    /// The break-glass elevation that alone allowed (or made approvable)
+    /// the call; empty when the standing policy decided.
+    pub elevation: String,
 }
 
 /// A token just issued.
@@ -88,16 +91,62 @@ fn has_conditions(ident: &Identity) -> bool {
         || ident.budgets.iter().any(|b| b.sum.is_some())
 }
 
+/// Inputs at most this many values (lists, maps and their items counted
+/// together) and string bytes are judged on the thread that received the
+/// call: loops in conditions iterate over inputs, so even a cubic
+/// condition over 32 values is 32,768 steps, a fraction of the
+/// evaluation budget.
+const INLINE_VALUES: usize = 32;
+const INLINE_STRING_BYTES: usize = 8 * 1024;
+
+/// Are the call's params and context small enough that evaluating any
+/// condition over them is cheap?
+fn small_input(req: &DecideInput) -> bool {
+    fn walk(v: &prost_types::Value, values: &mut usize, bytes: &mut usize) -> bool {
+        use prost_types::value::Kind;
+        *values += 1;
+        if *values > INLINE_VALUES {
+            return false;
+        }
+        match &v.kind {
+            Some(Kind::StringValue(s)) => {
+                *bytes += s.len();
+                *bytes <= INLINE_STRING_BYTES
+            }
+            Some(Kind::ListValue(l)) => l.values.iter().all(|v| walk(v, values, bytes)),
+            Some(Kind::StructValue(s)) => fields(s, values, bytes),
+            _ => true,
+        }
+    }
+    fn fields(s: &Struct, values: &mut usize, bytes: &mut usize) -> bool {
+        s.fields.iter().all(|(k, v)| {
+            *bytes += k.len();
+            walk(v, values, bytes)
+        })
+    }
+    let (mut values, mut bytes) = (0, 0);
+    [&req.params, &req.context]
+        .into_iter()
+        .flatten()
+        .all(|s| fields(s, &mut values, &mut bytes))
+}
+
 impl Daemon {
     /// `decide` for the API: calls of identities whose rules have
-    /// conditions are evaluated on the blocking pool, a few at a time per
-    /// identity (`eval_slots`), so a costly call never holds the runtime
-    /// workers or another identity's decisions.
+    /// conditions, with inputs larger than `small_input` allows, are
+    /// evaluated on the blocking pool, a few at a time per identity
+    /// (`eval_slots`), so a costly call never holds the runtime workers or
+    /// another identity's decisions. Small calls, the common case, are
+    /// judged where they arrived: no thread hand-off, and no slot an
+    /// agent's own concurrency could run out of.
     pub async fn decide_async(
         self: &std::sync::Arc<Self>,
         caller: Caller,
         req: DecideInput,
     ) -> Result<DecideOutcome, DaemonError> {
+        if small_input(&req) {
+            return self.decide(&caller, req);
+        }
         let identity = match self.agent_identity(&caller, "Decide") {
             Ok((identity, _)) => identity,
             // Refused before anything is evaluated (and recorded as such).
@@ -273,6 +322,7 @@ impl Daemon {
                     started,
                     None,
                     access.as_ref(),
+                    None,
                 ));
             }
         };
@@ -304,11 +354,15 @@ impl Daemon {
             self.metrics
                 .set_pending_approvals(self.decisions.approvals.pending() as u64);
             let decided = policy.decide_tool(&call);
-            let obligations = self
+            let obligations = match self
                 .decisions
                 .budgets
                 .charge(identity, &decided.charges, true)
-                .unwrap_or_default();
+            {
+                Ok(r) => r,
+                Err(ChargeError::State(e)) => return Err(DaemonError::State(e)),
+                Err(ChargeError::Exceeded(_)) => Vec::new(),
+            };
             let d = Decision {
                 verdict: ToolVerdict::Allow,
                 reason: "approved-override",
@@ -328,52 +382,16 @@ impl Daemon {
                 started,
                 Some((approval.id, approval.approver)),
                 None,
+                None,
             ));
         }
 
-        let mut d = policy.decide_tool(&call);
-        let mut obligations = Vec::new();
-        let mut approval = None;
-        match d.verdict {
-            ToolVerdict::Allow => {
-                match self.decisions.budgets.charge(identity, &d.charges, false) {
-                    Ok(r) => obligations = r,
-                    Err(_) => {
-                        // The deny replaces the decision and its charges;
-                        // report what remains of each budget all the same.
-                        let budgets = &self.decisions.budgets;
-                        let used = budgets.used(identity, &d.charges);
-                        obligations = budgets.peek(identity, &d.charges);
-                        d.check_budgets(|b| used.get(b).copied().unwrap_or(0.0));
-                    }
-                }
-            }
-            ToolVerdict::ApprovalRequired => {
-                obligations = self.decisions.budgets.peek(identity, &d.charges);
-                if self.mode_of(policy, identity) == Mode::Enforce {
-                    let (a, new) = self.decisions.approvals.request(Ask {
-                        rules: d.rules.clone(),
-                        ..ask
-                    });
-                    if new {
-                        let mut ev =
-                            self.call_event(identity, caller, req, "pending", "approval-requested");
-                        if let Some(c) = ev.call.as_mut() {
-                            c.approval_id = Some(a.id.clone());
-                            c.params_digest = Some(digest.clone());
-                        }
-                        ev.rule = d.rules.first().cloned();
-                        ev.kind = EventKind::Approval;
-                        self.audit.emit(ev);
-                        self.metrics
-                            .set_pending_approvals(self.decisions.approvals.pending() as u64);
-                        self.announce(&a);
-                    }
-                    approval = Some((a.id, String::new()));
-                }
-            }
-            ToolVerdict::Deny => {}
-        }
+        let judged = self.judge(policy, &call, ask, || {
+            self.call_event(identity, caller, req, "pending", "approval-requested")
+        })?;
+        let approval = judged.approval.map(|a| (a.id, String::new()));
+        let elevation = judged.elevation;
+        let (d, obligations) = (judged.decision, judged.obligations);
         Ok(self.finish(
             caller,
             identity,
@@ -386,6 +404,7 @@ impl Daemon {
             started,
             approval,
             access.as_ref(),
+            elevation.as_deref(),
         ))
     }
 
@@ -412,6 +431,7 @@ impl Daemon {
         started: Instant,
         approval: Option<(String, String)>,
         token: Option<&AccessClaims>,
+        elevation: Option<&str>,
     ) -> DecideOutcome {
         let shadow =
             self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
@@ -444,6 +464,7 @@ impl Daemon {
             }
             c.jti = token.map(|t| t.jti.clone());
         }
+        ev.elevation = elevation.map(str::to_string);
         self.audit.emit(ev);
         self.metrics.record_decision(&crate::metrics::Decision {
             identity,
@@ -462,6 +483,7 @@ impl Daemon {
             approval_id: approval
                 .filter(|(_, approver)| approver.is_empty())
                 .map(|(id, _)| id),
+            elevation: elevation.unwrap_or_default().to_string(),
         }
     }
 
@@ -535,5 +557,49 @@ impl Daemon {
     /// Unix seconds now (for answers).
     pub fn now_unix() -> u64 {
         unix(SystemTime::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_items(n: usize) -> DecideInput {
+        use prost_types::{ListValue, Value as V, value::Kind};
+        let items = (0..n)
+            .map(|i| V {
+                kind: Some(Kind::NumberValue(i as f64)),
+            })
+            .collect();
+        let list = V {
+            kind: Some(Kind::ListValue(ListValue { values: items })),
+        };
+        DecideInput {
+            params: Some(Struct {
+                fields: [("items".to_string(), list)].into_iter().collect(),
+            }),
+            ..DecideInput::default()
+        }
+    }
+
+    #[test]
+    fn only_small_inputs_are_judged_inline() {
+        assert!(small_input(&DecideInput::default()));
+        assert!(small_input(&with_items(8)));
+        assert!(!small_input(&with_items(10_000)));
+        let long = DecideInput {
+            context: Some(Struct {
+                fields: [(
+                    "text".to_string(),
+                    prost_types::Value {
+                        kind: Some(prost_types::value::Kind::StringValue("x".repeat(20_000))),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+            ..DecideInput::default()
+        };
+        assert!(!small_input(&long));
     }
 }

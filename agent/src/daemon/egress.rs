@@ -158,7 +158,7 @@ impl Daemon {
                     ttl,
                     rule: rule.rule,
                 }),
-            });
+            })?;
             if new {
                 let mut ev =
                     AuditEvent::new(EventKind::Approval, "pending", "egress-approval-requested");
@@ -268,7 +268,9 @@ impl Daemon {
         let active = self.active();
         self.remove_grants(
             |g| {
+                // Elevations are re-judged by `refresh_elevations`.
                 !revalidate
+                    || g.is_elevation()
                     || active.policy.identity(&g.identity).is_some_and(|i| {
                         i.grantable
                             .iter()
@@ -293,7 +295,8 @@ impl Daemon {
         match self.decisions.grants.retain(&self.maps, keep) {
             Ok(removed) => {
                 let now = SystemTime::now();
-                for g in removed {
+                // An elevation's grants end with it: its own record says so.
+                for g in removed.into_iter().filter(|g| !g.is_elevation()) {
                     let expired = g.expires <= now;
                     let mut ev = AuditEvent::new(
                         EventKind::Grant,
@@ -324,6 +327,7 @@ impl Daemon {
                 tick.tick().await;
                 let Some(d) = weak.upgrade() else { break };
                 d.sweep_grants(false);
+                d.sweep_elevations();
                 d.prune_tokens();
                 d.metrics
                     .set_pending_approvals(d.decisions.approvals.pending() as u64);

@@ -1,23 +1,27 @@
 //! Enrolment and the kill switch: the operations that change who is
 //! confined and how.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use tracing::info;
 
 use super::{Daemon, DaemonError};
 use crate::{
     audit::{AuditEvent, EventKind},
-    identity::CgroupFs,
+    identity::{CgroupFs, PeerProcess},
 };
 
 /// Who is calling, as the kernel attests it (SO_PEERCRED on the Unix
-/// socket), plus an operator token when the request carries one.
+/// socket, taken at accept), plus an operator token when the request
+/// carries one.
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
     pub pid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The process that connected, pinned at accept (see `caller.rs`).
+    /// A Unix caller without one is refused.
+    pub peer: Option<Arc<PeerProcess>>,
     /// Over the loopback TCP listener there are no peer credentials: only an
     /// operator token can authenticate the caller.
     pub over_tcp: bool,
@@ -29,11 +33,13 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn unix(pid: u32, uid: u32, gid: u32) -> Self {
+    /// A caller on the Unix socket: the pinned process that connected.
+    pub fn peer(peer: Arc<PeerProcess>) -> Self {
         Self {
-            pid,
-            uid,
-            gid,
+            pid: peer.pid,
+            uid: peer.uid,
+            gid: peer.gid,
+            peer: Some(peer),
             ..Self::default()
         }
     }
@@ -93,17 +99,7 @@ impl Daemon {
     /// process is an agent and never an operator, whatever its uid or token:
     /// agents cannot approve, revoke or widen their own scope.
     pub fn operator(&self, caller: &Caller, what: &str) -> Result<String, DaemonError> {
-        let agent = if caller.over_tcp {
-            // Whatever token it shows: the local process behind the
-            // connection decides, as on the Unix socket.
-            let (local, remote) = caller.tcp_peer.ok_or_else(|| {
-                DaemonError::Unauthenticated(format!("{what}: TCP caller without addresses"))
-            })?;
-            self.identity_of_tcp_peer(local, remote)?
-        } else {
-            self.identity_of_pid(caller.pid)?
-        };
-        if let Some((identity, _)) = agent {
+        if let Some((identity, _)) = self.caller_identity(caller)? {
             return Err(DaemonError::PermissionDenied(format!(
                 "{what} needs an operator; the caller is agent `{identity}`"
             )));
@@ -140,7 +136,7 @@ impl Daemon {
         if active.policy.identity(identity).is_none() {
             return Err(DaemonError::UnknownIdentity(identity.to_string()));
         }
-        match self.identity_of_pid(caller.pid)? {
+        match self.caller_identity(caller)? {
             // An agent may start more of itself, nothing else.
             Some((current, _)) if current == identity => {}
             Some((current, _)) => {
@@ -158,6 +154,7 @@ impl Daemon {
         // Map first, then move: the process is never in an unmapped cgroup.
         self.maps.enrol_cgroup(cgroup_id, index)?;
         CgroupFs::move_pid(&dir, caller.pid).map_err(DaemonError::Cgroup)?;
+        self.confirm_moved(caller, identity)?;
         // The kernel records the move itself (`cgroup_attach_task`); this
         // covers threads it could not see, idempotently.
         let tids = self
@@ -184,7 +181,15 @@ impl Daemon {
                 .map(|i| i.confinement.clone())
                 .unwrap_or_default(),
             protected_paths: self.protected_paths(),
-            hidden_paths: canonical([self.config.tokens.key_file.as_path()]),
+            hidden_paths: canonical(
+                std::iter::once(self.config.tokens.key_file.as_path()).chain(
+                    self.config
+                        .approvals
+                        .notify
+                        .iter()
+                        .filter_map(|t| t.secret_file.as_deref()),
+                ),
+            ),
         })
     }
 
@@ -206,6 +211,10 @@ impl Daemon {
                 Some(dir_of(&c.dns.state_file)),
                 Some(c.dns.state_file.as_path()),
                 Some(dir_of(&c.tokens.key_file)),
+                // Budgets, used tokens, approvals, grants, elevations.
+                Some(dir_of(&c.state.file)),
+                Some(c.state.file.as_path()),
+                c.elevations_file.as_deref(),
                 Some(c.socket.as_path()),
             ]
             .into_iter()
@@ -233,9 +242,10 @@ impl Daemon {
         if killed {
             // Everything the identity holds stops working, not only for
             // as long as the switch is on.
-            self.decisions.tokens.revoke_issued(identity);
+            self.decisions.tokens.revoke_issued(identity)?;
             self.withdraw_grants_of(identity);
             self.destroy_sockets_of(identity, index);
+            self.end_elevations_of(identity, "revoked");
         }
         info!(identity, killed, reason, "kill switch");
         let mut ev = AuditEvent::new(
@@ -271,7 +281,7 @@ impl Daemon {
                 "{what} needs the Unix socket: over TCP the kernel cannot say who is calling"
             )));
         }
-        match self.identity_of_pid(caller.pid)? {
+        match self.caller_identity(caller)? {
             Some(found) => Ok(found),
             None => {
                 let mut ev = AuditEvent::new(EventKind::Decision, "deny", "caller-not-enrolled");

@@ -26,6 +26,8 @@ pub enum DaemonError {
     Identity(#[from] IdentityError),
     #[error("DNS proxy: {0}")]
     Dns(#[from] crate::dns::DnsError),
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::GatewayError),
     #[error("unknown identity `{0}`: it is not defined in the active policy")]
     UnknownIdentity(String),
     #[error("permission denied: {0}")]
@@ -44,8 +46,20 @@ pub enum DaemonError {
     Approval(#[from] crate::decision::approvals::ApprovalError),
     #[error("grant: {0}")]
     Grant(#[from] crate::decision::grants::GrantError),
+    #[error("decision state: {0}")]
+    State(String),
     #[error("{0}")]
     Busy(String),
+    #[error(transparent)]
+    Elevation(#[from] crate::decision::elevations::ElevationError),
+    #[error("{0}")]
+    Precondition(String),
+}
+
+impl From<crate::state::StateError> for DaemonError {
+    fn from(e: crate::state::StateError) -> Self {
+        Self::State(e.to_string())
+    }
 }
 
 impl DaemonError {
@@ -56,6 +70,11 @@ impl DaemonError {
             Self::Revoked(_) => "kill-switch",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission-denied",
+            Self::Approval(crate::decision::approvals::ApprovalError::Quota { .. }) => {
+                "approval-quota"
+            }
+            Self::Approval(crate::decision::approvals::ApprovalError::State(_))
+            | Self::State(_) => "state-unavailable",
             Self::Approval(_) => "approval-mismatch",
             Self::InvalidArgument(_) => "invalid-request",
             Self::NotFound(_) | Self::UnknownIdentity(_) => "not-found",

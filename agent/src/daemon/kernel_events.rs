@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use tracing::{error, warn};
 
-use super::{Daemon, DaemonError};
+use super::{ActivePolicy, Daemon, DaemonError, history::Generation};
 use crate::{
     audit::{AuditEvent, EventKind},
     bpf::{
@@ -21,7 +21,7 @@ pub(super) fn spawn(daemon: &Arc<Daemon>) -> Result<(), DaemonError> {
     let d = daemon.clone();
     tokio::spawn(async move {
         let result = events::drain(ring, |raw| match KernelEvent::decode(raw) {
-            Some(ev) => d.audit.emit(d.to_audit(&ev)),
+            Some(ev) => d.audit.emit(to_audit(d.as_ref(), &ev)),
             None => warn!(len = raw.len(), "short kernel event"),
         })
         .await;
@@ -118,59 +118,97 @@ fn save_reported(path: Option<&std::path::Path>, lost: u64) {
     }
 }
 
-impl Daemon {
-    pub(super) fn to_audit(&self, ev: &KernelEvent) -> AuditEvent {
-        let kind = match ev.dst {
-            Some(_) => EventKind::Network,
-            None => EventKind::Socket,
-        };
-        let verdict = match ev.verdict {
-            Some(agent_common::Verdict::Allow) => "allow",
-            Some(agent_common::Verdict::Deny) => "deny",
-            Some(agent_common::Verdict::Audit) => "audit",
-            None => "unknown",
-        };
-        let reason = ev.reason.map_or("unknown", agent_common::Reason::name);
-        let mut out = AuditEvent::at(ev.time, kind, verdict, reason);
-        let identity = self.registry.name_of(ev.identity);
-        let at = self.policy_at(ev.generation);
-        if let Some(at) = &at {
-            out.policy_version = Some(at.policy.version.to_string());
-            out.rule = ev
-                .rule
-                .and_then(|r| at.policy.rule(r))
-                .map(|r| r.id.clone());
-            out.mode = identity
-                .as_deref()
-                .and_then(|i| at.policy.identity(i))
-                .map(|i| i.mode.name().to_string());
-        } else {
-            out.detail = Some(format!(
-                "policy generation {} is no longer known",
-                ev.generation
-            ));
-        }
-        out.identity = identity.or_else(|| Some(format!("#{}", ev.identity)));
-        out.pid = Some(ev.pid);
-        out.tid = Some(ev.tid);
-        out.uid = Some(ev.uid);
-        out.comm = Some(ev.comm.clone());
-        out.cgroup_id = Some(ev.cgroup_id);
-        out.hook = ev.hook.map(|h| h.name().to_string());
-        match ev.dst {
-            Some((ip, port)) => {
-                out.dst_ip = Some(ip);
-                out.dst_port = Some(port);
-                out.protocol = Some(
-                    Protocol::from_number(ev.protocol)
-                        .map_or_else(|| ev.protocol.to_string(), |p| p.name().to_string()),
-                );
-            }
-            None => out.protocol = Some(socket_description(ev.family, ev.sock_type, ev.protocol)),
-        }
-        out.detail = out.detail.take().or_else(|| guard_detail(ev));
-        out
+/// What turning kernel records into audit records needs from the daemon:
+/// identity names by kernel index and the policies of recent generations.
+/// Kernel records are attacker-influenced (the process picks its `comm`,
+/// its destinations, and races reloads), so the conversion is a plain
+/// function over this view, which the fuzz targets supply too.
+pub trait RecordContext {
+    fn identity_name(&self, index: u32) -> Option<String>;
+    fn policy_at(&self, generation: u32) -> Option<Generation>;
+    fn active_policy(&self) -> Arc<ActivePolicy>;
+    /// The id of the elevation whose kernel grants carry `number`.
+    fn elevation_id(&self, _number: u32) -> Option<String> {
+        None
     }
+}
+
+impl RecordContext for Daemon {
+    fn identity_name(&self, index: u32) -> Option<String> {
+        self.registry.name_of(index)
+    }
+
+    fn policy_at(&self, generation: u32) -> Option<Generation> {
+        Daemon::policy_at(self, generation)
+    }
+
+    fn active_policy(&self) -> Arc<ActivePolicy> {
+        self.active()
+    }
+
+    fn elevation_id(&self, number: u32) -> Option<String> {
+        self.elevation_by_number(number).map(|e| e.id)
+    }
+}
+
+/// The audit record of one kernel decision record.
+pub fn to_audit(cx: &dyn RecordContext, ev: &KernelEvent) -> AuditEvent {
+    let kind = match ev.dst {
+        Some(_) => EventKind::Network,
+        None => EventKind::Socket,
+    };
+    let verdict = match ev.verdict {
+        Some(agent_common::Verdict::Allow) => "allow",
+        Some(agent_common::Verdict::Deny) => "deny",
+        Some(agent_common::Verdict::Audit) => "audit",
+        None => "unknown",
+    };
+    let reason = ev.reason.map_or("unknown", agent_common::Reason::name);
+    let mut out = AuditEvent::at(ev.time, kind, verdict, reason);
+    let identity = cx.identity_name(ev.identity);
+    let at = cx.policy_at(ev.generation);
+    if let Some(at) = &at {
+        out.policy_version = Some(at.version());
+        out.rule = ev.rule.and_then(|r| at.rule_id(r));
+        out.mode = identity
+            .as_deref()
+            .and_then(|i| at.mode_of(i))
+            .map(|m| m.name().to_string());
+    } else {
+        out.detail = Some(format!(
+            "policy generation {} is no longer known",
+            ev.generation
+        ));
+    }
+    if ev.reason == Some(agent_common::Reason::Elevation) {
+        // The rule field carries the elevation's number, not a rule.
+        out.rule = None;
+        let number = ev.rule.unwrap_or(0) & !agent_common::grants::ELEVATION_RULE;
+        out.elevation = Some(
+            cx.elevation_id(number)
+                .unwrap_or_else(|| format!("elv-{number:08x}")),
+        );
+    }
+    out.identity = identity.or_else(|| Some(format!("#{}", ev.identity)));
+    out.pid = Some(ev.pid);
+    out.tid = Some(ev.tid);
+    out.uid = Some(ev.uid);
+    out.comm = Some(ev.comm.clone());
+    out.cgroup_id = Some(ev.cgroup_id);
+    out.hook = ev.hook.map(|h| h.name().to_string());
+    match ev.dst {
+        Some((ip, port)) => {
+            out.dst_ip = Some(ip);
+            out.dst_port = Some(port);
+            out.protocol = Some(
+                Protocol::from_number(ev.protocol)
+                    .map_or_else(|| ev.protocol.to_string(), |p| p.name().to_string()),
+            );
+        }
+        None => out.protocol = Some(socket_description(ev.family, ev.sock_type, ev.protocol)),
+    }
+    out.detail = out.detail.take().or_else(|| guard_detail(ev));
+    out
 }
 
 fn socket_description(family: u16, sock_type: u8, protocol: u16) -> String {

@@ -6,18 +6,24 @@
 
 mod aggregate;
 mod approve;
+mod caller;
 mod decide;
 mod dns;
 mod egress;
+mod elevation;
 pub mod enrol;
 mod error;
 mod eval_slots;
+mod gateway;
+pub mod history;
+mod judge;
 mod kernel_events;
 pub mod notify;
 mod peers;
 mod people;
 mod push;
 mod reload;
+mod state;
 mod status;
 mod watch;
 
@@ -32,10 +38,15 @@ use std::{
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+pub use aggregate::aggregate_records;
 pub use decide::{DecideInput, DecideOutcome, Issued};
 pub use egress::{EgressOutcome, EgressRequest};
+pub use elevation::{ElevateRequest, MAX_ELEVATION};
 pub use enrol::{Caller, Enrolled};
 pub use error::DaemonError;
+pub use history::Generation;
+pub use judge::Judged;
+pub use kernel_events::{RecordContext, to_audit};
 pub use reload::{Reloaded, Trigger};
 pub use status::{IdentityStatus, Status};
 
@@ -87,33 +98,6 @@ fn preflight(config: &Config) -> Result<Vec<String>, DaemonError> {
         .collect())
 }
 
-/// How many generations (the active one included) stay in memory to name
-/// rules in events that arrive after a reload. Events are read within
-/// milliseconds; three generations cover back-to-back reloads without keeping
-/// many copies of a large policy.
-const HISTORY: usize = 3;
-
-/// Tokens (the key file is created on first start), approvals, budgets
-/// and grants, from the configuration.
-fn decision_state(config: &Config) -> Result<crate::decision::DecisionState, DaemonError> {
-    use std::time::Duration;
-    let d = |text: &str, default: u64| Config::duration(text, Duration::from_secs(default));
-    let tokens = crate::tokens::Tokens::load(crate::tokens::TokenSettings {
-        key_file: config.tokens.key_file.clone(),
-        issuer: config.tokens.issuer.clone(),
-        audience: config.tokens.audience.clone(),
-        ttl: d(&config.tokens.ttl, 900),
-        max_ttl: d(&config.tokens.max_ttl, 3600),
-    })?;
-    Ok(crate::decision::DecisionState {
-        tokens,
-        approvals: crate::decision::approvals::Approvals::new(d(&config.approvals.ttl, 3600)),
-        budgets: crate::decision::budgets::Budgets::default(),
-        grants: crate::decision::grants::Grants::default(),
-        override_ttl: d(&config.approvals.override_ttl, 600),
-    })
-}
-
 pub struct Daemon {
     pub config: Config,
     pub cgroups: CgroupFs,
@@ -135,13 +119,22 @@ pub struct Daemon {
     pub dns: Option<Arc<crate::dns::DnsService>>,
     /// Tokens, approvals, budgets and grants of the decision API.
     pub decisions: crate::decision::DecisionState,
+    /// The L7 gateway for the policy's services.
+    pub gateway: Arc<crate::gateway::Gateway>,
+    /// The journal the decision state is recorded in.
+    state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
     /// Where and how many conditions are evaluated at once (`eval_slots`).
     eval_slots: eval_slots::EvalSlots,
     /// Announces new approvals to Slack, Teams and webhooks.
     pub notifier: crate::notifier::Notifier,
+    /// Active break-glass elevations (saved across restarts).
+    elevations: crate::decision::elevations::Elevations,
     active: ArcSwap<ActivePolicy>,
-    history: Mutex<VecDeque<Arc<ActivePolicy>>>,
+    /// Names of past generations, for events decided by them.
+    history: Mutex<VecDeque<Arc<history::PastGeneration>>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Serialises whole reloads, parse included.
+    reload_queue: tokio::sync::Mutex<()>,
     last_reload_error: Mutex<Option<String>>,
     /// Keeps programs that are not pinned (tracepoints) loaded.
     _kernel: Mutex<Kernel>,
@@ -207,22 +200,24 @@ impl Daemon {
         let registry = Registry::load(maps.clone()).map_err(DaemonError::Bpf)?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let dns = dns::start(&config, &mut kernel, &audit).await?;
+        let gateway = crate::gateway::Gateway::new(
+            config.gateway.clone(),
+            crate::gateway::GatewayMaps::take(kernel.ebpf_mut())?,
+        );
         let agg_maps =
             crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;
-        let decisions = decision_state(&config)?;
+        let (decisions, restoring) = state::decision_state(&config, &mut warnings)?;
         let notifier = crate::notifier::Notifier::new(
             &config.approvals.notify,
             config.approvals.notify_retry.clone(),
         )
         .map_err(|e| DaemonError::Config(e.to_string()))?;
-        // Identities revoked before this start: tokens the previous daemon
-        // issued to them must not verify after a restore.
-        for (index, name) in registry.all() {
-            if maps.killed(index).map_err(DaemonError::Bpf)? {
-                decisions.tokens.revoke_issued(&name);
-            }
-        }
-        let adopted_grants = decisions.grants.adopt(&maps, &|i| registry.name_of(i))?;
+        // Tokens issued to identities revoked before this start are refused
+        // once the daemon exists (below), journal or not.
+        let adopted_grants =
+            decisions
+                .grants
+                .adopt(&maps, &|i| registry.name_of(i), &restoring.grants)?;
         if adopted_grants > 0 {
             info!(
                 grants = adopted_grants,
@@ -230,8 +225,14 @@ impl Daemon {
             );
         }
 
+        let (elevations, ended_elevations) = elevation::load(&config)?;
+
+        // Generation 0 is never written to the kernel: an empty stand-in
+        // until the policy is applied (no second copy of a large policy).
         let placeholder = Arc::new(ActivePolicy {
-            policy: loaded.policy.clone(),
+            policy: policy::load_str("(starting)", "version: 1\n")
+                .map_err(DaemonError::Policy)?
+                .policy,
             generation: 0,
         });
         let daemon = Arc::new(Self {
@@ -249,14 +250,30 @@ impl Daemon {
             warnings,
             dns,
             decisions,
+            state_journal: std::sync::OnceLock::new(),
+            gateway,
             eval_slots: eval_slots::EvalSlots::default(),
             notifier,
+            elevations,
             active: ArcSwap::new(placeholder),
             history: Mutex::new(VecDeque::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            reload_queue: tokio::sync::Mutex::new(()),
             last_reload_error: Mutex::new(None),
             _kernel: Mutex::new(kernel),
         });
+        daemon.begin_state(restoring)?;
+        // Identities revoked before this start: tokens issued to them
+        // before now must not verify, whatever the journal remembers.
+        for (index, name) in daemon.registry.all() {
+            if daemon.maps.killed(index).map_err(DaemonError::Bpf)? {
+                daemon.decisions.tokens.revoke_issued(&name)?;
+            }
+        }
+        // Before the policy is applied, so a reload's grant sweep never
+        // sees an identity without its elevation grants.
+        daemon.restore_elevations(ended_elevations);
+        daemon.gateway.attach(&daemon);
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(
             EventKind::Daemon,
@@ -287,8 +304,12 @@ impl Daemon {
         self.active.load_full()
     }
 
-    /// The policy that was active at `generation`, if still remembered.
-    pub fn policy_at(&self, generation: u32) -> Option<Arc<ActivePolicy>> {
+    /// The generation `generation`, if still remembered.
+    pub fn policy_at(&self, generation: u32) -> Option<Generation> {
+        let active = self.active();
+        if active.generation == generation {
+            return Some(Generation::Active(active));
+        }
         let history = self
             .history
             .lock()
@@ -298,6 +319,7 @@ impl Daemon {
             .rev()
             .find(|p| p.generation == generation)
             .cloned()
+            .map(Generation::Past)
     }
 
     pub fn selector_sync(&self) -> SelectorSync<'_> {
@@ -343,9 +365,11 @@ impl Daemon {
         );
         ev.policy_version = Some(self.active().policy.version.to_string());
         notify::notify("STOPPING=1");
+        self.gateway.shutdown();
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();
+        self.close_state();
         if detach {
             match crate::bpf::uninstall(&self.config.bpffs) {
                 Ok(()) => info!(pins = %self.config.bpffs.display(), "enforcement removed"),

@@ -5,7 +5,10 @@ use std::{collections::HashSet, sync::Arc};
 
 use tracing::{info, warn};
 
-use super::{ActivePolicy, Daemon, DaemonError, HISTORY};
+use super::{
+    ActivePolicy, Daemon, DaemonError,
+    history::{PAST, PastGeneration},
+};
 use crate::{
     audit::{AuditEvent, EventKind},
     policy::{self, Policy, tables},
@@ -50,21 +53,28 @@ impl Daemon {
             self.registry.index_of(name)
         })?;
         self.dns_prepare(&policy, &mut tables).await?;
+        self.gateway_prepare(&policy)?;
         self.maps.apply(&tables, generation)?;
+        drop(tables);
         let active = Arc::new(ActivePolicy { policy, generation });
-        self.active.store(active.clone());
+        let previous = self.active.swap(active.clone());
+        self.gateway_commit();
         self.metrics
             .set_policy_identities(active.policy.identities.len() as u64);
-        {
+        if previous.generation != 0 {
+            // Only the names stay; the previous policy goes once no
+            // decision holds it.
+            let past = Arc::new(PastGeneration::of(&previous));
             let mut history = self
                 .history
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            history.push_back(active.clone());
-            while history.len() > HISTORY {
+            history.push_back(past);
+            while history.len() > PAST {
                 history.pop_front();
             }
         }
+        drop(previous);
         self.dns_commit().await;
         let selected = self.selector_sync().full_sync(&active.policy)?;
         let keep: HashSet<String> = active
@@ -75,8 +85,11 @@ impl Daemon {
             .collect();
         // Withdraw grants the new policy does not cover, before an index of a
         // removed identity can be handed to another one.
+        self.refresh_elevations();
         self.sweep_grants(true);
         self.registry.release_unused(&keep)?;
+        // The previous policy and the parse are gone: give their memory back.
+        crate::memory::release();
         info!(
             version = %active.policy.version,
             generation,
@@ -98,19 +111,22 @@ impl Daemon {
     /// Reload for `trigger`. A file change whose content hashes to the active
     /// version is not a new policy and changes nothing.
     pub async fn reload_from(&self, trigger: Trigger) -> Result<Reloaded, DaemonError> {
+        // One reload at a time from the start: two parses of a large policy
+        // at once would double the daemon's peak memory for nothing.
+        let _queue = self.reload_queue.lock().await;
         let path = self.config.policy_path().to_path_buf();
+        if trigger == Trigger::FileChange
+            && policy::content_hash_of(&path)
+                .is_ok_and(|hash| hash == self.active().policy.version.hash)
+        {
+            let active = self.active();
+            return Ok(Reloaded {
+                version: active.policy.version.to_string(),
+                generation: active.generation,
+                warnings: Vec::new(),
+            });
+        }
         let result = match policy::load_for_daemon(&path) {
-            Ok(loaded)
-                if trigger == Trigger::FileChange
-                    && loaded.policy.version == self.active().policy.version =>
-            {
-                let active = self.active();
-                return Ok(Reloaded {
-                    version: active.policy.version.to_string(),
-                    generation: active.generation,
-                    warnings: Vec::new(),
-                });
-            }
             Ok(loaded) => {
                 let warnings: Vec<String> =
                     loaded.warnings.iter().map(ToString::to_string).collect();

@@ -4,8 +4,11 @@
 //! that matches it is allowed once. Identical pending requests share one
 //! approval rather than flooding the approvers.
 //!
-//! Approvals live in memory: a daemon restart drops pending ones (the agent
-//! asks again), and nothing approved survives a restart unused.
+//! Every change is journaled (`state`) before it takes effect, so pending
+//! and approved approvals survive a restart, and a consumed one stays
+//! consumed. Each identity may have at most `max_pending` approvals
+//! pending: past that its new requests are refused, and no other identity
+//! is affected.
 
 use std::{
     collections::HashMap,
@@ -13,7 +16,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::tokens::{random_id, unix};
+use crate::{
+    state::{
+        ApprovalRecord, Log, Record, StateError,
+        record::{
+            EgressRecord, from_ms, ports_from_record, ports_to_record, protocol_from_name, wall_ms,
+        },
+    },
+    tokens::{random_id, unix},
+};
+
+/// Pending approvals per identity unless configured.
+pub const DEFAULT_MAX_PENDING: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -86,22 +100,139 @@ pub enum ApprovalError {
     Mismatch { id: String, what: &'static str },
     #[error("approval `{0}` was already used")]
     Used(String),
+    #[error(
+        "`{identity}` already has {max} approvals pending, the most it may have; wait for them to be resolved or to expire"
+    )]
+    Quota { identity: String, max: usize },
+    #[error("the approval cannot be recorded: {0}")]
+    State(String),
+}
+
+impl From<StateError> for ApprovalError {
+    fn from(e: StateError) -> Self {
+        Self::State(e.to_string())
+    }
+}
+
+impl State {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Consumed => "consumed",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "pending" => Self::Pending,
+            "approved" => Self::Approved,
+            "rejected" => Self::Rejected,
+            "expired" => Self::Expired,
+            "consumed" => Self::Consumed,
+            _ => return None,
+        })
+    }
+}
+
+impl Approval {
+    pub fn to_record(&self) -> ApprovalRecord {
+        ApprovalRecord {
+            id: self.id.clone(),
+            state: self.state.name().to_string(),
+            identity: self.identity.clone(),
+            tool: self.tool.clone(),
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            params_digest: self.params_digest.clone(),
+            policy_version: self.policy_version.clone(),
+            rules: self.rules.clone(),
+            created_ms: wall_ms(self.created),
+            expires_ms: wall_ms(self.expires),
+            approver: self.approver.clone(),
+            reason: self.reason.clone(),
+            override_token: self.override_token.clone(),
+            egress: self.egress.as_ref().map(|e| EgressRecord {
+                destination: e.destination.to_string(),
+                ports: ports_to_record(&e.ports),
+                protocol: e.protocol.name().to_string(),
+                ttl_ms: e.ttl.as_millis() as u64,
+                rule: e.rule,
+            }),
+        }
+    }
+
+    /// `None` for a record this daemon cannot read back faithfully.
+    pub fn from_record(r: ApprovalRecord) -> Option<Self> {
+        let egress = match r.egress {
+            None => None,
+            Some(e) => Some(EgressAsk {
+                destination: e.destination.parse().ok()?,
+                ports: ports_from_record(&e.ports),
+                protocol: protocol_from_name(&e.protocol)?,
+                ttl: Duration::from_millis(e.ttl_ms),
+                rule: e.rule,
+            }),
+        };
+        Some(Self {
+            id: r.id,
+            state: State::from_name(&r.state)?,
+            identity: r.identity,
+            tool: r.tool,
+            action: r.action,
+            resource: r.resource,
+            params_digest: r.params_digest,
+            policy_version: r.policy_version,
+            rules: r.rules,
+            created: from_ms(r.created_ms),
+            expires: from_ms(r.expires_ms),
+            approver: r.approver,
+            reason: r.reason,
+            override_token: r.override_token,
+            egress,
+        })
+    }
 }
 
 pub struct Approvals {
     ttl: Duration,
     /// Resolved approvals are kept this long for `ListApprovals --all`.
     keep: Duration,
+    max_pending: usize,
     map: Mutex<HashMap<String, Approval>>,
+    log: Log,
 }
 
 impl Approvals {
     pub fn new(ttl: Duration) -> Self {
+        Self::restore(ttl, DEFAULT_MAX_PENDING, Log::default(), Vec::new())
+    }
+
+    /// Approvals as journaled, recording changes to `log`.
+    pub fn restore(ttl: Duration, max_pending: usize, log: Log, restored: Vec<Approval>) -> Self {
         Self {
             ttl,
             keep: Duration::from_secs(3600),
-            map: Mutex::new(HashMap::new()),
+            max_pending: max_pending.max(1),
+            map: Mutex::new(restored.into_iter().map(|a| (a.id.clone(), a)).collect()),
+            log,
         }
+    }
+
+    /// Every approval still kept, as journal records.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut map = self.lock();
+        Self::sweep(&mut map, SystemTime::now(), self.keep);
+        map.values()
+            .map(|a| Record::Approval(a.to_record()))
+            .collect()
+    }
+
+    /// Journal `a` while the map is locked; wait for the disk after.
+    fn record(&self, a: &Approval) -> Result<crate::state::Seq, StateError> {
+        self.log.append(|| Record::Approval(a.to_record()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
@@ -124,8 +255,9 @@ impl Approvals {
     }
 
     /// A pending approval for `ask`, reusing an identical pending one.
-    /// Returns the approval and whether it is new.
-    pub fn request(&self, ask: Ask) -> (Approval, bool) {
+    /// Returns the approval and whether it is new; refused when the
+    /// identity already has `max_pending` approvals pending.
+    pub fn request(&self, ask: Ask) -> Result<(Approval, bool), ApprovalError> {
         let now = SystemTime::now();
         let mut map = self.lock();
         Self::sweep(&mut map, now, self.keep);
@@ -139,7 +271,17 @@ impl Approvals {
                 && a.policy_version == ask.policy_version
                 && a.egress == ask.egress
         }) {
-            return (existing.clone(), false);
+            return Ok((existing.clone(), false));
+        }
+        let pending = map
+            .values()
+            .filter(|a| a.state == State::Pending && a.identity == ask.identity)
+            .count();
+        if pending >= self.max_pending {
+            return Err(ApprovalError::Quota {
+                identity: ask.identity,
+                max: self.max_pending,
+            });
         }
         let a = Approval {
             id: format!("apr-{}", &random_id()[..20]),
@@ -158,8 +300,11 @@ impl Approvals {
             override_token: None,
             egress: ask.egress,
         };
+        let seq = self.record(&a)?;
         map.insert(a.id.clone(), a.clone());
-        (a, true)
+        drop(map);
+        self.log.durable(seq)?;
+        Ok((a, true))
     }
 
     pub fn get(&self, id: &str) -> Option<Approval> {
@@ -212,7 +357,11 @@ impl Approvals {
         a.approver = approver.to_string();
         a.reason = reason.to_string();
         a.override_token = if approve { override_token } else { None };
-        Ok(a.clone())
+        let a = a.clone();
+        let seq = self.record(&a)?;
+        drop(map);
+        self.log.durable(seq)?;
+        Ok(a)
     }
 
     /// Use an approved approval for a call; it matches exactly or not at all.
@@ -248,7 +397,11 @@ impl Approvals {
         }
         a.state = State::Consumed;
         a.override_token = None;
-        Ok(a.clone())
+        let a = a.clone();
+        let seq = self.record(&a)?;
+        drop(map);
+        self.log.durable(seq)?;
+        Ok(a)
     }
 
     /// Seconds until the approval expires (for override token lifetimes).
@@ -285,9 +438,9 @@ mod tests {
     #[test]
     fn approve_once_for_exactly_that_call() {
         let s = Approvals::new(Duration::from_secs(60));
-        let (a, new) = s.request(ask("d1"));
+        let (a, new) = s.request(ask("d1")).unwrap();
         assert!(new);
-        let (again, new) = s.request(ask("d1"));
+        let (again, new) = s.request(ask("d1")).unwrap();
         assert!(!new, "an identical pending request reuses the approval");
         assert_eq!(again.id, a.id);
         assert_eq!(
@@ -320,10 +473,52 @@ mod tests {
     #[test]
     fn pending_approvals_expire() {
         let s = Approvals::new(Duration::from_millis(10));
-        let (a, _) = s.request(ask("d"));
+        let (a, _) = s.request(ask("d")).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(s.get(&a.id).map(|a| a.state), Some(State::Expired));
         assert!(s.resolve(&a.id, true, "x", "", None).is_err());
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn pending_quota_is_per_identity() {
+        let s = Approvals::restore(Duration::from_secs(60), 2, Log::default(), Vec::new());
+        s.request(ask("d1")).unwrap();
+        s.request(ask("d2")).unwrap();
+        // The same call again reuses its approval, quota or not.
+        assert!(!s.request(ask("d2")).unwrap().1);
+        assert_eq!(
+            s.request(ask("d3")).unwrap_err(),
+            ApprovalError::Quota {
+                identity: "finance-agent".into(),
+                max: 2
+            }
+        );
+        let other = Ask {
+            identity: "support".into(),
+            ..ask("d3")
+        };
+        assert!(
+            s.request(other).unwrap().1,
+            "another identity is unaffected"
+        );
+        // Resolving one frees a place.
+        let first = s.list(false)[0].id.clone();
+        s.resolve(&first, false, "op", "", None).unwrap();
+        assert!(s.request(ask("d3")).unwrap().1);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let s = Approvals::new(Duration::from_secs(60));
+        let (a, _) = s.request(ask("d1")).unwrap();
+        let a = s
+            .resolve(&a.id, true, "uid 0", "ok", Some("tok".into()))
+            .unwrap();
+        let back = Approval::from_record(a.to_record()).unwrap();
+        assert_eq!(back.state, State::Approved);
+        assert_eq!(back.override_token.as_deref(), Some("tok"));
+        assert_eq!(back.params_digest, a.params_digest);
+        assert_eq!(unix(back.expires), unix(a.expires));
     }
 }

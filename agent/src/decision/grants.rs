@@ -2,7 +2,9 @@
 //! `GRANTS` map. The kernel enforces each range's expiry on its own (boot
 //! clock); the daemon sweeps expired grants for the audit trail, removes
 //! grants a reloaded policy no longer allows, and re-reads the map after a
-//! restart.
+//! restart. The pinned map is what survives a restart; the journal
+//! (`state`) adds what the kernel does not hold (rule ids), and never opens
+//! anything the kernel no longer has.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -12,14 +14,20 @@ use std::{
 
 use agent_common::{
     LpmData,
-    grants::{GRANT_RANGES, GrantRange, GrantValue},
+    grants::{ELEVATION_RULE, GRANT_RANGES, GrantRange, GrantValue},
     lpm_scope,
     maps::LPM_SCOPE_BITS,
 };
 
+use tracing::warn;
+
 use crate::{
     bpf::{BpfError, KernelMaps},
     policy::{Cidr, PortRange, Protocol, tables::LpmKey},
+    state::{
+        GrantRecord, Log, Record,
+        record::{ports_to_record, protocol_from_name, wall_ms},
+    },
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +42,13 @@ pub struct Grant {
     pub rule_id: String,
     pub expires: SystemTime,
     pub expires_ns: u64,
+}
+
+impl Grant {
+    /// Written for a break-glass elevation (not a just-in-time grant).
+    pub const fn is_elevation(&self) -> bool {
+        self.rule & ELEVATION_RULE != 0
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +84,80 @@ pub struct Grants {
     list: Mutex<Vec<Grant>>,
     /// Keys written per identity index, to remove stale entries.
     written: Mutex<HashMap<u32, BTreeSet<GrantKey>>>,
+    log: Log,
+}
+
+impl Grant {
+    fn to_record(&self) -> GrantRecord {
+        GrantRecord {
+            cidr: self.cidr.to_string(),
+            ports: ports_to_record(&self.ports),
+            protocol: self.protocol.name().to_string(),
+            rule: self.rule,
+            rule_id: self.rule_id.clone(),
+            expires_ms: wall_ms(self.expires),
+        }
+    }
+
+    /// Was this grant (as adopted from the kernel, one port range each)
+    /// part of the journaled `r`?
+    fn part_of(&self, r: &GrantRecord) -> bool {
+        r.rule == self.rule
+            && r.cidr.parse::<Cidr>().is_ok_and(|c| c == self.cidr)
+            && protocol_from_name(&r.protocol) == Some(self.protocol)
+            && self
+                .ports
+                .iter()
+                .all(|p| r.ports.iter().any(|[lo, hi]| *lo <= p.lo && p.hi <= *hi))
+    }
 }
 
 impl Grants {
+    pub fn new(log: Log) -> Self {
+        Self {
+            log,
+            ..Self::default()
+        }
+    }
+
+    /// Every grant, as journal records (one per identity).
+    pub fn snapshot(&self) -> Vec<Record> {
+        let list = self.lock();
+        let names: BTreeSet<&str> = list.iter().map(|g| g.identity.as_str()).collect();
+        names
+            .into_iter()
+            .map(|identity| Self::record_of(&list, identity))
+            .collect()
+    }
+
+    fn record_of(list: &[Grant], identity: &str) -> Record {
+        Record::Grants {
+            identity: identity.to_string(),
+            grants: list
+                .iter()
+                .filter(|g| g.identity == identity)
+                .map(Grant::to_record)
+                .collect(),
+        }
+    }
+
+    /// Journal the grants of `identities`. The kernel map is what enforces
+    /// and survives; a journal failure only loses names, so it is logged.
+    fn journal<'a>(&self, list: &[Grant], identities: impl IntoIterator<Item = &'a str>) {
+        let mut last = None;
+        for identity in identities {
+            match self.log.append(|| Self::record_of(list, identity)) {
+                Ok(seq) => last = Some(seq),
+                Err(e) => warn!(identity, error = %e, "grants not journaled"),
+            }
+        }
+        if let Some(seq) = last
+            && let Err(e) = self.log.durable(seq)
+        {
+            warn!(error = %e, "grants not journaled");
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Grant>> {
         self.list
             .lock()
@@ -81,13 +167,16 @@ impl Grants {
     /// Grant `g` and write the identity's entries.
     pub fn add(&self, maps: &KernelMaps, g: Grant) -> Result<(), GrantError> {
         let index = g.index;
+        let identity = g.identity.clone();
         let mut list = self.lock();
         list.push(g);
         let result = self.sync(maps, &list, index);
         if result.is_err() {
             list.pop();
             self.sync(maps, &list, index)?;
+            return result;
         }
+        self.journal(&list, [identity.as_str()]);
         result
     }
 
@@ -111,6 +200,8 @@ impl Grants {
         for index in touched {
             self.sync(maps, &list, index)?;
         }
+        let names: BTreeSet<&str> = removed.iter().map(|g| g.identity.as_str()).collect();
+        self.journal(&list, names);
         Ok(removed)
     }
 
@@ -174,11 +265,13 @@ impl Grants {
     }
 
     /// After a restart: take over the entries a previous daemon left, so
-    /// they can be swept and re-judged. `name_of` maps identity indices.
+    /// they can be swept and re-judged. `name_of` maps identity indices;
+    /// `journaled` (identity → grants) gives back their rule ids.
     pub fn adopt(
         &self,
         maps: &KernelMaps,
         name_of: &dyn Fn(u32) -> Option<String>,
+        journaled: &HashMap<String, Vec<GrantRecord>>,
     ) -> Result<usize, GrantError> {
         let now_ns = boot_now_ns();
         let now = SystemTime::now();
@@ -204,11 +297,12 @@ impl Grants {
                 key.data.addr,
             ));
             for r in &value.ranges[..(value.len as usize).min(GRANT_RANGES)] {
-                if r.expires_ns <= now_ns {
+                // Elevations are restored from their own state file.
+                if r.expires_ns <= now_ns || r.rule & ELEVATION_RULE != 0 {
                     continue;
                 }
                 let left = Duration::from_nanos(r.expires_ns - now_ns);
-                let g = Grant {
+                let mut g = Grant {
                     identity: name_of(index).unwrap_or_else(|| format!("#{index}")),
                     index,
                     cidr,
@@ -219,6 +313,12 @@ impl Grants {
                     expires: now + left,
                     expires_ns: r.expires_ns,
                 };
+                if let Some(rec) = journaled
+                    .get(&g.identity)
+                    .and_then(|v| v.iter().find(|rec| g.part_of(rec)))
+                {
+                    g.rule_id = rec.rule_id.clone();
+                }
                 if !list.contains(&g) {
                     list.push(g);
                     n += 1;

@@ -185,7 +185,7 @@ impl<'p> Tally<'p> {
                     RuleOwner::Role(r) => format!("role:{r}"),
                     RuleOwner::Identity(r) => format!("identity:{r}"),
                 },
-                summary: info.summary.clone(),
+                summary: p.summary(i as u32).to_string(),
                 location: info.loc.to_string(),
                 status,
                 uses: u.count,

@@ -82,8 +82,9 @@ impl IdentityJudge {
 pub struct Judges {
     pub by_index: HashMap<u32, Arc<IdentityJudge>>,
     pub policy_version: String,
-    /// Rule ids by rule index, for events.
-    pub rule_ids: Vec<String>,
+    /// Ids of the host rules by rule index, for events (only those: a
+    /// large policy's CIDR rules are never named by the proxy).
+    pub rule_ids: HashMap<u32, String>,
 }
 
 impl Judges {
@@ -118,12 +119,17 @@ impl Judges {
         Self {
             by_index,
             policy_version: policy.version.to_string(),
-            rule_ids: policy.rules.iter().map(|r| r.id.clone()).collect(),
+            rule_ids: policy
+                .identities
+                .iter()
+                .flat_map(|i| i.allow_hosts.iter().chain(&i.deny_hosts))
+                .filter_map(|h| policy.rule(h.rule).map(|r| (h.rule, r.id.clone())))
+                .collect(),
         }
     }
 
     pub fn rule_id(&self, rule: u32) -> Option<String> {
-        self.rule_ids.get(rule as usize).cloned()
+        self.rule_ids.get(&rule).cloned()
     }
 }
 

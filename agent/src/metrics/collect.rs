@@ -231,10 +231,9 @@ pub fn scrape(daemon: &Daemon) -> String {
     }
 
     // KPIs join the active policy with what agents asked, as of now.
-    daemon.metrics.set_policy_kpis(super::PolicyKpis::of(
-        &active.policy,
-        &daemon.metrics.tools_asked(),
-    ));
+    let mut kpis = super::PolicyKpis::of(&active.policy, &daemon.metrics.tools_asked());
+    kpis.elevated_identities = daemon.elevated_identities();
+    daemon.metrics.set_policy_kpis(kpis);
     daemon.metrics.render(&mut out);
     daemon.notifier.render(&mut out);
     out.finish()

@@ -17,6 +17,7 @@
 pub mod collect;
 mod config;
 mod expo;
+pub mod gateway;
 pub mod server;
 
 use std::{
@@ -57,7 +58,8 @@ pub struct Decision<'a> {
 pub struct PolicyKpis {
     /// Identities in the active policy.
     pub identities: u64,
-    /// Of those, identities holding an elevated or break-glass role now.
+    /// Of those, identities with an active break-glass elevation now (set
+    /// by the daemon from its elevations; the policy alone says 0).
     pub elevated_identities: u64,
     /// Tools the decision API has been asked about.
     pub tools: u64,
@@ -79,11 +81,7 @@ impl PolicyKpis {
             .count();
         Self {
             identities: policy.identities.len() as u64,
-            elevated_identities: policy
-                .identities
-                .iter()
-                .filter(|i| i.is_elevated(policy))
-                .count() as u64,
+            elevated_identities: 0,
             tools: tools_asked.len() as u64,
             covered_tools: covered as u64,
         }
@@ -127,6 +125,8 @@ pub struct Metrics {
     reloads_applied: AtomicU64,
     reloads_rejected: AtomicU64,
     last_reload: Mutex<Option<(SystemTime, bool)>>,
+    /// Requests through the L7 gateway.
+    pub gateway: gateway::GatewayMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -294,7 +294,7 @@ impl Metrics {
             ),
             (
                 "palisade_kpi_identities_elevated",
-                "Identities holding an elevated or break-glass role now.",
+                "Identities with an active break-glass elevation now.",
                 kpis.elevated_identities,
             ),
             (
@@ -347,6 +347,7 @@ impl Metrics {
             .and_then(|(t, _)| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0.0, |d| d.as_secs_f64());
         out.sample_f("palisade_policy_last_reload_timestamp_seconds", &[], at);
+        self.gateway.render(out);
     }
 
     /// When the last reload was attempted and whether it applied.

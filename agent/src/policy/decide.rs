@@ -132,16 +132,49 @@ impl Policy {
     }
 
     pub fn decide_tool_traced(&self, call: &ToolCall<'_>, trace: &mut Option<Trace>) -> Decision {
+        match self.identity(call.identity) {
+            Some(ident) => self.decide_as(ident, call, trace),
+            None => self.unknown_identity(call),
+        }
+    }
+
+    /// As `decide_tool`, with the rules of the elevated roles `roles` added
+    /// (the identity's active elevations). A role the identity may not be
+    /// elevated to adds nothing.
+    pub fn decide_tool_elevated(&self, call: &ToolCall<'_>, roles: &[&str]) -> Decision {
         let Some(ident) = self.identity(call.identity) else {
-            return Decision::deny(
-                "unknown-identity",
-                format!(
-                    "identity `{}` is not in policy {}",
-                    call.identity, self.version
-                ),
-                vec![],
-            );
+            return self.unknown_identity(call);
         };
+        let mut merged = ident.clone();
+        for e in roles.iter().filter_map(|r| ident.elevatable(r)) {
+            merged.tools.allow.extend(e.tools.allow.iter().cloned());
+            merged.tools.deny.extend(e.tools.deny.iter().cloned());
+            merged
+                .tools
+                .require_approval
+                .extend(e.tools.require_approval.iter().cloned());
+            merged.budgets.extend(e.budgets.iter().cloned());
+        }
+        self.decide_as(&merged, call, &mut None)
+    }
+
+    fn unknown_identity(&self, call: &ToolCall<'_>) -> Decision {
+        Decision::deny(
+            "unknown-identity",
+            format!(
+                "identity `{}` is not in policy {}",
+                call.identity, self.version
+            ),
+            vec![],
+        )
+    }
+
+    fn decide_as(
+        &self,
+        ident: &Identity,
+        call: &ToolCall<'_>,
+        trace: &mut Option<Trace>,
+    ) -> Decision {
         if let Some(d) = self.check_inputs(call) {
             return d;
         }
@@ -385,6 +418,16 @@ impl Policy {
                     None => 1.0,
                     Some(e) => e.eval_number(b)?,
                 };
+                // A budget only ever counts spending: a negative charge
+                // would refill the bucket (a "refund" of -100000 buys the
+                // next 100000), so the call is denied instead.
+                if amount < 0.0 {
+                    return Err(EvalError::Failed(format!(
+                        "budget `{}`: `{}` is {amount}, and a charge cannot be negative",
+                        bd.id,
+                        bd.sum.as_ref().map_or("1", |e| e.source.as_str())
+                    )));
+                }
                 Ok(BudgetCharge {
                     budget: bd.id.clone(),
                     amount,

@@ -1,11 +1,16 @@
 //! Diagnostics that say what is wrong and exactly where: `file:line:column`.
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-/// A position in a policy or config file (1-based line and column).
+/// A position in a policy or config file (1-based line and column). The
+/// file name is shared: a large policy has a location per rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SourceLoc {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: u32,
     pub column: u32,
 }
@@ -13,19 +18,46 @@ pub struct SourceLoc {
 impl SourceLoc {
     pub fn new(file: impl Into<PathBuf>, line: u32, column: u32) -> Self {
         Self {
-            file: file.into(),
+            file: Arc::from(file.into()),
             line,
             column,
         }
     }
 
     /// The location of a spanned YAML value in `file`.
-    pub fn of<T>(file: &std::path::Path, spanned: &serde_saphyr::Spanned<T>) -> Self {
-        Self::new(
-            file,
-            spanned.referenced.line() as u32,
-            spanned.referenced.column() as u32,
+    pub fn of(file: &Path, spanned: &impl Located) -> Self {
+        let (line, column) = spanned.line_column();
+        Self::new(file, line, column)
+    }
+
+    /// Same, sharing the file name.
+    pub fn in_file(file: &Arc<Path>, spanned: &impl Located) -> Self {
+        let (line, column) = spanned.line_column();
+        Self {
+            file: file.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+/// A value that knows where it was written.
+pub trait Located {
+    fn line_column(&self) -> (u32, u32);
+}
+
+impl<T> Located for serde_saphyr::Spanned<T> {
+    fn line_column(&self) -> (u32, u32) {
+        (
+            self.referenced.line() as u32,
+            self.referenced.column() as u32,
         )
+    }
+}
+
+impl<T> Located for super::model::Spanned<T> {
+    fn line_column(&self) -> (u32, u32) {
+        (self.line(), self.column())
     }
 }
 
@@ -79,7 +111,7 @@ impl Diagnostic {
     }
 
     /// From a YAML parse error of `file`, keeping its position.
-    pub fn from_yaml(file: &std::path::Path, err: &serde_saphyr::Error) -> Self {
+    pub fn from_yaml(file: &Path, err: &serde_saphyr::Error) -> Self {
         let (line, column) = err
             .location()
             .map_or((1, 1), |l| (l.line() as u32, l.column() as u32));

@@ -75,8 +75,10 @@ fn identity_diff(old: &Policy, new: &Policy, o: &Identity, n: &Identity, out: &m
         }
         indices
             .into_iter()
-            .filter_map(|r| p.rule(r))
-            .map(|r| (r.id.clone(), r.summary.clone()))
+            .filter_map(|r| {
+                p.rule(r)
+                    .map(|info| (info.id.clone(), p.summary(r).to_string()))
+            })
             .collect()
     };
     for kind in [RuleKind::Egress, RuleKind::Tool, RuleKind::Budget] {
@@ -269,8 +271,10 @@ fn rule_level(old: &Policy, new: &Policy, o: &Identity, n: &Identity, out: &mut 
         i.allow
             .iter()
             .chain(&i.deny)
-            .filter_map(|r| p.rule(r.rule))
-            .map(|r| (r.id.clone(), r.summary.clone()))
+            .filter_map(|r| {
+                p.rule(r.rule)
+                    .map(|info| (info.id.clone(), p.summary(r.rule).to_string()))
+            })
             .collect()
     };
     let (a, b) = (set(old, o), set(new, n));

@@ -22,7 +22,12 @@ pub fn tool(policy: &Policy, call: &ToolCall<'_>) -> Vec<String> {
     let d = policy.decide_tool_traced(call, &mut trace);
     for step in trace.unwrap_or_default() {
         let what = policy.rule_by_id(&step.rule).map_or(String::new(), |r| {
-            format!(" [{} from {} at {}]", r.summary, r.owner, r.loc)
+            format!(
+                " [{} from {} at {}]",
+                policy.summary_of(&step.rule),
+                r.owner,
+                r.loc
+            )
         });
         out.push(format!("  rule {}: {}{what}", step.rule, step.outcome));
     }
@@ -60,7 +65,13 @@ pub fn egress(policy: &Policy, identity: &str, t: &EgressTarget) -> Vec<String> 
         let addr = t.ip.map(norm_of);
         let describe = |rule: u32| {
             policy.rule(rule).map_or(rule.to_string(), |r| {
-                format!("{} [{} from {} at {}]", r.id, r.summary, r.owner, r.loc)
+                format!(
+                    "{} [{} from {} at {}]",
+                    r.id,
+                    policy.summary(rule),
+                    r.owner,
+                    r.loc
+                )
             })
         };
         let port_proto = |ports: &[super::PortRange], p: super::Protocol| {

@@ -114,7 +114,13 @@ fn unused_roles(policy: &Policy, out: &mut Vec<Diagnostic>) {
     let used: BTreeSet<&str> = policy
         .identities
         .iter()
-        .flat_map(|i| i.effective_roles.iter().map(String::as_str))
+        .flat_map(|i| {
+            // Roles an identity may be elevated to count as used.
+            i.effective_roles
+                .iter()
+                .chain(i.elevatable.iter().flat_map(|e| &e.closure))
+                .map(String::as_str)
+        })
         .collect();
     for role in policy
         .roles

@@ -16,7 +16,9 @@ pub mod host;
 pub mod lint;
 pub mod model;
 pub mod net;
+pub mod packed;
 pub mod schema;
+pub mod service;
 mod source;
 pub mod suite;
 pub mod tables;
@@ -42,9 +44,13 @@ pub struct Policy {
     pub identities: Vec<Identity>,
     /// Every rule definition, indexed by the rule number the kernel reports.
     pub rules: Vec<RuleInfo>,
+    /// One line per rule for people, by rule number (see `summary`).
+    pub summaries: packed::Packed,
     pub schemas: Vec<ToolSchema>,
     /// Context fields callers may send, besides the built-ins.
     pub context_fields: BTreeMap<String, ParamType>,
+    /// Upstreams reached through the L7 gateway.
+    pub services: Vec<service::Service>,
     /// Whose signed approvals this policy accepts.
     pub approvers: Vec<Approver>,
 }
@@ -73,6 +79,23 @@ impl Policy {
 
     pub fn rule_by_id(&self, id: &str) -> Option<&RuleInfo> {
         self.rules.iter().find(|r| r.id == id)
+    }
+
+    pub fn service(&self, id: &str) -> Option<&service::Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    /// `allow 10.0.0.0/8 tcp/443`, `deny stripe.refund`… for rule `index`.
+    pub fn summary(&self, index: u32) -> &str {
+        self.summaries.get(index as usize).unwrap_or("")
+    }
+
+    /// The summary of the rule with id `id`.
+    pub fn summary_of(&self, id: &str) -> &str {
+        self.rules
+            .iter()
+            .position(|r| r.id == id)
+            .map_or("", |i| self.summary(i as u32))
     }
 
     /// The parameter schema covering `tool.action`, if one is declared.
@@ -147,6 +170,9 @@ pub struct Identity {
     pub budgets: Vec<Budget>,
     /// What its agents keep of the host (`confinement:`).
     pub confinement: Confinement,
+    /// Elevated roles the identity names: held only while an operator's
+    /// elevation is active, never by default.
+    pub elevatable: Vec<ElevatedRole>,
     pub loc: SourceLoc,
 }
 
@@ -163,12 +189,24 @@ pub struct Confinement {
 }
 
 impl Identity {
-    /// Does the identity hold an elevated or break-glass role?
-    pub fn is_elevated(&self, policy: &Policy) -> bool {
-        self.effective_roles
-            .iter()
-            .any(|r| policy.role(r).is_some_and(|r| r.elevated))
+    /// The elevated role `role`, if the identity may be elevated to it.
+    pub fn elevatable(&self, role: &str) -> Option<&ElevatedRole> {
+        self.elevatable.iter().find(|e| e.role == role)
     }
+}
+
+/// What an elevation to one role adds, for as long as it lasts: the rules
+/// of the role and of every role it inherits.
+#[derive(Clone, Debug, Default)]
+pub struct ElevatedRole {
+    pub role: String,
+    /// The role and everything it inherits.
+    pub closure: Vec<String>,
+    /// Egress allow rules (CIDR only), enforced as kernel grants that carry
+    /// the elevation's expiry.
+    pub allow: Vec<NetRule>,
+    pub tools: ToolRules,
+    pub budgets: Vec<Budget>,
 }
 
 /// A CIDR rule after validation.
@@ -313,11 +351,11 @@ pub enum RuleKind {
     Budget,
 }
 
-/// Who defines a rule.
+/// Who defines a rule (shared by all its rules).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleOwner {
-    Role(String),
-    Identity(String),
+    Role(std::sync::Arc<str>),
+    Identity(std::sync::Arc<str>),
 }
 
 impl fmt::Display for RuleOwner {
@@ -337,8 +375,6 @@ pub struct RuleInfo {
     pub owner: RuleOwner,
     pub kind: RuleKind,
     pub action: RuleAction,
-    /// One line for people: `allow 10.0.0.0/8 tcp/443`, `deny stripe.refund`…
-    pub summary: String,
     pub loc: SourceLoc,
 }
 
@@ -362,6 +398,13 @@ pub fn load(path: &Path) -> Result<Loaded, PolicyErrors> {
 pub fn load_for_daemon(path: &Path) -> Result<Loaded, PolicyErrors> {
     let sources = source::read(path)?;
     validate::validate(&sources, validate::Locate::Errors)
+}
+
+/// The content hash a policy at `path` would have (its version without
+/// the label), without parsing it: a watcher can tell an unchanged policy
+/// from a new one for the cost of reading the files.
+pub fn content_hash_of(path: &Path) -> Result<String, PolicyErrors> {
+    Ok(source::content_hash(&source::read(path)?))
 }
 
 /// Validate policy text held in memory (`name` is used in messages).

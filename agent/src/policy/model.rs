@@ -9,9 +9,53 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_saphyr::Spanned;
 
 use super::net::{PortRange, Protocol};
+
+/// A value and where it was written. The parser's own spanned type keeps
+/// two full locations (96 bytes); a 100,000-rule policy holds several per
+/// rule while it is validated, so only what diagnostics use is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    line: u32,
+    column: u32,
+    /// Byte offset in the file + 1; 0 when unknown.
+    offset: u32,
+}
+
+impl<T> Spanned<T> {
+    /// 1-based line; 0 when unknown (a value read by the JSON parser).
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+
+    pub fn byte_offset(&self) -> Option<usize> {
+        (self.offset > 0).then(|| self.offset as usize - 1)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(d)?;
+        let at = &s.referenced;
+        let offset = at
+            .span()
+            .byte_offset()
+            .and_then(|o| u32::try_from(o + 1).ok())
+            .unwrap_or(0);
+        Ok(Self {
+            line: u32::try_from(at.line()).unwrap_or(u32::MAX),
+            column: u32::try_from(at.column()).unwrap_or(u32::MAX),
+            offset,
+            value: s.value,
+        })
+    }
+}
 
 /// A policy file.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -39,6 +83,10 @@ pub struct PolicyDoc {
     #[serde(default, deserialize_with = "unique_keys")]
     #[schemars(with = "BTreeMap<String, ParamType>")]
     pub context: BTreeMap<String, Spanned<ParamType>>,
+    /// Upstream APIs and MCP servers that agents reach only through the
+    /// daemon's L7 gateway (docs/gateway.md).
+    #[serde(default)]
+    pub services: Vec<super::service::doc::ServiceDoc>,
     /// People (or services) whose Ed25519-signed approvals a node applies
     /// without an operator on it (`palisade approve --signed`).
     #[serde(default)]
@@ -221,15 +269,17 @@ pub struct EgressDoc {
     pub grantable: Vec<Spanned<EgressRuleDoc>>,
 }
 
+/// Fields most rules leave out are boxed: generated policies hold this
+/// 100,000 times while they are validated.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EgressRuleDoc {
     /// Stable id cited by events; defaults to `file:N`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub id: Option<Spanned<String>>,
+    pub id: Option<Box<Spanned<String>>>,
     #[serde(default)]
-    pub description: Option<String>,
+    pub description: Option<Box<str>>,
     /// An address or prefix, IPv4 or IPv6.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
@@ -237,7 +287,7 @@ pub struct EgressRuleDoc {
     /// Exact name or `*.suffix` (DNS-aware).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub host: Option<Spanned<String>>,
+    pub host: Option<Box<Spanned<String>>>,
     /// Omitted = any port. A number or a range like "8000-9000".
     #[serde(default)]
     #[schemars(with = "Option<Vec<PortRange>>")]
@@ -249,7 +299,7 @@ pub struct EgressRuleDoc {
     /// (e.g. "15m", "2h"; default 1h).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
-    pub max_ttl: Option<Spanned<String>>,
+    pub max_ttl: Option<Box<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -325,7 +375,7 @@ pub struct BudgetDoc {
     pub unit: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     Second,

@@ -13,6 +13,10 @@
 //!     action: create_payment
 //!     params: {amount: 1200}
 //!     expect: allow
+//!   - name: the same through the gateway
+//!     identity: finance-agent
+//!     request: {service: stripe, method: POST, path: /v1/payment_intents, form: {amount: "1200"}}
+//!     expect: allow
 //!   - name: no exfiltration
 //!     identity: clinical-agent
 //!     destination: 203.0.113.5:443
@@ -61,6 +65,10 @@ pub struct CaseDoc {
     pub tool: Option<String>,
     #[serde(default)]
     pub action: Option<String>,
+    /// A request to a gateway service, mapped to its tool call the way
+    /// the gateway maps it (instead of `tool` and `action`).
+    #[serde(default)]
+    pub request: Option<RequestDoc>,
     #[serde(default)]
     pub resource: Option<String>,
     #[serde(default)]
@@ -80,6 +88,63 @@ pub struct CaseDoc {
     /// Expected deciding rule id.
     #[serde(default)]
     pub rule: Option<String>,
+}
+
+/// `request:` of a case: what an agent sends to a service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDoc {
+    pub service: String,
+    pub method: String,
+    /// The path below the service's base URL, with an optional `?query`.
+    pub path: String,
+    /// A JSON body.
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// A form body (`application/x-www-form-urlencoded`).
+    #[serde(default)]
+    pub form: Option<BTreeMap<String, String>>,
+}
+
+impl RequestDoc {
+    /// The tool call the gateway would judge, or why it would refuse.
+    pub fn call<'p>(
+        &self,
+        policy: &'p Policy,
+    ) -> Result<super::service::HttpCall<'p>, (&'static str, String)> {
+        let service = policy.service(&self.service).ok_or((
+            "no-service",
+            format!("no service `{}` in the policy", self.service),
+        ))?;
+        let (content_type, body) = match (&self.json, &self.form) {
+            (Some(j), None) => (Some("application/json"), j.to_string().into_bytes()),
+            (None, Some(f)) => (
+                Some("application/x-www-form-urlencoded"),
+                super::service::params::form_encode(
+                    f.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .into_bytes(),
+            ),
+            (None, None) => (None, Vec::new()),
+            (Some(_), Some(_)) => {
+                return Err((
+                    "bad-request",
+                    "a request has `json` or `form`, not both".into(),
+                ));
+            }
+        };
+        service
+            .call_for(
+                policy,
+                &super::service::HttpRequest {
+                    method: &self.method,
+                    target: &self.path,
+                    content_type,
+                    body: &body,
+                },
+            )
+            .map_err(|e| (e.code(), e.to_string()))
+    }
 }
 
 /// The result of one case.
@@ -166,39 +231,60 @@ impl Suite {
                 let (v, reason, rule) = policy.judge_egress(&c.identity, &target);
                 (v.name().to_string(), reason.to_string(), rule)
             }
-            (None, Some(tool)) => {
+            (None, tool) if tool.is_some() != c.request.is_some() => {
                 let empty = Map::new();
                 let as_map = |v: &Option<Value>| match v {
                     None => Ok(empty.clone()),
                     Some(Value::Object(m)) => Ok(m.clone()),
                     Some(other) => Err(format!("must be a mapping, got {other}")),
                 };
-                let params = match as_map(&c.params) {
-                    Ok(p) => p,
-                    Err(e) => return fail(format!("`params` {e}")),
-                };
                 let context = match as_map(&c.context) {
                     Ok(p) => p,
                     Err(e) => return fail(format!("`context` {e}")),
                 };
-                let call = ToolCall {
-                    identity: &c.identity,
-                    tool,
-                    action: c.action.as_deref().unwrap_or(""),
-                    resource: c.resource.as_deref().unwrap_or(""),
-                    params: &params,
-                    context: &context,
-                    now,
+                let parts = match (tool, &c.request) {
+                    (Some(tool), _) => match as_map(&c.params) {
+                        Ok(params) => Ok((
+                            tool.clone(),
+                            c.action.clone().unwrap_or_default(),
+                            c.resource.clone().unwrap_or_default(),
+                            params,
+                        )),
+                        Err(e) => return fail(format!("`params` {e}")),
+                    },
+                    (None, Some(req)) => req
+                        .call(policy)
+                        .map(|call| (call.tool, call.action, call.resource, call.params)),
+                    (None, None) => return fail("no call".into()),
                 };
-                let mut d = policy.decide_tool(&call);
-                d.check_budgets(|b| c.usage.get(b).copied().unwrap_or(0.0));
-                (
-                    d.verdict.name().to_string(),
-                    d.reason.to_string(),
-                    d.rules.first().cloned(),
-                )
+                match parts {
+                    // Refused before any rule: what the gateway answers.
+                    Err((code, _)) => ("deny".to_string(), code.to_string(), None),
+                    Ok((tool, action, resource, params)) => {
+                        let call = ToolCall {
+                            identity: &c.identity,
+                            tool: &tool,
+                            action: &action,
+                            resource: &resource,
+                            params: &params,
+                            context: &context,
+                            now,
+                        };
+                        let mut d = policy.decide_tool(&call);
+                        d.check_budgets(|b| c.usage.get(b).copied().unwrap_or(0.0));
+                        (
+                            d.verdict.name().to_string(),
+                            d.reason.to_string(),
+                            d.rules.first().cloned(),
+                        )
+                    }
+                }
             }
-            _ => return fail("a case names either `destination` or `tool` (with `action`)".into()),
+            _ => {
+                return fail(
+                    "a case names one of `destination`, `tool` (with `action`) or `request`".into(),
+                );
+            }
         };
         let got = format!(
             "{verdict} ({reason}{})",

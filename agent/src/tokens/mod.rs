@@ -1,13 +1,15 @@
 //! Short-lived tokens (EdDSA JWTs), verified the way RFC 8725 asks: the
 //! algorithm pinned to the key's, `typ` checked, `exp`/`nbf`/`iss`/`aud`/
 //! `sub` required and checked with at most 5 s of leeway, and every `jti`
-//! accepted once. Nothing is cached by signature.
+//! accepted once. Verified tokens are remembered by the hash of the whole
+//! token until they expire (`cache`), never by their signature.
 //!
 //! Three kinds share the keys, told apart by `typ`:
 //! - `at+jwt`: an access token for one identity, single use, for `Decide`;
 //! - `approval+jwt`: the override for one approved call, single use;
 //! - `operator+jwt`: an operator's credential for operator calls.
 
+mod cache;
 pub mod keys;
 mod replay;
 
@@ -22,8 +24,12 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use cache::{Lifetime, VerifiedCache};
 pub use keys::{KeyFile, KeySet};
+pub use replay::DEFAULT_QUOTA as DEFAULT_REPLAY_QUOTA;
 use replay::{ReplayCache, Seen};
+
+use crate::state::{Log, Record, StateError};
 
 /// Clock leeway for `exp` and `nbf` (RFC 8725 asks for little).
 pub const LEEWAY_SECS: u64 = 5;
@@ -60,14 +66,26 @@ pub enum TokenError {
     MissingClaim(String),
     #[error("token was already used (jti {0})")]
     Replayed(String),
-    #[error("too many live tokens to remember; refusing new ones")]
+    #[error(
+        "this identity has as many live tokens remembered as its quota allows; new ones are refused until some expire"
+    )]
     ReplayCacheFull,
     #[error("token was issued to `{token}`, but the caller is `{caller}`")]
     WrongIdentity { token: String, caller: String },
     #[error("token was issued before `{0}` was revoked")]
     IssuedBeforeRevocation(String),
-    #[error("token was issued before the daemon restarted; ask for a new one")]
+    #[error(
+        "token was issued before the daemon's record of used tokens begins (its first start, or its state was lost); ask for a new one"
+    )]
     IssuedBeforeRestart,
+    #[error("the daemon cannot record the token's use: {0}")]
+    State(String),
+}
+
+impl From<StateError> for TokenError {
+    fn from(e: StateError) -> Self {
+        Self::State(e.to_string())
+    }
 }
 
 impl TokenError {
@@ -90,6 +108,7 @@ impl TokenError {
             Self::WrongIdentity { .. } => "token-wrong-identity",
             Self::IssuedBeforeRevocation(_) => "token-revoked",
             Self::IssuedBeforeRestart => "token-before-restart",
+            Self::State(_) => "state-unavailable",
         }
     }
 }
@@ -133,6 +152,33 @@ pub struct OverrideClaims {
     pub jti: String,
 }
 
+impl Lifetime for AccessClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Lifetime for OverrideClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
+impl Lifetime for OperatorClaims {
+    fn nbf(&self) -> u64 {
+        self.nbf
+    }
+    fn exp(&self) -> u64 {
+        self.exp
+    }
+}
+
 /// Claims of an operator token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OperatorClaims {
@@ -160,17 +206,11 @@ pub fn unix(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// 128 random bits as hex.
+/// 128 random bits as hex, from the thread's CSPRNG (ChaCha, seeded and
+/// reseeded from the OS): unpredictable like `getrandom`, without a system
+/// call on every decision.
 pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    // getrandom only fails when the OS has no randomness at all.
-    if getrandom::getrandom(&mut b).is_err() {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b = now.to_le_bytes();
-    }
-    crate::hex::lower(&b)
+    crate::hex::lower(&rand::random::<[u8; 16]>())
 }
 
 /// The `alg` a token's header declares, read without trusting anything.
@@ -189,34 +229,89 @@ pub struct Tokens {
     pub settings: TokenSettings,
     keys: ArcSwap<KeySet>,
     replay: ReplayCache,
+    /// Tokens that passed `verify`, by the hash of the whole token.
+    verified: VerifiedCache,
     /// Identity → the second of its last revocation: tokens issued at or
     /// before it never verify again, even after the identity is restored.
     revoked_at: Mutex<HashMap<String, u64>>,
-    /// The second this daemon started. The replay cache lives in memory, so
-    /// tokens of an earlier run (used or not, nobody knows) never verify.
-    started_at: u64,
+    /// The second the journal's record of used tokens begins (the first
+    /// start with durable state, or the start after it was lost): tokens
+    /// issued at or before it (used or not, nobody knows) never verify.
+    replay_since: u64,
+    log: Log,
     /// The latest `iat` handed out. Issue times can run a second ahead of
     /// the clock (see `issued_at`), and a revocation must cover them too.
     latest_iat: std::sync::atomic::AtomicU64,
 }
 
+/// Token state restored from the journal.
+pub struct Durable {
+    pub log: Log,
+    pub replay_since: u64,
+    /// identity → jti → exp
+    pub used: HashMap<String, HashMap<String, u64>>,
+    pub revoked: HashMap<String, u64>,
+    /// Most ids remembered per identity.
+    pub quota: usize,
+}
+
 impl Tokens {
+    /// Tokens with nothing remembered from before (tests, the CLI).
     pub fn load(settings: TokenSettings) -> Result<Self, TokenError> {
+        Self::load_with(settings, None)
+    }
+
+    pub fn load_with(
+        settings: TokenSettings,
+        durable: Option<Durable>,
+    ) -> Result<Self, TokenError> {
         let keys = KeyFile::read_or_create(&settings.key_file)?.key_set(SystemTime::now())?;
+        let now = unix(SystemTime::now());
+        let (replay, revoked, replay_since, log) = match durable {
+            Some(d) => {
+                let cache = ReplayCache::new(d.log.clone(), d.quota);
+                cache.restore(d.used, now);
+                (cache, d.revoked, d.replay_since, d.log)
+            }
+            None => (ReplayCache::default(), HashMap::new(), now, Log::default()),
+        };
         Ok(Self {
             settings,
             keys: ArcSwap::from_pointee(keys),
-            replay: ReplayCache::default(),
-            revoked_at: Mutex::new(HashMap::new()),
-            started_at: unix(SystemTime::now()),
+            replay,
+            verified: VerifiedCache::default(),
+            revoked_at: Mutex::new(revoked),
+            replay_since,
+            log,
             latest_iat: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Used ids and revocation cutoffs, as journal records.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut out = self.replay.snapshot();
+        let revoked = self
+            .revoked_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.extend(revoked.iter().map(|(identity, at)| Record::Revoked {
+            identity: identity.clone(),
+            at: *at,
+        }));
+        out
+    }
+
+    /// Token ids remembered for `identity` (for status and tests).
+    pub fn remembered(&self, identity: &str) -> usize {
+        self.replay.len_of(identity)
     }
 
     /// Re-read the key file (after a rotation). Keeps the old keys on error.
     pub fn reload_keys(&self) -> Result<(), TokenError> {
         let keys = KeyFile::read(&self.settings.key_file)?.key_set(SystemTime::now())?;
         self.keys.store(Arc::new(keys));
+        // A retired key stops vouching for tokens it verified before.
+        self.verified.clear();
         Ok(())
     }
 
@@ -233,14 +328,23 @@ impl Tokens {
             .map_err(|e| TokenError::Malformed(e.to_string()))
     }
 
-    /// Invalidate every token `identity` holds now (the kill switch).
-    pub fn revoke_issued(&self, identity: &str) {
+    /// Invalidate every token `identity` holds now (the kill switch). The
+    /// cutoff is journaled: it outlives the daemon.
+    pub fn revoke_issued(&self, identity: &str) -> Result<(), TokenError> {
         let now =
             unix(SystemTime::now()).max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
-        self.revoked_at
+        let mut revoked = self
+            .revoked_at
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(identity.to_string(), now);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        revoked.insert(identity.to_string(), now);
+        let seq = self.log.append(|| Record::Revoked {
+            identity: identity.to_string(),
+            at: now,
+        })?;
+        drop(revoked);
+        self.log.durable(seq)?;
+        Ok(())
     }
 
     fn revocation_cutoff(&self, identity: &str) -> Option<u64> {
@@ -256,7 +360,7 @@ impl Tokens {
             Some(cutoff) if iat <= cutoff => {
                 Err(TokenError::IssuedBeforeRevocation(identity.to_string()))
             }
-            _ if iat <= self.started_at => Err(TokenError::IssuedBeforeRestart),
+            _ if iat <= self.replay_since => Err(TokenError::IssuedBeforeRestart),
             _ => Ok(()),
         }
     }
@@ -268,7 +372,7 @@ impl Tokens {
         let now = unix(SystemTime::now());
         let cutoff = self
             .revocation_cutoff(identity)
-            .map_or(self.started_at, |c| c.max(self.started_at));
+            .map_or(self.replay_since, |c| c.max(self.replay_since));
         let iat = now.max(cutoff + 1);
         self.latest_iat
             .fetch_max(iat, std::sync::atomic::Ordering::SeqCst);
@@ -307,8 +411,30 @@ impl Tokens {
         self.sign(TYP_APPROVAL, &claims)
     }
 
-    /// Verify everything but single use.
-    fn verify<C: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<C, TokenError> {
+    /// Verify everything but single use, from the cache when this exact
+    /// token passed before (see `cache` for what is and is not cached).
+    fn verify<C>(&self, token: &str, typ: &'static str) -> Result<C, TokenError>
+    where
+        C: DeserializeOwned + Lifetime + Clone + Send + Sync + 'static,
+    {
+        let key = VerifiedCache::key(token);
+        let now = unix(SystemTime::now());
+        let keys = self.keys.load();
+        let trusted = |kid: &str| keys.verifying.contains_key(kid);
+        if let Some(c) = self.verified.get(&key, typ, now, LEEWAY_SECS, trusted) {
+            return Ok(c);
+        }
+        let (claims, kid) = self.verify_signed(token, typ)?;
+        self.verified.put(key, typ, &kid, &claims);
+        Ok(claims)
+    }
+
+    /// The full check of `verify`; also returns the key id that vouched.
+    fn verify_signed<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &'static str,
+    ) -> Result<(C, String), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             // `alg: none` and other names the library does not know are
             // algorithm refusals, and the audit trail should say so.
@@ -327,10 +453,10 @@ impl Tokens {
             });
         }
         let keys = self.keys.load();
-        let key = header
+        let (kid, key) = header
             .kid
             .as_ref()
-            .and_then(|k| keys.verifying.get(k))
+            .and_then(|k| keys.verifying.get_key_value(k))
             .ok_or_else(|| TokenError::UnknownKey(header.kid.clone()))?;
         let mut v = Validation::new(Algorithm::EdDSA);
         v.leeway = LEEWAY_SECS;
@@ -340,7 +466,7 @@ impl Tokens {
         v.set_issuer(&[&self.settings.issuer]);
         v.set_audience(&[&self.settings.audience]);
         jsonwebtoken::decode::<C>(token, &key.key, &v)
-            .map(|d| d.claims)
+            .map(|d| (d.claims, kid.clone()))
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
                 match e.kind() {
@@ -362,10 +488,10 @@ impl Tokens {
             })
     }
 
-    fn once(&self, jti: &str, exp: u64) -> Result<(), TokenError> {
+    fn once(&self, identity: &str, jti: &str, exp: u64) -> Result<(), TokenError> {
         match self
             .replay
-            .check(jti, exp + LEEWAY_SECS, unix(SystemTime::now()))
+            .check(identity, jti, exp + LEEWAY_SECS, unix(SystemTime::now()))?
         {
             Seen::First => Ok(()),
             Seen::Again => Err(TokenError::Replayed(jti.to_string())),
@@ -386,7 +512,7 @@ impl Tokens {
             });
         }
         self.check_not_revoked(caller, c.iat)?;
-        self.once(&c.jti, c.exp)?;
+        self.once(caller, &c.jti, c.exp)?;
         Ok(c)
     }
 
@@ -402,7 +528,10 @@ impl Tokens {
             });
         }
         self.check_not_revoked(caller, c.iat)?;
-        if self.replay.contains(&c.jti, unix(SystemTime::now())) {
+        if self
+            .replay
+            .contains(caller, &c.jti, unix(SystemTime::now()))
+        {
             return Err(TokenError::Replayed(c.jti));
         }
         Ok(c)
@@ -410,7 +539,7 @@ impl Tokens {
 
     /// Consume a verified override token's `jti`.
     pub fn spend_override(&self, claims: &OverrideClaims) -> Result<(), TokenError> {
-        self.once(&claims.jti, claims.exp)
+        self.once(&claims.sub, &claims.jti, claims.exp)
     }
 
     /// Verify an operator token (reusable within its lifetime).
@@ -422,9 +551,16 @@ impl Tokens {
         Ok(c)
     }
 
-    /// Forget used ids of expired tokens.
+    /// Forget used ids of expired tokens, and expired verified tokens.
     pub fn prune(&self) {
-        self.replay.prune(unix(SystemTime::now()));
+        let now = unix(SystemTime::now());
+        self.replay.prune(now);
+        self.verified.prune(now, LEEWAY_SECS);
+    }
+
+    /// How many verified tokens are remembered (for tests and metrics).
+    pub fn verified_cached(&self) -> usize {
+        self.verified.len()
     }
 }
 

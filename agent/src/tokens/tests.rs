@@ -49,7 +49,7 @@ fn forge(t: &Tokens, typ: Option<&str>, mutate: impl FnOnce(&mut AccessClaims)) 
     c.iss = t.settings.issuer.clone();
     c.aud = t.settings.audience.clone();
     // Issued after the service started, as the service itself would stamp it.
-    c.iat = now.max(t.started_at + 1);
+    c.iat = now.max(t.replay_since + 1);
     c.nbf = now;
     c.exp = now + 60;
     c.jti = random_id();
@@ -219,8 +219,8 @@ fn a_revocation_covers_tokens_issued_ahead_of_the_clock() {
     let t = Tokens::load(settings(&dir)).unwrap();
     // Issued in the daemon's first second, so stamped one second ahead.
     let (token, c) = t.issue_access(claims("finance-agent"), None).unwrap();
-    assert!(c.iat > t.started_at, "{} vs {}", c.iat, t.started_at);
-    t.revoke_issued("finance-agent");
+    assert!(c.iat > t.replay_since, "{} vs {}", c.iat, t.replay_since);
+    t.revoke_issued("finance-agent").unwrap();
     assert_eq!(
         t.verify_access(&token, "finance-agent"),
         Err(TokenError::IssuedBeforeRevocation("finance-agent".into()))
@@ -254,4 +254,79 @@ fn token_ids_are_128_random_bits_in_lowercase_hex() {
         "{a}"
     );
     assert_ne!(a, b);
+}
+
+/// The same token with its claims replaced, header and signature kept.
+fn swap_claims(token: &str, claims: &serde_json::Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(claims.to_string()),
+        parts[2]
+    )
+}
+
+#[test]
+fn the_verified_cache_is_keyed_on_the_whole_token_and_checks_the_rest() {
+    let dir = scratch("cache");
+    let t = Tokens::load(settings(&dir)).unwrap();
+    let (token, _) = t.issue_access(claims("a"), None).unwrap();
+    // Verified (and remembered), but shown by the wrong identity.
+    assert!(matches!(
+        t.verify_access(&token, "b"),
+        Err(TokenError::WrongIdentity { .. })
+    ));
+    assert_eq!(t.verified_cached(), 1);
+    // From the cache: still bound to its identity, still single use.
+    assert!(t.verify_access(&token, "a").is_ok());
+    assert!(matches!(
+        t.verify_access(&token, "a"),
+        Err(TokenError::Replayed(_))
+    ));
+    // ...and still subject to revocation.
+    let (held, _) = t.issue_access(claims("a"), None).unwrap();
+    assert!(t.verify_access(&held, "b").is_err());
+    t.revoke_issued("a");
+    assert!(matches!(
+        t.verify_access(&held, "a"),
+        Err(TokenError::IssuedBeforeRevocation(_))
+    ));
+
+    // Another token under a cached token's signature is checked in full.
+    let op = operator_token(
+        &dir.join("keys.yaml"),
+        "palisade://test",
+        "palisade",
+        "oncall",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(t.verify_operator(&op).unwrap().sub, "oncall");
+    assert_eq!(t.verify_operator(&op).unwrap().sub, "oncall", "cached");
+    let payload = op.split('.').nth(1).unwrap();
+    let mut c: serde_json::Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+    c["sub"] = "someone-else".into();
+    assert_eq!(
+        t.verify_operator(&swap_claims(&op, &c)),
+        Err(TokenError::Signature)
+    );
+    // Verified as an operator token is not verified as an access token.
+    assert!(matches!(
+        t.verify_access(&op, "a"),
+        Err(TokenError::Type { .. })
+    ));
+
+    // A cached token expires on time.
+    let brief = forge(&t, Some("at+jwt"), |c| c.exp = c.nbf - LEEWAY_SECS);
+    assert!(matches!(
+        t.verify_access(&brief, "b"),
+        Err(TokenError::WrongIdentity { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(t.verify_access(&brief, "a"), Err(TokenError::Expired));
+
+    // New keys empty the cache: a retired key vouches for nothing cached.
+    t.reload_keys().unwrap();
+    assert_eq!(t.verified_cached(), 0);
 }

@@ -13,6 +13,65 @@ use palisade::{
 };
 use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, palisade_bin};
 
+/// Counts live heap bytes and their high-water mark, so the benchmark can
+/// say how much each step holds and needs (the daemon runs the same code).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static HIGH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+            HIGH.fetch_max(now, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(new_size, Relaxed) + new_size;
+            HIGH.fetch_max(now, Relaxed);
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Heap bytes held now, and the most held since the last `mark`.
+fn heap() -> (usize, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (LIVE.load(Relaxed), HIGH.load(Relaxed))
+}
+
+fn mark() -> usize {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = LIVE.load(Relaxed);
+    HIGH.store(now, Relaxed);
+    now
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
 const IDENTITIES: u32 = 100;
 const RULES_PER_IDENTITY: u32 = 1000;
 
@@ -62,12 +121,20 @@ fn peak_rss_kib() -> i64 {
     u.ru_maxrss
 }
 
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The daemon's peak and current resident size.
+fn daemon_memory(pid: u32) -> String {
+    let m = |f| {
+        status_kib(pid, f).map_or_else(|| "?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+    };
+    format!("VmHWM {}, VmRSS {}", m("VmHWM:"), m("VmRSS:"))
 }
 
 fn ms(d: Duration) -> String {
@@ -91,23 +158,33 @@ fn main() {
     let t = Instant::now();
     let loaded = policy::load(&env.policy).unwrap_or_else(|e| panic!("{e}"));
     let parse_yaml = t.elapsed();
+    let yaml_rules = loaded.policy.rules.len();
+    drop(loaded);
     let json_a = to_json(&text_a);
     let json_b = to_json(&text_b);
     let json_file = env.dir.join("policy.json");
     std::fs::write(&json_file, &json_a).unwrap_or_else(|e| panic!("{e}"));
+    let before = mark();
     let t = Instant::now();
     let from_json = policy::load_for_daemon(&json_file).unwrap_or_else(|e| panic!("{e}"));
     let parse = t.elapsed();
-    assert_eq!(from_json.policy.rules.len(), loaded.policy.rules.len());
+    let (held, high) = heap();
+    let mem_policy = held - before;
+    let mem_parse = high - before;
+    assert_eq!(from_json.policy.rules.len(), yaml_rules);
     let loaded = from_json;
     let index = |name: &str| {
         name.strip_prefix("agent-")
             .and_then(|n| n.parse::<u32>().ok())
             .map(|n| n + 1)
     };
+    let before = mark();
     let t = Instant::now();
     let tables1 = tables::compile(&loaded.policy, 1, &index).unwrap_or_else(|e| panic!("{e}"));
     let compile = t.elapsed();
+    let (held, high) = heap();
+    let (mem_tables, mem_compile) = (held - before, high - before);
+    let before = mark();
     let kernel = Kernel::load(&LoadOptions {
         pin_dir: env.bpffs.clone(),
         attach_cgroup: env.attach.clone(),
@@ -115,6 +192,8 @@ fn main() {
         learned_capacity: 1 << 16,
     })
     .unwrap_or_else(|e| panic!("{e}"));
+    let (held, high) = heap();
+    let (mem_kernel, mem_kernel_load) = (held.saturating_sub(before), high - before);
     let maps = kernel.maps_handle();
     let t = Instant::now();
     maps.apply(&tables1, 1).unwrap_or_else(|e| panic!("{e}"));
@@ -124,9 +203,12 @@ fn main() {
     maps.apply(&tables0, 2).unwrap_or_else(|e| panic!("{e}"));
     let apply_second = t.elapsed();
     let tables1 = tables::compile(&loaded.policy, 1, &index).unwrap_or_else(|e| panic!("{e}"));
+    let before = mark();
     let t = Instant::now();
     maps.apply(&tables1, 3).unwrap_or_else(|e| panic!("{e}"));
     let apply_replace = t.elapsed();
+    let (_, high) = heap();
+    let mem_apply = high - before;
     println!(
         "trie entries per slot: {} allow, {} port sets",
         tables1.allow.len(),
@@ -166,6 +248,26 @@ fn main() {
         "bench process peak RSS: {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
+    println!("\n| heap, in-process (the daemon's code) | bytes |\n|---|---:|");
+    println!(
+        "| parse + validate as JSON: most held at once | {} |",
+        mib(mem_parse)
+    );
+    println!("| the validated policy, as kept | {} |", mib(mem_policy));
+    println!(
+        "| compile for the kernel: most held at once | {} |",
+        mib(mem_compile)
+    );
+    println!("| the compiled tables | {} |", mib(mem_tables));
+    println!(
+        "| load the eBPF programs (any policy size): most held at once | {} |",
+        mib(mem_kernel_load)
+    );
+    println!("| the loaded programs, as kept | {} |", mib(mem_kernel));
+    println!(
+        "| steady-state apply (clear, write, flip): most held at once | {} |",
+        mib(mem_apply)
+    );
     drop(maps);
     drop(kernel);
     let _ = palisade::bpf::uninstall(&env.bpffs);
@@ -188,28 +290,53 @@ fn main() {
         "daemon start with the large policy (until its API answers): {}",
         ms(t.elapsed())
     );
-    let large = reload_latency(&env, &json_file, &a, &b, &json_a, &json_b);
+    println!(
+        "daemon memory after start with the large policy: {}",
+        daemon_memory(daemon.pid())
+    );
+    let large = reload_latency(&env, &json_file, &a, &b, &json_a, &json_b, 6);
     println!(
         "reload of the large policy, file written -> new verdict in the kernel (6 reloads): median {}, max {}",
         ms(large[large.len() / 2]),
         ms(large[large.len() - 1])
     );
-    if let Some(hwm) = vm_hwm_kib(daemon.pid()) {
-        println!(
-            "daemon peak RSS (VmHWM) after 7 loads of the large policy: {:.1} MiB",
-            hwm as f64 / 1024.0
-        );
-    }
+    println!(
+        "daemon memory after 7 loads of the large policy: {}",
+        daemon_memory(daemon.pid())
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    println!(
+        "daemon memory 3 s later (steady state): {}",
+        daemon_memory(daemon.pid())
+    );
     drop(daemon);
     let small_a = policy_sized(a.addr.port(), 10, 20);
     let small_b = policy_sized(b.addr.port(), 10, 20);
     std::fs::write(&json_file, &small_a).unwrap_or_else(|e| panic!("{e}"));
-    let _daemon = DaemonProc::start(&env);
-    let small = reload_latency(&env, &json_file, &a, &b, &small_a, &small_b);
+    let daemon = DaemonProc::start(&env);
+    std::thread::sleep(Duration::from_secs(2));
     println!(
-        "reload of a typical policy (10 × 20 rules, YAML), file written -> new verdict (6 reloads): median {}, max {}",
+        "daemon memory with the typical policy (10 identities): {}",
+        daemon_memory(daemon.pid())
+    );
+    let small = reload_latency(&env, &json_file, &a, &b, &small_a, &small_b, 20);
+    println!(
+        "reload of a typical policy (10 × 20 rules, YAML), file written -> new verdict (20 reloads): median {}, max {}",
         ms(small[small.len() / 2]),
         ms(small[small.len() - 1])
+    );
+    println!(
+        "  all 20, sorted: {}",
+        small
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    println!(
+        "daemon memory with the typical policy after 20 reloads: {}",
+        daemon_memory(daemon.pid())
     );
 }
 
@@ -223,9 +350,10 @@ fn reload_latency(
     b: &TcpServer,
     text_a: &str,
     text_b: &str,
+    rounds: usize,
 ) -> Vec<Duration> {
     let mut samples = Vec::new();
-    for round in 0..6 {
+    for round in 0..rounds {
         let (target, next) = if round % 2 == 0 {
             (b, text_b)
         } else {
@@ -261,6 +389,14 @@ fn reload_latency(
             .map_or(0, |d| d.as_nanos());
         samples.push(Duration::from_nanos((at.saturating_sub(written_ns)) as u64));
     }
+    println!(
+        "  in order (ms): {}",
+        samples
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     samples.sort();
     samples
 }

@@ -3,16 +3,17 @@
 //! One daemon, one policy in the shape of a real payments agent (a parameter
 //! schema, a rule with a condition, an approval condition, a summed daily
 //! budget and a rate budget). A worker enrolled as that agent opens C
-//! connections over the Unix socket (C = 1, 16, 64), pre-issues one token
-//! per call, then times each call from the client's side: `Decide` (token
-//! verification, replay check, rule evaluation, budgets, audit event), and
-//! side by side `Ping`, an empty handler on the same server — the floor of
-//! gRPC over the socket. Rounds interleave the two so machine noise hits
-//! both alike.
+//! connections over the Unix socket (C = 1, 16, 64), then times each call
+//! from the client's side: `Decide` as agents make it, authenticated by
+//! the socket peer (caller pinned at accept, identity and kill switch read
+//! per call, rule evaluation, budgets, audit event); `Decide` with a
+//! single-use token as well (pre-issued, one per call: the token's
+//! verification and replay check on top); and side by side `Ping`, an
+//! empty handler on the same server — the floor of gRPC over the socket.
+//! Rounds interleave the three so machine noise hits them alike.
 //!
 //! Last, in-process and on one core, what issuing and verifying one token
-//! costs here: every decision verifies a fresh single-use token, so this
-//! bounds the decision rate from above whatever the server does.
+//! costs here, and verifying one the daemon has verified before.
 
 use std::{
     path::{Path, PathBuf},
@@ -61,14 +62,35 @@ identities:
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Ping,
+    /// Authenticated by the socket peer alone.
     Decide,
+    /// With a fresh single-use token as well.
+    DecideToken,
 }
+
+const KINDS: [Kind; 3] = [Kind::Ping, Kind::Decide, Kind::DecideToken];
 
 impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Ping => "ping",
             Kind::Decide => "decide",
+            Kind::DecideToken => "decide-token",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        KINDS
+            .into_iter()
+            .find(|k| k.name() == s)
+            .unwrap_or_else(|| panic!("unknown kind {s}"))
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Ping => "Ping (empty)",
+            Kind::Decide => "Decide",
+            Kind::DecideToken => "Decide + token",
         }
     }
 }
@@ -92,9 +114,23 @@ fn payment() -> proto::DecideRequest {
     }
 }
 
+/// CPU time (ns) all threads of a process have run, from the scheduler's
+/// own accounting (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Worker mode (runs enrolled): `clients` connections share `calls` calls;
-/// prints the wall time of the timed part, then one latency (ns) per call.
-async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
+/// prints the wall time of the timed part with the CPU time the daemon and
+/// the worker spent in it, then one latency (ns) per call.
+async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize, daemon: String) {
     let per_client = calls / clients;
     let mut conns = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -107,7 +143,7 @@ async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
     // Tokens are issued before the clock starts: an agent runtime would
     // hold one ready per call.
     let mut tokens: Vec<Vec<String>> = vec![Vec::new(); clients];
-    if kind == Kind::Decide {
+    if kind == Kind::DecideToken {
         let issuing = conns.iter().cloned().map(|mut c| {
             tokio::spawn(async move {
                 let mut out = Vec::with_capacity(per_client);
@@ -126,6 +162,7 @@ async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
             *slot = task.await.unwrap_or_else(|e| panic!("{e}"));
         }
     }
+    let (daemon_cpu, own_cpu) = (cpu_ns(&daemon), cpu_ns("self"));
     let started = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -142,7 +179,7 @@ async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
                                 .await
                                 .unwrap_or_else(|s| panic!("Ping: {s}"));
                         }
-                        Kind::Decide => {
+                        Kind::Decide | Kind::DecideToken => {
                             let mut req = payment();
                             req.token = tokens.next().unwrap_or_default();
                             let r = c
@@ -171,17 +208,21 @@ async fn worker(socket: PathBuf, kind: Kind, clients: usize, calls: usize) {
         all.extend(t.await.unwrap_or_else(|e| panic!("{e}")));
     }
     let wall = started.elapsed().as_nanos();
+    let daemon_cpu = cpu_ns(&daemon) - daemon_cpu;
+    let own_cpu = cpu_ns("self") - own_cpu;
     let mut out = String::with_capacity(all.len() * 8);
-    out.push_str(&format!("{wall}\n"));
+    out.push_str(&format!("{wall} {daemon_cpu} {own_cpu}\n"));
     for ns in all {
         out.push_str(&format!("{ns}\n"));
     }
     print!("{out}");
 }
 
-/// Microseconds per token to issue, and to verify (with the replay check),
-/// measured in-process on one core with the daemon's own code.
-fn token_costs(dir: &Path) -> (f64, f64) {
+/// Microseconds per token to issue, to verify (with the replay check),
+/// and to verify again a token verified before (an operator token, which
+/// may be used repeatedly: the verified-token cache), measured in-process
+/// on one core with the daemon's own code.
+fn token_costs(dir: &Path) -> (f64, f64, f64) {
     const N: usize = 3_000;
     let tokens = Tokens::load(TokenSettings {
         key_file: dir.join("bench-keys.yaml"),
@@ -222,7 +263,25 @@ fn token_costs(dir: &Path) -> (f64, f64) {
             .unwrap_or_else(|e| panic!("verify: {e}"));
     }
     let verify = started.elapsed().as_secs_f64() * 1e6 / N as f64;
-    (issue, verify)
+    let operator = palisade::tokens::operator_token(
+        &dir.join("bench-keys.yaml"),
+        "palisade://bench",
+        "palisade",
+        "bench",
+        std::time::Duration::from_secs(600),
+    )
+    .unwrap_or_else(|e| panic!("operator token: {e}"));
+    tokens
+        .verify_operator(&operator)
+        .unwrap_or_else(|e| panic!("verify: {e}"));
+    let started = Instant::now();
+    for _ in 0..N {
+        tokens
+            .verify_operator(&operator)
+            .unwrap_or_else(|e| panic!("verify: {e}"));
+    }
+    let cached = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+    (issue, verify, cached)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -235,6 +294,16 @@ struct Series {
     latencies: Vec<u64>,
     calls: u64,
     wall_ns: u128,
+    daemon_cpu_ns: u64,
+    client_cpu_ns: u64,
+}
+
+/// What one worker run measured.
+struct Run {
+    wall: u128,
+    daemon_cpu: u64,
+    client_cpu: u64,
+    latencies: Vec<u64>,
 }
 
 impl Series {
@@ -243,7 +312,7 @@ impl Series {
     }
 }
 
-fn run_worker(env: &TestEnv, me: &Path, kind: Kind, clients: usize) -> (u128, Vec<u64>) {
+fn run_worker(env: &TestEnv, me: &Path, daemon: u32, kind: Kind, clients: usize) -> Run {
     let out = std::process::Command::new(palisade_bin())
         .arg("exec")
         .arg("--socket")
@@ -255,6 +324,7 @@ fn run_worker(env: &TestEnv, me: &Path, kind: Kind, clients: usize) -> (u128, Ve
         .arg(kind.name())
         .arg(clients.to_string())
         .arg(CALLS_PER_RUN.to_string())
+        .arg(daemon.to_string())
         .output()
         .unwrap_or_else(|e| panic!("worker: {e}"));
     assert!(
@@ -265,45 +335,80 @@ fn run_worker(env: &TestEnv, me: &Path, kind: Kind, clients: usize) -> (u128, Ve
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
-    let wall: u128 = lines
+    let head: Vec<u64> = lines
         .next()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or_else(|| panic!("worker printed no wall time"));
-    let lat = lines.filter_map(|l| l.parse().ok()).collect();
-    (wall, lat)
+        .map(|l| l.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    let [wall, daemon_cpu, client_cpu] = head[..] else {
+        panic!("worker printed no wall and CPU times: {head:?}");
+    };
+    Run {
+        wall: u128::from(wall),
+        daemon_cpu,
+        client_cpu,
+        latencies: lines.filter_map(|l| l.parse().ok()).collect(),
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
-        let kind = if args[3] == "ping" {
-            Kind::Ping
-        } else {
-            Kind::Decide
-        };
+        let kind = Kind::parse(&args[3]);
         let clients: usize = args[4].parse().unwrap_or_else(|e| panic!("{e}"));
         let calls: usize = args[5].parse().unwrap_or_else(|e| panic!("{e}"));
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"))
-            .block_on(worker(PathBuf::from(&args[2]), kind, clients, calls));
+            .block_on(worker(
+                PathBuf::from(&args[2]),
+                kind,
+                clients,
+                calls,
+                args[6].clone(),
+            ));
         return;
     }
     assert!(palisade_tests::root_or_skip("bench decide"), "needs root");
     let env = TestEnv::new("bench-decide", POLICY);
-    let _daemon = DaemonProc::start(&env);
+    // As deployed (deploy/kubernetes): the trail is the record, no copy of
+    // every event on stderr.
+    env.write_config_with("  stderr: false\n", "");
+    let daemon = DaemonProc::start(&env);
     let me = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    // `--load KIND CLIENTS RUNS`: only that load, for a profiler attached
+    // to the daemon (whose pid is printed first).
+    if args.get(1).map(String::as_str) == Some("--load") {
+        let kind = Kind::parse(&args[2]);
+        let clients: usize = args[3].parse().unwrap_or_else(|e| panic!("{e}"));
+        let runs: usize = args[4].parse().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("daemon pid {}", daemon.pid());
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        for _ in 0..runs {
+            let r = run_worker(&env, &me, daemon.pid(), kind, clients);
+            let n = r.latencies.len() as f64;
+            eprintln!(
+                "{} x{clients}: {:.0} calls/s, CPU per call: daemon {:.1} µs, client {:.1} µs",
+                kind.name(),
+                n / (r.wall as f64 / 1e9),
+                r.daemon_cpu as f64 / n / 1e3,
+                r.client_cpu as f64 / n / 1e3
+            );
+        }
+        return;
+    }
 
-    let mut series: Vec<[Series; 2]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
+    let mut series: Vec<[Series; 3]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
     for round in 0..ROUNDS {
         for (ci, &clients) in CONCURRENCY.iter().enumerate() {
-            for (ki, kind) in [Kind::Ping, Kind::Decide].into_iter().enumerate() {
-                let (wall, lat) = run_worker(&env, &me, kind, clients);
+            for (ki, kind) in KINDS.into_iter().enumerate() {
+                let r = run_worker(&env, &me, daemon.pid(), kind, clients);
                 let s = &mut series[ci][ki];
-                s.calls += lat.len() as u64;
-                s.wall_ns += wall;
-                s.latencies.extend(lat);
+                s.calls += r.latencies.len() as u64;
+                s.wall_ns += r.wall;
+                s.daemon_cpu_ns += r.daemon_cpu;
+                s.client_cpu_ns += r.client_cpu;
+                s.latencies.extend(r.latencies);
             }
         }
         eprintln!("round {}/{ROUNDS} done", round + 1);
@@ -313,12 +418,14 @@ fn main() {
         "{ROUNDS} interleaved rounds x {CALLS_PER_RUN} calls per (clients, rpc); latency in µs, seen by the client"
     );
     println!(
-        "| clients | rpc | calls | p50 | p99 | p99.9 | calls/s | Decide ÷ Ping (p50 / p99 / calls/s) |"
+        "| clients | rpc | calls | p50 | p99 | p99.9 | calls/s | ÷ Ping (p50 / p99 / calls/s) | CPU µs/call daemon + client |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    // (clients, p50 ratio, p99 ratio, throughput ratio) of peer-only Decide.
+    let mut goals = Vec::new();
     for (ci, &clients) in CONCURRENCY.iter().enumerate() {
         let mut stats = Vec::new();
-        for (ki, kind) in [Kind::Ping, Kind::Decide].into_iter().enumerate() {
+        for (ki, kind) in KINDS.into_iter().enumerate() {
             let s = &mut series[ci][ki];
             s.latencies.sort_unstable();
             let p = (
@@ -327,37 +434,58 @@ fn main() {
                 percentile(&s.latencies, 0.999),
                 s.rate(),
             );
-            let ratio = if kind == Kind::Decide {
+            let ratio = if kind == Kind::Ping {
+                String::new()
+            } else {
                 let (b50, b99, _, brate): (f64, f64, f64, f64) = stats[0];
+                if kind == Kind::Decide {
+                    goals.push((clients, p.0 / b50, p.1 / b99, p.3 / brate));
+                }
                 format!(
                     "{:.2}× / {:.2}× / {:.2}×",
                     p.0 / b50,
                     p.1 / b99,
-                    brate / p.3
+                    p.3 / brate
                 )
-            } else {
-                String::new()
             };
+            let per_call = |ns: u64| ns as f64 / s.calls as f64 / 1e3;
             println!(
-                "| {clients} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio} |",
-                if kind == Kind::Ping {
-                    "Ping (empty)"
-                } else {
-                    "Decide"
-                },
+                "| {clients} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {ratio} | {:.1} + {:.1} |",
+                kind.label(),
                 s.calls,
                 p.0,
                 p.1,
                 p.2,
-                p.3
+                p.3,
+                per_call(s.daemon_cpu_ns),
+                per_call(s.client_cpu_ns)
             );
             stats.push(p);
         }
     }
-    let (issue, verify) = token_costs(&env.dir);
+    println!("\nGoals (peer-authenticated Decide against Ping, this run):");
+    for (clients, r50, r99, rate) in goals {
+        match clients {
+            1 => println!(
+                "  1 client: p50 {r50:.2}× Ping's (goal ≤ 2×: {})",
+                if r50 <= 2.0 { "met" } else { "NOT met" }
+            ),
+            16 => {
+                println!(
+                    "  16 clients: throughput {rate:.2}× Ping's (goal ≥ 0.5×: {})",
+                    if rate >= 0.5 { "met" } else { "NOT met" }
+                );
+                println!(
+                    "  16 clients: p99 {r99:.2}× Ping's (goal ≤ 2×: {})",
+                    if r99 <= 2.0 { "met" } else { "NOT met" }
+                );
+            }
+            _ => {}
+        }
+    }
+    let (issue, verify, cached) = token_costs(&env.dir);
     println!(
-        "\ntoken cost in-process, one core: issue {issue:.1} µs, verify {verify:.1} µs; \
-         verification alone caps 2 cores at {:.0} decisions/s",
-        2e6 / verify
+        "\ntoken cost in-process, one core: issue {issue:.1} µs, verify {verify:.1} µs, \
+         verify a token verified before (cache) {cached:.2} µs"
     );
 }

@@ -26,22 +26,7 @@ fn status(s: tonic::Status) -> Value {
 }
 
 fn to_struct(text: &str) -> prost_types::Struct {
-    fn value(v: Value) -> prost_types::Value {
-        use prost_types::value::Kind;
-        let kind = match v {
-            Value::Null => Kind::NullValue(0),
-            Value::Bool(b) => Kind::BoolValue(b),
-            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-            Value::String(s) => Kind::StringValue(s),
-            Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.into_iter().map(value).collect(),
-            }),
-            Value::Object(o) => Kind::StructValue(prost_types::Struct {
-                fields: o.into_iter().map(|(k, v)| (k, value(v))).collect(),
-            }),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
+    // `@FILE`: the parameters are read from a file.
     let owned;
     let text = match text.strip_prefix('@') {
         Some(file) => {
@@ -50,11 +35,8 @@ fn to_struct(text: &str) -> prost_types::Struct {
         }
         None => text,
     };
-    let obj: serde_json::Map<String, Value> =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("params {text:?}: {e}"));
-    prost_types::Struct {
-        fields: obj.into_iter().map(|(k, v)| (k, value(v))).collect(),
-    }
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("params {text:?}: {e}"));
+    palisade_tests::session::json_struct(&v)
 }
 
 fn decision(r: proto::DecideResponse) -> Value {
@@ -62,7 +44,7 @@ fn decision(r: proto::DecideResponse) -> Value {
     json!({
         "ok": true, "verdict": verdict, "reason": r.reason, "message": r.message,
         "rules": r.matched_rules, "policy_version": r.policy_version, "decision_id": r.decision_id,
-        "approval_id": r.approval_id,
+        "approval_id": r.approval_id, "elevation": r.elevation,
         "obligations": r.obligations.iter().map(|o| json!({"budget": o.budget, "remaining": o.remaining, "limit": o.limit})).collect::<Vec<_>>(),
     })
 }

@@ -8,6 +8,7 @@
 //! grantable; tool allow, deny, require_approval; budgets) that does not
 //! depend on how the file is laid out or which parser read it.
 
+mod elevated;
 mod roles;
 mod rules;
 #[cfg(test)]
@@ -15,15 +16,13 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_saphyr::Spanned;
-
 use super::{
     Budget, Diagnostic, GrantRule, HostRule, Identity, Loaded, Metadata, NetRule, ParamType,
     Policy, PolicyErrors, PolicyVersion, Role, RuleAction, RuleInfo, RuleKind, RuleOwner, Severity,
     SourceLoc, ToolRules, ToolSchema,
     glob::Glob,
     lint,
-    model::{BudgetDoc, EgressDoc, EgressRuleDoc, PolicyDoc, ToolRuleDoc, ToolsDoc},
+    model::{BudgetDoc, EgressDoc, EgressRuleDoc, PolicyDoc, Spanned, ToolRuleDoc, ToolsDoc},
     source::{self, Source},
 };
 use roles::DeclaredRole;
@@ -119,6 +118,11 @@ fn build<'s>(
     for (s, doc) in &docs {
         b.identities(s, doc, &mut diags);
     }
+    let mut services = super::service::Declared::default();
+    for (s, doc) in &docs {
+        services.add(&s.path, &doc.services, &b.schemas, &mut diags);
+    }
+    b.check_elevated(&closures, &mut diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         diags.retain(|d| d.severity == Severity::Error);
         diags.sort_by(|a, b| a.loc.cmp(&b.loc));
@@ -127,7 +131,14 @@ fn build<'s>(
     let label = docs
         .iter()
         .find_map(|(_, d)| d.label.as_ref().map(|l| l.value.clone()));
-    let policy = b.finish(&closures, source::content_hash(sources), label);
+    let mut policy = b.finish(&closures, source::content_hash(sources), label);
+    policy.services = services.services;
+    let bypasses = super::service::only_path(&policy);
+    if !bypasses.is_empty() {
+        return Err(PolicyErrors {
+            diagnostics: bypasses,
+        });
+    }
     let mut warnings = lint::run(&policy);
     warnings.sort_by(|a, b| a.loc.cmp(&b.loc));
     Ok(Loaded { policy, warnings })
@@ -162,6 +173,37 @@ impl RuleSet {
             .extend(other.tools.require_approval.iter().cloned());
         self.budgets.extend(other.budgets.iter().cloned());
     }
+
+    /// `extend` without copies, for rules owned by one identity.
+    fn append(&mut self, mut other: RuleSet) {
+        if self.is_empty() {
+            *self = other;
+            return;
+        }
+        self.allow.append(&mut other.allow);
+        self.deny.append(&mut other.deny);
+        self.allow_hosts.append(&mut other.allow_hosts);
+        self.deny_hosts.append(&mut other.deny_hosts);
+        self.approval_egress.append(&mut other.approval_egress);
+        self.grantable.append(&mut other.grantable);
+        self.tools.allow.append(&mut other.tools.allow);
+        self.tools.deny.append(&mut other.tools.deny);
+        self.tools
+            .require_approval
+            .append(&mut other.tools.require_approval);
+        self.budgets.append(&mut other.budgets);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.allow_hosts.is_empty()
+            && self.deny_hosts.is_empty()
+            && self.approval_egress.is_empty()
+            && self.grantable.is_empty()
+            && self.tools.is_empty()
+            && self.budgets.is_empty()
+    }
 }
 
 struct DeclaredIdentity {
@@ -184,11 +226,12 @@ struct Builder {
     identity_locs: HashMap<String, SourceLoc>,
     identity_rules: BTreeMap<String, RuleSet>,
     rules: Vec<RuleInfo>,
+    summaries: super::packed::Packed,
     rule_ids: HashMap<String, SourceLoc>,
     approvers: Vec<super::Approver>,
 }
 
-fn name_error(kind: &str, id: &str) -> Option<String> {
+pub(in crate::policy) fn name_error(kind: &str, id: &str) -> Option<String> {
     let valid_chars = id
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
@@ -392,6 +435,7 @@ impl Builder {
                         read_only_root: ident.confinement.read_only_root,
                         writable: ident.confinement.writable.clone(),
                     },
+                    elevatable: Vec::new(),
                     loc,
                 },
             });
@@ -453,7 +497,7 @@ impl Builder {
         let mut all: Vec<(RuleOwner, Item<'_>)> = Vec::new();
         for (pos, role) in doc.roles.iter().enumerate() {
             if self.role_origins.get(&role.id.value) == Some(&(s.path.clone(), pos)) {
-                let owner = RuleOwner::Role(role.id.value.clone());
+                let owner = RuleOwner::Role(role.id.value.as_str().into());
                 all.extend(
                     items(&role.egress, &role.tools, &role.budgets)
                         .into_iter()
@@ -467,7 +511,7 @@ impl Builder {
                 .iter()
                 .any(|d| d.origin == (s.path.clone(), pos));
             if first {
-                let owner = RuleOwner::Identity(ident.id.value.clone());
+                let owner = RuleOwner::Identity(ident.id.value.as_str().into());
                 all.extend(
                     items(&ident.egress, &ident.tools, &ident.budgets)
                         .into_iter()
@@ -485,11 +529,12 @@ impl Builder {
             context_fields: &context_fields,
             diags,
         };
+        let shared: std::sync::Arc<std::path::Path> = std::sync::Arc::from(file);
         for (n, (owner, item)) in all.into_iter().enumerate() {
             let (explicit, loc) = match &item {
-                Item::Egress(_, r) => (r.value.id.as_ref(), SourceLoc::of(file, *r)),
-                Item::Tool(_, r) => (r.value.id.as_ref(), SourceLoc::of(file, *r)),
-                Item::Budget(b) => (b.id.as_ref(), SourceLoc::of(file, &b.tool)),
+                Item::Egress(_, r) => (r.value.id.as_deref(), SourceLoc::in_file(&shared, *r)),
+                Item::Tool(_, r) => (r.value.id.as_ref(), SourceLoc::in_file(&shared, *r)),
+                Item::Budget(b) => (b.id.as_ref(), SourceLoc::in_file(&shared, &b.tool)),
             };
             let id = explicit.map_or_else(|| format!("{file_name}:{}", n + 1), |e| e.value.clone());
             if let Some(prev) = self.rule_ids.get(&id) {
@@ -503,8 +548,8 @@ impl Builder {
             self.rule_ids.insert(id.clone(), loc.clone());
             let index = self.rules.len() as u32;
             let set = match &owner {
-                RuleOwner::Role(r) => self.role_rules.entry(r.clone()).or_default(),
-                RuleOwner::Identity(i) => self.identity_rules.entry(i.clone()).or_default(),
+                RuleOwner::Role(r) => self.role_rules.entry(r.to_string()).or_default(),
+                RuleOwner::Identity(i) => self.identity_rules.entry(i.to_string()).or_default(),
             };
             let (kind, action, summary) = match item {
                 Item::Egress(action, r) => {
@@ -572,9 +617,9 @@ impl Builder {
                 owner,
                 kind,
                 action,
-                summary,
                 loc,
             });
+            self.summaries.push(&summary);
         }
         self.schemas = schemas;
         self.context_fields = context_fields;
@@ -598,7 +643,7 @@ impl Builder {
     }
 
     fn finish(
-        self,
+        mut self,
         closures: &BTreeMap<String, Vec<String>>,
         hash: String,
         label: Option<String>,
@@ -618,23 +663,27 @@ impl Builder {
                 }
             })
             .collect();
-        let identities = self
-            .identities
+        let mut identity_rules = std::mem::take(&mut self.identity_rules);
+        let identities = std::mem::take(&mut self.identities)
             .into_iter()
             .map(|d| {
                 let mut ident = d.identity;
                 let mut effective: BTreeSet<String> = BTreeSet::new();
                 for r in &ident.roles {
-                    effective.extend(closures.get(r).cloned().unwrap_or_default());
+                    // Elevated roles are held only through an elevation.
+                    if !self.is_elevated(r) {
+                        effective.extend(closures.get(r).cloned().unwrap_or_default());
+                    }
                 }
+                ident.elevatable = self.elevatable(&ident.roles, closures);
                 let mut set = RuleSet::default();
                 for r in &effective {
                     if let Some(rules) = self.role_rules.get(r) {
                         set.extend(rules);
                     }
                 }
-                if let Some(own) = self.identity_rules.get(&ident.id) {
-                    set.extend(own);
+                if let Some(own) = identity_rules.remove(&ident.id) {
+                    set.append(own);
                 }
                 ident.effective_roles = effective.into_iter().collect();
                 ident.allow = set.allow;
@@ -653,8 +702,14 @@ impl Builder {
             roles,
             identities,
             rules: self.rules,
+            summaries: {
+                let mut s = self.summaries;
+                s.shrink_to_fit();
+                s
+            },
             schemas: self.schemas,
             context_fields: self.context_fields,
+            services: Vec::new(),
             approvers: self.approvers,
         }
     }
@@ -664,7 +719,7 @@ fn egress_summary(action: RuleAction, r: &EgressRuleDoc) -> String {
     let dest = r
         .cidr
         .as_ref()
-        .or(r.host.as_ref())
+        .or(r.host.as_deref())
         .map_or("?", |d| d.value.as_str());
     let proto = r.protocol.as_ref().map_or("any", |p| p.value.name());
     let ports = r.ports.as_ref().map_or_else(

@@ -3,13 +3,11 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use serde_saphyr::Spanned;
-
 use super::super::{
     Budget, Destination, Diagnostic, GrantRule, HostPattern, HostRule, NetRule, ParamType, Pattern,
     SourceLoc, ToolRule, ToolSchema,
     cel::{CelExpr, Scope},
-    model::{BudgetDoc, EgressRuleDoc, ToolRuleDoc, ToolSchemaDoc},
+    model::{BudgetDoc, EgressRuleDoc, Spanned, ToolRuleDoc, ToolSchemaDoc},
     net::{self, Cidr, PortRange, Protocol},
 };
 
@@ -83,10 +81,8 @@ impl Ctx<'_> {
                 let mut loc = self.at(expr);
                 // Inside a one-line scalar, point at the column in the file.
                 let quoted = expr
-                    .referenced
-                    .span()
                     .byte_offset()
-                    .and_then(|o| self.text.get(o as usize..))
+                    .and_then(|o| self.text.get(o..))
                     .and_then(|rest| rest.chars().next())
                     .map(|c| c == '\'' || c == '"');
                 if let Some(quoted) = quoted

@@ -166,7 +166,6 @@ roles:
         - {id: ledger-api, cidr: 10.30.0.0/16, ports: [443], protocol: tcp}
   - id: manager
     inherits: [operator]
-    elevated: true
     tools:
       allow:
         - id: payments
@@ -200,7 +199,7 @@ fn roles_inherit_and_identities_get_every_rule() {
         1,
         "the identity's own deny restricts what roles grant"
     );
-    assert!(id.is_elevated(&p));
+    assert!(id.elevatable.is_empty());
     assert_eq!(id.metadata.tenant.as_deref(), Some("eu-1"));
     assert_eq!(
         p.rule_by_id("payments")
@@ -526,4 +525,89 @@ fn errors_in(name: &str, text: &str) -> Vec<String> {
         Ok(_) => panic!("expected errors for:\n{text}"),
         Err(e) => e.diagnostics.iter().map(ToString::to_string).collect(),
     }
+}
+
+const ELEVATED: &str = "\
+version: 1
+roles:
+  - id: reader
+    tools:
+      allow:
+        - {id: read, tool: db, actions: [select]}
+  - id: dba
+    elevated: true
+    inherits: [reader]
+    egress:
+      allow:
+        - {id: prod-db, cidr: 10.9.0.5, ports: [5432], protocol: tcp}
+    tools:
+      allow:
+        - {id: drop, tool: db, actions: [drop_table]}
+identities:
+  - id: ops
+    roles: [dba]
+";
+
+#[test]
+fn an_elevated_role_is_held_only_through_an_elevation() {
+    let p = load_str("p.yaml", ELEVATED)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy;
+    let ops = p.identity("ops").unwrap_or_else(|| panic!("ops"));
+    assert!(ops.effective_roles.is_empty(), "{:?}", ops.effective_roles);
+    assert!(ops.allow.is_empty() && ops.tools.allow.is_empty());
+    let dba = ops.elevatable("dba").unwrap_or_else(|| panic!("dba"));
+    assert_eq!(dba.closure, vec!["dba", "reader"]);
+    assert_eq!(dba.allow.len(), 1);
+    assert_eq!(dba.tools.allow.len(), 2, "its own and the inherited rule");
+
+    let params = serde_json::Map::new();
+    let call = crate::policy::ToolCall {
+        identity: "ops",
+        tool: "db",
+        action: "drop_table",
+        resource: "",
+        params: &params,
+        context: &params,
+        now: std::time::SystemTime::now(),
+    };
+    assert_eq!(
+        p.decide_tool(&call).verdict,
+        crate::policy::ToolVerdict::Deny
+    );
+    let d = p.decide_tool_elevated(&call, &["dba"]);
+    assert_eq!(d.verdict, crate::policy::ToolVerdict::Allow);
+    assert_eq!(d.rules, vec!["drop"]);
+    let d = p.decide_tool_elevated(&call, &["not-a-role"]);
+    assert_eq!(d.verdict, crate::policy::ToolVerdict::Deny);
+}
+
+#[test]
+fn elevated_roles_misused_are_errors_with_positions() {
+    let text = "\
+version: 1
+roles:
+  - id: bg
+    elevated: true
+    egress:
+      allow:
+        - {host: db.example.com}
+      grantable:
+        - {cidr: 10.0.0.1, max_ttl: 5m}
+  - id: standing
+    inherits: [bg]
+";
+    let e = load_str("p.yaml", text)
+        .err()
+        .unwrap_or_else(|| panic!("accepted"))
+        .to_string();
+    assert!(
+        e.contains("p.yaml:3:") && e.contains("`allow` by `host`"),
+        "{e}"
+    );
+    assert!(e.contains("egress `grantable`"), "{e}");
+    assert!(
+        e.contains("p.yaml:10:") && e.contains("inherits elevated role `bg`"),
+        "{e}"
+    );
 }

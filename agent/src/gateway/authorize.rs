@@ -1,0 +1,241 @@
+//! The decision: the call goes to the same decision core as `Decide`
+//! (rules, CEL conditions, budgets, approvals, audit mode); a denial is a
+//! 403 with the reason, rule and decision id; a call that needs approval is
+//! held open until an operator decides, then forwarded exactly once.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hyper::StatusCode;
+use serde_json::Map;
+
+use super::{
+    ServiceRt, Shared,
+    http::{Req, Resp},
+    listen::Conn,
+    reply::Refusal,
+    route::Call,
+    stack::{Next, call},
+    trail::{self, Trail},
+};
+use crate::{
+    audit::{AuditEvent, CallDetail, EventKind},
+    decision::approvals::{Ask, State},
+    policy::{Mode, ToolVerdict, decide::ToolCall},
+    tokens::random_id,
+};
+
+/// How often a held request looks at its approval.
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
+    Box::pin(run(sh, req, next))
+}
+
+async fn run(_: Arc<Shared>, req: Req, next: Next) -> Resp {
+    let Some(c) = req.extensions().get::<Call>().cloned() else {
+        return call(next, req).await;
+    };
+    let (Some((conn, trail)), Some(rt)) = (
+        trail::parts(&req),
+        req.extensions().get::<Arc<ServiceRt>>().cloned(),
+    ) else {
+        return Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "no service",
+        )
+        .into_response();
+    };
+    match judge(&conn, &rt, &c, &trail).await {
+        Ok(()) => call(next, req).await,
+        Err(r) => trail.refuse(r),
+    }
+}
+
+/// Judge one call of an enrolled caller; `Ok` means forward it.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is built once per refused request; boxing it buys nothing"
+)]
+pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Result<(), Refusal> {
+    let daemon = &conn.daemon;
+    let Some((identity, index)) = conn.caller.identity.clone() else {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "caller-not-enrolled",
+            "not enrolled",
+        ));
+    };
+    let active = daemon.active();
+    let policy = &active.policy;
+    let version = policy.version.to_string();
+    let context = Map::new();
+    let tc = ToolCall {
+        identity: &identity,
+        tool: &c.tool,
+        action: &c.action,
+        resource: &c.resource,
+        params: &c.params,
+        context: &context,
+        now: SystemTime::now(),
+    };
+    let ask = || Ask {
+        identity: identity.clone(),
+        tool: c.tool.clone(),
+        action: c.action.clone(),
+        resource: c.resource.clone(),
+        params_digest: c.digest.clone(),
+        policy_version: version.clone(),
+        rules: Vec::new(),
+        egress: None,
+    };
+    let decision_id = random_id();
+    let mode = policy.identity(&identity).map_or(Mode::Enforce, |i| i.mode);
+    trail.with(|r| {
+        r.decided = true;
+        r.tool = c.tool.clone();
+        r.action = c.action.clone();
+        r.resource = c.resource.clone();
+        r.decision_id = Some(decision_id.clone());
+        r.params_digest = Some(c.digest.clone());
+        r.params = c.params.keys().cloned().collect();
+        r.policy_version = Some(version.clone());
+        r.mode = Some(mode.name());
+    });
+    let judged = daemon
+        .judge(policy, &tc, ask(), || {
+            let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
+            ev.identity = Some(identity.clone());
+            ev.uid = Some(conn.caller.socket.uid);
+            ev.cgroup_id = Some(conn.caller.socket.cgroup_id);
+            ev.policy_version = Some(version.clone());
+            ev.detail = Some(format!(
+                "request to service `{}` held by the gateway for up to {:?}",
+                rt.service.id, rt.service.approval_timeout
+            ));
+            ev.call = Some(CallDetail {
+                tool: c.tool.clone(),
+                action: c.action.clone(),
+                resource: c.resource.clone(),
+                decision_id: Some(decision_id.clone()),
+                ..CallDetail::default()
+            });
+            ev
+        })
+        .map_err(|e| {
+            // Fail closed: a call whose charge or approval cannot be recorded
+            // is not forwarded.
+            trail.with(|r| r.verdict = "deny");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "decision-state-unavailable",
+                e.to_string(),
+            )
+        })?;
+    let d = judged.decision;
+    trail.with(|r| {
+        r.reason = d.reason.to_string();
+        r.rule = d.rules.first().cloned();
+        r.detail = Some(d.message.clone());
+    });
+    let refusal = |status, reason: &str, message: String| Refusal {
+        rule: d.rules.first().cloned(),
+        decision_id: Some(decision_id.clone()),
+        policy_version: Some(version.clone()),
+        ..Refusal::new(status, reason, message)
+    };
+    match (d.verdict, mode) {
+        (ToolVerdict::Allow, _) => {
+            trail.with(|r| r.verdict = "allow");
+            Ok(())
+        }
+        (v, Mode::Audit) => {
+            trail.with(|r| {
+                r.verdict = "audit";
+                r.detail = Some(format!("would {} (audit mode): {}", v.name(), d.message));
+            });
+            Ok(())
+        }
+        (ToolVerdict::Deny, _) => Err(refusal(StatusCode::FORBIDDEN, d.reason, d.message.clone())),
+        (ToolVerdict::ApprovalRequired, Mode::Enforce) => {
+            trail.with(|r| r.verdict = "approval_required");
+            let Some(a) = judged.approval else {
+                return Err(refusal(
+                    StatusCode::FORBIDDEN,
+                    "approval-required",
+                    d.message.clone(),
+                ));
+            };
+            trail.with(|r| r.approval_id = Some(a.id.clone()));
+            let held = |reason: &str, message: String| Refusal {
+                approval_id: Some(a.id.clone()),
+                ..refusal(StatusCode::FORBIDDEN, reason, message)
+            };
+            let deadline = Instant::now() + rt.service.approval_timeout;
+            loop {
+                if daemon.maps.killed(index).unwrap_or(true) {
+                    trail.with(|r| r.verdict = "deny");
+                    return Err(held(
+                        "kill-switch",
+                        format!("identity `{identity}` is revoked (kill switch)"),
+                    ));
+                }
+                let now = daemon.decisions.approvals.get(&a.id);
+                match now.as_ref().map(|a| a.state) {
+                    Some(State::Approved) => {
+                        return match daemon.spend_approval(policy, &tc, &a.id, &ask()) {
+                            Ok((approved, _)) => {
+                                trail.with(|r| {
+                                    r.verdict = "allow";
+                                    r.reason = "approved".into();
+                                    r.approver = Some(approved.approver.clone());
+                                    r.detail = Some(format!(
+                                        "approved by {}: {}",
+                                        approved.approver, approved.reason
+                                    ));
+                                });
+                                Ok(())
+                            }
+                            Err(e) => {
+                                trail.with(|r| r.verdict = "deny");
+                                Err(held("approval-unusable", e.to_string()))
+                            }
+                        };
+                    }
+                    Some(State::Pending) if Instant::now() < deadline => {
+                        tokio::time::sleep(POLL).await;
+                    }
+                    state => {
+                        trail.with(|r| r.verdict = "deny");
+                        let (reason, message) = match (state, now) {
+                            (Some(State::Pending), _) => (
+                                "approval-timeout",
+                                format!(
+                                    "no decision on approval {} within {:?}; it stays pending: send the same request again once it is approved",
+                                    a.id, rt.service.approval_timeout
+                                ),
+                            ),
+                            (Some(State::Rejected), Some(x)) => (
+                                "approval-rejected",
+                                format!(
+                                    "approval {} was rejected by {}: {}",
+                                    a.id, x.approver, x.reason
+                                ),
+                            ),
+                            (Some(State::Consumed), _) => (
+                                "approval-used",
+                                format!("approval {} was already used by another request", a.id),
+                            ),
+                            _ => ("approval-expired", format!("approval {} expired", a.id)),
+                        };
+                        trail.with(|r| r.reason = reason.to_string());
+                        return Err(held(reason, message));
+                    }
+                }
+            }
+        }
+    }
+}

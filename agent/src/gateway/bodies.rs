@@ -1,0 +1,281 @@
+//! Response bodies on their way to the agent: counted for the audit record
+//! (which is written when the body ends, so streams are recorded with their
+//! real size), and scrubbed of the service's secret.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::http::{Body, BoxError};
+
+/// How a body ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    /// The upstream failed mid-stream.
+    Failed(String),
+    /// The agent went away before the end.
+    Aborted,
+}
+
+type Done = Box<dyn FnOnce(u64, End) + Send>;
+
+/// Counts data bytes and reports once, at the end (or when dropped).
+pub struct Counted {
+    inner: Body,
+    bytes: u64,
+    done: Option<Done>,
+}
+
+impl Counted {
+    pub fn new(inner: Body, done: impl FnOnce(u64, End) + Send + 'static) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            done: Some(Box::new(done)),
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes, end);
+        }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                this.finish(End::Failed(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                this.finish(End::Complete);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let end = if self.inner.is_end_stream() {
+            End::Complete
+        } else {
+            End::Aborted
+        };
+        self.finish(end);
+    }
+}
+
+/// A body read whole, within a size limit.
+pub enum Collected {
+    Whole(Bytes),
+    TooLarge,
+    Failed(String),
+}
+
+/// Read `body` to its end, refusing more than `max` bytes. (A plain loop
+/// with a boxed future rather than `Limited`, whose error conversion trips
+/// the compiler's `Send` analysis inside the layers.)
+pub fn collect(mut body: Body, max: usize) -> Pin<Box<dyn Future<Output = Collected> + Send>> {
+    use http_body_util::BodyExt;
+    Box::pin(async move {
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(d) = f.into_data() {
+                        if buf.len() + d.len() > max {
+                            return Collected::TooLarge;
+                        }
+                        buf.extend_from_slice(&d);
+                    }
+                }
+                Err(e) => return Collected::Failed(e.to_string()),
+            }
+        }
+        Collected::Whole(buf.freeze())
+    })
+}
+
+/// What a secret becomes in a response.
+pub const REDACTED: &[u8] = b"[redacted by palisade]";
+
+/// Replaces every occurrence of a secret in a byte stream, across chunk
+/// boundaries (it holds back at most `len - 1` bytes).
+pub struct Scrub {
+    inner: Body,
+    secret: Bytes,
+    carry: Vec<u8>,
+    /// Trailers waiting behind the held-back bytes.
+    trailers: Option<Frame<Bytes>>,
+    finished: bool,
+}
+
+impl Scrub {
+    pub fn new(inner: Body, secret: Bytes) -> Self {
+        Self {
+            inner,
+            secret,
+            carry: Vec::new(),
+            trailers: None,
+            finished: false,
+        }
+    }
+
+    /// Scrub `data` (after what was carried); returns what may be sent.
+    fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        let mut data = std::mem::take(&mut self.carry);
+        data.extend_from_slice(chunk);
+        let n = self.secret.len();
+        let keep_from = data.len().saturating_sub(n - 1);
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        while let Some(pos) = memchr::memmem::find(&data[i..], &self.secret) {
+            let at = i + pos;
+            out.extend_from_slice(&data[i..at]);
+            out.extend_from_slice(REDACTED);
+            i = at + n;
+        }
+        let emit_to = keep_from.max(i);
+        out.extend_from_slice(&data[i..emit_to]);
+        self.carry = data[emit_to..].to_vec();
+        Bytes::from(out)
+    }
+}
+
+/// Scrub a whole buffer at once.
+pub fn scrub_all(data: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
+    memchr::memmem::find(data, secret)?;
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while let Some(pos) = memchr::memmem::find(&data[i..], secret) {
+        out.extend_from_slice(&data[i..i + pos]);
+        out.extend_from_slice(REDACTED);
+        i += pos + secret.len();
+    }
+    out.extend_from_slice(&data[i..]);
+    Some(out)
+}
+
+impl HttpBody for Scrub {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(t) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(t)));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = this.feed(&data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    // Trailers: what was held back goes first.
+                    Err(frame) => {
+                        if this.carry.is_empty() {
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        this.trailers = Some(frame);
+                        let rest = Bytes::from(std::mem::take(&mut this.carry));
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    this.finished = true;
+                    if this.carry.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    let rest = Bytes::from(std::mem::take(&mut this.carry));
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.carry.is_empty() && self.trailers.is_none() && self.inner.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn chunked(parts: &[&str]) -> Body {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from(p.to_string()))))
+            .collect();
+        http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn secrets_are_scrubbed_across_chunks() {
+        let body = chunked(&["abc sk_li", "ve_123", "45 and sk_live_12345", "!sk_live_1"]);
+        let out = Scrub::new(body, Bytes::from_static(b"sk_live_12345"))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let r = std::str::from_utf8(REDACTED).unwrap();
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            format!("abc {r} and {r}!sk_live_1")
+        );
+        assert_eq!(scrub_all(b"no secret", b"sk"), None);
+    }
+
+    #[tokio::test]
+    async fn counted_reports_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = Counted::new(chunked(&["ab", "cde"]), move |n, end| {
+            tx.send((n, end)).unwrap();
+        });
+        let _ = body.collect().await.unwrap();
+        assert_eq!(rx.recv().unwrap(), (5, End::Complete));
+        assert!(rx.try_recv().is_err());
+    }
+}

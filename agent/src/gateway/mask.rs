@@ -1,0 +1,274 @@
+//! Responses on their way back: fields the policy masks are replaced
+//! before the agent sees them, and the service's secret is scrubbed from
+//! headers and bodies (an upstream that echoes the credential must not
+//! hand it to the agent). A response that should be masked but cannot be
+//! (not JSON, encoded, larger than `gateway.max_mask_bytes`) is refused,
+//! never passed on unmasked.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::{
+    Method, StatusCode,
+    header::{self, HeaderValue},
+};
+use serde_json::Value;
+
+use super::{
+    ServiceRt, Shared,
+    bodies::{Collected, Scrub, collect, scrub_all},
+    http::{Body, Req, Resp, full},
+    reply::Refusal,
+    route::Call,
+    stack::{Next, call},
+    trail::{self, Trail},
+};
+use crate::policy::service::{MaskPath, MaskSeg, ServiceKind};
+
+/// What a masked value becomes.
+pub const MASKED: &str = "[masked]";
+
+/// Mask `segs` in `v`; returns how many values were replaced.
+pub fn apply(v: &mut Value, segs: &[MaskSeg]) -> usize {
+    let Some((first, rest)) = segs.split_first() else {
+        *v = Value::String(MASKED.into());
+        return 1;
+    };
+    match (first, v) {
+        (MaskSeg::AnyDepth, v) => {
+            // An array's elements are reached below (a key where an array
+            // is means every element), so the array itself is not counted.
+            let mut n = if v.is_array() { 0 } else { apply(v, rest) };
+            match v {
+                Value::Object(o) => n += o.values_mut().map(|x| apply(x, segs)).sum::<usize>(),
+                Value::Array(a) => n += a.iter_mut().map(|x| apply(x, segs)).sum::<usize>(),
+                _ => {}
+            }
+            n
+        }
+        (MaskSeg::Any, Value::Object(o)) => o.values_mut().map(|x| apply(x, rest)).sum(),
+        (MaskSeg::Any, Value::Array(a)) => a.iter_mut().map(|x| apply(x, rest)).sum(),
+        (MaskSeg::Key(k), Value::Object(o)) => o.get_mut(k).map_or(0, |x| apply(x, rest)),
+        // A key where an array is: every element.
+        (MaskSeg::Key(_), Value::Array(a)) => a.iter_mut().map(|x| apply(x, segs)).sum(),
+        _ => 0,
+    }
+}
+
+fn is_json(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
+}
+
+/// Scrub the secret from header values.
+fn scrub_headers(headers: &mut hyper::HeaderMap, secret: &[u8]) {
+    for v in headers.values_mut() {
+        if let Some(clean) = scrub_all(v.as_bytes(), secret) {
+            *v = HeaderValue::from_bytes(&clean)
+                .unwrap_or_else(|_| HeaderValue::from_static("[redacted by palisade]"));
+        }
+    }
+}
+
+pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
+    Box::pin(run(sh, req, next))
+}
+
+async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
+    let (Some((_, trail)), Some(rt)) = (
+        trail::parts(&req),
+        req.extensions().get::<Arc<ServiceRt>>().cloned(),
+    ) else {
+        return call(next, req).await;
+    };
+    // MCP results are masked message by message (`mcp`); here only the
+    // secret is scrubbed from them.
+    let own = if rt.service.kind == ServiceKind::Mcp {
+        &[][..]
+    } else {
+        &rt.service.mask[..]
+    };
+    let masks: Vec<MaskPath> = own
+        .iter()
+        .chain(
+            req.extensions()
+                .get::<Call>()
+                .map(|c| c.masks.iter())
+                .into_iter()
+                .flatten(),
+        )
+        .cloned()
+        .collect();
+    let head = req.method() == Method::HEAD;
+    let resp = call(next, req).await;
+    let (mut parts, body) = resp.into_parts();
+    for secret in &rt.secrets {
+        scrub_headers(&mut parts.headers, secret);
+    }
+    let bodyless = head
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if !masks.is_empty() && !bodyless {
+        return match masked(&sh, &rt, &trail, &masks, &mut parts, body).await {
+            Ok(body) => hyper::Response::from_parts(parts, body),
+            Err(r) => trail.refuse(r),
+        };
+    }
+    if rt.secrets.is_empty() {
+        return hyper::Response::from_parts(parts, body);
+    }
+    // Scrubbing changes the length: a body of known, small size is scrubbed
+    // whole and gets its new length; anything else streams through the
+    // scrubber without a length (chunked).
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n <= sh.settings.max_mask_bytes as u64) && !bodyless {
+        let max = sh.settings.max_mask_bytes;
+        return match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
+            Ok(Collected::Whole(b)) => {
+                let out = rt.secrets.iter().fold(b, |b, secret| {
+                    scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
+                });
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+                hyper::Response::from_parts(parts, full(out))
+            }
+            _ => trail.refuse(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-body-failed",
+                "the upstream's response body could not be read".to_string(),
+            )),
+        };
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = rt
+        .secrets
+        .iter()
+        .fold(body, |b, s| Scrub::new(b, s.clone()).boxed_unsync());
+    hyper::Response::from_parts(parts, body)
+}
+
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is built once per refused request; boxing it buys nothing"
+)]
+async fn masked(
+    sh: &Shared,
+    rt: &ServiceRt,
+    trail: &Trail,
+    masks: &[MaskPath],
+    parts: &mut hyper::http::response::Parts,
+    body: Body,
+) -> Result<Body, Refusal> {
+    let max = sh.settings.max_mask_bytes;
+    let refuse = |why: String| {
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "unmaskable-response",
+            format!(
+                "service `{}` masks fields of its responses, and this one {why}: refused rather than passed on unmasked",
+                rt.service.id
+            ),
+        )
+    };
+    if parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity")
+    {
+        return Err(refuse("is encoded".into()));
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared == Some(0) {
+        return Ok(body);
+    }
+    if !is_json(&parts.headers) {
+        let ct = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("without a content type")
+            .to_string();
+        return Err(refuse(format!("is not JSON ({ct})")));
+    }
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(refuse(format!("is larger than {max} bytes")));
+    }
+    let bytes = match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
+        Ok(Collected::Whole(b)) => b,
+        Ok(Collected::TooLarge) => return Err(refuse(format!("is larger than {max} bytes"))),
+        Ok(Collected::Failed(e)) => return Err(refuse(format!("could not be read ({e})"))),
+        Err(_) => return Err(refuse("did not arrive in time".into())),
+    };
+    if bytes.is_empty() {
+        return Ok(full(bytes));
+    }
+    let mut v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| refuse(format!("is not valid JSON ({e})")))?;
+    let n: usize = masks.iter().map(|m| apply(&mut v, &m.segs)).sum();
+    let mut out = serde_json::to_vec(&v).map_err(|e| refuse(e.to_string()))?;
+    for secret in &rt.secrets {
+        if let Some(clean) = scrub_all(&out, secret) {
+            out = clean;
+        }
+    }
+    if n > 0 {
+        trail.with(|r| {
+            let note = format!("{n} field(s) masked");
+            r.detail = Some(match r.detail.take() {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        });
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(full(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn m(v: &mut Value, path: &str) -> usize {
+        apply(v, &MaskPath::parse(path).unwrap().segs)
+    }
+
+    #[test]
+    fn masks_paths_wildcards_and_arrays() {
+        let mut v = json!({"card": {"number": "4242", "exp": "12/30"},
+            "data": [{"email": "a@x", "n": 1}, {"email": "b@x"}],
+            "deep": {"x": {"ssn": "1"}, "y": [{"ssn": "2"}]}, "ssn": "3"});
+        assert_eq!(m(&mut v, "card.number"), 1);
+        assert_eq!(m(&mut v, "data.email"), 2);
+        assert_eq!(m(&mut v, "**.ssn"), 3);
+        assert_eq!(m(&mut v, "missing.field"), 0);
+        assert_eq!(
+            v,
+            json!({"card": {"number": MASKED, "exp": "12/30"},
+                "data": [{"email": MASKED, "n": 1}, {"email": MASKED}],
+                "deep": {"x": {"ssn": MASKED}, "y": [{"ssn": MASKED}]}, "ssn": MASKED})
+        );
+        let mut v = json!({"a": {"b": 1, "c": 2}});
+        assert_eq!(m(&mut v, "a.*"), 2);
+    }
+}

@@ -1,0 +1,169 @@
+//! Rewriting JSON-RPC messages in a response as it streams: a JSON body is
+//! one message; a `text/event-stream` body carries one message per event.
+//! Each event is rewritten when it is complete, so a stream is never held
+//! back longer than its own events take; an event larger than the limit
+//! ends the stream rather than pass through unrewritten.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body as HttpBody, Frame};
+use serde_json::Value;
+
+use crate::gateway::http::{Body, BoxError};
+
+/// Rewrites one message in place; returns whether it changed it.
+pub type Rewrite = Box<dyn FnMut(&mut Value) -> bool + Send>;
+
+pub struct SseRewrite {
+    inner: Body,
+    buf: BytesMut,
+    max_event: usize,
+    rewrite: Rewrite,
+    done: bool,
+}
+
+impl SseRewrite {
+    pub fn new(inner: Body, max_event: usize, rewrite: Rewrite) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::new(),
+            max_event,
+            rewrite,
+            done: false,
+        }
+    }
+}
+
+/// Where the first event in `buf` ends (after its blank line).
+fn boundary(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Rewrite one event: its `data` lines are one JSON message.
+pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite) -> Bytes {
+    let Ok(text) = std::str::from_utf8(event) else {
+        return Bytes::copy_from_slice(event);
+    };
+    let mut data = Vec::new();
+    let mut other = Vec::new();
+    for line in text.lines() {
+        match line.strip_prefix("data:") {
+            Some(d) => data.push(d.strip_prefix(' ').unwrap_or(d)),
+            None if !line.is_empty() => other.push(line),
+            None => {}
+        }
+    }
+    if data.is_empty() {
+        return Bytes::copy_from_slice(event);
+    }
+    let Ok(mut v) = serde_json::from_str::<Value>(&data.join("\n")) else {
+        return Bytes::copy_from_slice(event);
+    };
+    if !rewrite(&mut v) {
+        return Bytes::copy_from_slice(event);
+    }
+    let mut out = String::new();
+    for l in other {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(&v.to_string());
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+impl HttpBody for SseRewrite {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(end) = boundary(&this.buf) {
+                let event = this.buf.split_to(end);
+                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
+                    &event,
+                    &mut this.rewrite,
+                )))));
+            }
+            if this.buf.len() > this.max_event {
+                this.done = true;
+                this.buf.clear();
+                return Poll::Ready(Some(Err(format!(
+                    "an event of the stream is larger than {} bytes and cannot be checked",
+                    this.max_event
+                )
+                .into())));
+            }
+            if this.done {
+                if this.buf.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let rest = this.buf.split();
+                return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
+                    &rest,
+                    &mut this.rewrite,
+                )))));
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => this.buf.extend_from_slice(&d),
+                    Err(trailers) => return Poll::Ready(Some(Ok(trailers))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.done = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn rewrites_each_event_across_chunks() {
+        let parts = [
+            "event: message\ndata: {\"id\":1,",
+            "\"result\":{\"x\":1}}\n\n: comment\n\ndata: not json\n\ndata: {\"id\":2}\r\n\r\n",
+        ];
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from(p.to_string()))))
+            .collect();
+        let body = http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync();
+        let rewrite: Rewrite = Box::new(|v: &mut Value| {
+            if v["id"] == 1 {
+                v["result"]["x"] = json!(2);
+                true
+            } else {
+                false
+            }
+        });
+        let out = SseRewrite::new(body, 1 << 20, rewrite)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "event: message\ndata: {\"id\":1,\"result\":{\"x\":2}}\n\n: comment\n\ndata: not json\n\ndata: {\"id\":2}\r\n\r\n"
+        );
+    }
+}

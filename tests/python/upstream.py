@@ -1,0 +1,142 @@
+"""A small HTTPS API standing in for a protected upstream (a payments API)
+in the gateway tests. Every request it receives is appended to a JSON-lines
+log, so a test can see exactly what arrived (and what did not).
+
+    upstream.py --addr 127.170.3.2 --port 8443 --cert c.pem --key k.pem --log reqs.jsonl
+"""
+
+import argparse
+import json
+import ssl
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+COUNT = [0]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def record(self, body):
+        with LOCK:
+            COUNT[0] += 1
+            with open(self.server.log, "a") as f:
+                f.write(json.dumps({
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "body": body.decode("utf-8", "replace"),
+                }) + "\n")
+            return COUNT[0]
+
+    def send_json(self, status, obj, ctype="application/json"):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self):
+        self.handle_any()
+
+    def do_POST(self):
+        self.handle_any()
+
+    def do_DELETE(self):
+        self.handle_any()
+
+    def handle_any(self):
+        body = self.body()
+        n = self.record(body)
+        path = urllib.parse.urlparse(self.path).path
+        auth = self.headers.get("Authorization", "")
+        if self.command == "POST" and path == "/v1/payment_intents":
+            ctype = self.headers.get("Content-Type", "")
+            if ctype.startswith("application/json"):
+                params = json.loads(body or b"{}")
+            else:
+                params = dict(urllib.parse.parse_qsl(body.decode()))
+            self.send_json(200, {
+                "id": f"pi_{n}",
+                "object": "payment_intent",
+                "amount": params.get("amount"),
+                "currency": params.get("currency"),
+                "card": {"number": "4242424242424242", "last4": "4242"},
+                # An upstream that echoes what it was sent: the gateway must
+                # not let the credential come back this way.
+                "authorization_seen": auth,
+            })
+        elif self.command == "GET" and path.startswith("/v1/customers/"):
+            self.send_json(200, {
+                "id": path.rsplit("/", 1)[1],
+                "name": "Jane Roe",
+                "email": "jane@example.com",
+                "ssn": "078-05-1120",
+                "cards": [{"number": "4000056655665556", "brand": "visa"}],
+            })
+        elif path == "/v1/big":
+            self.send_json(200, {"rows": ["x" * 1000] * 3000})
+        elif path == "/v1/text":
+            data = f"plain text, auth={auth}".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path == "/v1/stream":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(3):
+                chunk = f"data: event {i}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(0.3)
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/v1/slow":
+            time.sleep(float(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("s", ["1"])[0]))
+            self.send_json(200, {"slow": True})
+        else:
+            self.send_json(404, {"error": "no such route", "path": path})
+
+
+class Server(ThreadingHTTPServer):
+    # A client that goes away mid-answer (the gateway refusing a response
+    # too large to mask) is expected here, not an error to print.
+    def handle_error(self, request, client_address):
+        pass
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--addr", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    ap.add_argument("--log", required=True)
+    a = ap.parse_args()
+    srv = Server((a.addr, a.port), Handler)
+    srv.daemon_threads = True
+    srv.log = a.log
+    if a.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.cert, a.key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    print("ready", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+//! Going around the gateway's tool rules, as an attacker would: straight
+//! to the upstream (kernel), aiming the gateway elsewhere (absolute-form,
+//! CONNECT, a forged Host), or asking as another identity (or claiming to
+//! be one). Each attack is carried out by an enrolled agent and checked at
+//! the far end — the upstream's log or a listener that must see nothing —
+//! next to a control showing the same path works when allowed.
+
+use std::{process::Command, sync::atomic::Ordering, time::Duration};
+
+use palisade_tests::{
+    Outcome, Probe, TcpServer,
+    gateway::{agent, exec, exec_unprivileged, gateway_python, parse_agent, python_dir, request},
+    gateway_fixture::{Fixture, pay, start},
+    wait_for,
+};
+use serde_json::{Value, json};
+
+/// The probe, enrolled as `identity`, then as the unprivileged user 65534.
+fn unprivileged(f: &Fixture, identity: &str, args: &[&str]) -> Outcome {
+    let bin = Probe::bin();
+    let out = exec_unprivileged(&f.env, identity, &bin.to_string_lossy(), args)
+        .output()
+        .unwrap_or_else(|e| panic!("probe: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_else(|| {
+        panic!(
+            "unprivileged probe printed nothing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Outcome(serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+}
+
+#[test]
+fn the_upstream_is_reachable_only_through_the_gateway() {
+    let Some(f) = start("gw-direct") else { return };
+    let up = format!("127.170.{}.2", f.net);
+    Probe::enrolled(&f.env, "finance-agent", &["tcp", &up, "8443"])
+        .expect_eperm("an enrolled agent connecting to the upstream directly");
+    unprivileged(&f, "finance-agent", &["tcp", &up, "8443"])
+        .expect_eperm("an unprivileged enrolled agent connecting to the upstream directly");
+    Probe::enrolled(&f.env, "finance-agent", &["udp", &up, "8443"])
+        .expect_eperm("UDP to the upstream directly");
+    Probe::plain(&["tcp", &up, "8443"]).expect_ok("the same connection, not enrolled");
+    Probe::enrolled(&f.env, "finance-agent", &["tcp", &f.gateway(), "9001"])
+        .expect_ok("the gateway endpoint");
+    Probe::enrolled(&f.env, "finance-agent", &["tcp", &f.gateway(), "9002"])
+        .expect_eperm("a port of the gateway address nothing serves");
+    Probe::enrolled(&f.env, "finance-agent", &["udp", &f.gateway(), "9001"])
+        .expect_eperm("UDP to the gateway address");
+    Probe::enrolled(
+        &f.env,
+        "finance-agent",
+        &["tcp", &format!("::ffff:{up}"), "8443"],
+    )
+    .expect_eperm("the upstream through an IPv4-mapped IPv6 address");
+    assert!(f.upstream.requests().is_empty());
+
+    // A process that is not enrolled reaches the gateway and is refused.
+    let out = Command::new(gateway_python())
+        .arg(python_dir().join("agent_http.py"))
+        .args([
+            "requests",
+            &f.base(),
+            &json!([request("GET", "/v1/customers/x")]).to_string(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = parse_agent(&out);
+    assert_eq!(out[0]["status"], 403);
+    assert_eq!(out[0]["body"]["error"]["reason"], "caller-not-enrolled");
+    assert!(f.upstream.requests().is_empty());
+
+    // A policy that would open a direct path is refused by `policy check`.
+    let bad = f.env.dir.join("bypass.yaml");
+    let text = std::fs::read_to_string(&f.env.policy)
+        .unwrap_or_default()
+        .replace(
+            "  - id: other-agent\n",
+            "  - id: other-agent\n    egress:\n      allow:\n        - {id: direct, cidr: 127.170.0.0/16}\n",
+        );
+    std::fs::write(&bad, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(palisade_tests::palisade_bin())
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "bypass.yaml:41:11: identity `other-agent` may reach 127.170.{}.2:8443 directly (rule `direct`), but service `stripe` protects it",
+            f.net
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_gateway_cannot_be_aimed_elsewhere() {
+    let Some(f) = start("gw-aim") else { return };
+    // A listener the policy protects nothing on, in the test's own subnet:
+    // reachable when not enrolled (the control), never through the gateway.
+    let other = TcpServer::start(&format!("127.170.{}.3", f.net));
+    let target = format!("127.170.{}.3:{}", f.net, other.port());
+    Probe::plain(&["tcp", &format!("127.170.{}.3", f.net), &other.port()])
+        .expect_ok("the other listener, not enrolled");
+    let accepted = || other.accepted.load(Ordering::Relaxed);
+    wait_for(Duration::from_secs(5), || (accepted() >= 1).then_some(()))
+        .unwrap_or_else(|| panic!("the control never arrived"));
+    let seen = accepted();
+
+    let up = format!("127.170.{}.2:8443", f.net);
+    for (who, t) in [("finance-agent", &target), ("finance-agent", &up)] {
+        let script = python_dir().join("abuse.py");
+        let out = exec(
+            &f.env,
+            who,
+            &gateway_python(),
+            &[&script.to_string_lossy(), "proxy", &f.gateway(), "9001", t],
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let res: Vec<Value> = serde_json::from_str(text.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("proxy output {text:?}: {e}"));
+        assert_eq!(res.len(), 3);
+        for r in &res {
+            assert_eq!(r["status"], 400, "aimed at {t}: {r}");
+            assert!(
+                r["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("not-a-proxy")),
+                "{r}"
+            );
+        }
+    }
+    // A forged Host header is dropped: the request goes to the service's
+    // upstream under the upstream's own name.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/customers/forged",
+                  "headers": {"Host": target, "X-Forwarded-Host": target}})],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+
+    // The listener counts what it accepts every few milliseconds.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        accepted(),
+        seen,
+        "the gateway connected to the other listener"
+    );
+    let reqs = f.upstream.requests();
+    assert_eq!(
+        reqs.len(),
+        1,
+        "only the origin-form request arrives: {reqs:?}"
+    );
+    assert_eq!(reqs[0]["path"], "/v1/customers/forged");
+    assert_eq!(reqs[0]["headers"]["host"], "upstream.test:8443");
+}
+
+#[test]
+fn another_identity_gets_its_own_rules_whatever_it_claims() {
+    let Some(f) = start("gw-other") else { return };
+    // other-agent may read customers (the control) but has no payment rule;
+    // it claims finance-agent's identity in headers and brings its own
+    // credential, as root and unprivileged.
+    let forged = json!({"X-Palisade-Identity": "finance-agent",
+                        "Authorization": "Bearer sk_stolen_elsewhere"});
+    let mut payment = pay("100");
+    payment["headers"] = forged.clone();
+    let out = agent(
+        &f.env,
+        "other-agent",
+        "requests",
+        &f.base(),
+        &[
+            json!({"method": "GET", "path": "/v1/customers/o1", "headers": forged}),
+            payment,
+        ],
+    );
+    assert_eq!(out[0]["status"], 200, "control: {}", out[0]);
+    assert_eq!(out[1]["status"], 403, "{}", out[1]);
+    assert!(
+        out[1]["body"]["error"]["decision_id"].is_string(),
+        "{}",
+        out[1]
+    );
+    let curl = exec_unprivileged(
+        &f.env,
+        "other-agent",
+        "/usr/bin/curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Palisade-Identity: finance-agent",
+            "-d",
+            "amount=100&currency=usd&customer=cus_1",
+            &format!("{}/v1/payment_intents", f.base()),
+        ],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("curl: {e}"));
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "403", "{curl:?}");
+    unprivileged(
+        &f,
+        "other-agent",
+        &["tcp", &format!("127.170.{}.2", f.net), "8443"],
+    )
+    .expect_eperm("other-agent straight to the upstream");
+
+    // At the far end: the read, with the service's credential and not the
+    // agent's, and no payment at all.
+    let reqs = f.upstream.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0]["path"], "/v1/customers/o1");
+    assert_eq!(
+        reqs[0]["headers"]["authorization"],
+        format!("Bearer {}", f.secret)
+    );
+    let ev = f.env.wait_audit("other-agent's refused payment", |e| {
+        e["kind"] == "gateway" && e["call"]["action"] == "create_payment"
+    });
+    assert_eq!(ev["identity"], "other-agent", "{ev}");
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+
+    // The same payment as finance-agent goes through (the rule exists).
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[pay("100")],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+}
