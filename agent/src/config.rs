@@ -61,6 +61,9 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub approvals: ApprovalsConfig,
     pub api: ApiConfig,
+    /// The file this configuration was read from (set by `load`).
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
     /// The L7 gateway for services the policy protects (docs/gateway.md).
     pub gateway: crate::gateway::GatewaySettings,
     /// Where active break-glass elevations are saved across restarts;
@@ -208,6 +211,7 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             approvals: ApprovalsConfig::default(),
             api: ApiConfig::default(),
+            loaded_from: None,
             gateway: crate::gateway::GatewaySettings::default(),
             elevations_file: None,
             state: crate::state::StateConfig::default(),
@@ -260,6 +264,7 @@ impl Config {
         // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.policy = Some(base.join(policy));
+        cfg.loaded_from = Some(path.to_path_buf());
         if let Some(f) = &cfg.audit.file {
             cfg.audit.file = Some(base.join(f));
         }

@@ -6,6 +6,9 @@
 //!   not mounted (when the caller may create namespaces, i.e. has
 //!   `CAP_SYS_ADMIN`): the agent cannot write itself into another cgroup,
 //!   and cannot unlink or open Palisade's pins;
+//! * in that mount namespace, the host's controls read-only (`/sys`,
+//!   `/proc/sys` and the /proc knobs containers mask) and the daemon's
+//!   config, policy, trail and socket too; its signing key hidden;
 //! * the capabilities in `DROPPED`, from the bounding, permitted,
 //!   effective, inheritable and ambient sets, unless the identity's policy
 //!   keeps them (`confinement.keep_capabilities`);
@@ -42,7 +45,57 @@ pub const DROPPED: &[(&str, u32)] = &[
     ("sys_rawio", 17),
     // Tracing programs and perf events (with CAP_BPF).
     ("perfmon", 38),
+    // Root's reach over files it does not own: with these gone a root
+    // agent is held to the permission bits like anyone else.
+    ("dac_override", 1),
+    ("dac_read_search", 2),
+    ("fowner", 3),
+    ("linux_immutable", 9),
+    // Device nodes (a disk's raw blocks).
+    ("mknod", 27),
+    // The host's clock, reboot, limits, accounting, logs, audit and LSMs.
+    ("sys_time", 25),
+    ("sys_boot", 22),
+    ("sys_resource", 24),
+    ("sys_pacct", 20),
+    ("sys_tty_config", 26),
+    ("syslog", 34),
+    ("audit_control", 30),
+    ("audit_read", 37),
+    ("mac_override", 32),
+    ("mac_admin", 33),
+    ("wake_alarm", 35),
+    ("block_suspend", 36),
+    ("checkpoint_restore", 40),
 ];
+
+/// Host controls under /proc that a root agent could use to run code
+/// outside its cgroup or change the kernel (`core_pattern`'s helper,
+/// `modprobe`, binfmt_misc, sysrq): read-only in exec's mount namespace,
+/// with every mount below them and everything under /sys.
+const READ_ONLY_PROC: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/acpi",
+    "/proc/scsi",
+];
+const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
+
+/// The daemon's own paths, as the enrolment answer gives them.
+#[derive(Debug, Default)]
+pub struct DaemonPaths {
+    /// Made read-only (config, policy, trail directory, socket).
+    pub protected: Vec<PathBuf>,
+    /// Covered with an empty file (the token signing key).
+    pub hidden: Vec<PathBuf>,
+    /// `confinement.read_only_root`: every other mount read-only too,
+    /// except `writable` (bound onto themselves first, so they stay apart).
+    pub read_only_root: bool,
+    pub writable: Vec<PathBuf>,
+}
 
 /// The number of a capability by its policy name.
 pub fn capability(name: &str) -> Option<u32> {
@@ -76,10 +129,15 @@ pub struct Applied {
 }
 
 /// Confine the calling (single-threaded, about to exec) process.
-pub fn apply(keep: &[String]) -> Result<Applied, ConfineError> {
+pub fn apply(keep: &[String], daemon: &DaemonPaths) -> Result<Applied, ConfineError> {
     let mut applied = Applied::default();
     if has_effective(21) {
-        namespaces(&mut applied)?;
+        namespaces(daemon, &mut applied)?;
+    } else if daemon.read_only_root {
+        return Err(step("confinement.read_only_root")(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "needs a mount namespace: run `palisade exec` with CAP_SYS_ADMIN (as root)",
+        )));
     }
     for (name, cap) in DROPPED {
         if keep.iter().any(|k| k == name) {
@@ -112,7 +170,7 @@ pub fn apply(keep: &[String]) -> Result<Applied, ConfineError> {
 /// A cgroup namespace at the current (enrolled) cgroup, and a mount
 /// namespace that no longer propagates to the host, with cgroupfs
 /// read-only and bpffs gone.
-fn namespaces(applied: &mut Applied) -> Result<(), ConfineError> {
+fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), ConfineError> {
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| step("creating mount and cgroup namespaces")(e.into()))?;
     // Changes below stay in this namespace.
@@ -124,35 +182,100 @@ fn namespaces(applied: &mut Applied) -> Result<(), ConfineError> {
         None::<&str>,
     )
     .map_err(|e| step("making the mount namespace private")(e.into()))?;
+    // Paths that are not mount points become ones (bound onto themselves)
+    // so that they can be remounted read-only below.
+    let writable: Vec<&PathBuf> = if daemon.read_only_root {
+        daemon
+            .writable
+            .iter()
+            .filter(|p| p.is_absolute() && (p.is_dir() || p.is_file()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for p in &writable {
+        mount(
+            Some(p.as_path()),
+            p.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| step(format!("binding writable {}", p.display()))(e.into()))?;
+    }
+    let mut roots: Vec<PathBuf> = READ_ONLY_PROC.iter().map(PathBuf::from).collect();
+    roots.extend(daemon.protected.iter().cloned());
+    let roots: Vec<PathBuf> = roots.into_iter().filter(|p| p.exists()).collect();
+    for p in &roots {
+        mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| step(format!("binding {}", p.display()))(e.into()))?;
+    }
+    for p in daemon.hidden.iter().filter(|p| p.is_file()) {
+        mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| step(format!("hiding {}", p.display()))(e.into()))?;
+        applied.hidden.push(p.clone());
+    }
     let text = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(step("reading /proc/self/mountinfo"))?;
     let mut mounts = parse_mountinfo(&text);
     // Deepest first: a mount on top of another goes before it.
     mounts.sort_by_key(|m| std::cmp::Reverse(m.point.as_os_str().len()));
     for m in &mounts {
-        match m.fstype.as_str() {
-            "bpf" => {
-                umount2(&m.point, MntFlags::MNT_DETACH).map_err(|e| {
-                    step(format!("unmounting bpffs at {}", m.point.display()))(e.into())
-                })?;
-                applied.hidden.push(m.point.clone());
+        let protected = matches!(m.fstype.as_str(), "cgroup" | "cgroup2")
+            || READ_ONLY_TREES.iter().any(|t| m.point.starts_with(t))
+            || roots.iter().any(|t| m.point.starts_with(t));
+        // Everything else too with `read_only_root`, except the writable
+        // paths and /proc (per-process files such as oom_score_adj).
+        let whole = daemon.read_only_root
+            && m.fstype != "proc"
+            && !writable.iter().any(|w| m.point.starts_with(w));
+        let read_only = protected || whole;
+        if m.fstype == "bpf" {
+            umount2(&m.point, MntFlags::MNT_DETACH).map_err(|e| {
+                step(format!("unmounting bpffs at {}", m.point.display()))(e.into())
+            })?;
+            applied.hidden.push(m.point.clone());
+        } else if read_only && !m.read_only {
+            match remount_read_only(m) {
+                // Unmounted since mountinfo was read (another namespace's
+                // bind, a container going away): nothing left to protect.
+                Err(ConfineError::Step { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    continue;
+                }
+                r => r?,
             }
-            "cgroup" | "cgroup2" if !m.read_only => {
-                mount(
-                    None::<&str>,
-                    &m.point,
-                    None::<&str>,
-                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | m.flags,
-                    None::<&str>,
-                )
-                .map_err(|e| step(format!("making {} read-only", m.point.display()))(e.into()))?;
+            if !applied.read_only.contains(&m.point) {
                 applied.read_only.push(m.point.clone());
             }
-            _ => {}
         }
     }
     applied.namespaces = true;
     Ok(())
+}
+
+fn remount_read_only(m: &MountPoint) -> Result<(), ConfineError> {
+    mount(
+        None::<&str>,
+        &m.point,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | m.flags,
+        None::<&str>,
+    )
+    .map_err(|e| step(format!("making {} read-only", m.point.display()))(e.into()))
 }
 
 struct MountPoint {

@@ -17,6 +17,8 @@ pub mod doctor;
 pub mod gateway;
 pub mod hex;
 pub mod identity;
+pub mod inherited;
+pub mod landlock;
 pub mod memory;
 pub mod metrics;
 pub mod mounts;

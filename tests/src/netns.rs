@@ -33,11 +33,26 @@ fn ip(args: &[&str]) {
 impl NetNs {
     /// `octet` picks the private /24 (10.octet.0.0/24); give each test its own.
     pub fn new(tag: &str, octet: u8) -> Self {
-        let name = format!("pal-{}{tag}-{}", crate::run_tag(), std::process::id());
-        let host_if = format!("pv{octet}h{}", std::process::id() % 10000);
-        let peer_if = format!("pv{octet}p{}", std::process::id() % 10000);
-        let host_ip = format!("10.{octet}.0.1");
-        let peer_ip = format!("10.{octet}.0.2");
+        Self::named(&format!("pal-{}{tag}", crate::run_tag()), octet, 0)
+    }
+
+    /// A namespace called `<prefix>-<pid>` on `10.<octet>.<third>.0/24`
+    /// (for tests given their own prefix and range).
+    pub fn named(prefix: &str, octet: u8, third: u8) -> Self {
+        let name = format!("{prefix}-{}", std::process::id());
+        let (host_if, peer_if) = if third == 0 {
+            (
+                format!("pv{octet}h{}", std::process::id() % 10000),
+                format!("pv{octet}p{}", std::process::id() % 10000),
+            )
+        } else {
+            (
+                format!("pv{octet}x{third}h{}", std::process::id() % 10000),
+                format!("pv{octet}x{third}p{}", std::process::id() % 10000),
+            )
+        };
+        let host_ip = format!("10.{octet}.{third}.1");
+        let peer_ip = format!("10.{octet}.{third}.2");
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let _ = Command::new("ip").args(["link", "del", &host_if]).output();
         ip(&["netns", "add", &name]);

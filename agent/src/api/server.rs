@@ -166,7 +166,21 @@ impl proto::palisade_server::Palisade for PalisadeService {
             cgroup: e.cgroup,
             cgroup_id: e.cgroup_id,
             policy_version: e.policy_version,
-            keep_capabilities: e.keep_capabilities,
+            keep_capabilities: e.confinement.keep_capabilities,
+            unscoped: e.confinement.unscoped,
+            keep_inherited_sockets: e.confinement.keep_inherited_sockets,
+            read_only_root: e.confinement.read_only_root,
+            writable: e.confinement.writable.clone(),
+            protected_paths: e
+                .protected_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            hidden_paths: e
+                .hidden_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         }))
     }
 

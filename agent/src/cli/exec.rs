@@ -10,7 +10,9 @@ fn is_operator_credential(name: &str) -> bool {
 }
 
 /// Enrol this very process (the daemon sees our pid through the socket),
-/// confine it (namespaces, capabilities, no_new_privs, the seccomp filter),
+/// close what it inherited that its guard cannot judge, confine it
+/// (namespaces, read-only host controls, capabilities, no_new_privs,
+/// Landlock scoping, the seccomp filter),
 /// then replace it with the command: the command starts confined.
 pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     let enrolled = super::block_on(async {
@@ -27,8 +29,32 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     let Some((program, args)) = command.split_first() else {
         anyhow::bail!("no command given");
     };
-    let applied = crate::confine::apply(&enrolled.keep_capabilities)
+    let closed = crate::inherited::close_unjudged(enrolled.keep_inherited_sockets)?;
+    for (fd, kind) in &closed {
+        tracing::info!(fd, %kind, "closed an inherited descriptor the agent may not keep");
+    }
+    let daemon_paths = crate::confine::DaemonPaths {
+        protected: enrolled.protected_paths.iter().map(Into::into).collect(),
+        hidden: enrolled.hidden_paths.iter().map(Into::into).collect(),
+        read_only_root: enrolled.read_only_root,
+        writable: enrolled.writable.iter().map(Into::into).collect(),
+    };
+    let applied = crate::confine::apply(&enrolled.keep_capabilities, &daemon_paths)
         .map_err(|e| anyhow::anyhow!("confining the agent: {e}"))?;
+    // After no_new_privs (set by `apply`), before the agent runs.
+    if enrolled.unscoped {
+        tracing::debug!("confinement.unscoped: no Landlock scoping");
+    } else {
+        let scoped = crate::landlock::scope_to_own_processes().map_err(|e| {
+            anyhow::anyhow!(
+                "scoping the agent to its own processes: {e}; without it the agent could take over \
+                 processes outside its identity (/proc/PID/mem). Set `confinement.unscoped: true` \
+                 for identity `{}` to run it anyway",
+                enrolled.identity
+            )
+        })?;
+        tracing::debug!(abi = scoped.abi, "{}", scoped.describe());
+    }
     tracing::debug!(
         namespaces = applied.namespaces,
         read_only = ?applied.read_only,

@@ -52,8 +52,12 @@ pub struct Enrolled {
     pub cgroup: String,
     pub cgroup_id: u64,
     pub policy_version: String,
-    /// `confinement.keep_capabilities` of the identity.
-    pub keep_capabilities: Vec<String>,
+    /// `confinement` of the identity.
+    pub confinement: crate::policy::Confinement,
+    /// The daemon's files `palisade exec` makes read-only for the agent.
+    pub protected_paths: Vec<PathBuf>,
+    /// The daemon's secrets `palisade exec` hides from the agent.
+    pub hidden_paths: Vec<PathBuf>,
 }
 
 impl Daemon {
@@ -171,12 +175,51 @@ impl Daemon {
             cgroup,
             cgroup_id,
             policy_version: active.policy.version.to_string(),
-            keep_capabilities: active
+            confinement: active
                 .policy
                 .identity(identity)
-                .map(|i| i.confinement.keep_capabilities.clone())
+                .map(|i| i.confinement.clone())
                 .unwrap_or_default(),
+            protected_paths: self.protected_paths(),
+            hidden_paths: canonical(
+                std::iter::once(self.config.tokens.key_file.as_path()).chain(
+                    self.config
+                        .approvals
+                        .notify
+                        .iter()
+                        .filter_map(|t| t.secret_file.as_deref()),
+                ),
+            ),
         })
+    }
+
+    /// What a root agent could rewrite to change its own rules or the
+    /// record of what it did: the config file, the policy, the audit
+    /// trail's directory and the OTLP cursor, the daemon's state (learned
+    /// DNS names, the key's directory), the API socket (unlinking it would
+    /// cut every agent off the API). Existing paths only, absolute.
+    fn protected_paths(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let trail = c.audit.file.as_deref().map(dir_of);
+        let cursor = c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref());
+        canonical(
+            [
+                c.loaded_from.as_deref(),
+                c.policy.as_deref(),
+                trail,
+                cursor,
+                Some(dir_of(&c.dns.state_file)),
+                Some(c.dns.state_file.as_path()),
+                Some(dir_of(&c.tokens.key_file)),
+                // Budgets, used tokens, approvals, grants, elevations.
+                Some(dir_of(&c.state.file)),
+                Some(c.state.file.as_path()),
+                c.elevations_file.as_deref(),
+                Some(c.socket.as_path()),
+            ]
+            .into_iter()
+            .flatten(),
+        )
     }
 
     /// Turn an identity's kill switch on (`killed`) or off. Takes effect in
@@ -253,5 +296,37 @@ impl Daemon {
                 )))
             }
         }
+    }
+}
+
+fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if let Ok(c) = std::fs::canonicalize(p)
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The directory of a daemon file, when it is the daemon's own (not a
+/// shared one such as /tmp or /var/log, whose other files are not ours to
+/// freeze); else the file itself.
+fn dir_of(file: &std::path::Path) -> &std::path::Path {
+    const SHARED: &[&str] = &[
+        "/", "/etc", "/tmp", "/var", "/var/lib", "/var/log", "/var/tmp", "/run", "/home", "/root",
+        "/usr", "/opt", "/srv",
+    ];
+    match file.parent() {
+        Some(d)
+            if d.is_absolute()
+                && d.components().count() > 2
+                && !SHARED.iter().any(|s| d == std::path::Path::new(s)) =>
+        {
+            d
+        }
+        _ => file,
     }
 }

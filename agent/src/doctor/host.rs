@@ -51,6 +51,7 @@ pub fn checks(config: &Config, mounts: &MountResults) -> Vec<Check> {
         bpffs(config, mounts),
         tracefs(mounts),
         lsm_list(mounts),
+        landlock(),
     ]
 }
 
@@ -349,6 +350,27 @@ fn lsm_list(mounts: &MountResults) -> Check {
                 "run with CAP_SYS_ADMIN so securityfs can be mounted, or mount it: mount -t securityfs none /sys/kernel/security",
             )
         }
+    }
+}
+
+/// What `palisade exec` can do to keep an agent from other processes.
+fn landlock() -> Check {
+    let support = crate::landlock::Support::probe();
+    let what = support.describe();
+    match support.abi {
+        0 => Check::warn(
+            "landlock",
+            format!(
+                "{what}: `palisade exec` refuses to run agents unless their identity sets `confinement.unscoped: true`"
+            ),
+            "add landlock to the kernel's lsm= boot parameter (CONFIG_SECURITY_LANDLOCK=y)",
+        ),
+        1..=5 => Check::warn(
+            "landlock",
+            format!("{what}: an exec agent may still signal processes of its own user"),
+            "Linux 6.12 or later scopes signals and abstract Unix sockets too",
+        ),
+        _ => Check::ok("landlock", what),
     }
 }
 

@@ -182,6 +182,10 @@ pub struct Confinement {
     /// Names from `crate::confine::DROPPED`.
     pub keep_capabilities: Vec<String>,
     pub api_tcp: bool,
+    pub unscoped: bool,
+    pub keep_inherited_sockets: bool,
+    pub read_only_root: bool,
+    pub writable: Vec<String>,
 }
 
 impl Identity {

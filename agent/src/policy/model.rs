@@ -174,10 +174,11 @@ pub struct IdentityDoc {
 #[serde(deny_unknown_fields)]
 pub struct ConfinementDoc {
     /// Capabilities `palisade exec` leaves in the agent's bounding set
-    /// (lowercase, without `cap_`): `sys_admin`, `bpf`, `net_admin`,
-    /// `net_raw`, `sys_ptrace`, `sys_module`, `sys_rawio`, `perfmon`.
+    /// (lowercase, without `cap_`), any of `confine::DROPPED`:
+    /// `sys_admin`, `bpf`, `net_admin`, `net_raw`, `sys_ptrace`,
+    /// `sys_module`, `sys_rawio`, `perfmon`, `dac_override`, `fowner`…
     /// Keeping `sys_ptrace` also lets the agent use ptrace and
-    /// process_vm_readv/writev and pidfd_getfd.
+    /// process_vm_readv/writev and pidfd_getfd on its own processes.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub keep_capabilities: Vec<Spanned<String>>,
@@ -185,6 +186,25 @@ pub struct ConfinementDoc {
     /// Even then an enrolled process is never an operator.
     #[serde(default)]
     pub api_tcp: bool,
+    /// Run the agent without Landlock scoping: it may then reach processes
+    /// outside itself (ptrace-mode access such as `/proc/PID/mem`,
+    /// signals, abstract Unix sockets), and exec runs it on hosts without
+    /// Landlock instead of refusing.
+    #[serde(default)]
+    pub unscoped: bool,
+    /// Keep network sockets and kernel handles (io_uring, BPF, pidfds)
+    /// inherited from whoever ran `palisade exec`; they are judged as
+    /// their creator's, not the agent's.
+    #[serde(default)]
+    pub keep_inherited_sockets: bool,
+    /// Make every mount read-only for the agent (root included) except
+    /// the paths in `writable`: host files such as /etc/cron.d cannot be
+    /// used to start processes outside the agent.
+    #[serde(default)]
+    pub read_only_root: bool,
+    /// With `read_only_root`: absolute paths the agent may still write.
+    #[serde(default)]
+    pub writable: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, JsonSchema)]

@@ -8,6 +8,8 @@ mod capture;
 mod dns;
 #[path = "palisade-probe/escape.rs"]
 mod escape;
+#[path = "palisade-probe/outside.rs"]
+mod outside;
 #[path = "palisade-probe/sink.rs"]
 mod sink;
 #[path = "palisade-probe/tamper.rs"]
@@ -81,6 +83,7 @@ fn usage() -> ! {
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
        palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
+       palisade-probe idle MS | procmem-exec PID ARGV… | kill PID SIG | abstract-connect NAME | write-fd FD TEXT | write-file PATH TEXT | read-file PATH | read-only PATH…
        palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS
        palisade-probe detach-links PIN_DIR PROGRAM…"
     );
@@ -267,6 +270,8 @@ fn dispatch(args: &[String]) -> String {
         }
         "dns" => dns::run(rest).unwrap_or_else(|| usage()),
         "detach-links" => tamper::detach_links(rest).unwrap_or_else(|| usage()),
-        other => escape::run(other, rest, dispatch).unwrap_or_else(|| usage()),
+        other => outside::run(other, rest)
+            .or_else(|| escape::run(other, rest, dispatch))
+            .unwrap_or_else(|| usage()),
     }
 }

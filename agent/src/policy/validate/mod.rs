@@ -430,6 +430,10 @@ impl Builder {
                     confinement: crate::policy::Confinement {
                         keep_capabilities,
                         api_tcp: ident.confinement.api_tcp,
+                        unscoped: ident.confinement.unscoped,
+                        keep_inherited_sockets: ident.confinement.keep_inherited_sockets,
+                        read_only_root: ident.confinement.read_only_root,
+                        writable: ident.confinement.writable.clone(),
                     },
                     elevatable: Vec::new(),
                     loc,

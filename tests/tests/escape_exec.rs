@@ -1,0 +1,550 @@
+//! What an agent started with `palisade exec` holds that reaches outside
+//! its identity, carried out as the red team did, root and unprivileged:
+//!
+//! * another process: code written into an unenrolled process of the
+//!   same user through `/proc/PID/mem` (it then connects to a denied host
+//!   as itself), a signal to it, its abstract Unix socket;
+//! * a socket the launcher opened before enrolment, above stdio and as
+//!   stdio;
+//! * the host's controls and the daemon's own files, as root.
+//!
+//! Each far end is a capture or listener in a namespace this file creates
+//! (`c2-*`, 10.231.x.0/24); each attack has a control that goes through the
+//! same path where the policy allows it (`confinement.unscoped`,
+//! `confinement.keep_inherited_sockets`) or where an operator does it.
+
+use std::{
+    os::fd::{AsRawFd, OwnedFd},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use palisade_tests::{
+    DaemonProc, Probe, TestEnv,
+    capture::{Capture, Sink},
+    netns::NetNs,
+    palisade_bin, root_or_skip,
+};
+
+const NOBODY: &str = "65534";
+
+/// An unenrolled process of the host (the launching shell, another
+/// service), killed on drop.
+struct Victim(Child);
+
+impl Victim {
+    fn start(user: Option<&str>) -> Self {
+        let bin = Probe::bin();
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(u) = user {
+            // Through exec, as a login would: a process that only changed
+            // its uid is not dumpable, and not reachable to its own user.
+            args.extend(["as-user", u, "run", bin.to_str().unwrap_or_default()]);
+        }
+        args.extend(["idle", "20000"]);
+        let child = Command::new(&bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the victim: {e}"));
+        // Let it reach its sleep loop (after as-user).
+        std::thread::sleep(Duration::from_millis(200));
+        Self(child)
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scoped_policy(allowed: &str) -> String {
+    format!(
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+  - id: open
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+    confinement: {{unscoped: true, keep_inherited_sockets: true, keep_capabilities: [sys_ptrace]}}
+  - id: tracer
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+    confinement: {{keep_capabilities: [sys_ptrace]}}
+"
+    )
+}
+
+#[test]
+fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
+    if !root_or_skip("exec_agents_cannot_take_over_signal_or_reach_outside_processes") {
+        return;
+    }
+    let ns = NetNs::named("c2-procmem", 231, 1);
+    let denied = ns.peer_ip.clone();
+    let env = TestEnv::new("c2procmem", &scoped_policy("10.231.1.9"));
+    // Members of `nogroup` may use the socket: an unprivileged launcher.
+    env.write_config("socket_group: nogroup\n");
+    let _d = DaemonProc::start(&env);
+    let probe = Probe::bin();
+    let probe = probe.to_str().unwrap_or_default();
+    let runs = [
+        ("root", None, 9301u16),
+        ("unprivileged", Some(NOBODY), 9311),
+    ];
+    let mut markers = Vec::new();
+    for (_, _, base) in runs {
+        markers.push(format!("port:{base}"));
+        markers.push(format!("port:{}", base + 1));
+    }
+    markers.push("port:9321".to_string());
+    let marker_refs: Vec<&str> = markers.iter().map(String::as_str).collect();
+    let cap = Capture::start(&ns, 14000, &[&denied], &marker_refs);
+    for (who, user, base) in runs {
+        let as_agent = |identity: &str, action: &[&str]| {
+            let mut args: Vec<&str> = Vec::new();
+            if let Some(u) = user {
+                args.extend(["as-user", u]);
+            }
+            args.extend_from_slice(action);
+            Probe::enrolled(&env, identity, &args)
+        };
+        // The takeover: the victim would connect to the denied host. The
+        // `tracer` identity keeps CAP_SYS_PTRACE (a root agent without it
+        // is refused by the capability check alone): Landlock refuses it.
+        let (attack_port, control_port) = (base.to_string(), (base + 1).to_string());
+        let victim = Victim::start(user);
+        for identity in ["agent", "tracer"] {
+            let o = as_agent(
+                identity,
+                &[
+                    "procmem-exec",
+                    &victim.pid(),
+                    probe,
+                    "tcp",
+                    &denied,
+                    &attack_port,
+                ],
+            );
+            assert!(
+                !o.ok(),
+                "{who} {identity}: the agent wrote into an outside process: {}",
+                o.0
+            );
+            assert!(
+                o.errno() == Some(i64::from(libc::EACCES))
+                    || o.errno() == Some(i64::from(libc::EPERM)),
+                "{who} {identity}: refused for another reason: {}",
+                o.0
+            );
+        }
+        let control = Victim::start(user);
+        as_agent(
+            "open",
+            &[
+                "procmem-exec",
+                &control.pid(),
+                probe,
+                "tcp",
+                &denied,
+                &control_port,
+            ],
+        )
+        .expect_ok(&format!("{who}: the unscoped control's takeover"));
+        // Signals.
+        let mut target = Victim::start(user);
+        as_agent("agent", &["kill", &target.pid(), "15"])
+            .expect_eperm(&format!("{who}: a signal to an outside process"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(target.alive(), "{who}: the outside process was killed");
+        let mut other = Victim::start(user);
+        as_agent("open", &["kill", &other.pid(), "15"])
+            .expect_ok(&format!("{who}: the unscoped control's signal"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!other.alive(), "{who}: the control signal did not arrive");
+        // An abstract Unix socket of an outside process.
+        let name = format!("c2-abstract-{}-{who}", std::process::id());
+        let listener = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(&name)
+                .unwrap_or_else(|e| panic!("abstract name: {e}"));
+            std::os::unix::net::UnixListener::bind_addr(&addr)
+                .unwrap_or_else(|e| panic!("binding {name}: {e}"))
+        };
+        as_agent("agent", &["abstract-connect", &name])
+            .expect_eperm(&format!("{who}: an outside abstract Unix socket"));
+        as_agent("open", &["abstract-connect", &name])
+            .expect_ok(&format!("{who}: the unscoped control's abstract socket"));
+        drop(listener);
+        // The agent still reaches the daemon's API (a path socket) and its
+        // own children (kill of a child it started).
+        let status = Command::new(palisade_bin())
+            .args(["exec", "--socket"])
+            .arg(&env.socket)
+            .args(["--identity", "agent", "--", "/bin/sh", "-c"])
+            .arg(format!(
+                "sleep 5 & kill $! && wait $!; [ $? -eq 143 ] && {} status --socket {} >/dev/null",
+                palisade_bin().display(),
+                env.socket.display()
+            ))
+            .status()
+            .unwrap_or_else(|e| panic!("exec: {e}"));
+        assert!(
+            status.success(),
+            "the agent could not signal its own child or reach the API"
+        );
+        drop(victim);
+        drop(control);
+    }
+    // An unprivileged launcher: exec itself runs as nobody (no namespaces,
+    // no capabilities to drop), the agent is scoped all the same.
+    let victim = Victim::start(Some(NOBODY));
+    let out = Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--groups", NOBODY])
+        .arg(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--", probe, "procmem-exec"])
+        .args([&victim.pid(), probe, "tcp", &denied, "9321"])
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""ok":false"#)
+            && (text.contains(r#""errno":13"#) || text.contains(r#""errno":1,"#)),
+        "unprivileged launcher: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(victim);
+    let counts = cap.finish();
+    assert_eq!(counts["port:9321"], 0, "unprivileged launcher: {counts:?}");
+    for (who, _, base) in runs {
+        assert_eq!(
+            counts[&format!("port:{base}")],
+            0,
+            "{who}: the taken-over process reached the denied host: {counts:?}"
+        );
+        assert!(
+            counts[&format!("port:{}", base + 1)] >= 1,
+            "{who}: the control takeover never reached the host: {counts:?}"
+        );
+    }
+}
+
+/// Run `palisade exec` with `sock` as descriptor `fd` of the agent.
+fn exec_with_fd(
+    env: &TestEnv,
+    identity: &str,
+    sock: &OwnedFd,
+    fd: i32,
+    agent: &[&str],
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let src = sock.as_raw_fd();
+    let mut cmd = Command::new(palisade_bin());
+    cmd.arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", identity, "--"])
+        .arg(Probe::bin())
+        .args(agent);
+    if fd == 0 {
+        cmd.stdin(Stdio::from(
+            sock.try_clone()
+                .unwrap_or_else(|e| panic!("dup of the socket: {e}")),
+        ));
+    } else {
+        // SAFETY: only dup2 between fork and exec (async-signal-safe); the
+        // copy loses close-on-exec, as a launcher's descriptor would.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(src, fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running palisade exec: {e}"))
+}
+
+#[test]
+fn exec_agents_cannot_use_sockets_opened_before_enrolment() {
+    if !root_or_skip("exec_agents_cannot_use_sockets_opened_before_enrolment") {
+        return;
+    }
+    let ns = NetNs::named("c2-inherit", 231, 2);
+    let denied = ns.peer_ip.clone();
+    let env = TestEnv::new("c2inherit", &scoped_policy("10.231.2.9"));
+    let _d = DaemonProc::start(&env);
+    // tcp/9401.. agent above stdio (root, unprivileged), 9403 control,
+    // 9404 agent with a socket as stdin, 9405 its control; udp likewise.
+    let tcp = [9401, 9402, 9403, 9404, 9405];
+    let udp = [9411, 9412, 9413];
+    let sink = Sink::start(&ns, &denied, &tcp, &udp, 9000);
+    let connect_tcp = |port: u16| -> OwnedFd {
+        std::net::TcpStream::connect((denied.as_str(), port))
+            .unwrap_or_else(|e| panic!("the launcher's connection to {port}: {e}"))
+            .into()
+    };
+    let connect_udp = |port: u16| -> OwnedFd {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("udp: {e}"));
+        s.connect((denied.as_str(), port))
+            .unwrap_or_else(|e| panic!("udp connect: {e}"));
+        s.into()
+    };
+    let mut last = String::new();
+    for (i, (who, prefix)) in [("root", vec![]), ("unprivileged", vec!["as-user", NOBODY])]
+        .into_iter()
+        .enumerate()
+    {
+        for (sock, kind) in [(connect_tcp(tcp[i]), "tcp"), (connect_udp(udp[i]), "udp")] {
+            let mut args = prefix.clone();
+            args.extend(["write-fd", "3", "INHERITED-EXFIL"]);
+            let out = exec_with_fd(&env, "agent", &sock, 3, &args);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                last.contains(r#""errno":9"#),
+                "{who}: an inherited {kind} socket was still open (EBADF expected): {last}"
+            );
+        }
+    }
+    // The control: an identity that keeps inherited sockets writes through.
+    for (sock, kind) in [(connect_tcp(tcp[2]), "tcp"), (connect_udp(udp[2]), "udp")] {
+        let out = exec_with_fd(&env, "open", &sock, 3, &["write-fd", "3", "KEPT"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(r#""ok":true"#), "control {kind}: {text}");
+    }
+    // A network socket as stdin: exec refuses to run the agent at all.
+    let sock = connect_tcp(tcp[3]);
+    let out = exec_with_fd(&env, "agent", &sock, 0, &["write-fd", "0", "STDIO-EXFIL"]);
+    assert!(
+        !out.status.success(),
+        "exec ran an agent with a socket as stdin"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("file descriptor 0") && err.contains("keep_inherited_sockets"),
+        "the refusal does not say what and why: {err}"
+    );
+    let sock = connect_tcp(tcp[4]);
+    let out = exec_with_fd(&env, "open", &sock, 0, &["write-fd", "0", "STDIO-KEPT"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#),
+        "stdio control: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = sink.finish();
+    for (key, want) in [
+        ("tcp/9401", false),
+        ("tcp/9402", false),
+        ("udp/9411", false),
+        ("udp/9412", false),
+        ("tcp/9404", false),
+        ("tcp/9403", true),
+        ("udp/9413", true),
+        ("tcp/9405", true),
+    ] {
+        let bytes = got.get(key).map_or(0, |r| r.bytes);
+        assert_eq!(
+            bytes > 0,
+            want,
+            "{key}: {bytes} bytes arrived (expected {}) [{last}] {got:?}",
+            if want { "some" } else { "none" }
+        );
+    }
+}
+
+#[test]
+fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
+    if !root_or_skip("root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files") {
+        return;
+    }
+    let ns = NetNs::named("c2-hostctl", 231, 3);
+    let denied = ns.peer_ip.clone();
+    // `sealed`: everything read-only but one scratch directory.
+    let host_dir = palisade_tests::Scratch::new("c2-host");
+    let scratch = palisade_tests::Scratch::new("c2-scratch");
+    let sealed = format!(
+        "  - id: sealed
+    confinement: {{read_only_root: true, writable: [{}]}}
+",
+        scratch.display()
+    );
+    let env = TestEnv::new("c2hostctl", &(scoped_policy("10.231.3.9") + &sealed));
+    let d = DaemonProc::start(&env);
+    let cap = Capture::start(&ns, 9000, &[&denied], &["port:9501", "port:9502"]);
+    // The red team's edit: let the agent's own identity go anywhere.
+    let original = std::fs::read_to_string(&env.policy).unwrap_or_default();
+    let widened = original.replace("10.231.3.9/32", "0.0.0.0/0");
+    let policy = env.policy.to_str().unwrap_or_default();
+    let o = Probe::enrolled(&env, "agent", &["write-file", policy, &widened]);
+    assert_eq!(
+        o.errno(),
+        Some(i64::from(libc::EROFS)),
+        "a root agent wrote the policy: {}",
+        o.0
+    );
+    // sed -i replaces the file by a rename.
+    let sed = Command::new(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args([
+            "--identity",
+            "agent",
+            "--",
+            "sed",
+            "-i",
+            "s|10.231.3.9/32|0.0.0.0/0|",
+        ])
+        .arg(policy)
+        .output()
+        .unwrap_or_else(|e| panic!("exec sed: {e}"));
+    assert!(!sed.status.success(), "sed -i on the policy succeeded");
+    assert_eq!(
+        std::fs::read_to_string(&env.policy).unwrap_or_default(),
+        original
+    );
+    d.hup();
+    std::thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", &denied, "9501"])
+        .expect_eperm("the denied host after the agent's policy edit");
+    // Its current contents, written back: the path itself is writable.
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
+    let o = Probe::enrolled(
+        &env,
+        "agent",
+        &[
+            "write-file",
+            "/proc/sys/kernel/core_pattern",
+            pattern.trim_end(),
+        ],
+    );
+    assert_eq!(
+        o.errno(),
+        Some(i64::from(libc::EROFS)),
+        "a root agent wrote core_pattern: {}",
+        o.0
+    );
+    Probe::plain(&[
+        "write-file",
+        "/proc/sys/kernel/core_pattern",
+        pattern.trim_end(),
+    ])
+    .expect_ok("the control: root outside writes core_pattern");
+    // The rest of the controls and the daemon's files, as the agent sees
+    // them; outside, the same paths are writable.
+    let paths = [
+        "/sys",
+        "/sys/fs/cgroup",
+        "/proc/sys",
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sysrq-trigger",
+        env.socket.to_str().unwrap_or_default(),
+        env.audit.to_str().unwrap_or_default(),
+        env.config.to_str().unwrap_or_default(),
+        policy,
+        // The learned DNS names' default home.
+        "/var/lib/palisade",
+    ];
+    let mut args = vec!["read-only"];
+    args.extend(
+        paths
+            .iter()
+            .copied()
+            .filter(|p| std::path::Path::new(p).exists()),
+    );
+    let inside = Probe::enrolled(&env, "agent", &args);
+    let outside = Probe::plain(&args);
+    for p in &args[1..] {
+        assert_eq!(
+            inside.0["read_only"][p], true,
+            "{p} writable for a root agent: {}",
+            inside.0
+        );
+        if p.starts_with(env.dir.to_str().unwrap_or("-")) || p.starts_with("/proc/sys") {
+            assert_eq!(outside.0["read_only"][p], false, "{p}: {}", outside.0);
+        }
+    }
+    // The signing key reads empty; the daemon reads it fine.
+    let key = env.dir.join("keys.yaml");
+    if key.exists() {
+        let o = Probe::enrolled(
+            &env,
+            "agent",
+            &["read-file", key.to_str().unwrap_or_default()],
+        );
+        assert_eq!(o.0["len"], 0, "the agent read the signing key: {}", o.0);
+    }
+    // Root's reach over others' files is gone.
+    let c = Probe::enrolled(&env, "agent", &["confinement"]);
+    let bnd = c.0["cap_bnd"].as_u64().unwrap_or(u64::MAX);
+    for (name, bit) in [
+        ("dac_override", 1),
+        ("dac_read_search", 2),
+        ("fowner", 3),
+        ("mknod", 27),
+        ("sys_time", 25),
+        ("sys_boot", 22),
+        ("sys_resource", 24),
+    ] {
+        assert_eq!(bnd & (1 << bit), 0, "CAP_{name} kept: {}", c.0);
+    }
+    // Host files as a whole (/etc/cron.d would start a process outside):
+    // read-only for a `sealed` agent but its writable directory; the
+    // other root agent (the control) writes the same host path.
+    let host_file = host_dir.join("cron-job");
+    let host_file = host_file.to_str().unwrap_or_default();
+    let o = Probe::enrolled(
+        &env,
+        "sealed",
+        &["write-file", host_file, "* * * * * root x"],
+    );
+    assert_eq!(o.errno(), Some(i64::from(libc::EROFS)), "sealed: {}", o.0);
+    let o = Probe::enrolled(&env, "sealed", &["write-file", "/etc/c2-sealed-test", "x"]);
+    assert_eq!(
+        o.errno(),
+        Some(i64::from(libc::EROFS)),
+        "sealed /etc: {}",
+        o.0
+    );
+    let own = scratch.join("own");
+    Probe::enrolled(
+        &env,
+        "sealed",
+        &["write-file", own.to_str().unwrap_or_default(), "x"],
+    )
+    .expect_ok("sealed: its writable directory");
+    Probe::enrolled(
+        &env,
+        "agent",
+        &["write-file", host_file, "* * * * * root x"],
+    )
+    .expect_ok("control: a root agent without read_only_root");
+    // The control: the operator widens the policy; the same connect
+    // reaches the host.
+    std::fs::write(&env.policy, &widened).unwrap_or_else(|e| panic!("{e}"));
+    d.hup();
+    std::thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", &denied, "9502"]);
+    let counts = cap.finish();
+    assert_eq!(counts["port:9501"], 0, "{counts:?}");
+    assert!(
+        counts["port:9502"] >= 1,
+        "the control never arrived: {counts:?}"
+    );
+}
