@@ -41,16 +41,30 @@ class EnrollRequest(_message.Message):
     def __init__(self, identity: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("identity", "cgroup", "cgroup_id", "policy_version")
+    __slots__ = ("identity", "cgroup", "cgroup_id", "policy_version", "keep_capabilities", "unscoped", "keep_inherited_sockets", "read_only_root", "writable", "protected_paths", "hidden_paths")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     CGROUP_FIELD_NUMBER: _ClassVar[int]
     CGROUP_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    UNSCOPED_FIELD_NUMBER: _ClassVar[int]
+    KEEP_INHERITED_SOCKETS_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_ROOT_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    PROTECTED_PATHS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_PATHS_FIELD_NUMBER: _ClassVar[int]
     identity: str
     cgroup: str
     cgroup_id: int
     policy_version: str
-    def __init__(self, identity: _Optional[str] = ..., cgroup: _Optional[str] = ..., cgroup_id: _Optional[int] = ..., policy_version: _Optional[str] = ...) -> None: ...
+    keep_capabilities: _containers.RepeatedScalarFieldContainer[str]
+    unscoped: bool
+    keep_inherited_sockets: bool
+    read_only_root: bool
+    writable: _containers.RepeatedScalarFieldContainer[str]
+    protected_paths: _containers.RepeatedScalarFieldContainer[str]
+    hidden_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, identity: _Optional[str] = ..., cgroup: _Optional[str] = ..., cgroup_id: _Optional[int] = ..., policy_version: _Optional[str] = ..., keep_capabilities: _Optional[_Iterable[str]] = ..., unscoped: _Optional[bool] = ..., keep_inherited_sockets: _Optional[bool] = ..., read_only_root: _Optional[bool] = ..., writable: _Optional[_Iterable[str]] = ..., protected_paths: _Optional[_Iterable[str]] = ..., hidden_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -139,7 +153,7 @@ class ReloadPolicyResponse(_message.Message):
     def __init__(self, policy_version: _Optional[str] = ..., policy_generation: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DaemonHealth(_message.Message):
-    __slots__ = ("packet_guard", "warnings", "metrics_address", "audit_file", "audit_seq", "audit_head_hash", "audit_queue_dropped", "audit_trail_lost", "sinks", "last_reload_unix", "api_tcp_address")
+    __slots__ = ("packet_guard", "warnings", "metrics_address", "audit_file", "audit_seq", "audit_head_hash", "audit_queue_dropped", "audit_trail_lost", "sinks", "last_reload_unix", "api_tcp_address", "guard_repairs", "guard_last_repair")
     PACKET_GUARD_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     METRICS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +165,8 @@ class DaemonHealth(_message.Message):
     SINKS_FIELD_NUMBER: _ClassVar[int]
     LAST_RELOAD_UNIX_FIELD_NUMBER: _ClassVar[int]
     API_TCP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GUARD_REPAIRS_FIELD_NUMBER: _ClassVar[int]
+    GUARD_LAST_REPAIR_FIELD_NUMBER: _ClassVar[int]
     packet_guard: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     metrics_address: str
@@ -162,7 +178,9 @@ class DaemonHealth(_message.Message):
     sinks: _containers.RepeatedCompositeFieldContainer[SinkStatus]
     last_reload_unix: int
     api_tcp_address: str
-    def __init__(self, packet_guard: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., metrics_address: _Optional[str] = ..., audit_file: _Optional[str] = ..., audit_seq: _Optional[int] = ..., audit_head_hash: _Optional[str] = ..., audit_queue_dropped: _Optional[int] = ..., audit_trail_lost: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[SinkStatus, _Mapping]]] = ..., last_reload_unix: _Optional[int] = ..., api_tcp_address: _Optional[str] = ...) -> None: ...
+    guard_repairs: int
+    guard_last_repair: str
+    def __init__(self, packet_guard: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., metrics_address: _Optional[str] = ..., audit_file: _Optional[str] = ..., audit_seq: _Optional[int] = ..., audit_head_hash: _Optional[str] = ..., audit_queue_dropped: _Optional[int] = ..., audit_trail_lost: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[SinkStatus, _Mapping]]] = ..., last_reload_unix: _Optional[int] = ..., api_tcp_address: _Optional[str] = ..., guard_repairs: _Optional[int] = ..., guard_last_repair: _Optional[str] = ...) -> None: ...
 
 class SinkStatus(_message.Message):
     __slots__ = ("name", "endpoint", "up", "delivered", "backlog", "errors", "lost", "last_error")
@@ -267,7 +285,7 @@ class Obligation(_message.Message):
     def __init__(self, budget: _Optional[str] = ..., remaining: _Optional[float] = ..., limit: _Optional[float] = ..., window: _Optional[str] = ..., unit: _Optional[str] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("verdict", "reason", "message", "matched_rules", "policy_version", "decision_id", "obligations", "approval_id")
+    __slots__ = ("verdict", "reason", "message", "matched_rules", "policy_version", "decision_id", "obligations", "approval_id", "elevation")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +294,7 @@ class DecideResponse(_message.Message):
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     OBLIGATIONS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ELEVATION_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     reason: str
     message: str
@@ -284,7 +303,8 @@ class DecideResponse(_message.Message):
     decision_id: str
     obligations: _containers.RepeatedCompositeFieldContainer[Obligation]
     approval_id: str
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., approval_id: _Optional[str] = ...) -> None: ...
+    elevation: str
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., matched_rules: _Optional[_Iterable[str]] = ..., policy_version: _Optional[str] = ..., decision_id: _Optional[str] = ..., obligations: _Optional[_Iterable[_Union[Obligation, _Mapping]]] = ..., approval_id: _Optional[str] = ..., elevation: _Optional[str] = ...) -> None: ...
 
 class Approval(_message.Message):
     __slots__ = ("id", "state", "identity", "kind", "tool", "action", "resource", "params_digest", "policy_version", "matched_rules", "created_at", "expires_at", "approver", "reason", "override_token", "destination", "ports", "ttl_seconds", "digest")
@@ -412,3 +432,51 @@ class PingRequest(_message.Message):
 class PingResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ElevateRequest(_message.Message):
+    __slots__ = ("identity", "role", "ttl_seconds", "reason")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    role: str
+    ttl_seconds: int
+    reason: str
+    def __init__(self, identity: _Optional[str] = ..., role: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EndElevationRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListElevationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListElevationsResponse(_message.Message):
+    __slots__ = ("elevations",)
+    ELEVATIONS_FIELD_NUMBER: _ClassVar[int]
+    elevations: _containers.RepeatedCompositeFieldContainer[Elevation]
+    def __init__(self, elevations: _Optional[_Iterable[_Union[Elevation, _Mapping]]] = ...) -> None: ...
+
+class Elevation(_message.Message):
+    __slots__ = ("id", "identity", "role", "reason", "granted_by", "started_at", "expires_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_BY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    identity: str
+    role: str
+    reason: str
+    granted_by: str
+    started_at: int
+    expires_at: int
+    def __init__(self, id: _Optional[str] = ..., identity: _Optional[str] = ..., role: _Optional[str] = ..., reason: _Optional[str] = ..., granted_by: _Optional[str] = ..., started_at: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...

@@ -109,6 +109,21 @@ class PalisadeStub:
                 request_serializer=palisade_dot_v1_dot_palisade__pb2.PingRequest.SerializeToString,
                 response_deserializer=palisade_dot_v1_dot_palisade__pb2.PingResponse.FromString,
                 _registered_method=True)
+        self.Elevate = channel.unary_unary(
+                '/palisade.v1.Palisade/Elevate',
+                request_serializer=palisade_dot_v1_dot_palisade__pb2.ElevateRequest.SerializeToString,
+                response_deserializer=palisade_dot_v1_dot_palisade__pb2.Elevation.FromString,
+                _registered_method=True)
+        self.EndElevation = channel.unary_unary(
+                '/palisade.v1.Palisade/EndElevation',
+                request_serializer=palisade_dot_v1_dot_palisade__pb2.EndElevationRequest.SerializeToString,
+                response_deserializer=palisade_dot_v1_dot_palisade__pb2.Elevation.FromString,
+                _registered_method=True)
+        self.ListElevations = channel.unary_unary(
+                '/palisade.v1.Palisade/ListElevations',
+                request_serializer=palisade_dot_v1_dot_palisade__pb2.ListElevationsRequest.SerializeToString,
+                response_deserializer=palisade_dot_v1_dot_palisade__pb2.ListElevationsResponse.FromString,
+                _registered_method=True)
 
 
 class PalisadeServicer:
@@ -239,6 +254,33 @@ class PalisadeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Elevate(self, request, context):
+        """--- Break-glass elevation ---------------------------------------------
+
+        Let an identity hold one of its elevated roles (`elevated: true`, named
+        by the identity) for a time. Its CIDR allow rules become kernel grants
+        that stop at expiry even with the daemon down; its tool rules apply in
+        Decide until then. Operator only: an enrolled process (an agent) is
+        refused, so an agent cannot elevate itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndElevation(self, request, context):
+        """End an elevation before its time. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListElevations(self, request, context):
+        """Active elevations. Operator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PalisadeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +358,21 @@ def add_PalisadeServicer_to_server(servicer, server):
                     servicer.Ping,
                     request_deserializer=palisade_dot_v1_dot_palisade__pb2.PingRequest.FromString,
                     response_serializer=palisade_dot_v1_dot_palisade__pb2.PingResponse.SerializeToString,
+            ),
+            'Elevate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Elevate,
+                    request_deserializer=palisade_dot_v1_dot_palisade__pb2.ElevateRequest.FromString,
+                    response_serializer=palisade_dot_v1_dot_palisade__pb2.Elevation.SerializeToString,
+            ),
+            'EndElevation': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndElevation,
+                    request_deserializer=palisade_dot_v1_dot_palisade__pb2.EndElevationRequest.FromString,
+                    response_serializer=palisade_dot_v1_dot_palisade__pb2.Elevation.SerializeToString,
+            ),
+            'ListElevations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListElevations,
+                    request_deserializer=palisade_dot_v1_dot_palisade__pb2.ListElevationsRequest.FromString,
+                    response_serializer=palisade_dot_v1_dot_palisade__pb2.ListElevationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -723,6 +780,87 @@ class Palisade:
             '/palisade.v1.Palisade/Ping',
             palisade_dot_v1_dot_palisade__pb2.PingRequest.SerializeToString,
             palisade_dot_v1_dot_palisade__pb2.PingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Elevate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palisade.v1.Palisade/Elevate',
+            palisade_dot_v1_dot_palisade__pb2.ElevateRequest.SerializeToString,
+            palisade_dot_v1_dot_palisade__pb2.Elevation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndElevation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palisade.v1.Palisade/EndElevation',
+            palisade_dot_v1_dot_palisade__pb2.EndElevationRequest.SerializeToString,
+            palisade_dot_v1_dot_palisade__pb2.Elevation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListElevations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/palisade.v1.Palisade/ListElevations',
+            palisade_dot_v1_dot_palisade__pb2.ListElevationsRequest.SerializeToString,
+            palisade_dot_v1_dot_palisade__pb2.ListElevationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
