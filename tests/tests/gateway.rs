@@ -683,7 +683,7 @@ fn an_agent_in_a_sub_cgroup_of_its_own_is_still_itself() {
         sub = sub.display(),
         base = f.base()
     );
-    let out = std::process::Command::new("/bin/sh")
+    let out = Command::new("/bin/sh")
         .args(["-c", &script])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
