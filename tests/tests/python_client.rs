@@ -584,11 +584,15 @@ fn wrong_socket_and_silent_server_fail_closed() {
     assert_eq!(r["payment"]["reason"], "rpc-unavailable", "{r}");
 
     // A socket that accepts connections and never answers: the deadline.
+    // The agent makes it outside the daemon's directory, which `palisade
+    // exec` keeps read-only for agents.
+    let silent = std::env::temp_dir().join(format!("palisade-silent-{}.sock", std::process::id()));
     let out = python(&env, Some(IDENTITY), &[&scenarios()])
         .arg("deadline")
-        .env("PALISADE_SILENT_SOCKET", env.dir.join("silent.sock"))
+        .env("PALISADE_SILENT_SOCKET", &silent)
         .output()
         .unwrap_or_else(|e| panic!("deadline: {e}"));
+    let _ = std::fs::remove_file(&silent);
     let r = result("deadline", &out);
     assert_eq!(r["payment"]["ran"], 0, "{r}");
     assert_eq!(r["payment"]["reason"], "rpc-deadline-exceeded", "{r}");

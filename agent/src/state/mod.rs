@@ -177,13 +177,19 @@ pub fn open(config: &StateConfig) -> Result<Opened, StateError> {
     let sync = config.check().map_err(StateError::Config)?;
     let path = &config.file;
     let now_s = record::now_ms() / 1000;
+    // Where nothing (or nothing trustworthy) says which tokens were used,
+    // every token issued before this start is refused. Issue times run up
+    // to a second ahead of the clock (`Tokens::issued_at`), so the cutoff
+    // is the next second: a daemon killed and restarted within a second
+    // could otherwise have issued tokens this one would accept.
+    let unknown_past = now_s + 1;
     // Lock first: a second daemon must not move the first one's file.
-    let mut journal = Journal::lock(path, sync, now_s)?;
+    let mut journal = Journal::lock(path, sync, unknown_past)?;
     let read = restore::read(path).map_err(|e| StateError::Io(path.clone(), e))?;
     let (snapshot, found, replay_since) = match read {
-        None => (Snapshot::default(), Found::Nothing, now_s),
+        None => (Snapshot::default(), Found::Nothing, unknown_past),
         Some(r) if r.damage.is_empty() => {
-            let since = r.snapshot.replay_since.unwrap_or(now_s);
+            let since = r.snapshot.replay_since.unwrap_or(unknown_past);
             (r.snapshot, Found::Clean { records: r.records }, since)
         }
         Some(r) => {
@@ -196,7 +202,7 @@ pub fn open(config: &StateConfig) -> Result<Opened, StateError> {
                     lines: r.damage,
                     records: r.records,
                 },
-                now_s,
+                unknown_past,
             )
         }
     };
