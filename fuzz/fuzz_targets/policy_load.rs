@@ -51,7 +51,8 @@ fn same_policy(a: &Policy, b: &Policy) {
     let rules = |p: &Policy| {
         p.rules
             .iter()
-            .map(|r| (r.id.clone(), r.summary.clone(), r.action))
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), p.summary(i as u32).to_string(), r.action))
             .collect::<Vec<_>>()
     };
     assert_eq!(rules(a), rules(b), "rules differ");
