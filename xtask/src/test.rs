@@ -60,8 +60,8 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("reading the output of cargo test failed"))?;
     tally.success = success;
-    // Short runs: the committed seeds, and whatever a few seconds of
-    // mutation finds (longer runs: `cargo xtask fuzz all --seconds N`).
+    // Every target replays the committed seeds (mutation runs: `cargo xtask
+    // fuzz all --seconds N`).
     let fuzzed = extra.is_empty().then(|| {
         crate::fuzz::run(&[
             "all".to_string(),
