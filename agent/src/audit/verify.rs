@@ -103,18 +103,32 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
             source,
         })?;
         let mut reader = BufReader::new(file);
-        let mut buf = String::new();
+        let mut raw = Vec::new();
         let mut line_no = 0u64;
         loop {
-            buf.clear();
-            let n = reader.read_line(&mut buf).map_err(|source| VerifyError {
-                path: path.clone(),
-                source,
-            })?;
+            raw.clear();
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|source| VerifyError {
+                    path: path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
             line_no += 1;
+            // Bytes that are not text are something to report, not a
+            // reason to stop reading the trail.
+            let Ok(buf) = std::str::from_utf8(&raw) else {
+                report.findings.push(Finding {
+                    at: Place {
+                        file: path.clone(),
+                        line: line_no,
+                    },
+                    message: "the line is not valid UTF-8: no record was written like this".into(),
+                });
+                continue;
+            };
             if buf.trim().is_empty() {
                 continue;
             }
