@@ -293,12 +293,15 @@ pub fn first_seq(path: &Path) -> Result<Option<u64>, VerifyError> {
         path: path.to_path_buf(),
         source,
     })?;
-    for line in BufReader::new(file).lines() {
+    for line in BufReader::new(file).split(b'\n') {
         let line = line.map_err(|source| VerifyError {
             path: path.to_path_buf(),
             source,
         })?;
-        if let Ok(r) = unseal(&line) {
+        // A line that is not text is not a record: look further.
+        if let Ok(text) = std::str::from_utf8(&line)
+            && let Ok(r) = unseal(text)
+        {
             return Ok(Some(r.seq));
         }
     }
