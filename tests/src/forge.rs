@@ -7,6 +7,20 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+/// Wait until tokens forged now are newer than a daemon started just
+/// before the call accepts: it refuses every token issued up to the second
+/// after the one it started in (issue times may run a second ahead).
+pub fn wait_past_start_cutoff() {
+    let second = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    let started = second(SystemTime::now());
+    while second(SystemTime::now()) <= started + 1 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Claims of a valid access token for `sub`, from now for 60 s.
 pub fn claims(sub: &str) -> Value {
     let now = SystemTime::now()

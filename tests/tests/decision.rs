@@ -554,9 +554,9 @@ fn forged_stale_and_misused_tokens_are_refused_and_recorded() {
         return;
     }
     let (env, mut daemon) = start("attacks", &no_ports(), "");
-    // Claims are in whole seconds and the daemon refuses tokens issued in
-    // or before the second it started: forge only after that second.
-    std::thread::sleep(Duration::from_millis(1100));
+    // Claims are in whole seconds and the daemon refuses tokens issued
+    // before its start cutoff: forge only after it.
+    forge::wait_past_start_cutoff();
     let keys = env.dir.join("keys.yaml");
     let now = |c: &mut Value, k: &str, delta: i64| {
         let base = c["iat"].as_i64().unwrap_or_default();
