@@ -528,3 +528,88 @@ fn audit_mode_answers_forbidden_names_and_records_would_deny() {
     );
     assert_eq!(ev["mode"], "audit");
 }
+
+/// A query whose labels are given as raw bytes, in hex, as the probe's
+/// `dns raw-udp` sends it (id 0x1234, recursion desired, type A).
+fn raw_query(labels: &[&[u8]]) -> String {
+    let mut bytes = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in labels {
+        bytes.push(l.len() as u8);
+        bytes.extend_from_slice(l);
+    }
+    bytes.extend_from_slice(&[0, 0, 1, 0, 1]);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A label holding a dot prints as `x\.allowed.test`, which a wildcard
+/// `*.allowed.test` would match — yet the name asked upstream is the label
+/// `x.allowed` under `test`, a zone the policy does not allow. Names with
+/// bytes no host name has are refused before judging, for root and for an
+/// unprivileged user alike, and the upstream never hears them.
+#[test]
+fn a_label_holding_a_dot_cannot_pass_for_an_allowed_name() {
+    if !root_or_skip("a_label_holding_a_dot_cannot_pass_for_an_allowed_name") {
+        return;
+    }
+    let lab = Lab::new(
+        "dns-label",
+        "  - id: agent\n    egress:\n      allow:\n        - host: '*.allowed.test'\n",
+        &[("x.allowed.test", 1)],
+        "",
+    );
+    let smuggled: [&[&[u8]]; 3] = [
+        &[b"x.allowed", b"test"],
+        &[b"x", b"y\\.allowed", b"test"],
+        &[b"secret\x00", b"allowed", b"test"],
+    ];
+    for user in [None, Some("65534")] {
+        for labels in smuggled {
+            let hex = raw_query(labels);
+            let mut args = vec![];
+            if let Some(u) = user {
+                args.extend(["as-user", u]);
+            }
+            args.extend(["dns", "raw-udp", NOBODY, hex.as_str()]);
+            let r = Probe::enrolled(&lab.env, "agent", &args);
+            assert_eq!(r.0["rcode"], "REFUSED", "{labels:?} as {user:?}: {}", r.0);
+        }
+    }
+    // Control: the same raw path with ordinary labels is judged, allowed
+    // and asked upstream.
+    let r = Probe::enrolled(
+        &lab.env,
+        "agent",
+        &[
+            "as-user",
+            "65534",
+            "dns",
+            "raw-udp",
+            NOBODY,
+            &raw_query(&[b"x", b"allowed", b"test"]),
+        ],
+    );
+    assert_eq!(r.0["rcode"], "NOERROR", "the control: {}", r.0);
+    assert!(
+        wait_for(Duration::from_secs(5), || lab
+            .upstream
+            .was_asked("x.allowed.test")
+            .then_some(()))
+        .is_some(),
+        "the control never reached the upstream:\n{}",
+        lab.upstream.log_text()
+    );
+    let log = lab.upstream.log_text();
+    let asked: Vec<&str> = log.lines().filter(|l| l.contains("query[")).collect();
+    assert!(
+        // (`up.invalid` is the daemon's own readiness probe.)
+        asked
+            .iter()
+            .all(|l| l.contains(" x.allowed.test from") || l.contains(" up.invalid from")),
+        "the upstream heard a smuggled name: {asked:#?}"
+    );
+    lab.env.wait_audit("for the refused name", |e| {
+        e["kind"] == "dns"
+            && e["reason"] == "not-a-host-name"
+            && e.to_string().contains("x\\\\.allowed.test")
+    });
+}

@@ -23,14 +23,29 @@ pub enum MessageError {
     QuestionCount(usize),
     #[error("encoding a DNS message: {0}")]
     Encode(String),
+    /// A label holds a byte no host name has (a dot, a backslash, a space,
+    /// a control byte…): its printed form would not be the name asked.
+    #[error(
+        "the name {0} is not a host name (a label holds a byte other than a letter, digit, '-', '_' or '*')"
+    )]
+    NotAHostName(String),
 }
 
 impl MessageError {
+    /// The reason a lookup record gives for refusing this query.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::NotAHostName(_) => "not-a-host-name",
+            _ => "malformed-query",
+        }
+    }
+
     /// The response code a client gets for this error.
     pub const fn rcode(&self) -> ResponseCode {
         match self {
             Self::NotAQuery { .. } => ResponseCode::NotImp,
             Self::Encode(_) => ResponseCode::ServFail,
+            Self::NotAHostName(_) => ResponseCode::Refused,
             Self::Malformed(_) | Self::QuestionCount(_) => ResponseCode::FormErr,
         }
     }
@@ -43,6 +58,27 @@ pub struct Query {
     /// The question's name: lowercase, no trailing dot.
     pub name: String,
     pub qtype: RecordType,
+}
+
+/// Whether every label of `name` is made of host-name bytes. Policies
+/// match the printed form of a name, and a label holding a dot (or any
+/// byte printed escaped) prints as something else: `["evil.allowed",
+/// "com"]` would print as `evil\.allowed.com` and match `*.allowed.com`.
+fn is_host_name(name: &Name) -> bool {
+    name.iter().all(|label| {
+        label
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'*'))
+    })
+}
+
+/// The name as policies compare it, when it is a host name.
+fn host_name(name: &Name) -> Result<String, MessageError> {
+    if is_host_name(name) {
+        Ok(canonical(name))
+    } else {
+        Err(MessageError::NotAHostName(name.to_ascii()))
+    }
 }
 
 /// A name as policies compare it: lowercase, without the trailing dot.
@@ -66,7 +102,7 @@ pub fn parse_query(bytes: &[u8]) -> Result<Query, MessageError> {
         return Err(MessageError::QuestionCount(msg.queries.len()));
     }
     let q = &msg.queries[0];
-    let name = canonical(q.name());
+    let name = host_name(q.name())?;
     let qtype = q.query_type();
     Ok(Query { msg, name, qtype })
 }
@@ -116,11 +152,14 @@ pub fn analyse(resp: &Message, qname: &str) -> Result<Answer, MessageError> {
     loop {
         let next = resp.answers.iter().find_map(|r| match &r.data {
             RData::CNAME(target) if canonical(&r.name) == current => {
-                Some((canonical(&target.0), r.ttl))
+                Some((host_name(&target.0), r.ttl))
             }
             _ => None,
         });
         let Some((target, ttl)) = next else { break };
+        // A target that is not a host name could print as an allowed one.
+        let target =
+            target.map_err(|e| MessageError::Malformed(format!("CNAME from {current}: {e}")))?;
         if !on_chain.insert(target.clone()) || out.chain.len() > MAX_CHAIN {
             return Err(MessageError::Malformed(format!(
                 "CNAME chain from {qname} loops or is longer than {MAX_CHAIN}"
@@ -200,6 +239,44 @@ mod tests {
         assert_eq!(q.name, "www.example.com");
         assert_eq!(q.qtype, RecordType::A);
         assert_eq!(q.msg.metadata.id, 0x1234);
+    }
+
+    /// A query whose label holds a dot (or any byte printed escaped) is
+    /// refused: its printed form is another name, one a policy might allow.
+    #[test]
+    fn names_with_bytes_no_host_name_has_are_refused() {
+        for labels in [
+            &[&b"evil.allowed"[..], b"com"][..],
+            &[b"a\\", b"allowed", b"com"],
+            &[b"a b", b"com"],
+            &[b"a\x00", b"com"],
+            &[b"caf\xc3\xa9", b"com"],
+        ] {
+            let n = Name::from_labels(labels.iter().copied()).unwrap_or_else(|e| panic!("{e}"));
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(Question::query(n.clone(), RecordType::A));
+            let bytes = m.to_vec().unwrap_or_else(|e| panic!("{e}"));
+            match parse_query(&bytes) {
+                Err(e @ MessageError::NotAHostName(_)) => {
+                    assert_eq!(e.rcode(), ResponseCode::Refused);
+                }
+                other => panic!("{n:?}: {other:?}"),
+            }
+        }
+        for ok in ["_dmarc.example.com", "*.example.com", "xn--caf-dma.example"] {
+            assert!(parse_query(&query(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn a_cname_to_a_name_no_host_has_is_malformed() {
+        let q = name("www.example.com.");
+        let mut resp = Message::new(1, MessageType::Response, OpCode::Query);
+        let target =
+            Name::from_labels([&b"x.allowed"[..], b"com"]).unwrap_or_else(|e| panic!("{e}"));
+        resp.add_answer(Record::from_rdata(q, 60, RData::CNAME(CNAME(target))));
+        let err = analyse(&resp, "www.example.com").unwrap_err();
+        assert!(matches!(err, MessageError::Malformed(_)), "{err}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl DnsService {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 debug!(identity = index, error = %e, len = bytes.len(), "malformed DNS query");
                 let mut ev = Lookup::malformed(judge.as_deref(), transport, &e.to_string());
+                ev.reason = e.reason().into();
                 ev.policy_version = Some(judges.policy_version.clone());
                 self.emit(ev.finish(started));
                 return message::error_for_bytes(bytes, e.rcode());
