@@ -99,6 +99,10 @@ pub enum Reason {
     /// Allowed only by a break-glass elevation's grant (recorded as an
     /// allow event; the rule field carries the elevation number).
     Elevation = 9,
+    /// A packet of a connection whose permission has ended since it was
+    /// opened (its grant or elevation expired, or a reload or revocation
+    /// took the rule away): dropped where it leaves.
+    PermissionEnded = 10,
 }
 
 impl Reason {
@@ -114,6 +118,7 @@ impl Reason {
             7 => Self::SourceRoute,
             8 => Self::ApiPort,
             9 => Self::Elevation,
+            10 => Self::PermissionEnded,
             _ => return None,
         })
     }
@@ -130,6 +135,7 @@ impl Reason {
             Self::SourceRoute => "source-route",
             Self::ApiPort => "api-port",
             Self::Elevation => "elevation",
+            Self::PermissionEnded => "permission-ended",
         }
     }
 }

@@ -19,6 +19,39 @@ const _: () = assert!(size_of::<SockIdent>() == 8);
 /// once already (its later packets are only counted).
 pub const SOCK_KILL_REPORTED: u32 = 1;
 
+/// Per socket (`SOCK_JUDGED`, socket-local storage): when the destination
+/// a socket was connected to was last judged allowed, so the egress program
+/// can judge it again once the permission may have ended — a new policy
+/// generation, a grant or elevation ended early (`rejudge_epoch`), or the
+/// expiry of the grant that admitted it. Sockets never connected under a
+/// policy verdict (unconnected UDP, judged per datagram; DNS steered to the
+/// proxy; the L7 gateway) carry no `JUDGED_VALID`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockJudged {
+    /// `JUDGED_VALID`…
+    pub flags: u32,
+    /// Policy generation number of the last judgement.
+    pub generation: u32,
+    /// `GuardConfig::rejudge_epoch` at the last judgement.
+    pub epoch: u32,
+    pub _pad: u32,
+    /// Boot-clock nanoseconds after which the judgement lapses (the expiry
+    /// of the grant that admitted it), `u64::MAX` for none.
+    pub recheck_ns: u64,
+}
+const _: () = assert!(size_of::<SockJudged>() == 24);
+
+/// `SockJudged::flags`: the socket was connected under an allow verdict.
+pub const JUDGED_VALID: u32 = 1;
+/// Admitted by an address learned from DNS: the name's TTL running out
+/// does not end an open connection, so when nothing else admits it, it is
+/// kept as long as the identity still has host rules and no deny names it.
+pub const JUDGED_VIA_LEARNED: u32 = 2;
+/// The permission ended: every further packet is dropped (a bare RST
+/// excepted) until the socket is connected again.
+pub const JUDGED_CUT: u32 = 4;
+
 /// `GuardConfig::flags`: the daemon found no BPF LSM, so the syscall
 /// tracepoints stand in for it (and kill what they refuse).
 pub const GUARD_SYSCALL_FALLBACK: u32 = 1;
@@ -48,7 +81,10 @@ pub struct GuardConfig {
     /// `task_struct.thread_info.status` (x86), whose `TS_COMPAT` bit marks
     /// a 32-bit system call; 0 where there is none.
     pub task_status: u16,
-    pub _pad2: [u16; 2],
+    /// Bumped by the daemon whenever a grant or elevation ends or shrinks
+    /// before its expiry: every connected socket judged under an older
+    /// value is judged again at its next packet (`SockJudged`).
+    pub rejudge_epoch: u32,
 }
 const _: () = assert!(size_of::<GuardConfig>() == 40);
 
@@ -112,6 +148,7 @@ pub const fn socketpair_allowed(family: u32) -> bool {
 mod pod {
     // SAFETY: repr(C), Copy, no padding (size assertions above).
     unsafe impl aya::Pod for super::SockIdent {}
+    unsafe impl aya::Pod for super::SockJudged {}
     unsafe impl aya::Pod for super::GuardConfig {}
 }
 

@@ -7,6 +7,10 @@
 //!   sendmsg hooks never judged. The socket options are refused earlier
 //!   (`sockopt`); this catches the same headers given per message as
 //!   control data, by TCP or UDP, and anything else that builds them.
+//! * Permissions that end: a connected socket's destination is judged
+//!   again when the policy generation or the grants changed, or the grant
+//!   that admitted it expired, and its packets are dropped once it is no
+//!   longer allowed (`rejudge`).
 //! * Kill switch: every packet of a revoked identity's sockets is dropped,
 //!   so established TCP connections and connected UDP sockets stop carrying
 //!   data at once (a bare RST still leaves, so the daemon can tear the
@@ -17,13 +21,17 @@
 //! byte of the IP header.
 
 use agent_common::{
-    AF_INET, AF_INET6, Hook, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE, NormAddr, Reason,
-    Verdict, guard::SOCK_KILL_REPORTED,
+    AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE,
+    NormAddr, Reason, Verdict,
+    guard::{JUDGED_CUT, JUDGED_VALID, JUDGED_VIA_LEARNED, SOCK_KILL_REPORTED, SockJudged},
 };
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, bpf_sock},
-    helpers::generated::{bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_fullsock},
+    helpers::{
+        bpf_ktime_get_boot_ns,
+        generated::{bpf_sk_ancestor_cgroup_id, bpf_sk_cgroup_id, bpf_sk_fullsock},
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -49,6 +57,8 @@ const NEXTHDR_DEST: u8 = 60;
 /// most hop-by-hop, destination, routing, destination, fragment).
 const MAX_EXT_HEADERS: u32 = 8;
 const TCP_RST: u8 = 0x04;
+/// `rejudge`: nothing decided, the packet goes on to the other checks.
+const GO_ON: i32 = -1;
 
 /// What the IP header says.
 struct Packet {
@@ -91,12 +101,30 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     if stamped != 0 && policy::killed(stamped) {
         return killed(&ctx, proto, stamped, stamp);
     }
+    if stamped != 0 {
+        let judged = sockets::judgement_of(sk.cast());
+        if !judged.is_null() {
+            let verdict = rejudge(&ctx, proto, stamped, judged);
+            if verdict != GO_ON {
+                return verdict;
+            }
+        }
+    }
     // One byte tells whether there is anything to look at: IPv4 options,
     // or an IPv6 extension header. Most packets of the host stop here.
     if !may_be_routed(&ctx, proto) {
         return PASS;
     }
-    let Some(packet) = parse(&ctx, proto) else {
+    source_route(&ctx, proto, sk, stamped)
+}
+
+/// A packet that may carry IPv4 options or an IPv6 routing header: drop it
+/// when it does and the socket is an enrolled process's. Each check that
+/// records lives in a function of its own (a BPF-to-BPF call): together in
+/// `egress` they would pass the 512-byte stack.
+#[inline(never)]
+fn source_route(ctx: &SkBuffContext, proto: u16, sk: *mut bpf_sock, stamped: u32) -> i32 {
+    let Some(packet) = parse(ctx, proto) else {
         return PASS;
     };
     if !packet.source_routed {
@@ -122,7 +150,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
         reason: Reason::SourceRoute,
         rule: NO_RULE,
         addr: packet.dst.bytes,
-        port: dst_port(&ctx, &packet),
+        port: dst_port(ctx, &packet),
         family: if packet.dst.is_v6 { AF_INET6 } else { AF_INET },
         protocol: u16::from(packet.l4),
         sock_type: 0,
@@ -133,7 +161,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 /// A revoked identity's socket: drop, except a bare RST (no data, and it
 /// lets the peer know at once). The first drop of each socket is recorded,
 /// the rest counted.
-#[inline(always)]
+#[inline(never)]
 fn killed(
     ctx: &SkBuffContext,
     proto: u16,
@@ -142,11 +170,7 @@ fn killed(
 ) -> i32 {
     let packet = parse(ctx, proto);
     if let Some(p) = &packet
-        && p.l4 == IPPROTO_TCP
-        && let Ok(doff) = ctx.load::<u8>(p.l4_off + 12)
-        && let Ok(flags) = ctx.load::<u8>(p.l4_off + 13)
-        && flags & TCP_RST != 0
-        && p.l4_len == u32::from(doff >> 4) * 4
+        && bare_rst(ctx, p)
     {
         return PASS;
     }
@@ -178,6 +202,129 @@ fn killed(
         sock_type: 0,
     });
     DROP
+}
+
+/// A TCP segment with RST set and no data: it carries nothing out, and
+/// lets the peer know at once that the connection is over.
+#[inline(always)]
+fn bare_rst(ctx: &SkBuffContext, p: &Packet) -> bool {
+    p.l4 == IPPROTO_TCP
+        && ctx
+            .load::<u8>(p.l4_off + 12)
+            .is_ok_and(|doff| p.l4_len == u32::from(doff >> 4) * 4)
+        && ctx
+            .load::<u8>(p.l4_off + 13)
+            .is_ok_and(|flags| flags & TCP_RST != 0)
+}
+
+/// A connected socket whose allow verdict may have lapsed since it was
+/// made — the policy generation or the grants changed, or the grant that
+/// admitted it expired — is judged again on its destination. Still
+/// allowed: the record is brought up to date and the packet goes on
+/// (`GO_ON`). No longer allowed: recorded once as `permission-ended`, and
+/// this packet and every later one is dropped (a bare RST excepted); in
+/// audit mode only recorded. A connection admitted by an address learned
+/// from DNS outlives the name's TTL: it is kept while nothing denies it
+/// and the identity still has host rules.
+///
+/// A function of its own, like `killed` and `source_route`.
+#[inline(never)]
+fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudged) -> i32 {
+    // SAFETY: `judged` is this socket's (non-null) storage.
+    let (flags, was_generation, was_epoch, until) = unsafe {
+        (
+            (*judged).flags,
+            (*judged).generation,
+            (*judged).epoch,
+            (*judged).recheck_ns,
+        )
+    };
+    if flags & JUDGED_CUT != 0 {
+        if let Some(p) = parse(ctx, proto)
+            && bare_rst(ctx, &p)
+        {
+            return PASS;
+        }
+        emit::count(identity, Verdict::Deny);
+        return DROP;
+    }
+    if flags & JUDGED_VALID == 0 {
+        return GO_ON;
+    }
+    let generation = policy::active_generation();
+    let epoch = sockets::rejudge_epoch();
+    if was_generation == generation.number
+        && was_epoch == epoch
+        // SAFETY: plain helper call.
+        && (until == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < until)
+    {
+        return GO_ON;
+    }
+    let Some(packet) = parse(ctx, proto) else {
+        return GO_ON;
+    };
+    if packet.l4 != IPPROTO_TCP && packet.l4 != IPPROTO_UDP {
+        return GO_ON;
+    }
+    let port = dst_port(ctx, &packet);
+    // Plain values, not an Option (see `egress`).
+    let mut keep = false;
+    let mut keep_until: u64 = u64::MAX;
+    let mut rule = NO_RULE;
+    let mut audit = false;
+    if let Some(cfg) = policy::identity_config(generation, identity) {
+        let j = policy::judge(
+            ctx,
+            generation,
+            &cfg,
+            identity,
+            &packet.dst,
+            port,
+            packet.l4,
+        );
+        if j.allows() {
+            keep = true;
+            keep_until = j.until_ns;
+        } else if j.reason == Reason::DefaultDeny
+            && flags & JUDGED_VIA_LEARNED != 0
+            && cfg.flags & IDENT_DNS != 0
+        {
+            keep = true;
+        }
+        rule = j.rule;
+        audit = cfg.audit != 0;
+    }
+    if keep {
+        // SAFETY: as above.
+        unsafe {
+            (*judged).generation = generation.number;
+            (*judged).epoch = epoch;
+            (*judged).recheck_ns = keep_until;
+        }
+        return GO_ON;
+    }
+    emit::record(&Decision {
+        hook: Hook::Egress,
+        identity,
+        generation,
+        verdict: if audit { Verdict::Audit } else { Verdict::Deny },
+        reason: Reason::PermissionEnded,
+        rule,
+        addr: packet.dst.bytes,
+        port,
+        family: if packet.dst.is_v6 { AF_INET6 } else { AF_INET },
+        protocol: u16::from(packet.l4),
+        sock_type: 0,
+    });
+    // SAFETY: as above.
+    unsafe {
+        (*judged).flags = if audit { 0 } else { flags | JUDGED_CUT };
+    }
+    if audit || bare_rst(ctx, &packet) {
+        GO_ON
+    } else {
+        DROP
+    }
 }
 
 #[inline(always)]

@@ -12,9 +12,10 @@ use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 
 use crate::maps::GRANTS;
 
-/// The rule of a live grant that admits the destination, if any.
+/// The rule of a live grant that admits the destination, if any, and when
+/// that range expires.
 #[inline(always)]
-pub fn judge(identity: u32, addr: &NormAddr, port: u16, proto: u8) -> Option<u32> {
+pub fn judge(identity: u32, addr: &NormAddr, port: u16, proto: u8) -> Option<(u32, u64)> {
     let key = Key::new(
         LPM_SCOPE_BITS + addr.max_prefix(),
         LpmData {
@@ -33,7 +34,7 @@ pub fn judge(identity: u32, addr: &NormAddr, port: u16, proto: u8) -> Option<u32
         }
         let r = &value.ranges[i];
         if r.admits(port, proto, now) {
-            return Some(r.rule);
+            return Some((r.rule, r.expires_ns));
         }
         i += 1;
     }

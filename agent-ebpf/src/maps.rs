@@ -99,6 +99,12 @@ pub static LINEAGE: HashMap<u32, u32> = HashMap::with_max_entries(1 << 18, BPF_F
 pub static SOCK_IDENT: crate::sockets::ClonedSkStorage<SockIdent> =
     crate::sockets::ClonedSkStorage::new();
 
+/// Per socket: what its connection's allow verdict rests on, so the
+/// egress program can judge it again when that permission may have ended.
+#[btf_map]
+pub static SOCK_JUDGED: crate::sockets::ClonedSkStorage<agent_common::guard::SockJudged> =
+    crate::sockets::ClonedSkStorage::new();
+
 /// [0] → the guard programs' settings (API port, tracepoint offsets…).
 #[map]
 pub static GUARD_CFG: Array<GuardConfig> = Array::with_max_entries(1, 0);

@@ -43,8 +43,39 @@ pub fn killed(identity: u32) -> bool {
     matches!(IDENT_STATE.get(identity), Some(state) if state.killed != 0)
 }
 
-/// Judge a destination. Returns the reason (allow-rule, deny-rule or
-/// default-deny) and the deciding rule index.
+/// A verdict on one destination and what it rests on.
+#[derive(Clone, Copy)]
+pub struct Judgement {
+    /// allow-rule, elevation, deny-rule or default-deny.
+    pub reason: Reason,
+    /// The deciding rule index (`NO_RULE` for default-deny).
+    pub rule: u32,
+    /// Admitted by an address learned from DNS.
+    pub via_learned: bool,
+    /// When the admitting grant's range expires; `u64::MAX` when the
+    /// verdict does not rest on a grant.
+    pub until_ns: u64,
+}
+
+impl Judgement {
+    #[inline(always)]
+    const fn of(reason: Reason, rule: u32) -> Self {
+        Self {
+            reason,
+            rule,
+            via_learned: false,
+            until_ns: u64::MAX,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn allows(&self) -> bool {
+        matches!(self.reason, Reason::AllowRule | Reason::Elevation)
+    }
+}
+
+/// Judge a destination: deny rules, learned addresses, allow rules, grants,
+/// else deny by default.
 #[inline(always)]
 pub fn judge(
     ctx: &impl EbpfContext,
@@ -54,7 +85,7 @@ pub fn judge(
     addr: &NormAddr,
     port: u16,
     proto: u8,
-) -> (Reason, u32) {
+) -> Judgement {
     let key = Key::new(
         LPM_SCOPE_BITS + addr.max_prefix(),
         LpmData {
@@ -66,28 +97,36 @@ pub fn judge(
         && let Some(entry) = DENY_LPM.get(&key)
         && let Some(rule) = match_ports(ctx, entry, port, proto)
     {
-        return (Reason::DenyRule, rule);
+        return Judgement::of(Reason::DenyRule, rule);
     }
     // Addresses learned from DNS answers: a learned deny beats every allow.
     if cfg.flags & IDENT_DNS != 0
-        && let Some(found) = crate::learned::judge(identity, addr, port, proto)
+        && let Some((reason, rule)) = crate::learned::judge(identity, addr, port, proto)
     {
-        return found;
+        return Judgement {
+            via_learned: true,
+            ..Judgement::of(reason, rule)
+        };
     }
     if let Some(entry) = ALLOW_LPM.get(&key)
         && let Some(rule) = match_ports(ctx, entry, port, proto)
     {
-        return (Reason::AllowRule, rule);
+        return Judgement::of(Reason::AllowRule, rule);
     }
     // Only what the policy does not allow reaches here: the grants lookup
     // costs nothing on the allowed path.
-    if let Some(rule) = crate::grants::judge(identity, addr, port, proto) {
-        if rule & ELEVATION_RULE != 0 {
-            return (Reason::Elevation, rule);
-        }
-        return (Reason::AllowRule, rule);
+    if let Some((rule, until_ns)) = crate::grants::judge(identity, addr, port, proto) {
+        let reason = if rule & ELEVATION_RULE != 0 {
+            Reason::Elevation
+        } else {
+            Reason::AllowRule
+        };
+        return Judgement {
+            until_ns,
+            ..Judgement::of(reason, rule)
+        };
     }
-    (Reason::DefaultDeny, NO_RULE)
+    Judgement::of(Reason::DefaultDeny, NO_RULE)
 }
 
 /// The rule of the first range of the entry's port set that admits

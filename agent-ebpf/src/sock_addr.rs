@@ -4,7 +4,9 @@
 
 use agent_common::{
     AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, NO_RULE, NormAddr, Reason, Verdict,
-    dns::DNS_PORT, maps::IDENT_API_TCP,
+    dns::DNS_PORT,
+    guard::{JUDGED_VALID, JUDGED_VIA_LEARNED},
+    maps::IDENT_API_TCP,
 };
 use aya_ebpf::programs::SockAddrContext;
 
@@ -45,6 +47,9 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     };
 
     let generation = policy::active_generation();
+    let connect = matches!(hook, Hook::Connect4 | Hook::Connect6);
+    // SAFETY: as above.
+    let sk = unsafe { (*sa).__bindgen_anon_1.sk }.cast();
     let (reason, rule, audit) = if policy::killed(identity) {
         (Reason::KillSwitch, NO_RULE, false)
     } else {
@@ -53,6 +58,9 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
             // The L7 gateway: the path to the services a policy protects,
             // judged request by request in the daemon.
             Some(_) if protocol as u8 == IPPROTO_TCP && gateway::is_endpoint(&addr, port) => {
+                if connect {
+                    crate::sockets::forget_judgement(sk);
+                }
                 (Reason::AllowRule, NO_RULE, false)
             }
             Some(cfg) => match dns::config() {
@@ -68,6 +76,9 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                 }
                 Some(dns_cfg) if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 => {
                     dns::steer(ctx, hook == Hook::Connect6, &dns_cfg, identity, &addr);
+                    if connect {
+                        crate::sockets::forget_judgement(sk);
+                    }
                     (Reason::AllowRule, NO_RULE, false)
                 }
                 // Reaching a proxy address any other way could speak for
@@ -81,9 +92,25 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                     (Reason::ApiPort, NO_RULE, false)
                 }
                 _ => {
-                    let (reason, rule) =
+                    let j =
                         policy::judge(ctx, generation, &cfg, identity, &addr, port, protocol as u8);
-                    (reason, rule, cfg.audit != 0)
+                    // What a connected socket's verdict rests on, kept so
+                    // the egress program can judge it again when the
+                    // permission may have ended. (A refused connect leaves
+                    // the socket's earlier connection and its record.)
+                    if connect && j.allows() {
+                        crate::sockets::remember_judgement(
+                            sk,
+                            if j.via_learned {
+                                JUDGED_VALID | JUDGED_VIA_LEARNED
+                            } else {
+                                JUDGED_VALID
+                            },
+                            generation.number,
+                            j.until_ns,
+                        );
+                    }
+                    (j.reason, j.rule, cfg.audit != 0)
                 }
             },
         }

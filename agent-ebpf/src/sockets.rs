@@ -5,13 +5,13 @@
 
 use core::ffi::c_void;
 
-use agent_common::guard::SockIdent;
+use agent_common::guard::{SockIdent, SockJudged};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::bpf_sk_storage_get,
 };
 
-use crate::maps::SOCK_IDENT;
+use crate::maps::{GUARD_CFG, SOCK_IDENT, SOCK_JUDGED};
 
 /// BPF_F_CLONE: a socket accepted from a listener gets a copy of the
 /// listener's storage, so an enrolled server's connections are its own.
@@ -83,4 +83,44 @@ pub fn stamp(sk: *mut c_void, identity: u32) {
 #[inline(always)]
 pub fn stamp_of(sk: *mut c_void) -> *mut SockIdent {
     SOCK_IDENT.get(sk, false)
+}
+
+/// Record what an allowed connect rests on. A socket connected again is
+/// judged afresh, so an earlier cut ends here.
+#[inline(never)]
+pub fn remember_judgement(sk: *mut c_void, flags: u32, generation: u32, until_ns: u64) {
+    let slot: *mut SockJudged = SOCK_JUDGED.get(sk, true);
+    if slot.is_null() {
+        return; // out of memory: the connection is judged once, as before
+    }
+    // SAFETY: `slot` is this socket's storage.
+    unsafe {
+        (*slot).flags = flags;
+        (*slot).generation = generation;
+        (*slot).epoch = rejudge_epoch();
+        (*slot).recheck_ns = until_ns;
+    }
+}
+
+/// A socket connected somewhere no policy verdict covers (the DNS proxy,
+/// the gateway): nothing to judge again.
+#[inline(always)]
+pub fn forget_judgement(sk: *mut c_void) {
+    let slot: *mut SockJudged = SOCK_JUDGED.get(sk, false);
+    if !slot.is_null() {
+        // SAFETY: `slot` is this socket's storage.
+        unsafe { (*slot).flags = 0 };
+    }
+}
+
+/// The judgement record of `sk`, null when it has none.
+#[inline(always)]
+pub fn judgement_of(sk: *mut c_void) -> *mut SockJudged {
+    SOCK_JUDGED.get(sk, false)
+}
+
+/// `GuardConfig::rejudge_epoch` now.
+#[inline(always)]
+pub fn rejudge_epoch() -> u32 {
+    GUARD_CFG.get(0).map_or(0, |c| c.rejudge_epoch)
 }

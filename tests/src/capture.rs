@@ -18,15 +18,23 @@ struct Background {
 }
 
 impl Background {
-    fn start(ns: &NetNs, args: &[&str]) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(Probe::bin())
+    /// Run the probe with `args` in `ns` (`None`: on the host).
+    fn start(ns: Option<&NetNs>, args: &[&str]) -> Self {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(Probe::bin());
+                c
+            }
+            None => Command::new(Probe::bin()),
+        };
+        let where_ = ns.map_or("the host", |n| n.name.as_str());
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {args:?} in {}: {e}", ns.name));
+            .unwrap_or_else(|e| panic!("starting {args:?} in {where_}: {e}"));
         let mut out = BufReader::new(
             child
                 .stdout
@@ -74,7 +82,7 @@ impl Capture {
         let dsts = dsts.join(",");
         let mut args = vec!["capture", ns.peer_if.as_str(), &millis, &dsts];
         args.extend_from_slice(markers);
-        Self(Background::start(ns, &args))
+        Self(Background::start(Some(ns), &args))
     }
 
     /// Wait for the capture to end; frames counted per marker.
@@ -105,7 +113,17 @@ impl Sink {
     pub fn start(ns: &NetNs, ip: &str, tcp: &[u16], udp: &[u16], millis: u64) -> Self {
         let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let (tcp, udp, millis) = (list(tcp), list(udp), millis.to_string());
-        Self(Background::start(ns, &["sink", ip, &tcp, &udp, &millis]))
+        Self(Background::start(
+            Some(ns),
+            &["sink", ip, &tcp, &udp, &millis],
+        ))
+    }
+
+    /// Listeners on the host itself (a loopback address).
+    pub fn start_here(ip: &str, tcp: &[u16], udp: &[u16], millis: u64) -> Self {
+        let list = |p: &[u16]| p.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let (tcp, udp, millis) = (list(tcp), list(udp), millis.to_string());
+        Self(Background::start(None, &["sink", ip, &tcp, &udp, &millis]))
     }
 
     /// Keyed `tcp/PORT`, `udp/PORT`.
@@ -128,4 +146,59 @@ impl Sink {
             })
             .collect()
     }
+}
+
+/// `palisade-probe stream` run as an agent of `identity` under `palisade
+/// exec` (as uid 65534 when `unprivileged`): TCP to `tcp` and connected UDP
+/// to `udp` on `host`, a chunk every 10 ms for `millis`. The thread's
+/// result says whether each kept sending (`tcp_errno`, `udp_errno`).
+pub fn exec_stream(
+    socket: &std::path::Path,
+    identity: &str,
+    unprivileged: bool,
+    host: &str,
+    tcp: u16,
+    udp: u16,
+    millis: u64,
+) -> std::thread::JoinHandle<crate::probe::Outcome> {
+    let socket = socket.to_path_buf();
+    let identity = identity.to_string();
+    let args: Vec<String> = [
+        host,
+        &tcp.to_string(),
+        &udp.to_string(),
+        &millis.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(crate::palisade_bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--identity", &identity, "--"])
+            .arg(crate::Probe::bin())
+            .args(if unprivileged {
+                &["as-user", "65534"][..]
+            } else {
+                &[]
+            })
+            .arg("stream")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        crate::probe::Outcome(
+            serde_json::from_str(text.lines().last().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{identity} stream said {text:?}: {e}")),
+        )
+    })
+}
+
+/// Nanoseconds since the epoch, the clock the sink stamps arrivals with.
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use palisade_tests::{
     DaemonProc, Outcome, Probe, TcpServer,
+    capture::{Sink, exec_stream, now_ns},
     dns::{self, Agent, Dnsmasq, Lab},
     netns::NetNs,
     root_or_skip, wait_for,
@@ -612,4 +613,61 @@ fn a_label_holding_a_dot_cannot_pass_for_an_allowed_name() {
             && e["reason"] == "not-a-host-name"
             && e.to_string().contains("x\\\\.allowed.test")
     });
+}
+
+/// A connection opened to an address learned from DNS is not cut when the
+/// name's TTL runs out, nor by a later reload that still allows the name:
+/// only new connections need a fresh answer. The far end, a listener on
+/// the learned address, keeps receiving after the reload.
+#[test]
+fn a_connection_to_a_learned_name_outlives_its_ttl_and_a_reload() {
+    if !root_or_skip("a_connection_to_a_learned_name_outlives_its_ttl_and_a_reload") {
+        return;
+    }
+    let identity = "  - id: agent\n    egress:\n      allow:\n        - host: brief.test\n";
+    let lab = Lab::with_raw(
+        "dns-outlive",
+        identity,
+        &[],
+        &["--host-record=brief.test,127.225.{n}.1,1"],
+        "",
+    );
+    let sink = Sink::start_here(&lab.ip(1), &[9561], &[9571], 5000);
+    expect_rcode(
+        &lab.ask("agent", "udp", NOBODY, "brief.test"),
+        "NOERROR",
+        "the name",
+    );
+    let stream = exec_stream(
+        &lab.env.socket,
+        "agent",
+        false,
+        &lab.ip(1),
+        9561,
+        9571,
+        4000,
+    );
+    // Past the TTL, and past the daemon's sweep of what expired.
+    std::thread::sleep(Duration::from_millis(2200));
+    lab.connect("agent", &lab.ip(1), 9561)
+        .expect_eperm("a new connection after the TTL");
+    lab.env.write_policy(&format!(
+        "version: 1\nidentities:\n{identity}        - {{id: unrelated, cidr: 127.9.9.8, ports: [1]}}\n"
+    ));
+    lab.env.cli_ok(&["reload"]);
+    let reloaded_at = now_ns();
+    let out = stream.join().unwrap_or_else(|_| panic!("stream"));
+    let seen = sink.finish();
+    assert!(
+        out.ok() && out.0["tcp_errno"].is_null() && out.0["udp_errno"].is_null(),
+        "{}",
+        out.0
+    );
+    for key in ["tcp/9561", "udp/9571"] {
+        let r = seen.get(key).copied().unwrap_or_default();
+        assert!(
+            r.last_ns > reloaded_at + 1_000_000_000,
+            "{key} stopped after the TTL or the reload: {r:?} (reload at {reloaded_at})"
+        );
+    }
 }

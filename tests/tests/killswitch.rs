@@ -8,24 +8,16 @@
 //!
 //! Addresses: namespace `10.108.0.0/24`, listeners on `.2` ports 94xx.
 
-use std::{
-    process::Command,
-    thread,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{thread, time::Duration};
 
 use palisade_tests::{
-    DaemonProc, Probe, TestEnv, capture::Sink, netns::NetNs, palisade_bin, probe::Outcome,
+    DaemonProc, TestEnv,
+    capture::{Sink, exec_stream, now_ns},
+    netns::NetNs,
     root_or_skip,
 };
 
 const HOST: &str = "10.108.0.2";
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
 
 #[test]
 fn revoke_stops_open_connections_at_once() {
@@ -47,29 +39,12 @@ identities:
     );
     let _d = DaemonProc::start(&env);
     let sink = Sink::start(&ns, HOST, &[9401, 9402, 9403], &[9411, 9412, 9413], 4500);
-    let stream = |identity: &'static str, user: bool, tcp: &'static str, udp: &'static str| {
-        let socket = env.socket.clone();
-        thread::spawn(move || {
-            let out = Command::new(palisade_bin())
-                .arg("exec")
-                .arg("--socket")
-                .arg(&socket)
-                .args(["--identity", identity, "--"])
-                .arg(Probe::bin())
-                .args(if user { &["as-user", "65534"][..] } else { &[] })
-                .args(["stream", HOST, tcp, udp, "3000"])
-                .output()
-                .unwrap_or_else(|e| panic!("{e}"));
-            let text = String::from_utf8_lossy(&out.stdout);
-            Outcome(
-                serde_json::from_str(text.lines().last().unwrap_or_default())
-                    .unwrap_or_else(|e| panic!("{identity} stream said {text:?}: {e}")),
-            )
-        })
+    let stream = |identity: &str, user: bool, tcp: u16, udp: u16| {
+        exec_stream(&env.socket, identity, user, HOST, tcp, udp, 3000)
     };
-    let agent = stream("agent", false, "9401", "9411");
-    let other = stream("other", false, "9402", "9412");
-    let unprivileged = stream("agent", true, "9403", "9413");
+    let agent = stream("agent", false, 9401, 9411);
+    let other = stream("other", false, 9402, 9412);
+    let unprivileged = stream("agent", true, 9403, 9413);
     thread::sleep(Duration::from_millis(1000));
     env.cli_ok(&["revoke", "agent", "--reason", "test"]);
     let revoked_at = now_ns();

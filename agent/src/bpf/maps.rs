@@ -117,7 +117,19 @@ impl KernelMaps {
                 },
             }
         }
-        Ok(())
+        drop(map);
+        // A grant that ended or shrank early must not keep what it opened:
+        // connected sockets are judged again at their next packet.
+        self.bump_rejudge_epoch()
+    }
+
+    /// Have the egress program judge every connected socket of an enrolled
+    /// process again at its next packet.
+    pub fn bump_rejudge_epoch(&self) -> Result<(), BpfError> {
+        self.update_guard(|cfg| {
+            cfg.rejudge_epoch = cfg.rejudge_epoch.wrapping_add(1);
+            Ok(())
+        })
     }
 
     /// Every grant entry in the kernel (to adopt after a restart).

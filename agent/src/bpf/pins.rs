@@ -26,6 +26,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "GRANTS",
     "LINEAGE",
     "SOCK_IDENT",
+    "SOCK_JUDGED",
     "GUARD_CFG",
     "AGG_CFG",
     "AGG",

@@ -252,6 +252,13 @@ fn guard_detail(ev: &KernelEvent) -> Option<String> {
         agent_common::Hook::Egress if ev.reason == Some(agent_common::Reason::SourceRoute) => {
             Some("packet with IPv4 options or an IPv6 routing header dropped".into())
         }
+        agent_common::Hook::Egress if ev.reason == Some(agent_common::Reason::PermissionEnded) => {
+            Some(if enforced {
+                "the permission this connection was opened under has ended (grant or elevation over, rule removed): its packets are dropped".into()
+            } else {
+                "the permission this connection was opened under has ended (audit mode: recorded only)".into()
+            })
+        }
         agent_common::Hook::Egress => Some("packet of a revoked identity dropped".into()),
         agent_common::Hook::SocketSyscall if enforced => Some(
             "process killed (SIGKILL): this kernel refuses BPF LSM, the syscall tracepoint stands in"

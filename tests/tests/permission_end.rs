@@ -1,0 +1,244 @@
+//! Connections do not outlive the permission they were opened under. An
+//! agent (root and unprivileged) streams TCP and connected UDP to listeners
+//! in a namespace the test creates; when the permission ends — a reload
+//! removes the rule, a just-in-time grant expires (with the daemon frozen:
+//! the kernel ends it alone), an operator ends an elevation early — the far
+//! end stops receiving at once, while a stream the policy still allows goes
+//! on (the control).
+//!
+//! Addresses: one namespace per test, `10.117.0.0/24` to `10.119.0.0/24`,
+//! listeners on `.2` ports 95xx.
+
+use std::{thread, time::Duration};
+
+use palisade_tests::{
+    DaemonProc, TestEnv,
+    capture::{Received, Sink, exec_stream, now_ns},
+    netns::NetNs,
+    probe::{Outcome, RpcAs, rpc},
+    root_or_skip,
+};
+
+/// Packets already on the wire when the permission ends may land a moment
+/// later.
+const GRACE_NS: u128 = 150_000_000;
+
+#[track_caller]
+fn stopped_by(seen: &std::collections::BTreeMap<String, Received>, key: &str, at: u128) {
+    let r = seen
+        .get(key)
+        .copied()
+        .unwrap_or_else(|| panic!("nothing arrived on {key} while allowed: {seen:?}"));
+    assert!(r.first_ns < at, "{key} only started after the end: {r:?}");
+    assert!(
+        r.last_ns < at + GRACE_NS,
+        "{key}: data arrived {} ms after the permission ended",
+        (r.last_ns - at) / 1_000_000
+    );
+}
+
+#[track_caller]
+fn went_on(seen: &std::collections::BTreeMap<String, Received>, key: &str, at: u128) {
+    let r = seen.get(key).copied().unwrap_or_default();
+    assert!(
+        r.last_ns > at + 1_000_000_000,
+        "the control {key} stopped too: {r:?} (end at {at})"
+    );
+}
+
+#[track_caller]
+fn udp_refused(o: &Outcome, what: &str) {
+    assert!(o.ok(), "{what}: {}", o.0);
+    assert_eq!(
+        o.0["udp_errno"],
+        i64::from(libc::EPERM),
+        "{what}: the cut UDP socket kept sending: {}",
+        o.0
+    );
+}
+
+#[track_caller]
+fn unhindered(o: &Outcome, what: &str) {
+    assert!(
+        o.ok() && o.0["tcp_errno"].is_null() && o.0["udp_errno"].is_null(),
+        "{what}: {}",
+        o.0
+    );
+}
+
+fn signal(d: &DaemonProc, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.pid() as i32), sig)
+        .unwrap_or_else(|e| panic!("{sig}: {e}"));
+}
+
+fn join(h: thread::JoinHandle<Outcome>, what: &str) -> Outcome {
+    h.join().unwrap_or_else(|_| panic!("{what} stream"))
+}
+
+fn reload_policy(window: bool) -> String {
+    let window = if window {
+        "        - {id: window, cidr: 10.117.0.2, ports: [9501, 9502, 9511, 9512]}\n"
+    } else {
+        ""
+    };
+    format!(
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow:
+{window}        - {{id: steady, cidr: 10.117.0.2, ports: [9503, 9513]}}
+"
+    )
+}
+
+#[test]
+fn a_reload_that_removes_the_rule_cuts_open_connections() {
+    if !root_or_skip("a_reload_that_removes_the_rule_cuts_open_connections") {
+        return;
+    }
+    const HOST: &str = "10.117.0.2";
+    let ns = NetNs::new("pend", 117);
+    let env = TestEnv::new("pend-reload", &reload_policy(true));
+    let _d = DaemonProc::start(&env);
+    let sink = Sink::start(&ns, HOST, &[9501, 9502, 9503], &[9511, 9512, 9513], 4500);
+    let root = exec_stream(&env.socket, "agent", false, HOST, 9501, 9511, 3000);
+    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9502, 9512, 3000);
+    let steady = exec_stream(&env.socket, "agent", false, HOST, 9503, 9513, 3000);
+    thread::sleep(Duration::from_millis(1000));
+    env.write_policy(&reload_policy(false));
+    env.cli_ok(&["reload"]);
+    let reloaded_at = now_ns();
+    let (root, unprivileged, steady) = (
+        join(root, "root"),
+        join(unprivileged, "unprivileged"),
+        join(steady, "steady"),
+    );
+    let seen = sink.finish();
+
+    udp_refused(&root, "root");
+    udp_refused(&unprivileged, "unprivileged");
+    unhindered(&steady, "the rule the reload kept");
+    for key in ["tcp/9501", "udp/9511", "tcp/9502", "udp/9512"] {
+        stopped_by(&seen, key, reloaded_at);
+    }
+    for key in ["tcp/9503", "udp/9513"] {
+        went_on(&seen, key, reloaded_at);
+    }
+    let ev = env.wait_audit("for the cut connection", |e| {
+        e["hook"] == "egress" && e["reason"] == "permission-ended" && e["dst_port"] == 9501
+    });
+    assert_eq!(ev["verdict"], "deny", "{ev}");
+}
+
+#[test]
+fn a_grant_that_expires_cuts_what_it_opened_even_with_the_daemon_frozen() {
+    if !root_or_skip("a_grant_that_expires_cuts_what_it_opened_even_with_the_daemon_frozen") {
+        return;
+    }
+    const HOST: &str = "10.118.0.2";
+    let ns = NetNs::new("pgrant", 118);
+    let env = TestEnv::new(
+        "pend-grant",
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow:
+        - {id: telemetry, cidr: 10.118.0.2, ports: [9531, 9532], protocol: udp}
+      grantable:
+        - {id: window, cidr: 10.118.0.2, ports: [9521, 9522], protocol: tcp, max_ttl: 1m}
+",
+    );
+    let d = DaemonProc::start(&env);
+    let granted = rpc(
+        &env,
+        RpcAs::Identity("agent"),
+        &["egress", HOST, "9521,9522", "2"],
+    );
+    let expires_at = now_ns() + 2_000_000_000;
+    assert_eq!(granted["granted"], true, "{granted}");
+    let sink = Sink::start(&ns, HOST, &[9521, 9522], &[9531, 9532], 5500);
+    let root = exec_stream(&env.socket, "agent", false, HOST, 9521, 9531, 4000);
+    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9522, 9532, 4000);
+    thread::sleep(Duration::from_millis(500));
+    // The kernel ends the grant by itself.
+    signal(&d, nix::sys::signal::Signal::SIGSTOP);
+    let (root, unprivileged) = (join(root, "root"), join(unprivileged, "unprivileged"));
+    signal(&d, nix::sys::signal::Signal::SIGCONT);
+    let seen = sink.finish();
+
+    // The UDP streams, allowed by a rule, are the control.
+    unhindered(&root, "root");
+    unhindered(&unprivileged, "unprivileged");
+    for key in ["tcp/9521", "tcp/9522"] {
+        stopped_by(&seen, key, expires_at);
+    }
+    for key in ["udp/9531", "udp/9532"] {
+        went_on(&seen, key, expires_at);
+    }
+    env.wait_audit("for the connection the expired grant opened", |e| {
+        e["hook"] == "egress" && e["reason"] == "permission-ended" && e["dst_port"] == 9521
+    });
+}
+
+#[test]
+fn an_elevation_ended_early_cuts_what_it_opened() {
+    if !root_or_skip("an_elevation_ended_early_cuts_what_it_opened") {
+        return;
+    }
+    const HOST: &str = "10.119.0.2";
+    let ns = NetNs::new("pelev", 119);
+    let env = TestEnv::new(
+        "pend-elevation",
+        "version: 1
+roles:
+  - id: dba-breakglass
+    elevated: true
+    egress:
+      allow:
+        - {id: prod-db, cidr: 10.119.0.2, ports: [9541, 9542], protocol: tcp}
+identities:
+  - id: ops
+    roles: [dba-breakglass]
+    egress:
+      allow:
+        - {id: metrics, cidr: 10.119.0.2, ports: [9551, 9552], protocol: udp}
+",
+    );
+    let _d = DaemonProc::start(&env);
+    let out = env.cli_ok(&[
+        "elevate",
+        "ops",
+        "--role",
+        "dba-breakglass",
+        "--for",
+        "10m",
+        "--reason",
+        "INC-1",
+        "--json",
+    ]);
+    let elevation: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("elevate --json {out:?}: {e}"));
+    let id = elevation["id"].as_str().unwrap_or_default().to_string();
+    let sink = Sink::start(&ns, HOST, &[9541, 9542], &[9551, 9552], 4500);
+    let root = exec_stream(&env.socket, "ops", false, HOST, 9541, 9551, 3000);
+    let unprivileged = exec_stream(&env.socket, "ops", true, HOST, 9542, 9552, 3000);
+    thread::sleep(Duration::from_millis(1000));
+    env.cli_ok(&["elevate", "--end", &id, "--reason", "incident over"]);
+    let ended_at = now_ns();
+    let (root, unprivileged) = (join(root, "root"), join(unprivileged, "unprivileged"));
+    let seen = sink.finish();
+
+    unhindered(&root, "root");
+    unhindered(&unprivileged, "unprivileged");
+    for key in ["tcp/9541", "tcp/9542"] {
+        stopped_by(&seen, key, ended_at);
+    }
+    for key in ["udp/9551", "udp/9552"] {
+        went_on(&seen, key, ended_at);
+    }
+    env.wait_audit("for the connection the elevation opened", |e| {
+        e["hook"] == "egress" && e["reason"] == "permission-ended" && e["identity"] == "ops"
+    });
+}
