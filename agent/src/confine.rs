@@ -216,15 +216,29 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
         )
         .map_err(|e| step(format!("binding {}", p.display()))(e.into()))?;
     }
-    for p in daemon.hidden.iter().filter(|p| p.is_file()) {
-        mount(
-            Some("/dev/null"),
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| step(format!("hiding {}", p.display()))(e.into()))?;
+    for p in &daemon.hidden {
+        // A directory is covered with an empty read-only tmpfs (what is
+        // renamed into it later stays hidden too); a file with /dev/null.
+        let hidden = if p.is_dir() {
+            mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=4k,mode=0555"),
+            )
+        } else if p.is_file() {
+            mount(
+                Some("/dev/null"),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        } else {
+            continue;
+        };
+        hidden.map_err(|e| step(format!("hiding {}", p.display()))(e.into()))?;
         applied.hidden.push(p.clone());
     }
     let text = std::fs::read_to_string("/proc/self/mountinfo")

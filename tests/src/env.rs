@@ -85,6 +85,25 @@ impl TestEnv {
         write_atomic(&self.policy, text);
     }
 
+    /// The same installation spread over directories as on a host: policy
+    /// and config in `etc/`, the socket in `run/`, state and the signing
+    /// key in `lib/`, the trail in `log/` (rewritten there).
+    pub fn laid_out_like_a_host(mut self) -> Self {
+        let policy = fs::read_to_string(&self.policy).unwrap_or_default();
+        for sub in ["etc", "run", "lib", "log"] {
+            fs::create_dir_all(self.dir.join(sub))
+                .unwrap_or_else(|e| panic!("creating {sub}: {e}"));
+        }
+        self.policy = self.dir.join("etc/policy.yaml");
+        self.config = self.dir.join("etc/config.yaml");
+        self.socket = self.dir.join("run/palisade.sock");
+        self.state = self.dir.join("lib/state.journal");
+        self.audit = self.dir.join("log/audit.jsonl");
+        self.write_policy(&policy);
+        self.write_config("");
+        self
+    }
+
     /// Write the daemon config; `extra` is appended YAML.
     pub fn write_config(&self, extra: &str) {
         self.write_config_with("", extra);
@@ -138,12 +157,15 @@ impl TestEnv {
         } else {
             "gateway:\n  enabled: false\n"
         };
+        // The signing key beside the state, as in /var/lib/palisade.
+        let key = self.state.with_file_name("keys.yaml");
         let text = format!(
-            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: keys.yaml\n{tokens_extra}state:\n  file: {}\n{gateway}{extra}",
+            "policy: {}\nsocket: {}\nbpffs: {}\naudit:\n  file: {}\n{audit_extra}{cgroup}resync_seconds: 1\nmetrics:\n  listen: 127.0.0.1:0\ntokens:\n  key_file: {}\n{tokens_extra}state:\n  file: {}\n{gateway}{extra}",
             self.policy.display(),
             self.socket.display(),
             self.bpffs.display(),
             self.audit.display(),
+            key.display(),
             self.state.display(),
         );
         write_atomic(&self.config, &text);

@@ -15,12 +15,13 @@
 
 use std::{
     os::fd::{AsRawFd, OwnedFd},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
+    thread,
     time::Duration,
 };
 
 use palisade_tests::{
-    DaemonProc, Probe, TestEnv,
+    DaemonProc, Probe, TcpServer, TestEnv,
     capture::{Capture, Sink},
     netns::NetNs,
     palisade_bin, root_or_skip,
@@ -546,5 +547,100 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     assert!(
         counts["port:9502"] >= 1,
         "the control never arrived: {counts:?}"
+    );
+}
+
+/// `palisade exec -- probe sleep MS ARGS…` as `agent`, in the background:
+/// an agent that acts after the operator has done something.
+fn agent_later(env: &TestEnv, millis: u64, args: &[&str]) -> thread::JoinHandle<Output> {
+    let mut cmd = Command::new(palisade_bin());
+    cmd.args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--"])
+        .arg(Probe::bin())
+        .args(["sleep", &millis.to_string()])
+        .args(args);
+    thread::spawn(move || cmd.output().unwrap_or_else(|e| panic!("exec: {e}")))
+}
+
+fn last_json(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("probe said {text:?}: {e}"))
+}
+
+/// The daemon and its operators replace files by renaming a new one over
+/// the old: `policy push`, `keys rotate`, a restart recreating the socket.
+/// A mount on the file itself vanishes from a running agent's view at that
+/// moment (and the new file would be writable, or readable); the agent's
+/// view is fixed by directory, so a root agent started before still cannot
+/// rewrite the pushed policy, read the rotated key or take the new socket.
+#[test]
+fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
+    if !root_or_skip("root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced") {
+        return;
+    }
+    let allowed = TcpServer::start("127.0.0.1");
+    let forbidden = TcpServer::start("127.0.0.1");
+    let policy = |port: &str| {
+        format!(
+            "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow: [{{cidr: 127.0.0.1/32, ports: [{port}]}}]\n"
+        )
+    };
+    let env = TestEnv::new("c2-rename", &policy(&allowed.port())).laid_out_like_a_host();
+    let d = DaemonProc::start(&env);
+    let key = env.dir.join("lib/keys.yaml");
+    assert!(key.exists(), "the daemon made no key at {}", key.display());
+    let pushed = env.dir.join("pushed.yaml");
+    std::fs::write(&pushed, policy(&allowed.port())).unwrap_or_else(|e| panic!("{e}"));
+    let widened = policy(&format!("{}, {}", allowed.port(), forbidden.port()));
+    let policy_path = env.policy.to_str().unwrap_or_default().to_string();
+    let socket = env.socket.to_str().unwrap_or_default().to_string();
+
+    // Agents already running when the files are replaced.
+    let writer = agent_later(&env, 3000, &["write-file", &policy_path, &widened]);
+    let reader = agent_later(&env, 3000, &["read-file", key.to_str().unwrap_or_default()]);
+    let squatter = agent_later(&env, 3000, &["run", "rm", "-f", &socket]);
+    thread::sleep(Duration::from_millis(800));
+    env.cli_ok(&["policy", "push", pushed.to_str().unwrap_or_default()]);
+    let rotated = Command::new(palisade_bin())
+        .args(["keys", "rotate", "--file"])
+        .arg(&key)
+        .output()
+        .unwrap_or_else(|e| panic!("keys rotate: {e}"));
+    assert!(rotated.status.success(), "keys rotate: {rotated:?}");
+    drop(d); // a restart: the new daemon recreates its socket
+    let d = DaemonProc::start(&env);
+
+    let w = last_json(&writer.join().unwrap_or_else(|_| panic!("writer")));
+    assert_eq!(
+        w["errno"],
+        i64::from(libc::EROFS),
+        "a root agent rewrote the pushed policy: {w}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env.policy).unwrap_or_default(),
+        policy(&allowed.port())
+    );
+    let r = last_json(&reader.join().unwrap_or_else(|_| panic!("reader")));
+    assert!(
+        !r["ok"].as_bool().unwrap_or(false) || r["len"] == 0,
+        "a root agent read the rotated key: {r}"
+    );
+    let s = squatter.join().unwrap_or_else(|_| panic!("squatter"));
+    assert!(!s.status.success(), "a root agent removed the new socket");
+    assert!(env.socket.exists());
+    env.cli_ok(&["status"]);
+    let _ = d;
+
+    // The far end: the forbidden listener was never reached; the allowed
+    // one is (the control).
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &forbidden.port()])
+        .expect_eperm("the destination the agent tried to allow itself");
+    Probe::enrolled(&env, "agent", &["tcp", "127.0.0.1", &allowed.port()]).expect_ok("the control");
+    assert_eq!(
+        forbidden.wait_accepted(1),
+        0,
+        "the forbidden listener was reached"
     );
 }

@@ -181,45 +181,60 @@ impl Daemon {
                 .map(|i| i.confinement.clone())
                 .unwrap_or_default(),
             protected_paths: self.protected_paths(),
-            hidden_paths: canonical(
-                std::iter::once(self.config.tokens.key_file.as_path()).chain(
-                    self.config
-                        .approvals
-                        .notify
-                        .iter()
-                        .filter_map(|t| t.secret_file.as_deref()),
-                ),
-            ),
+            hidden_paths: self.hidden_paths(),
         })
     }
 
     /// What a root agent could rewrite to change its own rules or the
     /// record of what it did: the config file, the policy, the audit
-    /// trail's directory and the OTLP cursor, the daemon's state (learned
-    /// DNS names, the key's directory), the API socket (unlinking it would
-    /// cut every agent off the API). Existing paths only, absolute.
+    /// trail and the OTLP cursor, the daemon's state (learned DNS names,
+    /// the key), the API socket (unlinking it would cut every agent off the
+    /// API). Each file's own directory is made read-only rather than the
+    /// file alone: a bind mount on a file is dropped from the agent's view
+    /// as soon as the file is replaced by a rename (`policy push`, an
+    /// editor, a daemon restart recreating its socket), and the new file
+    /// would be writable. Files in shared directories (`/etc`, `/run`…) are
+    /// bound one by one. Existing paths only, absolute.
     fn protected_paths(&self) -> Vec<PathBuf> {
         let c = &self.config;
-        let trail = c.audit.file.as_deref().map(dir_of);
-        let cursor = c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref());
-        canonical(
-            [
-                c.loaded_from.as_deref(),
-                c.policy.as_deref(),
-                trail,
-                cursor,
-                Some(dir_of(&c.dns.state_file)),
-                Some(c.dns.state_file.as_path()),
-                Some(dir_of(&c.tokens.key_file)),
-                // Budgets, used tokens, approvals, grants, elevations.
-                Some(dir_of(&c.state.file)),
-                Some(c.state.file.as_path()),
-                c.elevations_file.as_deref(),
-                Some(c.socket.as_path()),
-            ]
-            .into_iter()
-            .flatten(),
-        )
+        let files = [
+            c.loaded_from.as_deref(),
+            c.policy.as_deref(),
+            c.audit.file.as_deref(),
+            c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref()),
+            Some(c.dns.state_file.as_path()),
+            Some(c.tokens.key_file.as_path()),
+            // Budgets, used tokens, approvals, grants, elevations.
+            Some(c.state.file.as_path()),
+            c.elevations_file.as_deref(),
+            Some(c.socket.as_path()),
+        ];
+        canonical(files.into_iter().flatten().flat_map(|f| [dir_of(f), f]))
+    }
+
+    /// Secrets an agent must not read: the token signing key and the
+    /// notifiers' secrets. Like `protected_paths`, by directory where the
+    /// directory is the daemon's own (an empty one is mounted over it, so a
+    /// key rotated by rename stays out of sight), unless the API socket
+    /// lives there; else the file (covered with an empty one).
+    fn hidden_paths(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let socket = std::fs::canonicalize(&c.socket).unwrap_or_else(|_| c.socket.clone());
+        let secrets = std::iter::once(c.tokens.key_file.as_path()).chain(
+            c.approvals
+                .notify
+                .iter()
+                .filter_map(|t| t.secret_file.as_deref()),
+        );
+        canonical(secrets.map(|f| {
+            let dir = dir_of(f);
+            let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            if dir != f && !socket.starts_with(&dir_canon) {
+                dir
+            } else {
+                f
+            }
+        }))
     }
 
     /// Turn an identity's kill switch on (`killed`) or off. Takes effect in
