@@ -104,12 +104,14 @@ fuzz_target!(|data: &[u8]| {
         let ev = lookup.finish(Instant::now());
         serde_json::to_string(&ev).expect("a lookup record serialises");
 
-        let id = 0x5a5a;
-        let Ok(bytes) = message::finish(resp, id, TTL_CAP) else {
+        let mut client = query.msg.clone();
+        client.metadata.id = 0x5a5a;
+        let Ok(bytes) = message::finish(resp, &client, TTL_CAP) else {
             continue;
         };
         let back = Message::from_vec(&bytes).expect("the answer given to the agent parses");
-        assert_eq!(back.metadata.id, id);
+        assert_eq!(back.metadata.id, client.metadata.id);
+        assert_eq!(back.queries, client.queries, "the agent gets its own question back");
         for r in &back.answers {
             assert!(r.ttl <= TTL_CAP, "a record lives {} s", r.ttl);
             if let Some(a) = record_addr(&r.data) {

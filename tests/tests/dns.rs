@@ -7,7 +7,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use palisade_tests::{
     DaemonProc, Outcome, Probe, TcpServer,
-    capture::{Sink, exec_stream, now_ns},
+    capture::{Capture, Sink, exec_stream, now_ns},
     dns::{self, Agent, Dnsmasq, Lab},
     netns::NetNs,
     root_or_skip, wait_for,
@@ -668,6 +668,103 @@ fn a_connection_to_a_learned_name_outlives_its_ttl_and_a_reload() {
         assert!(
             r.last_ns > reloaded_at + 1_000_000_000,
             "{key} stopped after the TTL or the reload: {r:?} (reload at {reloaded_at})"
+        );
+    }
+}
+
+/// A DNS label sequence on the wire (`a.b` → `\x01a\x01b\x00`).
+fn wire_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in name.split('.').filter(|l| !l.is_empty()) {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+/// A query for `qname` (type A) that also carries a record owned by
+/// `smuggled` in its additional section and an EDNS option holding
+/// `payload`: data a compromised agent would like the upstream to see.
+fn laden_query(qname: &str, smuggled: &str, payload: &[u8]) -> String {
+    let mut b = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 2];
+    b.extend(wire_name(qname));
+    b.extend([0, 1, 0, 1]);
+    b.extend(wire_name(smuggled));
+    b.extend([0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+    // OPT: root owner, type 41, payload size 1232, no flags, one option.
+    b.extend([0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    let rdlen = 4 + payload.len() as u16;
+    b.extend(rdlen.to_be_bytes());
+    b.extend(65001u16.to_be_bytes());
+    b.extend((payload.len() as u16).to_be_bytes());
+    b.extend_from_slice(payload);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The proxy judges the question and asks the upstream only that: records
+/// in the other sections, EDNS options and the letter case of an allowed
+/// name never leave the host, for root and unprivileged agents, over UDP
+/// and TCP. The far end is a capture beside the upstream (dnsmasq) in a
+/// namespace the test creates; the control is the allowed name itself,
+/// which does arrive.
+#[test]
+fn what_a_query_carries_besides_its_question_never_reaches_the_upstream() {
+    if !root_or_skip("what_a_query_carries_besides_its_question_never_reaches_the_upstream") {
+        return;
+    }
+    let ns = NetNs::new("dnssmug", 221);
+    let n = dns::slot();
+    let env = palisade_tests::TestEnv::new(
+        "dns-smuggle",
+        "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - host: allowed.test\n",
+    );
+    let upstream_addr = format!("{}:53", dns::upstream_ip(n));
+    env.write_config(
+        &dns::config(n, &env.dir, "").replace(&upstream_addr, &format!("{}:53", ns.peer_ip)),
+    );
+    let _upstream = Dnsmasq::start(
+        &env.dir,
+        Some(&ns.name),
+        &ns.peer_ip,
+        &[format!(
+            "--host-record=allowed.test,{}",
+            dns::answer_ip(n, 1)
+        )],
+    );
+    let _d = DaemonProc::start(&env);
+    let cap = Capture::start(
+        &ns,
+        5000,
+        &[&ns.peer_ip],
+        &["smuggled-record", "smuggled-option", "AlLoWeD", "allowed"],
+    );
+    for user in [None, Some("65534")] {
+        for how in ["raw-udp", "raw-tcp"] {
+            let hex = laden_query(
+                "AlLoWeD.test",
+                "smuggled-record.evil.test",
+                b"smuggled-option",
+            );
+            let mut args = vec![];
+            if let Some(u) = user {
+                args.extend(["as-user", u]);
+            }
+            args.extend(["dns", how, NOBODY, hex.as_str()]);
+            let r = Probe::enrolled(&env, "agent", &args);
+            assert_eq!(r.0["rcode"], "NOERROR", "{how} as {user:?}: {}", r.0);
+        }
+    }
+    let seen = cap.finish();
+    assert!(
+        seen.get("allowed").copied().unwrap_or(0) > 0,
+        "the control: the allowed question never reached the upstream: {seen:?}"
+    );
+    for marker in ["smuggled-record", "smuggled-option", "AlLoWeD"] {
+        assert_eq!(
+            seen.get(marker).copied().unwrap_or(0),
+            0,
+            "{marker} reached the upstream: {seen:?}"
         );
     }
 }

@@ -5,7 +5,7 @@
 use std::{collections::HashSet, net::IpAddr};
 
 use hickory_proto::{
-    op::{Header, Message, MessageType, OpCode, ResponseCode},
+    op::{Edns, Header, Message, MessageType, OpCode, ResponseCode},
     rr::{Name, RData, RecordType},
     serialize::binary::BinDecodable,
 };
@@ -195,10 +195,42 @@ pub fn strip_addrs(resp: &mut Message, addrs: &[IpAddr]) {
     });
 }
 
-/// The upstream answer as the client gets it: its own id back, and no
-/// record living longer (TTL) than the addresses stay learned.
-pub fn finish(mut resp: Message, id: u16, ttl_cap: u32) -> Result<Vec<u8>, MessageError> {
-    resp.metadata.id = id;
+/// Largest UDP answer the proxy asks the upstream for (the DNS flag day
+/// size: no fragmentation on common paths).
+const UPSTREAM_UDP_PAYLOAD: u16 = 1232;
+
+/// The query as the proxy sends it upstream: a fresh message holding only
+/// what a lookup needs — the one question, its name in lowercase, the
+/// recursion-desired and checking-disabled flags, and EDNS reduced to its
+/// payload size and DO bit. Nothing else the process put in its query
+/// travels on: records in the answer, authority or additional sections,
+/// EDNS options, the case of the name's letters — each could carry data to
+/// whoever runs the upstream or the zone's servers.
+pub fn upstream_query(q: &Query) -> Result<Message, MessageError> {
+    let asked = &q.msg.queries[0];
+    let name = Name::from_ascii(format!("{}.", q.name))
+        .map_err(|e| MessageError::Encode(format!("{}: {e}", q.name)))?;
+    let mut question = hickory_proto::op::Query::query(name, asked.query_type());
+    question.set_query_class(asked.query_class());
+    let mut m = Message::new(q.msg.metadata.id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = q.msg.metadata.recursion_desired;
+    m.metadata.checking_disabled = q.msg.metadata.checking_disabled;
+    m.add_query(question);
+    if let Some(asked_edns) = &q.msg.edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(asked_edns.max_payload().clamp(512, UPSTREAM_UDP_PAYLOAD));
+        edns.set_dnssec_ok(asked_edns.flags().dnssec_ok);
+        m.set_edns(edns);
+    }
+    Ok(m)
+}
+
+/// The upstream answer as the client gets it: its own id and question
+/// back (the upstream was asked the reduced form), and no record living
+/// longer (TTL) than the addresses stay learned.
+pub fn finish(mut resp: Message, client: &Message, ttl_cap: u32) -> Result<Vec<u8>, MessageError> {
+    resp.metadata.id = client.metadata.id;
+    resp.queries.clone_from(&client.queries);
     for r in &mut resp.answers {
         r.ttl = r.ttl.min(ttl_cap);
     }
@@ -342,10 +374,63 @@ mod tests {
             ]
         );
         assert_eq!(a.min_ttl, Some(60));
-        let bytes = finish(m, 0x4321, 30).unwrap_or_else(|e| panic!("{e}"));
+        let client =
+            Message::from_vec(&query("WWW.example.COM.")).unwrap_or_else(|e| panic!("{e}"));
+        let bytes = finish(m, &client, 30).unwrap_or_else(|e| panic!("{e}"));
         let back = Message::from_vec(&bytes).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back.metadata.id, 0x4321);
+        assert_eq!(back.metadata.id, 0x1234);
+        assert_eq!(
+            back.queries, client.queries,
+            "the client's own question, case and all"
+        );
         assert!(back.answers.iter().all(|r| r.ttl <= 30));
+    }
+
+    /// What a process adds to an allowed query — records in other
+    /// sections, EDNS options, letter case — never reaches the upstream.
+    #[test]
+    fn the_upstream_is_asked_only_the_question() {
+        let mut m = Message::new(0x77, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Question::query(
+            name("Allowed.Example.COM."),
+            RecordType::AAAA,
+        ));
+        let smuggled = Record::from_rdata(
+            name("secret-data.evil.test."),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+        );
+        m.add_answer(smuggled.clone());
+        m.add_authority(smuggled.clone());
+        m.add_additional(smuggled);
+        let mut edns = Edns::new();
+        edns.set_max_payload(65000);
+        edns.set_dnssec_ok(true);
+        edns.options_mut()
+            .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                65001,
+                b"secret-payload".to_vec(),
+            ));
+        m.set_edns(edns);
+        let q = parse_query(&m.to_vec().unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let up = upstream_query(&q).unwrap_or_else(|e| panic!("{e}"));
+        let wire = up.to_vec().unwrap_or_else(|e| panic!("{e}"));
+        let back = Message::from_vec(&wire).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.queries.len(), 1);
+        assert_eq!(back.queries[0].name().to_ascii(), "allowed.example.com.");
+        assert_eq!(back.queries[0].query_type(), RecordType::AAAA);
+        assert!(
+            back.answers.is_empty() && back.authorities.is_empty() && back.additionals.is_empty()
+        );
+        let e = back.edns.unwrap_or_else(|| panic!("EDNS kept"));
+        assert_eq!(e.max_payload(), UPSTREAM_UDP_PAYLOAD);
+        assert!(e.flags().dnssec_ok);
+        assert!(e.options().as_ref().is_empty(), "{:?}", e.options());
+        assert!(back.metadata.recursion_desired);
+        let text = String::from_utf8_lossy(&wire);
+        assert!(!text.contains("secret"), "{text}");
     }
 
     #[test]

@@ -80,17 +80,20 @@ impl DnsService {
             .inflight
             .admit(index, self.settings.max_inflight_per_identity);
         let exchange = async {
-            match &self.upstream {
-                Ok(up) => match transport {
-                    Transport::Udp => up.exchange_udp(&query.msg).await,
-                    Transport::Tcp => up.exchange_tcp(&query.msg).await,
-                }
-                .map_err(|e| {
-                    warn!(upstream = %up.addr, error = %e, query = %query.name, "upstream failed");
-                    ("upstream-failed", e.to_string())
-                }),
-                Err(e) => Err(("upstream-failed", e.clone())),
+            let up = self
+                .upstream
+                .as_ref()
+                .map_err(|e| ("upstream-failed", e.clone()))?;
+            let asked =
+                message::upstream_query(&query).map_err(|e| ("encode-failed", e.to_string()))?;
+            match transport {
+                Transport::Udp => up.exchange_udp(&asked).await,
+                Transport::Tcp => up.exchange_tcp(&asked).await,
             }
+            .map_err(|e| {
+                warn!(upstream = %up.addr, error = %e, query = %query.name, "upstream failed");
+                ("upstream-failed", e.to_string())
+            })
         };
         let resp = tokio::select! {
             r = exchange => r,
@@ -172,7 +175,7 @@ impl DnsService {
                 }
             }
         }
-        match message::finish(resp, query.msg.metadata.id, ttl) {
+        match message::finish(resp, &query.msg, ttl) {
             Ok(bytes) => {
                 self.stats.answered.fetch_add(1, Ordering::Relaxed);
                 self.emit_lookup(lookup, started);
