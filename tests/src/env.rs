@@ -224,13 +224,23 @@ impl TestEnv {
             .collect()
     }
 
-    /// Wait until an audit record satisfies `pred`.
+    /// Wait (up to 5 s) until an audit record satisfies `pred`.
     pub fn wait_audit(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        crate::wait_for(std::time::Duration::from_secs(5), || {
+        self.wait_audit_for(std::time::Duration::from_secs(5), what, pred)
+    }
+
+    /// Wait up to `timeout` until an audit record satisfies `pred`.
+    pub fn wait_audit_for(
+        &self,
+        timeout: std::time::Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        crate::wait_for(timeout, || {
             self.audit_events().into_iter().find(|e| pred(e))
         })
         .unwrap_or_else(|| {

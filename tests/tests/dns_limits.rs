@@ -2,9 +2,11 @@
 //! kernel, a real dnsmasq and the real proxy: an allowed name pointing
 //! inside opens nothing unless a cidr rule vouches for it, and one identity
 //! flooding lookups (fast or slow) cannot take the learned map or the
-//! proxy's upstream slots from another.
+//! proxy's upstream slots from another, nor flood the trail.
 
-use palisade_tests::{TcpServer, dns::Lab, root_or_skip};
+use std::time::Duration;
+
+use palisade_tests::{Probe, TcpServer, dns::Lab, root_or_skip};
 
 /// A resolver address nothing listens on: only steering can answer it.
 const NOBODY: &str = "127.9.9.9";
@@ -239,14 +241,90 @@ fn slow_lookups_of_one_identity_are_capped_and_do_not_hold_another() {
         servfail >= 400 - 32 - 8,
         "evicted queries answered SERVFAIL: {spray}"
     );
-    let evicted = lab
+    // Each eviction is in the trail: one by one up to the identity's
+    // budget of lookup records, the rest counted in an aggregate record
+    // when the period ends.
+    let evictions = |e: &serde_json::Value| {
+        e["kind"] == "dns" && e["reason"] == "inflight-evicted" && e["identity"] == "flooder"
+    };
+    lab.env
+        .wait_audit_for(Duration::from_secs(20), "for the aggregate record", |e| {
+            evictions(e) && e["count"].is_u64()
+        });
+    let evicted: u64 = lab
         .env
         .audit_events()
-        .into_iter()
-        .filter(|e| {
-            e["kind"] == "dns" && e["reason"] == "inflight-evicted" && e["identity"] == "flooder"
-        })
-        .count();
-    assert!(evicted >= 400 - 32 - 8, "{evicted} eviction records");
+        .iter()
+        .filter(|e| evictions(e))
+        .map(|e| e["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert!(evicted >= 400 - 32 - 8, "{evicted} evictions recorded");
     drop(hole);
+}
+
+/// A flood of forbidden names, as uid 65534 inside the agent: the trail
+/// gets at most the identity's budget of lookup records per period plus
+/// one aggregate record, and every lookup is still counted (records plus
+/// the aggregate's `count` equal the lookups made). Another identity's
+/// lookups meanwhile are recorded one by one (the control).
+#[test]
+fn a_lookup_flood_costs_a_budget_of_records_and_every_lookup_is_counted() {
+    if !root_or_skip("a_lookup_flood_costs_a_budget_of_records_and_every_lookup_is_counted") {
+        return;
+    }
+    let lab = Lab::new(
+        "dns-trail-flood",
+        "  - id: flooder\n    egress:\n      allow:\n        - host: ok.test\n  - id: steady\n    egress:\n      allow:\n        - host: ok.test\n",
+        &[("ok.test", 1)],
+        "",
+    );
+    const FLOOD: u64 = 3000;
+    let f = Probe::enrolled(
+        &lab.env,
+        "flooder",
+        &[
+            "as-user",
+            "65534",
+            "dns",
+            "flood",
+            NOBODY,
+            "evil.test",
+            &FLOOD.to_string(),
+        ],
+    );
+    assert_eq!(f.0["other"], FLOOD, "every forbidden name refused: {}", f.0);
+    let r = lab.ask("steady", "udp", NOBODY, "ok.test");
+    assert_eq!(r.0["rcode"], "NOERROR", "{}", r.0);
+    // The period ends within 10 s; its aggregate record follows.
+    let agg = lab
+        .env
+        .wait_audit_for(Duration::from_secs(20), "for the aggregate record", |e| {
+            e["kind"] == "dns" && e["identity"] == "flooder" && e["count"].is_u64()
+        });
+    assert_eq!(
+        (agg["verdict"].as_str(), agg["reason"].as_str()),
+        (Some("deny"), Some("no-host-rule")),
+        "{agg}"
+    );
+    let all = lab.env.audit_events();
+    let one_by_one = all
+        .iter()
+        .filter(|e| e["kind"] == "dns" && e["identity"] == "flooder" && e["count"].is_null())
+        .count() as u64;
+    let counted: u64 = all
+        .iter()
+        .filter(|e| e["kind"] == "dns" && e["identity"] == "flooder")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    assert!(
+        one_by_one <= 200,
+        "{one_by_one} lookup records for one identity in one period"
+    );
+    assert_eq!(one_by_one + counted, FLOOD, "every lookup counted");
+    assert!(
+        all.iter().any(|e| e["kind"] == "dns"
+            && e["identity"] == "steady"
+            && e["dns"]["query"] == "ok.test"),
+        "the other identity's lookup was not recorded"
+    );
 }

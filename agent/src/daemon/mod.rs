@@ -374,6 +374,10 @@ impl Daemon {
         // Removing the pins is ours to do: the watchdog must not undo it.
         self.guard.stop();
         self.gateway.shutdown();
+        // Lookups counted over a budget are written before the last record.
+        if let Some(dns) = &self.dns {
+            dns.flush_lookup_records(true);
+        }
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();

@@ -19,6 +19,7 @@
 //! * `inflight` — per-identity quota of queries waiting on the upstream
 
 pub mod events;
+mod flood;
 mod inflight;
 pub mod internal;
 pub mod judge;
@@ -131,6 +132,8 @@ pub struct DnsService {
     inflight: Arc<InFlight>,
     pub stats: DnsStats,
     dirty: AtomicBool,
+    /// Lookup records per identity and period (`flood`).
+    records: flood::LookupBudget,
     this: Weak<DnsService>,
 }
 
@@ -185,6 +188,7 @@ impl DnsService {
             inflight: Arc::new(InFlight::default()),
             stats: DnsStats::default(),
             dirty: AtomicBool::new(false),
+            records: flood::LookupBudget::default(),
             this: this.clone(),
         });
         service.spawn_housekeeping();
@@ -276,7 +280,17 @@ impl DnsService {
     }
 
     fn emit(&self, ev: AuditEvent) {
-        self.audit.emit(ev);
+        if let Some(ev) = self.records.admit(ev, std::time::SystemTime::now()) {
+            self.audit.emit(ev);
+        }
+    }
+
+    /// Write the aggregate records of lookups counted over an identity's
+    /// budget: of the periods that ended, or of all (at shutdown).
+    pub fn flush_lookup_records(&self, all: bool) {
+        for ev in self.records.drain(std::time::SystemTime::now(), all) {
+            self.audit.emit(ev);
+        }
     }
 
     fn spawn_housekeeping(&self) {
@@ -287,6 +301,7 @@ impl DnsService {
             loop {
                 tick.tick().await;
                 let Some(svc) = weak.upgrade() else { return };
+                svc.flush_lookup_records(false);
                 since_sweep += SAVE_EVERY;
                 if since_sweep >= SWEEP_EVERY {
                     since_sweep = Duration::ZERO;
