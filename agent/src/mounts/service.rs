@@ -93,9 +93,31 @@ fn open_ns(path: &'static str) -> Result<File, ServiceMountError> {
     File::open(path).map_err(|source| ServiceMountError::Namespace { path, source })
 }
 
-fn enter(ns: &File, what: &'static str) -> Result<(), ServiceMountError> {
-    setns(ns.as_fd(), CloneFlags::CLONE_NEWNS)
-        .map_err(|source| ServiceMountError::Setns { what, source })
+/// A process's mount namespace and its root directory there: a chroot or
+/// `pivot_root` below the namespace's top (a container, a test harness)
+/// puts them apart, and setns(2) leaves the caller at the top.
+struct Place {
+    ns: File,
+    root: File,
+}
+
+impl Place {
+    fn of(ns: &'static str, root: &'static str) -> Result<Self, ServiceMountError> {
+        Ok(Self {
+            ns: open_ns(ns)?,
+            root: open_ns(root)?,
+        })
+    }
+}
+
+/// Enter `place`'s namespace and stand in its root, so paths resolve as
+/// that process sees them.
+fn enter(place: &Place, what: &'static str) -> Result<(), ServiceMountError> {
+    let fail = |source| ServiceMountError::Setns { what, source };
+    setns(place.ns.as_fd(), CloneFlags::CLONE_NEWNS).map_err(fail)?;
+    nix::unistd::fchdir(place.root.as_fd()).map_err(fail)?;
+    nix::unistd::chroot(".").map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
 }
 
 fn cstring(path: &str) -> io::Result<CString> {
@@ -153,9 +175,9 @@ fn device(path: &str) -> Option<u64> {
 /// securityfs in PID 1's mount namespace where missing, and make each
 /// visible in this process's namespace. Must run single-threaded (setns).
 pub fn mount_for_service(pin_dir: &Path) -> Result<Vec<Outcome>, ServiceMountError> {
-    let own = open_ns("/proc/self/ns/mnt")?;
-    let host = open_ns("/proc/1/ns/mnt")?;
-    let in_host = same_file(&own, &host).map_err(|source| ServiceMountError::Namespace {
+    let own = Place::of("/proc/self/ns/mnt", "/proc/self/root")?;
+    let host = Place::of("/proc/1/ns/mnt", "/proc/1/root")?;
+    let in_host = same_file(&own.ns, &host.ns).map_err(|source| ServiceMountError::Namespace {
         path: "/proc/1/ns/mnt",
         source,
     })?;
