@@ -41,6 +41,11 @@ impl Probe {
     /// The probe binary, built next to the test executables
     /// (`target/release/palisade-probe`, tests live in `target/release/deps`).
     pub fn bin() -> std::path::PathBuf {
+        // `cargo xtask test` may stage the binaries where every user can
+        // run them (a checkout in root's home is out of their reach).
+        if let Some(p) = std::env::var_os("PALISADE_PROBE") {
+            return p.into();
+        }
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
         // Benchmarks run from target/release, tests from target/release/deps.
         [exe.parent(), exe.parent().and_then(Path::parent)]

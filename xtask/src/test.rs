@@ -34,17 +34,27 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         );
     }
     build()?;
-    let bin = workspace_root().join("target/release/palisade");
     // Orphans of the tests become our children: the leftover check finds them.
     leftovers::become_subreaper()?;
     let tag = leftovers::run_tag();
     let before = leftovers::scan();
+    // Tests run agents as an unprivileged user (65534), who must be able to
+    // reach the binaries: a checkout in root's home (mode 0700) is not.
+    let release = workspace_root().join("target/release");
+    let staged = if reachable_by_others(&release) {
+        None
+    } else {
+        Some(stage_binaries(&release, &tag)?)
+    };
+    let bins = staged.as_deref().unwrap_or(&release);
+    let bin = bins.join("palisade");
     let mut cmd = cargo();
     node_env(&mut cmd);
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(extra)
         .env("PALISADE_TEST_RUN", &tag)
         .env("PALISADE_BIN", &bin)
+        .env("PALISADE_PROBE", bins.join("palisade-probe"))
         .env(
             "PALISADE_PYTHON",
             client_env_link("python-dev").join("bin/python3"),
@@ -55,6 +65,9 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     // Passed or failed, the run leaves nothing behind. (A stray process may
     // still hold cargo's output open: the check kills it, then the reader
     // sees the end.)
+    if let Some(dir) = &staged {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let clean = leftovers::check(&tag, &before);
     let mut tally = reader
         .join()
@@ -127,4 +140,47 @@ fn count(result: &str, what: &str) -> u64 {
         })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Can a user other than the owner reach `dir` (search permission on it
+/// and every directory above)?
+fn reachable_by_others(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    })
+}
+
+/// The binaries the tests run (`palisade`, `palisade-*`) where every user
+/// reaches them: linked (or copied) into a directory of their own under
+/// the system's temporary directory, removed after the run.
+fn stage_binaries(release: &std::path::Path, tag: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("palisade-{tag}bin"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    for entry in std::fs::read_dir(release)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let file = entry.metadata()?;
+        if !(name == "palisade" || name.starts_with("palisade-"))
+            || name.contains('.')
+            || !file.is_file()
+            || file.permissions().mode() & 0o111 == 0
+        {
+            continue;
+        }
+        let to = dir.join(&*name);
+        if std::fs::hard_link(entry.path(), &to).is_err() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    eprintln!(
+        "xtask: {} is out of reach of other users: the tests run the binaries from {}",
+        release.display(),
+        dir.display()
+    );
+    Ok(dir)
 }
