@@ -32,7 +32,8 @@ pub fn setup(apt_install: impl Fn(&[&str]) -> anyhow::Result<()>) -> anyhow::Res
     python_env("python-gateway", "gateway")?;
     wheelhouse(&dev)?;
     node(&apt_install)?;
-    npm_packages()
+    npm_packages()?;
+    npm_fresh_project_cache()
 }
 
 /// FNV-1a: a stable name for a cache entry (not a security boundary).
@@ -239,5 +240,33 @@ fn npm_packages() -> anyhow::Result<()> {
     sh(crate::toolchain::node_env(&mut Command::new("npm"))
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir))?;
+    fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
+}
+
+/// What a new user's project fetches when it installs the client from the
+/// repository path (`npm install <repo>/clients/typescript`), in npm's
+/// cache: it resolves the client's dependencies afresh (the lockfile is
+/// the client's own), and the test that does it runs offline. Once per
+/// change of the client's package.json.
+fn npm_fresh_project_cache() -> anyhow::Result<()> {
+    let client = workspace_root().join("clients/typescript");
+    let manifest = fs::read(client.join("package.json"))
+        .context("reading clients/typescript/package.json")?;
+    let project = cache_dir()?.join("npm-fresh-project");
+    let stamp = project.join(".palisade-fetched");
+    let wanted = digest(&[&manifest]);
+    if fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(&project);
+    fs::create_dir_all(&project).with_context(|| format!("creating {}", project.display()))?;
+    fs::write(
+        project.join("package.json"),
+        r#"{"name": "fresh-project", "version": "1.0.0", "private": true}"#,
+    )?;
+    sh(crate::toolchain::node_env(&mut Command::new("npm"))
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .arg(&client)
+        .current_dir(&project))?;
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
