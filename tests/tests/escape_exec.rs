@@ -502,6 +502,10 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         ("sys_time", 25),
         ("sys_boot", 22),
         ("sys_resource", 24),
+        ("net_admin", 12),
+        ("net_raw", 13),
+        ("sys_admin", 21),
+        ("bpf", 39),
     ] {
         assert_eq!(bnd & (1 << bit), 0, "CAP_{name} kept: {}", c.0);
     }
