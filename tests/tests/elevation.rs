@@ -343,3 +343,89 @@ identities:
     at(3, "egress `deny`");
     at(8, "inherits elevated role `breakglass`");
 }
+
+/// An agent asks for its elevated role through the decision API (tool
+/// `palisade.elevate`): it gets a pending approval, never the role; its own
+/// attempt to approve is refused and nothing opens; once an operator
+/// approves, the role's destination and tools open for the asked time in
+/// the approver's name. Roles it may not hold and bad durations are denied.
+#[test]
+fn an_agent_asks_for_an_elevation_and_only_an_operator_starts_it() {
+    if !root_or_skip("an_agent_asks_for_an_elevation_and_only_an_operator_starts_it") {
+        return;
+    }
+    let db = TcpServer::start(DB);
+    let port = db.port();
+    let (env, _d) = start("elevation-request", &port);
+    let agent = env.make_cgroup("ops.service");
+    let ask = |role: &str, params: &str| {
+        rpc(
+            &env,
+            RpcAs::Cgroup(&agent),
+            &["decide", "none", "palisade.elevate", role, params],
+        )
+    };
+    let wanted = r#"{"for": "2m", "reason": "INC-4712 replica stuck"}"#;
+
+    // Roles it may not hold, and requests without a sane duration or reason.
+    for (role, params, reason) in [
+        ("db-owner", wanted, "elevation-not-allowed"),
+        (
+            "dba-breakglass",
+            r#"{"for": "30d", "reason": "x"}"#,
+            "invalid-input",
+        ),
+        ("dba-breakglass", r#"{"reason": "x"}"#, "invalid-input"),
+        ("dba-breakglass", r#"{"for": "5m"}"#, "invalid-input"),
+    ] {
+        let a = ask(role, params);
+        assert_eq!(
+            (a["verdict"].as_str(), a["reason"].as_str()),
+            (Some("DENY"), Some(reason)),
+            "{role} {params}: {a}"
+        );
+    }
+
+    let asked = ask("dba-breakglass", wanted);
+    assert_eq!(asked["verdict"], "APPROVAL_REQUIRED", "{asked}");
+    let id = asked["approval_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!id.is_empty(), "{asked}");
+    assert!(elevations(&env).is_empty(), "a request is not an elevation");
+    Probe::in_cgroup(&agent, &["tcp", DB, &port]).expect_eperm("while the request is pending");
+    assert_eq!(drop_table(&env, &agent)["verdict"], "DENY");
+
+    // The agent approving its own request, as root in its cgroup: refused.
+    let socket = env.socket.to_string_lossy().into_owned();
+    let out = Probe::in_cgroup_cmd(
+        &agent,
+        &palisade_bin(),
+        &["approve", &id, "--reason", "self", "--socket", &socket],
+    );
+    assert!(!out.status.success(), "an agent approved its own elevation");
+    assert!(
+        elevations(&env).is_empty(),
+        "no elevation after the self-approval"
+    );
+    Probe::in_cgroup(&agent, &["tcp", DB, &port]).expect_eperm("after the self-approval");
+    assert_eq!(
+        db.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing arrived"
+    );
+
+    // The operator approves: the elevation starts, in the approver's name.
+    env.cli_ok(&["approve", &id, "--reason", "on call agrees"]);
+    let listed = elevations(&env);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["role"], "dba-breakglass", "{listed:?}");
+    Probe::in_cgroup(&agent, &["tcp", DB, &port]).expect_ok("after the approval");
+    let d = drop_table(&env, &agent);
+    assert_eq!(d["verdict"], "ALLOW", "{d}");
+    let started = env.wait_audit("for the start", |r| {
+        r["kind"] == "elevation" && r["verdict"] == "started"
+    });
+    assert_eq!(started["reason"], "approved-request", "{started}");
+}

@@ -250,8 +250,8 @@ fn npm_packages() -> anyhow::Result<()> {
 /// change of the client's package.json.
 fn npm_fresh_project_cache() -> anyhow::Result<()> {
     let client = workspace_root().join("clients/typescript");
-    let manifest = fs::read(client.join("package.json"))
-        .context("reading clients/typescript/package.json")?;
+    let manifest =
+        fs::read(client.join("package.json")).context("reading clients/typescript/package.json")?;
     let project = cache_dir()?.join("npm-fresh-project");
     let stamp = project.join(".palisade-fetched");
     let wanted = digest(&[&manifest]);

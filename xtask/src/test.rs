@@ -146,9 +146,8 @@ fn count(result: &str, what: &str) -> u64 {
 /// and every directory above)?
 fn reachable_by_others(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
-    dir.ancestors().all(|d| {
-        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    })
+    dir.ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
 /// The binaries the tests run (`palisade`, `palisade-*`) where every user

@@ -1,6 +1,7 @@
 //! Operators' side of approvals: list, approve, reject. Approving a tool
 //! call hands the agent a single-use override token; approving an egress
-//! request puts the grant in the kernel at once.
+//! request puts the grant in the kernel at once; approving an agent's
+//! elevation request starts the elevation in the approver's name.
 
 use super::{Caller, Daemon, DaemonError};
 use crate::{
@@ -43,7 +44,8 @@ impl Daemon {
             .get(id)
             .ok_or_else(|| DaemonError::NotFound(format!("no approval `{id}`")))?;
         // The override token, issued only for a tool approval being approved.
-        let token = if approve && pending.egress.is_none() {
+        let elevation = pending.tool == super::people::ELEVATION_TOOL;
+        let token = if approve && pending.egress.is_none() && !elevation {
             let ttl = self
                 .decisions
                 .approvals
@@ -116,6 +118,9 @@ impl Daemon {
                 reason,
                 &approver,
             )?;
+        }
+        if approve && elevation {
+            self.start_requested_elevation(&a, &approver, reason)?;
         }
         self.metrics
             .set_pending_approvals(self.decisions.approvals.pending() as u64);

@@ -347,6 +347,27 @@ impl Daemon {
             egress: None,
         };
 
+        if req.tool == super::people::ELEVATION_TOOL {
+            let (d, approval) =
+                self.request_elevation(policy, &req.action, &params, ask, || {
+                    self.call_event(identity, caller, req, "pending", "elevation-requested")
+                })?;
+            return Ok(self.finish(
+                caller,
+                identity,
+                req,
+                policy,
+                d,
+                Some(&digest),
+                vec![],
+                decision_id,
+                started,
+                approval.map(|a| (a.id, String::new())),
+                access.as_ref(),
+                None,
+            ));
+        }
+
         if let Some(claims) = override_claims {
             // An approved call: exactly the one approved, once.
             let approval = self.decisions.approvals.consume(&claims.approval, &ask)?;

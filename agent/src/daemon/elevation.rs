@@ -13,6 +13,7 @@ use super::{Caller, Daemon, DaemonError};
 use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
     decision::{
+        approvals::{Approval, ApprovalError, Ask},
         elevations::{Elevation, Elevations},
         grants::Grant,
     },
@@ -39,6 +40,17 @@ impl Daemon {
     /// enrolled process (an agent) is refused, whatever its uid.
     pub fn elevate(&self, caller: &Caller, req: ElevateRequest) -> Result<Elevation, DaemonError> {
         let by = self.operator(caller, "elevating an identity")?;
+        self.start_elevation(req, &by, "operator")
+    }
+
+    /// Start an elevation in the name of `by` (an operator, or the approver
+    /// of an agent's request); `how` is the reason of the start record.
+    pub(super) fn start_elevation(
+        &self,
+        req: ElevateRequest,
+        by: &str,
+        how: &str,
+    ) -> Result<Elevation, DaemonError> {
         if req.reason.trim().is_empty() {
             return Err(DaemonError::InvalidArgument(
                 "an elevation needs a reason (--reason): it goes into the audit trail".into(),
@@ -58,7 +70,7 @@ impl Daemon {
         {
             return Err(DaemonError::Revoked(req.identity));
         }
-        let e = Elevation::new(&req.identity, &req.role, req.ttl, req.reason.trim(), &by);
+        let e = Elevation::new(&req.identity, &req.role, req.ttl, req.reason.trim(), by);
         // Saved first: a daemon that dies next restores it (with the same
         // expiry) rather than leaving kernel grants nobody knows about.
         self.elevations.add(e.clone())?;
@@ -76,10 +88,143 @@ impl Daemon {
             by = %e.by,
             "elevation started"
         );
-        let mut ev = self.elevation_event(&e, "started", "operator");
+        let mut ev = self.elevation_event(&e, "started", how);
         ev.detail = Some(e.reason.clone());
         self.audit.emit(ev);
         Ok(e)
+    }
+
+    /// An agent asks to be elevated: `Decide` with tool `palisade.elevate`,
+    /// the role as action and params `{"for": "30m", "reason": "…"}`. Never
+    /// granted on the spot: the answer is a pending approval, and an
+    /// operator approving it (`palisade approve`, or a signed approval)
+    /// starts the elevation in the approver's name. A role the identity
+    /// may not be elevated to, or a bad duration, is denied.
+    pub(super) fn request_elevation(
+        &self,
+        policy: &Policy,
+        role: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        ask: Ask,
+        pending_event: impl FnOnce() -> AuditEvent,
+    ) -> Result<(Decision, Option<Approval>), DaemonError> {
+        let deny = |reason: &'static str, message: String| Decision {
+            verdict: ToolVerdict::Deny,
+            reason,
+            message,
+            rules: vec![],
+            charges: vec![],
+        };
+        let ttl = match params.get("for").and_then(serde_json::Value::as_str) {
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) if !d.is_zero() && d <= MAX_ELEVATION => d,
+                _ => {
+                    return Ok((
+                        deny(
+                            "invalid-input",
+                            format!(
+                                "params.for: `{s}` is not a duration between 1s and {}",
+                                humantime::format_duration(MAX_ELEVATION)
+                            ),
+                        ),
+                        None,
+                    ));
+                }
+            },
+            None => {
+                return Ok((
+                    deny(
+                        "invalid-input",
+                        "an elevation request needs params.for, how long (e.g. \"30m\")".into(),
+                    ),
+                    None,
+                ));
+            }
+        };
+        let why = params
+            .get("reason")
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default();
+        if why.is_empty() {
+            return Ok((
+                deny(
+                    "invalid-input",
+                    "an elevation request needs params.reason: it goes into the audit trail".into(),
+                ),
+                None,
+            ));
+        }
+        if let Err(e) = elevatable(policy, &ask.identity, role) {
+            return Ok((deny("elevation-not-allowed", e.to_string()), None));
+        }
+        let digest = ask.params_digest.clone();
+        let requested = self.decisions.approvals.request(Ask {
+            resource: humantime::format_duration(ttl).to_string(),
+            rules: vec![role.to_string()],
+            ..ask
+        });
+        let (a, new) = match requested {
+            Ok(r) => r,
+            Err(e @ ApprovalError::Quota { .. }) => {
+                return Ok((deny("approval-quota", e.to_string()), None));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if new {
+            let mut ev = pending_event();
+            ev.kind = EventKind::Approval;
+            ev.verdict = "pending".into();
+            ev.reason = "elevation-requested".into();
+            ev.detail = Some(format!("{role} for {}: {why}", a.resource));
+            if let Some(c) = ev.call.as_mut() {
+                c.approval_id = Some(a.id.clone());
+                c.params_digest = Some(digest);
+            }
+            self.audit.emit(ev);
+            self.metrics
+                .set_pending_approvals(self.decisions.approvals.pending() as u64);
+            self.announce(&a);
+        }
+        let d = Decision {
+            verdict: ToolVerdict::ApprovalRequired,
+            reason: "elevation-requested",
+            message: format!(
+                "elevation to `{role}` for {} waits for an operator's approval ({})",
+                a.resource, a.id
+            ),
+            rules: vec![role.to_string()],
+            charges: vec![],
+        };
+        Ok((d, Some(a)))
+    }
+
+    /// The elevation an approved request asks for, started in the
+    /// approver's name.
+    pub(super) fn start_requested_elevation(
+        &self,
+        a: &Approval,
+        approver: &str,
+        reason: &str,
+    ) -> Result<Elevation, DaemonError> {
+        let ttl = humantime::parse_duration(&a.resource).map_err(|e| {
+            DaemonError::InvalidArgument(format!("approval {}: duration {}: {e}", a.id, a.resource))
+        })?;
+        let why = if reason.is_empty() {
+            format!("requested by the agent, approved by {approver}")
+        } else {
+            format!("requested by the agent, approved by {approver}: {reason}")
+        };
+        self.start_elevation(
+            ElevateRequest {
+                identity: a.identity.clone(),
+                role: a.action.clone(),
+                ttl,
+                reason: why,
+            },
+            approver,
+            "approved-request",
+        )
     }
 
     /// End an elevation before its time. Operator only.
