@@ -19,13 +19,15 @@ const _: () = assert!(size_of::<SockIdent>() == 8);
 /// once already (its later packets are only counted).
 pub const SOCK_KILL_REPORTED: u32 = 1;
 
-/// Per socket (`SOCK_JUDGED`, socket-local storage): when the destination
-/// a socket was connected to was last judged allowed, so the egress program
-/// can judge it again once the permission may have ended — a new policy
-/// generation, a grant or elevation ended early (`rejudge_epoch`), or the
-/// expiry of the grant that admitted it. Sockets never connected under a
-/// policy verdict (unconnected UDP, judged per datagram; DNS steered to the
-/// proxy; the L7 gateway) carry no `JUDGED_VALID`.
+/// Per socket (`SOCK_JUDGED`, socket-local storage): the destination a
+/// connect was last allowed to, and what that verdict rested on, so the
+/// egress program can judge the socket again once the permission may have
+/// ended — a new policy generation, a grant or elevation ended early
+/// (`rejudge_epoch`), the expiry of the grant that admitted it — or when
+/// its packets go somewhere else than the judged destination (a connect
+/// the hook allowed may still fail in the kernel and leave the socket
+/// connected to its earlier peer). Sockets never connected under a policy
+/// verdict (unconnected UDP, judged per datagram) carry no `JUDGED_VALID`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockJudged {
@@ -35,12 +37,17 @@ pub struct SockJudged {
     pub generation: u32,
     /// `GuardConfig::rejudge_epoch` at the last judgement.
     pub epoch: u32,
-    pub _pad: u32,
+    /// The judged destination's port (host order), and 1 for IPv6.
+    pub port: u16,
+    pub is_v6: u8,
+    pub _pad: u8,
     /// Boot-clock nanoseconds after which the judgement lapses (the expiry
     /// of the grant that admitted it), `u64::MAX` for none.
     pub recheck_ns: u64,
+    /// The judged destination (`NormAddr::bytes`).
+    pub addr: [u8; 16],
 }
-const _: () = assert!(size_of::<SockJudged>() == 24);
+const _: () = assert!(size_of::<SockJudged>() == 40);
 
 /// `SockJudged::flags`: the socket was connected under an allow verdict.
 pub const JUDGED_VALID: u32 = 1;

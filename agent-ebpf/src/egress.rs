@@ -37,8 +37,9 @@ use aya_ebpf::{
 };
 
 use crate::{
+    dns,
     emit::{self, Decision},
-    identity,
+    gateway, identity,
     maps::CGROUP_IDENT,
     policy, sockets,
 };
@@ -217,26 +218,32 @@ fn bare_rst(ctx: &SkBuffContext, p: &Packet) -> bool {
             .is_ok_and(|flags| flags & TCP_RST != 0)
 }
 
-/// A connected socket whose allow verdict may have lapsed since it was
-/// made — the policy generation or the grants changed, or the grant that
-/// admitted it expired — is judged again on its destination. Still
-/// allowed: the record is brought up to date and the packet goes on
+/// A connected socket's packet, judged again when its allow verdict may
+/// have lapsed since the connect — the policy generation or the grants
+/// changed, or the grant that admitted it expired — or when the packet
+/// goes somewhere else than the destination that was judged (a connect the
+/// hook allowed can still fail in the kernel, leaving the earlier peer).
+/// Still allowed: the record is brought up to date and the packet goes on
 /// (`GO_ON`). No longer allowed: recorded once as `permission-ended`, and
 /// this packet and every later one is dropped (a bare RST excepted); in
 /// audit mode only recorded. A connection admitted by an address learned
-/// from DNS outlives the name's TTL: it is kept while nothing denies it
-/// and the identity still has host rules.
+/// from DNS outlives the name's TTL: it is kept while nothing denies it and
+/// the identity still has host rules. Packets to the DNS proxy or the L7
+/// gateway were judged by the hooks that steered or admitted them.
 ///
 /// A function of its own, like `killed` and `source_route`.
 #[inline(never)]
 fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudged) -> i32 {
     // SAFETY: `judged` is this socket's (non-null) storage.
-    let (flags, was_generation, was_epoch, until) = unsafe {
+    let (flags, was_generation, was_epoch, until, was_port, was_v6, was_addr) = unsafe {
         (
             (*judged).flags,
             (*judged).generation,
             (*judged).epoch,
             (*judged).recheck_ns,
+            (*judged).port,
+            (*judged).is_v6,
+            (*judged).addr,
         )
     };
     if flags & JUDGED_CUT != 0 {
@@ -251,15 +258,6 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
     if flags & JUDGED_VALID == 0 {
         return GO_ON;
     }
-    let generation = policy::active_generation();
-    let epoch = sockets::rejudge_epoch();
-    if was_generation == generation.number
-        && was_epoch == epoch
-        // SAFETY: plain helper call.
-        && (until == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < until)
-    {
-        return GO_ON;
-    }
     let Some(packet) = parse(ctx, proto) else {
         return GO_ON;
     };
@@ -267,6 +265,24 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         return GO_ON;
     }
     let port = dst_port(ctx, &packet);
+    let same_destination =
+        port == was_port && u8::from(packet.dst.is_v6) == was_v6 && packet.dst.bytes == was_addr;
+    let generation = policy::active_generation();
+    let epoch = sockets::rejudge_epoch();
+    if same_destination
+        && was_generation == generation.number
+        && was_epoch == epoch
+        // SAFETY: plain helper call.
+        && (until == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < until)
+    {
+        return GO_ON;
+    }
+    if !same_destination
+        && ((packet.l4 == IPPROTO_TCP && gateway::is_endpoint(&packet.dst, port))
+            || matches!(dns::config(), Some(c) if dns::is_proxy(&c, &packet.dst)))
+    {
+        return GO_ON;
+    }
     // Plain values, not an Option (see `egress`).
     let mut keep = false;
     let mut keep_until: u64 = u64::MAX;
@@ -285,7 +301,8 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         if j.allows() {
             keep = true;
             keep_until = j.until_ns;
-        } else if j.reason == Reason::DefaultDeny
+        } else if same_destination
+            && j.reason == Reason::DefaultDeny
             && flags & JUDGED_VIA_LEARNED != 0
             && cfg.flags & IDENT_DNS != 0
         {
@@ -295,11 +312,13 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         audit = cfg.audit != 0;
     }
     if keep {
-        // SAFETY: as above.
-        unsafe {
-            (*judged).generation = generation.number;
-            (*judged).epoch = epoch;
-            (*judged).recheck_ns = keep_until;
+        if same_destination {
+            // SAFETY: as above.
+            unsafe {
+                (*judged).generation = generation.number;
+                (*judged).epoch = epoch;
+                (*judged).recheck_ns = keep_until;
+            }
         }
         return GO_ON;
     }

@@ -58,9 +58,6 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
             // The L7 gateway: the path to the services a policy protects,
             // judged request by request in the daemon.
             Some(_) if protocol as u8 == IPPROTO_TCP && gateway::is_endpoint(&addr, port) => {
-                if connect {
-                    crate::sockets::forget_judgement(sk);
-                }
                 (Reason::AllowRule, NO_RULE, false)
             }
             Some(cfg) => match dns::config() {
@@ -76,9 +73,6 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                 }
                 Some(dns_cfg) if port == DNS_PORT && cfg.flags & IDENT_DNS != 0 => {
                     dns::steer(ctx, hook == Hook::Connect6, &dns_cfg, identity, &addr);
-                    if connect {
-                        crate::sockets::forget_judgement(sk);
-                    }
                     (Reason::AllowRule, NO_RULE, false)
                 }
                 // Reaching a proxy address any other way could speak for
@@ -99,15 +93,17 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                     // permission may have ended. (A refused connect leaves
                     // the socket's earlier connection and its record.)
                     if connect && j.allows() {
+                        let flags = if j.via_learned {
+                            JUDGED_VALID | JUDGED_VIA_LEARNED
+                        } else {
+                            JUDGED_VALID
+                        };
                         crate::sockets::remember_judgement(
                             sk,
-                            if j.via_learned {
-                                JUDGED_VALID | JUDGED_VIA_LEARNED
-                            } else {
-                                JUDGED_VALID
-                            },
+                            flags | (u32::from(port) << 16),
                             generation.number,
                             j.until_ns,
+                            &addr,
                         );
                     }
                     (j.reason, j.rule, cfg.audit != 0)

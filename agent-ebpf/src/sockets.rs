@@ -5,7 +5,10 @@
 
 use core::ffi::c_void;
 
-use agent_common::guard::{SockIdent, SockJudged};
+use agent_common::{
+    NormAddr,
+    guard::{SockIdent, SockJudged},
+};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::bpf_sk_storage_get,
@@ -85,31 +88,35 @@ pub fn stamp_of(sk: *mut c_void) -> *mut SockIdent {
     SOCK_IDENT.get(sk, false)
 }
 
-/// Record what an allowed connect rests on. A socket connected again is
-/// judged afresh, so an earlier cut ends here.
-#[inline(never)]
-pub fn remember_judgement(sk: *mut c_void, flags: u32, generation: u32, until_ns: u64) {
+/// Record where an allowed connect goes and what the verdict rests on. A
+/// socket connected again is judged afresh, so an earlier cut ends here.
+/// (Should the kernel refuse the connect after this hook, the socket keeps
+/// its earlier peer, and its packets no longer match the record: the
+/// egress program judges them again.)
+///
+/// `flags_port`: the `JUDGED_*` flags in the low 16 bits, the destination
+/// port above them (kept to five arguments, the most a BPF function takes).
+#[inline(always)]
+pub fn remember_judgement(
+    sk: *mut c_void,
+    flags_port: u32,
+    generation: u32,
+    until_ns: u64,
+    dst: &NormAddr,
+) {
     let slot: *mut SockJudged = SOCK_JUDGED.get(sk, true);
     if slot.is_null() {
         return; // out of memory: the connection is judged once, as before
     }
     // SAFETY: `slot` is this socket's storage.
     unsafe {
-        (*slot).flags = flags;
+        (*slot).flags = flags_port & 0xffff;
         (*slot).generation = generation;
         (*slot).epoch = rejudge_epoch();
         (*slot).recheck_ns = until_ns;
-    }
-}
-
-/// A socket connected somewhere no policy verdict covers (the DNS proxy,
-/// the gateway): nothing to judge again.
-#[inline(always)]
-pub fn forget_judgement(sk: *mut c_void) {
-    let slot: *mut SockJudged = SOCK_JUDGED.get(sk, false);
-    if !slot.is_null() {
-        // SAFETY: `slot` is this socket's storage.
-        unsafe { (*slot).flags = 0 };
+        (*slot).addr = dst.bytes;
+        (*slot).is_v6 = u8::from(dst.is_v6);
+        (*slot).port = (flags_port >> 16) as u16;
     }
 }
 

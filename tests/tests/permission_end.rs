@@ -242,3 +242,79 @@ identities:
         e["hook"] == "egress" && e["reason"] == "permission-ended" && e["identity"] == "ops"
     });
 }
+
+/// A connected UDP socket cannot be made to look like it talks somewhere
+/// allowed: the agent keeps "connecting" it to an allowed address with a
+/// family the kernel then refuses (the connect hook sees the allowed
+/// address, the socket stays connected to its old peer). After a reload
+/// removes the rule, its datagrams to the old peer stop all the same, for
+/// root and unprivileged agents; before, they arrive (the control).
+#[test]
+fn a_refused_connect_cannot_keep_a_socket_whose_rule_is_gone() {
+    if !root_or_skip("a_refused_connect_cannot_keep_a_socket_whose_rule_is_gone") {
+        return;
+    }
+    const HOST: &str = "10.116.0.2";
+    let ns = NetNs::new("pstale", 116);
+    let policy = |window: bool| {
+        let window = if window {
+            "        - {id: window, cidr: 10.116.0.2, ports: [9561, 9562]}\n"
+        } else {
+            ""
+        };
+        format!(
+            "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n{window}        - {{id: decoy, cidr: 10.116.0.2, ports: [9569]}}\n"
+        )
+    };
+    let env = TestEnv::new("pend-stale", &policy(true));
+    let _d = DaemonProc::start(&env);
+    let sink = Sink::start(&ns, HOST, &[], &[9561, 9562, 9569], 4500);
+    let stale = |user: bool, port: &str| {
+        let socket = env.socket.clone();
+        let port = port.to_string();
+        thread::spawn(move || {
+            let mut args = vec![];
+            if user {
+                args.extend(["as-user", "65534"]);
+            }
+            args.extend(["udp-stale", HOST, &port, HOST, "9569", "3000"]);
+            let out = std::process::Command::new(palisade_tests::palisade_bin())
+                .arg("exec")
+                .arg("--socket")
+                .arg(&socket)
+                .args(["--identity", "agent", "--"])
+                .arg(palisade_tests::Probe::bin())
+                .args(&args)
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let text = String::from_utf8_lossy(&out.stdout);
+            Outcome(
+                serde_json::from_str(text.lines().last().unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("udp-stale said {text:?}: {e}")),
+            )
+        })
+    };
+    let root = stale(false, "9561");
+    let unprivileged = stale(true, "9562");
+    thread::sleep(Duration::from_millis(1000));
+    env.write_policy(&policy(false));
+    env.cli_ok(&["reload"]);
+    let reloaded_at = now_ns();
+    let (root, unprivileged) = (join(root, "root"), join(unprivileged, "unprivileged"));
+    let seen = sink.finish();
+    for (o, what) in [(&root, "root"), (&unprivileged, "unprivileged")] {
+        assert!(
+            o.0["refused_connects"].as_u64().unwrap_or(0) > 0,
+            "{what}: the decoy connects were not even tried: {}",
+            o.0
+        );
+        udp_refused(o, what);
+    }
+    for key in ["udp/9561", "udp/9562"] {
+        stopped_by(&seen, key, reloaded_at);
+    }
+    assert!(
+        seen.get("udp/9569").is_none_or(|r| r.bytes == 0),
+        "{seen:?}"
+    );
+}

@@ -149,6 +149,7 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
         "exec-from-thread" => exec_from_thread(args)?,
         "confinement" => confinement(),
         "stream" => stream(args)?,
+        "udp-stale" => udp_stale(args)?,
         "capture" => crate::capture::run(args)?,
         "sink" => crate::sink::run(args)?,
         _ => return None,
@@ -570,6 +571,64 @@ fn stream(args: &[String]) -> Option<String> {
         json!({"ok": true, "tcp_bytes": tcp_sent, "udp_datagrams": udp_sent,
                "tcp_errno": tcp_err, "udp_errno": udp_err})
         .to_string(),
+    )
+}
+
+/// `udp-stale ADDR PORT DECOY DECOY_PORT MILLIS`: a UDP socket connected
+/// to ADDR:PORT sends a chunk every 10 ms for MILLIS; every 50 ms it also
+/// "connects" to the allowed DECOY with an address whose family field says
+/// AF_INET6: the connect hook sees an allowed IPv4 destination, the kernel
+/// then refuses the connect (EAFNOSUPPORT) and the socket stays connected
+/// to ADDR — an attempt to make the guard believe the socket now talks to
+/// DECOY. It keeps sending after errors (a later refresh might open the
+/// way again); `udp_errno` is the first error.
+fn udp_stale(args: &[String]) -> Option<String> {
+    let ip: std::net::Ipv4Addr = arg(args, 0)?;
+    let port: u16 = arg(args, 1)?;
+    let decoy: std::net::Ipv4Addr = arg(args, 2)?;
+    let decoy_port: u16 = arg(args, 3)?;
+    let millis: u64 = arg(args, 4)?;
+    let udp = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect(SocketAddr::new(IpAddr::V4(ip), port)).map(|()| u));
+    let udp = match udp {
+        Ok(u) => u,
+        Err(e) => return Some(outcome("udp-connect", Err(e))),
+    };
+    // SAFETY: a zeroed sockaddr_in is valid; fields set below.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin_port = decoy_port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(decoy.octets());
+    let started = Instant::now();
+    let (mut sent, mut refreshes, mut err) = (0u64, 0u64, None::<i64>);
+    let chunk = [b'u'; 64];
+    let mut i = 0u64;
+    while started.elapsed() < Duration::from_millis(millis) {
+        if i % 5 == 0 {
+            // SAFETY: connect on our socket with a sockaddr_in-sized buffer.
+            let rc = unsafe {
+                libc::connect(
+                    udp.as_raw_fd(),
+                    std::ptr::addr_of!(sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                refreshes += 1;
+            }
+        }
+        match udp.send(&chunk) {
+            Ok(_) => sent += 1,
+            Err(e) => {
+                err.get_or_insert(errno_of(&e));
+            }
+        }
+        i += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some(
+        json!({"ok": true, "udp_datagrams": sent, "udp_errno": err, "refused_connects": refreshes})
+            .to_string(),
     )
 }
 
