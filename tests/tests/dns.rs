@@ -755,6 +755,22 @@ fn what_a_query_carries_besides_its_question_never_reaches_the_upstream() {
             assert_eq!(r.0["rcode"], "NOERROR", "{how} as {user:?}: {}", r.0);
         }
     }
+    // The type field is not free-form either: a type outside the askable
+    // ones is refused by the proxy; an ordinary one is asked (the control).
+    for user in [None, Some("65534")] {
+        for (qtype, rcode) in [("NULL", "REFUSED"), ("A", "NOERROR")] {
+            let mut args = vec![];
+            if let Some(u) = user {
+                args.extend(["as-user", u]);
+            }
+            args.extend(["dns", "udp", NOBODY, "allowed.test", qtype]);
+            let r = Probe::enrolled(&env, "agent", &args);
+            assert_eq!(r.0["rcode"], rcode, "{qtype} as {user:?}: {}", r.0);
+        }
+    }
+    env.wait_audit("for the proxy's own refusal of the odd type", |e| {
+        e["kind"] == "dns" && e["reason"] == "question-refused"
+    });
     let seen = cap.finish();
     assert!(
         seen.get("allowed").copied().unwrap_or(0) > 0,

@@ -6,7 +6,7 @@ use std::{collections::HashSet, net::IpAddr};
 
 use hickory_proto::{
     op::{Edns, Header, Message, MessageType, OpCode, ResponseCode},
-    rr::{Name, RData, RecordType},
+    rr::{DNSClass, Name, RData, RecordType},
     serialize::binary::BinDecodable,
 };
 
@@ -29,13 +29,37 @@ pub enum MessageError {
         "the name {0} is not a host name (a label holds a byte other than a letter, digit, '-', '_' or '*')"
     )]
     NotAHostName(String),
+    /// A class other than IN, or a record type outside `ASKABLE`: each
+    /// query's type and class fields would otherwise carry 32 bits of the
+    /// process's choosing to the upstream.
+    #[error(
+        "{0}: the proxy asks only class IN and the record types A, AAAA, CNAME, HTTPS, SVCB, MX, TXT, SRV, NS, SOA, PTR and CAA"
+    )]
+    QuestionRefused(String),
 }
+
+/// Record types the proxy asks the upstream for.
+const ASKABLE: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::SRV,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::PTR,
+    RecordType::CAA,
+];
 
 impl MessageError {
     /// The reason a lookup record gives for refusing this query.
     pub const fn reason(&self) -> &'static str {
         match self {
             Self::NotAHostName(_) => "not-a-host-name",
+            Self::QuestionRefused(_) => "question-refused",
             _ => "malformed-query",
         }
     }
@@ -45,7 +69,7 @@ impl MessageError {
         match self {
             Self::NotAQuery { .. } => ResponseCode::NotImp,
             Self::Encode(_) => ResponseCode::ServFail,
-            Self::NotAHostName(_) => ResponseCode::Refused,
+            Self::NotAHostName(_) | Self::QuestionRefused(_) => ResponseCode::Refused,
             Self::Malformed(_) | Self::QuestionCount(_) => ResponseCode::FormErr,
         }
     }
@@ -104,6 +128,12 @@ pub fn parse_query(bytes: &[u8]) -> Result<Query, MessageError> {
     let q = &msg.queries[0];
     let name = host_name(q.name())?;
     let qtype = q.query_type();
+    if q.query_class() != DNSClass::IN || !ASKABLE.contains(&qtype) {
+        return Err(MessageError::QuestionRefused(format!(
+            "{name} {} {qtype}",
+            q.query_class()
+        )));
+    }
     Ok(Query { msg, name, qtype })
 }
 
@@ -200,9 +230,9 @@ pub fn strip_addrs(resp: &mut Message, addrs: &[IpAddr]) {
 const UPSTREAM_UDP_PAYLOAD: u16 = 1232;
 
 /// The query as the proxy sends it upstream: a fresh message holding only
-/// what a lookup needs — the one question, its name in lowercase, the
-/// recursion-desired and checking-disabled flags, and EDNS reduced to its
-/// payload size and DO bit. Nothing else the process put in its query
+/// what a lookup needs — the one question (class IN, an askable type), its
+/// name in lowercase, recursion desired, and EDNS (when the process used
+/// it) with a fixed payload size and its DO bit. Nothing else the process put in its query
 /// travels on: records in the answer, authority or additional sections,
 /// EDNS options, the case of the name's letters — each could carry data to
 /// whoever runs the upstream or the zone's servers.
@@ -213,12 +243,11 @@ pub fn upstream_query(q: &Query) -> Result<Message, MessageError> {
     let mut question = hickory_proto::op::Query::query(name, asked.query_type());
     question.set_query_class(asked.query_class());
     let mut m = Message::new(q.msg.metadata.id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = q.msg.metadata.recursion_desired;
-    m.metadata.checking_disabled = q.msg.metadata.checking_disabled;
+    m.metadata.recursion_desired = true;
     m.add_query(question);
     if let Some(asked_edns) = &q.msg.edns {
         let mut edns = Edns::new();
-        edns.set_max_payload(asked_edns.max_payload().clamp(512, UPSTREAM_UDP_PAYLOAD));
+        edns.set_max_payload(UPSTREAM_UDP_PAYLOAD);
         edns.set_dnssec_ok(asked_edns.flags().dnssec_ok);
         m.set_edns(edns);
     }
@@ -309,6 +338,46 @@ mod tests {
         resp.add_answer(Record::from_rdata(q, 60, RData::CNAME(CNAME(target))));
         let err = analyse(&resp, "www.example.com").unwrap_err();
         assert!(matches!(err, MessageError::Malformed(_)), "{err}");
+    }
+
+    /// The type and class fields are not free-form: only class IN and the
+    /// askable types go upstream.
+    #[test]
+    fn odd_classes_and_types_are_refused() {
+        for (class, qtype) in [
+            (DNSClass::CH, RecordType::TXT),
+            (DNSClass::IN, RecordType::Unknown(0x5345)),
+            (DNSClass::IN, RecordType::NULL),
+            (DNSClass::Unknown(0x4352), RecordType::A),
+        ] {
+            let mut question = Question::query(name("allowed.example.com."), qtype);
+            question.set_query_class(class);
+            let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+            m.add_query(question);
+            let err = parse_query(&m.to_vec().unwrap_or_else(|e| panic!("{e}"))).unwrap_err();
+            assert!(
+                matches!(err, MessageError::QuestionRefused(_)),
+                "{class:?} {qtype:?}: {err}"
+            );
+            assert_eq!(err.rcode(), ResponseCode::Refused);
+        }
+        for qtype in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::HTTPS,
+            RecordType::TXT,
+        ] {
+            assert!(
+                parse_query(&query_of("allowed.example.com.", qtype)).is_ok(),
+                "{qtype:?}"
+            );
+        }
+    }
+
+    fn query_of(qname: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        m.add_query(Question::query(name(qname), qtype));
+        m.to_vec().unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
