@@ -206,6 +206,22 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     let mut roots: Vec<PathBuf> = READ_ONLY_PROC.iter().map(PathBuf::from).collect();
     roots.extend(daemon.protected.iter().cloned());
     let roots: Vec<PathBuf> = roots.into_iter().filter(|p| p.exists()).collect();
+    // A read-only mount fixes what is under a path, not the path: renaming
+    // a directory above it (`/etc`, `/var/lib`) and putting another in its
+    // place would lead every daemon path into the agent's copy. A mount
+    // point cannot be renamed by a process of the namespace it is mounted
+    // in (EBUSY), so each directory above the daemon's paths becomes one
+    // (bound onto itself, first, so that the mounts below stay on top).
+    for a in ancestors_to_pin(daemon.protected.iter().chain(&daemon.hidden)) {
+        mount(
+            Some(a.as_path()),
+            a.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| step(format!("pinning {}", a.display()))(e.into()))?;
+    }
     for p in &roots {
         mount(
             Some(p),
@@ -279,6 +295,20 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     }
     applied.namespaces = true;
     Ok(())
+}
+
+/// The directories above `paths` (not `/`), shallowest first, each once.
+fn ancestors_to_pin<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths.filter(|p| p.is_absolute() && p.exists()) {
+        for a in p.ancestors().skip(1) {
+            if a.parent().is_some() && a.is_dir() && !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    out.sort_by_key(|a| a.components().count());
+    out
 }
 
 fn remount_read_only(m: &MountPoint) -> Result<(), ConfineError> {
@@ -416,6 +446,28 @@ mod tests {
         assert_eq!(m[1].point, PathBuf::from("/sys/fs/bpf"));
         assert_eq!(m[2].point, PathBuf::from("/mnt/a b"));
         assert!(m[2].read_only);
+    }
+
+    #[test]
+    fn every_directory_above_the_daemons_paths_is_pinned_once() {
+        let dir = std::env::temp_dir().join(format!("confine-pin-{}", std::process::id()));
+        let (a, b) = (dir.join("etc/palisade"), dir.join("lib/palisade"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let pinned = ancestors_to_pin([a.clone(), b.clone(), dir.join("gone")].iter());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!pinned.contains(&PathBuf::from("/")), "{pinned:?}");
+        for want in [dir.clone(), dir.join("etc"), dir.join("lib")] {
+            assert_eq!(
+                pinned.iter().filter(|p| **p == want).count(),
+                1,
+                "{want:?} in {pinned:?}"
+            );
+        }
+        assert!(!pinned.contains(&a), "the path itself is bound elsewhere");
+        let depths: Vec<usize> = pinned.iter().map(|p| p.components().count()).collect();
+        assert!(depths.is_sorted(), "{pinned:?}");
     }
 
     #[test]

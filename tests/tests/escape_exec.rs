@@ -635,7 +635,29 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     assert!(!s.status.success(), "a root agent removed the new socket");
     assert!(env.socket.exists());
     env.cli_ok(&["status"]);
-    let _ = d;
+    // Nor can it move the directory holding them aside to put a copy of
+    // its own in their place (every directory above them is pinned; the
+    // test does not try the system's own, /tmp).
+    let top = env.dir.to_str().unwrap_or_default().to_string();
+    for (from, to) in [
+        (top.clone(), format!("{top}.swapped")),
+        (format!("{top}/etc"), format!("{top}/etc.old")),
+    ] {
+        let mv = Command::new(palisade_bin())
+            .args(["exec", "--socket"])
+            .arg(&env.socket)
+            .args(["--identity", "agent", "--", "mv", &from, &to])
+            .output()
+            .unwrap_or_else(|e| panic!("exec mv: {e}"));
+        assert!(
+            !mv.status.success(),
+            "a root agent renamed {from}: {}",
+            String::from_utf8_lossy(&mv.stderr)
+        );
+    }
+    assert!(env.policy.exists() && env.socket.exists());
+    d.hup();
+    std::thread::sleep(Duration::from_millis(1500));
 
     // The far end: the forbidden listener was never reached; the allowed
     // one is (the control).
