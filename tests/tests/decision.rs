@@ -905,3 +905,45 @@ fn operator_calls_policy_push_health_and_the_tcp_listener() {
         "a tampered operator token over TCP"
     );
 }
+
+/// A flood of calls with huge names cannot fill the trail: each is refused
+/// (`InvalidArgument`, saying which field and how long) and recorded with
+/// its names clipped. Twenty 60 KB calls add well under 60 KB to the trail.
+#[test]
+fn oversized_calls_are_refused_and_cost_the_trail_little() {
+    if !root_or_skip("oversized_calls_are_refused_and_cost_the_trail_little") {
+        return;
+    }
+    let (env, _d) = start("decide-size", &no_ports(), "");
+    let before = std::fs::metadata(&env.audit).map_or(0, |m| m.len());
+    let big = "x".repeat(60_000);
+    for _ in 0..20 {
+        let a = rpc(
+            &env,
+            RpcAs::Identity("payments"),
+            &["decide", "none", &big, "create_payment", PAYMENT],
+        );
+        expect_refused(&a, "InvalidArgument", "a 60 KB tool name");
+        assert!(
+            a["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("60000 bytes"),
+            "{a}"
+        );
+    }
+    env.wait_audit("for the refusals", |e| {
+        e["kind"] == "decision" && e["reason"] == "invalid-request"
+    });
+    let grown = std::fs::metadata(&env.audit).map_or(0, |m| m.len()) - before;
+    assert!(
+        grown < 60_000,
+        "the trail grew {grown} bytes for 20 refused calls"
+    );
+    // The control: an ordinary call is judged as before.
+    expect_verdict(
+        &decide(&env, "payments", "stripe", "create_payment", PAYMENT),
+        "ALLOW",
+        "an ordinary call",
+    );
+}

@@ -50,6 +50,58 @@ pub struct DecideOutcome {
     pub elevation: String,
 }
 
+/// Longest tool, action or agent name a call may carry (bytes).
+const MAX_NAME: usize = 256;
+/// Longest resource (bytes).
+const MAX_RESOURCE: usize = 2048;
+/// Most top-level parameters a call may carry (their names are recorded).
+const MAX_PARAMS: usize = 256;
+
+/// Calls whose names would bloat every record they are written into are
+/// refused: each decision is one trail record, and a flood of megabyte
+/// names would fill the disk.
+fn check_sizes(req: &DecideInput) -> Result<(), DaemonError> {
+    let too_long = |what: &str, s: &str, max: usize| {
+        (s.len() > max).then(|| {
+            DaemonError::InvalidArgument(format!("{what} is {} bytes long; at most {max}", s.len()))
+        })
+    };
+    if let Some(e) = too_long("tool", &req.tool, MAX_NAME)
+        .or_else(|| too_long("action", &req.action, MAX_NAME))
+        .or_else(|| too_long("agent", &req.agent, MAX_NAME))
+        .or_else(|| too_long("resource", &req.resource, MAX_RESOURCE))
+    {
+        return Err(e);
+    }
+    if let Some(p) = &req.params {
+        if p.fields.len() > MAX_PARAMS {
+            return Err(DaemonError::InvalidArgument(format!(
+                "params has {} fields; at most {MAX_PARAMS}",
+                p.fields.len()
+            )));
+        }
+        if let Some(k) = p.fields.keys().find(|k| k.len() > MAX_NAME) {
+            return Err(DaemonError::InvalidArgument(format!(
+                "a params field name is {} bytes long; at most {MAX_NAME}",
+                k.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `s`, cut to at most `max` bytes (at a character boundary), saying so.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
 /// A token just issued.
 pub struct Issued {
     pub token: String,
@@ -257,10 +309,12 @@ impl Daemon {
         ev.pid = Some(caller.pid);
         ev.uid = Some(caller.uid);
         ev.policy_version = Some(self.active().policy.version.to_string());
+        // Clipped: a refused oversized call is recorded too, and must not
+        // carry its bulk into the trail.
         ev.call = Some(CallDetail {
-            tool: req.tool.clone(),
-            action: req.action.clone(),
-            resource: req.resource.clone(),
+            tool: clip(&req.tool, MAX_NAME),
+            action: clip(&req.action, MAX_NAME),
+            resource: clip(&req.resource, MAX_RESOURCE),
             ..CallDetail::default()
         });
         ev
@@ -274,6 +328,7 @@ impl Daemon {
         req: &DecideInput,
         started: Instant,
     ) -> Result<DecideOutcome, DaemonError> {
+        check_sizes(req)?;
         if !req.agent.is_empty() && req.agent != identity {
             return Err(DaemonError::PermissionDenied(format!(
                 "the request names agent `{}`, but the caller is `{identity}`",
@@ -584,6 +639,38 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_names_are_refused_and_recorded_clipped() {
+        let big = "x".repeat(60_000);
+        for req in [
+            DecideInput {
+                tool: big.clone(),
+                ..DecideInput::default()
+            },
+            DecideInput {
+                action: big.clone(),
+                ..DecideInput::default()
+            },
+            DecideInput {
+                resource: big.clone(),
+                ..DecideInput::default()
+            },
+        ] {
+            let err = check_sizes(&req).unwrap_err();
+            assert!(err.to_string().contains("60000 bytes"), "{err}");
+        }
+        assert!(
+            check_sizes(&DecideInput {
+                tool: "stripe".into(),
+                ..DecideInput::default()
+            })
+            .is_ok()
+        );
+        let clipped = clip(&format!("é{big}"), MAX_NAME);
+        assert!(clipped.len() < MAX_NAME + 32, "{}", clipped.len());
+        assert!(clipped.ends_with("(60002 bytes)"), "{clipped}");
+    }
 
     fn with_items(n: usize) -> DecideInput {
         use prost_types::{ListValue, Value as V, value::Kind};
