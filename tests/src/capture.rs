@@ -161,37 +161,45 @@ pub fn exec_stream(
     udp: u16,
     millis: u64,
 ) -> std::thread::JoinHandle<crate::probe::Outcome> {
+    let (tcp, udp, millis) = (tcp.to_string(), udp.to_string(), millis.to_string());
+    exec_probe(
+        socket,
+        identity,
+        unprivileged,
+        &["stream", host, &tcp, &udp, &millis],
+    )
+}
+
+/// `palisade-probe ARGS…` as an agent of `identity` under `palisade exec`
+/// (as uid 65534 when `unprivileged`), in a thread: its last line of output.
+pub fn exec_probe(
+    socket: &std::path::Path,
+    identity: &str,
+    unprivileged: bool,
+    args: &[&str],
+) -> std::thread::JoinHandle<crate::probe::Outcome> {
     let socket = socket.to_path_buf();
     let identity = identity.to_string();
-    let args: Vec<String> = [
-        host,
-        &tcp.to_string(),
-        &udp.to_string(),
-        &millis.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args: Vec<String> = args.iter().map(|s| (*s).to_string()).collect();
     std::thread::spawn(move || {
-        let out = std::process::Command::new(crate::palisade_bin())
+        let out = Command::new(crate::palisade_bin())
             .arg("exec")
             .arg("--socket")
             .arg(&socket)
             .args(["--identity", &identity, "--"])
-            .arg(crate::Probe::bin())
+            .arg(Probe::bin())
             .args(if unprivileged {
                 &["as-user", "65534"][..]
             } else {
                 &[]
             })
-            .arg("stream")
             .args(&args)
             .output()
             .unwrap_or_else(|e| panic!("{e}"));
         let text = String::from_utf8_lossy(&out.stdout);
         crate::probe::Outcome(
             serde_json::from_str(text.lines().last().unwrap_or_default())
-                .unwrap_or_else(|e| panic!("{identity} stream said {text:?}: {e}")),
+                .unwrap_or_else(|e| panic!("{identity} {args:?} said {text:?}: {e}")),
         )
     })
 }

@@ -142,7 +142,7 @@ fn an_identity_flooding_lookups_cannot_starve_another() {
     lab.connect("steady", &lab.ip(1), api.addr.port())
         .expect_ok("steady's learned address before the flood");
 
-    let f = palisade_tests::Probe::enrolled(
+    let f = Probe::enrolled(
         &lab.env,
         "flooder",
         &["dns", "flood", NOBODY, "flood.test", "300"],
@@ -217,13 +217,13 @@ fn slow_lookups_of_one_identity_are_capped_and_do_not_hold_another() {
                 .args(["exec", "--socket"])
                 .arg(&env_socket)
                 .args(["--identity", "flooder", "--"])
-                .arg(palisade_tests::Probe::bin())
+                .arg(Probe::bin())
                 .args(["dns", "spray", NOBODY, "slow.test", "400"])
                 .output()
                 .unwrap_or_else(|e| panic!("spray: {e}"))
         })
     };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     let r = lab.ask("steady", "udp", NOBODY, "api.steady.test");
     assert_eq!(
         addrs(&r),

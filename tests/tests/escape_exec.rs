@@ -50,7 +50,7 @@ impl Victim {
             .spawn()
             .unwrap_or_else(|e| panic!("starting the victim: {e}"));
         // Let it reach its sleep loop (after as-user).
-        std::thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(200));
         Self(child)
     }
 
@@ -169,12 +169,12 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
         let mut target = Victim::start(user);
         as_agent("agent", &["kill", &target.pid(), "15"])
             .expect_eperm(&format!("{who}: a signal to an outside process"));
-        std::thread::sleep(Duration::from_millis(100));
+        thread::sleep(Duration::from_millis(100));
         assert!(target.alive(), "{who}: the outside process was killed");
         let mut other = Victim::start(user);
         as_agent("open", &["kill", &other.pid(), "15"])
             .expect_ok(&format!("{who}: the unscoped control's signal"));
-        std::thread::sleep(Duration::from_millis(300));
+        thread::sleep(Duration::from_millis(300));
         assert!(!other.alive(), "{who}: the control signal did not arrive");
         // An abstract Unix socket of an outside process.
         let name = format!("c2-abstract-{}-{who}", std::process::id());
@@ -246,13 +246,7 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
 }
 
 /// Run `palisade exec` with `sock` as descriptor `fd` of the agent.
-fn exec_with_fd(
-    env: &TestEnv,
-    identity: &str,
-    sock: &OwnedFd,
-    fd: i32,
-    agent: &[&str],
-) -> std::process::Output {
+fn exec_with_fd(env: &TestEnv, identity: &str, sock: &OwnedFd, fd: i32, agent: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
     let src = sock.as_raw_fd();
     let mut cmd = Command::new(palisade_bin());
@@ -421,7 +415,7 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         original
     );
     d.hup();
-    std::thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_millis(1500));
     Probe::enrolled(&env, "agent", &["tcp", &denied, "9501"])
         .expect_eperm("the denied host after the agent's policy edit");
     // Its current contents, written back: the path itself is writable.
@@ -544,7 +538,7 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     // reaches the host.
     std::fs::write(&env.policy, &widened).unwrap_or_else(|e| panic!("{e}"));
     d.hup();
-    std::thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_millis(1500));
     Probe::enrolled(&env, "agent", &["tcp", &denied, "9502"]);
     let counts = cap.finish();
     assert_eq!(counts["port:9501"], 0, "{counts:?}");
@@ -657,7 +651,7 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     }
     assert!(env.policy.exists() && env.socket.exists());
     d.hup();
-    std::thread::sleep(Duration::from_millis(1500));
+    thread::sleep(Duration::from_millis(1500));
 
     // The far end: the forbidden listener was never reached; the allowed
     // one is (the control).

@@ -13,7 +13,7 @@ use std::{thread, time::Duration};
 
 use palisade_tests::{
     DaemonProc, TestEnv,
-    capture::{Received, Sink, exec_stream, now_ns},
+    capture::{Received, Sink, exec_probe, exec_stream, now_ns},
     netns::NetNs,
     probe::{Outcome, RpcAs, rpc},
     root_or_skip,
@@ -270,29 +270,12 @@ fn a_refused_connect_cannot_keep_a_socket_whose_rule_is_gone() {
     let _d = DaemonProc::start(&env);
     let sink = Sink::start(&ns, HOST, &[], &[9561, 9562, 9569], 4500);
     let stale = |user: bool, port: &str| {
-        let socket = env.socket.clone();
-        let port = port.to_string();
-        thread::spawn(move || {
-            let mut args = vec![];
-            if user {
-                args.extend(["as-user", "65534"]);
-            }
-            args.extend(["udp-stale", HOST, &port, HOST, "9569", "3000"]);
-            let out = std::process::Command::new(palisade_tests::palisade_bin())
-                .arg("exec")
-                .arg("--socket")
-                .arg(&socket)
-                .args(["--identity", "agent", "--"])
-                .arg(palisade_tests::Probe::bin())
-                .args(&args)
-                .output()
-                .unwrap_or_else(|e| panic!("{e}"));
-            let text = String::from_utf8_lossy(&out.stdout);
-            Outcome(
-                serde_json::from_str(text.lines().last().unwrap_or_default())
-                    .unwrap_or_else(|e| panic!("udp-stale said {text:?}: {e}")),
-            )
-        })
+        exec_probe(
+            &env.socket,
+            "agent",
+            user,
+            &["udp-stale", HOST, port, HOST, "9569", "3000"],
+        )
     };
     let root = stale(false, "9561");
     let unprivileged = stale(true, "9562");

@@ -173,18 +173,9 @@ impl Daemon {
         };
         if new {
             let mut ev = pending_event();
-            ev.kind = EventKind::Approval;
-            ev.verdict = "pending".into();
             ev.reason = "elevation-requested".into();
             ev.detail = Some(format!("{role} for {}: {why}", a.resource));
-            if let Some(c) = ev.call.as_mut() {
-                c.approval_id = Some(a.id.clone());
-                c.params_digest = Some(digest);
-            }
-            self.audit.emit(ev);
-            self.metrics
-                .set_pending_approvals(self.decisions.approvals.pending() as u64);
-            self.announce(&a);
+            self.approval_pending(&a, ev, digest);
         }
         let d = Decision {
             verdict: ToolVerdict::ApprovalRequired,

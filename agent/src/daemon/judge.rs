@@ -87,18 +87,9 @@ impl Daemon {
                     };
                     if new {
                         let mut ev = pending_event();
-                        ev.kind = EventKind::Approval;
-                        ev.verdict = "pending".into();
                         ev.reason = "approval-requested".into();
                         ev.rule = d.rules.first().cloned();
-                        if let Some(c) = ev.call.as_mut() {
-                            c.approval_id = Some(a.id.clone());
-                            c.params_digest = Some(digest);
-                        }
-                        self.audit.emit(ev);
-                        self.metrics
-                            .set_pending_approvals(self.decisions.approvals.pending() as u64);
-                        self.announce(&a);
+                        self.approval_pending(&a, ev, digest);
                     }
                     approval = Some(a);
                 }
@@ -111,6 +102,21 @@ impl Daemon {
             approval,
             elevation,
         })
+    }
+
+    /// Record that approval `a` (new) waits for a person — `ev` says who
+    /// asked what, and why — and tell the notification channels.
+    pub(super) fn approval_pending(&self, a: &Approval, mut ev: AuditEvent, digest: String) {
+        ev.kind = EventKind::Approval;
+        ev.verdict = "pending".into();
+        if let Some(c) = ev.call.as_mut() {
+            c.approval_id = Some(a.id.clone());
+            c.params_digest = Some(digest);
+        }
+        self.audit.emit(ev);
+        self.metrics
+            .set_pending_approvals(self.decisions.approvals.pending() as u64);
+        self.announce(a);
     }
 
     /// Spend an approved approval on exactly the call it was given for,

@@ -583,9 +583,9 @@ fn stream(args: &[String]) -> Option<String> {
 /// DECOY. It keeps sending after errors (a later refresh might open the
 /// way again); `udp_errno` is the first error.
 fn udp_stale(args: &[String]) -> Option<String> {
-    let ip: std::net::Ipv4Addr = arg(args, 0)?;
+    let ip: Ipv4Addr = arg(args, 0)?;
     let port: u16 = arg(args, 1)?;
-    let decoy: std::net::Ipv4Addr = arg(args, 2)?;
+    let decoy: Ipv4Addr = arg(args, 2)?;
     let decoy_port: u16 = arg(args, 3)?;
     let millis: u64 = arg(args, 4)?;
     let udp = UdpSocket::bind("0.0.0.0:0")
