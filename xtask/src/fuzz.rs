@@ -53,27 +53,45 @@ pub const TARGETS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Seconds per target when `cargo xtask test` runs them all: 0, a replay
-/// of the committed seeds (and any local corpus) without mutation, so the
-/// suite stays deterministic. Mutation runs (`cargo xtask fuzz all
-/// --seconds N`) still have an open finding: `dns_query` (a name with
-/// escaped bytes does not parse back from its judged form).
-pub const TEST_SECONDS: u64 = 0;
+/// What `cargo xtask test` runs of each target: the committed seeds, then
+/// this many mutated inputs from a fixed libFuzzer seed, starting from the
+/// seeds alone (not the local corpus) — a short mutation run that is the
+/// same on every machine, so the suite stays deterministic.
+pub const TEST_RUNS: u64 = 3000;
+pub const TEST_SEED: u64 = 1;
 
-const USAGE: &str = "usage: cargo xtask fuzz TARGET|all [--seconds N]";
+const USAGE: &str = "usage: cargo xtask fuzz TARGET|all [--seconds N | --runs N [--seed S]]";
+
+/// How long one target runs.
+#[derive(Clone, Copy)]
+enum Budget {
+    /// Mutate for this many seconds, growing the local corpus (0: replay
+    /// the seeds and the corpus only).
+    Seconds(u64),
+    /// Exactly this many inputs from a fixed seed, from the seeds only.
+    Runs { runs: u64, seed: u64 },
+}
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut target = None;
-    let mut seconds = 60;
+    let mut budget = Budget::Seconds(60);
+    let mut seed = 1;
     let mut it = args.iter();
+    let number = |what: &str, it: &mut std::slice::Iter<'_, String>| -> anyhow::Result<u64> {
+        let n = it.next().context(USAGE)?;
+        n.parse()
+            .with_context(|| format!("{what} {n}: not a whole number"))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--seconds" => {
-                let n = it.next().context(USAGE)?;
-                seconds = n
-                    .parse()
-                    .with_context(|| format!("--seconds {n}: not a number of seconds"))?;
+            "--seconds" => budget = Budget::Seconds(number("--seconds", &mut it)?),
+            "--runs" => {
+                budget = Budget::Runs {
+                    runs: number("--runs", &mut it)?,
+                    seed,
+                };
             }
+            "--seed" => seed = number("--seed", &mut it)?,
             t if target.is_none() && !t.starts_with('-') => target = Some(t.to_string()),
             other => bail!("unexpected argument {other:?}\n{USAGE}"),
         }
@@ -90,10 +108,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         t if TARGETS.iter().any(|(n, _)| *n == t) => vec![t],
         t => bail!("unknown fuzz target {t:?}: one of {:?} or all", names()),
     };
+    if let Budget::Runs { runs, .. } = budget {
+        budget = Budget::Runs { runs, seed };
+    }
     build()?;
     let mut failed = Vec::new();
     for name in names {
-        let stats = fuzz_one(name, seconds)?;
+        let stats = fuzz_one(name, budget)?;
         println!(
             "fuzz {name}: {} in {:.0} s ({} exec/s), {}",
             stats.runs.map_or("? runs".into(), |r| format!("{r} runs")),
@@ -150,24 +171,29 @@ struct Stats {
     wall: f64,
 }
 
-fn fuzz_one(name: &str, seconds: u64) -> anyhow::Result<Stats> {
+fn fuzz_one(name: &str, budget: Budget) -> anyhow::Result<Stats> {
     let root = workspace_root().join("fuzz");
-    let corpus = root.join("corpus").join(name);
     let seeds = root.join("seeds").join(name);
-    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
     let scratch = Scratch::new(name)?;
+    // A fixed-seed run starts from the committed seeds only, in a corpus of
+    // its own, so it is the same on every machine.
+    let corpus = match budget {
+        Budget::Seconds(_) => root.join("corpus").join(name),
+        Budget::Runs { .. } => scratch.0.join("corpus"),
+    };
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    let limits: Vec<String> = match budget {
+        // 0 seconds: replay the seeds and the corpus only, no mutation.
+        Budget::Seconds(0) => vec!["-runs=0".into()],
+        Budget::Seconds(s) => vec![format!("-max_total_time={s}")],
+        Budget::Runs { runs, seed } => vec![format!("-runs={runs}"), format!("-seed={seed}")],
+    };
     let mut cmd = cargo_fuzz()?;
     cmd.args(["run", "-O", "--debug-assertions", name])
         .arg(&corpus)
         .args(seeds.is_dir().then_some(&seeds))
         .arg("--")
-        // 0 seconds: replay the seeds and the corpus only, no mutation (the
-        // deterministic regression run of `cargo xtask test`).
-        .arg(if seconds == 0 {
-            "-runs=0".to_string()
-        } else {
-            format!("-max_total_time={seconds}")
-        })
+        .args(&limits)
         // Room for the example policies and the sanitizer's shadow memory,
         // while a runaway allocation is still a finding.
         .arg("-rss_limit_mb=4096")

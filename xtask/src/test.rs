@@ -73,13 +73,15 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("reading the output of cargo test failed"))?;
     tally.success = success;
-    // Every target replays the committed seeds (mutation runs: `cargo xtask
-    // fuzz all --seconds N`).
+    // Every target: its committed seeds, then a short mutation run from a
+    // fixed seed (longer runs: `cargo xtask fuzz all --seconds N`).
     let fuzzed = extra.is_empty().then(|| {
         crate::fuzz::run(&[
             "all".to_string(),
-            "--seconds".to_string(),
-            crate::fuzz::TEST_SECONDS.to_string(),
+            "--seed".to_string(),
+            crate::fuzz::TEST_SEED.to_string(),
+            "--runs".to_string(),
+            crate::fuzz::TEST_RUNS.to_string(),
         ])
     });
     // One closing line for the whole suite (cargo prints one per binary).
