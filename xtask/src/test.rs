@@ -84,6 +84,14 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
             crate::fuzz::TEST_RUNS.to_string(),
         ])
     });
+    // The failures again, last: the fuzzing output above would otherwise
+    // bury them, and a CI log is often read from its end.
+    if !tally.failures.is_empty() {
+        println!("failures (repeated from above):");
+        for line in &tally.failures {
+            println!("  {line}");
+        }
+    }
     // One closing line for the whole suite (cargo prints one per binary).
     println!("summary: {} passed, {} failed", tally.passed, tally.failed);
     clean?;
@@ -104,7 +112,13 @@ struct Tally {
     passed: u64,
     failed: u64,
     success: bool,
+    /// The `failures:` sections cargo prints (each test's output and
+    /// panic), clipped so one noisy test cannot flood the log.
+    failures: Vec<String>,
 }
+
+/// At most this many lines of one binary's `failures:` section are kept.
+const FAILURE_LINES: usize = 120;
 
 /// Start `cargo test`, echoing its output from a thread that adds up its
 /// `test result:` lines.
@@ -117,11 +131,20 @@ fn run_counting(cmd: &mut Command) -> anyhow::Result<(Child, JoinHandle<Tally>)>
         let Some(out) = out else {
             return tally;
         };
+        let mut in_failures = false;
+        let mut kept = 0;
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
             if let Some(rest) = line.strip_prefix("test result: ") {
                 tally.passed += count(rest, " passed");
                 tally.failed += count(rest, " failed");
+                in_failures = false;
+            } else if line == "failures:" && !in_failures {
+                in_failures = true;
+                kept = 0;
+            } else if in_failures && kept < FAILURE_LINES {
+                tally.failures.push(line);
+                kept += 1;
             }
         }
         tally
