@@ -3,31 +3,36 @@
 //! identity stamped on each of its sockets, the socket families it may
 //! create, and the settings the daemon hands the guard programs.
 
-/// Per socket (`SOCK_IDENT`, socket-local storage cloned to accepted
-/// sockets): the identity of the enrolled process that created, connected
-/// or last sent through it. Unenrolled sockets have no entry at all.
+/// Per socket (`SOCK_GUARD`, socket-local storage cloned to accepted
+/// sockets): who uses the socket and, once it is connected under an allow
+/// verdict, what that verdict rests on. Unenrolled sockets have no entry at
+/// all. One storage for both, so that a connect allocates once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockIdent {
+pub struct SockGuard {
+    /// The identity of the enrolled process that created, connected or
+    /// last sent through the socket. First, at offset 0: `sock_diag` reads
+    /// it there.
     pub identity: u32,
     /// `SOCK_KILL_REPORTED`…
     pub flags: u32,
+    pub judged: SockJudged,
 }
-const _: () = assert!(size_of::<SockIdent>() == 8);
+const _: () = assert!(size_of::<SockGuard>() == 48);
 
-/// `SockIdent::flags`: the kill-switch drop of this socket was recorded
+/// `SockGuard::flags`: the kill-switch drop of this socket was recorded
 /// once already (its later packets are only counted).
 pub const SOCK_KILL_REPORTED: u32 = 1;
 
-/// Per socket (`SOCK_JUDGED`, socket-local storage): the destination a
-/// connect was last allowed to, and what that verdict rested on, so the
-/// egress program can judge the socket again once the permission may have
-/// ended — a new policy generation, a grant or elevation ended early
-/// (`rejudge_epoch`), the expiry of the grant that admitted it — or when
-/// its packets go somewhere else than the judged destination (a connect
-/// the hook allowed may still fail in the kernel and leave the socket
-/// connected to its earlier peer). Sockets never connected under a policy
-/// verdict (unconnected UDP, judged per datagram) carry no `JUDGED_VALID`.
+/// The destination a connect was last allowed to, and what that verdict
+/// rested on, so the egress program can judge the socket again once the
+/// permission may have ended — a new policy generation, a grant or
+/// elevation ended early (`rejudge_epoch`), the expiry of the grant that
+/// admitted it — or when the socket is connected somewhere else than the
+/// judged destination (a connect the hook allowed may still fail in the
+/// kernel and leave the socket connected to its earlier peer). Sockets
+/// never connected under a policy verdict (unconnected UDP, judged per
+/// datagram) carry no `JUDGED_VALID`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockJudged {
@@ -154,8 +159,7 @@ pub const fn socketpair_allowed(family: u32) -> bool {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: repr(C), Copy, no padding (size assertions above).
-    unsafe impl aya::Pod for super::SockIdent {}
-    unsafe impl aya::Pod for super::SockJudged {}
+    unsafe impl aya::Pod for super::SockGuard {}
     unsafe impl aya::Pod for super::GuardConfig {}
 }
 

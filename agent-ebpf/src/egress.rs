@@ -23,7 +23,7 @@
 use agent_common::{
     AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, IPPROTO_UDP, MAX_CGROUP_DEPTH, NO_RULE,
     NormAddr, Reason, Verdict,
-    guard::{JUDGED_CUT, JUDGED_VALID, JUDGED_VIA_LEARNED, SOCK_KILL_REPORTED, SockJudged},
+    guard::{JUDGED_CUT, JUDGED_VALID, JUDGED_VIA_LEARNED, SOCK_KILL_REPORTED, SockGuard},
 };
 use aya_ebpf::{
     EbpfContext as _,
@@ -89,26 +89,23 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     // Identity 0 is never assigned and a null stamp means none: plain
     // values rather than Options, whose payload would be an uninitialised
     // register on the `None` path, which the verifier refuses to spill.
-    let stamp = sockets::stamp_of(sk.cast());
-    let stamped = if stamp.is_null() {
-        0
+    let guard = sockets::guard_of(sk.cast());
+    let (stamped, judged_flags) = if guard.is_null() {
+        (0, 0)
     } else {
-        // SAFETY: `stamp` is this socket's storage.
-        unsafe { (*stamp).identity }
+        // SAFETY: `guard` is this socket's storage.
+        unsafe { ((*guard).identity, (*guard).judged.flags) }
     };
     // SAFETY: reading skb->protocol (network order).
     let proto = u16::from_be(unsafe { (*skb).protocol } as u16);
 
     if stamped != 0 && policy::killed(stamped) {
-        return killed(&ctx, proto, stamped, stamp);
+        return killed(&ctx, proto, stamped, guard);
     }
-    if stamped != 0 {
-        let judged = sockets::judgement_of(sk.cast());
-        if !judged.is_null() {
-            let verdict = rejudge(&ctx, proto, stamped, judged);
-            if verdict != GO_ON {
-                return verdict;
-            }
+    if stamped != 0 && judged_flags != 0 {
+        let verdict = rejudge(&ctx, proto, sk, stamped, guard);
+        if verdict != GO_ON {
+            return verdict;
         }
     }
     // One byte tells whether there is anything to look at: IPv4 options,
@@ -163,12 +160,7 @@ fn source_route(ctx: &SkBuffContext, proto: u16, sk: *mut bpf_sock, stamped: u32
 /// lets the peer know at once). The first drop of each socket is recorded,
 /// the rest counted.
 #[inline(never)]
-fn killed(
-    ctx: &SkBuffContext,
-    proto: u16,
-    identity: u32,
-    stamp: *mut agent_common::guard::SockIdent,
-) -> i32 {
+fn killed(ctx: &SkBuffContext, proto: u16, identity: u32, stamp: *mut SockGuard) -> i32 {
     let packet = parse(ctx, proto);
     if let Some(p) = &packet
         && bare_rst(ctx, p)
@@ -220,33 +212,37 @@ fn bare_rst(ctx: &SkBuffContext, p: &Packet) -> bool {
 
 /// A connected socket's packet, judged again when its allow verdict may
 /// have lapsed since the connect — the policy generation or the grants
-/// changed, or the grant that admitted it expired — or when the packet
-/// goes somewhere else than the destination that was judged (a connect the
-/// hook allowed can still fail in the kernel, leaving the earlier peer).
-/// Still allowed: the record is brought up to date and the packet goes on
-/// (`GO_ON`). No longer allowed: recorded once as `permission-ended`, and
-/// this packet and every later one is dropped (a bare RST excepted); in
-/// audit mode only recorded. A connection admitted by an address learned
-/// from DNS outlives the name's TTL: it is kept while nothing denies it and
-/// the identity still has host rules. Packets to the DNS proxy or the L7
-/// gateway were judged by the hooks that steered or admitted them.
+/// changed, or the grant that admitted it expired — or when the socket is
+/// connected somewhere else than the destination that was judged (a
+/// connect the hook allowed can still fail in the kernel, leaving the
+/// earlier peer). Still allowed: the record is brought up to date and the
+/// packet goes on (`GO_ON`). No longer allowed: recorded once as
+/// `permission-ended`, and this packet and every later one is dropped (a
+/// bare RST excepted); in audit mode only recorded. A connection admitted
+/// by an address learned from DNS outlives the name's TTL: it is kept while
+/// nothing denies it and the identity still has host rules. Sockets
+/// connected to the DNS proxy or the L7 gateway were judged by the hooks
+/// that steered or admitted them.
+///
+/// The destination is the socket's peer, read from the socket (no packet
+/// parsing on the path every packet takes): a TCP or connected UDP packet
+/// goes there, unless it carries a source route (`source_route`, next) or
+/// is a datagram sent to an explicit address, which the sendmsg hook
+/// judged as it was sent.
 ///
 /// A function of its own, like `killed` and `source_route`.
 #[inline(never)]
-fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudged) -> i32 {
-    // SAFETY: `judged` is this socket's (non-null) storage.
-    let (flags, was_generation, was_epoch, until, was_port, was_v6, was_addr) = unsafe {
-        (
-            (*judged).flags,
-            (*judged).generation,
-            (*judged).epoch,
-            (*judged).recheck_ns,
-            (*judged).port,
-            (*judged).is_v6,
-            (*judged).addr,
-        )
-    };
-    if flags & JUDGED_CUT != 0 {
+fn rejudge(
+    ctx: &SkBuffContext,
+    proto: u16,
+    sk: *mut bpf_sock,
+    identity: u32,
+    guard: *mut SockGuard,
+) -> i32 {
+    // SAFETY: `guard` is this socket's (non-null) storage; `sk` a full
+    // socket, whose fields the verifier lets a cgroup_skb program read.
+    let (judged, l4, family) = unsafe { ((*guard).judged, (*sk).protocol, (*sk).family) };
+    if judged.flags & JUDGED_CUT != 0 {
         if let Some(p) = parse(ctx, proto)
             && bare_rst(ctx, &p)
         {
@@ -255,31 +251,42 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         emit::count(identity, Verdict::Deny);
         return DROP;
     }
-    if flags & JUDGED_VALID == 0 {
+    if judged.flags & JUDGED_VALID == 0 {
         return GO_ON;
     }
-    let Some(packet) = parse(ctx, proto) else {
+    let l4 = l4 as u8;
+    if l4 != IPPROTO_TCP && l4 != IPPROTO_UDP {
         return GO_ON;
+    }
+    // SAFETY: as above.
+    let (dst, port) = unsafe {
+        let dst = if family == u32::from(AF_INET) {
+            NormAddr::from_ip4_word((*sk).dst_ip4)
+        } else {
+            NormAddr::from_ip6_words([
+                (*sk).dst_ip6[0],
+                (*sk).dst_ip6[1],
+                (*sk).dst_ip6[2],
+                (*sk).dst_ip6[3],
+            ])
+        };
+        (dst, u16::from_be((*sk).dst_port))
     };
-    if packet.l4 != IPPROTO_TCP && packet.l4 != IPPROTO_UDP {
-        return GO_ON;
-    }
-    let port = dst_port(ctx, &packet);
     let same_destination =
-        port == was_port && u8::from(packet.dst.is_v6) == was_v6 && packet.dst.bytes == was_addr;
+        port == judged.port && u8::from(dst.is_v6) == judged.is_v6 && dst.bytes == judged.addr;
     let generation = policy::active_generation();
     let epoch = sockets::rejudge_epoch();
     if same_destination
-        && was_generation == generation.number
-        && was_epoch == epoch
+        && judged.generation == generation.number
+        && judged.epoch == epoch
         // SAFETY: plain helper call.
-        && (until == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < until)
+        && (judged.recheck_ns == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < judged.recheck_ns)
     {
         return GO_ON;
     }
     if !same_destination
-        && ((packet.l4 == IPPROTO_TCP && gateway::is_endpoint(&packet.dst, port))
-            || matches!(dns::config(), Some(c) if dns::is_proxy(&c, &packet.dst)))
+        && ((l4 == IPPROTO_TCP && gateway::is_endpoint(&dst, port))
+            || matches!(dns::config(), Some(c) if dns::is_proxy(&c, &dst)))
     {
         return GO_ON;
     }
@@ -289,21 +296,13 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
     let mut rule = NO_RULE;
     let mut audit = false;
     if let Some(cfg) = policy::identity_config(generation, identity) {
-        let j = policy::judge(
-            ctx,
-            generation,
-            &cfg,
-            identity,
-            &packet.dst,
-            port,
-            packet.l4,
-        );
+        let j = policy::judge(ctx, generation, &cfg, identity, &dst, port, l4);
         if j.allows() {
             keep = true;
             keep_until = j.until_ns;
         } else if same_destination
             && j.reason == Reason::DefaultDeny
-            && flags & JUDGED_VIA_LEARNED != 0
+            && judged.flags & JUDGED_VIA_LEARNED != 0
             && cfg.flags & IDENT_DNS != 0
         {
             keep = true;
@@ -315,9 +314,9 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         if same_destination {
             // SAFETY: as above.
             unsafe {
-                (*judged).generation = generation.number;
-                (*judged).epoch = epoch;
-                (*judged).recheck_ns = keep_until;
+                (*guard).judged.generation = generation.number;
+                (*guard).judged.epoch = epoch;
+                (*guard).judged.recheck_ns = keep_until;
             }
         }
         return GO_ON;
@@ -329,20 +328,22 @@ fn rejudge(ctx: &SkBuffContext, proto: u16, identity: u32, judged: *mut SockJudg
         verdict: if audit { Verdict::Audit } else { Verdict::Deny },
         reason: Reason::PermissionEnded,
         rule,
-        addr: packet.dst.bytes,
+        addr: dst.bytes,
         port,
-        family: if packet.dst.is_v6 { AF_INET6 } else { AF_INET },
-        protocol: u16::from(packet.l4),
+        family: if dst.is_v6 { AF_INET6 } else { AF_INET },
+        protocol: u16::from(l4),
         sock_type: 0,
     });
     // SAFETY: as above.
     unsafe {
-        (*judged).flags = if audit { 0 } else { flags | JUDGED_CUT };
+        (*guard).judged.flags = if audit { 0 } else { judged.flags | JUDGED_CUT };
     }
-    if audit || bare_rst(ctx, &packet) {
-        GO_ON
-    } else {
-        DROP
+    if audit {
+        return GO_ON;
+    }
+    match parse(ctx, proto) {
+        Some(p) if bare_rst(ctx, &p) => GO_ON,
+        _ => DROP,
     }
 }
 

@@ -60,16 +60,17 @@ impl Decision {
 #[inline(always)]
 pub fn record(d: &Decision) {
     count(d.identity, d.verdict);
+    if d.verdict == Verdict::Allow && d.reason != Reason::Elevation {
+        return; // allows are counted, not recorded: the path connects take
+    }
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if d.verdict == Verdict::Allow {
         // What only a break-glass elevation allowed is recorded, every time
-        // (the extra auditing elevation promises); other allows are counted.
-        if d.reason == Reason::Elevation {
-            match EVENTS.reserve::<Event>(0) {
-                Some(entry) => submit(entry, d, now),
-                None => count_lost(),
-            }
+        // (the extra auditing elevation promises).
+        match EVENTS.reserve::<Event>(0) {
+            Some(entry) => submit(entry, d, now),
+            None => count_lost(),
         }
         return;
     }

@@ -4,7 +4,7 @@
 use agent_common::{
     DnsConfig, IdentityConfig, IdentityState, LearnedKey, LearnedValue, LpmData, LpmValue,
     MAX_IDENTITIES, MAX_PORTSETS, OrigDst, PortSet, VerdictCounters,
-    guard::{GuardConfig, SockIdent},
+    guard::{GuardConfig, SockGuard},
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -93,16 +93,11 @@ pub static GRANTS: LpmTrie<LpmData, agent_common::grants::GrantValue> =
 #[map]
 pub static LINEAGE: HashMap<u32, u32> = HashMap::with_max_entries(1 << 18, BPF_F_NO_PREALLOC);
 
-/// Per socket: the identity that made or used it (`sockets`). Cloned to
-/// sockets accepted from a listener that has it.
+/// Per socket: the identity that made or used it, and what its
+/// connection's allow verdict rests on (`sockets`). Cloned to sockets
+/// accepted from a listener that has it.
 #[btf_map]
-pub static SOCK_IDENT: crate::sockets::ClonedSkStorage<SockIdent> =
-    crate::sockets::ClonedSkStorage::new();
-
-/// Per socket: what its connection's allow verdict rests on, so the
-/// egress program can judge it again when that permission may have ended.
-#[btf_map]
-pub static SOCK_JUDGED: crate::sockets::ClonedSkStorage<agent_common::guard::SockJudged> =
+pub static SOCK_GUARD: crate::sockets::ClonedSkStorage<SockGuard> =
     crate::sockets::ClonedSkStorage::new();
 
 /// [0] → the guard programs' settings (API port, tracepoint offsets…).

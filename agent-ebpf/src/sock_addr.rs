@@ -29,7 +29,7 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     // before enrolment or handed over by another process count as this
     // identity's from their first connect or send.
     // SAFETY: `sk` of a sock_addr context is the (non-null) socket.
-    crate::sockets::stamp(unsafe { (*sa).__bindgen_anon_1.sk }.cast(), identity);
+    let slot = crate::sockets::stamp(unsafe { (*sa).__bindgen_anon_1.sk }.cast(), identity);
     // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
     // the access size the verifier allows for it.
     let (addr, port, protocol, sock_type) = unsafe {
@@ -48,8 +48,6 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
 
     let generation = policy::active_generation();
     let connect = matches!(hook, Hook::Connect4 | Hook::Connect6);
-    // SAFETY: as above.
-    let sk = unsafe { (*sa).__bindgen_anon_1.sk }.cast();
     let (reason, rule, audit) = if policy::killed(identity) {
         (Reason::KillSwitch, NO_RULE, false)
     } else {
@@ -99,7 +97,7 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                             JUDGED_VALID
                         };
                         crate::sockets::remember_judgement(
-                            sk,
+                            slot,
                             flags | (u32::from(port) << 16),
                             generation.number,
                             j.until_ns,

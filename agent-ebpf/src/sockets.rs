@@ -1,20 +1,18 @@
 //! The identity stamped on sockets of enrolled processes, so hooks that run
 //! where no process context can be trusted (packets leaving, possibly from
-//! a softirq) know whose socket it is. An unenrolled socket has no storage:
-//! asking costs one pointer test.
+//! a softirq) know whose socket it is, and beside it what a connection's
+//! allow verdict rests on. An unenrolled socket has no storage: asking
+//! costs one pointer test.
 
 use core::ffi::c_void;
 
-use agent_common::{
-    NormAddr,
-    guard::{SockIdent, SockJudged},
-};
+use agent_common::{NormAddr, guard::SockGuard};
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_SK_STORAGE_GET_F_CREATE, bpf_map_type},
     helpers::generated::bpf_sk_storage_get,
 };
 
-use crate::maps::{GUARD_CFG, SOCK_IDENT, SOCK_JUDGED};
+use crate::maps::{GUARD_CFG, SOCK_GUARD};
 
 /// BPF_F_CLONE: a socket accepted from a listener gets a copy of the
 /// listener's storage, so an enrolled server's connections are its own.
@@ -66,12 +64,13 @@ impl<T> ClonedSkStorage<T> {
     }
 }
 
-/// Stamp `identity` on the socket `sk` (creating its storage).
+/// Stamp `identity` on the socket `sk` (creating its storage); returns the
+/// storage, null when the kernel had no memory for it.
 #[inline(always)]
-pub fn stamp(sk: *mut c_void, identity: u32) {
-    let slot = SOCK_IDENT.get(sk, true);
+pub fn stamp(sk: *mut c_void, identity: u32) -> *mut SockGuard {
+    let slot = SOCK_GUARD.get(sk, true);
     if slot.is_null() {
-        return; // out of memory: the hooks that judge by process still run
+        return slot; // out of memory: the hooks that judge by process still run
     }
     // SAFETY: `slot` is this socket's storage.
     unsafe {
@@ -80,50 +79,46 @@ pub fn stamp(sk: *mut c_void, identity: u32) {
             (*slot).flags = 0;
         }
     }
+    slot
 }
 
-/// The stamp of `sk`, null when it has none.
+/// The storage of `sk`, null when it has none (never stamped).
 #[inline(always)]
-pub fn stamp_of(sk: *mut c_void) -> *mut SockIdent {
-    SOCK_IDENT.get(sk, false)
+pub fn guard_of(sk: *mut c_void) -> *mut SockGuard {
+    SOCK_GUARD.get(sk, false)
 }
 
-/// Record where an allowed connect goes and what the verdict rests on. A
-/// socket connected again is judged afresh, so an earlier cut ends here.
-/// (Should the kernel refuse the connect after this hook, the socket keeps
-/// its earlier peer, and its packets no longer match the record: the
-/// egress program judges them again.)
+/// Record in the socket's storage `slot` (from `stamp`, null tolerated)
+/// where an allowed connect goes and what the verdict rests on. A socket
+/// connected again is judged afresh, so an earlier cut ends here. (Should
+/// the kernel refuse the connect after this hook, the socket keeps its
+/// earlier peer, which no longer matches the record: the egress program
+/// judges its packets again.)
 ///
 /// `flags_port`: the `JUDGED_*` flags in the low 16 bits, the destination
 /// port above them (kept to five arguments, the most a BPF function takes).
 #[inline(always)]
 pub fn remember_judgement(
-    sk: *mut c_void,
+    slot: *mut SockGuard,
     flags_port: u32,
     generation: u32,
     until_ns: u64,
     dst: &NormAddr,
 ) {
-    let slot: *mut SockJudged = SOCK_JUDGED.get(sk, true);
     if slot.is_null() {
         return; // out of memory: the connection is judged once, as before
     }
     // SAFETY: `slot` is this socket's storage.
     unsafe {
-        (*slot).flags = flags_port & 0xffff;
-        (*slot).generation = generation;
-        (*slot).epoch = rejudge_epoch();
-        (*slot).recheck_ns = until_ns;
-        (*slot).addr = dst.bytes;
-        (*slot).is_v6 = u8::from(dst.is_v6);
-        (*slot).port = (flags_port >> 16) as u16;
+        let judged = &mut (*slot).judged;
+        judged.flags = flags_port & 0xffff;
+        judged.generation = generation;
+        judged.epoch = rejudge_epoch();
+        judged.recheck_ns = until_ns;
+        judged.addr = dst.bytes;
+        judged.is_v6 = u8::from(dst.is_v6);
+        judged.port = (flags_port >> 16) as u16;
     }
-}
-
-/// The judgement record of `sk`, null when it has none.
-#[inline(always)]
-pub fn judgement_of(sk: *mut c_void) -> *mut SockJudged {
-    SOCK_JUDGED.get(sk, false)
 }
 
 /// `GuardConfig::rejudge_epoch` now.

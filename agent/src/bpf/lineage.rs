@@ -72,7 +72,7 @@ impl KernelMaps {
         let id = self
             .sock_ident
             .info()
-            .map_err(BpfError::map("SOCK_IDENT"))?
+            .map_err(BpfError::map("SOCK_GUARD"))?
             .id();
         super::sockdiag::lookup(
             super::sockdiag::IPPROTO_TCP,
@@ -91,7 +91,7 @@ impl KernelMaps {
         let id = self
             .sock_ident
             .info()
-            .map_err(BpfError::map("SOCK_IDENT"))?
+            .map_err(BpfError::map("SOCK_GUARD"))?
             .id();
         let mut destroyed = 0;
         for family in [libc::AF_INET, libc::AF_INET6] {

@@ -93,9 +93,9 @@ impl KernelMaps {
             grants: Mutex::new(typed!(ebpf, "GRANTS")),
             lineage: Mutex::new(typed!(ebpf, "LINEAGE")),
             guard: Mutex::new(typed!(ebpf, "GUARD_CFG")),
-            sock_ident: match take(ebpf, "SOCK_IDENT")? {
+            sock_ident: match take(ebpf, "SOCK_GUARD")? {
                 Map::SkStorage(data) => data,
-                _ => return Err(BpfError::MissingMap("SOCK_IDENT")),
+                _ => return Err(BpfError::MissingMap("SOCK_GUARD")),
             },
         })
     }

@@ -25,14 +25,18 @@ pub const PINNED_MAPS: &[&str] = &[
     "DNS_ORIG",
     "GRANTS",
     "LINEAGE",
-    "SOCK_IDENT",
-    "SOCK_JUDGED",
+    "SOCK_GUARD",
     "GUARD_CFG",
     "AGG_CFG",
     "AGG",
     "AGG_BUDGET",
     "AGG_OVERFLOW",
 ];
+
+/// Maps earlier versions pinned and this one no longer uses (their state
+/// moved to another map): removed when the daemon loads, so they do not
+/// linger on bpffs.
+pub const RETIRED_MAPS: &[&str] = &["SOCK_IDENT", "SOCK_JUDGED"];
 
 /// The daemon's private pin directory, e.g. `/sys/fs/bpf/palisade`.
 #[derive(Clone, Debug)]
@@ -77,6 +81,16 @@ impl PinDir {
                 "{} is not on a bpf filesystem; set `bpffs` to a directory under a bpffs mount such as {DEFAULT_BPFFS}",
                 self.root.display()
             )));
+        }
+        for name in RETIRED_MAPS {
+            match fs::remove_file(self.map(name)) {
+                Ok(()) => tracing::info!(
+                    map = name,
+                    "removed the pin of a map this version no longer uses"
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! sock_diag (`NETLINK_SOCK_DIAG`): the kernel's view of TCP and UDP
-//! sockets, each with the identity stamp the programs left in `SOCK_IDENT`
+//! sockets, each with the identity stamp the programs left in `SOCK_GUARD`
 //! (`INET_DIAG_REQ_SK_BPF_STORAGES`), and `SOCK_DESTROY` to abort them.
 //!
 //! The daemon uses it to name the process behind a loopback TCP connection

@@ -352,7 +352,14 @@ impl Daemon {
         let active = self.active();
         let policy: &Policy = &active.policy;
         let version = policy.version.to_string();
-        let decision_id = random_id();
+        let call_site = CallSite {
+            caller,
+            identity,
+            req,
+            policy,
+            decision_id: random_id(),
+            started,
+        };
         let inputs = input::to_json(req.params.as_ref(), "params")
             .and_then(|p| input::to_json(req.context.as_ref(), "context").map(|c| (p, c)));
         let (params, context): (Map<String, Value>, Map<String, Value>) = match inputs {
@@ -366,18 +373,11 @@ impl Daemon {
                     charges: vec![],
                 };
                 return Ok(self.finish(
-                    caller,
-                    identity,
-                    req,
-                    policy,
-                    d,
-                    None,
-                    vec![],
-                    decision_id,
-                    started,
-                    None,
-                    access.as_ref(),
-                    None,
+                    &call_site,
+                    Answer {
+                        token: access.as_ref(),
+                        ..Answer::new(d)
+                    },
                 ));
             }
         };
@@ -408,18 +408,13 @@ impl Daemon {
                     self.call_event(identity, caller, req, "pending", "elevation-requested")
                 })?;
             return Ok(self.finish(
-                caller,
-                identity,
-                req,
-                policy,
-                d,
-                Some(&digest),
-                vec![],
-                decision_id,
-                started,
-                approval.map(|a| (a.id, String::new())),
-                access.as_ref(),
-                None,
+                &call_site,
+                Answer {
+                    digest: Some(&digest),
+                    approval: approval.map(|a| (a.id, String::new())),
+                    token: access.as_ref(),
+                    ..Answer::new(d)
+                },
             ));
         }
 
@@ -447,18 +442,13 @@ impl Daemon {
                 charges: vec![],
             };
             return Ok(self.finish(
-                caller,
-                identity,
-                req,
-                policy,
-                d,
-                Some(&digest),
-                obligations,
-                decision_id,
-                started,
-                Some((approval.id, approval.approver)),
-                None,
-                None,
+                &call_site,
+                Answer {
+                    digest: Some(&digest),
+                    obligations,
+                    approval: Some((approval.id, approval.approver)),
+                    ..Answer::new(d)
+                },
             ));
         }
 
@@ -467,20 +457,16 @@ impl Daemon {
         })?;
         let approval = judged.approval.map(|a| (a.id, String::new()));
         let elevation = judged.elevation;
-        let (d, obligations) = (judged.decision, judged.obligations);
         Ok(self.finish(
-            caller,
-            identity,
-            req,
-            policy,
-            d,
-            Some(&digest),
-            obligations,
-            decision_id,
-            started,
-            approval,
-            access.as_ref(),
-            elevation.as_deref(),
+            &call_site,
+            Answer {
+                digest: Some(&digest),
+                obligations: judged.obligations,
+                approval,
+                token: access.as_ref(),
+                elevation: elevation.as_deref(),
+                ..Answer::new(judged.decision)
+            },
         ))
     }
 
@@ -490,25 +476,23 @@ impl Daemon {
 
     /// Audit, metrics, and the answer (shadow mode turns would-deny and
     /// would-ask into allow here, and says so).
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one place assembles every part of the answer"
-    )]
-    fn finish(
-        &self,
-        caller: &Caller,
-        identity: &str,
-        req: &DecideInput,
-        policy: &Policy,
-        d: Decision,
-        digest: Option<&str>,
-        obligations: Vec<Remaining>,
-        decision_id: String,
-        started: Instant,
-        approval: Option<(String, String)>,
-        token: Option<&AccessClaims>,
-        elevation: Option<&str>,
-    ) -> DecideOutcome {
+    fn finish(&self, site: &CallSite<'_>, answer: Answer<'_>) -> DecideOutcome {
+        let CallSite {
+            caller,
+            identity,
+            req,
+            policy,
+            ref decision_id,
+            started,
+        } = *site;
+        let Answer {
+            decision: d,
+            digest,
+            obligations,
+            approval,
+            token,
+            elevation,
+        } = answer;
         let shadow =
             self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
         let (verdict, audit_verdict) = if shadow {
@@ -554,7 +538,7 @@ impl Daemon {
             message,
             rules: d.rules,
             policy_version: policy.version.to_string(),
-            decision_id,
+            decision_id: decision_id.clone(),
             obligations,
             approval_id: approval
                 .filter(|(_, approver)| approver.is_empty())
@@ -633,6 +617,44 @@ impl Daemon {
     /// Unix seconds now (for answers).
     pub fn now_unix() -> u64 {
         unix(SystemTime::now())
+    }
+}
+
+/// What stays the same for every answer one `Decide` call can end in.
+struct CallSite<'a> {
+    caller: &'a Caller,
+    identity: &'a str,
+    req: &'a DecideInput,
+    policy: &'a Policy,
+    decision_id: String,
+    started: Instant,
+}
+
+/// How one `Decide` call ends: the decision and what goes with it.
+struct Answer<'a> {
+    decision: Decision,
+    /// The digest of the call's parameters (none when they did not parse).
+    digest: Option<&'a str>,
+    obligations: Vec<Remaining>,
+    /// (approval id, approver): an approver for a call carried out under
+    /// an approval, empty for an approval the call now waits for.
+    approval: Option<(String, String)>,
+    /// The access token presented with the call.
+    token: Option<&'a AccessClaims>,
+    /// The elevation the verdict rests on.
+    elevation: Option<&'a str>,
+}
+
+impl Answer<'_> {
+    fn new(decision: Decision) -> Self {
+        Self {
+            decision,
+            digest: None,
+            obligations: Vec::new(),
+            approval: None,
+            token: None,
+            elevation: None,
+        }
     }
 }
 
