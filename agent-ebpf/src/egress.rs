@@ -58,6 +58,8 @@ const NEXTHDR_DEST: u8 = 60;
 /// most hop-by-hop, destination, routing, destination, fragment).
 const MAX_EXT_HEADERS: u32 = 8;
 const TCP_RST: u8 = 0x04;
+/// Bytes of the IP header `header_byte` reads in place.
+const HEADER_PEEK: usize = 8;
 /// `rejudge`: nothing decided, the packet goes on to the other checks.
 const GO_ON: i32 = -1;
 
@@ -102,7 +104,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     if stamped != 0 && policy::killed(stamped) {
         return killed(&ctx, proto, stamped, guard);
     }
-    if stamped != 0 && judged_flags != 0 {
+    if stamped != 0 && judged_flags != 0 && !still_judged(sk, guard) {
         let verdict = rejudge(&ctx, proto, sk, stamped, guard);
         if verdict != GO_ON {
             return verdict;
@@ -110,7 +112,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     }
     // One byte tells whether there is anything to look at: IPv4 options,
     // or an IPv6 extension header. Most packets of the host stop here.
-    if !may_be_routed(&ctx, proto) {
+    if !may_be_routed(skb, &ctx, proto) {
         return PASS;
     }
     source_route(&ctx, proto, sk, stamped)
@@ -210,6 +212,55 @@ fn bare_rst(ctx: &SkBuffContext, p: &Packet) -> bool {
             .is_ok_and(|flags| flags & TCP_RST != 0)
 }
 
+/// The path nearly every packet of a connected socket takes: its judgement
+/// holds — valid and not cut, same policy generation and grants epoch, not
+/// expired, and the socket still connected to the judged destination.
+/// Anything else goes to `rejudge`. A function of its own: inlined, its
+/// locals would push `egress` and `rejudge` together past the 512-byte stack.
+#[inline(never)]
+fn still_judged(sk: *mut bpf_sock, guard: *mut SockGuard) -> bool {
+    // SAFETY: `guard` is this socket's (non-null) storage.
+    let judged = unsafe { &(*guard).judged };
+    if judged.flags & (JUDGED_VALID | JUDGED_CUT) != JUDGED_VALID
+        || judged.generation != policy::active_generation().number
+        || judged.epoch != sockets::rejudge_epoch()
+    {
+        return false;
+    }
+    let Some((dst, port)) = peer(sk) else {
+        return true; // neither TCP nor UDP: nothing `rejudge` judges
+    };
+    port == judged.port
+        && u8::from(dst.is_v6) == judged.is_v6
+        && dst.bytes == judged.addr
+        // SAFETY: plain helper call.
+        && (judged.recheck_ns == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < judged.recheck_ns)
+}
+
+/// The peer a TCP or UDP socket is connected to, from the socket itself
+/// (a full socket, whose fields a cgroup_skb program may read).
+#[inline(always)]
+fn peer(sk: *mut bpf_sock) -> Option<(NormAddr, u16)> {
+    // SAFETY: see above.
+    unsafe {
+        let l4 = (*sk).protocol as u8;
+        if l4 != IPPROTO_TCP && l4 != IPPROTO_UDP {
+            return None;
+        }
+        let dst = if (*sk).family == u32::from(AF_INET) {
+            NormAddr::from_ip4_word((*sk).dst_ip4)
+        } else {
+            NormAddr::from_ip6_words([
+                (*sk).dst_ip6[0],
+                (*sk).dst_ip6[1],
+                (*sk).dst_ip6[2],
+                (*sk).dst_ip6[3],
+            ])
+        };
+        Some((dst, u16::from_be((*sk).dst_port)))
+    }
+}
+
 /// A connected socket's packet, judged again when its allow verdict may
 /// have lapsed since the connect — the policy generation or the grants
 /// changed, or the grant that admitted it expired — or when the socket is
@@ -239,9 +290,8 @@ fn rejudge(
     identity: u32,
     guard: *mut SockGuard,
 ) -> i32 {
-    // SAFETY: `guard` is this socket's (non-null) storage; `sk` a full
-    // socket, whose fields the verifier lets a cgroup_skb program read.
-    let (judged, l4, family) = unsafe { ((*guard).judged, (*sk).protocol, (*sk).family) };
+    // SAFETY: `guard` is this socket's (non-null) storage.
+    let judged = unsafe { (*guard).judged };
     if judged.flags & JUDGED_CUT != 0 {
         if let Some(p) = parse(ctx, proto)
             && bare_rst(ctx, &p)
@@ -254,24 +304,11 @@ fn rejudge(
     if judged.flags & JUDGED_VALID == 0 {
         return GO_ON;
     }
-    let l4 = l4 as u8;
-    if l4 != IPPROTO_TCP && l4 != IPPROTO_UDP {
+    let Some((dst, port)) = peer(sk) else {
         return GO_ON;
-    }
-    // SAFETY: as above.
-    let (dst, port) = unsafe {
-        let dst = if family == u32::from(AF_INET) {
-            NormAddr::from_ip4_word((*sk).dst_ip4)
-        } else {
-            NormAddr::from_ip6_words([
-                (*sk).dst_ip6[0],
-                (*sk).dst_ip6[1],
-                (*sk).dst_ip6[2],
-                (*sk).dst_ip6[3],
-            ])
-        };
-        (dst, u16::from_be((*sk).dst_port))
     };
+    // SAFETY: as in `peer`.
+    let l4 = unsafe { (*sk).protocol } as u8;
     let same_destination =
         port == judged.port && u8::from(dst.is_v6) == judged.is_v6 && dst.bytes == judged.addr;
     let generation = policy::active_generation();
@@ -348,10 +385,10 @@ fn rejudge(
 }
 
 #[inline(always)]
-fn may_be_routed(ctx: &SkBuffContext, proto: u16) -> bool {
+fn may_be_routed(skb: *mut __sk_buff, ctx: &SkBuffContext, proto: u16) -> bool {
     match proto {
-        ETH_P_IP => ctx.load::<u8>(0).is_ok_and(|vihl| vihl & 0xf > 5),
-        ETH_P_IPV6 => ctx.load::<u8>(6).is_ok_and(|next| {
+        ETH_P_IP => header_byte(skb, ctx, 0).is_some_and(|vihl| vihl & 0xf > 5),
+        ETH_P_IPV6 => header_byte(skb, ctx, 6).is_some_and(|next| {
             matches!(
                 next,
                 NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_FRAGMENT | NEXTHDR_AUTH | NEXTHDR_DEST
@@ -359,6 +396,22 @@ fn may_be_routed(ctx: &SkBuffContext, proto: u16) -> bool {
         }),
         _ => false,
     }
+}
+
+/// One byte of the IP header: read in place where the header is in the
+/// linear part of the packet (always, for what the host sends), else
+/// copied out by the helper.
+#[inline(always)]
+fn header_byte(skb: *mut __sk_buff, ctx: &SkBuffContext, off: usize) -> Option<u8> {
+    // SAFETY: reading the packet bounds the kernel hands cgroup_skb programs.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    // Eight bytes (every IP header is longer): a one-byte check compiles to
+    // `data < end`, from which the verifier learns no readable range.
+    if off < HEADER_PEEK && data + HEADER_PEEK <= end {
+        // SAFETY: within [data, data_end), checked just above.
+        return Some(unsafe { *((data + off) as *const u8) });
+    }
+    ctx.load::<u8>(off).ok()
 }
 
 #[inline(always)]
