@@ -550,13 +550,15 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
 
 /// `palisade exec -- probe sleep MS ARGS…` as `agent`, in the background:
 /// an agent that acts after the operator has done something.
-fn agent_later(env: &TestEnv, millis: u64, args: &[&str]) -> thread::JoinHandle<Output> {
+/// An agent that acts once the file `go` exists.
+fn agent_later(env: &TestEnv, go: &std::path::Path, args: &[&str]) -> thread::JoinHandle<Output> {
     let mut cmd = Command::new(palisade_bin());
     cmd.args(["exec", "--socket"])
         .arg(&env.socket)
         .args(["--identity", "agent", "--"])
         .arg(Probe::bin())
-        .args(["sleep", &millis.to_string()])
+        .arg("await")
+        .arg(go)
         .args(args);
     thread::spawn(move || cmd.output().unwrap_or_else(|e| panic!("exec: {e}")))
 }
@@ -596,10 +598,23 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     let socket = env.socket.to_str().unwrap_or_default().to_string();
 
     // Agents already running when the files are replaced.
-    let writer = agent_later(&env, 3000, &["write-file", &policy_path, &widened]);
-    let reader = agent_later(&env, 3000, &["read-file", key.to_str().unwrap_or_default()]);
-    let squatter = agent_later(&env, 3000, &["run", "rm", "-f", &socket]);
-    thread::sleep(Duration::from_millis(800));
+    let go = env.dir.join("go");
+    let writer = agent_later(&env, &go, &["write-file", &policy_path, &widened]);
+    let reader = agent_later(&env, &go, &["read-file", key.to_str().unwrap_or_default()]);
+    let squatter = agent_later(&env, &go, &["run", "rm", "-f", &socket]);
+    // All three enrolled (and so confined) before anything is replaced.
+    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
+        let n = env
+            .audit_events()
+            .iter()
+            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
+            .count();
+        (n >= 3).then_some(())
+    });
+    assert!(
+        enrolled.is_some(),
+        "the three agents were not enrolled within 10 s"
+    );
     env.cli_ok(&["policy", "push", pushed.to_str().unwrap_or_default()]);
     let rotated = Command::new(palisade_bin())
         .args(["keys", "rotate", "--file"])
@@ -609,6 +624,7 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     assert!(rotated.status.success(), "keys rotate: {rotated:?}");
     drop(d); // a restart: the new daemon recreates its socket
     let d = DaemonProc::start(&env);
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
 
     let w = last_json(&writer.join().unwrap_or_else(|_| panic!("writer")));
     assert_eq!(

@@ -38,9 +38,9 @@ identities:
 ",
     );
     let _d = DaemonProc::start(&env);
-    let sink = Sink::start(&ns, HOST, &[9401, 9402, 9403], &[9411, 9412, 9413], 4500);
+    let sink = Sink::start(&ns, HOST, &[9401, 9402, 9403], &[9411, 9412, 9413], 8000);
     let stream = |identity: &str, user: bool, tcp: u16, udp: u16| {
-        exec_stream(&env.socket, identity, user, HOST, tcp, udp, 3000)
+        exec_stream(&env.socket, identity, user, HOST, tcp, udp, 6000)
     };
     let agent = stream("agent", false, 9401, 9411);
     let other = stream("other", false, 9402, 9412);

@@ -58,7 +58,14 @@ fn sigkill_keeps_enforcement_and_a_new_daemon_adopts_it() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Enrolled (exec asks the daemon) before the daemon dies.
+    let enrolled = palisade_tests::wait_for(std::time::Duration::from_secs(10), || {
+        env.audit_events()
+            .iter()
+            .any(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
+            .then_some(())
+    });
+    assert!(enrolled.is_some(), "the agent was not enrolled within 10 s");
 
     d.kill9();
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));

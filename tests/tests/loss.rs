@@ -53,10 +53,13 @@ fn several_identities_saturating_the_ring_buffer_lose_no_denial() {
         return;
     }
     let env = small_ring_env("loss");
-    let _d = DaemonProc::start(&env);
+    let d = DaemonProc::start(&env);
     // Each identity: 500 denied connects to 500 different ports, all four
     // at once: far more first-of-their-kind records than a page holds.
+    // They start together once all four are enrolled, while the daemon is
+    // stopped, so that the ring overflows however fast this host's reader.
     let per: u64 = 500;
+    let go = env.dir.join("go");
     let runs: Vec<_> = IDENTITIES
         .iter()
         .enumerate()
@@ -64,20 +67,47 @@ fn several_identities_saturating_the_ring_buffer_lose_no_denial() {
             let env_socket = env.socket.clone();
             let first = (30000 + i * 1000).to_string();
             let id = id.to_string();
+            let go = go.clone();
             std::thread::spawn(move || {
                 std::process::Command::new(palisade_tests::palisade_bin())
                     .args(["exec", "--socket"])
                     .arg(&env_socket)
                     .args(["--identity", &id, "--"])
                     .arg(Probe::bin())
+                    .arg("await")
+                    .arg(&go)
                     .args(["tcp-ports", "127.0.0.1", &first, &per.to_string()])
                     .output()
                     .unwrap_or_else(|e| panic!("{e}"))
             })
         })
         .collect();
-    for r in runs {
-        let out = r.join().unwrap_or_else(|_| panic!("probe thread"));
+    let enrolled = wait_for(Duration::from_secs(15), || {
+        let events = env.audit_events();
+        IDENTITIES
+            .iter()
+            .all(|id| {
+                events
+                    .iter()
+                    .any(|e| e["kind"] == "enrolment" && e["identity"] == *id)
+            })
+            .then_some(())
+    });
+    assert!(
+        enrolled.is_some(),
+        "the four agents were not enrolled within 15 s"
+    );
+    let daemon = nix::unistd::Pid::from_raw(d.pid() as i32);
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP)
+        .unwrap_or_else(|e| panic!("SIGSTOP: {e}"));
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let outs: Vec<_> = runs
+        .into_iter()
+        .map(|r| r.join().unwrap_or_else(|_| panic!("probe thread")))
+        .collect();
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGCONT)
+        .unwrap_or_else(|e| panic!("SIGCONT: {e}"));
+    for out in outs {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v["eperm"], per, "{v}");
     }

@@ -101,10 +101,10 @@ fn a_reload_that_removes_the_rule_cuts_open_connections() {
     let ns = NetNs::new("pend", 117);
     let env = TestEnv::new("pend-reload", &reload_policy(true));
     let _d = DaemonProc::start(&env);
-    let sink = Sink::start(&ns, HOST, &[9501, 9502, 9503], &[9511, 9512, 9513], 4500);
-    let root = exec_stream(&env.socket, "agent", false, HOST, 9501, 9511, 3000);
-    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9502, 9512, 3000);
-    let steady = exec_stream(&env.socket, "agent", false, HOST, 9503, 9513, 3000);
+    let sink = Sink::start(&ns, HOST, &[9501, 9502, 9503], &[9511, 9512, 9513], 8000);
+    let root = exec_stream(&env.socket, "agent", false, HOST, 9501, 9511, 6000);
+    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9502, 9512, 6000);
+    let steady = exec_stream(&env.socket, "agent", false, HOST, 9503, 9513, 6000);
     thread::sleep(Duration::from_millis(1000));
     env.write_policy(&reload_policy(false));
     env.cli_ok(&["reload"]);
@@ -158,10 +158,22 @@ identities:
     );
     let expires_at = now_ns() + 2_000_000_000;
     assert_eq!(granted["granted"], true, "{granted}");
-    let sink = Sink::start(&ns, HOST, &[9521, 9522], &[9531, 9532], 5500);
-    let root = exec_stream(&env.socket, "agent", false, HOST, 9521, 9531, 4000);
-    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9522, 9532, 4000);
-    thread::sleep(Duration::from_millis(500));
+    let sink = Sink::start(&ns, HOST, &[9521, 9522], &[9531, 9532], 8000);
+    let root = exec_stream(&env.socket, "agent", false, HOST, 9521, 9531, 6000);
+    let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9522, 9532, 6000);
+    // Both enrolled before the daemon is frozen (`exec` asks the daemon).
+    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
+        let n = env
+            .audit_events()
+            .iter()
+            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
+            .count();
+        (n >= 2).then_some(())
+    });
+    assert!(
+        enrolled.is_some(),
+        "the two agents were not enrolled within 10 s"
+    );
     // The kernel ends the grant by itself.
     signal(&d, nix::sys::signal::Signal::SIGSTOP);
     let (root, unprivileged) = (join(root, "root"), join(unprivileged, "unprivileged"));
@@ -221,9 +233,9 @@ identities:
     let elevation: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("elevate --json {out:?}: {e}"));
     let id = elevation["id"].as_str().unwrap_or_default().to_string();
-    let sink = Sink::start(&ns, HOST, &[9541, 9542], &[9551, 9552], 4500);
-    let root = exec_stream(&env.socket, "ops", false, HOST, 9541, 9551, 3000);
-    let unprivileged = exec_stream(&env.socket, "ops", true, HOST, 9542, 9552, 3000);
+    let sink = Sink::start(&ns, HOST, &[9541, 9542], &[9551, 9552], 8000);
+    let root = exec_stream(&env.socket, "ops", false, HOST, 9541, 9551, 6000);
+    let unprivileged = exec_stream(&env.socket, "ops", true, HOST, 9542, 9552, 6000);
     thread::sleep(Duration::from_millis(1000));
     env.cli_ok(&["elevate", "--end", &id, "--reason", "incident over"]);
     let ended_at = now_ns();
@@ -268,13 +280,13 @@ fn a_refused_connect_cannot_keep_a_socket_whose_rule_is_gone() {
     };
     let env = TestEnv::new("pend-stale", &policy(true));
     let _d = DaemonProc::start(&env);
-    let sink = Sink::start(&ns, HOST, &[], &[9561, 9562, 9569], 4500);
+    let sink = Sink::start(&ns, HOST, &[], &[9561, 9562, 9569], 8000);
     let stale = |user: bool, port: &str| {
         exec_probe(
             &env.socket,
             "agent",
             user,
-            &["udp-stale", HOST, port, HOST, "9569", "3000"],
+            &["udp-stale", HOST, port, HOST, "9569", "6000"],
         )
     };
     let root = stale(false, "9561");

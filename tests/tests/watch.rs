@@ -41,7 +41,7 @@ fn events_follow_streams_filtered_records() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(2000));
     for id in ["beta", "alpha", "beta", "alpha"] {
         Probe::enrolled(&env, id, &["tcp", "127.0.0.1", &target.port()]).expect_eperm(id);
     }

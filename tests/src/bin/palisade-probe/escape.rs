@@ -86,6 +86,15 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
             std::thread::sleep(Duration::from_millis(arg(args, 0)?));
             dispatch(&args[1..])
         }
+        "await" => {
+            // Until the test creates the file (at most a minute), then on.
+            let go = std::path::Path::new(args.first()?);
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while !go.exists() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            dispatch(&args[1..])
+        }
         "run" => {
             // Become another program (the confinement comes along).
             use std::os::unix::process::CommandExt;
