@@ -41,18 +41,25 @@ pub fn proxy_base(n: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 226, 0, 0)) + u32::from(n) * 4096)
 }
 
-/// The `dns:` config section for slot `n` (short TTLs so expiry is quick).
-/// Test names resolve to loopback addresses, which a daemon learns only
-/// where a cidr rule or `dns.learn_internal` vouches for them: loopback is
-/// vouched for unless `extra` sets `learn_internal` itself.
+/// The `dns:` config section for slot `n` (short TTLs so expiry is quick,
+/// unless `extra` sets `ttl_min` itself: a test that needs what it learned
+/// to last a few seconds on a slow host). Test names resolve to loopback
+/// addresses, which a daemon learns only where a cidr rule or
+/// `dns.learn_internal` vouches for them: loopback is vouched for unless
+/// `extra` sets `learn_internal` itself.
 pub fn config(n: u8, dir: &Path, extra: &str) -> String {
     let internal = if extra.contains("learn_internal") {
         ""
     } else {
         "  learn_internal: [127.0.0.0/8]\n"
     };
+    let ttl_min = if extra.contains("ttl_min") {
+        ""
+    } else {
+        "  ttl_min: 1\n"
+    };
     format!(
-        "dns:\n  upstream: {}:53\n  listen: {}\n  state_file: {}\n  ttl_min: 1\n  ttl_max: 60\n  grace: 0\n{internal}{extra}",
+        "dns:\n  upstream: {}:53\n  listen: {}\n  state_file: {}\n{ttl_min}  ttl_max: 60\n  grace: 0\n{internal}{extra}",
         upstream_ip(n),
         proxy_base(n),
         dir.join("dns-learned.json").display()

@@ -133,7 +133,9 @@ fn an_identity_flooding_lookups_cannot_starve_another() {
         "  - id: flooder\n    egress:\n      allow:\n        - {host: '*.flood.test', protocol: tcp}\n  - id: steady\n    egress:\n      allow:\n        - {host: api.steady.test, protocol: tcp}\n        - {host: '*.later.test', protocol: tcp}\n",
         &[("api.steady.test", 1), ("b.later.test", 2)],
         &raw,
-        "  learned_capacity: 128\n",
+        // What steady learned before the flood must outlast the flood
+        // however slow the host (the default lab TTL is one second).
+        "  learned_capacity: 128\n  ttl_min: 30\n",
     );
     let api = TcpServer::start(&lab.ip(1));
     let later = TcpServer::start(&lab.ip(2));
