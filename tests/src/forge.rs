@@ -8,15 +8,16 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 /// Wait until tokens forged now are newer than a daemon started just
-/// before the call accepts: it refuses every token issued up to the second
-/// after the one it started in (issue times may run a second ahead).
+/// before the call accepts: it refuses every token issued up to two
+/// seconds after its start, and a forged token's `iat` (whole seconds, no
+/// `iat_ms`) counts from the start of its second.
 pub fn wait_past_start_cutoff() {
     let second = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     };
     let started = second(SystemTime::now());
-    while second(SystemTime::now()) <= started + 1 {
+    while second(SystemTime::now()) <= started + 2 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -63,6 +63,7 @@ impl Daemon {
                     params_digest: pending.params_digest.clone(),
                     policy_version: pending.policy_version.clone(),
                     iat: 0,
+                    iat_ms: None,
                     nbf: 0,
                     exp: 0,
                     jti: String::new(),

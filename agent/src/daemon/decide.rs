@@ -261,6 +261,7 @@ impl Daemon {
             roles: ident.effective_roles.clone(),
             scopes: scopes(ident),
             iat: 0,
+            iat_ms: None,
             nbf: 0,
             exp: 0,
             jti: String::new(),

@@ -83,6 +83,7 @@ mod tests {
         let r = Record::Revoked {
             identity: "a".into(),
             at: 7,
+            at_ms: None,
         };
         let line = encode(&r).unwrap();
         assert_eq!(line.last(), Some(&b'\n'));

@@ -50,6 +50,7 @@ struct Inner {
 pub struct Journal {
     path: PathBuf,
     sync: SyncMode,
+    /// Unix ms: tokens issued at or before it are refused.
     replay_since: u64,
     inner: Mutex<Inner>,
     /// Signalled when there is something to sync, or on stop.
@@ -301,7 +302,8 @@ impl Journal {
         let header = Record::Header {
             format: FORMAT,
             written_ms: now_ms(),
-            replay_since: self.replay_since,
+            replay_since: super::record::second_covering(self.replay_since),
+            replay_since_ms: Some(self.replay_since),
         };
         let mut len = 0u64;
         let mut records = 0usize;

@@ -172,17 +172,20 @@ pub struct Opened {
     pub found: Found,
 }
 
+/// How far past this start the cutoff for tokens of an unknown past lies.
+const UNKNOWN_PAST_MARGIN_MS: u64 = 2000;
+
 /// Lock and read the journal of `config`; a damaged one is moved aside.
 pub fn open(config: &StateConfig) -> Result<Opened, StateError> {
     let sync = config.check().map_err(StateError::Config)?;
     let path = &config.file;
-    let now_s = record::now_ms() / 1000;
     // Where nothing (or nothing trustworthy) says which tokens were used,
-    // every token issued before this start is refused. Issue times run up
-    // to a second ahead of the clock (`Tokens::issued_at`), so the cutoff
-    // is the next second: a daemon killed and restarted within a second
-    // could otherwise have issued tokens this one would accept.
-    let unknown_past = now_s + 1;
+    // every token issued before this start is refused. Tokens carry their
+    // issue time in ms, and a daemon pushes it past its own cutoff by at
+    // most this margin, so the margin covers every token a daemon killed
+    // just before could have issued; tokens of earlier versions (whole
+    // seconds, up to two ahead of the clock) too.
+    let unknown_past = record::now_ms() + UNKNOWN_PAST_MARGIN_MS;
     // Lock first: a second daemon must not move the first one's file.
     let mut journal = Journal::lock(path, sync, unknown_past)?;
     let read = restore::read(path).map_err(|e| StateError::Io(path.clone(), e))?;

@@ -23,6 +23,11 @@ pub enum Record {
         /// Tokens issued at or before this second were issued while no
         /// complete record of used tokens was kept: never accept them.
         replay_since: u64,
+        /// The same instant in unix ms (tokens carry their issue time in
+        /// ms); absent in journals of earlier versions, which mean the end
+        /// of `replay_since`'s second.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replay_since_ms: Option<u64>,
     },
     /// A budget bucket's level at `at_ms` (wall clock).
     Budget {
@@ -47,6 +52,10 @@ pub enum Record {
     Revoked {
         identity: String,
         at: u64,
+        /// The same instant in unix ms (absent in earlier versions: the
+        /// end of `at`'s second).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at_ms: Option<u64>,
     },
     Approval(ApprovalRecord),
     /// The complete list of an identity's just-in-time grants.
@@ -134,4 +143,16 @@ pub fn protocol_from_name(name: &str) -> Option<crate::policy::Protocol> {
         "any" => Some(Protocol::Any),
         _ => None,
     }
+}
+
+/// An instant kept in ms, from a record that may hold only its second (the
+/// end of that second: nothing issued within it passes).
+pub fn ms_or_end_of_second(ms: Option<u64>, second: u64) -> u64 {
+    ms.unwrap_or_else(|| second.saturating_mul(1000).saturating_add(999))
+}
+
+/// The second a ms instant falls in, rounded up: an earlier version
+/// reading it refuses at least as much as it should.
+pub const fn second_covering(ms: u64) -> u64 {
+    ms.div_ceil(1000)
 }

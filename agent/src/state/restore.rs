@@ -13,11 +13,13 @@ use super::{
 /// What a journal says, last record of each key winning.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// Unix ms (see `Record::Header`).
     pub replay_since: Option<u64>,
     pub budgets: HashMap<(String, String), BudgetLevel>,
     pub budget_floor_ms: Option<u64>,
     /// identity → jti → exp
     pub used: HashMap<String, HashMap<String, u64>>,
+    /// identity → unix ms of its last revocation.
     pub revoked: HashMap<String, u64>,
     pub approvals: HashMap<String, ApprovalRecord>,
     pub grants: HashMap<String, Vec<GrantRecord>>,
@@ -64,6 +66,7 @@ impl Snapshot {
             Record::Header {
                 format,
                 replay_since,
+                replay_since_ms,
                 ..
             } => {
                 if format != FORMAT {
@@ -71,7 +74,10 @@ impl Snapshot {
                         "journal format {format}; this daemon reads format {FORMAT}"
                     ));
                 }
-                self.replay_since = Some(replay_since);
+                self.replay_since = Some(super::record::ms_or_end_of_second(
+                    replay_since_ms,
+                    replay_since,
+                ));
             }
             Record::Budget {
                 identity,
@@ -103,7 +109,12 @@ impl Snapshot {
                     .or_insert(exp);
                 *e = (*e).max(exp);
             }
-            Record::Revoked { identity, at } => {
+            Record::Revoked {
+                identity,
+                at,
+                at_ms,
+            } => {
+                let at = super::record::ms_or_end_of_second(at_ms, at);
                 let e = self.revoked.entry(identity).or_insert(at);
                 *e = (*e).max(at);
             }

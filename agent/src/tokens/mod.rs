@@ -129,6 +129,11 @@ pub struct AccessClaims {
     /// `tool.action` patterns the identity's rules can allow.
     pub scopes: Vec<String>,
     pub iat: u64,
+    /// The issue time in unix ms (`iat` is whole seconds, too coarse to
+    /// tell a token issued just before a revocation or a restart from one
+    /// issued just after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
@@ -147,6 +152,9 @@ pub struct OverrideClaims {
     pub params_digest: String,
     pub policy_version: String,
     pub iat: u64,
+    /// As in `AccessClaims`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
     pub nbf: u64,
     pub exp: u64,
     pub jti: String,
@@ -231,15 +239,15 @@ pub struct Tokens {
     replay: ReplayCache,
     /// Tokens that passed `verify`, by the hash of the whole token.
     verified: VerifiedCache,
-    /// Identity → the second of its last revocation: tokens issued at or
+    /// Identity → the unix ms of its last revocation: tokens issued at or
     /// before it never verify again, even after the identity is restored.
     revoked_at: Mutex<HashMap<String, u64>>,
-    /// The second the journal's record of used tokens begins (the first
+    /// The unix ms the journal's record of used tokens begins (the first
     /// start with durable state, or the start after it was lost): tokens
     /// issued at or before it (used or not, nobody knows) never verify.
     replay_since: u64,
     log: Log,
-    /// The latest `iat` handed out. Issue times can run a second ahead of
+    /// The latest issue time (ms) handed out. Issue times can run ahead of
     /// the clock (see `issued_at`), and a revocation must cover them too.
     latest_iat: std::sync::atomic::AtomicU64,
 }
@@ -247,9 +255,11 @@ pub struct Tokens {
 /// Token state restored from the journal.
 pub struct Durable {
     pub log: Log,
+    /// Unix ms.
     pub replay_since: u64,
     /// identity → jti → exp
     pub used: HashMap<String, HashMap<String, u64>>,
+    /// identity → unix ms of its last revocation.
     pub revoked: HashMap<String, u64>,
     /// Most ids remembered per identity.
     pub quota: usize,
@@ -273,7 +283,12 @@ impl Tokens {
                 cache.restore(d.used, now);
                 (cache, d.revoked, d.replay_since, d.log)
             }
-            None => (ReplayCache::default(), HashMap::new(), now, Log::default()),
+            None => (
+                ReplayCache::default(),
+                HashMap::new(),
+                unix_ms(SystemTime::now()),
+                Log::default(),
+            ),
         };
         Ok(Self {
             settings,
@@ -296,7 +311,8 @@ impl Tokens {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         out.extend(revoked.iter().map(|(identity, at)| Record::Revoked {
             identity: identity.clone(),
-            at: *at,
+            at: crate::state::record::second_covering(*at),
+            at_ms: Some(*at),
         }));
         out
     }
@@ -331,8 +347,8 @@ impl Tokens {
     /// Invalidate every token `identity` holds now (the kill switch). The
     /// cutoff is journaled: it outlives the daemon.
     pub fn revoke_issued(&self, identity: &str) -> Result<(), TokenError> {
-        let now =
-            unix(SystemTime::now()).max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
+        let now = unix_ms(SystemTime::now())
+            .max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
         let mut revoked = self
             .revoked_at
             .lock()
@@ -340,7 +356,8 @@ impl Tokens {
         revoked.insert(identity.to_string(), now);
         let seq = self.log.append(|| Record::Revoked {
             identity: identity.to_string(),
-            at: now,
+            at: crate::state::record::second_covering(now),
+            at_ms: Some(now),
         })?;
         drop(revoked);
         self.log.durable(seq)?;
@@ -355,21 +372,23 @@ impl Tokens {
             .copied()
     }
 
-    fn check_not_revoked(&self, identity: &str, iat: u64) -> Result<(), TokenError> {
+    /// `issued_ms`: when the token was issued (`issued_ms`, the function).
+    fn check_not_revoked(&self, identity: &str, issued_ms: u64) -> Result<(), TokenError> {
         match self.revocation_cutoff(identity) {
-            Some(cutoff) if iat <= cutoff => {
+            Some(cutoff) if issued_ms <= cutoff => {
                 Err(TokenError::IssuedBeforeRevocation(identity.to_string()))
             }
-            _ if iat <= self.replay_since => Err(TokenError::IssuedBeforeRestart),
+            _ if issued_ms <= self.replay_since => Err(TokenError::IssuedBeforeRestart),
             _ => Ok(()),
         }
     }
 
-    /// The `iat` of a token issued now for `identity`: never the second of
-    /// its revocation or of the daemon's start (whole seconds cannot tell
-    /// before from after), so a token issued right after either verifies.
+    /// The issue time (unix ms) of a token issued now for `identity`: after
+    /// its revocation and after the daemon's cutoff for the unknown past,
+    /// so a token issued right after either verifies. Only a cutoff still
+    /// ahead of the clock (see `state::open`) moves it from now.
     fn issued_at(&self, identity: &str) -> u64 {
-        let now = unix(SystemTime::now());
+        let now = unix_ms(SystemTime::now());
         let cutoff = self
             .revocation_cutoff(identity)
             .map_or(self.replay_since, |c| c.max(self.replay_since));
@@ -385,11 +404,13 @@ impl Tokens {
         mut claims: AccessClaims,
         ttl: Option<Duration>,
     ) -> Result<(String, AccessClaims), TokenError> {
-        let now = self.issued_at(&claims.sub);
+        let iat_ms = self.issued_at(&claims.sub);
+        let now = iat_ms / 1000;
         let ttl = ttl.unwrap_or(self.settings.ttl).min(self.settings.max_ttl);
         claims.iss = self.settings.issuer.clone();
         claims.aud = self.settings.audience.clone();
         claims.iat = now;
+        claims.iat_ms = Some(iat_ms);
         claims.nbf = now;
         claims.exp = now + ttl.as_secs().max(1);
         claims.jti = random_id();
@@ -401,10 +422,12 @@ impl Tokens {
         mut claims: OverrideClaims,
         ttl: Duration,
     ) -> Result<String, TokenError> {
-        let now = self.issued_at(&claims.sub);
+        let iat_ms = self.issued_at(&claims.sub);
+        let now = iat_ms / 1000;
         claims.iss = self.settings.issuer.clone();
         claims.aud = self.settings.audience.clone();
         claims.iat = now;
+        claims.iat_ms = Some(iat_ms);
         claims.nbf = now;
         claims.exp = now + ttl.as_secs().max(1);
         claims.jti = random_id();
@@ -511,7 +534,7 @@ impl Tokens {
                 caller: caller.to_string(),
             });
         }
-        self.check_not_revoked(caller, c.iat)?;
+        self.check_not_revoked(caller, issued_ms(c.iat, c.iat_ms))?;
         self.once(caller, &c.jti, c.exp)?;
         Ok(c)
     }
@@ -527,7 +550,7 @@ impl Tokens {
                 caller: caller.to_string(),
             });
         }
-        self.check_not_revoked(caller, c.iat)?;
+        self.check_not_revoked(caller, issued_ms(c.iat, c.iat_ms))?;
         if self
             .replay
             .contains(caller, &c.jti, unix(SystemTime::now()))
@@ -590,6 +613,21 @@ pub fn operator_token(
     header.typ = Some(TYP_OPERATOR.into());
     jsonwebtoken::encode(&header, &claims, &keys.signing)
         .map_err(|e| TokenError::Malformed(e.to_string()))
+}
+
+/// When a token was issued, in unix ms: its `iat_ms` where that agrees
+/// with `iat`, else the start of `iat`'s second (tokens of earlier
+/// versions: the earliest it could have been, so cutoffs refuse rather
+/// than admit what they cannot place).
+fn issued_ms(iat: u64, iat_ms: Option<u64>) -> u64 {
+    iat_ms
+        .filter(|ms| ms / 1000 == iat)
+        .unwrap_or_else(|| iat.saturating_mul(1000))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The claim named by a serde "missing field `x`" message, if that is what it is.

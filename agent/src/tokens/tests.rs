@@ -36,6 +36,7 @@ fn claims(sub: &str) -> AccessClaims {
         roles: vec!["operator".into()],
         scopes: vec!["stripe.create_payment".into()],
         iat: 0,
+        iat_ms: None,
         nbf: 0,
         exp: 0,
         jti: String::new(),
@@ -49,7 +50,7 @@ fn forge(t: &Tokens, typ: Option<&str>, mutate: impl FnOnce(&mut AccessClaims)) 
     c.iss = t.settings.issuer.clone();
     c.aud = t.settings.audience.clone();
     // Issued after the service started, as the service itself would stamp it.
-    c.iat = now.max(t.replay_since + 1);
+    c.iat = now.max(t.replay_since / 1000 + 1);
     c.nbf = now;
     c.exp = now + 60;
     c.jti = random_id();
@@ -217,9 +218,10 @@ fn a_key_file_readable_by_others_is_refused() {
 fn a_revocation_covers_tokens_issued_ahead_of_the_clock() {
     let dir = scratch("ahead");
     let t = Tokens::load(settings(&dir)).unwrap();
-    // Issued in the daemon's first second, so stamped one second ahead.
     let (token, c) = t.issue_access(claims("finance-agent"), None).unwrap();
-    assert!(c.iat > t.replay_since, "{} vs {}", c.iat, t.replay_since);
+    let issued = c.iat_ms.unwrap_or_default();
+    assert!(issued > t.replay_since, "{issued} vs {}", t.replay_since);
+    assert_eq!(issued / 1000, c.iat);
     t.revoke_issued("finance-agent").unwrap();
     assert_eq!(
         t.verify_access(&token, "finance-agent"),
@@ -329,4 +331,55 @@ fn the_verified_cache_is_keyed_on_the_whole_token_and_checks_the_rest() {
     // New keys empty the cache: a retired key vouches for nothing cached.
     t.reload_keys().unwrap();
     assert_eq!(t.verified_cached(), 0);
+}
+
+#[test]
+fn tokens_of_a_daemon_killed_within_its_first_seconds_are_refused_after_its_state_is_lost() {
+    let dir = scratch("lost-fast");
+    // The first daemon: its past unknown, its cutoff ahead of the clock
+    // (as `state::open` sets it), so it stamps its first tokens ahead too.
+    let now = unix_ms(SystemTime::now());
+    let first = Tokens::load_with(
+        settings(&dir),
+        Some(Durable {
+            log: Log::default(),
+            replay_since: now + 2000,
+            used: HashMap::new(),
+            revoked: HashMap::new(),
+            quota: 100,
+        }),
+    )
+    .unwrap();
+    let (token, c) = first.issue_access(claims("a"), None).unwrap();
+    assert!(first.verify_access(&token, "a").is_ok());
+    // Killed at once; its state lost; the next daemon starts the same
+    // second, a millisecond later.
+    let second = Tokens::load_with(
+        settings(&dir),
+        Some(Durable {
+            log: Log::default(),
+            replay_since: now + 1 + 2000,
+            used: HashMap::new(),
+            revoked: HashMap::new(),
+            quota: 100,
+        }),
+    )
+    .unwrap();
+    let (unused, _) = first.issue_access(claims("a"), None).unwrap();
+    assert_eq!(
+        second.verify_access(&unused, "a"),
+        Err(TokenError::IssuedBeforeRestart),
+        "issued at {:?}",
+        c.iat_ms
+    );
+    let (fresh, _) = second.issue_access(claims("a"), None).unwrap();
+    assert!(second.verify_access(&fresh, "a").is_ok());
+}
+
+#[test]
+fn tokens_without_ms_are_placed_at_the_start_of_their_second() {
+    assert_eq!(issued_ms(7, None), 7000);
+    assert_eq!(issued_ms(7, Some(7999)), 7999);
+    // An `iat_ms` that disagrees with `iat` is not believed.
+    assert_eq!(issued_ms(7, Some(9000)), 7000);
 }

@@ -368,17 +368,26 @@ fn reload_latency(
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
-        std::thread::sleep(Duration::from_millis(300));
+        // Change the policy only once the probe is polling: the time a
+        // process takes to start is not the reload's.
+        let mut out = std::io::BufReader::new(
+            std::mem::take(&mut probe.stdout).unwrap_or_else(|| panic!("probe stdout")),
+        );
+        let mut waiting = String::new();
+        {
+            use std::io::BufRead as _;
+            let _ = out.read_line(&mut waiting);
+        }
+        assert!(waiting.contains("waiting"), "the probe said {waiting:?}");
         let written = SystemTime::now();
         let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, next).unwrap_or_else(|e| panic!("{e}"));
         std::fs::rename(&tmp, file).unwrap_or_else(|e| panic!("{e}"));
-        let out = std::mem::take(&mut probe.stdout);
         let _ = probe.wait();
         let mut line = String::new();
-        if let Some(mut o) = out {
-            use std::io::Read;
-            let _ = o.read_to_string(&mut line);
+        {
+            use std::io::Read as _;
+            let _ = out.read_to_string(&mut line);
         }
         let v: serde_json::Value =
             serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{line}: {e}"));

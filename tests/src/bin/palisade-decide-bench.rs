@@ -242,6 +242,7 @@ fn token_costs(dir: &Path) -> (f64, f64, f64) {
         roles: vec!["payments-operator".into()],
         scopes: vec!["stripe.create_payment".into()],
         iat: 0,
+        iat_ms: None,
         nbf: 0,
         exp: 0,
         jti: String::new(),

@@ -172,11 +172,22 @@ fn dispatch(args: &[String]) -> String {
         }
         "tcp-wait-ok" => {
             // Connect until it succeeds (at most ~30 s); print when, in ns
-            // since the epoch, so a benchmark can time a policy change.
+            // since the epoch, so a benchmark can time a policy change. The
+            // first refusal is announced on a line of its own, so the
+            // benchmark changes the policy only once this is polling.
             let to = addr(rest);
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut announced = false;
             loop {
-                if tcp(to).is_ok() {
+                let attempt = tcp(to);
+                if attempt.is_err() && !announced {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, r#"{{"waiting":true}}"#);
+                    let _ = out.flush();
+                    announced = true;
+                }
+                if attempt.is_ok() {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_nanos());
