@@ -104,7 +104,7 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     if stamped != 0 && policy::killed(stamped) {
         return killed(&ctx, proto, stamped, guard);
     }
-    if stamped != 0 && judged_flags != 0 && !still_judged(sk, guard) {
+    if stamped != 0 && judged_flags != 0 && !still_judged(&ctx, proto, sk, guard) {
         let verdict = rejudge(&ctx, proto, sk, stamped, guard);
         if verdict != GO_ON {
             return verdict;
@@ -212,13 +212,13 @@ fn bare_rst(ctx: &SkBuffContext, p: &Packet) -> bool {
             .is_ok_and(|flags| flags & TCP_RST != 0)
 }
 
-/// The path nearly every packet of a connected socket takes: its judgement
+/// The path nearly every packet of a judged socket takes: its judgement
 /// holds — valid and not cut, same policy generation and grants epoch, not
-/// expired, and the socket still connected to the judged destination.
-/// Anything else goes to `rejudge`. A function of its own: inlined, its
-/// locals would push `egress` and `rejudge` together past the 512-byte stack.
+/// expired, and the packet still goes to the judged destination. Anything
+/// else goes to `rejudge`. A function of its own: inlined, its locals
+/// would push `egress` and `rejudge` together past the 512-byte stack.
 #[inline(never)]
-fn still_judged(sk: *mut bpf_sock, guard: *mut SockGuard) -> bool {
+fn still_judged(ctx: &SkBuffContext, proto: u16, sk: *mut bpf_sock, guard: *mut SockGuard) -> bool {
     // SAFETY: `guard` is this socket's (non-null) storage.
     let judged = unsafe { &(*guard).judged };
     if judged.flags & (JUDGED_VALID | JUDGED_CUT) != JUDGED_VALID
@@ -227,7 +227,7 @@ fn still_judged(sk: *mut bpf_sock, guard: *mut SockGuard) -> bool {
     {
         return false;
     }
-    let Some((dst, port)) = peer(sk) else {
+    let Some((dst, port, _)) = destination(ctx, proto, sk) else {
         return true; // neither TCP nor UDP: nothing `rejudge` judges
     };
     port == judged.port
@@ -237,16 +237,30 @@ fn still_judged(sk: *mut bpf_sock, guard: *mut SockGuard) -> bool {
         && (judged.recheck_ns == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < judged.recheck_ns)
 }
 
-/// The peer a TCP or UDP socket is connected to, from the socket itself
-/// (a full socket, whose fields a cgroup_skb program may read).
+/// Where a packet goes (address, port, transport), for the judgement
+/// record: a TCP segment to its socket's peer, read from the socket (no
+/// header parsing on the path every TCP packet takes); a UDP datagram to
+/// its own destination, read from the packet — a datagram corked while
+/// one address was allowed leaves later for that address, whatever the
+/// socket is connected to, and `sendto` on a connected socket goes
+/// elsewhere than the peer. `None` for other transports.
 #[inline(always)]
-fn peer(sk: *mut bpf_sock) -> Option<(NormAddr, u16)> {
-    // SAFETY: see above.
-    unsafe {
-        let l4 = (*sk).protocol as u8;
-        if l4 != IPPROTO_TCP && l4 != IPPROTO_UDP {
+fn destination(ctx: &SkBuffContext, proto: u16, sk: *mut bpf_sock) -> Option<(NormAddr, u16, u8)> {
+    // SAFETY: a full socket, whose fields a cgroup_skb program may read.
+    let l4 = unsafe { (*sk).protocol } as u8;
+    if l4 == IPPROTO_UDP {
+        let p = parse(ctx, proto)?;
+        if p.l4 != IPPROTO_UDP {
             return None;
         }
+        let port = dst_port(ctx, &p);
+        return Some((p.dst, port, IPPROTO_UDP));
+    }
+    if l4 != IPPROTO_TCP {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe {
         let dst = if (*sk).family == u32::from(AF_INET) {
             NormAddr::from_ip4_word((*sk).dst_ip4)
         } else {
@@ -257,29 +271,24 @@ fn peer(sk: *mut bpf_sock) -> Option<(NormAddr, u16)> {
                 (*sk).dst_ip6[3],
             ])
         };
-        Some((dst, u16::from_be((*sk).dst_port)))
+        Some((dst, u16::from_be((*sk).dst_port), IPPROTO_TCP))
     }
 }
 
-/// A connected socket's packet, judged again when its allow verdict may
-/// have lapsed since the connect — the policy generation or the grants
-/// changed, or the grant that admitted it expired — or when the socket is
-/// connected somewhere else than the destination that was judged (a
-/// connect the hook allowed can still fail in the kernel, leaving the
-/// earlier peer). Still allowed: the record is brought up to date and the
-/// packet goes on (`GO_ON`). No longer allowed: recorded once as
-/// `permission-ended`, and this packet and every later one is dropped (a
-/// bare RST excepted); in audit mode only recorded. A connection admitted
-/// by an address learned from DNS outlives the name's TTL: it is kept while
-/// nothing denies it and the identity still has host rules. Sockets
-/// connected to the DNS proxy or the L7 gateway were judged by the hooks
+/// A judged socket's packet (connected, or a datagram the sendmsg hook
+/// allowed), judged again when its allow verdict may have lapsed since —
+/// the policy generation or the grants changed, or the grant that admitted
+/// it expired — or when it goes somewhere else than the destination that
+/// was judged (`destination`; a connect the hook allowed can still fail in
+/// the kernel, leaving the earlier peer). Still allowed: the record is
+/// brought up to date and the packet goes on (`GO_ON`). No longer allowed:
+/// recorded once as `permission-ended`, and this packet and every later
+/// one is dropped (a bare RST excepted) until an allowed connect or send
+/// judges the socket afresh; in audit mode only recorded. A connection
+/// admitted by an address learned from DNS outlives the name's TTL: it is
+/// kept while nothing denies it and the identity still has host rules.
+/// Packets to the DNS proxy or the L7 gateway were judged by the hooks
 /// that steered or admitted them.
-///
-/// The destination is the socket's peer, read from the socket (no packet
-/// parsing on the path every packet takes): a TCP or connected UDP packet
-/// goes there, unless it carries a source route (`source_route`, next) or
-/// is a datagram sent to an explicit address, which the sendmsg hook
-/// judged as it was sent.
 ///
 /// A function of its own, like `killed` and `source_route`.
 #[inline(never)]
@@ -304,11 +313,9 @@ fn rejudge(
     if judged.flags & JUDGED_VALID == 0 {
         return GO_ON;
     }
-    let Some((dst, port)) = peer(sk) else {
+    let Some((dst, port, l4)) = destination(ctx, proto, sk) else {
         return GO_ON;
     };
-    // SAFETY: as in `peer`.
-    let l4 = unsafe { (*sk).protocol } as u8;
     let same_destination =
         port == judged.port && u8::from(dst.is_v6) == judged.is_v6 && dst.bytes == judged.addr;
     let generation = policy::active_generation();

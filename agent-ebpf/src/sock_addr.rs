@@ -3,7 +3,8 @@
 //! identity that names hosts, where its proxy is).
 
 use agent_common::{
-    AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, NO_RULE, NormAddr, Reason, Verdict,
+    AF_INET, AF_INET6, Hook, IDENT_DNS, IPPROTO_TCP, IPPROTO_UDP, NO_RULE, NormAddr, Reason,
+    Verdict,
     dns::DNS_PORT,
     guard::{JUDGED_VALID, JUDGED_VIA_LEARNED},
     maps::IDENT_API_TCP,
@@ -89,8 +90,10 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
                     // What a connected socket's verdict rests on, kept so
                     // the egress program can judge it again when the
                     // permission may have ended. (A refused connect leaves
-                    // the socket's earlier connection and its record.)
-                    if connect && j.allows() {
+                    // the socket's earlier connection and its record.) A
+                    // datagram's too: a corked one leaves only later, when
+                    // the permission may be gone.
+                    if (connect || protocol as u8 == IPPROTO_UDP) && j.allows() {
                         let flags = if j.via_learned {
                             JUDGED_VALID | JUDGED_VIA_LEARNED
                         } else {

@@ -313,3 +313,95 @@ fn a_refused_connect_cannot_keep_a_socket_whose_rule_is_gone() {
         "{seen:?}"
     );
 }
+
+/// A datagram begun under `UDP_CORK` while its destination is allowed is
+/// judged by the sendmsg hook at that first send; the kernel appends later
+/// data and sends it at uncork without judging anything again. Once a
+/// reload removes the rule, such a datagram never arrives — unconnected,
+/// or sent with `sendto` from a socket connected to an address that stays
+/// allowed — for root and unprivileged agents, while the same corked
+/// datagram to a destination still allowed arrives (the control).
+#[test]
+fn a_datagram_corked_while_allowed_does_not_leave_after_the_rule_is_gone() {
+    if !root_or_skip("a_datagram_corked_while_allowed_does_not_leave_after_the_rule_is_gone") {
+        return;
+    }
+    const HOST: &str = "10.117.0.2";
+    let ns = NetNs::new("pcork", 117);
+    let policy = |window: bool| {
+        let window = if window {
+            "        - {id: window, cidr: 10.117.0.2, ports: [9581, 9582, 9583, 9584]}\n"
+        } else {
+            ""
+        };
+        format!(
+            "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n{window}        - {{id: steady, cidr: 10.117.0.2, ports: [9588, 9589]}}\n"
+        )
+    };
+    let env = TestEnv::new("pend-cork", &policy(true));
+    let _d = DaemonProc::start(&env);
+    let sink = Sink::start(&ns, HOST, &[], &[9581, 9582, 9583, 9584, 9588, 9589], 10000);
+    let go = env.dir.join("go");
+    let go_arg = go.to_str().unwrap_or_default().to_string();
+    let cork = |user: bool, port: &str, connect: &str| {
+        exec_probe(
+            &env.socket,
+            "agent",
+            user,
+            &["udp-cork", HOST, port, connect, &go_arg],
+        )
+    };
+    let corked = [
+        ("root, unconnected", cork(false, "9581", "0")),
+        ("unprivileged, unconnected", cork(true, "9582", "0")),
+        ("root, connected elsewhere", cork(false, "9583", "9589")),
+        (
+            "unprivileged, connected elsewhere",
+            cork(true, "9584", "9589"),
+        ),
+    ];
+    let control = [
+        ("root, control", cork(false, "9588", "0")),
+        ("unprivileged, control", cork(true, "9589", "0")),
+    ];
+    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
+        let n = env
+            .audit_events()
+            .iter()
+            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
+            .count();
+        (n >= 6).then_some(())
+    });
+    assert!(
+        enrolled.is_some(),
+        "the six agents were not enrolled within 10 s"
+    );
+    // Each has begun its datagram (the sendmsg hook allowed it).
+    thread::sleep(Duration::from_millis(500));
+    env.write_policy(&policy(false));
+    env.cli_ok(&["reload"]);
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    for (what, h) in corked.into_iter().chain(control) {
+        let o = join(h, what);
+        assert!(o.ok(), "{what}: {}", o.0);
+    }
+    let seen = sink.finish();
+    for key in ["udp/9581", "udp/9582", "udp/9583", "udp/9584"] {
+        assert!(
+            seen.get(key).is_none_or(|r| r.bytes == 0),
+            "{key}: a datagram corked before the reload arrived after it: {seen:?}"
+        );
+    }
+    for key in ["udp/9588", "udp/9589"] {
+        assert!(
+            seen.get(key).is_some_and(|r| r.bytes > 0),
+            "{key}: the control's corked datagram did not arrive: {seen:?}"
+        );
+    }
+    let ended = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["kind"] == "network" && e["reason"] == "permission-ended")
+        .count();
+    assert!(ended >= 1, "no permission-ended record");
+}

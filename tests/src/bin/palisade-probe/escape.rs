@@ -159,6 +159,7 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
         "confinement" => confinement(),
         "stream" => stream(args)?,
         "udp-stale" => udp_stale(args)?,
+        "udp-cork" => udp_cork(args)?,
         "capture" => crate::capture::run(args)?,
         "sink" => crate::sink::run(args)?,
         _ => return None,
@@ -591,6 +592,62 @@ fn stream(args: &[String]) -> Option<String> {
 /// to ADDR — an attempt to make the guard believe the socket now talks to
 /// DECOY. It keeps sending after errors (a later refresh might open the
 /// way again); `udp_errno` is the first error.
+/// `udp-cork IP PORT CONNECT_PORT GOFILE`: a datagram to IP:PORT begun
+/// under `UDP_CORK` (judged by the sendmsg hook now), finished and sent
+/// only once GOFILE exists (its permission may have ended meanwhile). With
+/// CONNECT_PORT not 0 the socket is first connected to IP:CONNECT_PORT,
+/// and the datagram goes elsewhere with `sendto`.
+fn udp_cork(args: &[String]) -> Option<String> {
+    let ip: Ipv4Addr = arg(args, 0)?;
+    let port: u16 = arg(args, 1)?;
+    let connect_port: u16 = arg(args, 2)?;
+    let go = std::path::Path::new(args.get(3)?);
+    let udp = match UdpSocket::bind("0.0.0.0:0") {
+        Ok(u) => u,
+        Err(e) => return Some(outcome("udp-bind", Err(e))),
+    };
+    if connect_port != 0
+        && let Err(e) = udp.connect(SocketAddr::new(IpAddr::V4(ip), connect_port))
+    {
+        return Some(outcome("udp-connect", Err(e)));
+    }
+    let cork = |on: libc::c_int| {
+        // SAFETY: setsockopt on our socket with an int.
+        cvt(unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::IPPROTO_UDP,
+                libc::UDP_CORK,
+                std::ptr::addr_of!(on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+    };
+    if let Err(e) = cork(1) {
+        return Some(outcome("cork", Err(e)));
+    }
+    let to = SocketAddr::new(IpAddr::V4(ip), port);
+    if let Err(e) = udp.send_to(b"corked-head-", &to) {
+        return Some(outcome("sendto", Err(e)));
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    while !go.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More of the same datagram (the kernel appends it to the pending
+    // one without judging anything), then out it goes.
+    let more = udp.send_to(b"appended-after-the-end", &to).map(|_| ());
+    let flushed = cork(0).map(|_| ());
+    Some(
+        json!({
+            "ok": true,
+            "more_errno": more.err().map(|e| errno_of(&e)),
+            "uncork_errno": flushed.err().map(|e| errno_of(&e)),
+        })
+        .to_string(),
+    )
+}
+
 fn udp_stale(args: &[String]) -> Option<String> {
     let ip: Ipv4Addr = arg(args, 0)?;
     let port: u16 = arg(args, 1)?;
