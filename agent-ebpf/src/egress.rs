@@ -104,18 +104,20 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
     if stamped != 0 && policy::killed(stamped) {
         return killed(&ctx, proto, stamped, guard);
     }
+    // One byte tells whether there is anything to look at: IPv4 options,
+    // or an IPv6 extension header. Most packets of the host go on at once.
+    // First, so that a source-routed packet (whose header names its first
+    // hop, not what the hooks judged) is recorded for what it is.
+    if may_be_routed(skb, &ctx, proto) && source_route(&ctx, proto, sk, stamped) == DROP {
+        return DROP;
+    }
     if stamped != 0 && judged_flags != 0 && !still_judged(&ctx, proto, sk, guard) {
         let verdict = rejudge(&ctx, proto, sk, stamped, guard);
         if verdict != GO_ON {
             return verdict;
         }
     }
-    // One byte tells whether there is anything to look at: IPv4 options,
-    // or an IPv6 extension header. Most packets of the host stop here.
-    if !may_be_routed(skb, &ctx, proto) {
-        return PASS;
-    }
-    source_route(&ctx, proto, sk, stamped)
+    PASS
 }
 
 /// A packet that may carry IPv4 options or an IPv6 routing header: drop it
