@@ -699,3 +699,60 @@ fn an_agent_in_a_sub_cgroup_of_its_own_is_still_itself() {
     assert_eq!(ev["identity"], "finance-agent");
     assert_eq!(ev["verdict"], "allow");
 }
+
+/// An agent of an identity without the payment rule (enrolled by its
+/// cgroup, as a root agent selected by cgroup is) moves into the cgroup of
+/// the identity that has it and pays through the gateway: still itself,
+/// refused, and the upstream sees no payment; a process that starts in that
+/// cgroup pays (the control).
+#[test]
+fn an_agent_that_moves_into_another_identitys_cgroup_is_still_itself() {
+    let Some(f) = start("gw-move") else {
+        return;
+    };
+    for identity in ["finance-agent", "other-agent"] {
+        let made = exec(&f.env, identity, Path::new("/bin/true"), &[])
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(made.success(), "palisade exec {identity} /bin/true: {made}");
+    }
+    let cgroup = |identity: &str| f.env.attach.join(format!("palisade/{identity}"));
+    let pay = |from: &str, to: Option<&str>, customer: &str| {
+        let moved = to.map_or_else(String::new, |to| {
+            format!("echo $$ > {}/cgroup.procs && ", cgroup(to).display())
+        });
+        // Enrolled by its first cgroup as it enters it, then moved, then
+        // paying.
+        let script = format!(
+            "echo $$ > {from}/cgroup.procs && {moved}exec /usr/bin/curl -s -o /dev/null -w '%{{http_code}}' -d amount=100 -d currency=usd -d customer={customer} {base}/v1/payment_intents",
+            from = cgroup(from).display(),
+            base = f.base()
+        );
+        let out = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        pay("other-agent", Some("finance-agent"), "cus_moved"),
+        "403",
+        "an agent that moved into finance-agent's cgroup paid as finance-agent"
+    );
+    assert_eq!(
+        pay("finance-agent", None, "cus_control"),
+        "200",
+        "the control"
+    );
+    let paid: Vec<_> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/payment_intents")
+        .collect();
+    assert_eq!(paid.len(), 1, "only the control's payment: {paid:?}");
+    let ev = f.env.wait_audit("the moved agent's refused payment", |e| {
+        e["kind"] == "gateway" && e["call"]["action"] == "create_payment" && e["verdict"] == "deny"
+    });
+    assert_eq!(ev["identity"], "other-agent", "{ev}");
+}

@@ -241,7 +241,7 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
             return;
         }
     };
-    let caller = match who::identify(&daemon, socket) {
+    let caller = match who::identify(&daemon, socket, local, peer) {
         Ok(c) => c,
         Err(e) => {
             warn!(%peer, error = %e, "identifying a gateway client");

@@ -1,6 +1,6 @@
 //! The L7 gateway: for the services a policy protects (`services:`), the
 //! only path from an agent to the upstream. Each request is tied to its
-//! caller by the kernel (the client socket's cgroup, `peer`/`who`), mapped
+//! caller by the kernel (the identity stamped on its socket, `peer`/`who`), mapped
 //! to a tool call (`route`, `params`), judged by the same decision core as
 //! `Decide` (`authorize`), then forwarded with the service's credential,
 //! which the agent never holds (`credential`, `forward`), and its response
