@@ -216,9 +216,12 @@ fn rotation_and_restarts_keep_one_chain() {
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     let (code, out) = verify(&refs);
     assert_eq!(code, Some(1), "{out}");
-    let want = format!(
-        "{}:1: records seq {first_gone}–",
-        env.dir.join("audit.jsonl.3").display()
+    // The file held one record or several (how the batches fell).
+    let at = env.dir.join("audit.jsonl.3").display().to_string();
+    let several = format!("{at}:1: records seq {first_gone}–");
+    let one = format!("{at}:1: record seq {first_gone} is missing");
+    assert!(
+        out.contains(&several) || out.contains(&one),
+        "want `{several}` or `{one}` in:\n{out}"
     );
-    assert!(out.contains(&want), "want `{want}` in:\n{out}");
 }

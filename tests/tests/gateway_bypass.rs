@@ -243,3 +243,48 @@ fn another_identity_gets_its_own_rules_whatever_it_claims() {
     );
     assert_eq!(out[0]["status"], 200, "{}", out[0]);
 }
+
+/// Requests built to bloat their audit records (a 30,000-byte parameter
+/// name, a 30,000-byte path segment), as an unprivileged agent: each is
+/// answered and recorded once, and each record stays a few KiB, with what
+/// was cut said; an ordinary request is recorded in full (the control).
+#[test]
+fn oversized_requests_cost_the_trail_a_bounded_record_each() {
+    let Some(f) = start("gw-bloat") else { return };
+    let long = "a".repeat(30_000);
+    let reqs = [
+        request("GET", &format!("/v1/customers/o1?{long}=1")),
+        request("GET", &format!("/v1/customers/{long}")),
+        request("POST", &format!("/v1/payment_intents?{long}=1")),
+        request("GET", "/v1/customers/o2"),
+    ];
+    let out = agent(&f.env, "other-agent", "requests", &f.base(), &reqs);
+    assert_eq!(out.len(), reqs.len(), "{out:?}");
+    assert_eq!(out[3]["status"], 200, "control: {}", out[3]);
+    let records = wait_for(Duration::from_secs(10), || {
+        let g: Vec<Value> = f
+            .env
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["kind"] == "gateway")
+            .collect();
+        (g.len() >= reqs.len()).then_some(g)
+    })
+    .unwrap_or_else(|| panic!("not every request was recorded"));
+    for r in &records {
+        let size = r.to_string().len();
+        assert!(size < 8 * 1024, "a {size}-byte gateway record: {r}");
+    }
+    let text = records
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("bytes)"), "nothing says what was cut: {text}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["call"]["resource"] == "customer/o2" && r["verdict"] == "allow"),
+        "the control's record: {text}"
+    );
+}

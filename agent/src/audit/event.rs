@@ -227,7 +227,106 @@ pub struct DnsDetail {
     pub decided_by: Option<String>,
 }
 
+/// Longest name-like field an event keeps (identity, tool, rule…), and
+/// longest text (detail, resource, route…), in bytes; longer values are
+/// cut with their length said. What an agent sends ends up in events:
+/// bounded, a flood of oversized requests costs the trail little per
+/// record.
+pub const MAX_EVENT_NAME: usize = 256;
+pub const MAX_EVENT_TEXT: usize = 2048;
+/// Most entries an event keeps of a list (parameter names, CNAMEs…).
+pub const MAX_EVENT_LIST: usize = 64;
+
+/// `s`, cut to at most `max` bytes (at a character boundary), saying so.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+fn clip_in_place(s: &mut String, max: usize) {
+    if s.len() > max {
+        *s = clip(s, max);
+    }
+}
+
+fn clip_opt(s: &mut Option<String>, max: usize) {
+    if let Some(v) = s {
+        clip_in_place(v, max);
+    }
+}
+
+fn clip_list(list: &mut Vec<String>, max: usize) {
+    if list.len() > MAX_EVENT_LIST {
+        let more = list.len() - MAX_EVENT_LIST;
+        list.truncate(MAX_EVENT_LIST);
+        list.push(format!("… ({more} more)"));
+    }
+    for v in list {
+        clip_in_place(v, max);
+    }
+}
+
 impl AuditEvent {
+    /// The event with every field an outside party can fill held to its
+    /// bound (`MAX_EVENT_*`); the audit pipeline applies it to every event.
+    pub fn bounded(mut self) -> Self {
+        let (name, text) = (MAX_EVENT_NAME, MAX_EVENT_TEXT);
+        clip_in_place(&mut self.verdict, name);
+        clip_in_place(&mut self.reason, name);
+        clip_opt(&mut self.identity, name);
+        clip_opt(&mut self.policy_version, name);
+        clip_opt(&mut self.rule, name);
+        clip_opt(&mut self.comm, name);
+        clip_opt(&mut self.protocol, name);
+        clip_opt(&mut self.hook, name);
+        clip_opt(&mut self.mode, name);
+        clip_opt(&mut self.elevation, name);
+        clip_opt(&mut self.detail, text);
+        if let Some(c) = &mut self.call {
+            clip_in_place(&mut c.tool, name);
+            clip_in_place(&mut c.action, name);
+            clip_in_place(&mut c.resource, text);
+            clip_opt(&mut c.decision_id, name);
+            clip_opt(&mut c.params_digest, name);
+            clip_opt(&mut c.approval_id, name);
+            clip_opt(&mut c.approver, name);
+            clip_opt(&mut c.destination, text);
+            clip_opt(&mut c.expires, name);
+            clip_opt(&mut c.jti, name);
+            clip_list(&mut c.params, name);
+            if c.numbers.len() > MAX_EVENT_LIST || c.numbers.keys().any(|k| k.len() > name) {
+                c.numbers = std::mem::take(&mut c.numbers)
+                    .into_iter()
+                    .filter(|(k, _)| k.len() <= name)
+                    .take(MAX_EVENT_LIST)
+                    .collect();
+            }
+        }
+        if let Some(h) = &mut self.http {
+            clip_in_place(&mut h.service, name);
+            clip_in_place(&mut h.method, name);
+            clip_opt(&mut h.route, text);
+            clip_opt(&mut h.route_id, name);
+            clip_opt(&mut h.mcp_method, name);
+            clip_in_place(&mut h.end, text);
+        }
+        if let Some(d) = &mut self.dns {
+            clip_in_place(&mut d.query, text);
+            clip_in_place(&mut d.qtype, name);
+            clip_opt(&mut d.rcode, name);
+            clip_list(&mut d.cnames, text);
+            d.answer.truncate(MAX_EVENT_LIST);
+            d.learned.truncate(MAX_EVENT_LIST);
+        }
+        self
+    }
+
     pub fn new(kind: EventKind, verdict: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::at(SystemTime::now(), kind, verdict, reason)
     }

@@ -13,5 +13,6 @@ pub mod verify;
 
 pub use event::{
     AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, HttpDetail, RetentionDetail,
+    clip,
 };
 pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};

@@ -167,7 +167,11 @@ impl AuditPipeline {
 
     /// Queue an event; never blocks.
     pub fn emit(&self, event: AuditEvent) {
-        if self.tx.try_send(Msg::Event(Box::new(event))).is_err() {
+        if self
+            .tx
+            .try_send(Msg::Event(Box::new(event.bounded())))
+            .is_err()
+        {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{Caller, Daemon, DaemonError};
 use crate::{
-    audit::{AuditEvent, CallDetail, EventKind},
+    audit::{AuditEvent, CallDetail, EventKind, clip},
     decision::{
         approvals::{Ask, State},
         budgets::{ChargeError, Remaining},
@@ -88,18 +88,6 @@ fn check_sizes(req: &DecideInput) -> Result<(), DaemonError> {
         }
     }
     Ok(())
-}
-
-/// `s`, cut to at most `max` bytes (at a character boundary), saying so.
-fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..end], s.len())
 }
 
 /// A token just issued.
