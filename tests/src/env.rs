@@ -224,6 +224,24 @@ impl TestEnv {
             .collect()
     }
 
+    /// Wait (up to 15 s) until `n` processes of `identity` were enrolled by
+    /// `palisade exec` (which asks the daemon): tests that then freeze,
+    /// stop or restart the daemon, or act at once, know the agents run.
+    pub fn wait_enrolments(&self, identity: &str, n: usize) {
+        let enrolled = crate::wait_for(std::time::Duration::from_secs(15), || {
+            let seen = self
+                .audit_events()
+                .iter()
+                .filter(|e| e["kind"] == "enrolment" && e["identity"] == identity)
+                .count();
+            (seen >= n).then_some(())
+        });
+        assert!(
+            enrolled.is_some(),
+            "{n} enrolment(s) of `{identity}` not recorded within 15 s"
+        );
+    }
+
     /// Wait (up to 5 s) until an audit record satisfies `pred`.
     pub fn wait_audit(
         &self,

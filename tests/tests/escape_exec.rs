@@ -603,18 +603,7 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     let reader = agent_later(&env, &go, &["read-file", key.to_str().unwrap_or_default()]);
     let squatter = agent_later(&env, &go, &["run", "rm", "-f", &socket]);
     // All three enrolled (and so confined) before anything is replaced.
-    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
-        let n = env
-            .audit_events()
-            .iter()
-            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
-            .count();
-        (n >= 3).then_some(())
-    });
-    assert!(
-        enrolled.is_some(),
-        "the three agents were not enrolled within 10 s"
-    );
+    env.wait_enrolments("agent", 3);
     env.cli_ok(&["policy", "push", pushed.to_str().unwrap_or_default()]);
     let rotated = Command::new(palisade_bin())
         .args(["keys", "rotate", "--file"])

@@ -59,13 +59,7 @@ fn sigkill_keeps_enforcement_and_a_new_daemon_adopts_it() {
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     // Enrolled (exec asks the daemon) before the daemon dies.
-    let enrolled = palisade_tests::wait_for(std::time::Duration::from_secs(10), || {
-        env.audit_events()
-            .iter()
-            .any(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
-            .then_some(())
-    });
-    assert!(enrolled.is_some(), "the agent was not enrolled within 10 s");
+    env.wait_enrolments("agent", 1);
 
     d.kill9();
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));

@@ -82,21 +82,9 @@ fn several_identities_saturating_the_ring_buffer_lose_no_denial() {
             })
         })
         .collect();
-    let enrolled = wait_for(Duration::from_secs(15), || {
-        let events = env.audit_events();
-        IDENTITIES
-            .iter()
-            .all(|id| {
-                events
-                    .iter()
-                    .any(|e| e["kind"] == "enrolment" && e["identity"] == *id)
-            })
-            .then_some(())
-    });
-    assert!(
-        enrolled.is_some(),
-        "the four agents were not enrolled within 15 s"
-    );
+    for id in IDENTITIES {
+        env.wait_enrolments(id, 1);
+    }
     let daemon = nix::unistd::Pid::from_raw(d.pid() as i32);
     nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP)
         .unwrap_or_else(|e| panic!("SIGSTOP: {e}"));

@@ -162,18 +162,7 @@ identities:
     let root = exec_stream(&env.socket, "agent", false, HOST, 9521, 9531, 6000);
     let unprivileged = exec_stream(&env.socket, "agent", true, HOST, 9522, 9532, 6000);
     // Both enrolled before the daemon is frozen (`exec` asks the daemon).
-    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
-        let n = env
-            .audit_events()
-            .iter()
-            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
-            .count();
-        (n >= 2).then_some(())
-    });
-    assert!(
-        enrolled.is_some(),
-        "the two agents were not enrolled within 10 s"
-    );
+    env.wait_enrolments("agent", 2);
     // The kernel ends the grant by itself.
     signal(&d, nix::sys::signal::Signal::SIGSTOP);
     let (root, unprivileged) = (join(root, "root"), join(unprivileged, "unprivileged"));
@@ -364,18 +353,7 @@ fn a_datagram_corked_while_allowed_does_not_leave_after_the_rule_is_gone() {
         ("root, control", cork(false, "9588", "0")),
         ("unprivileged, control", cork(true, "9589", "0")),
     ];
-    let enrolled = palisade_tests::wait_for(Duration::from_secs(10), || {
-        let n = env
-            .audit_events()
-            .iter()
-            .filter(|e| e["kind"] == "enrolment" && e["identity"] == "agent")
-            .count();
-        (n >= 6).then_some(())
-    });
-    assert!(
-        enrolled.is_some(),
-        "the six agents were not enrolled within 10 s"
-    );
+    env.wait_enrolments("agent", 6);
     // Each has begun its datagram (the sendmsg hook allowed it).
     thread::sleep(Duration::from_millis(500));
     env.write_policy(&policy(false));

@@ -182,7 +182,7 @@ fn dispatch(args: &[String]) -> String {
                 let attempt = tcp(to);
                 if attempt.is_err() && !announced {
                     use std::io::Write as _;
-                    let mut out = std::io::stdout().lock();
+                    let mut out = io::stdout().lock();
                     let _ = writeln!(out, r#"{{"waiting":true}}"#);
                     let _ = out.flush();
                     announced = true;

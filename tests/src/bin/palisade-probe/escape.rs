@@ -89,8 +89,8 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
         "await" => {
             // Until the test creates the file (at most a minute), then on.
             let go = std::path::Path::new(args.first()?);
-            let until = std::time::Instant::now() + Duration::from_secs(60);
-            while !go.exists() && std::time::Instant::now() < until {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !go.exists() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(20));
             }
             dispatch(&args[1..])
