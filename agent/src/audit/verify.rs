@@ -142,7 +142,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
                     message: "the last line is incomplete (torn write)".into(),
                 });
             }
-            let rec = match unseal(&buf) {
+            let rec = match unseal(buf) {
                 Ok(r) => r,
                 Err(e) => {
                     report.findings.push(Finding {

@@ -627,7 +627,7 @@ fn udp_cork(args: &[String]) -> Option<String> {
         return Some(outcome("cork", Err(e)));
     }
     let to = SocketAddr::new(IpAddr::V4(ip), port);
-    if let Err(e) = udp.send_to(b"corked-head-", &to) {
+    if let Err(e) = udp.send_to(b"corked-head-", to) {
         return Some(outcome("sendto", Err(e)));
     }
     let until = Instant::now() + Duration::from_secs(60);
@@ -636,7 +636,7 @@ fn udp_cork(args: &[String]) -> Option<String> {
     }
     // More of the same datagram (the kernel appends it to the pending
     // one without judging anything), then out it goes.
-    let more = udp.send_to(b"appended-after-the-end", &to).map(|_| ());
+    let more = udp.send_to(b"appended-after-the-end", to).map(|_| ());
     let flushed = cork(0).map(|_| ());
     Some(
         json!({
@@ -670,7 +670,7 @@ fn udp_stale(args: &[String]) -> Option<String> {
     let chunk = [b'u'; 64];
     let mut i = 0u64;
     while started.elapsed() < Duration::from_millis(millis) {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             // SAFETY: connect on our socket with a sockaddr_in-sized buffer.
             let rc = unsafe {
                 libc::connect(
