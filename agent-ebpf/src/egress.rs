@@ -277,8 +277,9 @@ fn destination(ctx: &SkBuffContext, proto: u16, sk: *mut bpf_sock) -> Option<(No
     }
 }
 
-/// A judged socket's packet (connected, or a datagram the sendmsg hook
-/// allowed), judged again when its allow verdict may have lapsed since —
+/// A judged socket's packet whose record `still_judged` found wanting
+/// (connected, or a datagram the sendmsg hook allowed), judged again: its
+/// allow verdict may have lapsed since —
 /// the policy generation or the grants changed, or the grant that admitted
 /// it expired — or when it goes somewhere else than the destination that
 /// was judged (`destination`; a connect the hook allowed can still fail in
@@ -320,16 +321,9 @@ fn rejudge(
     };
     let same_destination =
         port == judged.port && u8::from(dst.is_v6) == judged.is_v6 && dst.bytes == judged.addr;
+    // `still_judged` found the record no longer holds: judge afresh.
     let generation = policy::active_generation();
     let epoch = sockets::rejudge_epoch();
-    if same_destination
-        && judged.generation == generation.number
-        && judged.epoch == epoch
-        // SAFETY: plain helper call.
-        && (judged.recheck_ns == u64::MAX || unsafe { bpf_ktime_get_boot_ns() } < judged.recheck_ns)
-    {
-        return GO_ON;
-    }
     if !same_destination
         && ((l4 == IPPROTO_TCP && gateway::is_endpoint(&dst, port))
             || matches!(dns::config(), Some(c) if dns::is_proxy(&c, &dst)))

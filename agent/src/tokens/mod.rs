@@ -13,6 +13,7 @@ mod cache;
 pub mod keys;
 mod replay;
 
+use crate::state::record::now_ms;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -286,7 +287,7 @@ impl Tokens {
             None => (
                 ReplayCache::default(),
                 HashMap::new(),
-                unix_ms(SystemTime::now()),
+                now_ms(),
                 Log::default(),
             ),
         };
@@ -347,8 +348,7 @@ impl Tokens {
     /// Invalidate every token `identity` holds now (the kill switch). The
     /// cutoff is journaled: it outlives the daemon.
     pub fn revoke_issued(&self, identity: &str) -> Result<(), TokenError> {
-        let now = unix_ms(SystemTime::now())
-            .max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
+        let now = now_ms().max(self.latest_iat.load(std::sync::atomic::Ordering::SeqCst));
         let mut revoked = self
             .revoked_at
             .lock()
@@ -388,7 +388,7 @@ impl Tokens {
     /// so a token issued right after either verifies. Only a cutoff still
     /// ahead of the clock (see `state::open`) moves it from now.
     fn issued_at(&self, identity: &str) -> u64 {
-        let now = unix_ms(SystemTime::now());
+        let now = now_ms();
         let cutoff = self
             .revocation_cutoff(identity)
             .map_or(self.replay_since, |c| c.max(self.replay_since));
@@ -623,11 +623,6 @@ fn issued_ms(iat: u64, iat_ms: Option<u64>) -> u64 {
     iat_ms
         .filter(|ms| ms / 1000 == iat)
         .unwrap_or_else(|| iat.saturating_mul(1000))
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The claim named by a serde "missing field `x`" message, if that is what it is.

@@ -338,7 +338,7 @@ fn tokens_of_a_daemon_killed_within_its_first_seconds_are_refused_after_its_stat
     let dir = scratch("lost-fast");
     // The first daemon: its past unknown, its cutoff ahead of the clock
     // (as `state::open` sets it), so it stamps its first tokens ahead too.
-    let now = unix_ms(SystemTime::now());
+    let now = now_ms();
     let first = Tokens::load_with(
         settings(&dir),
         Some(Durable {
