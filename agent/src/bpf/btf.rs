@@ -3,12 +3,13 @@
 //! (whose links can be pinned) and read a few fields of `task_struct` and
 //! `cgroup` at offsets that differ between kernel builds; aya-ebpf has no
 //! CO-RE relocations, so the daemon finds them here and hands them over in
-//! `GUARD_CFG`.
+//! `GUARD_CFG`. The BPF LSM probe (`bpf::lsm_probe`) finds its hook's id
+//! here too.
 //!
-//! Only what that needs: walk the type section, find a struct by name, find
-//! a member by name (looking into anonymous struct and union members).
-
-use std::collections::HashMap;
+//! Only what that needs, and lean: the kernel's BTF is about 5 MiB and a
+//! full parse (aya's) holds about 20 MiB for a moment, which alone would
+//! break a small daemon's memory budget. This keeps the raw bytes and one
+//! `u32` per type (where its record starts) and reads members on demand.
 
 /// Errors reading the kernel's BTF.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,7 @@ const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -43,28 +45,29 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-struct Member {
-    name: u32,
-    ty: u32,
-    /// In bits; with the kind flag set, the low 24 bits.
-    offset: u32,
-}
+/// Size of a type record's common header (name, info, size/type).
+const TYPE_HEADER: usize = 12;
+/// Size of one struct or union member record (name, type, offset).
+const MEMBER: usize = 12;
 
-struct Type {
+/// One type record's header, read from the raw bytes.
+struct TypeHeader {
     name: u32,
     kind: u32,
+    vlen: usize,
+    kind_flag: bool,
     /// The referenced type of typedefs and qualifiers (size for others).
     next: u32,
-    kind_flag: bool,
-    members: Vec<Member>,
 }
 
-/// The kernel's types, as far as structs and unions go.
+/// The kernel's BTF: its bytes and where each type's record starts.
 pub struct KernelBtf {
-    strings: Vec<u8>,
-    /// Index = type id (0 is void).
-    types: Vec<Type>,
-    structs: HashMap<String, u32>,
+    raw: Vec<u8>,
+    types_at: usize,
+    strings: std::ops::Range<usize>,
+    /// Index = type id (0 is void, which has no record): the record's offset
+    /// in the type section.
+    records: Vec<u32>,
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
@@ -80,89 +83,110 @@ impl KernelBtf {
             path: path.into(),
             source,
         })?;
-        Self::parse(&raw)
+        Self::parse(raw)
     }
 
-    pub fn parse(raw: &[u8]) -> Result<Self, BtfError> {
+    pub fn parse(raw: Vec<u8>) -> Result<Self, BtfError> {
         if raw.len() < 24 || raw[0..2] != [0x9f, 0xeb] {
             return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
         }
-        let hdr_len = u32_at(raw, 4)? as usize;
-        let (type_off, type_len) = (u32_at(raw, 8)? as usize, u32_at(raw, 12)? as usize);
-        let (str_off, str_len) = (u32_at(raw, 16)? as usize, u32_at(raw, 20)? as usize);
+        let hdr_len = u32_at(&raw, 4)? as usize;
+        let (type_off, type_len) = (u32_at(&raw, 8)? as usize, u32_at(&raw, 12)? as usize);
+        let (str_off, str_len) = (u32_at(&raw, 16)? as usize, u32_at(&raw, 20)? as usize);
         let section = |off: usize, len: usize| {
-            raw.get(hdr_len + off..hdr_len + off + len)
-                .ok_or(BtfError::Malformed("section out of bounds"))
+            let start = hdr_len
+                .checked_add(off)
+                .ok_or(BtfError::Malformed("section out of bounds"))?;
+            let end = start
+                .checked_add(len)
+                .filter(|end| *end <= raw.len())
+                .ok_or(BtfError::Malformed("section out of bounds"))?;
+            Ok::<_, BtfError>(start..end)
         };
-        let types_raw = section(type_off, type_len)?;
-        let strings = section(str_off, str_len)?.to_vec();
-        let mut types = vec![Type {
-            name: 0,
-            kind: 0,
-            next: 0,
-            kind_flag: false,
-            members: Vec::new(),
-        }];
+        let types = section(type_off, type_len)?;
+        let strings = section(str_off, str_len)?;
+        let types_raw = &raw[types.clone()];
+        // Records are at least 12 bytes: this bounds the index.
+        let mut records = Vec::with_capacity(1 + types_raw.len() / TYPE_HEADER);
+        records.push(0);
         let mut at = 0;
         while at < types_raw.len() {
-            let name = u32_at(types_raw, at)?;
             let info = u32_at(types_raw, at + 4)?;
-            let next = u32_at(types_raw, at + 8)?;
             let (vlen, kind) = ((info & 0xffff) as usize, (info >> 24) & 0x1f);
-            at += 12;
-            let mut members = Vec::new();
-            let extra = match kind {
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION => {
-                    for i in 0..vlen {
-                        let m = at + i * 12;
-                        members.push(Member {
-                            name: u32_at(types_raw, m)?,
-                            ty: u32_at(types_raw, m + 4)?,
-                            offset: u32_at(types_raw, m + 8)?,
-                        });
-                    }
-                    vlen * 12
-                }
-                KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-                KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                _ => 0,
-            };
-            at += extra;
-            types.push(Type {
-                name,
-                kind,
-                next,
-                kind_flag: info >> 31 == 1,
-                members,
-            });
+            records.push(u32::try_from(at).map_err(|_| BtfError::Malformed("too large"))?);
+            at += TYPE_HEADER
+                + match kind {
+                    KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                    KIND_ARRAY => 12,
+                    KIND_STRUCT | KIND_UNION => vlen * MEMBER,
+                    KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
+                    KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+                    _ => 0,
+                };
         }
-        let mut btf = Self {
+        if at != types_raw.len() {
+            return Err(BtfError::Malformed("type section ends inside a record"));
+        }
+        records.shrink_to_fit();
+        Ok(Self {
+            raw,
+            types_at: types.start,
             strings,
-            types,
-            structs: HashMap::new(),
-        };
-        for (id, t) in btf.types.iter().enumerate() {
-            if t.kind == KIND_STRUCT && t.name != 0 {
-                let name = btf.name(t.name).to_string();
-                btf.structs.entry(name).or_insert(id as u32);
-            }
-        }
-        Ok(btf)
+            records,
+        })
     }
 
-    fn name(&self, off: u32) -> &str {
-        let rest = self.strings.get(off as usize..).unwrap_or_default();
+    fn header(&self, id: u32) -> Option<TypeHeader> {
+        if id == 0 {
+            return None;
+        }
+        let at = self.types_at + *self.records.get(id as usize)? as usize;
+        let info = u32_at(&self.raw, at + 4).ok()?;
+        Some(TypeHeader {
+            name: u32_at(&self.raw, at).ok()?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            next: u32_at(&self.raw, at + 8).ok()?,
+        })
+    }
+
+    /// Member `i` of struct or union `id`: (name, type, offset field).
+    fn member(&self, id: u32, i: usize) -> Option<(u32, u32, u32)> {
+        let at =
+            self.types_at + *self.records.get(id as usize)? as usize + TYPE_HEADER + i * MEMBER;
+        Some((
+            u32_at(&self.raw, at).ok()?,
+            u32_at(&self.raw, at + 4).ok()?,
+            u32_at(&self.raw, at + 8).ok()?,
+        ))
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let strings = &self.raw[self.strings.clone()];
+        let rest = strings.get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        std::str::from_utf8(&rest[..end]).unwrap_or("")
+        &rest[..end]
+    }
+
+    /// The id of the first type of `kind` named `name`.
+    fn find_named(&self, kind: u32, name: &str) -> Option<u32> {
+        (1..self.records.len() as u32).find(|&id| {
+            self.header(id).is_some_and(|h| {
+                h.kind == kind && h.name != 0 && self.name(h.name) == name.as_bytes()
+            })
+        })
+    }
+
+    /// The BTF id of the kernel function `name` (for BTF-attached programs).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.find_named(KIND_FUNC, name)
     }
 
     /// Byte offset of `member` in `struct name`.
     pub fn offset_of(&self, name: &str, member: &str) -> Result<u16, BtfError> {
-        let id = *self
-            .structs
-            .get(name)
+        let id = self
+            .find_named(KIND_STRUCT, name)
             .ok_or_else(|| BtfError::NoStruct(name.into()))?;
         let bits = self
             .find(id, member, 0)
@@ -176,21 +200,22 @@ impl KernelBtf {
     /// Bit offset of `member` within type `id`, descending into anonymous
     /// members.
     fn find(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
-        let t = self.types.get(id as usize)?;
+        let t = self.header(id)?;
         if depth > 8 || !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
             return None;
         }
-        for m in &t.members {
+        for i in 0..t.vlen {
+            let (name, ty, offset) = self.member(id, i)?;
             let off = if t.kind_flag {
-                m.offset & 0x00ff_ffff
+                offset & 0x00ff_ffff
             } else {
-                m.offset
+                offset
             };
-            if m.name != 0 && self.name(m.name) == member {
+            if name != 0 && self.name(name) == member.as_bytes() {
                 return Some(off);
             }
-            if m.name == 0
-                && let Some(inner) = self.find(self.resolve(m.ty), member, depth + 1)
+            if name == 0
+                && let Some(inner) = self.find(self.resolve(ty), member, depth + 1)
             {
                 return Some(off + inner);
             }
@@ -201,7 +226,7 @@ impl KernelBtf {
     /// Follow typedefs and qualifiers to the underlying type id.
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..16 {
-            match self.types.get(id as usize) {
+            match self.header(id) {
                 Some(t) if matches!(t.kind, KIND_TYPEDEF..=KIND_RESTRICT | KIND_TYPE_TAG) => {
                     id = t.next;
                 }
@@ -237,5 +262,23 @@ mod tests {
             );
         }
         assert!(btf.offset_of("task_struct", "no_such_member").is_err());
+    }
+
+    /// Function ids agree with aya's full parse, which the LSM program is
+    /// loaded with: the probe must test the hook the program attaches to.
+    #[test]
+    fn function_ids_agree_with_ayas_parse() {
+        let Ok(btf) = KernelBtf::load() else {
+            return;
+        };
+        let full = aya::Btf::from_sys_fs().expect("aya parses the kernel's BTF");
+        for name in ["bpf_lsm_socket_create", "schedule"] {
+            let ours = btf.func_id(name);
+            let theirs = full
+                .id_by_type_name_kind(name, aya_obj::btf::BtfKind::Func)
+                .ok();
+            assert_eq!(ours, theirs, "{name}");
+        }
+        assert_eq!(btf.func_id("no_such_function_in_any_kernel"), None);
     }
 }

@@ -43,6 +43,12 @@ pub enum BpfError {
     },
     #[error("kernel structure offsets for the lineage programs: {0}")]
     KernelBtf(#[from] super::btf::BtfError),
+    #[error(
+        "this kernel has no BPF LSM hook `bpf_lsm_socket_create` (built without CONFIG_BPF_LSM)"
+    )]
+    NoLsmHook,
+    #[error("this kernel refuses BPF LSM programs: {0}")]
+    LsmRefused(#[source] io::Error),
     #[error("sock_diag: {0}")]
     SockDiag(#[source] io::Error),
     #[error("identity index {0} is out of range")]

@@ -41,26 +41,56 @@ pub const FALLBACK_PROGRAMS: &[(&str, &str, &str)] = &[
 /// `syscalls/*` tracepoints do not report: (program, tracepoint).
 pub const FALLBACK_RAW_PROGRAMS: &[(&str, &str)] = &[("guard_compat", "sys_enter")];
 
-/// The kernel structure offsets the lineage programs read, from this
-/// kernel's BTF.
-pub fn kernel_offsets(cfg: &mut GuardConfig) -> Result<(), BpfError> {
-    let btf = KernelBtf::load()?;
-    cfg.task_pid = btf.offset_of("task_struct", "pid")?;
-    cfg.cgroup_kn = btf.offset_of("cgroup", "kn")?;
-    cfg.kernfs_id = btf.offset_of("kernfs_node", "id")?;
-    cfg.cgroup_root = btf.offset_of("cgroup", "root")?;
-    cfg.root_hierarchy = btf.offset_of("cgroup_root", "hierarchy_id")?;
-    // x86 only: other architectures have no `thread_info.status`, and the
-    // 32-bit socketcall is then left unguarded (`guard_compat`).
-    cfg.task_status = match (
-        btf.offset_of("task_struct", "thread_info"),
-        btf.offset_of("thread_info", "status"),
-    ) {
-        (Ok(a), Ok(b)) => a + b,
-        _ => 0,
-    };
-    Ok(())
+/// What the daemon takes from this kernel's BTF: the structure offsets the
+/// lineage programs read, and the BTF id of the LSM hook. Read before the
+/// programs load, so the BTF's bytes are freed before the object's are
+/// allocated (the two together would double the start's peak memory).
+pub struct KernelFacts {
+    task_pid: u16,
+    cgroup_kn: u16,
+    kernfs_id: u16,
+    cgroup_root: u16,
+    root_hierarchy: u16,
+    task_status: u16,
+    /// `bpf_lsm_socket_create`, when this kernel was built with BPF LSM.
+    pub lsm_hook: Option<u32>,
 }
+
+impl KernelFacts {
+    pub fn read() -> Result<Self, BpfError> {
+        let btf = KernelBtf::load()?;
+        Ok(Self {
+            task_pid: btf.offset_of("task_struct", "pid")?,
+            cgroup_kn: btf.offset_of("cgroup", "kn")?,
+            kernfs_id: btf.offset_of("kernfs_node", "id")?,
+            cgroup_root: btf.offset_of("cgroup", "root")?,
+            root_hierarchy: btf.offset_of("cgroup_root", "hierarchy_id")?,
+            // x86 only: other architectures have no `thread_info.status`, and
+            // the 32-bit socketcall is then left unguarded (`guard_compat`).
+            task_status: match (
+                btf.offset_of("task_struct", "thread_info"),
+                btf.offset_of("thread_info", "status"),
+            ) {
+                (Ok(a), Ok(b)) => a + b,
+                _ => 0,
+            },
+            lsm_hook: btf.func_id(LSM_HOOK_FUNCTION),
+        })
+    }
+
+    /// Hand the offsets to the lineage programs.
+    pub fn apply(&self, cfg: &mut GuardConfig) {
+        cfg.task_pid = self.task_pid;
+        cfg.cgroup_kn = self.cgroup_kn;
+        cfg.kernfs_id = self.kernfs_id;
+        cfg.cgroup_root = self.cgroup_root;
+        cfg.root_hierarchy = self.root_hierarchy;
+        cfg.task_status = self.task_status;
+    }
+}
+
+/// The kernel function the `lsm/socket_create` program attaches to.
+const LSM_HOOK_FUNCTION: &str = "bpf_lsm_socket_create";
 
 /// Load and attach the lineage programs, pinning each link (replacing an
 /// older pin).

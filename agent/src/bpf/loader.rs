@@ -149,13 +149,16 @@ impl Kernel {
             source,
         })?;
         let adopted = pins.has_pins();
-        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        // Before the object is loaded: see `KernelFacts`.
+        let facts = super::guards::KernelFacts::read()?;
         let pin_paths: Vec<(&str, PathBuf)> = super::pins::PINNED_MAPS
             .iter()
             .map(|name| (*name, pins.map(name)))
             .collect();
+        // No target BTF: the object has no CO-RE relocations, and aya would
+        // parse the kernel's whole BTF (about 20 MiB at its height) only to
+        // find that out. The LSM program gets it in `attach_lsm`, if at all.
         let mut loader = EbpfLoader::new();
-        loader.btf(&btf);
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -197,7 +200,7 @@ impl Kernel {
             guard.watch(name, kind)?;
         }
         guard.found_at_start = found;
-        let packet_guard = match attach_lsm(&mut ebpf, &btf, &pins) {
+        let packet_guard = match attach_lsm(&mut ebpf, facts.lsm_hook, &pins) {
             Ok(()) => PacketGuard::Lsm,
             Err(e) => {
                 warn!(
@@ -211,7 +214,7 @@ impl Kernel {
         let maps = Arc::new(KernelMaps::take(&mut ebpf)?);
         // Offsets first: the lineage programs do nothing until they are set.
         maps.update_guard(|cfg| {
-            super::guards::kernel_offsets(cfg)?;
+            facts.apply(cfg);
             if packet_guard == PacketGuard::SeccompOnly {
                 cfg.flags |= GUARD_SYSCALL_FALLBACK;
             } else {
@@ -301,10 +304,18 @@ impl Kernel {
 /// Attach the LSM guard against packet sockets. LSM links cannot be updated
 /// in place: attach the new program, then rename its pin over the old one
 /// (make before break; while both run, both enforce the same maps).
-fn attach_lsm(ebpf: &mut Ebpf, btf: &Btf, pins: &PinDir) -> Result<(), BpfError> {
+///
+/// A trivial program is tried first on the same hook: kernels that refuse
+/// BPF LSM programs say so there, without the full BTF parse (about 20 MiB
+/// held for a moment) that aya needs to load the real one.
+fn attach_lsm(ebpf: &mut Ebpf, hook: Option<u32>, pins: &PinDir) -> Result<(), BpfError> {
     let name = LSM_PROGRAM;
+    let hook = hook.ok_or(BpfError::NoLsmHook)?;
+    drop(sys::probe_lsm_load(hook).map_err(BpfError::LsmRefused)?);
+    let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
     let prog: &mut Lsm = program(ebpf, name)?;
-    prog.load(name, btf).map_err(BpfError::program(name))?;
+    prog.load(name, &btf).map_err(BpfError::program(name))?;
+    drop(btf);
     let id = prog.attach().map_err(BpfError::program(name))?;
     let link: FdLink = prog.take_link(id).map_err(BpfError::program(name))?.into();
     pin_replacing(name, link, pins)

@@ -157,3 +157,28 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkInfo> {
         },
     })
 }
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TYPE_LSM: u32 = 29;
+const BPF_LSM_MAC: u32 = 27;
+
+/// Load a program that returns 0 as a BPF LSM program on the kernel function
+/// with BTF id `attach_btf_id` (a `bpf_lsm_*` hook). Loading, not attaching:
+/// it tells whether this kernel takes BPF LSM programs at all (some refuse
+/// them with EPERM although `bpf` is among the active LSMs) without the full
+/// BTF parse aya's loader needs for the real program.
+pub fn probe_lsm_load(attach_btf_id: u32) -> io::Result<OwnedFd> {
+    // r0 = 0; exit
+    let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut attr = Attr::new();
+    attr.put_u32(0, BPF_PROG_TYPE_LSM);
+    attr.put_u32(4, insns.len() as u32);
+    attr.put_u64(8, insns.as_ptr() as u64);
+    attr.put_u64(16, license.as_ptr() as u64);
+    attr.put_u32(68, BPF_LSM_MAC);
+    attr.put_u32(108, attach_btf_id);
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: a successful BPF_PROG_LOAD returns a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}

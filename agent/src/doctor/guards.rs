@@ -16,9 +16,7 @@ use super::{
     Check,
     programs::{cgroup_check, clean, program},
 };
-use crate::bpf::guards::{
-    FALLBACK_PROGRAMS, FALLBACK_RAW_PROGRAMS, LINEAGE_PROGRAMS, kernel_offsets,
-};
+use crate::bpf::guards::{FALLBACK_PROGRAMS, FALLBACK_RAW_PROGRAMS, KernelFacts, LINEAGE_PROGRAMS};
 
 pub fn checks(ebpf: &mut Ebpf, cgroup: Option<&File>, out: &mut Vec<Check>) {
     out.push(cgroup_check(ebpf, "setsockopt", cgroup, |e, n, c| {
@@ -45,7 +43,7 @@ pub fn checks(ebpf: &mut Ebpf, cgroup: Option<&File>, out: &mut Vec<Check>) {
     }));
 
     let lineage = (|| -> Result<(), String> {
-        kernel_offsets(&mut Default::default()).map_err(|e| clean(&e))?;
+        KernelFacts::read().map_err(|e| clean(&e))?;
         for &(name, tracepoint) in LINEAGE_PROGRAMS {
             let prog: &mut RawTracePoint = program(ebpf, name)?;
             prog.load().map_err(|e| clean(&e))?;
