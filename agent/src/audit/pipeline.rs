@@ -69,7 +69,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct AuditPipeline {
     tx: mpsc::Sender<Msg>,
-    live: broadcast::Sender<AuditEvent>,
+    live: broadcast::Sender<Arc<AuditEvent>>,
     stats: Arc<AuditStats>,
     otlp: Option<Arc<SinkStats>>,
 }
@@ -111,6 +111,8 @@ impl AuditPipeline {
             trail = Some(writer);
         }
         let (tx, rx) = mpsc::channel(QUEUE);
+        // Shared events: a slot is a pointer, not a whole event (4,096 slots
+        // of events would keep 5 MiB resident for a feed nobody may watch).
         let (live, _) = broadcast::channel(4096);
         let stats = Arc::new(AuditStats::default());
         let head = trail.as_ref().map(|t| t.head().clone());
@@ -186,7 +188,7 @@ impl AuditPipeline {
     }
 
     /// Live feed of written events, sealed (for streaming APIs).
-    pub fn subscribe(&self) -> broadcast::Receiver<AuditEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
         self.live.subscribe()
     }
 
@@ -203,7 +205,7 @@ struct Writer {
     trail: Option<TrailWriter>,
     human: bool,
     stats: Arc<AuditStats>,
-    live: broadcast::Sender<AuditEvent>,
+    live: broadcast::Sender<Arc<AuditEvent>>,
     head_tx: watch::Sender<u64>,
     reported_drops: u64,
     /// Events the trail failed to take, not yet reported in a loss record.
@@ -215,7 +217,7 @@ fn write_loop(
     trail: Option<TrailWriter>,
     human: bool,
     stats: Arc<AuditStats>,
-    live: broadcast::Sender<AuditEvent>,
+    live: broadcast::Sender<Arc<AuditEvent>>,
     head_tx: watch::Sender<u64>,
 ) {
     let mut w = Writer {
@@ -385,7 +387,9 @@ impl Writer {
             if written {
                 self.stats.written.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = self.live.send(ev);
+            if self.live.receiver_count() > 0 {
+                let _ = self.live.send(Arc::new(ev));
+            }
         }
         written && self.trail.is_some()
     }

@@ -15,7 +15,7 @@ pub mod sockdiag;
 mod sys;
 pub mod watchdog;
 
-pub use btf::BtfError;
+pub use btf::{BtfError, KernelBtf};
 pub use error::BpfError;
 pub use loader::{Kernel, LoadOptions, PacketGuard, uninstall};
 pub use maps::{KernelMaps, lock};

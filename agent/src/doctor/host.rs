@@ -100,7 +100,9 @@ fn btf() -> Check {
             "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels are)",
         );
     }
-    match aya::Btf::from_sys_fs() {
+    // The daemon's own lean reader (a full parse holds ~20 MiB for a moment,
+    // which the preflight of a small daemon should not cost).
+    match crate::bpf::KernelBtf::load() {
         Ok(_) => {
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             Check::ok("btf", format!("{} ({} KiB)", path.display(), size / 1024))
