@@ -18,7 +18,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
 };
 
-use super::BpfError;
+use super::{BpfError, barrier::RcuBarrier};
 use crate::policy::tables::{KernelTables, LpmKey};
 
 /// The maps a policy generation writes.
@@ -310,6 +310,32 @@ impl KernelMaps {
             .set(0, &generation, 0)
             .map_err(BpfError::map("ACTIVE_GEN"))?;
         p.slot_keys[tables.slot as usize] = Some(written);
+        Ok(())
+    }
+}
+
+impl KernelMaps {
+    /// Empty the slot that the flip to `generation` left behind, once no
+    /// program can still be reading it, so the next apply only writes: a
+    /// reload's new verdicts then wait for the writes alone, not for
+    /// deleting the previous policy's entries too (as many again, and all
+    /// of a previous daemon's when its pins were adopted). Nothing happens
+    /// if another flip came first: that apply cleared what it wrote over.
+    pub fn retire_previous_slot(&self, generation: u32) -> Result<(), BpfError> {
+        RcuBarrier::new()
+            .and_then(|barrier| barrier.wait())
+            .map_err(BpfError::Barrier)?;
+        let mut p = lock(&self.policy);
+        let active = p
+            .active_gen
+            .get(&0, 0)
+            .map_err(BpfError::map("ACTIVE_GEN"))?;
+        if active != generation {
+            return Ok(());
+        }
+        let slot = (generation & 1) ^ 1;
+        p.clear_slot(slot)?;
+        p.slot_keys[slot as usize] = Some(Vec::new());
         Ok(())
     }
 }

@@ -56,6 +56,13 @@ impl Daemon {
         self.gateway_prepare(&policy)?;
         self.maps.apply(&tables, generation)?;
         drop(tables);
+        // Off the reload's path: the new tables already decide.
+        let maps = self.maps.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = maps.retire_previous_slot(generation) {
+                warn!(error = %e, generation, "clearing the previous policy's kernel entries failed; the next reload clears them");
+            }
+        });
         let active = Arc::new(ActivePolicy { policy, generation });
         let previous = self.active.swap(active.clone());
         self.gateway_commit();
