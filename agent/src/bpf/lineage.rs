@@ -11,6 +11,8 @@ use super::{BpfError, KernelMaps, lock};
 
 /// BPF_NOEXIST: a lineage entry made by the kernel is never overwritten.
 const NOEXIST: u64 = 1;
+/// BPF_EXIST: update an entry only if it is there.
+const EXIST_ONLY: u64 = 2;
 
 impl KernelMaps {
     /// The identity a task (thread id) inherited, if any.
@@ -48,6 +50,28 @@ impl KernelMaps {
                     Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                     Err(e) => return Err(BpfError::map("LINEAGE")(e)),
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the entries of `tids` that say `from` to `to`, each in one map
+    /// update: a task is never without an identity on the way (a reload
+    /// that gives a selected cgroup to another identity must not leave its
+    /// processes unconfined for a moment).
+    pub fn relabel_lineage(&self, tids: &[u32], from: u32, to: u32) -> Result<(), BpfError> {
+        let mut map = lock(&self.lineage);
+        for tid in tids {
+            if matches!(map.get(tid, 0), Ok(v) if v == from) {
+                map.insert(tid, &to, EXIST_ONLY).or_else(|e| match e {
+                    // Exited meanwhile.
+                    aya::maps::MapError::SyscallError(ref s)
+                        if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                    {
+                        Ok(())
+                    }
+                    e => Err(BpfError::map("LINEAGE")(e)),
+                })?;
             }
         }
         Ok(())

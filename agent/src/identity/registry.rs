@@ -76,11 +76,16 @@ impl Registry {
     /// Free the indices of identities that neither the policy names nor any
     /// enrolled cgroup uses, clearing their kill switch with them.
     pub fn release_unused(&self, keep: &HashSet<String>) -> Result<(), IdentityError> {
+        // A number is free only when nothing carries it: no enrolled cgroup
+        // and no task's lineage (an agent that moved out of its cgroup, or
+        // whose cgroup is gone, keeps it). Reusing it would make that agent
+        // the next identity given the number.
         let in_use: HashSet<u32> = self
             .maps
             .enrolled_cgroups()?
             .into_iter()
             .map(|(_, i)| i)
+            .chain(self.maps.lineage_entries()?.into_iter().map(|(_, i)| i))
             .collect();
         let mut names = self.lock();
         let stale: Vec<(u32, String)> = names

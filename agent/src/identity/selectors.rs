@@ -106,21 +106,50 @@ impl SelectorSync<'_> {
             .into_iter()
             .map(|(rel, id)| (id, rel))
             .collect();
+        let defined: HashSet<&str> = policy.identities.iter().map(|i| i.id.as_str()).collect();
         for (id, current) in self.maps.enrolled_cgroups()? {
-            let keep = existing.contains(&id)
-                && (managed.contains(&id)
-                    || desired
-                        .get(&id)
-                        .and_then(|(name, _)| self.registry.index_of(name))
-                        == Some(current));
-            if !keep {
+            if !existing.contains(&id) {
+                // Gone: it has no processes (those that left keep their
+                // lineage).
                 self.maps.unenrol_cgroup(id)?;
-                // The policy no longer puts the processes still in it in
-                // this identity (a cgroup that is gone has none; processes
-                // that left it keep their lineage).
-                if let Some(rel) = paths.get(&id) {
-                    let tids = self.cgroups.threads_below(rel);
-                    self.maps.forget_lineage(&tids, current)?;
+                continue;
+            }
+            if managed.contains(&id) {
+                continue;
+            }
+            let wanted = desired
+                .get(&id)
+                .and_then(|(name, _)| self.registry.ensure(name).ok());
+            match wanted {
+                Some(index) if index == current => {}
+                Some(index) => {
+                    // To another identity: overwrite in place, cgroup and
+                    // lineage, so its processes are never unenrolled between.
+                    self.maps.enrol_cgroup(id, index)?;
+                    if let Some(rel) = paths.get(&id) {
+                        let tids = self.cgroups.threads_below(rel);
+                        self.maps.relabel_lineage(&tids, current, index)?;
+                    }
+                }
+                None if !self
+                    .registry
+                    .name_of(current)
+                    .is_some_and(|name| defined.contains(name.as_str())) =>
+                {
+                    // Its identity left the policy: its processes stay
+                    // enrolled under the old number, which the kernel now
+                    // denies everything (and which is not reused while they
+                    // hold it). Freeing them would let a reload, or an
+                    // agent that gets its identity removed, lift the guard.
+                }
+                None => {
+                    // The identity remains but no longer selects this cgroup:
+                    // the operator released it.
+                    self.maps.unenrol_cgroup(id)?;
+                    if let Some(rel) = paths.get(&id) {
+                        let tids = self.cgroups.threads_below(rel);
+                        self.maps.forget_lineage(&tids, current)?;
+                    }
                 }
             }
         }

@@ -79,7 +79,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<()> {
 fn usage() -> ! {
     eprintln!(
         "usage: palisade-probe tcp|udp|udp-connect|fork-tcp|tcp-wait-ok ADDR PORT | raw | icmp | packet | pid | tcp-loop ADDR PORT COUNT | tcp-until ADDR PORT STOPFILE | tcp-for ADDR PORT MILLIS | udp-flood ADDR PORT MILLIS | tcp-ports ADDR PORT COUNT\n       palisade-probe dns udp|udp-connect|tcp SERVER NAME [TYPE] | dns raw-udp|raw-tcp SERVER HEX|big
-       palisade-probe as-user UID ACTION… | move-to CGROUP_PROCS ACTION… | mkdir-move DIR ACTION… | run PROGRAM ARGS… | sleep MS ACTION…
+       palisade-probe as-user UID ACTION… | move-to CGROUP_PROCS ACTION… | mkdir-move DIR ACTION… | run PROGRAM ARGS… | sleep MS ACTION… | park-threads N ACTION…
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
        palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement

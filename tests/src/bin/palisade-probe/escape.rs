@@ -86,6 +86,15 @@ pub fn run(action: &str, args: &[String], dispatch: Dispatch) -> Option<String> 
             std::thread::sleep(Duration::from_millis(arg(args, 0)?));
             dispatch(&args[1..])
         }
+        "park-threads" => {
+            // N idle threads, then on: every thread is a lineage entry the
+            // daemon has to handle when the process's identity changes.
+            let n: usize = arg(args, 0)?;
+            for _ in 0..n {
+                std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+            }
+            dispatch(&args[1..])
+        }
         "await" => {
             // Until the test creates the file (at most a minute), then on.
             let go = std::path::Path::new(args.first()?);
