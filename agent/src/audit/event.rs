@@ -238,6 +238,27 @@ pub const MAX_EVENT_TEXT: usize = 2048;
 pub const MAX_EVENT_LIST: usize = 64;
 
 /// `s`, cut to at most `max` bytes (at a character boundary), saying so.
+/// `s` with every control character (C0, DEL, C1: escape sequences, carriage
+/// returns, backspaces) written as `\u{..}`, for a terminal. Fields an
+/// agent chooses (process names, tool calls, DNS names) must not be able to
+/// move the cursor, erase lines or forge others on an operator's screen.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 pub fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -429,7 +450,7 @@ impl AuditEvent {
         if let Some(seq) = self.seq {
             s.push_str(&format!(" seq={seq}"));
         }
-        s
+        terminal_safe(&s).into_owned()
     }
 }
 

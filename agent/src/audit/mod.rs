@@ -13,6 +13,6 @@ pub mod verify;
 
 pub use event::{
     AggregateDetail, AuditEvent, CallDetail, DnsDetail, EventKind, HttpDetail, RetentionDetail,
-    clip,
+    clip, terminal_safe,
 };
 pub use pipeline::{AuditOptions, AuditPipeline, AuditStats};

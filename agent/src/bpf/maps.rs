@@ -264,6 +264,17 @@ impl KernelMaps {
     pub fn apply(&self, tables: &KernelTables, generation: u32) -> Result<(), BpfError> {
         debug_assert_eq!(tables.slot, generation & 1);
         let mut p = lock(&self.policy);
+        // Unless the slot was already emptied after a grace period
+        // (`retire_previous_slot`), a program that read the previous
+        // generation may still be looking into it: wait for those first.
+        if !p.slot_keys[tables.slot as usize]
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            RcuBarrier::new()
+                .and_then(|barrier| barrier.wait())
+                .map_err(BpfError::Barrier)?;
+        }
         p.clear_slot(tables.slot)?;
         let base = tables.slot * MAX_PORTSETS;
         for (i, set) in tables.portsets.iter().enumerate() {

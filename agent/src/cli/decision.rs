@@ -215,7 +215,8 @@ pub fn approvals(socket: &Path, all: bool, json: bool) -> anyhow::Result<ExitCod
         } else {
             format!("{}.{} {}", a.tool, a.action, a.resource)
         };
-        println!(
+        // What an agent asked for is its own text: printed inert.
+        let line = format!(
             "{}  {:<9} {:<20} {}  rule {}{}",
             a.id,
             state_name(a.state),
@@ -228,6 +229,7 @@ pub fn approvals(socket: &Path, all: bool, json: bool) -> anyhow::Result<ExitCod
                 format!("  by {}: {}", a.approver, a.reason)
             }
         );
+        println!("{}", crate::audit::terminal_safe(&line));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -107,9 +107,29 @@ fn emit(
     out.flush()
 }
 
+/// `v` with its strings made safe to print (`audit::terminal_safe`).
+fn terminal_safe(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(crate::audit::terminal_safe(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(terminal_safe).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        crate::audit::terminal_safe(k).into_owned(),
+                        terminal_safe(v),
+                    )
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// One readable line: time, verdict, kind, identity, then what matters for
 /// that kind.
 pub fn human(v: &Value, color: bool) -> String {
+    let v = &terminal_safe(v);
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
     // 2026-11-03T10:00:00.123456789Z → 2026-11-03 10:00:00.123
