@@ -50,6 +50,19 @@ impl Refusal {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        // The body was left unread: the connection cannot carry another
+        // request, so say so, or a keep-alive client sends its next request
+        // into a connection the gateway is closing (HTTP/2 drops the header;
+        // its streams are independent).
+        if matches!(
+            r.status(),
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         r
     }
 }
