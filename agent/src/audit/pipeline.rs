@@ -1,11 +1,11 @@
 //! A bounded queue in front of the trail. Producers never block (the kernel
 //! reader must keep up); what cannot be queued is counted and reported as a
 //! `loss` record as soon as there is room again. The writer seals events
-//! into the hash chain in batches, one write per batch, and what it fails
-//! to write is counted and reported the same way. `fdatasync` follows at
-//! once, or, while records keep coming, within `SYNC_INTERVAL`: one sync
-//! for all of them. Events are reported (live feed, metrics, exporters)
-//! once synced.
+//! into the hash chain in batches, one write (and one fsync) per batch, and
+//! what it fails to write is counted and reported the same way. A record
+//! after a quiet spell is written at once; records that keep coming are
+//! gathered for `GATHER` after the last write, so a steady stream costs one
+//! wake-up, one write and one fsync per interval instead of per record.
 
 use std::{
     sync::{
@@ -26,14 +26,11 @@ use super::{
 };
 
 const QUEUE: usize = 16 * 1024;
-/// Records sealed and written per write.
+/// Records sealed and written per write (and fsync).
 const MAX_BATCH: usize = 512;
-/// The longest a written record waits for its `fdatasync` while records
-/// keep coming. A record written when the last sync is older than this is
-/// synced at once; records that follow closely share the next sync, so a
-/// steady stream costs at most one `fdatasync` per interval instead of one
-/// per record.
-const SYNC_INTERVAL: Duration = Duration::from_millis(2);
+/// Under a steady stream, the shortest time between two writes: records
+/// wait in the queue at most this long before they are written.
+const GATHER: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Default)]
 pub struct AuditStats {
@@ -134,17 +131,9 @@ impl AuditPipeline {
         let files = trail.as_ref().map(|t| t.files().clone());
         // Writing and fsyncing block: on a thread of their own they never
         // hold up a runtime worker that is answering API calls.
-        // The writer's own clock, to wait for a sync that is due.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|source| TrailError::Io {
-                path: opts.file.clone().unwrap_or_default(),
-                source,
-            })?;
         let writer = {
             let (stats, live) = (stats.clone(), live.clone());
-            move || write_loop(rx, rt, trail, opts.human, stats, live, head_tx)
+            move || write_loop(rx, trail, opts.human, stats, live, head_tx)
         };
         std::thread::Builder::new()
             .name("palisade-audit".into())
@@ -228,16 +217,10 @@ struct Writer {
     reported_drops: u64,
     /// Events the trail failed to take, not yet reported in a loss record.
     unreported_trail_loss: u64,
-    /// Written to the file, waiting for the `fdatasync` that reports them
-    /// (live feed, metrics, exporters), with the head they took the chain to.
-    unsynced: Vec<AuditEvent>,
-    unsynced_head: Option<ChainHead>,
-    last_sync: Instant,
 }
 
 fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
-    rt: tokio::runtime::Runtime,
     trail: Option<TrailWriter>,
     human: bool,
     stats: Arc<AuditStats>,
@@ -252,30 +235,19 @@ fn write_loop(
         head_tx,
         reported_drops: 0,
         unreported_trail_loss: 0,
-        unsynced: Vec::new(),
-        unsynced_head: None,
-        last_sync: Instant::now()
-            .checked_sub(SYNC_INTERVAL)
-            .unwrap_or_else(Instant::now),
     };
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        // With records waiting for their sync, wait for more only until
-        // the sync is due; the records that come meanwhile are written at
-        // once and share it.
-        let next = match w.sync_deadline() {
-            None => rt.block_on(rx.recv()),
-            Some(deadline) => {
-                match rt.block_on(tokio::time::timeout_at(deadline.into(), rx.recv())) {
-                    Ok(m) => m,
-                    Err(_) => {
-                        w.sync();
-                        continue;
-                    }
-                }
-            }
-        };
-        let Some(first) = next else { break };
+    let mut last_write: Option<Instant> = None;
+    let mut backlog = false;
+    while let Some(first) = rx.blocking_recv() {
+        // Records coming in a stream gather while the writer sleeps: a
+        // sleeping writer is not woken by each record (a flush and a
+        // backlog are not kept waiting).
+        if let (Msg::Event(_), false, Some(at)) = (&first, backlog, last_write)
+            && let Some(wait) = GATHER.checked_sub(at.elapsed())
+        {
+            std::thread::sleep(wait);
+        }
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -291,82 +263,25 @@ fn write_loop(
                 Msg::Flush(done) => flushes.push(done),
             }
         }
-        // A flush answers once what came before it is on disk.
-        w.write(events, !flushes.is_empty());
+        backlog = events.len() + flushes.len() >= MAX_BATCH;
+        w.write(events);
+        last_write = Some(Instant::now());
         for done in flushes {
             let _ = done.send(());
         }
     }
-    w.sync();
 }
 
 impl Writer {
-    /// Write a batch (synced now when the last sync is older than
-    /// `SYNC_INTERVAL`, or when `sync_now`), then let retention delete
-    /// what it may.
-    fn write(&mut self, events: Vec<AuditEvent>, sync_now: bool) {
-        let written = self.write_batch(events);
-        if sync_now || self.last_sync.elapsed() >= SYNC_INTERVAL {
-            self.sync();
-        }
-        if written {
+    /// Write a batch, then let retention delete what it may.
+    fn write(&mut self, events: Vec<AuditEvent>) {
+        if self.write_batch(events) {
             self.retention();
         }
     }
 
-    /// When the records written but not yet synced must be synced.
-    fn sync_deadline(&self) -> Option<Instant> {
-        (!self.unsynced.is_empty()).then(|| self.last_sync + SYNC_INTERVAL)
-    }
-
-    /// `fdatasync` what was written, then report it.
-    fn sync(&mut self) {
-        let Some(head) = self.unsynced_head.take() else {
-            return;
-        };
-        if let Some(trail) = &mut self.trail
-            && let Err(e) = trail.sync()
-        {
-            // The records are in the file (the chain holds them); whether
-            // they reached the disk is unknown.
-            self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-            error!(error = %e, records = self.unsynced.len(), "audit trail fdatasync failed");
-        }
-        self.last_sync = Instant::now();
-        let events = std::mem::take(&mut self.unsynced);
-        self.publish(Some(head), events, true);
-    }
-
-    /// Report written events: the head, the readable copy, the counters and
-    /// the live feed.
-    fn publish(&mut self, head: Option<ChainHead>, events: Vec<AuditEvent>, written: bool) {
-        if let Some(head) = head {
-            let seq = head.seq;
-            *self
-                .stats
-                .head
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(head);
-            let _ = self.head_tx.send(seq);
-        }
-        for ev in events {
-            if self.human {
-                if written {
-                    info!(target: "palisade::audit", "{}", ev.human());
-                } else {
-                    warn!(target: "palisade::audit", "NOT IN TRAIL {}", ev.human());
-                }
-            }
-            if written {
-                self.stats.written.fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = self.live.send(ev);
-        }
-    }
-
-    /// Old files go only after a record of their deletion is in the chain
-    /// and on disk: `audit verify` then tells this from a beginning removed
-    /// by hand.
+    /// Old files go only after a record of their deletion is in the chain:
+    /// `audit verify` then tells this from a beginning removed by hand.
     fn retention(&mut self) {
         let Some(trail) = &mut self.trail else { return };
         let expired = match trail.expired() {
@@ -393,16 +308,14 @@ impl Writer {
             through_seq: expired.through.seq,
             through_hash: expired.through.hash.clone(),
         });
-        if self.write_batch(vec![ev]) {
-            self.sync();
-            if let Some(trail) = &mut self.trail {
-                trail.delete(&expired);
-            }
+        if self.write_batch(vec![ev])
+            && let Some(trail) = &mut self.trail
+        {
+            trail.delete(&expired);
         }
     }
 
-    /// Seal and write; true when the batch is in the trail file. Written
-    /// events wait for `sync` to be reported (at once without `fsync`).
+    /// Seal and write; true when the batch is in the trail.
     fn write_batch(&mut self, mut events: Vec<AuditEvent>) -> bool {
         // Losses go first, into the trail itself.
         let mut losses = Vec::new();
@@ -427,60 +340,74 @@ impl Writer {
         losses.append(&mut events);
         let mut events = losses;
 
-        let Some(trail) = &mut self.trail else {
-            self.publish(None, events, true);
-            return false;
-        };
-        let mut head = trail.head().clone();
-        let mut lines = Vec::with_capacity(events.len());
-        let mut sealed_ok = true;
-        for ev in &mut events {
-            match seal(ev, &head) {
-                Ok((line, next)) => {
-                    lines.push(line);
-                    head = next;
-                }
-                Err(e) => {
-                    error!(error = %e, "serialising audit event");
-                    sealed_ok = false;
-                    break;
-                }
-            }
-        }
-        let result = if sealed_ok {
-            trail.write(&lines, head.clone()).map_err(|e| e.to_string())
-        } else {
-            Err("an event could not be serialised".to_string())
-        };
-        match result {
-            Ok(()) => {
-                self.unreported_trail_loss = 0;
-                let syncs = trail.syncs();
-                self.unsynced.append(&mut events);
-                self.unsynced_head = Some(head);
-                if !syncs {
-                    // Nothing to wait for.
-                    let head = self.unsynced_head.take();
-                    let events = std::mem::take(&mut self.unsynced);
-                    self.publish(head, events, true);
-                }
-                true
-            }
-            Err(e) => {
-                self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.stats.trail_lost.fetch_add(own, Ordering::Relaxed);
-                self.unreported_trail_loss += own;
-                // The queue-loss record did not make it either.
-                self.reported_drops = reported_before;
-                error!(error = %e, lost = own, "audit trail write failed; the loss will be recorded once the trail can be written");
+        let written = match &mut self.trail {
+            None => true,
+            Some(trail) => {
+                let mut head = trail.head().clone();
+                let mut lines = Vec::with_capacity(events.len());
+                let mut sealed_ok = true;
                 for ev in &mut events {
-                    ev.seq = None;
-                    ev.prev_hash = None;
-                    ev.hash = None;
+                    match seal(ev, &head) {
+                        Ok((line, next)) => {
+                            lines.push(line);
+                            head = next;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "serialising audit event");
+                            sealed_ok = false;
+                            break;
+                        }
+                    }
                 }
-                self.publish(None, events, false);
-                false
+                let result = if sealed_ok {
+                    trail
+                        .append(&lines, head.clone())
+                        .map_err(|e| e.to_string())
+                } else {
+                    Err("an event could not be serialised".to_string())
+                };
+                match result {
+                    Ok(()) => {
+                        self.unreported_trail_loss = 0;
+                        *self
+                            .stats
+                            .head
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(head.clone());
+                        let _ = self.head_tx.send(head.seq);
+                        true
+                    }
+                    Err(e) => {
+                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats.trail_lost.fetch_add(own, Ordering::Relaxed);
+                        self.unreported_trail_loss += own;
+                        // The queue-loss record did not make it either.
+                        self.reported_drops = reported_before;
+                        error!(error = %e, lost = own, "audit trail write failed; the loss will be recorded once the trail can be written");
+                        for ev in &mut events {
+                            ev.seq = None;
+                            ev.prev_hash = None;
+                            ev.hash = None;
+                        }
+                        false
+                    }
+                }
             }
+        };
+        for ev in events {
+            if self.human {
+                if written {
+                    info!(target: "palisade::audit", "{}", ev.human());
+                } else {
+                    warn!(target: "palisade::audit", "NOT IN TRAIL {}", ev.human());
+                }
+            }
+            if written {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.live.send(ev);
         }
+        written && self.trail.is_some()
     }
 }
