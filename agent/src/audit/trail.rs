@@ -223,10 +223,21 @@ impl TrailWriter {
     }
 
     /// Append sealed lines (each without newline) that continue the chain
-    /// from `head()` up to `new_head`, in one write. On failure the file is
-    /// cut back to where it was and the head does not move: the chain never
-    /// holds half a record.
+    /// from `head()` up to `new_head`, in one write, then `fdatasync` when
+    /// the options ask for it. On failure the file is cut back to where it
+    /// was and the head does not move: the chain never holds half a record.
     pub fn append(&mut self, lines: &[String], new_head: ChainHead) -> Result<(), TrailError> {
+        self.write(lines, new_head)?;
+        if self.opts.fsync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// `append` without the `fdatasync`: the lines are in the file (safe
+    /// from a crash of this process) and the head has moved; `sync` puts
+    /// them on disk.
+    pub fn write(&mut self, lines: &[String], new_head: ChainHead) -> Result<(), TrailError> {
         let mut buf = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for l in lines {
             buf.push_str(l);
@@ -243,12 +254,19 @@ impl TrailWriter {
             }
             return Err(io_err(&path)(e));
         }
-        if self.opts.fsync {
-            self.file.sync_data().map_err(io_err(&path))?;
-        }
         self.len += size;
         self.head = new_head;
         Ok(())
+    }
+
+    /// `fdatasync` the file being written (what `write` put there).
+    pub fn sync(&mut self) -> Result<(), TrailError> {
+        self.file.sync_data().map_err(io_err(&self.files.current))
+    }
+
+    /// Whether the options ask for `fdatasync`.
+    pub fn syncs(&self) -> bool {
+        self.opts.fsync
     }
 
     /// Move the current file to `<file>.<n+1>`, start a new one, and apply

@@ -293,22 +293,37 @@ impl Daemon {
         verdict: &str,
         reason: &str,
     ) -> AuditEvent {
-        let mut ev = AuditEvent::new(EventKind::Decision, verdict, reason);
-        ev.identity = Some(identity.to_string());
-        ev.pid = Some(caller.pid);
-        ev.uid = Some(caller.uid);
-        ev.policy_version = Some(self.active().policy.version.to_string());
-        // Clipped: a refused oversized call is recorded too, and must not
-        // carry its bulk into the trail.
-        ev.call = Some(CallDetail {
-            tool: clip(&req.tool, MAX_NAME),
-            action: clip(&req.action, MAX_NAME),
-            resource: clip(&req.resource, MAX_RESOURCE),
-            ..CallDetail::default()
-        });
-        ev
+        let version = self.active().policy.version.to_string();
+        call_event_of(identity, caller, req, verdict, reason, version)
     }
+}
 
+/// The audit record of a call, before its outcome is filled in.
+fn call_event_of(
+    identity: &str,
+    caller: &Caller,
+    req: &DecideInput,
+    verdict: &str,
+    reason: &str,
+    policy_version: String,
+) -> AuditEvent {
+    let mut ev = AuditEvent::new(EventKind::Decision, verdict, reason);
+    ev.identity = Some(identity.to_string());
+    ev.pid = Some(caller.pid);
+    ev.uid = Some(caller.uid);
+    ev.policy_version = Some(policy_version);
+    // Clipped: a refused oversized call is recorded too, and must not
+    // carry its bulk into the trail.
+    ev.call = Some(CallDetail {
+        tool: clip(&req.tool, MAX_NAME),
+        action: clip(&req.action, MAX_NAME),
+        resource: clip(&req.resource, MAX_RESOURCE),
+        ..CallDetail::default()
+    });
+    ev
+}
+
+impl Daemon {
     fn decide_for(
         &self,
         caller: &Caller,
@@ -346,6 +361,7 @@ impl Daemon {
             identity,
             req,
             policy,
+            version: &version,
             decision_id: random_id(),
             started,
         };
@@ -380,7 +396,7 @@ impl Daemon {
             context: &context,
             now: SystemTime::now(),
         };
-        let ask = Ask {
+        let ask = || Ask {
             identity: identity.to_string(),
             tool: req.tool.clone(),
             action: req.action.clone(),
@@ -393,7 +409,7 @@ impl Daemon {
 
         if req.tool == super::people::ELEVATION_TOOL {
             let (d, approval) =
-                self.request_elevation(policy, &req.action, &params, ask, || {
+                self.request_elevation(policy, &req.action, &params, ask(), || {
                     self.call_event(identity, caller, req, "pending", "elevation-requested")
                 })?;
             return Ok(self.finish(
@@ -409,7 +425,7 @@ impl Daemon {
 
         if let Some(claims) = override_claims {
             // An approved call: exactly the one approved, once.
-            let approval = self.decisions.approvals.consume(&claims.approval, &ask)?;
+            let approval = self.decisions.approvals.consume(&claims.approval, &ask())?;
             self.decisions.tokens.spend_override(&claims)?;
             self.metrics
                 .set_pending_approvals(self.decisions.approvals.pending() as u64);
@@ -471,6 +487,7 @@ impl Daemon {
             identity,
             req,
             policy,
+            version,
             ref decision_id,
             started,
         } = *site;
@@ -482,8 +499,8 @@ impl Daemon {
             token,
             elevation,
         } = answer;
-        let shadow =
-            self.mode_of(policy, identity) == Mode::Audit && d.verdict != ToolVerdict::Allow;
+        let mode = self.mode_of(policy, identity);
+        let shadow = mode == Mode::Audit && d.verdict != ToolVerdict::Allow;
         let (verdict, audit_verdict) = if shadow {
             (ToolVerdict::Allow, "audit")
         } else {
@@ -494,10 +511,17 @@ impl Daemon {
         } else {
             d.message.clone()
         };
-        let mut ev = self.call_event(identity, caller, req, audit_verdict, d.reason);
+        let mut ev = call_event_of(
+            identity,
+            caller,
+            req,
+            audit_verdict,
+            d.reason,
+            version.to_string(),
+        );
         ev.rule = d.rules.first().cloned();
         ev.detail = Some(message.clone());
-        ev.mode = Some(self.mode_of(policy, identity).name().to_string());
+        ev.mode = Some(mode.name().to_string());
         if let Some(c) = ev.call.as_mut() {
             c.decision_id = Some(decision_id.clone());
             c.params_digest = digest.map(str::to_string);
@@ -526,7 +550,7 @@ impl Daemon {
             reason: d.reason.to_string(),
             message,
             rules: d.rules,
-            policy_version: policy.version.to_string(),
+            policy_version: version.to_string(),
             decision_id: decision_id.clone(),
             obligations,
             approval_id: approval
@@ -615,6 +639,8 @@ struct CallSite<'a> {
     identity: &'a str,
     req: &'a DecideInput,
     policy: &'a Policy,
+    /// `policy.version` as text.
+    version: &'a str,
     decision_id: String,
     started: Instant,
 }

@@ -30,12 +30,13 @@ impl Daemon {
     /// Judge `call` with `policy`: rules and conditions, then budgets
     /// (charged only when allowed), then, for a call that needs approval,
     /// the pending approval (an identical pending one is reused). A new
-    /// approval is recorded with `pending_event`'s who and what.
+    /// approval is recorded with `pending_event`'s who and what; `ask`
+    /// describes it (built only then).
     pub(crate) fn judge(
         &self,
         policy: &Policy,
         call: &ToolCall<'_>,
-        ask: Ask,
+        ask: impl FnOnce() -> Ask,
         pending_event: impl FnOnce() -> AuditEvent,
     ) -> Result<Judged, DaemonError> {
         let identity = call.identity;
@@ -63,6 +64,7 @@ impl Daemon {
                 obligations = self.decisions.budgets.peek(identity, &d.charges);
                 let mode = policy.identity(identity).map_or(Mode::Enforce, |i| i.mode);
                 if mode == Mode::Enforce {
+                    let ask = ask();
                     let digest = ask.params_digest.clone();
                     let requested = self.decisions.approvals.request(Ask {
                         rules: d.rules.clone(),

@@ -106,7 +106,7 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
         r.mode = Some(mode.name());
     });
     let judged = daemon
-        .judge(policy, &tc, ask(), || {
+        .judge(policy, &tc, ask, || {
             let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
             ev.identity = Some(identity.clone());
             ev.uid = Some(conn.caller.socket.uid);

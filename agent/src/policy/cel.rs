@@ -189,17 +189,19 @@ impl CelExpr {
     }
 }
 
-/// The values a call provides, in `VARIABLES` order. Each is converted for
-/// the interpreter on its first use and then shared by every expression of
-/// the decision: converting per expression cost more than evaluating.
-pub struct Bindings {
-    values: [Value; VARIABLES.len()],
+/// The values a call provides, in `VARIABLES` order. Each is built and
+/// converted for the interpreter on its first use, then shared by every
+/// expression of the decision: a variable no expression reads (the clock
+/// fields of `context`, `identity` for most rules) costs nothing, and
+/// converting per expression cost more than evaluating.
+pub struct Bindings<'a> {
+    make: Box<dyn Fn(usize) -> Value + Send + Sync + 'a>,
     converted: [OnceLock<Option<Box<dyn Val>>>; VARIABLES.len()],
     /// The decision's evaluation budget, shared by all its expressions.
     meter: Mutex<Meter>,
 }
 
-impl Bindings {
+impl Bindings<'static> {
     pub fn new(
         params: &serde_json::Map<String, serde_json::Value>,
         context: &serde_json::Map<String, serde_json::Value>,
@@ -208,32 +210,41 @@ impl Bindings {
         action: &str,
         resource: &str,
     ) -> Self {
+        let values = [
+            json_object(params),
+            json_object(context),
+            json_object(identity),
+            Value::from(tool.to_string()),
+            Value::from(action.to_string()),
+            Value::from(resource.to_string()),
+        ];
+        Self::lazy(move |i| values[i].clone())
+    }
+}
+
+impl<'a> Bindings<'a> {
+    /// Bindings whose variable `i` (an index into `VARIABLES`) is
+    /// `make(i)`, called at most once, when an expression first reads it.
+    pub fn lazy(make: impl Fn(usize) -> Value + Send + Sync + 'a) -> Self {
         Self {
-            values: [
-                json_object(params),
-                json_object(context),
-                json_object(identity),
-                Value::from(tool.to_string()),
-                Value::from(action.to_string()),
-                Value::from(resource.to_string()),
-            ],
+            make: Box::new(make),
             converted: Default::default(),
             meter: Mutex::new(Meter::default()),
         }
     }
 }
 
-impl VariableResolver for Bindings {
+impl VariableResolver for Bindings<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let i = VARIABLES.iter().position(|v| *v == variable)?;
         self.converted[i]
-            .get_or_init(|| Box::<dyn Val>::try_from(self.values[i].clone()).ok())
+            .get_or_init(|| Box::<dyn Val>::try_from((self.make)(i)).ok())
             .as_deref()
             .map(CowVal::Borrowed)
     }
 }
 
-fn json_object(map: &serde_json::Map<String, serde_json::Value>) -> Value {
+pub fn json_object(map: &serde_json::Map<String, serde_json::Value>) -> Value {
     let m: HashMap<String, Value> = map
         .iter()
         .map(|(k, v)| (k.clone(), json_to_cel(v)))
@@ -405,7 +416,7 @@ mod tests {
         }
     }
 
-    fn bindings(params: serde_json::Value, context: serde_json::Value) -> Bindings {
+    fn bindings(params: serde_json::Value, context: serde_json::Value) -> Bindings<'static> {
         let empty = serde_json::Map::new();
         Bindings::new(
             params.as_object().unwrap_or(&empty),

@@ -254,7 +254,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{source}: {e:?}"))
     }
 
-    fn items(n: usize) -> Bindings {
+    fn items(n: usize) -> Bindings<'static> {
         let params = serde_json::json!({ "items": (0..n).collect::<Vec<_>>() });
         let empty = serde_json::Map::new();
         Bindings::new(

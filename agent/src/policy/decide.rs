@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Identity, Policy, Protocol, ToolRule, Window,
-    cel::{Bindings, CONTEXT_BUILTINS, EvalError},
+    cel::{Bindings, CONTEXT_BUILTINS, EvalError, VARIABLES, json_object},
     net::norm_of,
 };
 
@@ -178,16 +178,17 @@ impl Policy {
         if let Some(d) = self.check_inputs(call) {
             return d;
         }
-        let bindings = self.bindings(ident, call);
+        let bindings = Self::bindings(ident, call);
         let rule_id = |r: &ToolRule| {
             self.rule(r.rule)
                 .map_or_else(|| r.rule.to_string(), |i| i.id.clone())
         };
-        let mut note = |r: &ToolRule, outcome: String| {
+        // Explanations are written only for `policy explain`.
+        let mut note = |r: &ToolRule, outcome: &dyn Fn() -> String| {
             if let Some(t) = trace.as_mut() {
                 t.push(Step {
                     rule: rule_id(r),
-                    outcome,
+                    outcome: outcome(),
                 });
             }
         };
@@ -203,13 +204,13 @@ impl Policy {
         ] {
             for r in rules.iter() {
                 match applies(r, call, &bindings) {
-                    Applies::No(why) => note(r, why),
+                    Applies::No(why) => note(r, &|| why.explain(call)),
                     Applies::Error(e) => {
-                        note(r, format!("error: {e}"));
+                        note(r, &|| format!("error: {e}"));
                         return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                     }
                     Applies::Yes => {
-                        note(r, "applies".into());
+                        note(r, &|| "applies".into());
                         let mut d = Decision {
                             verdict,
                             reason,
@@ -234,9 +235,9 @@ impl Policy {
         let mut needs_approval = Vec::new();
         for r in &ident.tools.allow {
             match applies(r, call, &bindings) {
-                Applies::No(why) => note(r, why),
+                Applies::No(why) => note(r, &|| why.explain(call)),
                 Applies::Error(e) => {
-                    note(r, format!("error: {e}"));
+                    note(r, &|| format!("error: {e}"));
                     return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                 }
                 Applies::Yes => {
@@ -245,19 +246,18 @@ impl Policy {
                         Some(cond) => match cond.eval_bool(&bindings) {
                             Ok(b) => b,
                             Err(e) => {
-                                note(r, format!("approval_if error: {e}"));
+                                note(r, &|| format!("approval_if error: {e}"));
                                 return Decision::deny(e.reason(), e.to_string(), vec![rule_id(r)]);
                             }
                         },
                     };
-                    note(
-                        r,
+                    note(r, &|| {
                         if approval {
                             "applies; approval_if is true".into()
                         } else {
                             "applies".into()
-                        },
-                    );
+                        }
+                    });
                     if approval {
                         needs_approval.push(rule_id(r));
                     }
@@ -356,58 +356,32 @@ impl Policy {
         None
     }
 
-    fn bindings(&self, ident: &Identity, call: &ToolCall<'_>) -> Bindings {
-        let mut context = call.context.clone();
-        for (k, v) in clock_fields(call.now) {
-            context.insert(k.to_string(), v);
-        }
-        let mut identity = Map::new();
-        identity.insert("id".into(), ident.id.clone().into());
-        identity.insert("mode".into(), ident.mode.name().into());
-        for (k, v) in [
-            ("org", &ident.metadata.org),
-            ("tenant", &ident.metadata.tenant),
-            ("owner", &ident.metadata.owner),
-        ] {
-            identity.insert(k.into(), v.clone().map_or(Value::Null, Value::String));
-        }
-        identity.insert(
-            "roles".into(),
-            Value::Array(
-                ident
-                    .effective_roles
-                    .iter()
-                    .cloned()
-                    .map(Value::String)
-                    .collect(),
-            ),
-        );
-        identity.insert(
-            "labels".into(),
-            Value::Object(
-                ident
-                    .metadata
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        );
-        Bindings::new(
-            call.params,
-            &context,
-            &identity,
-            call.tool,
-            call.action,
-            call.resource,
-        )
+    /// The call's variables, each built only if a condition reads it.
+    fn bindings<'a>(ident: &'a Identity, call: &'a ToolCall<'_>) -> Bindings<'a> {
+        let (params, context, now) = (call.params, call.context, call.now);
+        let (tool, action, resource) = (call.tool, call.action, call.resource);
+        Bindings::lazy(move |i| match VARIABLES.get(i).copied() {
+            Some("params") => json_object(params),
+            Some("context") => {
+                let mut context = context.clone();
+                for (k, v) in clock_fields(now) {
+                    context.insert(k.to_string(), v);
+                }
+                json_object(&context)
+            }
+            Some("identity") => json_object(&identity_fields(ident)),
+            Some("tool") => tool.to_string().into(),
+            Some("action") => action.to_string().into(),
+            Some("resource") => resource.to_string().into(),
+            _ => cel::Value::Null,
+        })
     }
 
     fn charges(
         &self,
         ident: &Identity,
         call: &ToolCall<'_>,
-        b: &Bindings,
+        b: &Bindings<'_>,
     ) -> Result<Vec<BudgetCharge>, EvalError> {
         ident
             .budgets
@@ -440,27 +414,80 @@ impl Policy {
     }
 }
 
-enum Applies {
+enum Applies<'r> {
     Yes,
-    No(String),
+    No(Miss<'r>),
     Error(EvalError),
 }
 
-fn applies(r: &ToolRule, call: &ToolCall<'_>, b: &Bindings) -> Applies {
+/// Why a rule does not apply (put in words only when explaining).
+enum Miss<'r> {
+    Uncovered,
+    /// The `when` condition, false.
+    False(&'r str),
+}
+
+impl Miss<'_> {
+    fn explain(&self, call: &ToolCall<'_>) -> String {
+        match self {
+            Self::Uncovered => format!(
+                "does not cover {}.{} on `{}`",
+                call.tool, call.action, call.resource
+            ),
+            Self::False(source) => format!("`{source}` is false"),
+        }
+    }
+}
+
+fn applies<'r>(r: &'r ToolRule, call: &ToolCall<'_>, b: &Bindings<'_>) -> Applies<'r> {
     if !r.covers(call.tool, call.action, call.resource) {
-        return Applies::No(format!(
-            "does not cover {}.{} on `{}`",
-            call.tool, call.action, call.resource
-        ));
+        return Applies::No(Miss::Uncovered);
     }
     match &r.when {
         None => Applies::Yes,
         Some(cond) => match cond.eval_bool(b) {
             Ok(true) => Applies::Yes,
-            Ok(false) => Applies::No(format!("`{}` is false", cond.source)),
+            Ok(false) => Applies::No(Miss::False(&cond.source)),
             Err(e) => Applies::Error(e),
         },
     }
+}
+
+/// `identity` as conditions see it.
+fn identity_fields(ident: &Identity) -> Map<String, Value> {
+    let mut identity = Map::new();
+    identity.insert("id".into(), ident.id.clone().into());
+    identity.insert("mode".into(), ident.mode.name().into());
+    for (k, v) in [
+        ("org", &ident.metadata.org),
+        ("tenant", &ident.metadata.tenant),
+        ("owner", &ident.metadata.owner),
+    ] {
+        identity.insert(k.into(), v.clone().map_or(Value::Null, Value::String));
+    }
+    identity.insert(
+        "roles".into(),
+        Value::Array(
+            ident
+                .effective_roles
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect(),
+        ),
+    );
+    identity.insert(
+        "labels".into(),
+        Value::Object(
+            ident
+                .metadata
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        ),
+    );
+    identity
 }
 
 /// The built-in context fields for a moment (UTC).
