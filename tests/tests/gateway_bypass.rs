@@ -288,3 +288,100 @@ fn oversized_requests_cost_the_trail_a_bounded_record_each() {
         "the control's record: {text}"
     );
 }
+
+/// A connection to the gateway speaks for the agent that made it, not for
+/// whoever holds it later: other-agent (no payment rule) connects, hands
+/// the socket to finance-agent over a Unix socket and exits; the payment
+/// finance-agent sends on it is judged as other-agent's and refused, and
+/// never reaches the upstream. finance-agent's own connection pays (the
+/// control). As root and as the unprivileged user.
+#[test]
+fn a_handed_over_connection_speaks_for_its_maker() {
+    let Some(f) = start("gw-handover") else {
+        return;
+    };
+    let script = python_dir().join("handover.py");
+    let script = script.to_string_lossy().to_string();
+    let host = f.gateway();
+    let python = "/usr/bin/python3";
+    for (round, unprivileged) in [false, true].into_iter().enumerate() {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-handover-{}-{}-{round}",
+            std::process::id(),
+            f.net
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.join("handover.sock");
+        let path = path.to_string_lossy().to_string();
+        let args = |mode: &'static str| {
+            vec![
+                script.clone(),
+                mode.into(),
+                path.clone(),
+                host.clone(),
+                "9001".into(),
+            ]
+        };
+        let run = |identity: &str, args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut c = if unprivileged {
+                exec_unprivileged(&f.env, identity, python, &args)
+            } else {
+                exec(&f.env, identity, std::path::Path::new(python), &args)
+            };
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c
+        };
+        let receiver = run("finance-agent", args("receive"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("receiver: {e}"));
+        wait_for(Duration::from_secs(10), || {
+            std::path::Path::new(&path).exists().then_some(())
+        })
+        .unwrap_or_else(|| panic!("the receiver never listened"));
+        let giver = run("other-agent", args("give"))
+            .output()
+            .unwrap_or_else(|e| panic!("giver: {e}"));
+        assert!(giver.status.success(), "giver: {giver:?}");
+        let out = receiver
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("receiver: {e}"));
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &Value| v.get("status").is_some())
+            .collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "receiver (unprivileged: {unprivileged}): {out:?}"
+        );
+        assert_eq!(
+            lines[0]["status"], 403,
+            "the handed-over connection: {}",
+            lines[0]
+        );
+        assert_eq!(
+            lines[1]["status"], 200,
+            "control, its own connection: {}",
+            lines[1]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    // At the far end: the two controls' payments and nothing else.
+    let payments = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/payment_intents")
+        .count();
+    assert_eq!(payments, 2, "{:?}", f.upstream.requests());
+    let refused = f.env.wait_audit("the handed-over payment, refused", |e| {
+        e["kind"] == "gateway" && e["call"]["action"] == "create_payment" && e["verdict"] == "deny"
+    });
+    assert_eq!(refused["identity"], "other-agent", "{refused}");
+}

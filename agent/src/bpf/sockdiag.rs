@@ -20,12 +20,19 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_REQ_SK_BPF_STORAGES: u16 = 2;
+/// Filter ops (`enum inet_diag_bc_op_code`): local port equal, remote
+/// port equal; each is followed by an op whose `no` field holds the port.
+const INET_DIAG_BC_S_EQ: u8 = 11;
+const INET_DIAG_BC_D_EQ: u8 = 12;
+const TCP_LISTEN: u32 = 10;
 const SK_DIAG_BPF_STORAGE_REQ_MAP_FD: u16 = 1;
 const INET_DIAG_SK_BPF_STORAGES: u16 = 20;
 const SK_DIAG_BPF_STORAGE: u16 = 1;
 const SK_DIAG_BPF_STORAGE_MAP_ID: u16 = 2;
 const SK_DIAG_BPF_STORAGE_MAP_VALUE: u16 = 3;
+#[cfg(test)]
 const INET_DIAG_NOCOOKIE: u32 = u32::MAX;
 const NLMSG_HDR: usize = 16;
 /// `struct inet_diag_sockid`.
@@ -81,6 +88,7 @@ impl DiagSocket {
 }
 
 /// The `inet_diag_sockid` of (local, remote).
+#[cfg(test)]
 fn sockid(local: SocketAddr, remote: SocketAddr) -> [u8; SOCKID_LEN] {
     let mut id = [0u8; SOCKID_LEN];
     id[0..2].copy_from_slice(&local.port().to_be_bytes());
@@ -122,6 +130,41 @@ fn request(
     id: &[u8; SOCKID_LEN],
     storage: Option<BorrowedFd<'_>>,
 ) -> Vec<u8> {
+    request_with(kind, flags, family, protocol, id, u32::MAX, None, storage)
+}
+
+/// A dump filter in the kernel: the socket's local port is `local` and its
+/// remote port `remote` (`inet_diag_bc_run`: an op jumps `yes` bytes when
+/// its test holds, `no` bytes otherwise; a jump past the end rejects).
+fn ports_filter(local: u16, remote: u16) -> [u8; 16] {
+    let op = |code: u8, yes: u8, no: u16| {
+        let mut b = [0u8; 4];
+        b[0] = code;
+        b[1] = yes;
+        b[2..4].copy_from_slice(&no.to_ne_bytes());
+        b
+    };
+    let mut bc = [0u8; 16];
+    // 16 bytes left: match → next test (8 on), else → 20 (past the end).
+    bc[0..4].copy_from_slice(&op(INET_DIAG_BC_S_EQ, 8, 20));
+    bc[4..8].copy_from_slice(&op(0, 0, local));
+    // 8 bytes left: match → the end (accept), else → 12 (past the end).
+    bc[8..12].copy_from_slice(&op(INET_DIAG_BC_D_EQ, 8, 12));
+    bc[12..16].copy_from_slice(&op(0, 0, remote));
+    bc
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request_with(
+    kind: u16,
+    flags: u16,
+    family: u8,
+    protocol: u8,
+    id: &[u8; SOCKID_LEN],
+    states: u32,
+    filter: Option<&[u8]>,
+    storage: Option<BorrowedFd<'_>>,
+) -> Vec<u8> {
     let mut msg = vec![0u8; NLMSG_HDR + REQ_LEN];
     msg[4..6].copy_from_slice(&kind.to_ne_bytes());
     msg[6..8].copy_from_slice(&flags.to_ne_bytes());
@@ -129,8 +172,14 @@ fn request(
     let r = NLMSG_HDR;
     msg[r] = family;
     msg[r + 1] = protocol;
-    msg[r + 4..r + 8].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    msg[r + 4..r + 8].copy_from_slice(&states.to_ne_bytes());
     msg[r + 8..r + 8 + SOCKID_LEN].copy_from_slice(id);
+    if let Some(bc) = filter {
+        let len = (4 + bc.len()) as u16;
+        msg.extend_from_slice(&len.to_ne_bytes());
+        msg.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        msg.extend_from_slice(bc);
+    }
     if let Some(map) = storage {
         // nested { MAP_FD: u32 }
         let inner_len: u16 = 4 + 4;
@@ -262,6 +311,14 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 /// The socket whose own address is `local` and peer is `remote`, with its
 /// identity stamp from the map `storage` (id `map_id`).
+///
+/// A dump, filtered in the kernel by the two ports: an exact request
+/// (`SOCK_DIAG_BY_FAMILY` without `NLM_F_DUMP`) finds the socket at once
+/// but the kernel leaves socket storages out of its answer — only dumps
+/// carry them. The filter keeps the answer to the socket (or the few
+/// sharing both ports), so the cost is the kernel's walk of its connection
+/// table, not copies. An IPv4 connection may come from a dual-stack IPv6
+/// socket (addresses v4-mapped), which only the IPv6 dump lists.
 pub fn lookup(
     protocol: u8,
     local: SocketAddr,
@@ -269,27 +326,38 @@ pub fn lookup(
     storage: BorrowedFd<'_>,
     map_id: u32,
 ) -> io::Result<Option<DiagSocket>> {
-    let family = if local.is_ipv4() {
-        libc::AF_INET
+    let families: &[i32] = if local.is_ipv4() {
+        &[libc::AF_INET, libc::AF_INET6]
     } else {
-        libc::AF_INET6
-    } as u8;
-    let msg = request(
-        SOCK_DIAG_BY_FAMILY,
-        NLM_F_REQUEST,
-        family,
-        protocol,
-        &sockid(local, remote),
-        Some(storage),
-    );
-    match exchange(&msg, false, Some(map_id)) {
-        Ok(mut found) => Ok(found.pop().map(|mut s| {
+        &[libc::AF_INET6]
+    };
+    let same = |a: SocketAddr, b: SocketAddr| {
+        a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+    };
+    let filter = ports_filter(local.port(), remote.port());
+    for &family in families {
+        let msg = request_with(
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            family as u8,
+            protocol,
+            &[0; SOCKID_LEN],
+            // Every state but LISTEN: listeners are never the peer, and
+            // leaving them out spares the walk of the listening table.
+            u32::MAX & !(1 << TCP_LISTEN),
+            Some(&filter),
+            Some(storage),
+        );
+        let found = exchange(&msg, true, Some(map_id))?;
+        if let Some(mut s) = found
+            .into_iter()
+            .find(|s| same(s.local(), local) && same(s.remote(), remote))
+        {
             s.protocol = protocol;
-            s
-        })),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
-        Err(e) => Err(e),
+            return Ok(Some(s));
+        }
     }
+    Ok(None)
 }
 
 /// Every socket of (family, protocol) in this network namespace, with

@@ -241,10 +241,22 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
             return;
         }
     };
-    let caller = match who::identify(&daemon, socket, local, peer) {
-        Ok(c) => c,
-        Err(e) => {
+    // Off the runtime's workers: naming the caller asks the kernel for a
+    // filtered walk of its sockets, and a socket without an identity stamp
+    // (made by a process that is not enrolled) is looked for among every
+    // process's descriptors — milliseconds no other connection should wait.
+    let identified = {
+        let daemon = daemon.clone();
+        tokio::task::spawn_blocking(move || who::identify(&daemon, socket, local, peer)).await
+    };
+    let caller = match identified {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             warn!(%peer, error = %e, "identifying a gateway client");
+            return;
+        }
+        Err(e) => {
+            warn!(%peer, error = %e, "identifying a gateway client stopped");
             return;
         }
     };
