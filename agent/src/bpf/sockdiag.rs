@@ -154,7 +154,10 @@ fn ports_filter(local: u16, remote: u16) -> [u8; 16] {
     bc
 }
 
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the fields of one netlink request, each used once"
+)]
 fn request_with(
     kind: u16,
     flags: u16,
@@ -344,7 +347,7 @@ pub fn lookup(
             &[0; SOCKID_LEN],
             // Every state but LISTEN: listeners are never the peer, and
             // leaving them out spares the walk of the listening table.
-            u32::MAX & !(1 << TCP_LISTEN),
+            !(1 << TCP_LISTEN),
             Some(&filter),
             Some(storage),
         );
