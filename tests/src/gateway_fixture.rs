@@ -15,7 +15,7 @@ use crate::{
 
 pub struct Fixture {
     pub env: TestEnv,
-    _daemon: DaemonProc,
+    daemon: Option<DaemonProc>,
     pub upstream: Upstream,
     pub net: u32,
     pub secret: String,
@@ -23,6 +23,19 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Stop the daemon and start it again over its pins (the upstream and
+    /// the directories stay).
+    pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// `restart`, running `between` while no daemon runs.
+    pub fn restart_with(&mut self, between: impl FnOnce(&Self)) {
+        drop(self.daemon.take());
+        between(self);
+        self.daemon = Some(DaemonProc::start(&self.env));
+    }
+
     /// The service's base URL at the gateway.
     pub fn base(&self) -> String {
         format!("http://127.170.{}.1:9001", self.net)
@@ -107,7 +120,7 @@ pub fn start(name: &str) -> Option<Fixture> {
     let daemon = DaemonProc::start(&env);
     Some(Fixture {
         env,
-        _daemon: daemon,
+        daemon: Some(daemon),
         upstream,
         net,
         secret,

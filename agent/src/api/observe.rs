@@ -125,7 +125,12 @@ pub fn health(daemon: &Daemon) -> proto::DaemonHealth {
             PacketGuard::SeccompOnly => "seccomp",
         }
         .into(),
-        warnings: daemon.warnings.clone(),
+        warnings: daemon
+            .warnings
+            .iter()
+            .cloned()
+            .chain(daemon.unavailable())
+            .collect(),
         metrics_address: daemon
             .metrics_addr
             .map(|a| a.to_string())

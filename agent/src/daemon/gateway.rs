@@ -11,6 +11,26 @@ impl Daemon {
         self.gateway.prepare(policy).map_err(DaemonError::Gateway)
     }
 
+    /// What the active policy asks for that cannot be served because an
+    /// address or port it needs is taken: gateway services and identities'
+    /// DNS proxy addresses (reported by `reload` and `status`).
+    pub fn unavailable(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .gateway
+            .unbound()
+            .into_iter()
+            .map(|e| format!("gateway: {e}; retrying"))
+            .collect();
+        if let Some(dns) = &self.dns {
+            v.extend(
+                dns.unbound()
+                    .into_iter()
+                    .map(|e| format!("DNS proxy: {e}; the identity's host rules admit nothing until a reload binds it")),
+            );
+        }
+        v
+    }
+
     /// After the flip: serve the new services.
     pub(super) fn gateway_commit(&self) {
         self.gateway.commit();

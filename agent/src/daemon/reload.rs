@@ -135,13 +135,16 @@ impl Daemon {
         }
         let result = match policy::load_for_daemon(&path) {
             Ok(loaded) => {
-                let warnings: Vec<String> =
+                let mut warnings: Vec<String> =
                     loaded.warnings.iter().map(ToString::to_string).collect();
                 let version = loaded.policy.version.to_string();
-                self.apply(loaded.policy).await.map(|generation| Reloaded {
-                    version,
-                    generation,
-                    warnings,
+                self.apply(loaded.policy).await.map(|generation| {
+                    warnings.extend(self.unavailable());
+                    Reloaded {
+                        version,
+                        generation,
+                        warnings,
+                    }
                 })
             }
             Err(e) => Err(DaemonError::Policy(e)),

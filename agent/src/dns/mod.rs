@@ -134,6 +134,9 @@ pub struct DnsService {
     dirty: AtomicBool,
     /// Lookup records per identity and period (`flood`).
     records: flood::LookupBudget,
+    /// Identities whose proxy address could not be bound at the last
+    /// `prepare`, and why.
+    unbound: Mutex<Vec<String>>,
     this: Weak<DnsService>,
 }
 
@@ -189,6 +192,7 @@ impl DnsService {
             stats: DnsStats::default(),
             dirty: AtomicBool::new(false),
             records: flood::LookupBudget::default(),
+            unbound: Mutex::new(Vec::new()),
             this: this.clone(),
         });
         service.spawn_housekeeping();
@@ -227,19 +231,33 @@ impl DnsService {
     /// here stops the reload before anything changed in the kernel.
     pub async fn prepare(&self, judges: Judges, tables: &mut KernelTables) -> Result<(), DnsError> {
         let mut listeners = self.listeners.lock().await;
+        let mut unbound = Vec::new();
         for index in judges.by_index.keys() {
             if !listeners.contains_key(index) {
                 let addr = proxy_addr(self.settings.listen, *index, self.settings.port);
-                let l = Listener::bind(self.this.clone(), *index, addr).await?;
-                info!(identity = %judges.by_index[index].name, %addr, "DNS proxy listening");
-                listeners.insert(*index, l);
+                match Listener::bind(self.this.clone(), *index, addr).await {
+                    Ok(l) => {
+                        info!(identity = %judges.by_index[index].name, %addr, "DNS proxy listening");
+                        listeners.insert(*index, l);
+                    }
+                    // An address something else holds costs that identity its
+                    // names, not the policy (a failed reload would keep rules
+                    // the operator removed): its lookups are not steered to a
+                    // socket the proxy does not own, so its host rules admit
+                    // nothing until the next reload binds the address.
+                    Err(e) => {
+                        warn!(identity = %judges.by_index[index].name, error = %e, "DNS proxy: identity's names unavailable");
+                        unbound.push(format!("identity `{}`: {e}", judges.by_index[index].name));
+                    }
+                }
             }
         }
         for (index, cfg) in &mut tables.identities {
-            if judges.by_index.contains_key(index) {
+            if judges.by_index.contains_key(index) && listeners.contains_key(index) {
                 cfg.flags |= IDENT_DNS;
             }
         }
+        *lock(&self.unbound) = unbound;
         self.judges.store(Arc::new(judges));
         Ok(())
     }
@@ -263,6 +281,12 @@ impl DnsService {
         .map_err(|_| DnsError::Join)??;
         self.dirty.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Identities whose names are unavailable because their proxy address
+    /// was taken (see `prepare`).
+    pub fn unbound(&self) -> Vec<String> {
+        lock(&self.unbound).clone()
     }
 
     /// Save learned names now (also done every second when they changed).

@@ -113,6 +113,8 @@ pub struct Gateway {
     listeners: Mutex<BTreeMap<u16, JoinHandle<()>>>,
     limits: Arc<listen::Limits>,
     stack: OnceLock<stack::Stack>,
+    /// Why services of the active policy are not served (port taken).
+    unbound: Mutex<BTreeMap<u16, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,13 +136,15 @@ impl Gateway {
             staged: Mutex::new(None),
             listeners: Mutex::new(BTreeMap::new()),
             stack: OnceLock::new(),
+            unbound: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// Tie the gateway to its daemon (once, before the first policy).
-    pub fn attach(&self, daemon: &Arc<Daemon>) {
+    pub fn attach(self: &Arc<Self>, daemon: &Arc<Daemon>) {
         let _ = self.daemon.set(Arc::downgrade(daemon));
         let _ = self.stack.set(stack::build(self.shared.clone()));
+        tokio::spawn(Self::retry_unbound(Arc::downgrade(self)));
     }
 
     pub fn listen_addr(&self) -> Ipv4Addr {
@@ -218,25 +222,72 @@ impl Gateway {
         }
         let addr = self.shared.settings.listen;
         let mut opened = Vec::new();
+        let mut unbound = BTreeMap::new();
         {
             let mut listeners = lock(&self.listeners);
             for (port, rt) in &next.by_port {
                 if listeners.contains_key(port) {
                     continue;
                 }
-                let task =
-                    listen::bind(self, addr, *port).map_err(|source| GatewayError::Listen {
-                        service: rt.service.id.clone(),
-                        addr: (addr, *port).into(),
-                        source,
-                    })?;
-                listeners.insert(*port, task);
-                opened.push(*port);
+                // A port something else holds (another program, or an
+                // agent that bound it first) costs that one service, not
+                // the policy: failing the reload would keep every rule the
+                // operator just removed, and failing the start would leave
+                // no daemon at all. The port is not opened to agents in the
+                // kernel until the gateway listens on it (`retry_unbound`).
+                match listen::bind(self, addr, *port) {
+                    Ok(task) => {
+                        listeners.insert(*port, task);
+                        opened.push(*port);
+                    }
+                    Err(source) => {
+                        let e = GatewayError::Listen {
+                            service: rt.service.id.clone(),
+                            addr: (addr, *port).into(),
+                            source,
+                        };
+                        warn!(error = %e, "gateway service unavailable until its port is free; retrying");
+                        unbound.insert(*port, e.to_string());
+                    }
+                }
             }
         }
         self.maps.open(addr, &opened)?;
+        *lock(&self.unbound) = unbound;
         *lock(&self.staged) = Some(Arc::new(next));
         Ok(())
+    }
+
+    /// Services of the last `prepare` whose port could not be bound.
+    pub fn unbound(&self) -> Vec<String> {
+        lock(&self.unbound).values().cloned().collect()
+    }
+
+    /// Every few seconds, listen on the active services' ports that were
+    /// taken when their policy came, and open them to agents once bound.
+    async fn retry_unbound(gw: Weak<Self>) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let Some(gw) = gw.upgrade() else { return };
+            let addr = gw.shared.settings.listen;
+            let runtime = gw.shared.runtime.load_full();
+            let mut listeners = lock(&gw.listeners);
+            for (port, rt) in &runtime.by_port {
+                if listeners.contains_key(port) {
+                    continue;
+                }
+                if let Ok(task) = listen::bind(&gw, addr, *port) {
+                    if let Err(e) = gw.maps.open(addr, &[*port]) {
+                        task.abort();
+                        warn!(error = %e, port, "opening a gateway endpoint in the kernel");
+                        continue;
+                    }
+                    listeners.insert(*port, task);
+                    lock(&gw.unbound).remove(port);
+                    info!(service = %rt.service.id, port, "gateway port free again: serving");
+                }
+            }
+        }
     }
 
     /// After the policy flip: serve the new services, stop the removed ones.
