@@ -67,6 +67,9 @@ pub const DROPPED: &[(&str, u32)] = &[
     ("wake_alarm", 35),
     ("block_suspend", 36),
     ("checkpoint_restore", 40),
+    // Real-time scheduling for itself (a SCHED_FIFO spinner owns a CPU
+    // the daemon needs) and raising others' priority.
+    ("sys_nice", 23),
 ];
 
 /// Host controls under /proc that a root agent could use to run code

@@ -18,6 +18,13 @@
 //!   pidfd_getfd are refused unless the identity keeps `sys_ptrace`: an
 //!   agent running as the same user as another identity's agent could
 //!   otherwise act through it, or take its sockets.
+//! * Re-scheduling other processes: `sched_setscheduler`, `sched_setparam`,
+//!   `sched_setattr`, `sched_setaffinity`, `setpriority`, `ioprio_set`,
+//!   `prlimit64`, `migrate_pages` and `move_pages` only on the caller
+//!   itself (pid 0). A root agent could otherwise make the daemon (same
+//!   user) `SCHED_IDLE`, nice 19 and pinned to one busy CPU, or lower its
+//!   limits, and starve every identity's gateway, DNS and decisions. (The
+//!   32-bit ABI gets them refused outright.)
 
 use std::io;
 
@@ -43,6 +50,8 @@ const ARG1: u32 = 24;
 const ARG2: u32 = 32;
 
 const AF_INET: u32 = 2;
+const PRIO_PROCESS: u32 = 0;
+const IOPRIO_WHO_PROCESS: u32 = 1;
 const AF_INET6: u32 = 10;
 
 /// System call numbers by ABI.
@@ -53,6 +62,12 @@ struct Abi {
     always: &'static [u32],
     /// Refused unless the identity keeps `sys_ptrace`.
     ptrace: &'static [u32],
+    /// Their first argument is a pid: allowed only for 0 (the caller).
+    own_pid: &'static [u32],
+    /// `setpriority` and `ioprio_set`: allowed only for (the "process"
+    /// kind, 0): the caller.
+    setpriority: Option<u32>,
+    ioprio_set: Option<u32>,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -67,13 +82,25 @@ mod arch {
         socketpair: Some(53),
         always: &[425, 426, 427],
         ptrace: &[101, 310, 311, 438],
+        // sched_setparam, sched_setscheduler, sched_setaffinity,
+        // migrate_pages, move_pages, prlimit64, sched_setattr.
+        own_pid: &[142, 144, 203, 256, 279, 302, 314],
+        setpriority: Some(141),
+        ioprio_set: Some(251),
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
         socketpair: None,
-        // socketcall, socket, socketpair, io_uring_*.
-        always: &[102, 359, 360, 425, 426, 427],
+        // socketcall, socket, socketpair, io_uring_*; setpriority,
+        // sched_setparam, sched_setscheduler, sched_setaffinity,
+        // ioprio_set, migrate_pages, move_pages, prlimit64, sched_setattr.
+        always: &[
+            102, 359, 360, 425, 426, 427, 97, 154, 156, 241, 289, 294, 317, 340, 351,
+        ],
         ptrace: &[26, 347, 348, 438],
+        own_pid: &[],
+        setpriority: None,
+        ioprio_set: None,
     };
 }
 
@@ -88,12 +115,20 @@ mod arch {
         socketpair: Some(199),
         always: &[425, 426, 427],
         ptrace: &[117, 270, 271, 438],
+        own_pid: &[118, 119, 122, 238, 239, 261, 274],
+        setpriority: Some(140),
+        ioprio_set: Some(30),
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
         socketpair: None,
-        always: &[281, 288, 425, 426, 427],
+        always: &[
+            281, 288, 425, 426, 427, 97, 154, 156, 241, 314, 344, 369, 380, 400,
+        ],
         ptrace: &[26, 376, 377, 438],
+        own_pid: &[],
+        setpriority: None,
+        ioprio_set: None,
     };
 }
 
@@ -237,7 +272,28 @@ fn program(opts: FilterOptions) -> Vec<Insn> {
             a.jeq(*nr, "deny");
         }
     }
+    for nr in arch::NATIVE.own_pid {
+        a.jeq(*nr, "own_pid");
+    }
+    if let Some(nr) = arch::NATIVE.setpriority {
+        a.jeq(nr, "setpriority");
+    }
+    if let Some(nr) = arch::NATIVE.ioprio_set {
+        a.jeq(nr, "ioprio_set");
+    }
     a.ret(SECCOMP_RET_ALLOW);
+
+    a.label("own_pid").load(ARG0).jeq(0, "allow").ret(DENY);
+    // (PRIO_PROCESS, 0) and (IOPRIO_WHO_PROCESS, 0): the caller.
+    a.label("setpriority")
+        .load(ARG0)
+        .jeq(PRIO_PROCESS, "who_self")
+        .ret(DENY);
+    a.label("ioprio_set")
+        .load(ARG0)
+        .jeq(IOPRIO_WHO_PROCESS, "who_self")
+        .ret(DENY);
+    a.label("who_self").load(ARG1).jeq(0, "allow").ret(DENY);
 
     // socket(family, type, protocol): `socket_family_allowed`.
     a.label("socket")
@@ -389,5 +445,30 @@ mod tests {
         }
         assert_eq!(run(OFF, arch::COMPAT_ARCH, 3, [0; 3]), SECCOMP_RET_ALLOW);
         assert_eq!(run(OFF, 0x1234, 0, [0; 3]), DENY, "unknown ABI");
+    }
+
+    #[test]
+    fn scheduling_calls_reach_only_the_caller() {
+        for nr in arch::NATIVE.own_pid {
+            assert_eq!(run(OFF, A, *nr, [0, 1, 0]), SECCOMP_RET_ALLOW, "{nr}(0)");
+            assert_eq!(run(OFF, A, *nr, [4242, 1, 0]), DENY, "{nr}(4242)");
+        }
+        let prio = arch::NATIVE.setpriority.unwrap_or(u32::MAX);
+        assert_eq!(run(OFF, A, prio, [0, 0, 10]), SECCOMP_RET_ALLOW, "own nice");
+        assert_eq!(run(OFF, A, prio, [0, 4242, 19]), DENY, "another pid");
+        assert_eq!(
+            run(OFF, A, prio, [2, 0, 19]),
+            DENY,
+            "PRIO_USER: all of root's"
+        );
+        assert_eq!(run(OFF, A, prio, [1, 0, 19]), DENY, "PRIO_PGRP");
+        let io = arch::NATIVE.ioprio_set.unwrap_or(u32::MAX);
+        assert_eq!(
+            run(OFF, A, io, [1, 0, 0]),
+            SECCOMP_RET_ALLOW,
+            "own I/O priority"
+        );
+        assert_eq!(run(OFF, A, io, [1, 4242, 0]), DENY);
+        assert_eq!(run(OFF, A, io, [3, 0, 0]), DENY, "IOPRIO_WHO_USER");
     }
 }

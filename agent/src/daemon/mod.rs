@@ -24,6 +24,7 @@ mod peers;
 mod people;
 mod push;
 mod reload;
+mod selfguard;
 mod state;
 mod status;
 mod watch;
@@ -293,6 +294,7 @@ impl Daemon {
         daemon.audit.emit(started);
         daemon.report_start_repairs();
         daemon.spawn_guard_watch();
+        daemon.spawn_self_guard();
         kernel_events::spawn(&daemon)?;
         aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();

@@ -1,0 +1,166 @@
+//! An agent trying to starve the daemon that guards every identity:
+//! re-scheduling its threads (SCHED_IDLE, nice 19, pinned to one CPU),
+//! renicing every process of its user, making the daemon the OOM killer's
+//! first choice, making itself real-time. Under `palisade exec` the
+//! scheduling calls reach only the agent itself, as root and unprivileged;
+//! what gets through (a root agent's write to the daemon's
+//! `oom_score_adj`, or anything from an agent without the seccomp filter)
+//! is put back by the daemon within seconds and recorded.
+
+use std::{path::Path, time::Duration};
+
+use palisade_tests::{
+    DaemonProc, TestEnv,
+    gateway::{exec, exec_unprivileged, python_dir},
+    root_or_skip, wait_for,
+};
+use serde_json::Value;
+
+const POLICY: &str = "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 127.0.0.1, ports: [1], protocol: tcp}\n";
+
+fn attempts(env: &TestEnv, daemon: u32, unprivileged: bool) -> Value {
+    let script = python_dir().join("standing.py");
+    let script = script.to_string_lossy().to_string();
+    let pid = daemon.to_string();
+    let out = if unprivileged {
+        exec_unprivileged(env, "agent", "/usr/bin/python3", &[&script, &pid])
+    } else {
+        exec(
+            env,
+            "agent",
+            Path::new("/usr/bin/python3"),
+            &[&script, &pid],
+        )
+    }
+    .output()
+    .unwrap_or_else(|e| panic!("agent: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+        panic!(
+            "agent printed {text:?} ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The daemon's standing as the host sees it: (scheduling class, nice,
+/// CPUs allowed) per thread, and its oom_score_adj.
+fn standing(pid: u32) -> (Vec<(i32, i32, usize)>, String) {
+    let mut threads = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("{e}")) {
+        let Some(tid) = t
+            .ok()
+            .and_then(|t| t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        // SAFETY: plain scheduler queries about another process.
+        let (policy, nice, cpus) = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &raw mut set);
+            (
+                libc::sched_getscheduler(tid),
+                libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+                libc::CPU_COUNT(&set) as usize,
+            )
+        };
+        threads.push((policy, nice, cpus));
+    }
+    let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    (threads, oom)
+}
+
+fn untouched(pid: u32, cpus: usize, oom: &str) -> bool {
+    let (threads, now) = standing(pid);
+    now == oom
+        && threads
+            .iter()
+            .all(|&(policy, nice, n)| policy == libc::SCHED_OTHER && nice == 0 && n == cpus)
+}
+
+#[test]
+fn an_agent_cannot_starve_the_daemon() {
+    if !root_or_skip("an_agent_cannot_starve_the_daemon") {
+        return;
+    }
+    let env = TestEnv::new("standing", POLICY);
+    let daemon = DaemonProc::start(&env);
+    let pid = daemon.pid();
+    let (threads, oom) = standing(pid);
+    let cpus = threads.first().map_or(0, |t| t.2);
+    assert!(
+        untouched(pid, cpus, &oom),
+        "the daemon starts normal: {threads:?}"
+    );
+
+    for unprivileged in [false, true] {
+        let r = attempts(&env, pid, unprivileged);
+        for (name, outcome) in r.as_object().unwrap_or_else(|| panic!("{r}")) {
+            let mine = name.ends_with("-self");
+            let want_ok = match name.as_str() {
+                // Its own nice and CPUs: allowed (the control).
+                "nice-self" | "pin-self" => true,
+                // Real-time for itself needs CAP_SYS_NICE, which exec drops.
+                "fifo-self" => false,
+                // The kernel's file permissions decide; the daemon restores.
+                "oom" => outcome == "ok",
+                _ => false,
+            };
+            assert_eq!(
+                outcome == "ok",
+                want_ok,
+                "{name} (unprivileged: {unprivileged}, own: {mine}): {outcome}; all: {r}"
+            );
+        }
+        let restored = wait_for(Duration::from_secs(5), || {
+            untouched(pid, cpus, &oom).then_some(())
+        });
+        assert!(
+            restored.is_some(),
+            "the daemon's standing after the agent (unprivileged: {unprivileged}): {:?}",
+            standing(pid)
+        );
+    }
+
+    // An agent without the filter (selected by cgroup: no seccomp) does
+    // what it likes; done here from the host: the daemon puts it back and
+    // says so.
+    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no daemon thread"));
+    // SAFETY: plain scheduler settings of another process, as root.
+    unsafe {
+        let p = libc::sched_param { sched_priority: 0 };
+        assert_eq!(
+            libc::sched_setscheduler(tid, libc::SCHED_IDLE, &raw const p),
+            0
+        );
+        assert_eq!(
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19),
+            0
+        );
+    }
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!untouched(pid, cpus, &oom), "control: the settings took");
+    let restored = wait_for(Duration::from_secs(5), || {
+        untouched(pid, cpus, &oom).then_some(())
+    });
+    assert!(restored.is_some(), "not restored: {:?}", standing(pid));
+    let ev = env.wait_audit("the correction is recorded", |e| {
+        e["reason"] == "daemon-tampered"
+    });
+    assert_eq!(ev["kind"], "daemon", "{ev}");
+    assert!(
+        ev["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("oom_score_adj"),
+        "{ev}"
+    );
+    drop(daemon);
+}
