@@ -169,8 +169,8 @@ pub fn extract(
             .trim()
             .to_ascii_lowercase();
         if ct == "application/json" || ct.ends_with("+json") {
-            let v: Value =
-                serde_json::from_slice(body).map_err(|e| ParamsError::BadJson(e.to_string()))?;
+            let v = super::strict_json::from_slice(body)
+                .map_err(|e| ParamsError::BadJson(e.to_string()))?;
             let Value::Object(obj) = v else {
                 return Err(ParamsError::NotObject);
             };
