@@ -31,6 +31,8 @@ class Handler(BaseHTTPRequestHandler):
                     "method": self.command,
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                    # Every header line as received, repeats included.
+                    "hlist": [[k.lower(), v] for k, v in self.headers.items()],
                     "body": body.decode("utf-8", "replace"),
                 }) + "\n")
             return COUNT[0]
@@ -105,6 +107,29 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.3)
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/v1/trailer":
+            # An upstream that echoes the credential in a trailer, and in
+            # the name of another trailer.
+            token = auth.split()[-1] if auth else "none"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Trailer", "X-Auth")
+            self.end_headers()
+            self.wfile.write(b"2\r\nok\r\n0\r\nX-Auth: %s\r\nX-%s: named\r\n\r\n"
+                             % (auth.encode(), token.encode()))
+        elif path == "/v1/reason":
+            # ... in the status line's reason phrase, and a header's name.
+            token = auth.split()[-1] if auth else "none"
+            data = b"ok"
+            self.send_response(200, auth)
+            self.send_header("X-" + token, "named")
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path.startswith("/v1/ops/"):
+            self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":
             time.sleep(float(urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("s", ["1"])[0]))
             self.send_json(200, {"slow": True})

@@ -82,11 +82,20 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
         context: &context,
         now: SystemTime::now(),
     };
+    // An approval is for one request: its method and path join the
+    // resource it is bound to and shown with (the parameters, query
+    // included, are bound by their digest), so a GET approved is not spent
+    // by a DELETE of a `method: "*"` route.
+    let bound = match (&c.request, c.resource.is_empty()) {
+        (None, _) => c.resource.clone(),
+        (Some(line), true) => line.clone(),
+        (Some(line), false) => format!("{} ({line})", c.resource),
+    };
     let ask = || Ask {
         identity: identity.clone(),
         tool: c.tool.clone(),
         action: c.action.clone(),
-        resource: c.resource.clone(),
+        resource: bound.clone(),
         params_digest: c.digest.clone(),
         policy_version: version.clone(),
         rules: Vec::new(),
@@ -113,13 +122,18 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             ev.cgroup_id = Some(conn.caller.socket.cgroup_id);
             ev.policy_version = Some(version.clone());
             ev.detail = Some(format!(
-                "request to service `{}` held by the gateway for up to {:?}",
-                rt.service.id, rt.service.approval_timeout
+                "request {}to service `{}` held by the gateway for up to {:?}",
+                c.request
+                    .as_ref()
+                    .map(|l| format!("`{}` ", l.escape_debug()))
+                    .unwrap_or_default(),
+                rt.service.id,
+                rt.service.approval_timeout
             ));
             ev.call = Some(CallDetail {
                 tool: c.tool.clone(),
                 action: c.action.clone(),
-                resource: c.resource.clone(),
+                resource: bound.clone(),
                 decision_id: Some(decision_id.clone()),
                 ..CallDetail::default()
             });

@@ -186,6 +186,40 @@ pub fn scrub_all(data: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Scrub the secret from header values, and drop any header whose name
+/// holds it (names are lower case, so the secret is compared lower-cased).
+/// Used for response headers and trailers alike.
+pub fn scrub_headers(headers: &mut hyper::HeaderMap, secret: &[u8]) {
+    let lower = secret.to_ascii_lowercase();
+    let named: Vec<hyper::header::HeaderName> = headers
+        .keys()
+        .filter(|n| memchr::memmem::find(n.as_str().as_bytes(), &lower).is_some())
+        .cloned()
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for v in headers.values_mut() {
+        if let Some(clean) = scrub_all(v.as_bytes(), secret) {
+            *v = hyper::header::HeaderValue::from_bytes(&clean).unwrap_or_else(|_| {
+                hyper::header::HeaderValue::from_static("[redacted by palisade]")
+            });
+        }
+    }
+}
+
+/// A trailers frame with the secret scrubbed (HTTP/2 carries trailers to
+/// the agent; they are response headers like any other).
+fn scrub_trailers(frame: Frame<Bytes>, secret: &[u8]) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut t) => {
+            scrub_headers(&mut t, secret);
+            Frame::trailers(t)
+        }
+        Err(frame) => frame,
+    }
+}
+
 impl HttpBody for Scrub {
     type Data = Bytes;
     type Error = BoxError;
@@ -210,8 +244,9 @@ impl HttpBody for Scrub {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }
-                    // Trailers: what was held back goes first.
+                    // Trailers: scrubbed; what was held back goes first.
                     Err(frame) => {
+                        let frame = scrub_trailers(frame, &this.secret);
                         if this.carry.is_empty() {
                             return Poll::Ready(Some(Ok(frame)));
                         }
@@ -266,6 +301,37 @@ mod tests {
             format!("abc {r} and {r}!sk_live_1")
         );
         assert_eq!(scrub_all(b"no secret", b"sk"), None);
+    }
+
+    #[tokio::test]
+    async fn trailers_and_header_names_are_scrubbed() {
+        let mut t = hyper::HeaderMap::new();
+        t.insert("x-auth", "Bearer sk_live_12345".parse().unwrap());
+        t.insert("sk_live_12345-x", "1".parse().unwrap());
+        t.insert("grpc-status", "0".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from("ok sk_li"))),
+            Ok(Frame::trailers(t)),
+        ];
+        let body = http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync();
+        let out = Scrub::new(body, Bytes::from_static(b"sk_live_12345"))
+            .collect()
+            .await
+            .unwrap();
+        let t = out.trailers().cloned().unwrap();
+        assert_eq!(t["x-auth"], "Bearer [redacted by palisade]");
+        assert_eq!(t["grpc-status"], "0");
+        assert_eq!(
+            t.len(),
+            2,
+            "the header named after the secret is dropped: {t:?}"
+        );
+        assert_eq!(out.to_bytes(), Bytes::from("ok sk_li"));
+        // A secret with capitals still names a (lower-case) header.
+        let mut h = hyper::HeaderMap::new();
+        h.insert("ab-sk_live_x", "1".parse().unwrap());
+        scrub_headers(&mut h, b"SK_Live_X");
+        assert!(h.is_empty());
     }
 
     #[tokio::test]

@@ -134,6 +134,10 @@ async fn forward(sh: &Shared, mut req: Req) -> Resp {
             trail.with(|r| r.upstream_status = Some(resp.status().as_u16()));
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            // hyper would send the upstream's own reason phrase on to an
+            // HTTP/1 agent: a channel the scrubber does not see, so the
+            // standard phrase for the status goes instead.
+            parts.extensions.remove::<hyper::ext::ReasonPhrase>();
             hyper::Response::from_parts(
                 parts,
                 body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),

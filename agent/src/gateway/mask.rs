@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{
     ServiceRt, Shared,
-    bodies::{Collected, Scrub, collect, scrub_all},
+    bodies::{Collected, Scrub, collect, scrub_all, scrub_headers},
     http::{Body, Req, Resp, full},
     reply::Refusal,
     route::Call,
@@ -67,16 +67,6 @@ fn is_json(headers: &hyper::HeaderMap) -> bool {
                 .to_ascii_lowercase()
         })
         .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
-}
-
-/// Scrub the secret from header values.
-fn scrub_headers(headers: &mut hyper::HeaderMap, secret: &[u8]) {
-    for v in headers.values_mut() {
-        if let Some(clean) = scrub_all(v.as_bytes(), secret) {
-            *v = HeaderValue::from_bytes(&clean)
-                .unwrap_or_else(|_| HeaderValue::from_static("[redacted by palisade]"));
-        }
-    }
 }
 
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {

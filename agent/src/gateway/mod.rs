@@ -15,6 +15,7 @@ mod bodies;
 mod caller;
 mod credential;
 mod forward;
+mod headers;
 mod http;
 mod kernel;
 mod listen;

@@ -27,6 +27,9 @@ pub struct Call {
     pub digest: String,
     /// The route's own masks (besides the service's).
     pub masks: Vec<MaskPath>,
+    /// The HTTP request line (`DELETE /v1/ops/x`) an approval is bound to
+    /// and shown with; `None` for MCP messages.
+    pub request: Option<String>,
 }
 
 /// Read a request body of at most `max` bytes within `timeout`.
@@ -160,6 +163,9 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         digest: crate::decision::input::digest(&params),
         params,
         masks: route.mask.clone(),
+        request: Some(format!("{method} {}", parts.uri.path())),
     });
+    // The body goes on with the one Content-Type it was judged by.
+    super::headers::canonical(&mut parts.headers);
     call(next, hyper::Request::from_parts(parts, full(bytes))).await
 }

@@ -10,7 +10,7 @@ use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, task::Poll};
 use tower::{Layer, Service, util::BoxCloneSyncService};
 
 use super::{
-    Shared, authorize, caller, credential, forward,
+    Shared, authorize, caller, credential, forward, headers,
     http::{Req, Resp},
     mask, mcp, route, trail,
 };
@@ -105,6 +105,8 @@ pub fn build(shared: Arc<Shared>) -> Stack {
     let svc = mw(&shared, mcp::layer).layer(svc);
     // HTTP services: route, body within limits, parameters.
     let svc = mw(&shared, route::layer).layer(svc);
+    // Headers read one way only: ambiguous framing and routing overrides refused.
+    let svc = mw(&shared, headers::layer).layer(svc);
     // Who is calling (from the kernel), kill switch, which service.
     let svc = mw(&shared, caller::layer).layer(svc);
     // One audit record per request, written when the response ends.

@@ -108,7 +108,12 @@ async fn post(
     req: Req,
     next: Next,
 ) -> Resp {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // The message is judged as JSON, so it goes on labelled as JSON only.
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     let bytes = match read_body(sh, trail, &parts.headers, body).await {
         Ok(b) => b,
         Err(r) => return trail.refuse(r),
@@ -201,6 +206,7 @@ async fn post(
         digest: crate::decision::input::digest(&args),
         params: args,
         masks: Vec::new(),
+        request: None,
     };
     if let Err(r) = super::authorize::judge(conn, rt, &c, trail).await {
         trail.with(|rec| {

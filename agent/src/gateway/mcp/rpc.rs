@@ -31,7 +31,8 @@ pub enum Message {
 
 /// Read one message; `Err` is the JSON-RPC error to answer with.
 pub fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    // A name given twice is refused: the upstream server may read the other one.
+    let v = crate::policy::service::strict_json::from_slice(body).map_err(|e| {
         (
             PARSE_ERROR,
             format!("Parse error: the body is not JSON ({e})"),
@@ -141,6 +142,14 @@ mod tests {
             (b"{\"jsonrpc\":\"2.0\",\"method\":7}", INVALID_REQUEST),
             (b"{\"jsonrpc\":\"2.0\",\"id\":1}", INVALID_REQUEST),
             (b"42", INVALID_REQUEST),
+            (
+                br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_all","name":"safe_read"}}"#,
+                PARSE_ERROR,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","\u006dethod":"x"}"#,
+                PARSE_ERROR,
+            ),
         ] {
             assert_eq!(parse(bad).map_err(|e| e.0), Err(code), "{bad:?}");
         }

@@ -9,6 +9,7 @@
 mod check;
 pub mod doc;
 pub mod params;
+pub mod strict_json;
 mod template;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

@@ -169,8 +169,8 @@ pub fn extract(
             .trim()
             .to_ascii_lowercase();
         if ct == "application/json" || ct.ends_with("+json") {
-            let v: Value =
-                serde_json::from_slice(body).map_err(|e| ParamsError::BadJson(e.to_string()))?;
+            let v = super::strict_json::from_slice(body)
+                .map_err(|e| ParamsError::BadJson(e.to_string()))?;
             let Value::Object(obj) = v else {
                 return Err(ParamsError::NotObject);
             };
@@ -274,6 +274,16 @@ mod tests {
             extract(&[], None, Some("application/json"), b"{", None),
             Err(ParamsError::BadJson(_))
         ));
+        // A JSON name given twice, however it is spelled, is not judged.
+        for dup in [
+            &br#"{"amount":99999,"amount":100}"#[..],
+            br#"{"amount":99999,"\u0061mount":100}"#,
+        ] {
+            assert!(matches!(
+                extract(&[], None, Some("application/json"), dup, None),
+                Err(ParamsError::BadJson(m)) if m.contains("given twice")
+            ));
+        }
         assert!(matches!(
             extract(&[], None, Some("application/octet-stream"), b"\x00", None),
             Err(ParamsError::Unreadable(_))

@@ -1,0 +1,581 @@
+//! Making the upstream act on something other than what the gateway
+//! judged, or hand back what the gateway hides: two readings of one body
+//! (repeated or contradictory `Content-Type`/`Content-Encoding`/framing,
+//! a JSON name given twice), routing-override headers, an approval spent
+//! on another request, and the credential echoed where the scrubber did
+//! not look (trailers, the reason phrase, a header's name). Each attack is
+//! carried out by an enrolled agent (root, and uid 65534 with curl where
+//! the client does not matter) and checked at the far end — the
+//! upstream's log of every request it received — next to a control that
+//! the same path works when the request is unambiguous.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use palisade_tests::{
+    gateway::{agent, agent_cmd, exec, exec_unprivileged, gateway_python, parse_agent, python_dir},
+    gateway_fixture::{Fixture, policy, start},
+    wait_for,
+};
+use serde_json::{Value, json};
+
+/// The fixture, reloaded with what these tests need besides: routes whose
+/// upstream echoes the credential in a trailer or the reason phrase, a
+/// `method: "*"` route that needs approval, and a remote MCP service
+/// (`rmcp`, port 9002) whose upstream is the same logging server.
+fn start_smuggling(name: &str) -> Option<Fixture> {
+    let f = start(name)?;
+    let ca = f.env.dir.join("pki/ca.pem");
+    let text = policy(f.net, &ca, &f.secret_file, "")
+        .replace(
+            "      - {method: GET, path: /v1/stream, action: stream}\n",
+            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
+        )
+        .replace(
+            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream]}\n",
+            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
+        )
+        .replace(
+            "identities:\n",
+            &format!(
+                "  - id: rmcp\n    kind: mcp\n    url: https://upstream.test:8443/mcp\n    address: 127.170.{net}.2:8443\n    ca_file: {ca}\n    port: 9002\n    credential: {{header: Authorization, prefix: \"Bearer \", file: {secret}}}\nidentities:\n",
+                net = f.net,
+                ca = ca.display(),
+                secret = f.secret_file.display()
+            ),
+        );
+    assert!(
+        text.contains("/v1/trailer") && text.contains("ops-appr") && text.contains("id: rmcp\n"),
+        "the fixture's policy changed; update start_smuggling:\n{text}"
+    );
+    f.env.write_policy(&text);
+    f.env.cli_ok(&["reload"]);
+    Some(f)
+}
+
+/// `tests/python/smuggle.py MODE gateway 9001 ARG` as root `finance-agent`.
+fn smuggle(f: &Fixture, mode: &str, arg: &str) -> Value {
+    let script = python_dir().join("smuggle.py");
+    let out = exec(
+        &f.env,
+        "finance-agent",
+        &gateway_python(),
+        &[&script.to_string_lossy(), mode, &f.gateway(), "9001", arg],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("smuggle.py: {e}"));
+    parse_agent(&out)[0].clone()
+}
+
+/// curl as `finance-agent`, root or uid 65534; its standard output.
+fn curl(f: &Fixture, unprivileged: bool, args: &[&str]) -> String {
+    let mut cmd = if unprivileged {
+        exec_unprivileged(&f.env, "finance-agent", "/usr/bin/curl", args)
+    } else {
+        exec(&f.env, "finance-agent", Path::new("/usr/bin/curl"), args)
+    };
+    let out = cmd.output().unwrap_or_else(|e| panic!("curl: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requests the upstream received whose body or path holds `tag`.
+fn arrived(f: &Fixture, tag: &str) -> Vec<Value> {
+    f.upstream
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r["body"].as_str().is_some_and(|b| b.contains(tag))
+                || r["path"].as_str().is_some_and(|p| p.contains(tag))
+        })
+        .collect()
+}
+
+/// Every value of header `name` in an upstream log record, repeats included.
+fn header_lines(r: &Value, name: &str) -> Vec<String> {
+    r["hlist"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h[0] == name)
+        .filter_map(|h| h[1].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A JSON body that reads as a 100 USD payment, and as a form as 99,999.
+fn polyglot(tag: &str) -> String {
+    format!(
+        r#"{{"amount":100,"currency":"usd","customer":"c&amount=99999&currency=usd&customer={tag}&x="}}"#
+    )
+}
+
+fn raw_post(extra_headers: &str, body: &str) -> String {
+    format!(
+        "POST /v1/payment_intents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_body_two_readers_could_read_apart_never_reaches_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-ct") else {
+        return;
+    };
+    let json_ct = "Content-Type: application/json\r\n";
+    for (tag, headers, named) in [
+        (
+            "F1DUP",
+            format!("{json_ct}Content-Type: application/x-www-form-urlencoded\r\n"),
+            "Content-Type",
+        ),
+        (
+            "F1LIST",
+            "Content-Type: application/json, application/x-www-form-urlencoded\r\n".into(),
+            "Content-Type",
+        ),
+        (
+            "F1CHARSET",
+            "Content-Type: application/json; charset=utf-8; charset=utf-16\r\n".into(),
+            "Content-Type",
+        ),
+        (
+            "F1ENC",
+            format!("{json_ct}Content-Encoding: identity\r\nContent-Encoding: gzip\r\n"),
+            "Content-Encoding",
+        ),
+        (
+            "F1RANGE",
+            format!("{json_ct}Content-Range: bytes 0-10/100\r\n"),
+            "Content-Range",
+        ),
+    ] {
+        let out = smuggle(&f, "h1", &raw_post(&headers, &polyglot(tag)));
+        assert_eq!(out["status"], 400, "{tag}: {out}");
+        assert_eq!(
+            out["body"]["error"]["reason"], "ambiguous-header",
+            "{tag}: {out}"
+        );
+        assert!(
+            out["body"]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("`{named}`"))),
+            "{tag}: the error names the header: {out}"
+        );
+    }
+    // Both framings at once: hyper's HTTP/1 server reads the body as
+    // chunked and drops Content-Length (RFC 9112 6.3); what goes on has
+    // one framing, the length of the body judged.
+    let body = polyglot("F1TECL");
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let out = smuggle(
+        &f,
+        "h1",
+        &format!(
+            "POST /v1/payment_intents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{json_ct}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n{chunked}"
+        ),
+    );
+    assert!(out["status"] == 400 || out["status"] == 200, "{out}");
+    for r in arrived(&f, "F1TECL") {
+        assert_eq!(header_lines(&r, "content-length"), [body.len().to_string()]);
+        assert!(header_lines(&r, "transfer-encoding").is_empty(), "{r}");
+        assert_eq!(r["body"], body.as_str());
+    }
+    // The same over HTTP/2: two content-type fields on one stream.
+    let h2 = json!({"headers": [[":method", "POST"], [":scheme", "http"], [":authority", "x"],
+                                [":path", "/v1/payment_intents"],
+                                ["content-type", "application/json"],
+                                ["content-type", "application/x-www-form-urlencoded"]],
+                    "body": polyglot("F1H2")});
+    let out = smuggle(&f, "h2", &h2.to_string());
+    assert_eq!(out["status"], 400, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], "ambiguous-header", "{out}");
+    // Unprivileged, with curl.
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data-binary",
+            &polyglot("F1CURL"),
+            &format!("{}/v1/payment_intents", f.base()),
+        ],
+    );
+    assert!(text.contains("ambiguous-header"), "{text}");
+    for tag in [
+        "F1DUP",
+        "F1LIST",
+        "F1CHARSET",
+        "F1ENC",
+        "F1RANGE",
+        "F1H2",
+        "F1CURL",
+    ] {
+        assert!(
+            arrived(&f, tag).is_empty(),
+            "{tag} reached the upstream: {:?}",
+            arrived(&f, tag)
+        );
+    }
+
+    // Control: one Content-Type, the same bytes: judged as JSON (100 USD)
+    // and forwarded with exactly that one type.
+    let out = smuggle(&f, "h1", &raw_post(json_ct, &polyglot("F1OK")));
+    assert_eq!(out["status"], 200, "{out}");
+    let got = arrived(&f, "F1OK");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(header_lines(&got[0], "content-type"), ["application/json"]);
+    // A type written loosely goes on in one canonical spelling.
+    let out = smuggle(
+        &f,
+        "h1",
+        &raw_post(
+            "Content-Type: Application/JSON; Charset=\"UTF-8\"; x=1\r\n",
+            &polyglot("F1CANON"),
+        ),
+    );
+    assert_eq!(out["status"], 200, "{out}");
+    let got = arrived(&f, "F1CANON");
+    assert_eq!(
+        header_lines(&got[0], "content-type"),
+        ["application/json; charset=utf-8"]
+    );
+}
+
+#[test]
+fn a_json_name_given_twice_never_reaches_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-dupkey") else {
+        return;
+    };
+    let post = |content: &str| {
+        json!({"method": "POST", "path": "/v1/payment_intents", "content": content,
+               "headers": {"Content-Type": "application/json"}})
+    };
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[
+            post(r#"{"amount":99999,"currency":"usd","customer":"F2LAST","amount":100}"#),
+            post(r#"{"amount":99999,"currency":"usd","customer":"F2ESC","\u0061mount":100}"#),
+            post(r#"{"amount":100,"currency":"usd","customer":"F2DEEP","meta":{"k":1,"k":2}}"#),
+            post(r#"{"amount":100,"currency":"usd","customer":"F2OK"}"#),
+        ],
+    );
+    for o in &out[..3] {
+        assert_eq!(o["status"], 400, "{o}");
+        assert!(
+            o["body"]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given twice")),
+            "{o}"
+        );
+    }
+    assert_eq!(out[3]["status"], 200, "the control: {}", out[3]);
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"amount":99999,"currency":"usd","customer":"F2CURL","amount":100}"#,
+            &format!("{}/v1/payment_intents", f.base()),
+        ],
+    );
+    assert!(text.contains("given twice"), "{text}");
+    for tag in ["F2LAST", "F2ESC", "F2DEEP", "F2CURL"] {
+        assert!(arrived(&f, tag).is_empty(), "{tag} reached the upstream");
+    }
+    assert_eq!(arrived(&f, "F2OK").len(), 1);
+
+    // A remote MCP service: the JSON-RPC message is forwarded as sent, so
+    // a first-wins server would run the first `name`.
+    let base = format!("http://{}:9002", f.gateway());
+    let rpc = |content: &str| {
+        json!({"method": "POST", "path": "/mcp", "content": content,
+               "headers": {"Content-Type": "application/json",
+                           "Accept": "application/json, text/event-stream"}})
+    };
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &base,
+        &[
+            rpc(
+                r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete_all","name":"safe_read","arguments":{"tag":"F2MCPDUP"}}}"#,
+            ),
+            rpc(
+                r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"delete_all","\u006eame":"safe_read","arguments":{"tag":"F2MCPESC"}}}"#,
+            ),
+            rpc(
+                r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"safe_read","arguments":{"tag":"F2MCPOK"}}}"#,
+            ),
+        ],
+    );
+    for o in &out[..2] {
+        assert_eq!(o["status"], 400, "{o}");
+        assert_eq!(o["body"]["error"]["code"], -32700, "{o}");
+        assert!(
+            o["body"]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("given twice")),
+            "{o}"
+        );
+    }
+    assert!(
+        arrived(&f, "F2MCPDUP").is_empty(),
+        "the duplicate reached the server"
+    );
+    assert!(
+        arrived(&f, "F2MCPESC").is_empty(),
+        "the escaped duplicate reached the server"
+    );
+    // The control reached the server (which answers 404 for /mcp: it only logs).
+    let ok = arrived(&f, "F2MCPOK");
+    assert_eq!(ok.len(), 1, "the control: {}", out[2]);
+    assert_eq!(header_lines(&ok[0], "content-type"), ["application/json"]);
+}
+
+#[test]
+fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
+    let Some(f) = start_smuggling("gw-smuggle-trailer") else {
+        return;
+    };
+    let redacted = "Bearer [redacted by palisade]";
+    for unprivileged in [true, false] {
+        // HTTP/2 carries trailers to the agent.
+        let text = curl(
+            &f,
+            unprivileged,
+            &[
+                "-s",
+                "-i",
+                "--http2-prior-knowledge",
+                &format!("{}/v1/trailer", f.base()),
+            ],
+        );
+        assert!(text.starts_with("HTTP/2 200"), "{text}");
+        assert!(
+            !text.contains(&f.secret),
+            "the secret reached the agent: {text}"
+        );
+        assert!(
+            text.to_ascii_lowercase()
+                .contains(&format!("x-auth: {}", redacted.to_ascii_lowercase())),
+            "the trailer came through, scrubbed: {text}"
+        );
+        // HTTP/1.1 carries the reason phrase; a header's name, both.
+        let text = curl(
+            &f,
+            unprivileged,
+            &["-s", "-i", &format!("{}/v1/reason", f.base())],
+        );
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            !text.contains(&f.secret),
+            "the secret reached the agent: {text}"
+        );
+        assert!(text.ends_with("ok"), "{text}");
+    }
+    // A raw HTTP/2 client sees the trailers as frames.
+    let h2 = json!({"headers": [[":method", "GET"], [":scheme", "http"], [":authority", "x"],
+                                [":path", "/v1/trailer"]]});
+    let out = smuggle(&f, "h2", &h2.to_string());
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(!out.to_string().contains(&f.secret), "{out}");
+    assert!(
+        out["trailers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| t[0] == "x-auth" && t[1] == redacted),
+        "{out}"
+    );
+    // The upstream did get the credential, and echoed it each time.
+    let reqs: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/trailer" || r["path"] == "/v1/reason")
+        .collect();
+    assert_eq!(reqs.len(), 5, "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|r| r["headers"]["authorization"] == format!("Bearer {}", f.secret))
+    );
+}
+
+#[test]
+fn an_approval_is_spent_only_by_the_request_it_was_given_for() {
+    let Some(f) = start_smuggling("gw-smuggle-approval") else {
+        return;
+    };
+    // A harmless-looking read waits for approval; the agent gives up.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/ops/reports-1", "timeout": 1})],
+    );
+    assert_eq!(out[0]["status"], 0, "held: {}", out[0]);
+    let get_id = palisade_tests::gateway::pending_approval(&f.env);
+    // The same path with DELETE, held while the operator approves the read.
+    let delete = agent_cmd(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "DELETE", "path": "/v1/ops/reports-1", "timeout": 4})],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap_or_else(|e| panic!("agent: {e}"));
+    std::thread::sleep(Duration::from_millis(1500));
+    f.env
+        .cli_ok(&["approve", &get_id, "--reason", "a read is fine"]);
+    let out = parse_agent(&delete.wait_with_output().unwrap_or_else(|e| panic!("{e}")));
+    assert_ne!(out[0]["status"], 200, "the DELETE went through: {}", out[0]);
+    let deletes: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "DELETE")
+        .collect();
+    assert!(deletes.is_empty(), "the upstream ran {deletes:?}");
+    // The operator sees each request's method and path.
+    let list: Value = serde_json::from_str(&f.env.cli_ok(&["approvals", "--json"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resources: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["resource"].as_str())
+        .collect();
+    assert!(
+        resources.contains(&"DELETE /v1/ops/reports-1"),
+        "pending: {list}"
+    );
+    let text = f.env.cli_ok(&["approvals"]);
+    assert!(text.contains("DELETE /v1/ops/reports-1"), "{text}");
+    // Control: the read, held and approved, goes through once.
+    let get = agent_cmd(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/ops/reports-1", "timeout": 20})],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap_or_else(|e| panic!("agent: {e}"));
+    let id = wait_for(Duration::from_secs(10), || {
+        let list: Value = serde_json::from_str(&f.env.cli_ok(&["approvals", "--json"])).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|a| a["resource"] == "GET /v1/ops/reports-1" && a["id"] != get_id.as_str())
+            .and_then(|a| a["id"].as_str().map(str::to_string))
+    })
+    .unwrap_or_else(|| panic!("the held read asked for no approval"));
+    f.env
+        .cli_ok(&["approve", &id, "--reason", "a read is fine"]);
+    let out = parse_agent(&get.wait_with_output().unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["body"]["op"], "GET");
+    let ops: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/ops/reports-1")
+        .collect();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["method"], "GET");
+    let ev = f.env.wait_audit("the DELETE's approval request", |e| {
+        e["reason"] == "approval-requested"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("DELETE /v1/ops/reports-1"))
+    });
+    assert_eq!(ev["call"]["resource"], "DELETE /v1/ops/reports-1");
+}
+
+#[test]
+fn routing_overrides_never_reach_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-override") else {
+        return;
+    };
+    let overrides = [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-Original-Method", "DELETE"),
+        ("X-Original-URL", "/v1/admin/x"),
+        ("X-Rewrite-URL", "/v1/admin/x"),
+    ];
+    let reqs: Vec<Value> = overrides
+        .iter()
+        .enumerate()
+        .map(|(i, (h, v))| {
+            json!({"method": "GET", "path": format!("/v1/customers/cus_f5over{i}"),
+                   "headers": {*h: v}})
+        })
+        .chain([
+            json!({"method": "GET", "path": "/v1/customers/cus_f5fwd",
+                   "headers": {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Host": "admin.internal",
+                               "X-Forwarded-Prefix": "/v1/admin", "Forwarded": "for=10.0.0.1;host=admin",
+                               "X-Real-IP": "10.0.0.1"}}),
+            json!({"method": "GET", "path": "/v1/customers/cus_f5ok"}),
+        ])
+        .collect();
+    let out = agent(&f.env, "finance-agent", "requests", &f.base(), &reqs);
+    for (i, (h, _)) in overrides.iter().enumerate() {
+        assert_eq!(out[i]["status"], 400, "{h}: {}", out[i]);
+        assert_eq!(out[i]["body"]["error"]["reason"], "routing-override", "{h}");
+        assert!(
+            out[i]["body"]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&h.to_ascii_lowercase())),
+            "{h}: {}",
+            out[i]
+        );
+    }
+    let n = overrides.len();
+    assert_eq!(out[n]["status"], 200, "{}", out[n]);
+    assert_eq!(out[n + 1]["status"], 200, "the control: {}", out[n + 1]);
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "X-HTTP-Method-Override: DELETE",
+            &format!("{}/v1/customers/cus_f5curl", f.base()),
+        ],
+    );
+    assert!(text.contains("routing-override"), "{text}");
+    assert!(arrived(&f, "cus_f5over").is_empty(), "an override arrived");
+    assert!(arrived(&f, "cus_f5curl").is_empty(), "an override arrived");
+    assert_eq!(arrived(&f, "cus_f5ok").len(), 1);
+    let fwd = arrived(&f, "cus_f5fwd");
+    assert_eq!(fwd.len(), 1);
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        assert!(
+            header_lines(&fwd[0], name).is_empty(),
+            "{name} arrived: {}",
+            fwd[0]
+        );
+    }
+}
