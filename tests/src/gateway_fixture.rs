@@ -23,6 +23,11 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The daemon's process id.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, DaemonProc::pid)
+    }
+
     /// Stop the daemon and start it again over its pins (the upstream and
     /// the directories stay).
     pub fn restart(&mut self) {

@@ -385,3 +385,87 @@ fn a_handed_over_connection_speaks_for_its_maker() {
     });
     assert_eq!(refused["identity"], "other-agent", "{refused}");
 }
+
+/// An agent opening HTTP/2 uploads that never finish — 4 connections × 32
+/// streams, each declaring 1,000,000 bytes and sending all but the last —
+/// cannot make the daemon hold them all: past its share the gateway
+/// answers 503 `gateway-busy` without reading, and the daemon's memory
+/// stays bounded (it grew by about 500 MB before); another identity's
+/// request goes through meanwhile (the control).
+#[test]
+fn unfinished_uploads_cannot_exhaust_the_daemons_memory() {
+    let Some(f) = start("gw-uploads") else { return };
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let pid = f.daemon_pid();
+    let before = rss(pid);
+    let script = python_dir().join("h2_uploads.py");
+    let mut flood = exec(
+        &f.env,
+        "finance-agent",
+        &gateway_python(),
+        &[
+            &script.to_string_lossy(),
+            &f.gateway(),
+            "9001",
+            "/v1/payment_intents",
+            "4",
+            "32",
+            "1000000",
+            "6",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap_or_else(|e| panic!("uploads: {e}"));
+    let mut peak = before;
+    let start = std::time::Instant::now();
+    let mut control = None;
+    while start.elapsed() < Duration::from_secs(5) {
+        peak = peak.max(rss(pid));
+        if control.is_none() && start.elapsed() > Duration::from_secs(2) {
+            control = Some(agent(
+                &f.env,
+                "other-agent",
+                "requests",
+                &f.base(),
+                &[request("GET", "/v1/customers/c1")],
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = flood.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("uploads printed {text:?}: {e}"));
+    let control = control.unwrap_or_else(|| panic!("no control request"));
+    assert_eq!(
+        control[0]["status"], 200,
+        "another identity meanwhile: {}",
+        control[0]
+    );
+    assert!(
+        r["statuses"]["503"].as_u64().unwrap_or(0) > 0,
+        "uploads past the share are refused at once: {r}"
+    );
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 80,
+        "the daemon grew by {grown_mib} MiB holding unfinished uploads ({r})"
+    );
+    // Nothing of the unfinished uploads reached the upstream.
+    assert!(
+        f.upstream
+            .requests()
+            .iter()
+            .all(|q| q["path"] != "/v1/payment_intents"),
+        "{:?}",
+        f.upstream.requests()
+    );
+}

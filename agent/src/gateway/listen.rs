@@ -37,7 +37,12 @@ use crate::daemon::Daemon;
 /// Largest request head (request line and headers) read.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection.
-const MAX_STREAMS: u32 = 128;
+const MAX_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: what a client may send ahead of the
+/// gateway reading it, per stream and per connection (the memory an
+/// unread upload can take).
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// Open connections, per identity (`""` for callers that are not enrolled)
 /// and in all.
@@ -306,6 +311,8 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(None);
     let io = TokioIo::new(Watched {

@@ -12,6 +12,7 @@
 
 mod authorize;
 mod bodies;
+mod budget;
 mod caller;
 mod credential;
 mod forward;
@@ -104,6 +105,8 @@ pub struct Shared {
     pub settings: GatewaySettings,
     pub timeouts: Timeouts,
     pub runtime: ArcSwap<Runtime>,
+    /// Request-body bytes held at once (`budget`).
+    pub bodies: Arc<budget::BodyBudget>,
 }
 
 pub struct Gateway {
@@ -128,6 +131,7 @@ impl Gateway {
             timeouts: settings.timeouts(),
             settings,
             runtime: ArcSwap::from_pointee(Runtime::default()),
+            bodies: Arc::default(),
         });
         Arc::new(Self {
             limits: Arc::new(listen::Limits::default()),

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use super::{
     ServiceRt, Shared,
     bodies::{Collected, collect},
+    budget::{PER_IDENTITY, Reserved, TOTAL},
     http::{Req, Resp, full},
+    listen::Conn,
     reply::Refusal,
     stack::{Next, call},
     trail::{self, Trail},
@@ -39,10 +41,11 @@ pub struct Call {
 )]
 pub async fn read_body(
     sh: &Shared,
+    conn: &Conn,
     trail: &Trail,
     headers: &hyper::HeaderMap,
     body: super::http::Body,
-) -> Result<bytes::Bytes, Refusal> {
+) -> Result<(bytes::Bytes, Reserved), Refusal> {
     let max = sh.settings.max_request_bytes;
     let too_large = || {
         Refusal::new(
@@ -58,6 +61,27 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
+    // Room for the body before a byte of it is read (`budget`).
+    let identity = conn
+        .caller
+        .identity
+        .as_ref()
+        .map_or("", |(n, _)| n.as_str());
+    let want = declared.map_or(max, |n| usize::try_from(n).unwrap_or(max));
+    let Some(reserved) = sh.bodies.reserve(
+        identity,
+        want,
+        max.saturating_mul(PER_IDENTITY),
+        max.saturating_mul(TOTAL),
+    ) else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway-busy",
+            format!(
+                "too many request bodies in flight (at most {PER_IDENTITY} of the largest allowed size per identity, {TOTAL} in all): retry when earlier requests have finished"
+            ),
+        ));
+    };
     let limit = sh.timeouts.body;
     match tokio::time::timeout(limit, collect(body, max)).await {
         Err(_) => Err(Refusal::new(
@@ -73,7 +97,7 @@ pub async fn read_body(
         )),
         Ok(Collected::Whole(b)) => {
             trail.with(|r| r.bytes_in = b.len() as u64);
-            Ok(b)
+            Ok((b, reserved))
         }
     }
 }
@@ -130,7 +154,9 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         r.action = route.action.clone();
     });
     let (mut parts, body) = req.into_parts();
-    let bytes = match read_body(&sh, &trail, &parts.headers, body).await {
+    // The reservation lasts until the response has begun: the body is held
+    // until then (an approval hold included).
+    let (bytes, _reserved) = match read_body(&sh, &conn, &trail, &parts.headers, body).await {
         Ok(b) => b,
         Err(r) => return trail.refuse(r),
     };

@@ -114,7 +114,7 @@ async fn post(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    let bytes = match read_body(sh, trail, &parts.headers, body).await {
+    let (bytes, _reserved) = match read_body(sh, conn, trail, &parts.headers, body).await {
         Ok(b) => b,
         Err(r) => return trail.refuse(r),
     };
