@@ -406,7 +406,7 @@ fn unfinished_uploads_cannot_exhaust_the_daemons_memory() {
     let pid = f.daemon_pid();
     let before = rss(pid);
     let script = python_dir().join("h2_uploads.py");
-    let mut flood = exec(
+    let flood = exec(
         &f.env,
         "finance-agent",
         &gateway_python(),
