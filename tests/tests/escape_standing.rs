@@ -73,12 +73,14 @@ fn standing(pid: u32) -> (Vec<(i32, i32, usize)>, String) {
     (threads, oom)
 }
 
-fn untouched(pid: u32, cpus: usize, oom: &str) -> bool {
+/// As it started: normal scheduling class, the nice value and CPUs it
+/// started with (the harness may itself run niced), its oom_score_adj.
+fn untouched(pid: u32, nice0: i32, cpus: usize, oom: &str) -> bool {
     let (threads, now) = standing(pid);
     now == oom
         && threads
             .iter()
-            .all(|&(policy, nice, n)| policy == libc::SCHED_OTHER && nice == 0 && n == cpus)
+            .all(|&(policy, nice, n)| policy == libc::SCHED_OTHER && nice == nice0 && n == cpus)
 }
 
 #[test]
@@ -90,9 +92,9 @@ fn an_agent_cannot_starve_the_daemon() {
     let daemon = DaemonProc::start(&env);
     let pid = daemon.pid();
     let (threads, oom) = standing(pid);
-    let cpus = threads.first().map_or(0, |t| t.2);
+    let (nice0, cpus) = threads.first().map_or((0, 0), |t| (t.1, t.2));
     assert!(
-        untouched(pid, cpus, &oom),
+        untouched(pid, nice0, cpus, &oom),
         "the daemon starts normal: {threads:?}"
     );
 
@@ -116,7 +118,7 @@ fn an_agent_cannot_starve_the_daemon() {
             );
         }
         let restored = wait_for(Duration::from_secs(5), || {
-            untouched(pid, cpus, &oom).then_some(())
+            untouched(pid, nice0, cpus, &oom).then_some(())
         });
         assert!(
             restored.is_some(),
@@ -141,14 +143,21 @@ fn an_agent_cannot_starve_the_daemon() {
             0
         );
         assert_eq!(
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19),
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                tid as libc::id_t,
+                if nice0 == 19 { 10 } else { 19 }
+            ),
             0
         );
     }
     std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000").unwrap_or_else(|e| panic!("{e}"));
-    assert!(!untouched(pid, cpus, &oom), "control: the settings took");
+    assert!(
+        !untouched(pid, nice0, cpus, &oom),
+        "control: the settings took"
+    );
     let restored = wait_for(Duration::from_secs(5), || {
-        untouched(pid, cpus, &oom).then_some(())
+        untouched(pid, nice0, cpus, &oom).then_some(())
     });
     assert!(restored.is_some(), "not restored: {:?}", standing(pid));
     let ev = env.wait_audit("the correction is recorded", |e| {
