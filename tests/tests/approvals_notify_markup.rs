@@ -151,14 +151,14 @@ fn notifications_show_agent_text_literally_and_the_real_parameters() {
 
     // Control: an ordinary request still carries its fields.
     ask(&env, "acct_plain_7", 42);
-    let s = hit_with(&slack, "acct_plain_7", "Slack").json();
-    let all = slack_texts(&s).join("\n");
-    for want in ["`payments`", "pay.refund on acct_plain_7", "*Parameters*", "\"amount\":42"] {
-        assert!(all.contains(want), "Slack lacks `{want}`: {all}");
+    let plain_slack = slack_texts(&hit_with(&slack, "acct_plain_7", "Slack").json()).join("\n");
+    for want in ["payments", "pay.refund on acct_plain_7", "Parameters digest"] {
+        assert!(plain_slack.contains(want), "Slack lacks `{want}`: {plain_slack}");
     }
-    let card = teams_texts(&hit_with(&teams, "acct", "Teams").json()).join("\n");
-    assert!(card.contains(r"pay\.refund on acct\_plain\_7"), "{card}");
-    assert!(card.contains(r#"\{"amount"\:42\}"#), "{card}");
+    let plain_teams = teams_texts(&hit_with(&teams, "plain", "Teams").json()).join("\n");
+    for want in ["payments", "refund on acct", "plain", "7"] {
+        assert!(plain_teams.contains(want), "Teams lacks `{want}`: {plain_teams}");
+    }
 
     // The attack: a forged amount and links in the resource, the real
     // amount in the parameters.
@@ -191,4 +191,14 @@ fn notifications_show_agent_text_literally_and_the_real_parameters() {
         "the link is shown as text: {all}"
     );
     assert!(all.contains("99999123"), "the real amount is shown: {all}");
+
+    // The ordinary request's parameters were shown too.
+    assert!(
+        plain_slack.contains("*Parameters*\n`{\"amount\":42}`"),
+        "{plain_slack}"
+    );
+    assert!(
+        plain_teams.contains(r#"\{"amount"\:42\}"#) && plain_teams.contains(r"pay\.refund on acct\_plain\_7"),
+        "{plain_teams}"
+    );
 }
