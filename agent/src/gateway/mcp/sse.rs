@@ -23,16 +23,20 @@ pub struct SseRewrite {
     buf: BytesMut,
     max_event: usize,
     rewrite: Rewrite,
+    /// Masking: data that is not JSON is checked too, and an event too
+    /// large to check is replaced by an error before the stream ends.
+    strict: bool,
     done: bool,
 }
 
 impl SseRewrite {
-    pub fn new(inner: Body, max_event: usize, rewrite: Rewrite) -> Self {
+    pub fn new(inner: Body, max_event: usize, rewrite: Rewrite, strict: bool) -> Self {
         Self {
             inner,
             buf: BytesMut::new(),
             max_event,
             rewrite,
+            strict,
             done: false,
         }
     }
@@ -48,10 +52,17 @@ fn boundary(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// Rewrite one event: its `data` lines are one JSON message.
-pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite) -> Bytes {
-    let Ok(text) = std::str::from_utf8(event) else {
-        return Bytes::copy_from_slice(event);
+/// Rewrite one event: its `data` lines are one JSON message (`strict`:
+/// data that is not JSON is given to `rewrite` as a string).
+pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite, strict: bool) -> Bytes {
+    let text = match std::str::from_utf8(event) {
+        Ok(t) => t,
+        Err(_) if strict => {
+            let mut v = Value::String(String::from_utf8_lossy(event).into_owned());
+            rewrite(&mut v);
+            return event_of(&[], &v);
+        }
+        Err(_) => return Bytes::copy_from_slice(event),
     };
     let mut data = Vec::new();
     let mut other = Vec::new();
@@ -65,20 +76,40 @@ pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite) -> Bytes {
     if data.is_empty() {
         return Bytes::copy_from_slice(event);
     }
-    let Ok(mut v) = serde_json::from_str::<Value>(&data.join("\n")) else {
-        return Bytes::copy_from_slice(event);
+    let joined = data.join("\n");
+    let mut v = match serde_json::from_str::<Value>(&joined) {
+        Ok(v) => v,
+        Err(_) if strict && !joined.trim().is_empty() => Value::String(joined),
+        Err(_) => return Bytes::copy_from_slice(event),
     };
     if !rewrite(&mut v) {
         return Bytes::copy_from_slice(event);
     }
+    event_of(&other, &v)
+}
+
+/// An event of `other` lines and `v` as its data (a string as its lines).
+fn event_of(other: &[&str], v: &Value) -> Bytes {
     let mut out = String::new();
     for l in other {
         out.push_str(l);
         out.push('\n');
     }
-    out.push_str("data: ");
-    out.push_str(&v.to_string());
-    out.push_str("\n\n");
+    match v {
+        Value::String(s) => {
+            for l in s.split('\n') {
+                out.push_str("data: ");
+                out.push_str(l.trim_end_matches('\r'));
+                out.push('\n');
+            }
+        }
+        v => {
+            out.push_str("data: ");
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+    out.push('\n');
     Bytes::from(out)
 }
 
@@ -97,11 +128,27 @@ impl HttpBody for SseRewrite {
                 return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
                     &event,
                     &mut this.rewrite,
+                    this.strict,
                 )))));
             }
             if this.buf.len() > this.max_event {
                 this.done = true;
                 this.buf.clear();
+                if this.strict {
+                    // Masking: the agent is told with an error message,
+                    // and the stream ends (nothing of the event passes).
+                    let why = format!(
+                        "an event of the stream is larger than {} bytes and cannot be checked for masked fields",
+                        this.max_event
+                    );
+                    tracing::warn!(why, "MCP event stream ended");
+                    let v = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+                        "code": super::rpc::UNMASKABLE,
+                        "message": format!("palisade: {why}: withheld, stream ended (unmaskable-response)"),
+                        "data": {"reason": "unmaskable-response"},
+                    }});
+                    return Poll::Ready(Some(Ok(Frame::data(event_of(&[], &v)))));
+                }
                 return Poll::Ready(Some(Err(format!(
                     "an event of the stream is larger than {} bytes and cannot be checked",
                     this.max_event
@@ -116,6 +163,7 @@ impl HttpBody for SseRewrite {
                 return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
                     &rest,
                     &mut this.rewrite,
+                    this.strict,
                 )))));
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -156,7 +204,7 @@ mod tests {
                 false
             }
         });
-        let out = SseRewrite::new(body, 1 << 20, rewrite)
+        let out = SseRewrite::new(body, 1 << 20, rewrite, false)
             .collect()
             .await
             .unwrap()
