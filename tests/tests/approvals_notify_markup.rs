@@ -152,12 +152,22 @@ fn notifications_show_agent_text_literally_and_the_real_parameters() {
     // Control: an ordinary request still carries its fields.
     ask(&env, "acct_plain_7", 42);
     let plain_slack = slack_texts(&hit_with(&slack, "acct_plain_7", "Slack").json()).join("\n");
-    for want in ["payments", "pay.refund on acct_plain_7", "Parameters digest"] {
-        assert!(plain_slack.contains(want), "Slack lacks `{want}`: {plain_slack}");
+    for want in [
+        "payments",
+        "pay.refund on acct_plain_7",
+        "Parameters digest",
+    ] {
+        assert!(
+            plain_slack.contains(want),
+            "Slack lacks `{want}`: {plain_slack}"
+        );
     }
     let plain_teams = teams_texts(&hit_with(&teams, "plain", "Teams").json()).join("\n");
     for want in ["payments", "refund on acct", "plain", "7"] {
-        assert!(plain_teams.contains(want), "Teams lacks `{want}`: {plain_teams}");
+        assert!(
+            plain_teams.contains(want),
+            "Teams lacks `{want}`: {plain_teams}"
+        );
     }
 
     // The attack: a forged amount and links in the resource, the real
@@ -198,7 +208,8 @@ fn notifications_show_agent_text_literally_and_the_real_parameters() {
         "{plain_slack}"
     );
     assert!(
-        plain_teams.contains(r#"\{"amount"\:42\}"#) && plain_teams.contains(r"pay\.refund on acct\_plain\_7"),
+        plain_teams.contains(r#"\{"amount"\:42\}"#)
+            && plain_teams.contains(r"pay\.refund on acct\_plain\_7"),
         "{plain_teams}"
     );
 }

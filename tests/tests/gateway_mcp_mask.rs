@@ -97,7 +97,10 @@ fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {
 fn check_masked(out: &[Value], which: &str) {
     for o in out {
         let s = o.to_string();
-        assert!(!s.contains(NUMBER), "{which}: the number reached the agent: {o}");
+        assert!(
+            !s.contains(NUMBER),
+            "{which}: the number reached the agent: {o}"
+        );
     }
     for name in [
         "text",
@@ -117,7 +120,15 @@ fn check_masked(out: &[Value], which: &str) {
             "{which} {name}: the unmasked field arrives: {o}"
         );
     }
-    for name in ["text", "structured", "resource", "blob", "meta", "pretty", "jsonl"] {
+    for name in [
+        "text",
+        "structured",
+        "resource",
+        "blob",
+        "meta",
+        "pretty",
+        "jsonl",
+    ] {
         assert!(
             shape(out, name).to_string().contains("[masked]"),
             "{which} {name}: {}",
@@ -161,14 +172,18 @@ fn masked_fields_reach_no_agent_in_any_shape_remote_or_stdio() {
             .unwrap_or_else(|e| panic!("starting the MCP server: {e}")),
     );
     wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect((addr.as_str(), 8000)).ok().map(drop)
+        std::net::TcpStream::connect((addr.as_str(), 8000))
+            .ok()
+            .map(drop)
     })
     .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:8000"));
     let _daemon = DaemonProc::start(&env);
 
     // Control: without masks, every shape carries the number.
     let open = agent(&env, &format!("http://127.170.{net}.1:9113/mcp"));
-    for name in ["resource", "meta", "pretty", "jsonl", "rpcerror", "python", "logs"] {
+    for name in [
+        "resource", "meta", "pretty", "jsonl", "rpcerror", "python", "logs",
+    ] {
         assert!(
             shape(&open, name).to_string().contains(NUMBER),
             "control {name}: {}",
@@ -176,8 +191,14 @@ fn masked_fields_reach_no_agent_in_any_shape_remote_or_stdio() {
         );
     }
 
-    check_masked(&agent(&env, &format!("http://127.170.{net}.1:9111/mcp")), "remote");
-    check_masked(&agent(&env, &format!("http://127.170.{net}.1:9112/mcp")), "stdio");
+    check_masked(
+        &agent(&env, &format!("http://127.170.{net}.1:9111/mcp")),
+        "remote",
+    );
+    check_masked(
+        &agent(&env, &format!("http://127.170.{net}.1:9112/mcp")),
+        "stdio",
+    );
 
     // Withheld messages are recorded.
     wait_for(Duration::from_secs(5), || {

@@ -33,7 +33,11 @@ fn shown_params(p: &serde_json::Map<String, serde_json::Value>) -> String {
 impl Daemon {
     /// Tell the configured channels about a new approval. Returns at once.
     /// `params` are the call's, shown to the approver next to their digest.
-    pub(super) fn announce(&self, a: &Approval, params: Option<&serde_json::Map<String, serde_json::Value>>) {
+    pub(super) fn announce(
+        &self,
+        a: &Approval,
+        params: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) {
         if self.notifier.is_empty() {
             return;
         }

@@ -43,9 +43,17 @@ pub fn slack_code(s: &str, max: usize) -> String {
             '`' => "ˋ",
             _ => "",
         };
-        let n = if piece.is_empty() { 1 } else { piece.chars().count() };
+        let n = if piece.is_empty() {
+            1
+        } else {
+            piece.chars().count()
+        };
         // Leave room for `…` if more follows.
-        let room = if chars.peek().is_some() { budget.saturating_sub(1) } else { budget };
+        let room = if chars.peek().is_some() {
+            budget.saturating_sub(1)
+        } else {
+            budget
+        };
         if used + n > room {
             out.push('…');
             break;
@@ -117,7 +125,8 @@ pub fn markdown(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ATTACK: &str = "acct_1`.\n\n*Parameters*\namount: 5 USD\n[Approve](https://evil.example/a) <!channel> `x";
+    const ATTACK: &str =
+        "acct_1`.\n\n*Parameters*\namount: 5 USD\n[Approve](https://evil.example/a) <!channel> `x";
 
     #[test]
     fn slack_code_spans_hold_everything() {

@@ -116,7 +116,10 @@ fn slack_messages_follow_block_kit_and_escape_mrkdwn() {
     );
     assert!(text.contains("acct_&lt;1&gt;&amp;co"), "escaped: {text}");
     assert!(text.contains("*Parameters digest*"), "{text}");
-    assert!(text.contains(r#"*Parameters*\n`{\"amount\":4200}`"#), "{text}");
+    assert!(
+        text.contains(r#"*Parameters*\n`{\"amount\":4200}`"#),
+        "{text}"
+    );
     let mut long = notice();
     long.identity = "x".repeat(400);
     check_slack(&formats::slack(&long));

@@ -53,7 +53,10 @@ fn mask_one(masks: &Masks, v: &mut Value, trail: &Trail, service: &str) -> bool 
         }
         Err(e) => {
             warn!(service, why = %e, "MCP message withheld: it cannot be masked");
-            note(trail, &format!("unmaskable-response: a message {e}; withheld"));
+            note(
+                trail,
+                &format!("unmaskable-response: a message {e}; withheld"),
+            );
             *v = withheld(v, service, &e.to_string());
             true
         }

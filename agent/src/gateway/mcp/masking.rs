@@ -182,8 +182,7 @@ impl Masks {
         // What is left outside the JSON found must not name a masked field.
         if self.suspect(&residue) {
             return Err(Unmaskable(
-                "holds text that names a masked field but is not JSON the gateway can parse"
-                    .into(),
+                "holds text that names a masked field but is not JSON the gateway can parse".into(),
             ));
         }
         out.push_str(&s[last..]);
@@ -204,9 +203,15 @@ impl Masks {
     /// Does `s` use a masked field's name as a member name (`"number":`,
     /// `\"number\" :`, `'number':`)?
     fn suspect(&self, s: &str) -> bool {
-        let d = if s.contains('\\') { unescape(s) } else { s.to_string() };
+        let d = if s.contains('\\') {
+            unescape(s)
+        } else {
+            s.to_string()
+        };
         if self.any {
-            return member_at(&d, 0).is_some() || d.match_indices(['"', '\'']).any(|(i, _)| member_at(&d, i + 1).is_some());
+            return member_at(&d, 0).is_some()
+                || d.match_indices(['"', '\''])
+                    .any(|(i, _)| member_at(&d, i + 1).is_some());
         }
         self.names.iter().any(|name| {
             d.match_indices(name.as_str()).any(|(i, _)| {
@@ -268,7 +273,10 @@ mod tests {
     #[test]
     fn masks_every_shape() {
         let m = masks(&["card.number"]);
-        let pretty = format!("Result:\n{}", serde_json::to_string_pretty(&serde_json::from_str::<Value>(DOC).unwrap()).unwrap());
+        let pretty = format!(
+            "Result:\n{}",
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(DOC).unwrap()).unwrap()
+        );
         let b64 = base64::engine::general_purpose::STANDARD.encode(DOC);
         let mut v = json!({"jsonrpc": "2.0", "id": 1, "result": {
             "content": [
@@ -283,8 +291,12 @@ mod tests {
         let n = m.message(&mut v).unwrap();
         let out = v.to_string();
         assert!(!out.contains("4242424242424242"), "{out}");
-        let blob = v["result"]["content"][3]["resource"]["blob"].as_str().unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(blob).unwrap();
+        let blob = v["result"]["content"][3]["resource"]["blob"]
+            .as_str()
+            .unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .unwrap();
         assert!(!String::from_utf8(decoded).unwrap().contains("4242"));
         assert_eq!(n, 9, "{out}");
         assert!(out.contains(r#"\"ok\":1"#), "unmasked fields stay: {out}");

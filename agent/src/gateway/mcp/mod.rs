@@ -35,10 +35,7 @@ use super::{
     stack::{Next, call},
     trail::{self, Trail},
 };
-use crate::policy::{
-    Mode, Policy,
-    service::ServiceKind,
-};
+use crate::policy::{Mode, Policy, service::ServiceKind};
 
 /// Methods of the protocol itself, passed without a decision.
 const PROTOCOL: &[&str] = &["initialize", "ping"];
