@@ -10,13 +10,14 @@ import asyncio
 import base64
 import json
 import sys
+from datetime import timedelta
 
 from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 
 SHAPES = ["text", "structured", "resource", "blob", "meta", "log", "pretty", "jsonl",
-          "rpcerror", "python"]
+          "rpcerror", "python", "huge"]
 
 
 def decoded(dump):
@@ -38,7 +39,8 @@ async def main(url):
             await s.initialize()
             for fmt in SHAPES:
                 try:
-                    r = await s.call_tool("card", {"fmt": fmt})
+                    r = await s.call_tool("card", {"fmt": fmt},
+                                          read_timeout_seconds=timedelta(seconds=15))
                     out = {"shape": fmt, "result": decoded(r.model_dump(mode="json", by_alias=True))}
                 except McpError as e:
                     out = {"shape": fmt, "error": e.error.model_dump(mode="json", by_alias=True)}

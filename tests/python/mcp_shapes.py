@@ -2,7 +2,7 @@
 holding a card number in each shape servers use: JSON text, structured
 content, embedded resources (text and base64 blob), `_meta`, a log
 notification, text with a prefix, JSON Lines, a JSON-RPC error's data, a
-resource read, and text that is not JSON at all.
+resource read, text that is not JSON at all, and text too large to check.
 
     mcp_shapes.py --http 127.170.5.3 8000     # streamable HTTP
     mcp_shapes.py --stdio                     # stdio
@@ -61,6 +61,8 @@ async def card(fmt: str, ctx: Context):
     if fmt == "rpcerror":
         raise UrlElicitationRequiredError([ElicitRequestURLParams(
             mode="url", message=TEXT, url="https://example.invalid/", elicitationId="e1")])
+    if fmt == "huge":  # larger than the gateway's max_mask_bytes in the test
+        return CallToolResult(content=text("Jane Roe " + "\n".join([TEXT] * 2000)))
     if fmt == "python":  # not JSON: a masked field the gateway cannot parse
         return CallToolResult(content=text("Jane Roe " + repr(RECORD)))
     return CallToolResult(content=text("unknown shape"), isError=True)

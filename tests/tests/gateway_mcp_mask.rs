@@ -5,7 +5,8 @@
 //! `_meta`, a log notification, text after a prefix, JSON Lines, a JSON-RPC
 //! error's data and a resource read; the agent is the official MCP client
 //! under `palisade exec`. Remote (streamable HTTP) and stdio servers. Text
-//! that names the field but is not JSON is withheld with a JSON-RPC error.
+//! that names the field but is not JSON, or is too large to check, is
+//! withheld with a JSON-RPC error.
 //! Control: the record's other fields arrive, and the same server's
 //! answers through a service without masks carry the number.
 
@@ -150,6 +151,9 @@ fn check_masked(out: &[Value], which: &str) {
         python.to_string().contains("unmaskable-response"),
         "{which}: {python}"
     );
+    // Too large to check within `max_mask_bytes`: withheld too.
+    let huge = shape(out, "huge");
+    assert_eq!(huge["error"]["code"], -32002, "{which}: {huge}");
 }
 
 #[test]
@@ -160,7 +164,8 @@ fn masked_fields_reach_no_agent_in_any_shape_remote_or_stdio() {
     let net = subnet();
     let env = TestEnv::new("gw-mcp-mask", "version: 1\n");
     env.write_policy(&policy(net));
-    env.write_config(&config(net, ""));
+    // Small enough that one shape (about 170 KB) cannot be checked.
+    env.write_config(&config(net, "  max_mask_bytes: 65536\n"));
     let addr = format!("127.170.{net}.3");
     let _server = Server(
         Command::new(gateway_python())

@@ -117,7 +117,9 @@ pub async fn rewrite(
     let max = sh.settings.max_mask_bytes;
     if ct.starts_with("text/event-stream") {
         parts.headers.remove(header::CONTENT_LENGTH);
-        let body = sse::SseRewrite::new(body, max, each, !masks.is_empty());
+        let withheld =
+            (!masks.is_empty()).then(|| (id.cloned().unwrap_or(Value::Null), trail.clone()));
+        let body = sse::SseRewrite::new(body, max, each, withheld);
         return hyper::Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body));
     }
     if masks.is_empty() && !ct.starts_with("application/json") {

@@ -13,7 +13,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame};
 use serde_json::Value;
 
-use crate::gateway::http::{Body, BoxError};
+use crate::gateway::{
+    http::{Body, BoxError},
+    trail::Trail,
+};
 
 /// Rewrites one message in place; returns whether it changed it.
 pub type Rewrite = Box<dyn FnMut(&mut Value) -> bool + Send>;
@@ -26,17 +29,27 @@ pub struct SseRewrite {
     /// Masking: data that is not JSON is checked too, and an event too
     /// large to check is replaced by an error before the stream ends.
     strict: bool,
+    /// Masking: the id such an error answers, and the record it is noted in.
+    withheld: Option<(Value, Trail)>,
     done: bool,
 }
 
 impl SseRewrite {
-    pub fn new(inner: Body, max_event: usize, rewrite: Rewrite, strict: bool) -> Self {
+    /// `withheld`: masking applies; an event too large to check becomes a
+    /// JSON-RPC error answering this id, noted in this record.
+    pub fn new(
+        inner: Body,
+        max_event: usize,
+        rewrite: Rewrite,
+        withheld: Option<(Value, Trail)>,
+    ) -> Self {
         Self {
             inner,
             buf: BytesMut::new(),
             max_event,
             rewrite,
-            strict,
+            strict: withheld.is_some(),
+            withheld,
             done: false,
         }
     }
@@ -134,7 +147,7 @@ impl HttpBody for SseRewrite {
             if this.buf.len() > this.max_event {
                 this.done = true;
                 this.buf.clear();
-                if this.strict {
+                if let Some((id, trail)) = &this.withheld {
                     // Masking: the agent is told with an error message,
                     // and the stream ends (nothing of the event passes).
                     let why = format!(
@@ -142,7 +155,14 @@ impl HttpBody for SseRewrite {
                         this.max_event
                     );
                     tracing::warn!(why, "MCP event stream ended");
-                    let v = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
+                    trail.with(|r| {
+                        let note = format!("unmaskable-response: {why}; withheld");
+                        r.detail = Some(match r.detail.take() {
+                            Some(d) => format!("{d}; {note}"),
+                            None => note,
+                        });
+                    });
+                    let v = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
                         "code": super::rpc::UNMASKABLE,
                         "message": format!("palisade: {why}: withheld, stream ended (unmaskable-response)"),
                         "data": {"reason": "unmaskable-response"},
@@ -204,7 +224,7 @@ mod tests {
                 false
             }
         });
-        let out = SseRewrite::new(body, 1 << 20, rewrite, false)
+        let out = SseRewrite::new(body, 1 << 20, rewrite, None)
             .collect()
             .await
             .unwrap()
@@ -212,6 +232,44 @@ mod tests {
         assert_eq!(
             String::from_utf8(out.to_vec()).unwrap(),
             "event: message\ndata: {\"id\":1,\"result\":{\"x\":2}}\n\n: comment\n\ndata: not json\n\ndata: {\"id\":2}\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn masking_checks_text_data_and_ends_on_an_event_too_large() {
+        let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
+        let masks = super::super::masking::Masks::new(&[path]);
+        let rewrite: Rewrite = Box::new(move |v: &mut Value| match masks.message(v) {
+            Ok(n) => n > 0,
+            Err(_) => {
+                *v = json!({"withheld": true});
+                true
+            }
+        });
+        let text = format!(
+            "data: Result: {{\"card\":{{\"number\":\"4242\"}}}}\n\ndata: {{'number': '4242'}}\n\ndata: {}",
+            "x".repeat(200)
+        );
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(Bytes::from(text)))];
+        let body = http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync();
+        let trail = Trail::default();
+        let out = SseRewrite::new(body, 100, rewrite, Some((json!(7), trail.clone())))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let out = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!out.contains("4242") && !out.contains("xxx"), "{out}");
+        assert!(
+            out.starts_with("data: Result: {\"card\":{\"number\":\"[masked]\"}}\n\n"),
+            "{out}"
+        );
+        assert!(out.contains("data: {\"withheld\":true}\n\n"), "{out}");
+        assert!(out.contains("\"id\":7") && out.contains("-32002"), "{out}");
+        assert!(
+            trail
+                .with(|r| r.detail.clone())
+                .is_some_and(|d| d.contains("unmaskable-response"))
         );
     }
 }
