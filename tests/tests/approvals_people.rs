@@ -271,7 +271,9 @@ fn every_new_approval_reaches_slack_teams_and_signed_webhooks() {
             .unwrap_or_default()
     };
     assert_eq!(fact("Identity"), "payments");
-    assert_eq!(fact("Asks for"), "stripe.create_payment");
+    // Markdown metacharacters are escaped (agent-chosen text is literal).
+    assert_eq!(fact("Asks for"), r"stripe\.create\_payment");
+    assert_eq!(fact("Parameters"), r#"\{"amount"\:4200\}"#);
     assert_eq!(fact("Parameters digest").len(), 64);
     // Webhook: JSON, signed over timestamp and body with the secret.
     let w = one_hit(&hook, "webhook");

@@ -175,7 +175,7 @@ impl Daemon {
                 self.audit.emit(ev);
                 self.metrics
                     .set_pending_approvals(self.decisions.approvals.pending() as u64);
-                self.announce(&a);
+                self.announce(&a, None);
             }
             return Ok(EgressOutcome {
                 granted: false,

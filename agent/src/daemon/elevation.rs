@@ -175,7 +175,7 @@ impl Daemon {
             let mut ev = pending_event();
             ev.reason = "elevation-requested".into();
             ev.detail = Some(format!("{role} for {}: {why}", a.resource));
-            self.approval_pending(&a, ev, digest);
+            self.approval_pending(&a, ev, digest, None);
         }
         let d = Decision {
             verdict: ToolVerdict::ApprovalRequired,

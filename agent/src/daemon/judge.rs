@@ -91,7 +91,7 @@ impl Daemon {
                         let mut ev = pending_event();
                         ev.reason = "approval-requested".into();
                         ev.rule = d.rules.first().cloned();
-                        self.approval_pending(&a, ev, digest);
+                        self.approval_pending(&a, ev, digest, Some(call.params));
                     }
                     approval = Some(a);
                 }
@@ -108,7 +108,13 @@ impl Daemon {
 
     /// Record that approval `a` (new) waits for a person — `ev` says who
     /// asked what, and why — and tell the notification channels.
-    pub(super) fn approval_pending(&self, a: &Approval, mut ev: AuditEvent, digest: String) {
+    pub(super) fn approval_pending(
+        &self,
+        a: &Approval,
+        mut ev: AuditEvent,
+        digest: String,
+        params: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) {
         ev.kind = EventKind::Approval;
         ev.verdict = "pending".into();
         if let Some(c) = ev.call.as_mut() {
@@ -118,7 +124,7 @@ impl Daemon {
         self.audit.emit(ev);
         self.metrics
             .set_pending_approvals(self.decisions.approvals.pending() as u64);
-        self.announce(a);
+        self.announce(a, params);
     }
 
     /// Spend an approved approval on exactly the call it was given for,

@@ -17,9 +17,27 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// The parameters as the approver sees them: JSON, cut to
+/// `PARAMS_SHOWN` characters (the digest names them exactly).
+fn shown_params(p: &serde_json::Map<String, serde_json::Value>) -> String {
+    let json = serde_json::Value::Object(p.clone()).to_string();
+    let max = crate::notifier::formats::PARAMS_SHOWN;
+    if json.chars().count() <= max {
+        return json;
+    }
+    let mut s: String = json.chars().take(max).collect();
+    s.push_str("… (cut; the digest names them in full)");
+    s
+}
+
 impl Daemon {
     /// Tell the configured channels about a new approval. Returns at once.
-    pub(super) fn announce(&self, a: &Approval) {
+    /// `params` are the call's, shown to the approver next to their digest.
+    pub(super) fn announce(
+        &self,
+        a: &Approval,
+        params: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) {
         if self.notifier.is_empty() {
             return;
         }
@@ -40,6 +58,7 @@ impl Daemon {
             tool: a.tool.clone(),
             action,
             resource: a.resource.clone(),
+            params: params.map(shown_params).unwrap_or_default(),
             params_digest: a.params_digest.clone(),
             digest: signed_approval::binding_digest(a),
             destination: a

@@ -6,7 +6,10 @@
 use aws_lc_rs::hmac;
 use serde_json::{Value, json};
 
-use super::Notice;
+use super::{
+    Notice,
+    escape::{literal, markdown, slack_code, slack_plain},
+};
 
 /// Slack's limits (Block Kit): header text 150 characters, a field 2000,
 /// a section's text 3000, at most 10 fields.
@@ -23,12 +26,9 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
-/// Slack mrkdwn needs `&`, `<` and `>` escaped.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+/// Parameters shown to the approver, at most this many characters of
+/// their JSON (the digest names them exactly).
+pub const PARAMS_SHOWN: usize = 1000;
 
 /// What is asked, for people: `stripe.create_payment on acct_1`,
 /// `egress to 10.0.0.1/32 tcp 5432`, `role release-manager for 30m`.
@@ -46,9 +46,20 @@ pub fn what(n: &Notice) -> String {
     }
 }
 
-/// The facts every format shows, in order.
+/// The facts every format shows, in order. Every value may hold text an
+/// agent chose; each format shows them as literal text.
 fn facts(n: &Notice) -> Vec<(&'static str, String)> {
     let mut f = vec![("Identity", n.identity.clone()), ("Asks for", what(n))];
+    if n.kind == "tool" {
+        f.push((
+            "Parameters",
+            if n.params.is_empty() {
+                "{}".into()
+            } else {
+                n.params.clone()
+            },
+        ));
+    }
     if !n.params_digest.is_empty() {
         f.push(("Parameters digest", n.params_digest.clone()));
     }
@@ -64,18 +75,23 @@ pub fn slack(n: &Notice) -> Value {
     let fields: Vec<Value> = facts(n)
         .into_iter()
         .map(|(k, v)| {
-            json!({"type": "mrkdwn", "text": cut(&format!("*{k}*\n{}", esc(&v)), SLACK_FIELD)})
+            let head = format!("*{k}*\n");
+            let room = SLACK_FIELD - head.chars().count();
+            json!({"type": "mrkdwn", "text": format!("{head}{}", slack_code(&v, room))})
         })
         .collect();
+    let who = slack_code(&n.identity, 200);
+    let asks = slack_code(&what(n), 2000);
     json!({
-        "text": format!("Palisade: {} asks for {} (approval {})", n.identity, what(n), n.id),
+        // The fallback (push and desktop notifications) is mrkdwn too.
+        "text": format!("Palisade: {who} asks for {asks} (approval {})", slack_plain(&n.id)),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": cut(&format!("Approval needed: {}", n.identity), SLACK_HEADER), "emoji": false}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": cut(&format!("*{}* asks for `{}`.", esc(&n.identity), esc(&what(n))), 3000)}},
+            {"type": "header", "text": {"type": "plain_text", "text": cut(&format!("Approval needed: {}", literal(&n.identity)), SLACK_HEADER), "emoji": false}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("{who} asks for {asks}.")}},
             {"type": "section", "fields": fields},
-            {"type": "section", "text": {"type": "mrkdwn", "text": cut(&format!("Approve: `{}`\nReject: `{}`", esc(&n.approve_command), esc(&n.reject_command)), 3000)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("Approve: {}\nReject: {}", slack_code(&n.approve_command, 1000), slack_code(&n.reject_command, 1000))}},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": cut(&format!("approval `{}` · policy `{}` · digest `{}`", n.id, esc(&n.policy_version), n.digest), 3000)}
+                {"type": "mrkdwn", "text": format!("approval {} · policy {} · digest {}", slack_code(&n.id, 200), slack_code(&n.policy_version, 500), slack_code(&n.digest, 200))}
             ]}
         ]
     })
@@ -84,8 +100,9 @@ pub fn slack(n: &Notice) -> Value {
 pub fn teams(n: &Notice) -> Value {
     let facts: Vec<Value> = facts(n)
         .into_iter()
-        .map(|(k, v)| json!({"title": k, "value": v}))
+        .map(|(k, v)| json!({"title": k, "value": markdown(&v)}))
         .collect();
+    let who = markdown(&n.identity);
     json!({
         "type": "message",
         "attachments": [{
@@ -96,12 +113,12 @@ pub fn teams(n: &Notice) -> Value {
                 "type": "AdaptiveCard",
                 "version": "1.4",
                 "body": [
-                    {"type": "TextBlock", "text": format!("Approval needed: {}", n.identity), "weight": "Bolder", "size": "Medium", "wrap": true},
-                    {"type": "TextBlock", "text": format!("{} asks for {}.", n.identity, what(n)), "wrap": true},
+                    {"type": "TextBlock", "text": format!("Approval needed: {who}"), "weight": "Bolder", "size": "Medium", "wrap": true},
+                    {"type": "TextBlock", "text": format!("{who} asks for {}.", markdown(&what(n))), "wrap": true},
                     {"type": "FactSet", "facts": facts},
-                    {"type": "TextBlock", "text": format!("Approve: {}", n.approve_command), "fontType": "Monospace", "wrap": true},
-                    {"type": "TextBlock", "text": format!("Reject: {}", n.reject_command), "fontType": "Monospace", "wrap": true},
-                    {"type": "TextBlock", "text": format!("approval {} · policy {} · digest {}", n.id, n.policy_version, n.digest), "isSubtle": true, "size": "Small", "wrap": true}
+                    {"type": "TextBlock", "text": format!("Approve: {}", literal(&n.approve_command)), "fontType": "Monospace", "wrap": true},
+                    {"type": "TextBlock", "text": format!("Reject: {}", literal(&n.reject_command)), "fontType": "Monospace", "wrap": true},
+                    {"type": "TextBlock", "text": format!("approval {} · policy {} · digest {}", markdown(&n.id), markdown(&n.policy_version), markdown(&n.digest)), "isSubtle": true, "size": "Small", "wrap": true}
                 ]
             }
         }]
@@ -119,6 +136,7 @@ pub fn webhook(n: &Notice, delivery: &str) -> Value {
             "tool": n.tool,
             "action": n.action,
             "resource": n.resource,
+            "params": n.params,
             "params_digest": n.params_digest,
             "destination": n.destination,
             "rules": n.rules,

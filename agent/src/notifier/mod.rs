@@ -11,6 +11,7 @@
 //! * `formats` — what Slack, Teams and webhooks receive
 //! * `send` — one HTTP(S) POST
 
+pub mod escape;
 pub mod formats;
 pub mod send;
 
@@ -125,6 +126,9 @@ pub struct Notice {
     pub tool: String,
     pub action: String,
     pub resource: String,
+    /// The call's parameters as JSON, cut to `formats::PARAMS_SHOWN`
+    /// characters (empty for egress and elevations).
+    pub params: String,
     pub params_digest: String,
     /// What a signed approval must name (see `signed`).
     pub digest: String,

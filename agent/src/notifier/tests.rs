@@ -12,6 +12,7 @@ pub fn notice() -> Notice {
         tool: "stripe".into(),
         action: "create_payment".into(),
         resource: "acct_<1>&co".into(),
+        params: r#"{"amount":4200}"#.into(),
         params_digest: "ab".repeat(32),
         digest: "cd".repeat(32),
         destination: String::new(),
@@ -115,6 +116,10 @@ fn slack_messages_follow_block_kit_and_escape_mrkdwn() {
     );
     assert!(text.contains("acct_&lt;1&gt;&amp;co"), "escaped: {text}");
     assert!(text.contains("*Parameters digest*"), "{text}");
+    assert!(
+        text.contains(r#"*Parameters*\n`{\"amount\":4200}`"#),
+        "{text}"
+    );
     let mut long = notice();
     long.identity = "x".repeat(400);
     check_slack(&formats::slack(&long));
@@ -126,7 +131,9 @@ fn teams_messages_carry_an_adaptive_card() {
     check_teams(&v);
     let facts = &v["attachments"][0]["content"]["body"][2]["facts"];
     assert_eq!(facts[0]["title"], "Identity");
-    assert_eq!(facts[0]["value"], "finance-agent");
+    assert_eq!(facts[0]["value"], "finance\\-agent");
+    assert_eq!(facts[2]["title"], "Parameters");
+    assert_eq!(facts[2]["value"], r#"\{"amount"\:4200\}"#);
     assert!(
         v.to_string()
             .contains("palisade reject apr-0123456789abcdef0123")

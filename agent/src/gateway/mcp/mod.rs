@@ -9,33 +9,33 @@
 //! - The protocol's own messages (`initialize`, `ping`, notifications, the
 //!   client's answers to the server) pass; every other method (`resources/
 //!   read`, `prompts/get`…) is judged as an action named after it.
-//! - Results of `tools/call` are masked (`mask:` paths apply to the tool's
-//!   structured result and to JSON in its text content).
+//! - With `mask:` paths, everything the server sends is masked whole
+//!   (`masking`): every answer, error, notification and event stream; a
+//!   message that cannot be masked is replaced by a JSON-RPC error.
 
+mod answers;
+mod masking;
 mod rpc;
 mod sse;
 pub mod stdio;
 
 use std::sync::Arc;
 
-use hyper::{Method, StatusCode, header};
+use hyper::{Method, StatusCode};
 use serde_json::{Map, Value};
+
+use answers::rewrite;
 
 use super::{
     ServiceRt, Shared,
-    bodies::{Collected, collect},
     http::{Req, Resp, full},
     listen::Conn,
-    mask,
     reply::Refusal,
     route::{Call, read_body},
     stack::{Next, call},
     trail::{self, Trail},
 };
-use crate::policy::{
-    Mode, Policy,
-    service::{MaskPath, ServiceKind},
-};
+use crate::policy::{Mode, Policy, service::ServiceKind};
 
 /// Methods of the protocol itself, passed without a decision.
 const PROTOCOL: &[&str] = &["initialize", "ping"];
@@ -74,7 +74,8 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 r.verdict = "allow";
                 r.reason = "mcp-transport".into();
             });
-            call(next, req).await
+            let resp = call(next, req).await;
+            rewrite(&sh, &trail, &rt, None, resp, None).await
         }
         _ => trail.refuse(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -143,7 +144,8 @@ async fn post(
                 r.verdict = "allow";
                 r.reason = "mcp-response".into();
             });
-            return forward(parts).await;
+            let resp = forward(parts).await;
+            return rewrite(sh, trail, rt, None, resp, None).await;
         }
         rpc::Message::Call { id, method, params } => (id, method, params),
     };
@@ -153,11 +155,13 @@ async fn post(
             r.verdict = "allow";
             r.reason = "mcp-protocol".into();
         });
-        return forward(parts).await;
+        let resp = forward(parts).await;
+        return rewrite(sh, trail, rt, id.as_ref(), resp, None).await;
     }
     if method == "tools/list" {
         let resp = forward(parts).await;
-        return list_filter(sh, conn, trail, rt, id, resp).await;
+        let filter = list_filter(conn, trail, rt, id.clone());
+        return rewrite(sh, trail, rt, id.as_ref(), resp, filter).await;
     }
     // A call: `tools/call` names its tool; any other method is its own action.
     let (action, args) = if method == "tools/call" {
@@ -218,46 +222,7 @@ async fn post(
         return rpc::refused(id.as_ref(), &r);
     }
     let resp = forward(parts).await;
-    if method != "tools/call" || rt.service.mask.is_empty() {
-        return resp;
-    }
-    let masks = rt.service.mask.clone();
-    let want = id.clone();
-    rewrite(
-        sh,
-        trail,
-        resp,
-        Box::new(move |v: &mut Value| v.get("id") == want.as_ref() && mask_result(v, &masks)),
-    )
-    .await
-}
-
-/// Mask a `tools/call` result: its structured content, and JSON in its
-/// text content.
-fn mask_result(v: &mut Value, masks: &[MaskPath]) -> bool {
-    let Some(result) = v.get_mut("result") else {
-        return false;
-    };
-    let mut n = 0;
-    if let Some(s) = result.get_mut("structuredContent") {
-        n += masks.iter().map(|m| mask::apply(s, &m.segs)).sum::<usize>();
-    }
-    if let Some(items) = result.get_mut("content").and_then(Value::as_array_mut) {
-        for item in items {
-            let Some(text) = item.get("text").and_then(Value::as_str) else {
-                continue;
-            };
-            let Ok(mut j) = serde_json::from_str::<Value>(text) else {
-                continue;
-            };
-            let k: usize = masks.iter().map(|m| mask::apply(&mut j, &m.segs)).sum();
-            if k > 0 {
-                item["text"] = Value::String(j.to_string());
-                n += k;
-            }
-        }
-    }
-    n > 0
+    rewrite(sh, trail, rt, id.as_ref(), resp, None).await
 }
 
 /// May `identity` call MCP tool `name` of `tool` at all? (Some allow or
@@ -281,17 +246,15 @@ fn may_call(policy: &Policy, identity: &str, tool: &str, name: &str) -> bool {
             .any(|r| covers(&r))
 }
 
-async fn list_filter(
-    sh: &Shared,
+/// The rewrite of a `tools/list` answer that lists only the tools the
+/// caller may call (none for a caller without an identity).
+fn list_filter(
     conn: &Conn,
     trail: &Trail,
     rt: &ServiceRt,
     id: Option<Value>,
-    resp: Resp,
-) -> Resp {
-    let Some((identity, _)) = conn.caller.identity.clone() else {
-        return resp;
-    };
+) -> Option<sse::Rewrite> {
+    let (identity, _) = conn.caller.identity.clone()?;
     let active = conn.daemon.active();
     let audit = active
         .policy
@@ -306,78 +269,30 @@ async fn list_filter(
     });
     let tool = rt.service.tool.clone();
     let t = trail.clone();
-    rewrite(
-        sh,
-        trail,
-        resp,
-        Box::new(move |v: &mut Value| {
-            if v.get("id") != id.as_ref() {
-                return false;
-            }
-            let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
-                return false;
-            };
-            let before = tools.len();
-            let allowed = |t: &Value| {
-                t.get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| may_call(&active.policy, &identity, &tool, n))
-            };
-            let shown = tools.iter().filter(|x| allowed(x)).count();
-            if !audit {
-                tools.retain(allowed);
-            }
-            t.with(|r| {
-                r.detail = Some(if audit {
-                    format!("{shown} of {before} tools callable; all listed (audit mode)")
-                } else {
-                    format!("{shown} of {before} tools listed")
-                });
-            });
-            !audit
-        }),
-    )
-    .await
-}
-
-/// Rewrite the JSON-RPC message(s) of a response: an event stream as it
-/// streams, a JSON body whole (up to `gateway.max_mask_bytes`).
-async fn rewrite(sh: &Shared, trail: &Trail, resp: Resp, mut rw: sse::Rewrite) -> Resp {
-    let (mut parts, body) = resp.into_parts();
-    let ct = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let max = sh.settings.max_mask_bytes;
-    if ct.starts_with("text/event-stream") {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        let body = sse::SseRewrite::new(body, max, rw);
-        return hyper::Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body));
-    }
-    if !ct.starts_with("application/json") {
-        return hyper::Response::from_parts(parts, body);
-    }
-    match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
-        Ok(Collected::Whole(b)) => {
-            let out = match serde_json::from_slice::<Value>(&b) {
-                Ok(mut v) => {
-                    if rw(&mut v) {
-                        bytes::Bytes::from(v.to_string())
-                    } else {
-                        b
-                    }
-                }
-                Err(_) => b,
-            };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            hyper::Response::from_parts(parts, full(out))
+    Some(Box::new(move |v: &mut Value| {
+        if v.get("id") != id.as_ref() {
+            return false;
         }
-        _ => trail.refuse(Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            "unmaskable-response",
-            format!("the MCP answer is larger than {max} bytes or did not arrive; refused rather than passed on unchecked"),
-        )),
-    }
+        let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) else {
+            return false;
+        };
+        let before = tools.len();
+        let allowed = |t: &Value| {
+            t.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| may_call(&active.policy, &identity, &tool, n))
+        };
+        let shown = tools.iter().filter(|x| allowed(x)).count();
+        if !audit {
+            tools.retain(allowed);
+        }
+        t.with(|r| {
+            r.detail = Some(if audit {
+                format!("{shown} of {before} tools callable; all listed (audit mode)")
+            } else {
+                format!("{shown} of {before} tools listed")
+            });
+        });
+        !audit
+    }))
 }

@@ -15,6 +15,8 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const INVALID_PARAMS: i64 = -32602;
 /// A call the policy refuses (an implementation-defined server error).
 pub const REFUSED: i64 = -32001;
+/// A message of the server withheld because it could not be masked.
+pub const UNMASKABLE: i64 = -32002;
 
 /// What an incoming message is.
 #[derive(Debug, PartialEq)]

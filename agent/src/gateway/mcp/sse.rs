@@ -13,7 +13,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame};
 use serde_json::Value;
 
-use crate::gateway::http::{Body, BoxError};
+use crate::gateway::{
+    http::{Body, BoxError},
+    trail::Trail,
+};
 
 /// Rewrites one message in place; returns whether it changed it.
 pub type Rewrite = Box<dyn FnMut(&mut Value) -> bool + Send>;
@@ -23,16 +26,30 @@ pub struct SseRewrite {
     buf: BytesMut,
     max_event: usize,
     rewrite: Rewrite,
+    /// Masking: data that is not JSON is checked too, and an event too
+    /// large to check is replaced by an error before the stream ends.
+    strict: bool,
+    /// Masking: the id such an error answers, and the record it is noted in.
+    withheld: Option<(Value, Trail)>,
     done: bool,
 }
 
 impl SseRewrite {
-    pub fn new(inner: Body, max_event: usize, rewrite: Rewrite) -> Self {
+    /// `withheld`: masking applies; an event too large to check becomes a
+    /// JSON-RPC error answering this id, noted in this record.
+    pub fn new(
+        inner: Body,
+        max_event: usize,
+        rewrite: Rewrite,
+        withheld: Option<(Value, Trail)>,
+    ) -> Self {
         Self {
             inner,
             buf: BytesMut::new(),
             max_event,
             rewrite,
+            strict: withheld.is_some(),
+            withheld,
             done: false,
         }
     }
@@ -48,10 +65,17 @@ fn boundary(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// Rewrite one event: its `data` lines are one JSON message.
-pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite) -> Bytes {
-    let Ok(text) = std::str::from_utf8(event) else {
-        return Bytes::copy_from_slice(event);
+/// Rewrite one event: its `data` lines are one JSON message (`strict`:
+/// data that is not JSON is given to `rewrite` as a string).
+pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite, strict: bool) -> Bytes {
+    let text = match std::str::from_utf8(event) {
+        Ok(t) => t,
+        Err(_) if strict => {
+            let mut v = Value::String(String::from_utf8_lossy(event).into_owned());
+            rewrite(&mut v);
+            return event_of(&[], &v);
+        }
+        Err(_) => return Bytes::copy_from_slice(event),
     };
     let mut data = Vec::new();
     let mut other = Vec::new();
@@ -65,20 +89,40 @@ pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite) -> Bytes {
     if data.is_empty() {
         return Bytes::copy_from_slice(event);
     }
-    let Ok(mut v) = serde_json::from_str::<Value>(&data.join("\n")) else {
-        return Bytes::copy_from_slice(event);
+    let joined = data.join("\n");
+    let mut v = match serde_json::from_str::<Value>(&joined) {
+        Ok(v) => v,
+        Err(_) if strict && !joined.trim().is_empty() => Value::String(joined),
+        Err(_) => return Bytes::copy_from_slice(event),
     };
     if !rewrite(&mut v) {
         return Bytes::copy_from_slice(event);
     }
+    event_of(&other, &v)
+}
+
+/// An event of `other` lines and `v` as its data (a string as its lines).
+fn event_of(other: &[&str], v: &Value) -> Bytes {
     let mut out = String::new();
     for l in other {
         out.push_str(l);
         out.push('\n');
     }
-    out.push_str("data: ");
-    out.push_str(&v.to_string());
-    out.push_str("\n\n");
+    match v {
+        Value::String(s) => {
+            for l in s.split('\n') {
+                out.push_str("data: ");
+                out.push_str(l.trim_end_matches('\r'));
+                out.push('\n');
+            }
+        }
+        v => {
+            out.push_str("data: ");
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+    out.push('\n');
     Bytes::from(out)
 }
 
@@ -97,11 +141,34 @@ impl HttpBody for SseRewrite {
                 return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
                     &event,
                     &mut this.rewrite,
+                    this.strict,
                 )))));
             }
             if this.buf.len() > this.max_event {
                 this.done = true;
                 this.buf.clear();
+                if let Some((id, trail)) = &this.withheld {
+                    // Masking: the agent is told with an error message,
+                    // and the stream ends (nothing of the event passes).
+                    let why = format!(
+                        "an event of the stream is larger than {} bytes and cannot be checked for masked fields",
+                        this.max_event
+                    );
+                    tracing::warn!(why, "MCP event stream ended");
+                    trail.with(|r| {
+                        let note = format!("unmaskable-response: {why}; withheld");
+                        r.detail = Some(match r.detail.take() {
+                            Some(d) => format!("{d}; {note}"),
+                            None => note,
+                        });
+                    });
+                    let v = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                        "code": super::rpc::UNMASKABLE,
+                        "message": format!("palisade: {why}: withheld, stream ended (unmaskable-response)"),
+                        "data": {"reason": "unmaskable-response"},
+                    }});
+                    return Poll::Ready(Some(Ok(Frame::data(event_of(&[], &v)))));
+                }
                 return Poll::Ready(Some(Err(format!(
                     "an event of the stream is larger than {} bytes and cannot be checked",
                     this.max_event
@@ -116,6 +183,7 @@ impl HttpBody for SseRewrite {
                 return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
                     &rest,
                     &mut this.rewrite,
+                    this.strict,
                 )))));
             }
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
@@ -156,7 +224,7 @@ mod tests {
                 false
             }
         });
-        let out = SseRewrite::new(body, 1 << 20, rewrite)
+        let out = SseRewrite::new(body, 1 << 20, rewrite, None)
             .collect()
             .await
             .unwrap()
@@ -164,6 +232,44 @@ mod tests {
         assert_eq!(
             String::from_utf8(out.to_vec()).unwrap(),
             "event: message\ndata: {\"id\":1,\"result\":{\"x\":2}}\n\n: comment\n\ndata: not json\n\ndata: {\"id\":2}\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn masking_checks_text_data_and_ends_on_an_event_too_large() {
+        let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
+        let masks = super::super::masking::Masks::new(&[path]);
+        let rewrite: Rewrite = Box::new(move |v: &mut Value| match masks.message(v) {
+            Ok(n) => n > 0,
+            Err(_) => {
+                *v = json!({"withheld": true});
+                true
+            }
+        });
+        let text = format!(
+            "data: Result: {{\"card\":{{\"number\":\"4242\"}}}}\n\ndata: {{'number': '4242'}}\n\ndata: {}",
+            "x".repeat(200)
+        );
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Ok(Frame::data(Bytes::from(text)))];
+        let body = http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync();
+        let trail = Trail::default();
+        let out = SseRewrite::new(body, 100, rewrite, Some((json!(7), trail.clone())))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let out = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!out.contains("4242") && !out.contains("xxx"), "{out}");
+        assert!(
+            out.starts_with("data: Result: {\"card\":{\"number\":\"[masked]\"}}\n\n"),
+            "{out}"
+        );
+        assert!(out.contains("data: {\"withheld\":true}\n\n"), "{out}");
+        assert!(out.contains("\"id\":7") && out.contains("-32002"), "{out}");
+        assert!(
+            trail
+                .with(|r| r.detail.clone())
+                .is_some_and(|d| d.contains("unmaskable-response"))
         );
     }
 }
