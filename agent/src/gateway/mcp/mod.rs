@@ -21,7 +21,7 @@ pub mod stdio;
 
 use std::sync::Arc;
 
-use hyper::{Method, StatusCode};
+use hyper::{Method, StatusCode, header};
 use serde_json::{Map, Value};
 
 use answers::rewrite;
