@@ -228,7 +228,7 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                             (Some(State::Pending), _) => (
                                 "approval-timeout",
                                 format!(
-                                    "no decision on approval {} within {:?}; it stays pending: send the same request again once it is approved",
+                                    "no decision on approval {} within {:?}; it stays pending: send the same request again, and keep it waiting, to be held until the operator decides",
                                     a.id, rt.service.approval_timeout
                                 ),
                             ),
