@@ -211,13 +211,23 @@ impl TestEnv {
         format!("/{attach_rel}/{rel}")
     }
 
-    /// Every audit record written so far.
-    pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let Ok(text) = fs::read_to_string(&self.audit) else {
-            return Vec::new();
-        };
-        text.lines()
+    /// The trail's complete lines so far. The daemon may be writing while
+    /// this reads: a last line without its newline is a record still being
+    /// written, left for the next read.
+    pub fn audit_lines(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.audit).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
             .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every audit record written so far; every complete line must parse.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.audit_lines()
+            .iter()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
             })

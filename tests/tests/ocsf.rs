@@ -179,12 +179,12 @@ identities:
         caught_up.is_some(),
         "the OCSF file did not catch up with the trail"
     );
-    let trail: BTreeMap<u64, (Value, String)> = std::fs::read_to_string(&env.audit)
-        .unwrap_or_default()
-        .lines()
+    let trail: BTreeMap<u64, (Value, String)> = env
+        .audit_lines()
+        .into_iter()
         .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}"));
-            (v["seq"].as_u64().unwrap_or(0), (v, l.to_string()))
+            let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}"));
+            (v["seq"].as_u64().unwrap_or(0), (v, l))
         })
         .collect();
     let events = lines(&ocsf_file);

@@ -14,11 +14,7 @@ use palisade_tests::{
 const POLICY: &str = "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 10.99.0.0/16}\n";
 
 fn trail_lines(env: &TestEnv) -> Vec<String> {
-    std::fs::read_to_string(&env.audit)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    env.audit_lines()
 }
 
 /// `n` denied connects to `n` ports from `first` (each its own record).
