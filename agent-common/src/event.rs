@@ -16,6 +16,9 @@ pub enum Hook {
     Setsockopt = 8,
     /// `syscalls/sys_enter_socket*`: the refusal of hosts without BPF LSM.
     SocketSyscall = 9,
+    /// `cgroup/bind4` and `cgroup/bind6`: binds to the daemon's addresses.
+    Bind4 = 10,
+    Bind6 = 11,
 }
 
 impl Hook {
@@ -30,6 +33,8 @@ impl Hook {
             7 => Self::Egress,
             8 => Self::Setsockopt,
             9 => Self::SocketSyscall,
+            10 => Self::Bind4,
+            11 => Self::Bind6,
             _ => return None,
         })
     }
@@ -45,6 +50,8 @@ impl Hook {
             Self::Egress => "egress",
             Self::Setsockopt => "setsockopt",
             Self::SocketSyscall => "sys_enter_socket",
+            Self::Bind4 => "bind4",
+            Self::Bind6 => "bind6",
         }
     }
 }
@@ -103,6 +110,10 @@ pub enum Reason {
     /// opened (its grant or elevation expired, or a reload or revocation
     /// took the rule away): dropped where it leaves.
     PermissionEnded = 10,
+    /// A bind to an address or port where the daemon serves agents (the
+    /// gateway, the DNS proxies, the TCP API): a process holding it could
+    /// answer other agents' calls, or keep the daemon from serving them.
+    DaemonAddress = 11,
 }
 
 impl Reason {
@@ -119,6 +130,7 @@ impl Reason {
             8 => Self::ApiPort,
             9 => Self::Elevation,
             10 => Self::PermissionEnded,
+            11 => Self::DaemonAddress,
             _ => return None,
         })
     }
@@ -136,6 +148,7 @@ impl Reason {
             Self::ApiPort => "api-port",
             Self::Elevation => "elevation",
             Self::PermissionEnded => "permission-ended",
+            Self::DaemonAddress => "daemon-address",
         }
     }
 }

@@ -8,6 +8,7 @@
 #![expect(internal_features, reason = "core_intrinsics for atomic adds")]
 
 mod aggregate;
+mod bind;
 mod cgroup_mkdir;
 mod connect4;
 mod connect6;

@@ -107,3 +107,10 @@ pub static GUARD_CFG: Array<GuardConfig> = Array::with_max_entries(1, 0);
 /// listens on. Not pinned: a daemon that stops takes its endpoints with it.
 #[map]
 pub static GATEWAY_EPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Addresses and ports enrolled processes may not bind: `reserved_address`
+/// (every port of the gateway's address) and `reserved_wildcard_port` (a
+/// port the daemon serves on, bound on `0.0.0.0`/`::`) → 1. Pinned: they
+/// stay reserved while a daemon restarts.
+#[map]
+pub static BIND_RESERVED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);

@@ -1,51 +1,85 @@
-//! An agent that binds an address or port the daemon needs first — the
-//! gateway's address at a port the operator's next policy gives to a new
-//! service, or the port of a service it serves now across a restart —
-//! must not keep the rules the operator removes, nor keep the daemon from
-//! starting. The one service whose port is taken is unavailable (and said
-//! so) until the port is free; everything else applies.
+//! An agent must not hold an address or port where the daemon serves
+//! agents: the kernel refuses enrolled processes a bind to the gateway's
+//! address, the DNS proxy range, or those ports on the unspecified address
+//! (which would take the connections of other agents meant for the
+//! gateway). What is left — a wildcard port that only the next policy gives
+//! to a service, or a port a host program holds — costs that one service,
+//! never the policy: the operator's reload applies, the daemon starts, the
+//! port stays closed to agents until the gateway listens there itself.
 
 use std::{
-    process::{Child, Stdio},
+    process::{Child, Command, Stdio},
     sync::atomic::Ordering,
     time::Duration,
 };
 
 use palisade_tests::{
     Probe, TcpServer,
-    gateway::{agent, exec_unprivileged, request},
+    gateway::{agent, exec, exec_unprivileged, request},
     gateway_fixture::{Fixture, policy, start},
     wait_for,
 };
+use serde_json::Value;
 
-/// `other-agent`, unprivileged, trying every 10 ms to listen on
-/// `addr:port`, and holding it once it can (until killed).
-fn squatter(f: &Fixture, addr: &str, port: u16) -> (Child, std::path::PathBuf) {
-    // Outside the daemon's directories, which agents see read-only.
+/// Who holds the port.
+enum Holder {
+    /// `other-agent`, unprivileged.
+    Agent,
+    /// A host program (not enrolled), unprivileged.
+    Host,
+}
+
+/// A world-writable directory outside the daemon's (which agents see
+/// read-only) for what the test's agents report.
+fn shared_dir(f: &Fixture) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("palisade-squat-{}-{}", std::process::id(), f.net));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .unwrap_or_else(|e| panic!("{e}"));
-    let flag = dir.join(format!("squatting-{port}"));
-    let _ = std::fs::remove_file(&flag);
+    dir
+}
+
+/// `holder` trying every 10 ms to listen on `addr:port`, and holding it
+/// once it can (until killed); every connection it accepts is counted in
+/// the file `<flag>.accepted`.
+fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Child, std::path::PathBuf) {
+    let flag = shared_dir(f).join(format!("squatting-{port}"));
+    for ext in ["", "started", "accepted"] {
+        let _ = std::fs::remove_file(flag.with_extension(ext));
+    }
     let code = format!(
-        "import socket,time\nopen('{}.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen('{}','w').close()\ntime.sleep(120)\n",
+        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\nwhile True:\n    c,_=s.accept()\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
         flag.display(),
-        flag.display()
     );
-    let child = exec_unprivileged(&f.env, "other-agent", "/usr/bin/python3", &["-c", &code])
+    let mut cmd = match holder {
+        Holder::Agent => {
+            exec_unprivileged(&f.env, "other-agent", "/usr/bin/python3", &["-c", &code])
+        }
+        Holder::Host => {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .args(["/usr/bin/python3", "-c", &code]);
+            c
+        }
+    };
+    let child = cmd
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("squatter: {e}"));
     let started = flag.with_extension("started");
     wait_for(Duration::from_secs(10), || started.exists().then_some(()))
-        .unwrap_or_else(|| panic!("the squatting agent did not start"));
+        .unwrap_or_else(|| panic!("the squatter did not start"));
     (child, flag)
 }
 
 fn holding(flag: &std::path::Path) {
     wait_for(Duration::from_secs(10), || flag.exists().then_some(()))
-        .unwrap_or_else(|| panic!("the agent never held its port ({})", flag.display()));
+        .unwrap_or_else(|| panic!("the squatter never held its port ({})", flag.display()));
+}
+
+/// Connections the squatter accepted.
+fn taken(flag: &std::path::Path) -> usize {
+    std::fs::read_to_string(flag.with_extension("accepted")).map_or(0, |s| s.len())
 }
 
 /// The far end's count, once it has settled.
@@ -81,8 +115,11 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
     let ip = far.addr.ip().to_string();
     let port = far.port();
     // The new service reuses the fixture's upstream on another gateway port.
+    // A port of its own per run: a wildcard bind conflicts with every
+    // concurrent test's listener on that port.
+    let port2 = 9100 + u16::try_from(f.net).unwrap_or(0);
     let pay2 = format!(
-        "  - id: stripe2\n    url: https://upstream.test:8443\n    address: 127.170.{}.2:8443\n    ca_file: {}\n    port: 9002\n    routes:\n      - {{id: c2, method: GET, path: \"/v1/customers/{{id}}\", action: get_customer}}\n",
+        "  - id: stripe2\n    url: https://upstream.test:8443\n    address: 127.170.{}.2:8443\n    ca_file: {}\n    port: {port2}\n    routes:\n      - {{id: c2, method: GET, path: \"/v1/customers/{{id}}\", action: get_customer}}\n",
         f.net,
         f.env.dir.join("pki/ca.pem").display()
     );
@@ -93,7 +130,9 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
     let arrived = arrivals(&far);
     assert!(arrived >= 1, "control: nothing arrived at the far end");
 
-    let (mut squatter, flag) = squatter(&f, &f.gateway(), 9002);
+    // The gateway's address is reserved; a wildcard bind of a port no
+    // policy uses yet is not (an agent may listen on its own ports).
+    let (mut squatter, flag) = squatter(&f, Holder::Agent, "0.0.0.0", port2);
     holding(&flag);
     // The operator removes the rule and adds a service on the held port.
     f.env.write_policy(&with(&f, None, &pay2));
@@ -105,21 +144,35 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
     );
     assert!(out.status.success(), "the reload applies: {said}");
     assert!(
-        said.contains("9002"),
+        said.contains(&port2.to_string()),
         "the reload says the port is taken: {said}"
     );
     Probe::enrolled(&f.env, "other-agent", &["tcp", &ip, &port])
         .expect_eperm("after the reload removed the rule");
     let status = f.env.cli_ok(&["status"]);
     assert!(
-        status.contains("9002"),
+        status.contains(&port2.to_string()),
         "status names the unavailable service: {status}"
+    );
+    // The squatter's wildcard listener would take connections to the
+    // gateway's address at that port: the kernel keeps it closed to agents.
+    Probe::enrolled(
+        &f.env,
+        "finance-agent",
+        &["tcp", &f.gateway(), &port2.to_string()],
+    )
+    .expect_eperm("the gateway port another agent holds");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        taken(&flag),
+        0,
+        "the squatting agent took another agent's connection"
     );
 
     // Once the agent lets go, the service is served and open to agents.
     let _ = squatter.kill();
     let _ = squatter.wait();
-    let base2 = format!("http://{}:9002", f.gateway());
+    let base2 = format!("http://{}:{port2}", f.gateway());
     let served = wait_for(Duration::from_secs(15), || {
         let out = agent(
             &f.env,
@@ -145,16 +198,17 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
 }
 
 #[test]
-fn an_agent_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() {
+fn a_program_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() {
     let Some(mut f) = start("gw-squat-restart") else {
         return;
     };
     let far = TcpServer::start(&format!("127.170.{}.3", f.net));
     // other-agent may not reach `far` (no rule): the restarted daemon must
     // still say so.
-    // The agent tries for the service's port while the daemon runs, and
-    // gets it while the operator restarts the daemon.
-    let (mut squatter, flag) = squatter(&f, &f.gateway(), 9001);
+    // A host program tries for the service's port while the daemon runs,
+    // and gets it while the operator restarts the daemon. (An agent cannot:
+    // `agents_cannot_bind_where_the_daemon_serves_agents`.)
+    let (mut squatter, flag) = squatter(&f, Holder::Host, &f.gateway(), 9001);
     f.restart_with(|_| holding(&flag));
     Probe::enrolled(
         &f.env,
@@ -187,5 +241,157 @@ fn an_agent_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() {
     assert!(
         served.is_some(),
         "the service never came back after the port came free"
+    );
+}
+
+/// Bind attempts as `[family, address, port, "tcp"|"udp"]`; prints one
+/// result per attempt (`ok` or the errno's name) as JSON.
+const BINDS: &str = r#"
+import errno, json, os, socket, sys, time
+tries = json.loads(sys.argv[1])
+go = sys.argv[2] if len(sys.argv) > 2 else None
+if go:
+    open(go + ".ready", "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
+out = []
+for fam, addr, port, typ in tries:
+    s = socket.socket(socket.AF_INET6 if fam == 6 else socket.AF_INET,
+                      socket.SOCK_STREAM if typ == "tcp" else socket.SOCK_DGRAM)
+    try:
+        s.bind((addr, port))
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+    s.close()
+text = json.dumps(out)
+if go:
+    open(go + ".out", "w").write(text)
+print(text)
+"#;
+
+fn binds(out: &std::process::Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "bind attempts: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<String>>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn agents_cannot_bind_where_the_daemon_serves_agents() {
+    let Some(mut f) = start("gw-squat-bind") else {
+        return;
+    };
+    let gw = f.gateway();
+    let free = 9100 + u16::try_from(f.net).unwrap_or(0);
+    // Every one the daemon's: the service's port, any other port and
+    // protocol of the gateway's address, the service's port on the
+    // unspecified address (IPv4, and IPv6 which takes IPv4 too), the
+    // gateway's address written as IPv4-mapped IPv6, a DNS proxy address,
+    // the DNS port on the unspecified address.
+    let refused: Vec<Value> = vec![
+        serde_json::json!([4, gw, 9001, "tcp"]),
+        serde_json::json!([4, gw, 0, "tcp"]),
+        serde_json::json!([4, gw, 9999, "udp"]),
+        serde_json::json!([4, "0.0.0.0", 9001, "tcp"]),
+        serde_json::json!([6, "::", 9001, "tcp"]),
+        serde_json::json!([6, format!("::ffff:{gw}"), 9001, "tcp"]),
+        serde_json::json!([4, "127.53.0.7", 5353, "udp"]),
+        serde_json::json!([4, "0.0.0.0", 53, "udp"]),
+    ];
+    // Controls: an agent's own ports bind as before.
+    let allowed: Vec<Value> = vec![
+        serde_json::json!([4, "127.0.0.1", 0, "tcp"]),
+        serde_json::json!([4, "0.0.0.0", 0, "udp"]),
+        serde_json::json!([4, "0.0.0.0", free, "tcp"]),
+        serde_json::json!([6, "::1", 0, "tcp"]),
+    ];
+    let all: Vec<Value> = refused.iter().chain(&allowed).cloned().collect();
+    let arg = serde_json::to_string(&all).unwrap_or_default();
+    let py = std::path::Path::new("/usr/bin/python3");
+    for (who, out) in [
+        (
+            "unprivileged",
+            exec_unprivileged(
+                &f.env,
+                "other-agent",
+                "/usr/bin/python3",
+                &["-c", BINDS, &arg],
+            )
+            .output(),
+        ),
+        (
+            "root",
+            exec(&f.env, "other-agent", py, &["-c", BINDS, &arg]).output(),
+        ),
+    ] {
+        let got = binds(&out.unwrap_or_else(|e| panic!("{e}")));
+        for (i, t) in all.iter().enumerate() {
+            let want = if i < refused.len() { "EPERM" } else { "ok" };
+            assert_eq!(got[i], want, "{who} agent binding {t}: {got:?}");
+        }
+    }
+    let denials: Vec<Value> = f
+        .env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["reason"] == "daemon-address")
+        .collect();
+    assert!(
+        !denials.is_empty(),
+        "the refused binds are not in the trail"
+    );
+
+    // While the daemon restarts, the reservations stay: a root agent
+    // waiting for that moment still cannot take the gateway's port.
+    let go = shared_dir(&f).join("restart-go");
+    let _ = std::fs::remove_file(&go);
+    for ext in ["out", "ready"] {
+        let _ = std::fs::remove_file(go.with_extension(ext));
+    }
+    let during = serde_json::to_string(&refused[..6]).unwrap_or_default();
+    let mut waiting = exec(
+        &f.env,
+        "other-agent",
+        py,
+        &["-c", BINDS, &during, &go.display().to_string()],
+    )
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(Duration::from_secs(10), || {
+        go.with_extension("ready").exists().then_some(())
+    })
+    .unwrap_or_else(|| panic!("the waiting agent did not start"));
+    f.restart_with(|_| {
+        std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+        let got = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(go.with_extension("out")).ok()
+        })
+        .unwrap_or_else(|| panic!("the waiting agent did not report"));
+        let got: Vec<String> = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            got.iter().all(|r| r == "EPERM"),
+            "binds while no daemon runs: {got:?}"
+        );
+    });
+    let _ = waiting.wait();
+    // Control: the restarted gateway serves its port.
+    let served = wait_for(Duration::from_secs(15), || {
+        let out = agent(
+            &f.env,
+            "finance-agent",
+            "requests",
+            &f.base(),
+            &[request("GET", "/v1/customers/c9")],
+        );
+        (out[0]["status"] == 200).then_some(())
+    });
+    assert!(
+        served.is_some(),
+        "the gateway did not serve after the restart"
     );
 }

@@ -62,6 +62,8 @@ pub(super) const CGROUP_LINKS: &[(&str, LinkKind)] = &[
     ("recvmsg6", LinkKind::SockAddr),
     ("getpeername4", LinkKind::SockAddr),
     ("getpeername6", LinkKind::SockAddr),
+    ("bind4", LinkKind::SockAddr),
+    ("bind6", LinkKind::SockAddr),
     (SOCK_CREATE_PROGRAM, LinkKind::SockCreate),
     (SOCKOPT_PROGRAM, LinkKind::Sockopt),
     (EGRESS_PROGRAM, LinkKind::Skb),

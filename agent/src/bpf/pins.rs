@@ -31,6 +31,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "AGG",
     "AGG_BUDGET",
     "AGG_OVERFLOW",
+    "BIND_RESERVED",
 ];
 
 /// Maps earlier versions pinned and this one no longer uses (their state

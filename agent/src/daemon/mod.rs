@@ -206,7 +206,16 @@ impl Daemon {
         let dns = dns::start(&config, &mut kernel, &audit).await?;
         let gateway = crate::gateway::Gateway::new(
             config.gateway.clone(),
-            crate::gateway::GatewayMaps::take(kernel.ebpf_mut())?,
+            crate::gateway::GatewayMaps::take(
+                kernel.ebpf_mut(),
+                // The DNS proxies' port, kept from agents on `0.0.0.0`/`::`.
+                config
+                    .dns
+                    .enabled
+                    .then_some(config.dns.port)
+                    .into_iter()
+                    .collect(),
+            )?,
         );
         let agg_maps =
             crate::bpf::aggregate::AggMaps::take(kernel.ebpf_mut()).map_err(DaemonError::Bpf)?;

@@ -1,9 +1,19 @@
 //! `GATEWAY_EPS`: the endpoints enrolled processes may connect to whatever
 //! their egress rules say. The gateway keeps it equal to what it listens on.
+//!
+//! `BIND_RESERVED`: what enrolled processes may not bind — every port of
+//! the gateway's address, and on the unspecified address the ports the
+//! gateway (and the DNS proxy) serve on, including a port a policy being
+//! applied is about to take. Otherwise an agent could hold a port before
+//! the gateway does and answer the connections of other agents.
 
-use std::{collections::HashSet, net::Ipv4Addr, sync::Mutex};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::Ipv4Addr,
+    sync::Mutex,
+};
 
-use agent_common::gateway::endpoint_key;
+use agent_common::gateway::{endpoint_key, reserved_address, reserved_wildcard_port};
 use aya::{
     Ebpf,
     maps::{HashMap, MapData, MapError},
@@ -14,6 +24,9 @@ use crate::bpf::lock;
 
 pub struct GatewayMaps {
     endpoints: Mutex<HashMap<MapData, u64, u32>>,
+    reserved: Mutex<HashMap<MapData, u64, u32>>,
+    /// Wildcard ports reserved whatever the policy (the DNS proxy's).
+    fixed_ports: Vec<u16>,
 }
 
 fn map_err(source: MapError) -> GatewayError {
@@ -23,14 +36,65 @@ fn map_err(source: MapError) -> GatewayError {
     }
 }
 
+fn reserved_err(source: MapError) -> GatewayError {
+    GatewayError::Map {
+        map: "BIND_RESERVED",
+        source,
+    }
+}
+
 impl GatewayMaps {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, GatewayError> {
+    /// `fixed_ports`: ports reserved on the unspecified address besides the
+    /// gateway's own (the DNS proxy's port when it runs).
+    pub fn take(ebpf: &mut Ebpf, fixed_ports: Vec<u16>) -> Result<Self, GatewayError> {
         let map = ebpf
             .take_map("GATEWAY_EPS")
             .ok_or(GatewayError::MissingMap("GATEWAY_EPS"))?;
+        let reserved = ebpf
+            .take_map("BIND_RESERVED")
+            .ok_or(GatewayError::MissingMap("BIND_RESERVED"))?;
         Ok(Self {
             endpoints: Mutex::new(map.try_into().map_err(map_err)?),
+            reserved: Mutex::new(reserved.try_into().map_err(reserved_err)?),
+            fixed_ports,
         })
+    }
+
+    /// Make the reserved binds exactly: every port of `addr` (when the
+    /// gateway runs) and `ports` with the fixed ones on the unspecified
+    /// address.
+    pub fn reserve(
+        &self,
+        addr: Option<Ipv4Addr>,
+        ports: &BTreeSet<u16>,
+    ) -> Result<(), GatewayError> {
+        let keep: HashSet<u64> = addr
+            .map(|a| reserved_address(u32::from(a)))
+            .into_iter()
+            .chain(
+                ports
+                    .iter()
+                    .chain(&self.fixed_ports)
+                    .map(|p| reserved_wildcard_port(*p)),
+            )
+            .collect();
+        let mut map = lock(&self.reserved);
+        // New reservations first: nothing is unreserved in between.
+        for k in &keep {
+            map.insert(k, &1, 0).map_err(reserved_err)?;
+        }
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keep.contains(k))
+            .collect();
+        for k in stale {
+            match map.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(reserved_err(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Open `ports` on `addr` (in addition to what is open).

@@ -33,7 +33,7 @@ mod upstream;
 mod who;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::Ipv4Addr,
     sync::{Arc, Mutex, OnceLock, Weak},
 };
@@ -167,6 +167,7 @@ impl Gateway {
                     "gateway.enabled is false: the policy's services cannot be reached"
                 );
             }
+            self.reserve(None, BTreeSet::new());
             *lock(&self.staged) = Some(Arc::new(Runtime::default()));
             return Ok(());
         }
@@ -230,6 +231,10 @@ impl Gateway {
         let mut unbound = BTreeMap::new();
         {
             let mut listeners = lock(&self.listeners);
+            // Reserved before binding: an agent cannot take a new port
+            // between now and the gateway listening on it.
+            let ports = next.by_port.keys().chain(listeners.keys()).copied();
+            self.reserve(Some(addr), ports.collect());
             for (port, rt) in &next.by_port {
                 if listeners.contains_key(port) {
                     continue;
@@ -261,6 +266,15 @@ impl Gateway {
         *lock(&self.unbound) = unbound;
         *lock(&self.staged) = Some(Arc::new(next));
         Ok(())
+    }
+
+    /// Keep agents from binding the gateway's address or, on the
+    /// unspecified address, `ports`. A failure costs the reservation, not
+    /// the policy: the endpoints stay closed until the gateway listens.
+    fn reserve(&self, addr: Option<Ipv4Addr>, ports: BTreeSet<u16>) {
+        if let Err(e) = self.maps.reserve(addr, &ports) {
+            warn!(error = %e, "reserving the gateway's addresses in the kernel");
+        }
     }
 
     /// Services of the last `prepare` whose port could not be bound.
@@ -302,15 +316,26 @@ impl Gateway {
         };
         let ports: Vec<u16> = next.by_port.keys().copied().collect();
         self.shared.runtime.store(next);
-        lock(&self.listeners).retain(|port, task| {
+        let mut listeners = lock(&self.listeners);
+        listeners.retain(|port, task| {
             let keep = ports.contains(port);
             if !keep {
                 task.abort();
             }
             keep
         });
-        if let Err(e) = self.maps.retain(self.shared.settings.listen, &ports) {
+        // Open only what the gateway listens on: a port something else
+        // holds stays closed to agents until `retry_unbound` takes it.
+        let listening: Vec<u16> = listeners.keys().copied().collect();
+        drop(listeners);
+        if let Err(e) = self.maps.retain(self.shared.settings.listen, &listening) {
             warn!(error = %e, "updating gateway endpoints in the kernel");
+        }
+        if self.shared.settings.enabled {
+            self.reserve(
+                Some(self.shared.settings.listen),
+                ports.iter().copied().collect(),
+            );
         }
         if !ports.is_empty() {
             info!(listen = %self.shared.settings.listen, ?ports, "gateway serving");

@@ -1,0 +1,101 @@
+//! `cgroup/bind4` and `cgroup/bind6`: an enrolled process may not bind an
+//! address or port where the daemon serves agents — the gateway's address,
+//! the DNS proxy range, the TCP API, or those ports on the unspecified
+//! address. A process holding one could take the connections of other
+//! agents meant for the daemon (while it restarts, or for a port a coming
+//! policy adds) or keep the daemon from serving them.
+
+use agent_common::{
+    AF_INET, AF_INET6, Hook, NO_RULE, NormAddr, Reason, Verdict,
+    gateway::{reserved_address, reserved_wildcard_port},
+};
+use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+
+use crate::{
+    dns,
+    emit::{Decision, record},
+    guard, identity,
+    maps::BIND_RESERVED,
+    policy,
+    sock_addr::{ALLOW, DENY},
+};
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4(ctx: SockAddrContext) -> i32 {
+    check(&ctx, Hook::Bind4)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6(ctx: SockAddrContext) -> i32 {
+    check(&ctx, Hook::Bind6)
+}
+
+fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
+    let Some(identity) = identity::enrolled() else {
+        return ALLOW; // not enrolled: never touched
+    };
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
+    // the access size the verifier allows for it.
+    let (addr, port, protocol, sock_type) = unsafe {
+        let addr = if hook == Hook::Bind4 {
+            NormAddr::from_ip4_word((*sa).user_ip4)
+        } else {
+            NormAddr::from_ip6_words([
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ])
+        };
+        let port = u16::from_be((*sa).user_port as u16);
+        (addr, port, (*sa).protocol, (*sa).type_)
+    };
+    if !reserved(&addr, port, protocol) {
+        return ALLOW;
+    }
+    record(&Decision {
+        hook,
+        identity,
+        generation: policy::active_generation(),
+        verdict: Verdict::Deny,
+        reason: Reason::DaemonAddress,
+        rule: NO_RULE,
+        addr: addr.bytes,
+        port,
+        family: if addr.is_v6 { AF_INET6 } else { AF_INET },
+        protocol: protocol as u16,
+        sock_type: sock_type as u8,
+    });
+    DENY
+}
+
+/// Is (addr, port) the daemon's to bind? In every mode: audit mode watches
+/// an agent's egress, it does not lend it the daemon's addresses.
+#[inline(always)]
+fn reserved(addr: &NormAddr, port: u16, protocol: u32) -> bool {
+    if guard::is_api(addr, port, protocol) {
+        return true;
+    }
+    let b = &addr.bytes;
+    // Branch-free: a byte loop would give the verifier a state per outcome.
+    let unspecified = (u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        | u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]))
+        == 0;
+    if unspecified {
+        // `::` without IPV6_V6ONLY takes IPv4 connections too.
+        // SAFETY: the value is a plain u32 read once.
+        return port != 0 && unsafe { BIND_RESERVED.get(&reserved_wildcard_port(port)) }.is_some();
+    }
+    if addr.is_v6 {
+        return false;
+    }
+    if let Some(cfg) = dns::config() {
+        if dns::is_proxy(&cfg, addr) {
+            return true;
+        }
+    }
+    let ip = u32::from_be_bytes([addr.bytes[0], addr.bytes[1], addr.bytes[2], addr.bytes[3]]);
+    // SAFETY: the value is a plain u32 read once.
+    unsafe { BIND_RESERVED.get(&reserved_address(ip)) }.is_some()
+}
