@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashSet,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use agent_common::{
@@ -38,6 +41,10 @@ pub struct KernelMaps {
     pub policy: Mutex<PolicyMaps>,
     pub cgroups: Mutex<HashMap<MapData, u64, u32>>,
     pub state: Mutex<Array<MapData, IdentityState>>,
+    /// The kill switches as last written to `state`, read by every
+    /// decision without a system call. The daemon is the map's only
+    /// writer; it reads the pinned switches in when it takes the map.
+    killed: Box<[AtomicBool]>,
     pub names: Mutex<Array<MapData, [u8; 64]>>,
     pub counters: Mutex<PerCpuArray<MapData, VerdictCounters>>,
     pub events_lost: Mutex<PerCpuArray<MapData, u64>>,
@@ -74,6 +81,15 @@ macro_rules! typed {
 
 impl KernelMaps {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self, BpfError> {
+        let state: Array<MapData, IdentityState> = typed!(ebpf, "IDENT_STATE");
+        let killed = (0..MAX_IDENTITIES)
+            .map(|i| {
+                state
+                    .get(&i, 0)
+                    .map(|s| AtomicBool::new(s.killed != 0))
+                    .map_err(BpfError::map("IDENT_STATE"))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             policy: Mutex::new(PolicyMaps {
                 active_gen: typed!(ebpf, "ACTIVE_GEN"),
@@ -84,7 +100,8 @@ impl KernelMaps {
                 slot_keys: [None, None],
             }),
             cgroups: Mutex::new(typed!(ebpf, "CGROUP_IDENT")),
-            state: Mutex::new(typed!(ebpf, "IDENT_STATE")),
+            state: Mutex::new(state),
+            killed,
             names: Mutex::new(typed!(ebpf, "IDENT_NAMES")),
             counters: Mutex::new(typed!(ebpf, "VERDICTS")),
             events_lost: Mutex::new(typed!(ebpf, "EVENTS_LOST")),
@@ -225,16 +242,20 @@ impl KernelMaps {
             killed: u8::from(killed),
             ..IdentityState::default()
         };
-        lock(&self.state)
-            .set(identity, &state, 0)
-            .map_err(BpfError::map("IDENT_STATE"))
+        let mut map = lock(&self.state);
+        map.set(identity, &state, 0)
+            .map_err(BpfError::map("IDENT_STATE"))?;
+        // After the kernel has it: the daemon refuses no later than the
+        // hooks do.
+        self.killed[identity as usize].store(killed, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn killed(&self, identity: u32) -> Result<bool, BpfError> {
-        lock(&self.state)
-            .get(&identity, 0)
-            .map(|s| s.killed != 0)
-            .map_err(BpfError::map("IDENT_STATE"))
+        self.killed
+            .get(identity as usize)
+            .map(|k| k.load(Ordering::SeqCst))
+            .ok_or(BpfError::IdentityIndex(identity))
     }
 
     /// Verdict counters of one identity, summed over CPUs.

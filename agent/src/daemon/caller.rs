@@ -49,10 +49,10 @@ impl Daemon {
             })?;
             return self.identity_of_tcp_peer(local, remote);
         }
-        self.present(caller)?;
         let found = self.identity_of_pid(caller.pid);
-        // Checked again after the read: while the pinned process lives its
-        // pid is its own, so what was read was about that process.
+        // Checked after the read (once is enough: a process that had gone
+        // before it has gone after it too): while the pinned process lives
+        // its pid is its own, so what was read was about that process.
         self.present(caller)?;
         found
     }
