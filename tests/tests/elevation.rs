@@ -431,3 +431,53 @@ fn an_agent_asks_for_an_elevation_and_only_an_operator_starts_it() {
     });
     assert_eq!(started["reason"], "approved-request", "{started}");
 }
+
+/// The operator takes the elevated role out of the policy while the daemon
+/// is stopped (the incident is over, the role was too broad): the restarted
+/// daemon ends the elevation, and the kernel's grant goes with it — also
+/// after a revoke and restore — instead of staying open until its expiry.
+#[test]
+fn a_role_removed_while_the_daemon_was_stopped_closes_the_elevations_path() {
+    if !root_or_skip("a_role_removed_while_the_daemon_was_stopped_closes_the_elevations_path") {
+        return;
+    }
+    let db = TcpServer::start(DB);
+    let port = db.port();
+    let (env, d) = start("elevation-role-removed", &port);
+    let agent = env.make_cgroup("ops.service");
+    let connect = || Probe::in_cgroup(&agent, &["tcp", DB, &port]);
+    let arrived = || {
+        std::thread::sleep(Duration::from_millis(200));
+        db.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    let e = elevate(&env, "2h");
+    let id = e["id"].as_str().unwrap_or_default().to_string();
+    connect().expect_ok("control: during the elevation");
+    let before = arrived();
+    assert!(before >= 1, "control: nothing arrived during the elevation");
+
+    drop(d);
+    let without_role = policy(&env, &port).replace("    roles: [dba-breakglass]\n", "");
+    assert_ne!(
+        without_role,
+        policy(&env, &port),
+        "the role was not taken out"
+    );
+    env.write_policy(&without_role);
+    let _d2 = DaemonProc::start(&env);
+    let ended = env.wait_audit("for the end recorded after the restart", |r| {
+        r["kind"] == "elevation" && r["verdict"] == "ended" && r["elevation"] == id.as_str()
+    });
+    assert_eq!(ended["reason"], "policy-no-longer-allows", "{ended}");
+    assert!(elevations(&env).is_empty());
+    connect().expect_eperm("after the restart without the role");
+    env.cli_ok(&["revoke", "ops", "--reason", "test"]);
+    env.cli_ok(&["restore", "ops"]);
+    connect().expect_eperm("after revoke and restore");
+    assert_eq!(
+        arrived(),
+        before,
+        "the far end saw a connection after the role was removed"
+    );
+}

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use agent_common::grants::ELEVATION_RULE;
 use tracing::{info, warn};
 
 use super::{Caller, Daemon, DaemonError};
@@ -343,6 +344,19 @@ impl Daemon {
                 ev.detail = Some(why);
                 self.audit.emit(ev);
             }
+        }
+        // Kernel ranges of elevations that no longer live (ended while no
+        // daemon ran, or lost with their state file) go too.
+        let live: Vec<u32> = self
+            .elevations
+            .active()
+            .iter()
+            .map(Elevation::kernel_rule)
+            .collect();
+        if let Err(err) = self.decisions.grants.retain(&self.maps, |g| {
+            g.rule & ELEVATION_RULE == 0 || live.contains(&g.rule)
+        }) {
+            warn!(error = %err, "removing the grants of ended elevations");
         }
     }
 

@@ -297,8 +297,13 @@ impl Grants {
                 key.data.addr,
             ));
             for r in &value.ranges[..(value.len as usize).min(GRANT_RANGES)] {
-                // Elevations are restored from their own state file.
-                if r.expires_ns <= now_ns || r.rule & ELEVATION_RULE != 0 {
+                // An elevation's ranges are adopted too, so that the first
+                // apply can keep them (the elevation lives and its role
+                // still allows them) or remove them from the kernel (it
+                // ended while no daemon ran, or the policy no longer
+                // allows it): left out of the list they would stay open
+                // until their expiry whatever the operator's view says.
+                if r.expires_ns <= now_ns {
                     continue;
                 }
                 let left = Duration::from_nanos(r.expires_ns - now_ns);
@@ -309,7 +314,11 @@ impl Grants {
                     ports: vec![PortRange { lo: r.lo, hi: r.hi }],
                     protocol: Protocol::from_number(u16::from(r.proto)).unwrap_or(Protocol::Any),
                     rule: r.rule,
-                    rule_id: "(adopted)".into(),
+                    rule_id: if r.rule & ELEVATION_RULE != 0 {
+                        "(adopted elevation)".into()
+                    } else {
+                        "(adopted)".into()
+                    },
                     expires: now + left,
                     expires_ns: r.expires_ns,
                 };
