@@ -9,6 +9,13 @@ pub const fn endpoint_key(addr: u32, port: u16) -> u64 {
     ((addr as u64) << 16) | port as u64
 }
 
+/// `BIND_RESERVED` key for `port` of `addr` (a listener of the daemon's
+/// own, such as its metrics endpoint).
+#[inline(always)]
+pub const fn reserved_endpoint(addr: u32, port: u16) -> u64 {
+    endpoint_key(addr, port)
+}
+
 /// `BIND_RESERVED` key for every port of `addr` (the gateway's address).
 #[inline(always)]
 pub const fn reserved_address(addr: u32) -> u64 {

@@ -7,7 +7,7 @@
 
 use agent_common::{
     AF_INET, AF_INET6, Hook, NO_RULE, NormAddr, Reason, Verdict,
-    gateway::{reserved_address, reserved_wildcard_port},
+    gateway::{reserved_address, reserved_endpoint, reserved_wildcard_port},
 };
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 
@@ -96,6 +96,9 @@ fn reserved(addr: &NormAddr, port: u16, protocol: u32) -> bool {
         }
     }
     let ip = u32::from_be_bytes([addr.bytes[0], addr.bytes[1], addr.bytes[2], addr.bytes[3]]);
-    // SAFETY: the value is a plain u32 read once.
-    unsafe { BIND_RESERVED.get(&reserved_address(ip)) }.is_some()
+    // SAFETY: the values are plain u32s read once.
+    unsafe {
+        BIND_RESERVED.get(&reserved_address(ip)).is_some()
+            || (port != 0 && BIND_RESERVED.get(&reserved_endpoint(ip, port)).is_some())
+    }
 }

@@ -109,8 +109,9 @@ pub static GUARD_CFG: Array<GuardConfig> = Array::with_max_entries(1, 0);
 pub static GATEWAY_EPS: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
 
 /// Addresses and ports enrolled processes may not bind: `reserved_address`
-/// (every port of the gateway's address) and `reserved_wildcard_port` (a
-/// port the daemon serves on, bound on `0.0.0.0`/`::`) → 1. Pinned: they
+/// (every port of the gateway's address), `reserved_endpoint` (one of the
+/// daemon's listeners) and `reserved_wildcard_port` (a port the daemon
+/// serves on, bound on `0.0.0.0`/`::`) → 1. Pinned: they
 /// stay reserved while a daemon restarts.
 #[map]
 pub static BIND_RESERVED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);

@@ -285,13 +285,33 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
     let Some(mut f) = start("gw-squat-bind") else {
         return;
     };
+    // The daemon's loopback TCP API too (operators' tokens go there).
+    f.env.write_config(&palisade_tests::gateway::config(
+        f.net,
+        &format!(
+            "  max_mask_bytes: 1048576\napi:\n  tcp: 127.170.{}.4:0\n",
+            f.net
+        ),
+    ));
+    f.restart();
     let gw = f.gateway();
     let free = 9100 + u16::try_from(f.net).unwrap_or(0);
+    let endpoint = |key: &str| -> (String, u16) {
+        let a: std::net::SocketAddr = f.env.status()["health"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in status"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        (a.ip().to_string(), a.port())
+    };
+    let (api_ip, api_port) = endpoint("api_tcp_address");
+    let (metrics_ip, metrics_port) = endpoint("metrics_address");
     // Every one the daemon's: the service's port, any other port and
     // protocol of the gateway's address, the service's port on the
     // unspecified address (IPv4, and IPv6 which takes IPv4 too), the
     // gateway's address written as IPv4-mapped IPv6, a DNS proxy address,
-    // the DNS port on the unspecified address.
+    // the DNS port on the unspecified address; the TCP API's and the
+    // metrics endpoint's address and port, and those ports on `0.0.0.0`.
     let refused: Vec<Value> = vec![
         serde_json::json!([4, gw, 9001, "tcp"]),
         serde_json::json!([4, gw, 0, "tcp"]),
@@ -301,6 +321,10 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
         serde_json::json!([6, format!("::ffff:{gw}"), 9001, "tcp"]),
         serde_json::json!([4, "127.53.0.7", 5353, "udp"]),
         serde_json::json!([4, "0.0.0.0", 53, "udp"]),
+        serde_json::json!([4, api_ip, api_port, "tcp"]),
+        serde_json::json!([4, "0.0.0.0", api_port, "tcp"]),
+        serde_json::json!([4, metrics_ip, metrics_port, "tcp"]),
+        serde_json::json!([4, "0.0.0.0", metrics_port, "tcp"]),
     ];
     // Controls: an agent's own ports bind as before.
     let allowed: Vec<Value> = vec![
@@ -352,7 +376,7 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
     for ext in ["out", "ready"] {
         let _ = std::fs::remove_file(go.with_extension(ext));
     }
-    let during = serde_json::to_string(&refused[..6]).unwrap_or_default();
+    let during = serde_json::to_string(&refused).unwrap_or_default();
     let mut waiting = exec(
         &f.env,
         "other-agent",
@@ -394,4 +418,38 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
         served.is_some(),
         "the gateway did not serve after the restart"
     );
+}
+
+/// A host program holding the TCP API's port costs that listener, not the
+/// daemon: it starts, serves the Unix socket, and says what is missing.
+#[test]
+fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
+    let Some(mut f) = start("gw-squat-api") else {
+        return;
+    };
+    let addr = format!("127.170.{}.6", f.net);
+    let port = 9100 + u16::try_from(f.net).unwrap_or(0);
+    let (mut holder, flag) = squatter(&f, Holder::Host, &addr, port);
+    holding(&flag);
+    f.env.write_config(&palisade_tests::gateway::config(
+        f.net,
+        &format!("  max_mask_bytes: 1048576\napi:\n  tcp: {addr}:{port}\n"),
+    ));
+    f.restart();
+    let status = f.env.cli_ok(&["status"]);
+    assert!(
+        status.contains(&format!("api.tcp {addr}:{port}")),
+        "status names the missing listener: {status}"
+    );
+    // The daemon serves: enforcement, the gateway and the Unix socket.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[request("GET", "/v1/customers/c9")],
+    );
+    assert_eq!(out[0]["status"], 200, "{out:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

@@ -288,12 +288,17 @@ pub async fn serve(
     {
         tracing::warn!(error = %e, "clearing the API's TCP port in the kernel");
     }
+    // A port something else holds costs the TCP listener, not the daemon
+    // (health names it: `Daemon::unavailable`). The kernel keeps agents
+    // from binding it (`GUARD_CFG`), so what holds it is a host program.
     let tcp = match &daemon.config.api.tcp {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| DaemonError::Config(format!("api.tcp {addr}: {e}")))?,
-        ),
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "API TCP listener unavailable; the Unix socket serves");
+                None
+            }
+        },
         None => None,
     };
     // The standard gRPC health service, on both listeners.

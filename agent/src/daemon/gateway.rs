@@ -12,8 +12,9 @@ impl Daemon {
     }
 
     /// What the active policy asks for that cannot be served because an
-    /// address or port it needs is taken: gateway services and identities'
-    /// DNS proxy addresses (reported by `reload` and `status`).
+    /// address or port it needs is taken: gateway services, identities' DNS
+    /// proxy addresses, the TCP API and the metrics endpoint (reported by
+    /// `reload` and `status`).
     pub fn unavailable(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .gateway
@@ -21,6 +22,19 @@ impl Daemon {
             .into_iter()
             .map(|e| format!("gateway: {e}; retrying"))
             .collect();
+        if let Some(addr) = &self.config.api.tcp
+            && self.api_tcp_addr.get().is_none()
+        {
+            v.push(format!(
+                "api.tcp {addr}: not listening (the address is taken or was refused); the Unix socket serves"
+            ));
+        }
+        if self.config.metrics.enabled && self.metrics_addr.is_none() {
+            v.push(format!(
+                "metrics.listen {}: not listening (the address is taken or was refused)",
+                self.config.metrics.address()
+            ));
+        }
         if let Some(dns) = &self.dns {
             v.extend(
                 dns.unbound()

@@ -38,7 +38,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use aggregate::aggregate_records;
 pub use decide::{DecideInput, DecideOutcome, Issued};
@@ -154,7 +154,12 @@ impl Daemon {
             warn!("{w}");
         }
         let mut warnings = preflight(&config)?;
-        let metrics_listener = crate::metrics::server::bind(&config.metrics)?;
+        // A port something else holds costs the metrics, not the daemon
+        // (enforcement, reloads and the API go on; `unavailable` says so).
+        let metrics_listener = crate::metrics::server::bind(&config.metrics).unwrap_or_else(|e| {
+            error!(error = %e, "metrics unavailable");
+            None
+        });
         // The trail is locked before the kernel is touched: a second daemon
         // on the same trail stops here.
         let audit = AuditPipeline::start(config.audit_options())?;
@@ -208,13 +213,7 @@ impl Daemon {
             config.gateway.clone(),
             crate::gateway::GatewayMaps::take(
                 kernel.ebpf_mut(),
-                // The DNS proxies' port, kept from agents on `0.0.0.0`/`::`.
-                config
-                    .dns
-                    .enabled
-                    .then_some(config.dns.port)
-                    .into_iter()
-                    .collect(),
+                reserved_binds(&config, metrics_addr),
             )?,
         );
         let agg_maps =
@@ -400,4 +399,24 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Keys of `BIND_RESERVED` besides the gateway's: the DNS proxies' port on
+/// the unspecified address, and the metrics endpoint as bound (its address
+/// and port, and the port on the unspecified address). (The TCP API is
+/// kept from agents through `GUARD_CFG`.)
+fn reserved_binds(config: &Config, metrics: Option<SocketAddr>) -> Vec<u64> {
+    use agent_common::gateway::{reserved_endpoint, reserved_wildcard_port};
+    let mut keys = Vec::new();
+    if config.dns.enabled && config.dns.port != 0 {
+        keys.push(reserved_wildcard_port(config.dns.port));
+    }
+    // Port 0 would stand for every port of the address.
+    if let Some(addr) = metrics.filter(|a| a.port() != 0) {
+        keys.push(reserved_wildcard_port(addr.port()));
+        if let std::net::IpAddr::V4(ip) = addr.ip() {
+            keys.push(reserved_endpoint(u32::from(ip), addr.port()));
+        }
+    }
+    keys
 }

@@ -25,8 +25,9 @@ use crate::bpf::lock;
 pub struct GatewayMaps {
     endpoints: Mutex<HashMap<MapData, u64, u32>>,
     reserved: Mutex<HashMap<MapData, u64, u32>>,
-    /// Wildcard ports reserved whatever the policy (the DNS proxy's).
-    fixed_ports: Vec<u16>,
+    /// Keys reserved whatever the policy (the DNS proxy's port, the
+    /// metrics endpoint).
+    fixed: Vec<u64>,
 }
 
 fn map_err(source: MapError) -> GatewayError {
@@ -44,9 +45,9 @@ fn reserved_err(source: MapError) -> GatewayError {
 }
 
 impl GatewayMaps {
-    /// `fixed_ports`: ports reserved on the unspecified address besides the
-    /// gateway's own (the DNS proxy's port when it runs).
-    pub fn take(ebpf: &mut Ebpf, fixed_ports: Vec<u16>) -> Result<Self, GatewayError> {
+    /// `fixed`: `BIND_RESERVED` keys reserved besides the gateway's own
+    /// (the DNS proxy's port, the daemon's other listeners).
+    pub fn take(ebpf: &mut Ebpf, fixed: Vec<u64>) -> Result<Self, GatewayError> {
         let map = ebpf
             .take_map("GATEWAY_EPS")
             .ok_or(GatewayError::MissingMap("GATEWAY_EPS"))?;
@@ -56,13 +57,13 @@ impl GatewayMaps {
         Ok(Self {
             endpoints: Mutex::new(map.try_into().map_err(map_err)?),
             reserved: Mutex::new(reserved.try_into().map_err(reserved_err)?),
-            fixed_ports,
+            fixed,
         })
     }
 
     /// Make the reserved binds exactly: every port of `addr` (when the
-    /// gateway runs) and `ports` with the fixed ones on the unspecified
-    /// address.
+    /// gateway runs), `ports` on the unspecified address, and the fixed
+    /// keys.
     pub fn reserve(
         &self,
         addr: Option<Ipv4Addr>,
@@ -71,12 +72,8 @@ impl GatewayMaps {
         let keep: HashSet<u64> = addr
             .map(|a| reserved_address(u32::from(a)))
             .into_iter()
-            .chain(
-                ports
-                    .iter()
-                    .chain(&self.fixed_ports)
-                    .map(|p| reserved_wildcard_port(*p)),
-            )
+            .chain(ports.iter().map(|p| reserved_wildcard_port(*p)))
+            .chain(self.fixed.iter().copied())
             .collect();
         let mut map = lock(&self.reserved);
         // New reservations first: nothing is unreserved in between.
