@@ -9,7 +9,9 @@ use hyper::{StatusCode, header};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::{masking::Masks, rpc, sse};
+use super::{rpc, sse};
+use crate::gateway::masking::Masks;
+use crate::policy::service::MaskText;
 use crate::gateway::{
     ServiceRt, Shared,
     bodies::{Collected, collect},
@@ -73,7 +75,7 @@ pub async fn rewrite(
     resp: Resp,
     rw: Option<sse::Rewrite>,
 ) -> Resp {
-    let masks = Arc::new(Masks::new(&rt.service.mask));
+    let masks = Arc::new(Masks::new(&rt.service.mask, rt.service.mask_text == MaskText::Withhold));
     if masks.is_empty() && rw.is_none() {
         return resp;
     }

@@ -14,7 +14,6 @@
 //!   message that cannot be masked is replaced by a JSON-RPC error.
 
 mod answers;
-mod masking;
 mod rpc;
 mod sse;
 pub mod stdio;

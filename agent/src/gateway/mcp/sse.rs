@@ -238,7 +238,7 @@ mod tests {
     #[tokio::test]
     async fn masking_checks_text_data_and_ends_on_an_event_too_large() {
         let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
-        let masks = super::super::masking::Masks::new(&[path]);
+        let masks = crate::gateway::masking::Masks::new(&[path], false);
         let rewrite: Rewrite = Box::new(move |v: &mut Value| match masks.message(v) {
             Ok(n) => n > 0,
             Err(_) => {
