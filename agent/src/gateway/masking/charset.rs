@@ -79,11 +79,8 @@ pub fn decode(raw: &[u8], mime: Option<&str>) -> Option<(String, Enc)> {
         }
         Some(_) => return None,
     }
-    if let Ok(s) = std::str::from_utf8(raw) {
-        return Some((s.to_string(), Enc::Utf8 { bom: false }));
-    }
     // UTF-16 without a mark (RFC 4627 §3): ASCII text has a zero in every
-    // other byte.
+    // other byte (which would also read as UTF-8, zeros and all).
     if raw.len() >= 2 {
         let le = raw[1] == 0 && raw[0] != 0;
         let be = raw[0] == 0 && raw[1] != 0;
@@ -91,7 +88,9 @@ pub fn decode(raw: &[u8], mime: Option<&str>) -> Option<(String, Enc)> {
             return utf16(raw, le).map(|s| (s, Enc::Utf16 { le, bom: false }));
         }
     }
-    None
+    std::str::from_utf8(raw)
+        .ok()
+        .map(|s| (s.to_string(), Enc::Utf8 { bom: false }))
 }
 
 /// `s` written back the way the blob was; `None` if it cannot be.

@@ -110,6 +110,9 @@ pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite, strict: bool) -> Bytes
     let mut data = Vec::new();
     let mut other = Vec::new();
     for line in lines(text) {
+        if line.is_empty() {
+            continue;
+        }
         if line.starts_with(':') {
             other.push(line);
             continue;
