@@ -17,7 +17,7 @@ NUMBER = "4242424242424242"
 
 def framed(fmt, msg):
     doc = json.dumps(msg)
-    half = len(doc) // 2
+    half = doc.index(", \"structuredContent\"") + 1  # between two members
     return {
         "lf": f"event: message\ndata: {doc}\n\n",
         "crlf": f"event: message\r\ndata: {doc}\r\n\r\n",
