@@ -51,8 +51,16 @@ fn json_carried_in_strings_is_masked_or_refused() {
         assert!(!seen.contains(raw), "{raw} reached the agent: {seen}");
     }
     // The upstream answered all three (what was masked was sent).
-    let paths: Vec<Value> = f.upstream.requests().iter().map(|r| r["path"].clone()).collect();
+    let paths: Vec<Value> = f
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
     for p in ["/v1/customers/nested", "/v1/customers/nested-nojson"] {
-        assert!(paths.iter().any(|x| x == p), "{p} reached the upstream: {paths:?}");
+        assert!(
+            paths.iter().any(|x| x == p),
+            "{p} reached the upstream: {paths:?}"
+        );
     }
 }

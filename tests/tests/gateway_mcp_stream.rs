@@ -24,7 +24,9 @@ use serde_json::Value;
 
 const NUMBER: &str = "4242424242424242";
 const PORT: u16 = 8011;
-const FRAMINGS: &[&str] = &["json", "lf", "crlf", "cr", "bom", "bomcr", "nospace", "split"];
+const FRAMINGS: &[&str] = &[
+    "json", "lf", "crlf", "cr", "bom", "bomcr", "nospace", "split",
+];
 
 struct Server(Child);
 
@@ -137,7 +139,10 @@ fn every_event_stream_framing_is_masked() {
     // Control: without masks, every framing carries the number.
     for o in agent(&env, net, 9122, &reqs) {
         assert_eq!(o["status"], 200, "control: {o}");
-        assert!(o["body"].as_str().is_some_and(|b| b.contains(NUMBER)), "control: {o}");
+        assert!(
+            o["body"].as_str().is_some_and(|b| b.contains(NUMBER)),
+            "control: {o}"
+        );
     }
     for o in agent(&env, net, 9121, &reqs) {
         let body = o["body"].as_str().unwrap_or_default();
@@ -177,7 +182,9 @@ fn a_query_string_never_reaches_a_remote_mcp_server() {
     for o in &out[1..] {
         assert_eq!(o["status"], 400, "{o}");
         assert!(
-            o["body"].as_str().is_some_and(|b| b.contains("unknown-parameter")),
+            o["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("unknown-parameter")),
             "{o}"
         );
     }

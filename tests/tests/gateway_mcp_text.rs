@@ -118,7 +118,10 @@ fn check(out: &[Value], which: &str) {
     for name in TEXT {
         let o = shape(out, name);
         assert_eq!(o["error"]["code"], -32002, "{which} {name} withheld: {o}");
-        assert!(o.to_string().contains("unmaskable-response"), "{which} {name}: {o}");
+        assert!(
+            o.to_string().contains("unmaskable-response"),
+            "{which} {name}: {o}"
+        );
     }
     for name in JSON {
         let o = shape(out, name);
@@ -173,8 +176,14 @@ fn text_that_is_not_json_is_withheld_from_masked_mcp_services() {
         format!("Jane Roe pays with {NUMBER}")
     );
 
-    check(&agent(&env, &format!("http://127.170.{net}.1:9131/mcp")), "remote");
-    check(&agent(&env, &format!("http://127.170.{net}.1:9132/mcp")), "stdio");
+    check(
+        &agent(&env, &format!("http://127.170.{net}.1:9131/mcp")),
+        "remote",
+    );
+    check(
+        &agent(&env, &format!("http://127.170.{net}.1:9132/mcp")),
+        "stdio",
+    );
 
     wait_for(Duration::from_secs(5), || {
         (gateway_events(&env)

@@ -18,10 +18,10 @@ use super::{
     ServiceRt, Shared,
     bodies::{Collected, Scrub, collect, scrub_all, scrub_headers},
     http::{Body, Req, Resp, full},
+    masking::Masks,
     reply::Refusal,
     route::Call,
     stack::{Next, call},
-    masking::Masks,
     trail::{self, Trail},
 };
 use crate::policy::service::{MaskPath, MaskSeg, ServiceKind};

@@ -19,9 +19,19 @@ pub fn textual(mime: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     base.starts_with("text/")
-        || ["json", "xml", "yaml", "yml", "javascript", "ecmascript", "csv", "ndjson", "toml"]
-            .iter()
-            .any(|s| base.ends_with(s))
+        || [
+            "json",
+            "xml",
+            "yaml",
+            "yml",
+            "javascript",
+            "ecmascript",
+            "csv",
+            "ndjson",
+            "toml",
+        ]
+        .iter()
+        .any(|s| base.ends_with(s))
 }
 
 /// The `charset` parameter of a mime type, lowercased.
@@ -35,16 +45,18 @@ fn charset(mime: &str) -> Option<String> {
 }
 
 fn utf16(raw: &[u8], le: bool) -> Option<String> {
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return None;
     }
     let units: Vec<u16> = raw
-        .chunks_exact(2)
-        .map(|c| {
+        .as_chunks::<2>()
+        .0
+        .iter()
+        .map(|&c| {
             if le {
-                u16::from_le_bytes([c[0], c[1]])
+                u16::from_le_bytes(c)
             } else {
-                u16::from_be_bytes([c[0], c[1]])
+                u16::from_be_bytes(c)
             }
         })
         .collect();
@@ -70,9 +82,27 @@ pub fn decode(raw: &[u8], mime: Option<&str>) -> Option<(String, Enc)> {
     }
     match mime.and_then(charset).as_deref() {
         None | Some("utf-8" | "utf8" | "us-ascii" | "ascii") => {}
-        Some("utf-16le") => return utf16(raw, true).map(|s| (s, Enc::Utf16 { le: true, bom: false })),
+        Some("utf-16le") => {
+            return utf16(raw, true).map(|s| {
+                (
+                    s,
+                    Enc::Utf16 {
+                        le: true,
+                        bom: false,
+                    },
+                )
+            });
+        }
         Some("utf-16be" | "utf-16") => {
-            return utf16(raw, false).map(|s| (s, Enc::Utf16 { le: false, bom: false }));
+            return utf16(raw, false).map(|s| {
+                (
+                    s,
+                    Enc::Utf16 {
+                        le: false,
+                        bom: false,
+                    },
+                )
+            });
         }
         Some("iso-8859-1" | "latin1" | "latin-1" | "l1") => {
             return Some((raw.iter().map(|&b| char::from(b)).collect(), Enc::Latin1));
@@ -97,7 +127,11 @@ pub fn decode(raw: &[u8], mime: Option<&str>) -> Option<(String, Enc)> {
 pub fn encode(s: &str, enc: Enc) -> Option<Vec<u8>> {
     Some(match enc {
         Enc::Utf8 { bom } => {
-            let mut out = if bom { vec![0xEF, 0xBB, 0xBF] } else { Vec::new() };
+            let mut out = if bom {
+                vec![0xEF, 0xBB, 0xBF]
+            } else {
+                Vec::new()
+            };
             out.extend_from_slice(s.as_bytes());
             out
         }
@@ -132,7 +166,10 @@ mod tests {
             ([&[0xFE, 0xFF][..], &be].concat(), Some("text/plain")),
             ([&[0xEF, 0xBB, 0xBF][..], doc.as_bytes()].concat(), None),
             (le.clone(), Some("application/json; charset=utf-16le")),
-            (doc.as_bytes().to_vec(), Some("text/plain; charset=ISO-8859-1")),
+            (
+                doc.as_bytes().to_vec(),
+                Some("text/plain; charset=ISO-8859-1"),
+            ),
         ] {
             let (text, enc) = decode(&raw, mime).unwrap_or_else(|| panic!("{raw:?} {mime:?}"));
             assert_eq!(text, doc);

@@ -356,7 +356,7 @@ impl Masks {
             .any(|n| d.contains(n.to_lowercase().as_str()))
     }
 
-/// Could `s` hold a masked field at all? (A name as written, or
+    /// Could `s` hold a masked field at all? (A name as written, or
     /// written with JSON escapes.)
     fn mentions(&self, s: &str) -> bool {
         self.any
@@ -478,7 +478,15 @@ mod tests {
         let mut v = json!({"blob": engine.encode(&le), "mimeType": "application/json"});
         assert_eq!(m.message(&mut v).unwrap(), 1);
         let back = engine.decode(v["blob"].as_str().unwrap()).unwrap();
-        assert!(String::from_utf16_lossy(&back.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect::<Vec<_>>()).contains("[masked]"));
+        assert!(
+            String::from_utf16_lossy(
+                &back
+                    .chunks(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect::<Vec<_>>()
+            )
+            .contains("[masked]")
+        );
         let mut v = json!({"blob": engine.encode(b"number: 4242"), "mimeType": "text/yaml"});
         assert!(m.message(&mut v).is_err());
         let mut v = json!({"blob": engine.encode([0xC3, 0x28]), "mimeType": "text/plain"});
@@ -495,7 +503,10 @@ mod tests {
             "payload": "{\"card\": {\"number\": \"3\"}, \"d\": {\"card\": {\"number\": \"4\"}}}"});
         assert_eq!(m.message(&mut v).unwrap(), 3);
         let out = v.to_string();
-        assert!(out.contains("\"1\"") && !out.contains("\\\"3") && !out.contains("\\\"4"), "{out}");
+        assert!(
+            out.contains("\"1\"") && !out.contains("\\\"3") && !out.contains("\\\"4"),
+            "{out}"
+        );
     }
 
     const DOC: &str = r#"{"card":{"number":"4242424242424242"},"ok":1}"#;

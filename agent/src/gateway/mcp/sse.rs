@@ -357,12 +357,21 @@ mod tests {
         let doc = "{\"id\":1,\"result\":{\"card\":{\"number\":\"4242\"}}}";
         for (name, chunks) in [
             ("cr", vec![format!("event: message\rdata: {doc}\r\r")]),
-            ("crlf", vec![format!("event: message\r\ndata: {doc}\r\n\r\n")]),
+            (
+                "crlf",
+                vec![format!("event: message\r\ndata: {doc}\r\n\r\n")],
+            ),
             ("bom", vec![format!("\u{feff}data: {doc}\n\n")]),
-            ("bom split", vec!["\u{feff}".into(), format!("data: {doc}\n\n")]),
+            (
+                "bom split",
+                vec!["\u{feff}".into(), format!("data: {doc}\n\n")],
+            ),
             ("cr split", vec![format!("data: {doc}\r"), "\r".into()]),
             ("no space", vec![format!("data:{doc}\n\n")]),
-            ("unknown field", vec![format!("x-data: {doc}\ndata: {doc}\n\n")]),
+            (
+                "unknown field",
+                vec![format!("x-data: {doc}\ndata: {doc}\n\n")],
+            ),
         ] {
             let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
             let masks = crate::gateway::masking::Masks::new(&[path], true);
@@ -386,7 +395,10 @@ mod tests {
             let out = String::from_utf8(out.to_vec()).unwrap();
             assert!(!out.contains("4242"), "{name}: {out}");
             assert!(out.contains("[masked]"), "{name}: {out}");
-            assert!(!out.contains('\r') && !out.contains('\u{feff}'), "{name}: {out:?}");
+            assert!(
+                !out.contains('\r') && !out.contains('\u{feff}'),
+                "{name}: {out:?}"
+            );
         }
         assert_eq!(boundary(b"data: x\r\rdata: y"), Some(9));
         assert_eq!(boundary(b"data: x\r"), None);

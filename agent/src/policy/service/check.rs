@@ -10,8 +10,8 @@ use std::{
 use serde_saphyr::Spanned;
 
 use super::{
-    Command, Credential, DEFAULT_APPROVAL_TIMEOUT, MaskPath, MaskText, PathTemplate, Route, Secret, Service,
-    Template, Upstream, UpstreamUrl,
+    Command, Credential, DEFAULT_APPROVAL_TIMEOUT, MaskPath, MaskText, PathTemplate, Route, Secret,
+    Service, Template, Upstream, UpstreamUrl,
     doc::{CredentialDoc, RouteDoc, SecretDoc, ServiceDoc, ServiceKind},
 };
 use crate::policy::{
