@@ -15,8 +15,8 @@
 //! - MCP, unless the service passes text (`mask_text: pass`): a text item
 //!   (`text`) or a blob that decodes to text must be JSON as a whole (JSON
 //!   Lines too); YAML, XML, CSV, Markdown or prose is withheld, whatever
-//!   names it uses. Inside it, a string that names a masked field in any
-//!   letter case must be JSON as a whole too.
+//!   names it uses. Inside it, and in `structuredContent`, a string that
+//!   names a masked field in any letter case must be JSON as a whole too.
 //!
 //! A document with nothing masked is left as it was (passed byte for byte).
 
@@ -174,6 +174,11 @@ impl Masks {
                                 }
                                 None => 0,
                             }
+                        }
+                        // Structured content is the answer's data: a string
+                        // in it that names a masked field must be JSON.
+                        ("structuredContent", x) if self.strict_text => {
+                            self.strings(x, depth, Level::InItem)?
                         }
                         (_, x) => self.strings(x, depth, lvl)?,
                     };
@@ -469,6 +474,8 @@ mod tests {
         let clean = item(&m, " {\"holder\": \"Jane Roe\"} ").unwrap();
         assert!(clean.to_string().contains("Jane Roe"));
         assert!(item(&m, "").is_ok());
+        let mut v = json!({"structuredContent": {"out": "card:\n  Number: 4242", "n": "Jane"}});
+        assert!(m.message(&mut v).is_err());
         // Without strict text, prose passes.
         assert!(item(&masks(&["**.number"]), "Jane Roe, 4242").is_ok());
         // Blobs: text types decoded in their charset and masked, or withheld.
