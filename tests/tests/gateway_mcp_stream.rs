@@ -5,7 +5,7 @@
 //! - event streams framed any way the event-stream format allows (CR
 //!   alone, CRLF, LF, a leading byte-order mark, no space after `data:`,
 //!   data over two lines) are masked; the agent's raw bytes never hold the
-//!   number. Control: the same server through a service without masks
+//!   number (as root and as user 65534). Control: the same server through a service without masks
 //!   delivers it in every framing.
 //! - a URL query string is refused (`unknown-parameter`) and never reaches
 //!   the server; the same call without one does.
@@ -17,7 +17,9 @@ use std::{
 
 use palisade_tests::{
     DaemonProc, TestEnv,
-    gateway::{config, exec, gateway_events, gateway_python, python_dir, subnet},
+    gateway::{
+        config, exec, exec_unprivileged, gateway_events, gateway_python, python_dir, subnet,
+    },
     root_or_skip, wait_for,
 };
 use serde_json::Value;
@@ -60,26 +62,38 @@ identities:
     )
 }
 
-/// What the agent's HTTP client received, request by request.
-fn agent(env: &TestEnv, net: u32, port: u16, reqs: &[(&str, &str)]) -> Vec<Value> {
+/// What the agent's HTTP client received, request by request (as root,
+/// or as the unprivileged user 65534).
+fn agent_as(
+    env: &TestEnv,
+    unprivileged: bool,
+    net: u32,
+    port: u16,
+    reqs: &[(&str, &str)],
+) -> Vec<Value> {
     let script = python_dir().join("agent_mcp_raw.py");
     let reqs: Vec<Value> = reqs
         .iter()
         .map(|(p, f)| serde_json::json!({"path": p, "fmt": f}))
         .collect();
-    let out = exec(
-        env,
-        "raw-agent",
-        &gateway_python(),
-        &[
-            &script.to_string_lossy(),
-            &format!("127.170.{net}.1"),
-            &port.to_string(),
-            &Value::Array(reqs).to_string(),
-        ],
-    )
-    .output()
-    .unwrap_or_else(|e| panic!("agent_mcp_raw: {e}"));
+    let gateway = format!("127.170.{net}.1");
+    let port = port.to_string();
+    let reqs = Value::Array(reqs).to_string();
+    let script = script.to_string_lossy();
+    let args = [
+        script.as_ref(),
+        gateway.as_str(),
+        port.as_str(),
+        reqs.as_str(),
+    ];
+    let mut cmd = if unprivileged {
+        exec_unprivileged(env, "raw-agent", "/usr/bin/python3", &args)
+    } else {
+        exec(env, "raw-agent", &gateway_python(), &args)
+    };
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("agent_mcp_raw: {e}"));
     assert!(
         out.status.success(),
         "agent_mcp_raw failed:\n{}\n{}",
@@ -90,6 +104,10 @@ fn agent(env: &TestEnv, net: u32, port: u16, reqs: &[(&str, &str)]) -> Vec<Value
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
+}
+
+fn agent(env: &TestEnv, net: u32, port: u16, reqs: &[(&str, &str)]) -> Vec<Value> {
+    agent_as(env, false, net, port, reqs)
 }
 
 fn start(env: &TestEnv, net: u32) -> Server {
@@ -144,7 +162,10 @@ fn every_event_stream_framing_is_masked() {
             "control: {o}"
         );
     }
-    for o in agent(&env, net, 9121, &reqs) {
+    let masked = agent(&env, net, 9121, &reqs);
+    let unprivileged = agent_as(&env, true, net, 9121, &reqs);
+    assert_eq!(unprivileged.len(), FRAMINGS.len(), "{unprivileged:?}");
+    for o in masked.into_iter().chain(unprivileged) {
         let body = o["body"].as_str().unwrap_or_default();
         assert_eq!(o["status"], 200, "{o}");
         assert!(!body.contains(NUMBER), "the number reached the agent: {o}");
