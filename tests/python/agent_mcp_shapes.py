@@ -3,7 +3,7 @@
 line each, everything the client received: whole results (`_meta`
 included), errors with their data, blobs decoded, log notifications.
 
-    agent_mcp_shapes.py URL
+    agent_mcp_shapes.py URL [SHAPE,SHAPE...]
 """
 
 import asyncio
@@ -24,7 +24,10 @@ def decoded(dump):
     for c in dump.get("content") or []:
         r = c.get("resource") or {}
         if r.get("blob"):
-            r["blob_decoded"] = base64.b64decode(r["blob"]).decode("utf-8", "replace")
+            raw = base64.b64decode(r["blob"])
+            utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff") or "utf-16" in (r.get("mimeType") or "")
+            enc = ("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le") if utf16 else "utf-8"
+            r["blob_decoded"] = raw.decode(enc, "replace")
     return dump
 
 
@@ -56,4 +59,6 @@ async def main(url):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        SHAPES = sys.argv[2].split(",")
     asyncio.run(main(sys.argv[1]))

@@ -2,7 +2,9 @@
 holding a card number in each shape servers use: JSON text, structured
 content, embedded resources (text and base64 blob), `_meta`, a log
 notification, text with a prefix, JSON Lines, a JSON-RPC error's data, a
-resource read, text that is not JSON at all, and text too large to check.
+resource read, text that is not JSON at all (Python, YAML, XML, CSV,
+Markdown, key=value, JS literals, JSON with a comment, prose), blobs in
+UTF-16 and of a text type, and text too large to check.
 
     mcp_shapes.py --http 127.170.5.3 8000     # streamable HTTP
     mcp_shapes.py --stdio                     # stdio
@@ -29,6 +31,17 @@ mcp = FastMCP("palisade-shapes", host=host, port=port, log_level="WARNING",
 
 RECORD = {"holder": "Jane Roe", "card": {"number": "4242424242424242", "exp": "12/30"}}
 TEXT = json.dumps(RECORD)
+NOT_JSON = {
+    "yaml": "holder: Jane Roe\ncard:\n  number: \"{num}\"\n",
+    "yamlflow": "{{holder: Jane Roe, card: {{number: {num}}}}}",
+    "xml": "<card><holder>Jane Roe</holder><number>{num}</number></card>",
+    "kv": "holder=Jane Roe\ncard.number={num}",
+    "csv": "holder,number\nJane Roe,{num}\n",
+    "md": "| holder | number |\n|---|---|\n| Jane Roe | {num} |",
+    "js": "{{holder: 'Jane Roe', card: {{number: \"{num}\"}}}}",
+    "jsoncomment": '{{"holder": "Jane Roe", "card": {{"number" /*c*/ : "{num}"}}}}',
+    "prose": "Jane Roe pays with {num}",
+}
 
 
 def text(t):
@@ -63,6 +76,19 @@ async def card(fmt: str, ctx: Context):
             mode="url", message=TEXT, url="https://example.invalid/", elicitationId="e1")])
     if fmt == "huge":  # larger than the gateway's max_mask_bytes in the test
         return CallToolResult(content=text("Jane Roe " + "\n".join([TEXT] * 2000)))
+    # Text that is not JSON, in the formats servers print (an agent may
+    # pick the format, or the query that shapes a table).
+    num = RECORD["card"]["number"]
+    if fmt in NOT_JSON:
+        return CallToolResult(content=text(NOT_JSON[fmt].format(num=num)))
+    if fmt in ("utf16", "utf16le", "yamlblob"):
+        raw, mime = {
+            "utf16": (TEXT.encode("utf-16"), "application/json"),
+            "utf16le": (TEXT.encode("utf-16-le"), "application/json; charset=utf-16le"),
+            "yamlblob": (NOT_JSON["yaml"].format(num=num).encode(), "text/yaml"),
+        }[fmt]
+        return CallToolResult(content=[EmbeddedResource(type="resource", resource=BlobResourceContents(
+            uri="file:///card", mimeType=mime, blob=base64.b64encode(raw).decode()))])
     if fmt == "python":  # not JSON: a masked field the gateway cannot parse
         return CallToolResult(content=text("Jane Roe " + repr(RECORD)))
     return CallToolResult(content=text("unknown shape"), isError=True)

@@ -79,6 +79,16 @@ class Handler(BaseHTTPRequestHandler):
                 # not let the credential come back this way.
                 "authorization_seen": auth,
             })
+        elif self.command == "GET" and path.startswith("/v1/customers/nested"):
+            # The record as a JSON document carried in a string (an event
+            # payload, a metadata blob); `-nojson`: as text naming a field.
+            inner = {"email": "jane@example.com", "ssn": "078-05-1120",
+                     "cards": [{"number": "4000056655665556", "brand": "visa"}]}
+            payload = json.dumps(inner)
+            if path.endswith("-nojson"):
+                payload = "record: " + repr(inner)
+            self.send_json(200, {"id": path.rsplit("/", 1)[1], "name": "Jane Roe",
+                                 "payload": payload, "deep": {"x": json.dumps({"p": payload})}})
         elif self.command == "GET" and path.startswith("/v1/customers/"):
             self.send_json(200, {
                 "id": path.rsplit("/", 1)[1],

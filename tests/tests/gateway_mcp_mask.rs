@@ -4,8 +4,10 @@
 //! structured content, an embedded resource (text and base64 blob),
 //! `_meta`, a log notification, text after a prefix, JSON Lines, a JSON-RPC
 //! error's data and a resource read; the agent is the official MCP client
-//! under `palisade exec`. Remote (streamable HTTP) and stdio servers. Text
-//! that names the field but is not JSON, or is too large to check, is
+//! under `palisade exec`. Remote (streamable HTTP) and stdio servers, both
+//! with `mask_text: pass` (JSON inside text is masked; text that is not
+//! JSON passes, see `gateway_mcp_text.rs` for the default). Text that names
+//! the field as a member but is not JSON, or is too large to check, is
 //! withheld with a JSON-RPC error.
 //! Control: the record's other fields arrive, and the same server's
 //! answers through a service without masks carry the number.
@@ -45,11 +47,13 @@ services:
     url: http://127.170.{net}.3:8000/mcp
     port: 9111
     mask: [card.number]
+    mask_text: pass
   - id: cards-local
     kind: mcp
     command: [{python}, {server}, --stdio]
     port: 9112
     mask: [card.number]
+    mask_text: pass
   - id: cards-open
     kind: mcp
     url: http://127.170.{net}.3:8000/mcp

@@ -18,6 +18,7 @@ use super::{
     ServiceRt, Shared,
     bodies::{Collected, Scrub, collect, scrub_all, scrub_headers},
     http::{Body, Req, Resp, full},
+    masking::Masks,
     reply::Refusal,
     route::Call,
     stack::{Next, call},
@@ -213,7 +214,12 @@ async fn masked(
     }
     let mut v: Value =
         serde_json::from_slice(&bytes).map_err(|e| refuse(format!("is not valid JSON ({e})")))?;
-    let n: usize = masks.iter().map(|m| apply(&mut v, &m.segs)).sum();
+    // The paths from the document's root; JSON carried in its strings is
+    // masked too (at every depth), and a string that names a masked field
+    // as a member without being JSON makes the response unmaskable.
+    let n = Masks::http(masks, false)
+        .message(&mut v)
+        .map_err(|e| refuse(e.to_string()))?;
     let mut out = serde_json::to_vec(&v).map_err(|e| refuse(e.to_string()))?;
     for secret in &rt.secrets {
         if let Some(clean) = scrub_all(&out, secret) {

@@ -21,6 +21,7 @@ mod http;
 mod kernel;
 mod listen;
 mod mask;
+mod masking;
 mod mcp;
 mod peer;
 mod reply;

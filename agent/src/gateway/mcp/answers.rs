@@ -9,13 +9,15 @@ use hyper::{StatusCode, header};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::{masking::Masks, rpc, sse};
+use super::{rpc, sse};
+use crate::gateway::masking::Masks;
 use crate::gateway::{
     ServiceRt, Shared,
     bodies::{Collected, collect},
     http::{Resp, full},
     trail::Trail,
 };
+use crate::policy::service::MaskText;
 
 /// Add `note` to the record's detail.
 fn note(trail: &Trail, note: &str) {
@@ -73,7 +75,10 @@ pub async fn rewrite(
     resp: Resp,
     rw: Option<sse::Rewrite>,
 ) -> Resp {
-    let masks = Arc::new(Masks::new(&rt.service.mask));
+    let masks = Arc::new(Masks::new(
+        &rt.service.mask,
+        rt.service.mask_text == MaskText::Withhold,
+    ));
     if masks.is_empty() && rw.is_none() {
         return resp;
     }

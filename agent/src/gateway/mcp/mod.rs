@@ -9,12 +9,13 @@
 //! - The protocol's own messages (`initialize`, `ping`, notifications, the
 //!   client's answers to the server) pass; every other method (`resources/
 //!   read`, `prompts/get`…) is judged as an action named after it.
+//! - A URL query string is refused (`unknown-parameter`): the transport
+//!   uses none, and nothing would judge it.
 //! - With `mask:` paths, everything the server sends is masked whole
 //!   (`masking`): every answer, error, notification and event stream; a
 //!   message that cannot be masked is replaced by a JSON-RPC error.
 
 mod answers;
-mod masking;
 mod rpc;
 mod sse;
 pub mod stdio;
@@ -66,6 +67,19 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         ));
     }
     trail.with(|r| r.route = Some("/mcp".into()));
+    // The transport takes no query string, and nothing would judge one: a
+    // query is refused, as an HTTP service refuses an undeclared parameter.
+    if let Some(q) = req.uri().query() {
+        let shown: String = q.chars().take(64).collect();
+        return trail.refuse(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "unknown-parameter",
+            format!(
+                "MCP service `{}` takes no query string (`?{shown}`): refused, not forwarded",
+                rt.service.id
+            ),
+        ));
+    }
     match *req.method() {
         Method::POST => post(&sh, &conn, &trail, &rt, req, next).await,
         // The server's event stream, and the end of a session.

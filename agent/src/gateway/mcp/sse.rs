@@ -31,6 +31,8 @@ pub struct SseRewrite {
     strict: bool,
     /// Masking: the id such an error answers, and the record it is noted in.
     withheld: Option<(Value, Trail)>,
+    /// The stream's start was seen (a byte-order mark there is dropped).
+    started: bool,
     done: bool,
 }
 
@@ -50,23 +52,51 @@ impl SseRewrite {
             rewrite,
             strict: withheld.is_some(),
             withheld,
+            started: false,
             done: false,
         }
     }
 }
 
-/// Where the first event in `buf` ends (after its blank line).
+/// Where the first event in `buf` ends (after its blank line). Lines end
+/// with CRLF, LF or CR alone, as the event-stream format allows; a CR
+/// last in `buf` ends a line only if it ends an empty one (an LF after it
+/// would be one more, empty, line: nothing).
 fn boundary(buf: &[u8]) -> Option<usize> {
-    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
-    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let mut line = 0;
+    loop {
+        let at = line + memchr::memchr2(b'\r', b'\n', &buf[line..])?;
+        let len = match (buf[at], buf.get(at + 1)) {
+            (b'\r', Some(b'\n')) => 2,
+            (b'\r', None) if at != line => return None,
+            _ => 1,
+        };
+        if at == line {
+            return Some(at + len);
+        }
+        line = at + len;
     }
 }
 
+/// The lines of an event, split at CRLF, LF and CR.
+fn lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(['\r', '\n']) {
+        out.push(&rest[..at]);
+        let len = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[at + len..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
 /// Rewrite one event: its `data` lines are one JSON message (`strict`:
-/// data that is not JSON is given to `rewrite` as a string).
+/// data that is not JSON is given to `rewrite` as a string, and the event
+/// is always written anew — LF line ends, only the fields a client reads —
+/// so the client reads exactly what was checked).
 pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite, strict: bool) -> Bytes {
     let text = match std::str::from_utf8(event) {
         Ok(t) => t,
@@ -79,26 +109,64 @@ pub fn rewrite_event(event: &[u8], rewrite: &mut Rewrite, strict: bool) -> Bytes
     };
     let mut data = Vec::new();
     let mut other = Vec::new();
-    for line in text.lines() {
-        match line.strip_prefix("data:") {
-            Some(d) => data.push(d.strip_prefix(' ').unwrap_or(d)),
-            None if !line.is_empty() => other.push(line),
-            None => {}
+    for line in lines(text) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(':') {
+            other.push(line);
+            continue;
+        }
+        // `name: value` (one space after the colon dropped), or a name
+        // alone with an empty value.
+        let (name, value) = match line.split_once(':') {
+            Some((n, v)) => (n, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match name {
+            "data" => data.push(value),
+            "event" | "id" | "retry" => other.push(line),
+            // Fields a client ignores: dropped when the event is rewritten.
+            _ if strict => {}
+            _ => other.push(line),
         }
     }
     if data.is_empty() {
-        return Bytes::copy_from_slice(event);
+        return if strict {
+            event_of_lines(&other, &[])
+        } else {
+            Bytes::copy_from_slice(event)
+        };
     }
     let joined = data.join("\n");
     let mut v = match serde_json::from_str::<Value>(&joined) {
         Ok(v) => v,
-        Err(_) if strict && !joined.trim().is_empty() => Value::String(joined),
+        Err(_) if strict => Value::String(joined),
         Err(_) => return Bytes::copy_from_slice(event),
     };
-    if !rewrite(&mut v) {
-        return Bytes::copy_from_slice(event);
+    if rewrite(&mut v) {
+        return event_of(&other, &v);
     }
-    event_of(&other, &v)
+    if strict {
+        return event_of_lines(&other, &data);
+    }
+    Bytes::copy_from_slice(event)
+}
+
+/// An event of `other` lines and `data` lines, LF-terminated.
+fn event_of_lines(other: &[&str], data: &[&str]) -> Bytes {
+    let mut out = String::new();
+    for l in other {
+        out.push_str(l);
+        out.push('\n');
+    }
+    for l in data {
+        out.push_str("data: ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 /// An event of `other` lines and `v` as its data (a string as its lines).
@@ -110,9 +178,9 @@ fn event_of(other: &[&str], v: &Value) -> Bytes {
     }
     match v {
         Value::String(s) => {
-            for l in s.split('\n') {
+            for l in lines(s) {
                 out.push_str("data: ");
-                out.push_str(l.trim_end_matches('\r'));
+                out.push_str(l);
                 out.push('\n');
             }
         }
@@ -136,7 +204,18 @@ impl HttpBody for SseRewrite {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if let Some(end) = boundary(&this.buf) {
+            if !this.started {
+                // One byte-order mark at the start is not part of the
+                // first line (clients drop it too).
+                const BOM: &[u8] = b"\xEF\xBB\xBF";
+                if this.buf.starts_with(BOM) {
+                    let _ = this.buf.split_to(BOM.len());
+                    this.started = true;
+                } else if this.done || !BOM.starts_with(&this.buf) {
+                    this.started = true;
+                }
+            }
+            if let Some(end) = boundary(&this.buf).filter(|_| this.started) {
                 let event = this.buf.split_to(end);
                 return Poll::Ready(Some(Ok(Frame::data(rewrite_event(
                     &event,
@@ -238,7 +317,7 @@ mod tests {
     #[tokio::test]
     async fn masking_checks_text_data_and_ends_on_an_event_too_large() {
         let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
-        let masks = super::super::masking::Masks::new(&[path]);
+        let masks = crate::gateway::masking::Masks::new(&[path], false);
         let rewrite: Rewrite = Box::new(move |v: &mut Value| match masks.message(v) {
             Ok(n) => n > 0,
             Err(_) => {
@@ -271,5 +350,59 @@ mod tests {
                 .with(|r| r.detail.clone())
                 .is_some_and(|d| d.contains("unmaskable-response"))
         );
+    }
+
+    #[tokio::test]
+    async fn masking_reads_every_framing_the_format_allows() {
+        let doc = "{\"id\":1,\"result\":{\"card\":{\"number\":\"4242\"}}}";
+        for (name, chunks) in [
+            ("cr", vec![format!("event: message\rdata: {doc}\r\r")]),
+            (
+                "crlf",
+                vec![format!("event: message\r\ndata: {doc}\r\n\r\n")],
+            ),
+            ("bom", vec![format!("\u{feff}data: {doc}\n\n")]),
+            (
+                "bom split",
+                vec!["\u{feff}".into(), format!("data: {doc}\n\n")],
+            ),
+            ("cr split", vec![format!("data: {doc}\r"), "\r".into()]),
+            ("no space", vec![format!("data:{doc}\n\n")]),
+            (
+                "unknown field",
+                vec![format!("x-data: {doc}\ndata: {doc}\n\n")],
+            ),
+        ] {
+            let path = crate::policy::service::MaskPath::parse("card.number").unwrap();
+            let masks = crate::gateway::masking::Masks::new(&[path], true);
+            let rewrite: Rewrite = Box::new(move |v: &mut Value| match masks.message(v) {
+                Ok(n) => n > 0,
+                Err(_) => {
+                    *v = json!({"withheld": true});
+                    true
+                }
+            });
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = chunks
+                .into_iter()
+                .map(|c| Ok(Frame::data(Bytes::from(c))))
+                .collect();
+            let body = http_body_util::StreamBody::new(tokio_stream::iter(frames)).boxed_unsync();
+            let out = SseRewrite::new(body, 1 << 20, rewrite, Some((json!(1), Trail::default())))
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
+            let out = String::from_utf8(out.to_vec()).unwrap();
+            assert!(!out.contains("4242"), "{name}: {out}");
+            assert!(out.contains("[masked]"), "{name}: {out}");
+            assert!(
+                !out.contains('\r') && !out.contains('\u{feff}'),
+                "{name}: {out:?}"
+            );
+        }
+        assert_eq!(boundary(b"data: x\r\rdata: y"), Some(9));
+        assert_eq!(boundary(b"data: x\r"), None);
+        assert_eq!(boundary(b"data: x\r\n\r\n"), Some(11));
+        assert_eq!(lines("a\rb\r\nc\nd"), vec!["a", "b", "c", "d"]);
     }
 }

@@ -10,8 +10,8 @@ use std::{
 use serde_saphyr::Spanned;
 
 use super::{
-    Command, Credential, DEFAULT_APPROVAL_TIMEOUT, MaskPath, PathTemplate, Route, Secret, Service,
-    Template, Upstream, UpstreamUrl,
+    Command, Credential, DEFAULT_APPROVAL_TIMEOUT, MaskPath, MaskText, PathTemplate, Route, Secret,
+    Service, Template, Upstream, UpstreamUrl,
     doc::{CredentialDoc, RouteDoc, SecretDoc, ServiceDoc, ServiceKind},
 };
 use crate::policy::{
@@ -154,6 +154,29 @@ impl Declared {
             credential(ctx, c, &loc)
         });
         let mask = ctx.masks(&doc.mask);
+        let mask_text = match &doc.mask_text {
+            None => MaskText::Withhold,
+            Some(t) => match (t.value.as_str(), doc.kind) {
+                (_, ServiceKind::Http) => {
+                    let at = ctx.at(t);
+                    ctx.error(
+                        at,
+                        "`mask_text` applies to MCP services (an HTTP service refuses any masked response that is not JSON)",
+                    );
+                    MaskText::Withhold
+                }
+                ("withhold", _) => MaskText::Withhold,
+                ("pass", _) => MaskText::Pass,
+                (other, _) => {
+                    let at = ctx.at(t);
+                    ctx.error(
+                        at,
+                        format!("`mask_text` is `withhold` or `pass`, not {other:?}"),
+                    );
+                    MaskText::Withhold
+                }
+            },
+        };
         let approval_timeout = match &doc.approval_timeout {
             None => DEFAULT_APPROVAL_TIMEOUT,
             Some(t) => match humantime::parse_duration(&t.value) {
@@ -209,6 +232,7 @@ impl Declared {
             tool,
             credential,
             mask,
+            mask_text,
             routes,
             approval_timeout,
             loc,

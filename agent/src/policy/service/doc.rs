@@ -67,6 +67,14 @@ pub struct ServiceDoc {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub mask: Vec<Spanned<String>>,
+    /// `kind: mcp` with `mask`: what happens to a text item (or text blob)
+    /// of an answer that is not JSON the gateway can mask. `withhold`
+    /// (default): the message is replaced by a JSON-RPC error. `pass`: the
+    /// JSON inside it is masked and the rest passes, unless it names a
+    /// masked field as a JSON member.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub mask_text: Option<Spanned<String>>,
     /// How requests map to tool calls (`kind: http`); anything else is
     /// denied.
     #[serde(default)]

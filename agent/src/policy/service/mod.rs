@@ -23,6 +23,16 @@ use super::SourceLoc;
 /// How long a request that needs approval is held, unless the service says.
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What an MCP service with masks does with answer text that is not JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaskText {
+    /// Withheld (a JSON-RPC error stands in for the message).
+    #[default]
+    Withhold,
+    /// Passed, with the JSON inside it masked.
+    Pass,
+}
+
 #[derive(Clone, Debug)]
 pub struct Service {
     pub id: String,
@@ -36,6 +46,8 @@ pub struct Service {
     pub credential: Option<Credential>,
     /// Masked in every response of the service.
     pub mask: Vec<MaskPath>,
+    /// MCP: what happens to answer text that is not JSON (`mask_text`).
+    pub mask_text: MaskText,
     pub routes: Vec<Route>,
     pub approval_timeout: Duration,
     pub loc: SourceLoc,

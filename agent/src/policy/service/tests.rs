@@ -99,6 +99,11 @@ fn service_errors_point_at_the_value() {
             "p.yaml:12:12: mask path `card..number` has an empty segment",
         ),
         (
+            "mask: [card.number]",
+            "mask: [card.number]\n    mask_text: pass",
+            "p.yaml:13:16: `mask_text` applies to MCP services",
+        ),
+        (
             "method: POST",
             "method: \"PO ST\"",
             "`PO ST` is not an HTTP method",
@@ -204,5 +209,19 @@ fn templates_and_masks_parse() {
     assert_eq!(
         MaskPath::parse("**.ssn").unwrap().segs[0],
         MaskSeg::AnyDepth
+    );
+}
+
+#[test]
+fn mask_text_is_withhold_or_pass() {
+    let mcp = "version: 1\nservices:\n  - id: m\n    kind: mcp\n    url: http://127.0.0.1:9/mcp\n    port: 9002\n    mask: [number]\n";
+    let p = load_str("p.yaml", mcp).unwrap();
+    assert_eq!(p.policy.services[0].mask_text, MaskText::Withhold);
+    let p = load_str("p.yaml", &format!("{mcp}    mask_text: pass\n")).unwrap();
+    assert_eq!(p.policy.services[0].mask_text, MaskText::Pass);
+    let e = errors(&format!("{mcp}    mask_text: allow\n"));
+    assert!(
+        e.contains("p.yaml:8:16: `mask_text` is `withhold` or `pass`, not \"allow\""),
+        "{e}"
     );
 }

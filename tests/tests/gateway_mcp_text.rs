@@ -1,0 +1,201 @@
+//! MCP services with masks withhold answer text that is not JSON: a real
+//! MCP server built with the official SDK answers with a card number in
+//! the text formats servers print (YAML, flow YAML, XML, key=value, CSV, a
+//! Markdown table, a JS object literal, JSON with a comment, prose without
+//! the field's name) and in blobs (UTF-16 JSON with and without a mark,
+//! YAML of a text type); the agent is the official MCP client under
+//! `palisade exec`. Every text shape is withheld (-32002, recorded); the
+//! JSON ones are masked. Remote and stdio servers.
+//! Control: through a service without masks every shape carries the
+//! number, and prose arrives untouched.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use palisade_tests::{
+    DaemonProc, TestEnv,
+    gateway::{config, exec, gateway_events, gateway_python, python_dir, subnet},
+    root_or_skip, wait_for,
+};
+use serde_json::Value;
+
+const NUMBER: &str = "4242424242424242";
+const PORT: u16 = 8012;
+const TEXT: &[&str] = &[
+    "yaml",
+    "yamlflow",
+    "xml",
+    "kv",
+    "csv",
+    "md",
+    "js",
+    "jsoncomment",
+    "prose",
+    "yamlblob",
+];
+const JSON: &[&str] = &["text", "utf16", "utf16le"];
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn policy(net: u32) -> String {
+    let python = gateway_python();
+    let server = python_dir().join("mcp_shapes.py");
+    format!(
+        r#"version: 1
+label: mcp-text
+services:
+  - id: cards
+    kind: mcp
+    url: http://127.170.{net}.3:{PORT}/mcp
+    port: 9131
+    mask: [card.number]
+  - id: cards-local
+    kind: mcp
+    command: [{python}, {server}, --stdio]
+    port: 9132
+    mask: [card.number]
+  - id: cards-open
+    kind: mcp
+    url: http://127.170.{net}.3:{PORT}/mcp
+    port: 9133
+identities:
+  - id: card-agent
+    tools:
+      allow:
+        - {{id: cards, tool: "cards*", actions: [card, "resources/read"]}}
+"#,
+        python = python.display(),
+        server = server.display(),
+    )
+}
+
+/// What the official client received, shape by shape.
+fn agent(env: &TestEnv, url: &str) -> Vec<Value> {
+    let script = python_dir().join("agent_mcp_shapes.py");
+    let shapes: Vec<&str> = TEXT.iter().chain(JSON).copied().collect();
+    let out = exec(
+        env,
+        "card-agent",
+        &gateway_python(),
+        &[&script.to_string_lossy(), url, &shapes.join(",")],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("agent_mcp_shapes: {e}"));
+    assert!(
+        out.status.success(),
+        "agent_mcp_shapes failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {
+    out.iter()
+        .find(|o| o["shape"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {out:?}"))
+}
+
+fn check(out: &[Value], which: &str) {
+    for o in out {
+        assert!(
+            !o.to_string().contains(NUMBER),
+            "{which}: the number reached the agent: {o}"
+        );
+    }
+    for name in TEXT {
+        let o = shape(out, name);
+        assert_eq!(o["error"]["code"], -32002, "{which} {name} withheld: {o}");
+        assert!(
+            o.to_string().contains("unmaskable-response"),
+            "{which} {name}: {o}"
+        );
+    }
+    for name in JSON {
+        let o = shape(out, name);
+        assert!(o.get("error").is_none(), "{which} {name}: {o}");
+        let s = o.to_string();
+        assert!(
+            s.contains("[masked]") && s.contains("Jane Roe"),
+            "{which} {name} masked, the rest arrives: {o}"
+        );
+    }
+}
+
+#[test]
+fn text_that_is_not_json_is_withheld_from_masked_mcp_services() {
+    if !root_or_skip("text_that_is_not_json_is_withheld_from_masked_mcp_services") {
+        return;
+    }
+    let net = subnet();
+    let env = TestEnv::new("gw-mcp-text", "version: 1\n");
+    env.write_policy(&policy(net));
+    env.write_config(&config(net, ""));
+    let addr = format!("127.170.{net}.3");
+    let _server = Server(
+        Command::new(gateway_python())
+            .arg(python_dir().join("mcp_shapes.py"))
+            .args(["--http", &addr, &PORT.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the MCP server: {e}")),
+    );
+    wait_for(Duration::from_secs(20), || {
+        std::net::TcpStream::connect((addr.as_str(), PORT))
+            .ok()
+            .map(drop)
+    })
+    .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:{PORT}"));
+    let _daemon = DaemonProc::start(&env);
+
+    // Control: without masks, every shape carries the number; prose is
+    // untouched.
+    let open = agent(&env, &format!("http://127.170.{net}.1:9133/mcp"));
+    for name in TEXT.iter().chain(JSON) {
+        assert!(
+            shape(&open, name).to_string().contains(NUMBER),
+            "control {name}: {}",
+            shape(&open, name)
+        );
+    }
+    assert_eq!(
+        shape(&open, "prose")["result"]["content"][0]["text"],
+        format!("Jane Roe pays with {NUMBER}")
+    );
+
+    check(
+        &agent(&env, &format!("http://127.170.{net}.1:9131/mcp")),
+        "remote",
+    );
+    check(
+        &agent(&env, &format!("http://127.170.{net}.1:9132/mcp")),
+        "stdio",
+    );
+
+    wait_for(Duration::from_secs(5), || {
+        (gateway_events(&env)
+            .iter()
+            .filter(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unmaskable-response"))
+            })
+            .count()
+            >= 2 * TEXT.len())
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("withheld messages recorded: {:?}", gateway_events(&env)));
+}
