@@ -15,6 +15,7 @@ use super::{
     ServiceRt, Shared,
     http::{Req, Resp},
     listen::Conn,
+    release,
     reply::Refusal,
     route::Call,
     stack::{Next, call},
@@ -200,7 +201,27 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 let now = daemon.decisions.approvals.get(&a.id);
                 match now.as_ref().map(|a| a.state) {
                     Some(State::Approved) => {
-                        return match daemon.spend_approval(policy, &tc, &a.id, &ask()) {
+                        // Judged again if the operator loaded another
+                        // policy while the request was held.
+                        let now_active = match release::rejudge(daemon, rt, c, &tc, &version) {
+                            Ok(p) => p,
+                            Err(stale) => {
+                                trail.with(|r| {
+                                    r.verdict = "deny";
+                                    r.reason = stale.reason.clone();
+                                    r.rule = stale.rule.clone();
+                                    r.policy_version = Some(stale.policy_version.clone());
+                                    r.detail =
+                                        Some(format!("approval {}: {}", a.id, stale.message));
+                                });
+                                return Err(Refusal {
+                                    approval_id: Some(a.id.clone()),
+                                    decision_id: Some(decision_id.clone()),
+                                    ..stale.refusal()
+                                });
+                            }
+                        };
+                        return match daemon.spend_approval(&now_active.policy, &tc, &a.id, &ask()) {
                             Ok((approved, _)) => {
                                 trail.with(|r| {
                                     r.verdict = "allow";

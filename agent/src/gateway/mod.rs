@@ -23,6 +23,7 @@ mod listen;
 mod mask;
 mod mcp;
 mod peer;
+mod release;
 mod reply;
 mod route;
 mod secrets;
