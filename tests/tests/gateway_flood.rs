@@ -165,6 +165,11 @@ fn a_gateway_flood_costs_a_bounded_number_of_records_and_every_request_is_counte
         grown < 2 << 20,
         "the trail grew {grown} bytes for {sent} requests"
     );
+    eprintln!(
+        "{sent} flood requests: {} records ({} aggregate), the trail grew {grown} bytes",
+        flood.len(),
+        flood.iter().filter(|e| e["count"].is_u64()).count()
+    );
     let aggregates: Vec<&Value> = flood.iter().filter(|e| e["count"].is_u64()).collect();
     assert!(!aggregates.is_empty());
     for a in &aggregates {
