@@ -9,9 +9,9 @@
 //!   `KINDS` kinds; the others are counted per kind (beyond `KINDS` kinds,
 //!   per verdict and reason) and written as one aggregate record each,
 //!   with `count` and `aggregate.first`/`last`, when the period ends;
-//! - a call that went through an approval (it names one) is always
-//!   written: approvals are few (a person gives each, and pending ones are
-//!   capped per identity) and each is worth its own record.
+//! - a call released by an approval (its record names the approver) is
+//!   always written: each approval is spent once and a person gave it, so
+//!   they are few, and each is worth its own record.
 //!
 //! Every call is still counted: the individual records plus the `count`s
 //! of the aggregate records add up to the calls made. Each identity has a
@@ -141,7 +141,7 @@ impl CallRecords {
 
     /// The record to write now, or `None` when the call was counted instead.
     pub fn admit(&self, ev: AuditEvent, now: SystemTime) -> Option<AuditEvent> {
-        if ev.call.as_ref().is_some_and(|c| c.approval_id.is_some()) {
+        if ev.call.as_ref().is_some_and(|c| c.approver.is_some()) {
             return Some(ev);
         }
         let who = ev.identity.clone().unwrap_or_default();
@@ -289,6 +289,7 @@ mod tests {
             action: "admin".into(),
             resource: format!("x{path}"),
             approval_id: approval.then(|| "a1".into()),
+            approver: approval.then(|| "uid 0".into()),
             ..CallDetail::default()
         });
         ev.http = Some(HttpDetail {
@@ -315,7 +316,7 @@ mod tests {
         assert_eq!(written.len(), 101);
         // Another identity has a budget of its own.
         assert!(r.admit(request("steady", 1, "allow", false), t0).is_some());
-        // A call through an approval is always written.
+        // A call released by an approval is always written.
         assert!(r.admit(request("flooder", 1, "allow", true), t0).is_some());
         assert!(r.drain(t0 + Duration::from_secs(1), false).is_empty());
         let agg = r.drain(t0 + Duration::from_secs(10), false);
