@@ -1,9 +1,10 @@
 //! A request the gateway holds for approval, and a reload before the
-//! approval: the request is judged again under the active policy when the
-//! approval arrives. A policy that now denies the call refuses it (403
-//! with the new rule), and the upstream receives nothing; the same
-//! approval without a reload, or after a reload that still asks for
-//! approval, goes through exactly once.
+//! approval: the request is judged again under the active policy (at the
+//! reload, and when the approval arrives). A policy that now denies the
+//! call refuses it (403 with the new rule) and the approver's later "yes"
+//! releases nothing: the upstream receives nothing. The same approval
+//! without a reload, or after a reload that still asks for approval, goes
+//! through exactly once.
 
 use std::process::Child;
 
@@ -69,12 +70,14 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
         "    tools:\n      deny:\n        - {id: no-payments, tool: stripe, actions: [create_payment]}\n      allow:\n        - id: payments\n",
     );
 
-    // Held, then the operator denies payments, then someone approves.
+    // Held, then the operator denies payments: refused without waiting
+    // for the approver, who later approves from the queue.
     let (c, id) = held(&f, "1501");
     let v2 = reload(&f, &denying);
+    let out = answer(c);
     f.env
         .cli_ok(&["approve", &id, "--reason", "from the queue"]);
-    let out = answer(c);
+    std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
     assert_eq!(out["body"]["error"]["rule"], "no-payments", "{out}");
