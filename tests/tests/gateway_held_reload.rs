@@ -70,14 +70,13 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
         "    tools:\n      deny:\n        - {id: no-payments, tool: stripe, actions: [create_payment]}\n      allow:\n        - id: payments\n",
     );
 
-    // Held, then the operator denies payments: refused without waiting
-    // for the approver, who later approves from the queue.
+    // Held, then the operator denies payments, then someone approves from
+    // the queue at once.
     let (c, id) = held(&f, "1501");
     let v2 = reload(&f, &denying);
-    let out = answer(c);
     f.env
         .cli_ok(&["approve", &id, "--reason", "from the queue"]);
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = answer(c);
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
     assert_eq!(out["body"]["error"]["rule"], "no-payments", "{out}");
@@ -93,6 +92,18 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
         assert_eq!(ev["policy_version"], v2.as_str(), "{ev}");
     }
     let v1 = reload(&f, &original);
+
+    // Held, then the reload, and no approver yet: refused at once (not
+    // at the approval timeout); the approval given later releases nothing.
+    let (c, id) = held(&f, "1504");
+    reload(&f, &denying);
+    let out = answer(c);
+    assert_eq!(out["status"], 403, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
+    f.env.cli_ok(&["approve", &id, "--reason", "late"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(payments(&f, "1504"), 0, "the upstream received the payment");
+    assert_eq!(reload(&f, &original), v1);
 
     // Control: the same approval without a reload goes through once.
     let (c, id) = held(&f, "1502");
