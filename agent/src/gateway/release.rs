@@ -1,12 +1,13 @@
-//! Releasing a held request. Its approval was asked under the policy the
-//! request was judged by; an operator may have loaded another since (a
-//! tightening: the security team's new `deny`). Before anything is
-//! forwarded the request is judged again under the active policy, with the
-//! caller's active elevations, and goes on only if that policy still allows
-//! it, outright or by approval, and still maps it to the same call of the
-//! same service. Otherwise the agent gets a 403 with the new reason and
-//! nothing reaches the upstream (the `Decide` path refuses an approval
-//! given under another policy version outright).
+//! A held request across reloads. Its approval was asked under the policy
+//! the request was judged by; an operator may have loaded another since (a
+//! tightening: the security team's new `deny`). When a reload becomes
+//! active, and before anything is forwarded, the request is judged again
+//! under the active policy, with the caller's active elevations, and goes
+//! on only if that policy still allows it, outright or by approval, and
+//! still maps it to the same call of the same service. Otherwise the agent
+//! gets a 403 with the new reason and nothing reaches the upstream (the
+//! `Decide` path refuses an approval given under another policy version
+//! outright).
 
 use std::sync::Arc;
 
