@@ -11,6 +11,7 @@
 //!   keep: 16                            # rotated files kept (0 = all)
 //!   keep_min_age: 24h                   # retention never deletes younger files
 //!   fsync: true                         # fdatasync every batch
+//!   calls: {per_identity: 1000, period: 10s}  # call records one by one, then counted
 //!   otlp:                               # optional export (off if absent)
 //!     endpoint: http://127.0.0.1:4318
 //! cgroup:
@@ -167,6 +168,9 @@ pub struct AuditConfig {
     pub otlp: Option<crate::audit::otlp::OtlpConfig>,
     /// The trail as OCSF events in a JSON-lines file; off if absent.
     pub ocsf: Option<crate::ocsf::OcsfFileConfig>,
+    /// Gateway requests and `Decide` calls recorded one by one per
+    /// identity and period; the rest are counted (`audit::fold`).
+    pub calls: crate::audit::fold::CallRecordsConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -230,6 +234,7 @@ impl Default for AuditConfig {
             fsync: true,
             otlp: None,
             ocsf: None,
+            calls: crate::audit::fold::CallRecordsConfig::default(),
         }
     }
 }
@@ -313,6 +318,10 @@ impl Config {
                 "approvals.max_pending_per_identity",
                 cfg.approvals.max_pending_per_identity,
             ),
+            (
+                "audit.calls.per_identity",
+                cfg.audit.calls.per_identity as _,
+            ),
         ] {
             if n == 0 {
                 return Err(at(1, 1, format!("{key} must be at least 1")));
@@ -320,6 +329,7 @@ impl Config {
         }
         for (key, value) in [
             ("audit.keep_min_age", &cfg.audit.keep_min_age),
+            ("audit.calls.period", &cfg.audit.calls.period),
             ("tokens.ttl", &cfg.tokens.ttl),
             ("tokens.max_ttl", &cfg.tokens.max_ttl),
             ("approvals.ttl", &cfg.approvals.ttl),

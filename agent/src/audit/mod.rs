@@ -5,6 +5,7 @@
 
 pub mod chain;
 mod event;
+pub mod fold;
 pub mod otlp;
 mod pipeline;
 pub mod spool;

@@ -206,7 +206,7 @@ impl Daemon {
                 let e = DaemonError::Busy(busy.to_string());
                 let mut ev = self.call_event(&identity, &caller, &req, "deny", e.code());
                 ev.detail = Some(e.to_string());
-                self.audit.emit(ev);
+                self.record_call(ev);
                 return Err(e);
             }
         };
@@ -274,7 +274,7 @@ impl Daemon {
             // A refusal is recorded like a decision: who, what, why.
             let mut ev = self.call_event(&identity, caller, &req, "deny", e.code());
             ev.detail = Some(e.to_string());
-            self.audit.emit(ev);
+            self.record_call(ev);
             self.metrics.record_decision(&crate::metrics::Decision {
                 identity: &identity,
                 tool: &req.tool,
@@ -538,7 +538,7 @@ impl Daemon {
             c.jti = token.map(|t| t.jti.clone());
         }
         ev.elevation = elevation.map(str::to_string);
-        self.audit.emit(ev);
+        self.record_call(ev);
         self.metrics.record_decision(&crate::metrics::Decision {
             identity,
             tool: &req.tool,

@@ -106,6 +106,13 @@ impl Daemon {
         })
     }
 
+    /// The verdict `policy` gives `call` now, with the caller's active
+    /// elevations, without charging budgets or asking for approval: for a
+    /// held request whose policy changed before it was released.
+    pub(crate) fn rejudge(&self, policy: &Policy, call: &ToolCall<'_>) -> Decision {
+        self.decide_elevated(policy, call).0
+    }
+
     /// Record that approval `a` (new) waits for a person — `ev` says who
     /// asked what, and why — and tell the notification channels.
     pub(super) fn approval_pending(

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod approve;
+mod call_records;
 mod caller;
 mod decide;
 mod dns;
@@ -123,6 +124,8 @@ pub struct Daemon {
     pub decisions: crate::decision::DecisionState,
     /// The L7 gateway for the policy's services.
     pub gateway: Arc<crate::gateway::Gateway>,
+    /// Call records per identity and period (`call_records`).
+    call_records: crate::audit::fold::CallRecords,
     /// The journal the decision state is recorded in.
     state_journal: std::sync::OnceLock<Arc<crate::state::Journal>>,
     /// Where and how many conditions are evaluated at once (`eval_slots`).
@@ -247,6 +250,10 @@ impl Daemon {
                 .policy,
             generation: 0,
         });
+        let call_records = crate::audit::fold::CallRecords::new(
+            config.audit.calls.per_identity,
+            Config::duration(&config.audit.calls.period, Duration::from_secs(10)),
+        );
         let daemon = Arc::new(Self {
             config,
             cgroups,
@@ -264,6 +271,7 @@ impl Daemon {
             decisions,
             state_journal: std::sync::OnceLock::new(),
             gateway,
+            call_records,
             eval_slots: eval_slots::EvalSlots::default(),
             notifier,
             elevations,
@@ -307,6 +315,7 @@ impl Daemon {
         aggregate::spawn(&daemon, agg_maps).await?;
         daemon.spawn_resync();
         daemon.spawn_decision_upkeep();
+        daemon.spawn_call_records();
         watch::spawn(&daemon);
         if let Some(listener) = metrics_listener {
             crate::metrics::server::spawn(listener, Arc::downgrade(&daemon))
@@ -388,6 +397,7 @@ impl Daemon {
         if let Some(dns) = &self.dns {
             dns.flush_lookup_records(true);
         }
+        self.flush_call_records(true);
         self.audit.emit(ev);
         self.audit.flush().await;
         self.dns_save();

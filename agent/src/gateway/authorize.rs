@@ -15,6 +15,7 @@ use super::{
     ServiceRt, Shared,
     http::{Req, Resp},
     listen::Conn,
+    release,
     reply::Refusal,
     route::Call,
     stack::{Next, call},
@@ -188,8 +189,33 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 approval_id: Some(a.id.clone()),
                 ..refusal(StatusCode::FORBIDDEN, reason, message)
             };
+            // A held request the active policy no longer allows is refused
+            // with the active policy's reason, the approval named.
+            let stale = |s: release::Stale, when: &str| {
+                trail.with(|r| {
+                    r.verdict = "deny";
+                    r.reason = s.reason.clone();
+                    r.rule = s.rule.clone();
+                    r.policy_version = Some(s.policy_version.clone());
+                    r.detail = Some(format!("approval {} ({when}): {}", a.id, s.message));
+                });
+                Refusal {
+                    approval_id: Some(a.id.clone()),
+                    decision_id: Some(decision_id.clone()),
+                    ..s.refusal()
+                }
+            };
             let deadline = Instant::now() + rt.service.approval_timeout;
+            let mut seen = version.clone();
             loop {
+                // A reload while waiting: judged again at once, so a call
+                // the new policy denies does not wait for an approver.
+                let active_version = daemon.active().policy.version.to_string();
+                if active_version != seen {
+                    seen = active_version;
+                    release::rejudge(daemon, rt, c, &tc, &version)
+                        .map_err(|s| stale(s, "pending"))?;
+                }
                 if daemon.maps.killed(index).unwrap_or(true) {
                     trail.with(|r| r.verdict = "deny");
                     return Err(held(
@@ -200,7 +226,11 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 let now = daemon.decisions.approvals.get(&a.id);
                 match now.as_ref().map(|a| a.state) {
                     Some(State::Approved) => {
-                        return match daemon.spend_approval(policy, &tc, &a.id, &ask()) {
+                        // Judged again if the operator loaded another
+                        // policy while the request was held.
+                        let now_active = release::rejudge(daemon, rt, c, &tc, &version)
+                            .map_err(|s| stale(s, "approved"))?;
+                        return match daemon.spend_approval(&now_active.policy, &tc, &a.id, &ask()) {
                             Ok((approved, _)) => {
                                 trail.with(|r| {
                                     r.verdict = "allow";

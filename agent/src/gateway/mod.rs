@@ -24,6 +24,7 @@ mod mask;
 mod masking;
 mod mcp;
 mod peer;
+mod release;
 mod reply;
 mod route;
 mod secrets;

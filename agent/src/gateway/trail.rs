@@ -161,7 +161,7 @@ impl Trail {
         };
         daemon.metrics.gateway.record(service, r.verdict, duration);
         drop(r);
-        daemon.audit.emit(ev);
+        daemon.record_call(ev);
     }
 }
 
