@@ -374,7 +374,13 @@ fn main() {
     let env = TestEnv::new("bench-decide", POLICY);
     // As deployed (deploy/kubernetes): the trail is the record, no copy of
     // every event on stderr.
-    env.write_config_with("  stderr: false\n", "");
+    // Every call its own record, as for an agent within its record budget
+    // (`audit.calls`): a benchmark's flood would otherwise be counted, not
+    // recorded, and measure less work than real calls cost.
+    env.write_config_with(
+        "  stderr: false\n  calls:\n    per_identity: 100000000\n",
+        "",
+    );
     let daemon = DaemonProc::start(&env);
     let me = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     // `--load KIND CLIENTS RUNS`: only that load, for a profiler attached

@@ -257,10 +257,12 @@ fn main() {
     env.write_policy(&policy(&secret));
     let no_stderr_copy = args.iter().any(|a| a == "--no-stderr-copy");
     env.write_config_with(
+        // Every request its own record, as for an agent within its record
+        // budget (`audit.calls`), not counted as a flood.
         if no_stderr_copy {
-            "  stderr: false\n"
+            "  stderr: false\n  calls:\n    per_identity: 100000000\n"
         } else {
-            ""
+            "  calls:\n    per_identity: 100000000\n"
         },
         &format!("gateway:\n  listen: {NET}.1\n"),
     );
