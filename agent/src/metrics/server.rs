@@ -30,8 +30,9 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Bind the configured address (before anything else starts, so a busy
-/// port stops the start cleanly). `None` when metrics are disabled.
+/// Bind the configured address (before anything else starts). `None` when
+/// metrics are disabled; an error when the address is taken, which the
+/// daemon reports and starts without metrics.
 pub fn bind(cfg: &MetricsConfig) -> Result<Option<std::net::TcpListener>, BindError> {
     if !cfg.enabled {
         return Ok(None);
