@@ -17,7 +17,7 @@ use crate::{
     guard, identity,
     maps::BIND_RESERVED,
     policy,
-    sock_addr::{ALLOW, DENY},
+    sock_addr::{ALLOW, DENY, address},
 };
 
 #[cgroup_sock_addr(bind4)]
@@ -34,23 +34,7 @@ fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     let Some(identity) = identity::enrolled() else {
         return ALLOW; // not enrolled: never touched
     };
-    let sa = ctx.sock_addr;
-    // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
-    // the access size the verifier allows for it.
-    let (addr, port, protocol, sock_type) = unsafe {
-        let addr = if hook == Hook::Bind4 {
-            NormAddr::from_ip4_word((*sa).user_ip4)
-        } else {
-            NormAddr::from_ip6_words([
-                (*sa).user_ip6[0],
-                (*sa).user_ip6[1],
-                (*sa).user_ip6[2],
-                (*sa).user_ip6[3],
-            ])
-        };
-        let port = u16::from_be((*sa).user_port as u16);
-        (addr, port, (*sa).protocol, (*sa).type_)
-    };
+    let (addr, port, protocol, sock_type) = address(ctx, hook == Hook::Bind4);
     if !reserved(&addr, port, protocol) {
         return ALLOW;
     }

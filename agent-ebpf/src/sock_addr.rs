@@ -21,6 +21,29 @@ use crate::{
 pub const ALLOW: i32 = 1;
 pub const DENY: i32 = 0;
 
+/// The address, port, protocol and socket type of a sock_addr call
+/// (`ipv4`: the hook is one of the IPv4 ones), the address normalised.
+#[inline(always)]
+pub fn address(ctx: &SockAddrContext, ipv4: bool) -> (NormAddr, u16, u32, u32) {
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
+    // the access size the verifier allows for it.
+    unsafe {
+        let addr = if ipv4 {
+            NormAddr::from_ip4_word((*sa).user_ip4)
+        } else {
+            NormAddr::from_ip6_words([
+                (*sa).user_ip6[0],
+                (*sa).user_ip6[1],
+                (*sa).user_ip6[2],
+                (*sa).user_ip6[3],
+            ])
+        };
+        let port = u16::from_be((*sa).user_port as u16);
+        (addr, port, (*sa).protocol, (*sa).type_)
+    }
+}
+
 pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     let Some(identity) = identity::enrolled() else {
         return ALLOW; // not enrolled: never touched
@@ -31,21 +54,8 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     // identity's from their first connect or send.
     // SAFETY: `sk` of a sock_addr context is the (non-null) socket.
     let slot = crate::sockets::stamp(unsafe { (*sa).__bindgen_anon_1.sk }.cast(), identity);
-    // SAFETY: the kernel hands a valid bpf_sock_addr; each field is read with
-    // the access size the verifier allows for it.
-    let (addr, port, protocol, sock_type) = unsafe {
-        let addr = match hook {
-            Hook::Connect4 | Hook::Sendmsg4 => NormAddr::from_ip4_word((*sa).user_ip4),
-            _ => NormAddr::from_ip6_words([
-                (*sa).user_ip6[0],
-                (*sa).user_ip6[1],
-                (*sa).user_ip6[2],
-                (*sa).user_ip6[3],
-            ]),
-        };
-        let port = u16::from_be((*sa).user_port as u16);
-        (addr, port, (*sa).protocol, (*sa).type_)
-    };
+    let (addr, port, protocol, sock_type) =
+        address(ctx, matches!(hook, Hook::Connect4 | Hook::Sendmsg4));
 
     let generation = policy::active_generation();
     let connect = matches!(hook, Hook::Connect4 | Hook::Connect6);

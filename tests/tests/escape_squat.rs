@@ -77,6 +77,21 @@ fn holding(flag: &std::path::Path) {
         .unwrap_or_else(|| panic!("the squatter never held its port ({})", flag.display()));
 }
 
+/// Within 15 s, finance-agent's request through the gateway is served.
+fn serves(f: &Fixture) -> bool {
+    wait_for(Duration::from_secs(15), || {
+        let out = agent(
+            &f.env,
+            "finance-agent",
+            "requests",
+            &f.base(),
+            &[request("GET", "/v1/customers/c9")],
+        );
+        (out[0]["status"] == 200).then_some(())
+    })
+    .is_some()
+}
+
 /// Connections the squatter accepted.
 fn taken(flag: &std::path::Path) -> usize {
     std::fs::read_to_string(flag.with_extension("accepted")).map_or(0, |s| s.len())
@@ -228,18 +243,8 @@ fn a_program_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() 
     );
     let _ = squatter.kill();
     let _ = squatter.wait();
-    let served = wait_for(Duration::from_secs(15), || {
-        let out = agent(
-            &f.env,
-            "finance-agent",
-            "requests",
-            &f.base(),
-            &[request("GET", "/v1/customers/c9")],
-        );
-        (out[0]["status"] == 200).then_some(())
-    });
     assert!(
-        served.is_some(),
+        serves(&f),
         "the service never came back after the port came free"
     );
 }
@@ -404,20 +409,7 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
     });
     let _ = waiting.wait();
     // Control: the restarted gateway serves its port.
-    let served = wait_for(Duration::from_secs(15), || {
-        let out = agent(
-            &f.env,
-            "finance-agent",
-            "requests",
-            &f.base(),
-            &[request("GET", "/v1/customers/c9")],
-        );
-        (out[0]["status"] == 200).then_some(())
-    });
-    assert!(
-        served.is_some(),
-        "the gateway did not serve after the restart"
-    );
+    assert!(serves(&f), "the gateway did not serve after the restart");
 }
 
 /// A host program holding the TCP API's port costs that listener, not the
@@ -442,14 +434,7 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
         "status names the missing listener: {status}"
     );
     // The daemon serves: enforcement, the gateway and the Unix socket.
-    let out = agent(
-        &f.env,
-        "finance-agent",
-        "requests",
-        &f.base(),
-        &[request("GET", "/v1/customers/c9")],
-    );
-    assert_eq!(out[0]["status"], 200, "{out:?}");
+    assert!(serves(&f), "the gateway does not serve");
     let _ = holder.kill();
     let _ = holder.wait();
 }

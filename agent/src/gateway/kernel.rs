@@ -23,8 +23,8 @@ use super::GatewayError;
 use crate::bpf::lock;
 
 pub struct GatewayMaps {
-    endpoints: Mutex<HashMap<MapData, u64, u32>>,
-    reserved: Mutex<HashMap<MapData, u64, u32>>,
+    endpoints: Mutex<KeyMap>,
+    reserved: Mutex<KeyMap>,
     /// Keys reserved whatever the policy (the DNS proxy's port, the
     /// metrics endpoint).
     fixed: Vec<u64>,
@@ -77,21 +77,8 @@ impl GatewayMaps {
             .collect();
         let mut map = lock(&self.reserved);
         // New reservations first: nothing is unreserved in between.
-        for k in &keep {
-            map.insert(k, &1, 0).map_err(reserved_err)?;
-        }
-        let stale: Vec<u64> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for k in stale {
-            match map.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(reserved_err(e)),
-            }
-        }
-        Ok(())
+        insert_all(&mut map, &keep, reserved_err)?;
+        remove_others(&mut map, &keep, reserved_err)
     }
 
     /// Open `ports` on `addr` (in addition to what is open).
@@ -111,20 +98,41 @@ impl GatewayMaps {
             .iter()
             .map(|p| endpoint_key(u32::from(addr), *p))
             .collect();
-        let stale: Vec<u64> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for k in stale {
-            match map.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        for k in keep {
-            map.insert(&k, &1, 0).map_err(map_err)?;
-        }
-        Ok(())
+        // Closing first: nothing stale is open in between.
+        remove_others(&mut map, &keep, map_err)?;
+        insert_all(&mut map, &keep, map_err)
     }
+}
+
+type KeyMap = HashMap<MapData, u64, u32>;
+
+fn insert_all(
+    map: &mut KeyMap,
+    keys: &HashSet<u64>,
+    err: fn(MapError) -> GatewayError,
+) -> Result<(), GatewayError> {
+    for k in keys {
+        map.insert(k, &1, 0).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Remove every key not in `keep`.
+fn remove_others(
+    map: &mut KeyMap,
+    keep: &HashSet<u64>,
+    err: fn(MapError) -> GatewayError,
+) -> Result<(), GatewayError> {
+    let stale: Vec<u64> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    for k in stale {
+        match map.remove(&k) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Ok(())
 }
