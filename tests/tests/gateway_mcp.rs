@@ -11,7 +11,9 @@ use std::{
 
 use palisade_tests::{
     DaemonProc, TestEnv,
-    gateway::{agent, config, exec, gateway_events, gateway_python, python_dir, subnet},
+    gateway::{
+        agent, config, exec, gateway_events, gateway_python, parse_agent, python_dir, subnet,
+    },
     root_or_skip, wait_for,
 };
 use serde_json::{Value, json};
@@ -96,16 +98,7 @@ fn mcp_agent(env: &TestEnv, identity: &str, url: &str, calls: Value) -> Vec<Valu
     )
     .output()
     .unwrap_or_else(|e| panic!("agent_mcp: {e}"));
-    assert!(
-        out.status.success(),
-        "agent_mcp failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
+    parse_agent(&out)
 }
 
 struct Fixture {

@@ -19,7 +19,7 @@ use std::{
 
 use palisade_tests::{
     DaemonProc, TestEnv,
-    gateway::{config, exec, gateway_events, gateway_python, python_dir, subnet},
+    gateway::{config, exec, gateway_events, gateway_python, parse_agent, python_dir, subnet},
     root_or_skip, wait_for,
 };
 use serde_json::Value;
@@ -80,16 +80,7 @@ fn agent(env: &TestEnv, url: &str) -> Vec<Value> {
     )
     .output()
     .unwrap_or_else(|e| panic!("agent_mcp_shapes: {e}"));
-    assert!(
-        out.status.success(),
-        "agent_mcp_shapes failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
+    parse_agent(&out)
 }
 
 fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {

@@ -18,7 +18,8 @@ use std::{
 use palisade_tests::{
     DaemonProc, TestEnv,
     gateway::{
-        config, exec, exec_unprivileged, gateway_events, gateway_python, python_dir, subnet,
+        config, exec, exec_unprivileged, gateway_events, gateway_python, parse_agent, python_dir,
+        subnet,
     },
     root_or_skip, wait_for,
 };
@@ -94,16 +95,7 @@ fn agent_as(
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("agent_mcp_raw: {e}"));
-    assert!(
-        out.status.success(),
-        "agent_mcp_raw failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
+    parse_agent(&out)
 }
 
 fn agent(env: &TestEnv, net: u32, port: u16, reqs: &[(&str, &str)]) -> Vec<Value> {
