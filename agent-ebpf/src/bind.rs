@@ -68,6 +68,9 @@ fn reserved(addr: &NormAddr, port: u16, protocol: u32) -> bool {
         == 0;
     if unspecified {
         // `::` without IPV6_V6ONLY takes IPv4 connections too.
+        if guard::is_api_port(port, protocol) {
+            return true;
+        }
         // SAFETY: the value is a plain u32 read once.
         return port != 0 && unsafe { BIND_RESERVED.get(&reserved_wildcard_port(port)) }.is_some();
     }

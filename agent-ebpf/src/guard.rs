@@ -4,6 +4,17 @@ use agent_common::{IPPROTO_TCP, NormAddr};
 
 use crate::maps::GUARD_CFG;
 
+/// Is `port` (TCP) the port of the daemon's loopback TCP API, whatever the
+/// address? (For binds on the unspecified address of either family: `::`
+/// takes IPv4 connections too.)
+#[inline(always)]
+pub fn is_api_port(port: u16, protocol: u32) -> bool {
+    let Some(cfg) = GUARD_CFG.get(0) else {
+        return false;
+    };
+    cfg.api_port != 0 && port == cfg.api_port && protocol == u32::from(IPPROTO_TCP)
+}
+
 /// Is (addr, port) the daemon's loopback TCP API? Connecting to the
 /// unspecified address (`0.0.0.0`, `::`) reaches a loopback listener too.
 #[inline(always)]

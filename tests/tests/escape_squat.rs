@@ -269,6 +269,20 @@ for fam, addr, port, typ in tries:
     except OSError as e:
         out.append(errno.errorcode.get(e.errno, str(e.errno)))
     s.close()
+# `IP:PORT:N`: N binds to IP at port 0 (the kernel picks the port, no bind
+# hook sees it): did any get PORT?
+if len(sys.argv) > 3:
+    ip, want, n = sys.argv[3].split(":")
+    took = False
+    for _ in range(int(n)):
+        s = socket.socket()
+        try:
+            s.bind((ip, 0))
+            took = took or s.getsockname()[1] == int(want)
+        except OSError:
+            pass
+        s.close()
+    out.append("autobind-took-it" if took else "autobind-missed")
 text = json.dumps(out)
 if go:
     open(go + ".out", "w").write(text)
@@ -290,11 +304,14 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
     let Some(mut f) = start("gw-squat-bind") else {
         return;
     };
-    // The daemon's loopback TCP API too (operators' tokens go there).
+    // The daemon's loopback TCP API too (operators' tokens go there), at a
+    // fixed port the kernel could pick for a program by itself.
+    let fixed_api = 40000 + u16::try_from(f.net).unwrap_or(0);
+    let _unreserve = Unreserve(fixed_api);
     f.env.write_config(&palisade_tests::gateway::config(
         f.net,
         &format!(
-            "  max_mask_bytes: 1048576\napi:\n  tcp: 127.170.{}.4:0\n",
+            "  max_mask_bytes: 1048576\napi:\n  tcp: 127.170.{}.4:{fixed_api}\n",
             f.net
         ),
     ));
@@ -328,6 +345,7 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
         serde_json::json!([4, "0.0.0.0", 53, "udp"]),
         serde_json::json!([4, api_ip, api_port, "tcp"]),
         serde_json::json!([4, "0.0.0.0", api_port, "tcp"]),
+        serde_json::json!([6, "::", api_port, "tcp"]),
         serde_json::json!([4, metrics_ip, metrics_port, "tcp"]),
         serde_json::json!([4, "0.0.0.0", metrics_port, "tcp"]),
     ];
@@ -382,11 +400,16 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
         let _ = std::fs::remove_file(go.with_extension(ext));
     }
     let during = serde_json::to_string(&refused).unwrap_or_default();
+    // And the kernel never picks the API's port for it: 150,000 binds to
+    // port 0 of the API's address (about 99.5 % to get it once were it
+    // not reserved: 28,232 ports in the range).
+    assert_eq!(api_port, fixed_api);
+    let autobind = format!("{api_ip}:{api_port}:150000");
     let mut waiting = exec(
         &f.env,
         "other-agent",
         py,
-        &["-c", BINDS, &during, &go.display().to_string()],
+        &["-c", BINDS, &during, &go.display().to_string(), &autobind],
     )
     .stdout(Stdio::null())
     .spawn()
@@ -397,11 +420,16 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
     .unwrap_or_else(|| panic!("the waiting agent did not start"));
     f.restart_with(|_| {
         std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
-        let got = wait_for(Duration::from_secs(10), || {
+        let got = wait_for(Duration::from_secs(60), || {
             std::fs::read_to_string(go.with_extension("out")).ok()
         })
         .unwrap_or_else(|| panic!("the waiting agent did not report"));
-        let got: Vec<String> = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}"));
+        let mut got: Vec<String> = serde_json::from_str(&got).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got.pop().as_deref(),
+            Some("autobind-missed"),
+            "the kernel gave the agent the API's port while no daemon ran"
+        );
         assert!(
             got.iter().all(|r| r == "EPERM"),
             "binds while no daemon runs: {got:?}"
@@ -437,4 +465,24 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
     assert!(serves(&f), "the gateway does not serve");
     let _ = holder.kill();
     let _ = holder.wait();
+}
+
+/// Takes a test's fixed port out of the host's reserved ports again.
+struct Unreserve(u16);
+
+impl Drop for Unreserve {
+    fn drop(&mut self) {
+        let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+        let Ok(list) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let port = self.0.to_string();
+        let kept: Vec<&str> = list
+            .trim()
+            .split(',')
+            .filter(|p| !p.is_empty() && *p != port)
+            .collect();
+        // An empty write leaves the list as it is; a newline empties it.
+        let _ = std::fs::write(path, format!("{}\n", kept.join(",")));
+    }
 }

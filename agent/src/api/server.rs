@@ -291,6 +291,15 @@ pub async fn serve(
     // A port something else holds costs the TCP listener, not the daemon
     // (health names it: `Daemon::unavailable`). The kernel keeps agents
     // from binding it (`GUARD_CFG`), so what holds it is a host program.
+    if let Some(Ok(a)) = daemon
+        .config
+        .api
+        .tcp
+        .as_ref()
+        .map(|a| a.parse::<std::net::SocketAddr>())
+    {
+        crate::daemon::local_ports::reserve([a.port()]);
+    }
     let tcp = match &daemon.config.api.tcp {
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Some(l),

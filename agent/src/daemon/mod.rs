@@ -20,6 +20,7 @@ mod guard;
 pub mod history;
 mod judge;
 mod kernel_events;
+pub(crate) mod local_ports;
 pub mod notify;
 mod peers;
 mod people;
@@ -159,6 +160,9 @@ impl Daemon {
         let mut warnings = preflight(&config)?;
         // A port something else holds costs the metrics, not the daemon
         // (enforcement, reloads and the API go on; `unavailable` says so).
+        if config.metrics.enabled {
+            local_ports::reserve([config.metrics.address().port()]);
+        }
         let metrics_listener = crate::metrics::server::bind(&config.metrics).unwrap_or_else(|e| {
             error!(error = %e, "metrics unavailable");
             None

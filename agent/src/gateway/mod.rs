@@ -237,6 +237,7 @@ impl Gateway {
             // between now and the gateway listening on it.
             let ports = next.by_port.keys().chain(listeners.keys()).copied();
             self.reserve(Some(addr), ports.collect());
+            crate::daemon::local_ports::reserve(next.by_port.keys().copied());
             for (port, rt) in &next.by_port {
                 if listeners.contains_key(port) {
                     continue;
