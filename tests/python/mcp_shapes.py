@@ -42,6 +42,10 @@ NOT_JSON = {
     "jsoncomment": '{{"holder": "Jane Roe", "card": {{"number" /*c*/ : "{num}"}}}}',
     "prose": "Jane Roe pays with {num}",
 }
+# Member names that read as `number`: letter case (databases answer
+# upper case), an invisible character, surrounding whitespace.
+RENAMED = {"upper": "NUMBER", "mixedcase": "Number", "zwsp": "num\u200bber",
+           "trailspace": "number "}
 
 
 def text(t):
@@ -89,6 +93,9 @@ async def card(fmt: str, ctx: Context):
         }[fmt]
         return CallToolResult(content=[EmbeddedResource(type="resource", resource=BlobResourceContents(
             uri="file:///card", mimeType=mime, blob=base64.b64encode(raw).decode()))])
+    if fmt in RENAMED:  # JSON whose member name a reader takes for `number`
+        return CallToolResult(content=text(json.dumps(
+            {"holder": "Jane Roe", "card": {RENAMED[fmt]: num, "exp": "12/30"}})))
     if fmt == "python":  # not JSON: a masked field the gateway cannot parse
         return CallToolResult(content=text("Jane Roe " + repr(RECORD)))
     return CallToolResult(content=text("unknown shape"), isError=True)

@@ -35,7 +35,15 @@ const TEXT: &[&str] = &[
     "prose",
     "yamlblob",
 ];
-const JSON: &[&str] = &["text", "utf16", "utf16le"];
+const JSON: &[&str] = &[
+    "text",
+    "utf16",
+    "utf16le",
+    "upper",
+    "mixedcase",
+    "zwsp",
+    "trailspace",
+];
 
 struct Server(Child);
 

@@ -49,11 +49,41 @@ pub fn apply(v: &mut Value, segs: &[MaskSeg]) -> usize {
         }
         (MaskSeg::Any, Value::Object(o)) => o.values_mut().map(|x| apply(x, rest)).sum(),
         (MaskSeg::Any, Value::Array(a)) => a.iter_mut().map(|x| apply(x, rest)).sum(),
-        (MaskSeg::Key(k), Value::Object(o)) => o.get_mut(k).map_or(0, |x| apply(x, rest)),
+        (MaskSeg::Key(k), Value::Object(o)) => o
+            .iter_mut()
+            .filter(|(name, _)| same_name(name, k))
+            .map(|(_, x)| apply(x, rest))
+            .sum(),
         // A key where an array is: every element.
         (MaskSeg::Key(_), Value::Array(a)) => a.iter_mut().map(|x| apply(x, segs)).sum(),
         _ => 0,
     }
+}
+
+/// Does the member `name` stand for the masked key `key`? Compared as a
+/// reader would see them: letter case aside (databases answer `NUMBER`
+/// for `number`), without whitespace, control characters and invisible
+/// format characters (a zero-width space inside a name is not seen).
+pub fn same_name(name: &str, key: &str) -> bool {
+    if name == key {
+        return true;
+    }
+    let seen = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control() && !invisible(*c))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    seen(name) == seen(key)
+}
+
+/// Format characters that render as nothing.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff0}'..='\u{fff8}' | '\u{e0000}'..='\u{e0fff}')
 }
 
 fn is_json(headers: &hyper::HeaderMap) -> bool {
@@ -266,5 +296,15 @@ mod tests {
         );
         let mut v = json!({"a": {"b": 1, "c": 2}});
         assert_eq!(m(&mut v, "a.*"), 2);
+    }
+
+    #[test]
+    fn names_match_as_a_reader_sees_them() {
+        let mut v = json!({"card": {"NUMBER": "1", "Number": "2", "num\u{200b}ber": "3",
+            "number ": "4", "number\u{0}": "5", "numbers": "kept", "exp": "12/30"}});
+        assert_eq!(m(&mut v, "card.number"), 5);
+        assert_eq!(v["card"]["numbers"], "kept");
+        assert_eq!(v["card"]["exp"], "12/30");
+        assert!(same_name("CARD", "card") && !same_name("cards", "card"));
     }
 }
