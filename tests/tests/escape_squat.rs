@@ -42,13 +42,13 @@ fn shared_dir(f: &Fixture) -> std::path::PathBuf {
 /// `holder` trying every 10 ms to listen on `addr:port`, and holding it
 /// once it can (until killed); every connection it accepts is counted in
 /// the file `<flag>.accepted`.
-fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Child, std::path::PathBuf) {
+fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Held, std::path::PathBuf) {
     let flag = shared_dir(f).join(format!("squatting-{port}"));
     for ext in ["", "started", "accepted"] {
         let _ = std::fs::remove_file(flag.with_extension(ext));
     }
     let code = format!(
-        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\nwhile True:\n    c,_=s.accept()\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
+        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\ns.settimeout(1)\nend=time.time()+120\nwhile time.time()<end:\n    try:\n        c,_=s.accept()\n    except OSError:\n        continue\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
         flag.display(),
     );
     let mut cmd = match holder {
@@ -67,9 +67,21 @@ fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Child, std::
         .spawn()
         .unwrap_or_else(|e| panic!("squatter: {e}"));
     let started = flag.with_extension("started");
+    let held = Held(child);
     wait_for(Duration::from_secs(10), || started.exists().then_some(()))
         .unwrap_or_else(|| panic!("the squatter did not start"));
-    (child, flag)
+    (held, flag)
+}
+
+/// The squatter, stopped when the test ends (also when it fails); it
+/// gives up by itself after two minutes.
+struct Held(Child);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn holding(flag: &std::path::Path) {
@@ -147,7 +159,7 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
 
     // The gateway's address is reserved; a wildcard bind of a port no
     // policy uses yet is not (an agent may listen on its own ports).
-    let (mut squatter, flag) = squatter(&f, Holder::Agent, "0.0.0.0", port2);
+    let (squatter, flag) = squatter(&f, Holder::Agent, "0.0.0.0", port2);
     holding(&flag);
     // The operator removes the rule and adds a service on the held port.
     f.env.write_policy(&with(&f, None, &pay2));
@@ -185,8 +197,7 @@ fn an_agent_holding_the_next_policys_port_does_not_keep_the_old_rules() {
     );
 
     // Once the agent lets go, the service is served and open to agents.
-    let _ = squatter.kill();
-    let _ = squatter.wait();
+    drop(squatter);
     let base2 = format!("http://{}:{port2}", f.gateway());
     let served = wait_for(Duration::from_secs(15), || {
         let out = agent(
@@ -223,7 +234,7 @@ fn a_program_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() 
     // A host program tries for the service's port while the daemon runs,
     // and gets it while the operator restarts the daemon. (An agent cannot:
     // `agents_cannot_bind_where_the_daemon_serves_agents`.)
-    let (mut squatter, flag) = squatter(&f, Holder::Host, &f.gateway(), 9001);
+    let (squatter, flag) = squatter(&f, Holder::Host, &f.gateway(), 9001);
     f.restart_with(|_| holding(&flag));
     Probe::enrolled(
         &f.env,
@@ -241,8 +252,7 @@ fn a_program_holding_a_service_port_across_a_restart_does_not_stop_the_daemon() 
         status.contains("9001"),
         "status names the unavailable service: {status}"
     );
-    let _ = squatter.kill();
-    let _ = squatter.wait();
+    drop(squatter);
     assert!(
         serves(&f),
         "the service never came back after the port came free"
@@ -449,7 +459,7 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
     };
     let addr = format!("127.170.{}.6", f.net);
     let port = 9100 + u16::try_from(f.net).unwrap_or(0);
-    let (mut holder, flag) = squatter(&f, Holder::Host, &addr, port);
+    let (holder, flag) = squatter(&f, Holder::Host, &addr, port);
     holding(&flag);
     f.env.write_config(&palisade_tests::gateway::config(
         f.net,
@@ -463,8 +473,7 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
     );
     // The daemon serves: enforcement, the gateway and the Unix socket.
     assert!(serves(&f), "the gateway does not serve");
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
 }
 
 /// Takes a test's fixed port out of the host's reserved ports again.
