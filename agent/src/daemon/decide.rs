@@ -511,13 +511,14 @@ impl Daemon {
         } else {
             d.message.clone()
         };
+        let policy_version = version.to_string();
         let mut ev = call_event_of(
             identity,
             caller,
             req,
             audit_verdict,
             d.reason,
-            version.to_string(),
+            policy_version.clone(),
         );
         ev.rule = d.rules.first().cloned();
         ev.detail = Some(message.clone());
@@ -550,7 +551,7 @@ impl Daemon {
             reason: d.reason.to_string(),
             message,
             rules: d.rules,
-            policy_version: version.to_string(),
+            policy_version,
             decision_id: decision_id.clone(),
             obligations,
             approval_id: approval

@@ -71,30 +71,35 @@ fn match_segments(pattern: &[Segment], parts: &[&str]) -> bool {
             (0..=parts.len()).any(|skip| match_segments(rest, &parts[skip..]))
         }
         Some((Segment::Pattern(p), rest)) => match parts.split_first() {
-            Some((first, tail)) => {
-                let chars: Vec<char> = first.chars().collect();
-                match_chars(p, &chars) && match_segments(rest, tail)
-            }
+            Some((first, tail)) => match_chars(p, first) && match_segments(rest, tail),
             None => false,
         },
     }
 }
 
-/// Wildcard match of one segment (`*` and `?`), iterative with backtracking.
-pub fn match_chars(pattern: &[char], text: &[char]) -> bool {
+/// Wildcard match of `text` (`*` and `?`), iterative with backtracking.
+/// `text` is walked in place by byte offset, a character at a time: this
+/// runs for every rule a `Decide` call is checked against, so it does not
+/// allocate.
+fn match_chars(pattern: &[char], text: &str) -> bool {
+    let next = |at: usize| text[at..].chars().next();
     let (mut p, mut t) = (0, 0);
+    // The last `*` seen, and where in `text` its run now ends.
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+    while let Some(c) = next(t) {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == c) {
             p += 1;
-            t += 1;
+            t += c.len_utf8();
         } else if p < pattern.len() && pattern[p] == '*' {
             star = Some((p, t));
             p += 1;
-        } else if let Some((sp, st)) = star {
+        } else if let Some((sp, st)) = star
+            && let Some(skipped) = next(st)
+        {
+            let st = st + skipped.len_utf8();
             p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
+            t = st;
+            star = Some((sp, st));
         } else {
             return false;
         }
@@ -128,8 +133,7 @@ impl Pattern {
     }
 
     pub fn matches(&self, name: &str) -> bool {
-        let text: Vec<char> = name.chars().collect();
-        match_chars(&self.chars, &text)
+        match_chars(&self.chars, name)
     }
 
     /// True when the pattern matches everything (`*`, `**`…).
@@ -195,6 +199,20 @@ mod tests {
                 .matches("repo:org/app/sub")
         );
         assert!(Pattern::parse("a b").is_err());
+    }
+
+    #[test]
+    fn wildcards_backtrack_over_multibyte_characters() {
+        let m = |p: &str, t: &str| Pattern::parse(p).unwrap().matches(t);
+        assert!(m("a*é?c", "aXéXéYc"));
+        assert!(m("*ü", "üüü"));
+        assert!(m("?", "ß"));
+        assert!(!m("?", "ßß"));
+        assert!(m("a*b*c", "a-b-b-c"));
+        assert!(!m("a*b*c", "a-b-b-"));
+        assert!(!m("stripe", "stripes"));
+        assert!(m("st*e", "stripe"));
+        assert!(g("/ä/*ö").matches("/ä/üö"));
     }
 
     #[test]

@@ -34,12 +34,28 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 
 /// The line for `record`, newline included.
 pub fn encode(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(record)?;
-    let mut line = Vec::with_capacity(json.len() + 10);
-    line.extend_from_slice(format!("{:08x} ", crc32(&json)).as_bytes());
-    line.extend_from_slice(&json);
-    line.push(b'\n');
+    let mut line = Vec::with_capacity(192);
+    encode_into(record, &mut line)?;
     Ok(line)
+}
+
+/// Append the line for `record` to `out` (nothing on error). The JSON is
+/// written in place after room for its checksum, which is filled in
+/// last: a budget record is written on every `Decide`.
+pub fn encode_into(record: &Record, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
+    if let Err(e) = serde_json::to_writer(&mut *out, record) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let crc = crc32(&out[start + 9..]);
+    for (i, digit) in out[start..start + 8].iter_mut().enumerate() {
+        *digit = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out.push(b'\n');
+    Ok(())
 }
 
 /// Why a line is not a record.
@@ -87,6 +103,8 @@ mod tests {
         };
         let line = encode(&r).unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
+        let json = serde_json::to_vec(&r).unwrap();
+        assert_eq!(&line[..9], format!("{:08x} ", crc32(&json)).as_bytes());
         let body = &line[..line.len() - 1];
         assert_eq!(decode(body), Ok(r));
         let mut edited = body.to_vec();

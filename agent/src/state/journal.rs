@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::{
     StateError, SyncMode,
-    frame::encode,
+    frame::{encode, encode_into},
     record::{FORMAT, Record, now_ms},
 };
 
@@ -173,7 +173,7 @@ impl Journal {
     pub fn append_all(&self, records: &[Record]) -> Result<Seq, StateError> {
         let mut line = Vec::with_capacity(192 * records.len());
         for r in records {
-            line.extend(encode(r).map_err(|e| StateError::Encode(e.to_string()))?);
+            encode_into(r, &mut line).map_err(|e| StateError::Encode(e.to_string()))?;
         }
         let mut inner = self.locked();
         if let Some(why) = &inner.failed {
