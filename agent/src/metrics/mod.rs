@@ -115,7 +115,8 @@ impl Histogram {
 /// Userspace metrics of one daemon.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    decisions: Mutex<BTreeMap<(String, String), u64>>,
+    /// Decision API verdicts: tool → verdict → count.
+    decisions: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
     latency: Histogram,
     /// Would-deny decisions (verdict `audit`) per identity.
     decision_drift: Mutex<BTreeMap<String, u64>>,
@@ -136,7 +137,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn label(s: &str) -> String {
-    s.chars().take(MAX_LABEL).collect()
+    truncated(s).to_string()
+}
+
+/// `s` cut to `MAX_LABEL` characters.
+fn truncated(s: &str) -> &str {
+    s.char_indices().nth(MAX_LABEL).map_or(s, |(at, _)| &s[..at])
 }
 
 impl Metrics {
@@ -147,21 +153,23 @@ impl Metrics {
     /// Count a decision by tool and verdict and observe its latency.
     pub fn record_decision(&self, d: &Decision<'_>) {
         {
+            // Counted without allocating once a tool and verdict are known:
+            // this runs on every `Decide`.
             let mut map = lock(&self.decisions);
-            let mut tool = label(d.tool);
-            let known = map.range((tool.clone(), String::new())..).next();
-            let seen = known.is_some_and(|((t, _), _)| *t == tool);
-            if !seen {
-                let distinct = map
-                    .keys()
-                    .map(|(t, _)| t.as_str())
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len();
-                if distinct >= MAX_TOOLS {
-                    tool = "_other".to_string();
+            let mut tool = truncated(d.tool);
+            if !map.contains_key(tool) && map.len() >= MAX_TOOLS {
+                tool = "_other";
+            }
+            let verdicts = match map.get_mut(tool) {
+                Some(v) => v,
+                None => map.entry(tool.to_string()).or_default(),
+            };
+            match verdicts.get_mut(truncated(d.verdict)) {
+                Some(n) => *n += 1,
+                None => {
+                    verdicts.insert(label(d.verdict), 1);
                 }
             }
-            *map.entry((tool, label(d.verdict))).or_default() += 1;
         }
         self.latency.observe(d.latency);
         if d.verdict == "audit" {
@@ -199,14 +207,11 @@ impl Metrics {
     /// The distinct tools decisions were asked about (past the label cap,
     /// the rest are not named).
     pub fn tools_asked(&self) -> Vec<String> {
-        let map = lock(&self.decisions);
-        let mut tools: Vec<String> = map
+        lock(&self.decisions)
             .keys()
-            .map(|(t, _)| t.clone())
-            .filter(|t| t != "_other")
-            .collect();
-        tools.dedup();
-        tools
+            .filter(|t| *t != "_other")
+            .cloned()
+            .collect()
     }
 
     /// The outcome of a policy reload.
@@ -245,12 +250,14 @@ impl Metrics {
             "Decision API verdicts by tool and verdict.",
             Kind::Counter,
         );
-        for ((tool, verdict), n) in lock(&self.decisions).iter() {
-            out.sample(
-                "palisade_decisions_total",
-                &[("tool", tool), ("verdict", verdict)],
-                *n,
-            );
+        for (tool, verdicts) in lock(&self.decisions).iter() {
+            for (verdict, n) in verdicts {
+                out.sample(
+                    "palisade_decisions_total",
+                    &[("tool", tool), ("verdict", verdict)],
+                    *n,
+                );
+            }
         }
         out.family(
             "palisade_decision_duration_seconds",
