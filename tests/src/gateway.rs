@@ -294,3 +294,65 @@ pub fn gateway_events(env: &TestEnv) -> Vec<Value> {
         .filter(|e| e["kind"] == "gateway")
         .collect()
 }
+
+/// A Python MCP test server (`tests/python/<script>`) started with `args`,
+/// listening on `addr:port` before `start` returns; stopped when dropped.
+pub struct McpServer(Child);
+
+impl McpServer {
+    pub fn start(script: &str, args: &[&std::ffi::OsStr], addr: &str, port: u16) -> Self {
+        let server = Self(
+            Command::new(gateway_python())
+                .arg(python_dir().join(script))
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting the MCP server {script}: {e}")),
+        );
+        wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect((addr, port)).ok().map(drop)
+        })
+        .unwrap_or_else(|| panic!("the MCP server {script} did not listen on {addr}:{port}"));
+        server
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait until the trail holds at least `at_least` gateway records of MCP
+/// messages withheld because they could not be masked.
+pub fn wait_withheld(env: &TestEnv, at_least: usize) {
+    let withheld = || {
+        gateway_events(env)
+            .iter()
+            .filter(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("unmaskable-response"))
+            })
+            .count()
+    };
+    wait_for(Duration::from_secs(5), || {
+        (withheld() >= at_least).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{at_least} withheld messages recorded, found {}: {:?}",
+            withheld(),
+            gateway_events(env)
+        )
+    });
+}
+
+/// The answer for shape `name` among an MCP shapes agent's results.
+pub fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {
+    out.iter()
+        .find(|o| o["shape"] == name)
+        .unwrap_or_else(|| panic!("no `{name}` in {out:?}"))
+}

@@ -5,48 +5,41 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use palisade_tests::{
     DaemonProc, TestEnv,
     gateway::{
-        agent, config, exec, gateway_events, gateway_python, parse_agent, python_dir, subnet,
+        McpServer, agent, config, exec, gateway_events, gateway_python, parse_agent, python_dir,
+        subnet,
     },
     root_or_skip, wait_for,
 };
 use serde_json::{Value, json};
 
-/// `tests/python/mcp_server.py` over streamable HTTP, until dropped.
-struct McpServer {
-    child: Child,
+/// `tests/python/mcp_server.py` over streamable HTTP, logging every tool
+/// call it executes, until dropped.
+struct CallServer {
+    _server: McpServer,
     log: PathBuf,
 }
 
-impl McpServer {
+impl CallServer {
     fn start(env: &TestEnv, addr: &str, port: u16) -> Self {
         let log = env.dir.join("mcp-calls.jsonl");
-        let child = Command::new(gateway_python())
-            .arg(python_dir().join("mcp_server.py"))
-            .args(["--http", addr, &port.to_string(), "--log"])
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the MCP server: {e}"));
-        wait_for(Duration::from_secs(20), || {
-            std::net::TcpStream::connect((addr, port)).ok().map(drop)
-        })
-        .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:{port}"));
-        Self { child, log }
-    }
-}
-
-impl Drop for McpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let port_text = port.to_string();
+        let args = [
+            "--http".as_ref(),
+            addr.as_ref(),
+            port_text.as_ref(),
+            "--log".as_ref(),
+            log.as_os_str(),
+        ];
+        Self {
+            _server: McpServer::start("mcp_server.py", &args, addr, port),
+            log,
+        }
     }
 }
 
@@ -104,7 +97,7 @@ fn mcp_agent(env: &TestEnv, identity: &str, url: &str, calls: Value) -> Vec<Valu
 struct Fixture {
     env: TestEnv,
     _daemon: DaemonProc,
-    server: McpServer,
+    server: CallServer,
     net: u32,
     secret: String,
 }
@@ -131,7 +124,7 @@ fn start(name: &str, extra_services: &str) -> Option<Fixture> {
         );
     env.write_policy(&policy(net, &secret_file, &extra));
     env.write_config(&config(net, ""));
-    let server = McpServer::start(&env, &format!("127.170.{net}.3"), 8000);
+    let server = CallServer::start(&env, &format!("127.170.{net}.3"), 8000);
     let daemon = DaemonProc::start(&env);
     Some(Fixture {
         env,

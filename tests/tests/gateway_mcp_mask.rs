@@ -12,28 +12,17 @@
 //! Control: the record's other fields arrive, and the same server's
 //! answers through a service without masks carry the number.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
 use palisade_tests::{
     DaemonProc, TestEnv,
-    gateway::{config, exec, gateway_events, gateway_python, parse_agent, python_dir, subnet},
-    root_or_skip, wait_for,
+    gateway::{
+        McpServer, config, exec, gateway_python, parse_agent, python_dir, shape, subnet,
+        wait_withheld,
+    },
+    root_or_skip,
 };
 use serde_json::Value;
 
 const NUMBER: &str = "4242424242424242";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn policy(net: u32) -> String {
     let python = gateway_python();
@@ -81,12 +70,6 @@ fn agent(env: &TestEnv, url: &str) -> Vec<Value> {
     .output()
     .unwrap_or_else(|e| panic!("agent_mcp_shapes: {e}"));
     parse_agent(&out)
-}
-
-fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {
-    out.iter()
-        .find(|o| o["shape"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` in {out:?}"))
 }
 
 /// Nothing of the number in any shape; the rest of the record in each.
@@ -162,21 +145,12 @@ fn masked_fields_reach_no_agent_in_any_shape_remote_or_stdio() {
     // Small enough that one shape (about 170 KB) cannot be checked.
     env.write_config(&config(net, "  max_mask_bytes: 65536\n"));
     let addr = format!("127.170.{net}.3");
-    let _server = Server(
-        Command::new(gateway_python())
-            .arg(python_dir().join("mcp_shapes.py"))
-            .args(["--http", &addr, "8000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the MCP server: {e}")),
+    let _server = McpServer::start(
+        "mcp_shapes.py",
+        &["--http".as_ref(), addr.as_ref(), "8000".as_ref()],
+        &addr,
+        8000,
     );
-    wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect((addr.as_str(), 8000))
-            .ok()
-            .map(drop)
-    })
-    .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:8000"));
     let _daemon = DaemonProc::start(&env);
 
     // Control: without masks, every shape carries the number.
@@ -201,17 +175,5 @@ fn masked_fields_reach_no_agent_in_any_shape_remote_or_stdio() {
     );
 
     // Withheld messages are recorded.
-    wait_for(Duration::from_secs(5), || {
-        (gateway_events(&env)
-            .iter()
-            .filter(|e| {
-                e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.contains("unmaskable-response"))
-            })
-            .count()
-            >= 2)
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("withheld messages recorded: {:?}", gateway_events(&env)));
+    wait_withheld(&env, 2);
 }

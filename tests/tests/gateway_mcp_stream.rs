@@ -10,16 +10,13 @@
 //! - a URL query string is refused (`unknown-parameter`) and never reaches
 //!   the server; the same call without one does.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use palisade_tests::{
     DaemonProc, TestEnv,
     gateway::{
-        config, exec, exec_unprivileged, gateway_events, gateway_python, parse_agent, python_dir,
-        subnet,
+        McpServer, config, exec, exec_unprivileged, gateway_events, gateway_python, parse_agent,
+        python_dir, subnet,
     },
     root_or_skip, wait_for,
 };
@@ -30,15 +27,6 @@ const PORT: u16 = 8011;
 const FRAMINGS: &[&str] = &[
     "json", "lf", "crlf", "cr", "bom", "bomcr", "nospace", "split",
 ];
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn policy(net: u32) -> String {
     format!(
@@ -102,25 +90,15 @@ fn agent(env: &TestEnv, net: u32, port: u16, reqs: &[(&str, &str)]) -> Vec<Value
     agent_as(env, false, net, port, reqs)
 }
 
-fn start(env: &TestEnv, net: u32) -> Server {
+fn start(env: &TestEnv, net: u32) -> McpServer {
     let addr = format!("127.170.{net}.3");
-    let server = Server(
-        Command::new(gateway_python())
-            .arg(python_dir().join("mcp_raw.py"))
-            .args([&addr, &PORT.to_string()])
-            .arg(env.dir.join("mcp_raw.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the MCP server: {e}")),
-    );
-    wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect((addr.as_str(), PORT))
-            .ok()
-            .map(drop)
-    })
-    .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:{PORT}"));
-    server
+    let log = env.dir.join("mcp_raw.log");
+    McpServer::start(
+        "mcp_raw.py",
+        &[addr.as_ref(), PORT.to_string().as_ref(), log.as_ref()],
+        &addr,
+        PORT,
+    )
 }
 
 /// The request lines the server received.

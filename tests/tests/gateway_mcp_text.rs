@@ -9,15 +9,13 @@
 //! Control: through a service without masks every shape carries the
 //! number, and prose arrives untouched.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
 use palisade_tests::{
     DaemonProc, TestEnv,
-    gateway::{config, exec, gateway_events, gateway_python, parse_agent, python_dir, subnet},
-    root_or_skip, wait_for,
+    gateway::{
+        McpServer, config, exec, gateway_python, parse_agent, python_dir, shape, subnet,
+        wait_withheld,
+    },
+    root_or_skip,
 };
 use serde_json::Value;
 
@@ -44,15 +42,6 @@ const JSON: &[&str] = &[
     "zwsp",
     "trailspace",
 ];
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn policy(net: u32) -> String {
     let python = gateway_python();
@@ -101,12 +90,6 @@ fn agent(env: &TestEnv, url: &str) -> Vec<Value> {
     parse_agent(&out)
 }
 
-fn shape<'a>(out: &'a [Value], name: &str) -> &'a Value {
-    out.iter()
-        .find(|o| o["shape"] == name)
-        .unwrap_or_else(|| panic!("no `{name}` in {out:?}"))
-}
-
 fn check(out: &[Value], which: &str) {
     for o in out {
         assert!(
@@ -143,21 +126,12 @@ fn text_that_is_not_json_is_withheld_from_masked_mcp_services() {
     env.write_policy(&policy(net));
     env.write_config(&config(net, ""));
     let addr = format!("127.170.{net}.3");
-    let _server = Server(
-        Command::new(gateway_python())
-            .arg(python_dir().join("mcp_shapes.py"))
-            .args(["--http", &addr, &PORT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting the MCP server: {e}")),
+    let _server = McpServer::start(
+        "mcp_shapes.py",
+        &["--http".as_ref(), addr.as_ref(), PORT.to_string().as_ref()],
+        &addr,
+        PORT,
     );
-    wait_for(Duration::from_secs(20), || {
-        std::net::TcpStream::connect((addr.as_str(), PORT))
-            .ok()
-            .map(drop)
-    })
-    .unwrap_or_else(|| panic!("the MCP server did not listen on {addr}:{PORT}"));
     let _daemon = DaemonProc::start(&env);
 
     // Control: without masks, every shape carries the number; prose is
@@ -184,17 +158,5 @@ fn text_that_is_not_json_is_withheld_from_masked_mcp_services() {
         "stdio",
     );
 
-    wait_for(Duration::from_secs(5), || {
-        (gateway_events(&env)
-            .iter()
-            .filter(|e| {
-                e["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.contains("unmaskable-response"))
-            })
-            .count()
-            >= 2 * TEXT.len())
-        .then_some(())
-    })
-    .unwrap_or_else(|| panic!("withheld messages recorded: {:?}", gateway_events(&env)));
+    wait_withheld(&env, 2 * TEXT.len());
 }
