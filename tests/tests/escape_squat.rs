@@ -473,7 +473,34 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
     );
     // The daemon serves: enforcement, the gateway and the Unix socket.
     assert!(serves(&f), "the gateway does not serve");
+
+    // An agent waits for the port too, binding again and again; the
+    // kernel keeps it off the daemon's port while the host program holds
+    // it and after.
+    let (agent, agent_flag) = squatter(&f, Holder::Agent, &addr, port);
     drop(holder);
+    // The daemon takes its port once the host program lets go of it.
+    let missing = format!("api.tcp {addr}:{port}: not listening");
+    let back = wait_for(Duration::from_secs(20), || {
+        if agent_flag.exists() {
+            return Some(false);
+        }
+        (!f.env.cli_ok(&["status"]).contains(&missing)).then_some(true)
+    });
+    assert!(
+        !agent_flag.exists(),
+        "the agent bound the API's port once the host program let go of it"
+    );
+    assert_eq!(
+        back,
+        Some(true),
+        "the API's TCP listener did not come back once the port was free"
+    );
+    assert!(
+        f.env.cli_ok(&["status", "--json"]).contains(&format!("{addr}:{port}")),
+        "status names the TCP listener's address"
+    );
+    drop(agent);
 }
 
 /// Takes a test's fixed port out of the host's reserved ports again.

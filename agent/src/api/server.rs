@@ -9,6 +9,9 @@ use crate::{
     proto::{self, palisade_server::PalisadeServer},
 };
 
+/// How often a TCP listener whose port was taken tries to bind again.
+const TCP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct PalisadeService {
     daemon: Arc<Daemon>,
 }
@@ -288,28 +291,22 @@ pub async fn serve(
     {
         tracing::warn!(error = %e, "clearing the API's TCP port in the kernel");
     }
-    // A port something else holds costs the TCP listener, not the daemon
-    // (health names it: `Daemon::unavailable`). The kernel keeps agents
-    // from binding it (`GUARD_CFG`), so what holds it is a host program.
+    // The configured port is the daemon's: the kernel keeps enrolled
+    // processes from binding or reaching it (`GUARD_CFG`) from now on, also
+    // while a host program holds it and the listener waits for it below.
     if let Some(Ok(a)) = daemon
         .config
         .api
         .tcp
         .as_ref()
         .map(|a| a.parse::<std::net::SocketAddr>())
+        && a.port() != 0
     {
         crate::daemon::local_ports::reserve([a.port()]);
+        if let Err(e) = daemon.maps.set_api_endpoint(Some(a)) {
+            tracing::warn!(error = %e, "telling the kernel the API's TCP port");
+        }
     }
-    let tcp = match &daemon.config.api.tcp {
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "API TCP listener unavailable; the Unix socket serves");
-                None
-            }
-        },
-        None => None,
-    };
     // The standard gRPC health service, on both listeners.
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -319,21 +316,43 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let tcp_server = tcp.map(|listener| {
-        let addr = listener.local_addr().ok();
-        if let Some(a) = addr {
-            let _ = daemon.api_tcp_addr.set(a);
-            // The kernel keeps enrolled processes from this port unless
-            // their policy allows it (`confinement.api_tcp`).
-            if let Err(e) = daemon.maps.set_api_endpoint(Some(a)) {
-                tracing::warn!(error = %e, "telling the kernel the API's TCP port");
-            }
-        }
-        tracing::info!(addr = ?addr, "API also listening on loopback TCP (operator tokens and health only)");
+    // A port something else holds costs the TCP listener, not the daemon:
+    // it is tried again every `TCP_RETRY` until it binds, and health names
+    // it meanwhile (`Daemon::unavailable`). The kernel keeps agents from
+    // it (above), so what holds it is a host program.
+    let tcp_server = daemon.config.api.tcp.clone().map(|addr| {
         let svc = PalisadeServer::new(PalisadeService::new(daemon.clone()));
-        let health = health.clone();
-        let rx = stop_rx.clone();
+        let (daemon, health) = (daemon.clone(), health.clone());
+        let mut rx = stop_rx.clone();
         tokio::spawn(async move {
+            let mut failed = false;
+            let listener = loop {
+                match tokio::net::TcpListener::bind(&addr).await {
+                    Ok(l) => break l,
+                    Err(e) => {
+                        if !failed {
+                            tracing::error!(%addr, error = %e, "API TCP listener unavailable, trying again every {TCP_RETRY:?}; the Unix socket serves");
+                            failed = true;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(TCP_RETRY) => {}
+                            _ = rx.wait_for(|s| *s) => return Ok(()),
+                        }
+                    }
+                }
+            };
+            let local = listener.local_addr().ok();
+            if let Some(a) = local {
+                // Port 0 in the configuration: the kernel learns the port
+                // chosen now (enrolled processes are kept from it unless
+                // their policy allows it: `confinement.api_tcp`).
+                if let Err(e) = daemon.maps.set_api_endpoint(Some(a)) {
+                    tracing::warn!(error = %e, "telling the kernel the API's TCP port");
+                }
+                let _ = daemon.api_tcp_addr.set(a);
+            }
+            tracing::info!(addr = ?local, "API also listening on loopback TCP (operator tokens and health only)");
+            drop(daemon);
             tonic::transport::Server::builder()
                 .add_service(health)
                 .add_service(svc)
