@@ -134,3 +134,48 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
     .unwrap_or_else(|| panic!("no record of the approved request"));
     assert_eq!(approved["reason"], "approved", "{approved}");
 }
+
+#[test]
+fn a_request_sent_again_after_its_approval_spends_it_once() {
+    let Some(f) = start("gw-approval-resend") else {
+        return;
+    };
+    // Held; the agent stops waiting (its process ends) before anyone
+    // decides; then the operator approves.
+    let (mut c, id) = held(&f, "1505");
+    let _ = c.kill();
+    let _ = c.wait();
+    f.env.cli_ok(&["approve", &id, "--reason", "invoice INV-9"]);
+    assert_eq!(payments(&f, "1505"), 0, "forwarded with nobody asking");
+
+    // The same request sent again goes through at once, on that approval.
+    let out = parse_agent(
+        &agent_cmd(&f.env, "finance-agent", "requests", &f.base(), &[pay("1505")])
+            .output()
+            .unwrap_or_else(|e| panic!("agent: {e}")),
+    )[0]
+    .clone();
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(payments(&f, "1505"), 1);
+    let ev = f.env.wait_audit("the resent request's record", |e| {
+        e["kind"] == "gateway" && e["reason"] == "approved"
+    });
+    assert_eq!(ev["call"]["approval_id"], id.as_str(), "{ev}");
+    let approvals: Value = serde_json::from_str(&f.env.cli_ok(&["approvals", "--all", "--json"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = approvals
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == id.as_str()))
+        .map(|x| x["state"].clone());
+    assert_eq!(state, Some(Value::from("consumed")), "{approvals}");
+
+    // Spent: a third identical request waits for a new approval (refused
+    // here), and the upstream still has exactly one payment.
+    let (c, id2) = held(&f, "1505");
+    assert_ne!(id2, id, "the spent approval was offered again");
+    f.env.cli_ok(&["reject", &id2, "--reason", "once was enough"]);
+    let out = answer(c);
+    assert_eq!(out["status"], 403, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], "approval-rejected", "{out}");
+    assert_eq!(payments(&f, "1505"), 1);
+}

@@ -66,7 +66,7 @@ impl Daemon {
                 if mode == Mode::Enforce {
                     let ask = ask();
                     let digest = ask.params_digest.clone();
-                    let requested = self.decisions.approvals.request(Ask {
+                    let requested = self.decisions.approvals.request_call(Ask {
                         rules: d.rules.clone(),
                         ..ask
                     });

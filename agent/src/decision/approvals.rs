@@ -258,20 +258,40 @@ impl Approvals {
     /// Returns the approval and whether it is new; refused when the
     /// identity already has `max_pending` approvals pending.
     pub fn request(&self, ask: Ask) -> Result<(Approval, bool), ApprovalError> {
+        self.request_reusing(ask, &[State::Pending])
+    }
+
+    /// `request` for a tool call: an identical approval already given and
+    /// not yet used comes first, so a call sent again after its approval
+    /// (the agent stopped waiting, or its connection dropped) spends that
+    /// approval, once, instead of opening another for a person to decide.
+    pub fn request_call(&self, ask: Ask) -> Result<(Approval, bool), ApprovalError> {
+        self.request_reusing(ask, &[State::Approved, State::Pending])
+    }
+
+    /// `request`, reusing an identical approval in one of `states` (the
+    /// first state found wins).
+    fn request_reusing(
+        &self,
+        ask: Ask,
+        states: &[State],
+    ) -> Result<(Approval, bool), ApprovalError> {
         let now = SystemTime::now();
         let mut map = self.lock();
         Self::sweep(&mut map, now, self.keep);
-        if let Some(existing) = map.values().find(|a| {
-            a.state == State::Pending
-                && a.identity == ask.identity
+        let same = |a: &Approval| {
+            a.identity == ask.identity
                 && a.tool == ask.tool
                 && a.action == ask.action
                 && a.resource == ask.resource
                 && a.params_digest == ask.params_digest
                 && a.policy_version == ask.policy_version
                 && a.egress == ask.egress
-        }) {
-            return Ok((existing.clone(), false));
+        };
+        for state in states {
+            if let Some(existing) = map.values().find(|a| a.state == *state && same(a)) {
+                return Ok((existing.clone(), false));
+            }
         }
         let pending = map
             .values()
