@@ -74,8 +74,9 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
     // the queue at once.
     let (c, id) = held(&f, "1501");
     let v2 = reload(&f, &denying);
-    f.env
-        .cli_ok(&["approve", &id, "--reason", "from the queue"]);
+    // Refused either way: by the approval's check of the active policy, or,
+    // had the reload's check come first, as an approval already withdrawn.
+    let _ = f.env.cli(&["approve", &id, "--reason", "from the queue"]);
     let out = answer(c);
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
@@ -94,13 +95,22 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
     let v1 = reload(&f, &original);
 
     // Held, then the reload, and no approver yet: refused at once (not
-    // at the approval timeout); the approval given later releases nothing.
+    // at the approval timeout), and its approval is withdrawn: it leaves
+    // the queue, and a late "yes" is refused and releases nothing.
     let (c, id) = held(&f, "1504");
     reload(&f, &denying);
     let out = answer(c);
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
-    f.env.cli_ok(&["approve", &id, "--reason", "late"]);
+    let queue = f.env.cli_ok(&["approvals", "--json"]);
+    assert!(!queue.contains(&id), "the withdrawn approval is still pending: {queue}");
+    let late = f.env.cli(&["approve", &id, "--reason", "late"]);
+    assert!(!late.status.success(), "a withdrawn approval was approved");
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("not pending"),
+        "{}",
+        String::from_utf8_lossy(&late.stderr)
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(payments(&f, "1504"), 0, "the upstream received the payment");
     assert_eq!(reload(&f, &original), v1);

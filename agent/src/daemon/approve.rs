@@ -127,4 +127,22 @@ impl Daemon {
             .set_pending_approvals(self.decisions.approvals.pending() as u64);
         Ok(a)
     }
+
+    /// `Approvals::withdraw`, for the gateway's held requests refused
+    /// under a newer policy; true when the approval was ended here. A
+    /// journal that cannot be written leaves the approval as it was (it
+    /// still releases nothing: the policy version differs).
+    pub fn withdraw_approval(&self, id: &str) -> bool {
+        match self.decisions.approvals.withdraw(id) {
+            Ok(ended) => {
+                self.metrics
+                    .set_pending_approvals(self.decisions.approvals.pending() as u64);
+                ended.is_some()
+            }
+            Err(e) => {
+                tracing::warn!(approval = id, error = %e, "withdrawing an approval");
+                false
+            }
+        }
+    }
 }

@@ -384,6 +384,29 @@ impl Approvals {
         Ok(a)
     }
 
+    /// End an approval that can no longer release anything (the request it
+    /// was for was refused under a newer policy): pending or approved, it
+    /// expires now, so nobody is asked to decide what would change nothing,
+    /// and `approve` says so. Returns it when it was ended here.
+    pub fn withdraw(&self, id: &str) -> Result<Option<Approval>, ApprovalError> {
+        let now = SystemTime::now();
+        let mut map = self.lock();
+        let Some(a) = map
+            .get_mut(id)
+            .filter(|a| matches!(a.state, State::Pending | State::Approved))
+        else {
+            return Ok(None);
+        };
+        a.state = State::Expired;
+        a.expires = now;
+        a.override_token = None;
+        let a = a.clone();
+        let seq = self.record(&a)?;
+        drop(map);
+        self.log.durable(seq)?;
+        Ok(Some(a))
+    }
+
     /// Use an approved approval for a call; it matches exactly or not at all.
     pub fn consume(&self, id: &str, call: &Ask) -> Result<Approval, ApprovalError> {
         let mut map = self.lock();
@@ -526,6 +549,42 @@ mod tests {
         let first = s.list(false)[0].id.clone();
         s.resolve(&first, false, "op", "", None).unwrap();
         assert!(s.request(ask("d3")).unwrap().1);
+    }
+
+    #[test]
+    fn a_call_asked_again_gets_its_given_approval_until_it_is_spent() {
+        let s = Approvals::new(Duration::from_secs(60));
+        let (a, new) = s.request_call(ask("d1")).unwrap();
+        assert!(new);
+        s.resolve(&a.id, true, "op", "", Some("tok".into())).unwrap();
+        // Approved and unused: the same call gets it back, not a new one.
+        let (again, new) = s.request_call(ask("d1")).unwrap();
+        assert!(!new);
+        assert_eq!((again.id.as_str(), again.state), (a.id.as_str(), State::Approved));
+        // Other calls, and other kinds of request, do not.
+        assert!(s.request_call(ask("d2")).unwrap().1);
+        assert!(s.request(ask("d1")).unwrap().1);
+        s.consume(&a.id, &ask("d1")).unwrap();
+        let (fresh, new) = s.request_call(ask("d1")).unwrap();
+        assert!(!new, "the pending one opened by `request` above");
+        assert_ne!(fresh.id, a.id);
+    }
+
+    #[test]
+    fn a_withdrawn_approval_cannot_be_decided_or_spent() {
+        let s = Approvals::new(Duration::from_secs(60));
+        let (a, _) = s.request_call(ask("d1")).unwrap();
+        assert!(s.withdraw(&a.id).unwrap().is_some());
+        assert!(s.withdraw(&a.id).unwrap().is_none(), "withdrawn twice");
+        assert!(matches!(
+            s.resolve(&a.id, true, "op", "", None),
+            Err(ApprovalError::NotPending { state: State::Expired, .. })
+        ));
+        assert!(s.list(false).is_empty());
+        let (b, _) = s.request_call(ask("d2")).unwrap();
+        s.resolve(&b.id, true, "op", "", Some("tok".into())).unwrap();
+        assert!(s.withdraw(&b.id).unwrap().is_some());
+        assert!(s.consume(&b.id, &ask("d2")).is_err());
     }
 
     #[test]

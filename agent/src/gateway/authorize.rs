@@ -191,13 +191,23 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             };
             // A held request the active policy no longer allows is refused
             // with the active policy's reason, the approval named.
+            // Its approval can release nothing any more: withdrawn, so no
+            // operator is asked to decide it.
             let stale = |s: release::Stale, when: &str| {
+                let withdrawn = if daemon.withdraw_approval(&a.id) {
+                    "; the approval is withdrawn"
+                } else {
+                    ""
+                };
                 trail.with(|r| {
                     r.verdict = "deny";
                     r.reason = s.reason.clone();
                     r.rule = s.rule.clone();
                     r.policy_version = Some(s.policy_version.clone());
-                    r.detail = Some(format!("approval {} ({when}): {}", a.id, s.message));
+                    r.detail = Some(format!(
+                        "approval {} ({when}): {}{withdrawn}",
+                        a.id, s.message
+                    ));
                 });
                 Refusal {
                     approval_id: Some(a.id.clone()),
