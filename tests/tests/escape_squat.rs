@@ -497,7 +497,9 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
         "the API's TCP listener did not come back once the port was free"
     );
     assert!(
-        f.env.cli_ok(&["status", "--json"]).contains(&format!("{addr}:{port}")),
+        f.env
+            .cli_ok(&["status", "--json"])
+            .contains(&format!("{addr}:{port}")),
         "status names the TCP listener's address"
     );
     drop(agent);

@@ -103,7 +103,10 @@ fn a_held_request_is_judged_again_when_a_reload_came_before_its_approval() {
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "denied-by-rule", "{out}");
     let queue = f.env.cli_ok(&["approvals", "--json"]);
-    assert!(!queue.contains(&id), "the withdrawn approval is still pending: {queue}");
+    assert!(
+        !queue.contains(&id),
+        "the withdrawn approval is still pending: {queue}"
+    );
     let late = f.env.cli(&["approve", &id, "--reason", "late"]);
     assert!(!late.status.success(), "a withdrawn approval was approved");
     assert!(
@@ -160,9 +163,15 @@ fn a_request_sent_again_after_its_approval_spends_it_once() {
 
     // The same request sent again goes through at once, on that approval.
     let out = parse_agent(
-        &agent_cmd(&f.env, "finance-agent", "requests", &f.base(), &[pay("1505")])
-            .output()
-            .unwrap_or_else(|e| panic!("agent: {e}")),
+        &agent_cmd(
+            &f.env,
+            "finance-agent",
+            "requests",
+            &f.base(),
+            &[pay("1505")],
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("agent: {e}")),
     )[0]
     .clone();
     assert_eq!(out["status"], 200, "{out}");
@@ -183,7 +192,8 @@ fn a_request_sent_again_after_its_approval_spends_it_once() {
     // here), and the upstream still has exactly one payment.
     let (c, id2) = held(&f, "1505");
     assert_ne!(id2, id, "the spent approval was offered again");
-    f.env.cli_ok(&["reject", &id2, "--reason", "once was enough"]);
+    f.env
+        .cli_ok(&["reject", &id2, "--reason", "once was enough"]);
     let out = answer(c);
     assert_eq!(out["status"], 403, "{out}");
     assert_eq!(out["body"]["error"]["reason"], "approval-rejected", "{out}");

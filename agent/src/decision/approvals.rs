@@ -556,11 +556,15 @@ mod tests {
         let s = Approvals::new(Duration::from_secs(60));
         let (a, new) = s.request_call(ask("d1")).unwrap();
         assert!(new);
-        s.resolve(&a.id, true, "op", "", Some("tok".into())).unwrap();
+        s.resolve(&a.id, true, "op", "", Some("tok".into()))
+            .unwrap();
         // Approved and unused: the same call gets it back, not a new one.
         let (again, new) = s.request_call(ask("d1")).unwrap();
         assert!(!new);
-        assert_eq!((again.id.as_str(), again.state), (a.id.as_str(), State::Approved));
+        assert_eq!(
+            (again.id.as_str(), again.state),
+            (a.id.as_str(), State::Approved)
+        );
         // Other calls, and other kinds of request, do not.
         assert!(s.request_call(ask("d2")).unwrap().1);
         assert!(s.request(ask("d1")).unwrap().1);
@@ -578,11 +582,15 @@ mod tests {
         assert!(s.withdraw(&a.id).unwrap().is_none(), "withdrawn twice");
         assert!(matches!(
             s.resolve(&a.id, true, "op", "", None),
-            Err(ApprovalError::NotPending { state: State::Expired, .. })
+            Err(ApprovalError::NotPending {
+                state: State::Expired,
+                ..
+            })
         ));
         assert!(s.list(false).is_empty());
         let (b, _) = s.request_call(ask("d2")).unwrap();
-        s.resolve(&b.id, true, "op", "", Some("tok".into())).unwrap();
+        s.resolve(&b.id, true, "op", "", Some("tok".into()))
+            .unwrap();
         assert!(s.withdraw(&b.id).unwrap().is_some());
         assert!(s.consume(&b.id, &ask("d2")).is_err());
     }

@@ -142,7 +142,9 @@ fn label(s: &str) -> String {
 
 /// `s` cut to `MAX_LABEL` characters.
 fn truncated(s: &str) -> &str {
-    s.char_indices().nth(MAX_LABEL).map_or(s, |(at, _)| &s[..at])
+    s.char_indices()
+        .nth(MAX_LABEL)
+        .map_or(s, |(at, _)| &s[..at])
 }
 
 impl Metrics {
