@@ -235,6 +235,19 @@ impl Approvals {
         self.log.append(|| Record::Approval(a.to_record()))
     }
 
+    /// Journal `a`'s new state while `map` is still held (so the journal
+    /// keeps the order of changes), then wait for it outside the lock.
+    fn journaled(
+        &self,
+        map: std::sync::MutexGuard<'_, HashMap<String, Approval>>,
+        a: Approval,
+    ) -> Result<Approval, ApprovalError> {
+        let seq = self.record(&a)?;
+        drop(map);
+        self.log.durable(seq)?;
+        Ok(a)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
         self.map
             .lock()
@@ -378,10 +391,7 @@ impl Approvals {
         a.reason = reason.to_string();
         a.override_token = if approve { override_token } else { None };
         let a = a.clone();
-        let seq = self.record(&a)?;
-        drop(map);
-        self.log.durable(seq)?;
-        Ok(a)
+        self.journaled(map, a)
     }
 
     /// End an approval that can no longer release anything (the request it
@@ -401,10 +411,7 @@ impl Approvals {
         a.expires = now;
         a.override_token = None;
         let a = a.clone();
-        let seq = self.record(&a)?;
-        drop(map);
-        self.log.durable(seq)?;
-        Ok(Some(a))
+        self.journaled(map, a).map(Some)
     }
 
     /// Use an approved approval for a call; it matches exactly or not at all.
@@ -441,10 +448,7 @@ impl Approvals {
         a.state = State::Consumed;
         a.override_token = None;
         let a = a.clone();
-        let seq = self.record(&a)?;
-        drop(map);
-        self.log.durable(seq)?;
-        Ok(a)
+        self.journaled(map, a)
     }
 
     /// Seconds until the approval expires (for override token lifetimes).
