@@ -262,11 +262,18 @@ fn exec_with_fd(env: &TestEnv, identity: &str, sock: &OwnedFd, fd: i32, agent: &
                 .unwrap_or_else(|e| panic!("dup of the socket: {e}")),
         ));
     } else {
-        // SAFETY: only dup2 between fork and exec (async-signal-safe); the
-        // copy loses close-on-exec, as a launcher's descriptor would.
+        // SAFETY: only dup2 and fcntl between fork and exec (both
+        // async-signal-safe). The descriptor must survive exec, as a
+        // launcher's would: dup2 onto a new number drops close-on-exec, but
+        // when the socket already has that number dup2 does nothing, so the
+        // flag is cleared explicitly.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(src, fd) < 0 {
+                if src == fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(src, fd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
