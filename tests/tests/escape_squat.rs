@@ -22,9 +22,13 @@ use palisade_tests::{
 use serde_json::Value;
 
 /// Who holds the port.
+#[derive(Clone, Copy, Debug)]
 enum Holder {
     /// `other-agent`, unprivileged.
     Agent,
+    /// `other-agent` as root, binding with `SO_REUSEADDR` and
+    /// `SO_REUSEPORT` as well.
+    RootAgent,
     /// A host program (not enrolled), unprivileged.
     Host,
 }
@@ -43,18 +47,29 @@ fn shared_dir(f: &Fixture) -> std::path::PathBuf {
 /// once it can (until killed); every connection it accepts is counted in
 /// the file `<flag>.accepted`.
 fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Held, std::path::PathBuf) {
-    let flag = shared_dir(f).join(format!("squatting-{port}"));
+    let flag = shared_dir(f).join(format!("squatting-{port}-{holder:?}"));
     for ext in ["", "started", "accepted"] {
         let _ = std::fs::remove_file(flag.with_extension(ext));
     }
+    let reuse = if matches!(holder, Holder::RootAgent) {
+        "        s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n        s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEPORT,1)\n"
+    } else {
+        ""
+    };
     let code = format!(
-        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\ns.settimeout(1)\nend=time.time()+120\nwhile time.time()<end:\n    try:\n        c,_=s.accept()\n    except OSError:\n        continue\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
+        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n{reuse}        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\ns.settimeout(1)\nend=time.time()+120\nwhile time.time()<end:\n    try:\n        c,_=s.accept()\n    except OSError:\n        continue\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
         flag.display(),
     );
     let mut cmd = match holder {
         Holder::Agent => {
             exec_unprivileged(&f.env, "other-agent", "/usr/bin/python3", &["-c", &code])
         }
+        Holder::RootAgent => exec(
+            &f.env,
+            "other-agent",
+            std::path::Path::new("/usr/bin/python3"),
+            &["-c", &code],
+        ),
         Holder::Host => {
             let mut c = Command::new("/usr/bin/setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -474,22 +489,29 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
     // The daemon serves: enforcement, the gateway and the Unix socket.
     assert!(serves(&f), "the gateway does not serve");
 
-    // An agent waits for the port too, binding again and again; the
-    // kernel keeps it off the daemon's port while the host program holds
-    // it and after.
-    let (agent, agent_flag) = squatter(&f, Holder::Agent, &addr, port);
+    // Agents wait for the port too, unprivileged and root, binding again
+    // and again; the kernel keeps them off the daemon's port while the
+    // host program holds it and after.
+    let agents = [Holder::Agent, Holder::RootAgent].map(|h| squatter(&f, h, &addr, port));
+    let bound = || {
+        agents
+            .iter()
+            .find(|(_, flag)| flag.exists())
+            .map(|(_, flag)| flag.display().to_string())
+    };
     drop(holder);
     // The daemon takes its port once the host program lets go of it.
     let missing = format!("api.tcp {addr}:{port}: not listening");
     let back = wait_for(Duration::from_secs(20), || {
-        if agent_flag.exists() {
+        if bound().is_some() {
             return Some(false);
         }
         (!f.env.cli_ok(&["status"]).contains(&missing)).then_some(true)
     });
-    assert!(
-        !agent_flag.exists(),
-        "the agent bound the API's port once the host program let go of it"
+    assert_eq!(
+        bound(),
+        None,
+        "an agent bound the API's port once the host program let go of it"
     );
     assert_eq!(
         back,
@@ -502,7 +524,14 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
             .contains(&format!("{addr}:{port}")),
         "status names the TCP listener's address"
     );
-    drop(agent);
+    // Still theirs to try while the daemon listens: neither gets it.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        bound(),
+        None,
+        "an agent bound the API's port beside the daemon"
+    );
+    drop(agents);
 }
 
 /// Takes a test's fixed port out of the host's reserved ports again.
