@@ -58,7 +58,10 @@ fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
 /// an agent's egress, it does not lend it the daemon's addresses.
 #[inline(always)]
 fn reserved(addr: &NormAddr, port: u16, protocol: u32) -> bool {
-    if guard::is_api(addr, port, protocol) {
+    // The TCP API's port on every address of either family: a listener on
+    // another loopback address (`::1` beside `127.0.0.1`, which `localhost`
+    // may name) would take an operator's call as surely as the API's own.
+    if guard::is_api_port(port, protocol) {
         return true;
     }
     let b = &addr.bytes;
@@ -67,10 +70,6 @@ fn reserved(addr: &NormAddr, port: u16, protocol: u32) -> bool {
         | u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]))
         == 0;
     if unspecified {
-        // `::` without IPV6_V6ONLY takes IPv4 connections too.
-        if guard::is_api_port(port, protocol) {
-            return true;
-        }
         // SAFETY: the value is a plain u32 read once.
         return port != 0 && unsafe { BIND_RESERVED.get(&reserved_wildcard_port(port)) }.is_some();
     }

@@ -5,8 +5,7 @@ use agent_common::{IPPROTO_TCP, NormAddr};
 use crate::maps::GUARD_CFG;
 
 /// Is `port` (TCP) the port of the daemon's loopback TCP API, whatever the
-/// address? (For binds on the unspecified address of either family: `::`
-/// takes IPv4 connections too.)
+/// address? (Binds: no agent listens on that port anywhere.)
 #[inline(always)]
 pub fn is_api_port(port: u16, protocol: u32) -> bool {
     let Some(cfg) = GUARD_CFG.get(0) else {

@@ -87,6 +87,19 @@ const READ_ONLY_PROC: &[&str] = &[
 ];
 const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 
+/// Every path exec makes read-only or hides for the agent (the host
+/// controls and `daemon`'s paths): a file there inherited from the
+/// launcher is not kept (`inherited`).
+pub fn read_only_roots(daemon: &DaemonPaths) -> Vec<PathBuf> {
+    READ_ONLY_PROC
+        .iter()
+        .chain(READ_ONLY_TREES)
+        .map(PathBuf::from)
+        .chain(daemon.protected.iter().cloned())
+        .chain(daemon.hidden.iter().cloned())
+        .collect()
+}
+
 /// The daemon's own paths, as the enrolment answer gives them.
 #[derive(Debug, Default)]
 pub struct DaemonPaths {

@@ -371,6 +371,223 @@ fn exec_agents_cannot_use_sockets_opened_before_enrolment() {
     }
 }
 
+/// An IPv4/UDP packet from `src` to `dst:port` carrying `payload` (UDP
+/// checksum 0: none, which IPv4 allows).
+fn udp_packet(src: [u8; 4], dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(20 + 8 + payload.len()).unwrap_or(u16::MAX);
+    let mut p = vec![0x45, 0];
+    p.extend(total.to_be_bytes());
+    p.extend([0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend(src);
+    p.extend(dst);
+    let sum = (0..20)
+        .step_by(2)
+        .map(|i| u32::from(u16::from_be_bytes([p[i], p[i + 1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !u16::try_from((folded & 0xffff) + (folded >> 16)).unwrap_or(0);
+    p[10..12].copy_from_slice(&check.to_be_bytes());
+    p.extend(5555u16.to_be_bytes());
+    p.extend(port.to_be_bytes());
+    p.extend(u16::try_from(8 + payload.len()).unwrap_or(0).to_be_bytes());
+    p.extend([0, 0]);
+    p.extend(payload);
+    p
+}
+
+/// A TUN device opened by the test (the launcher), its interface moved
+/// into `ns` as 10.231.9.1/24: what is written to the descriptor arrives
+/// there as received on that interface.
+fn tun_into(ns: &NetNs) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    let name = format!("pt231t{}", std::process::id() % 10000);
+    // SAFETY: open(2) of a device node; ioctl with a zeroed `ifreq`-sized
+    // buffer holding the name and flags (IFF_TUN | IFF_NO_PI).
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    assert!(fd >= 0, "/dev/net/tun: {}", std::io::Error::last_os_error());
+    let tun = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    ifr[16..18].copy_from_slice(&(0x0001u16 | 0x1000).to_ne_bytes());
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
+    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip: {e}"));
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    ip(&["link", "set", &name, "netns", &ns.name]);
+    ip(&["-n", &ns.name, "addr", "add", "10.231.9.1/24", "dev", &name]);
+    ip(&["-n", &ns.name, "link", "set", &name, "up"]);
+    tun
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment() {
+    if !root_or_skip("exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment") {
+        return;
+    }
+    let ns = NetNs::named("c2-devices", 231, 4);
+    let far: [u8; 4] = [10, 231, 4, 2];
+    let env = TestEnv::new("c2devices", &scoped_policy("10.231.4.9"));
+    let _d = DaemonProc::start(&env);
+    // udp/9431 root agent, 9432 unprivileged, 9433 an identity that keeps
+    // inherited sockets: all through a TUN descriptor; 9434 the control,
+    // the launcher writing the same packet through the same descriptor.
+    let sink = Sink::start(&ns, &ns.peer_ip, &[], &[9431, 9432, 9433, 9434], 9000);
+    let tun = tun_into(&ns);
+    let packet = |port: u16| {
+        hex(&udp_packet(
+            [10, 231, 9, 2],
+            far,
+            port,
+            b"VIA-INHERITED-TUN",
+        ))
+    };
+    let runs = [
+        ("root", "agent", vec![], 9431),
+        ("unprivileged", "agent", vec!["as-user", NOBODY], 9432),
+        ("keep_inherited_sockets", "open", vec![], 9433),
+    ];
+    for (who, identity, prefix, port) in &runs {
+        let mut args = prefix.clone();
+        let pkt = packet(*port);
+        args.extend(["write-fd-hex", "3", pkt.as_str()]);
+        let out = exec_with_fd(&env, identity, &tun, 3, &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(r#""errno":9"#),
+            "{who}: an inherited TUN descriptor was still open (EBADF expected): {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let written = unsafe {
+        let p = udp_packet([10, 231, 9, 2], far, 9434, b"LAUNCHER-CONTROL");
+        libc::write(tun.as_raw_fd(), p.as_ptr().cast(), p.len())
+    };
+    assert!(
+        written > 0,
+        "the control packet: {}",
+        std::io::Error::last_os_error()
+    );
+
+    // A directory, an O_PATH descriptor and a read-only copy of the
+    // policy, each opened by the launcher: the root agent would rewrite
+    // its policy through them (the policy's directory is read-only for it).
+    let policy = env.dir.join("policy.yaml");
+    let before = std::fs::read_to_string(&policy).unwrap_or_default();
+    let root_dir: OwnedFd = std::fs::File::open("/")
+        .unwrap_or_else(|e| panic!("open /: {e}"))
+        .into();
+    let rel = policy
+        .strip_prefix("/")
+        .unwrap_or(&policy)
+        .display()
+        .to_string();
+    let out = exec_with_fd(
+        &env,
+        "agent",
+        &root_dir,
+        3,
+        &["openat-write", "3", &rel, "X"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""errno":9"#),
+        "a directory descriptor from the launcher was kept: {text}"
+    );
+    let path_only: OwnedFd = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&env.dir)
+            .unwrap_or_else(|e| panic!("O_PATH: {e}"))
+            .into()
+    };
+    let out = exec_with_fd(
+        &env,
+        "agent",
+        &path_only,
+        3,
+        &["openat-write", "3", "policy.yaml", "X"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""errno":9"#),
+        "an O_PATH descriptor from the launcher was kept: {text}"
+    );
+    let read_only: OwnedFd = std::fs::File::open(&policy)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into();
+    let out = exec_with_fd(
+        &env,
+        "agent",
+        &read_only,
+        3,
+        &["write-file", "/proc/self/fd/3", "X"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(r#""ok":true"#),
+        "the policy reopened for writing through an inherited descriptor: {text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&policy).unwrap_or_default(),
+        before,
+        "the policy was rewritten"
+    );
+    // Such stdio: the agent is not run, and the refusal says why.
+    let out = exec_with_fd(&env, "agent", &root_dir, 0, &["write-fd", "1", "x"]);
+    assert!(
+        !out.status.success(),
+        "exec ran an agent with a directory as stdin"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("file descriptor 0") && err.contains("directory"),
+        "the refusal does not say what: {err}"
+    );
+    // Control: an ordinary file the launcher hands over is kept.
+    let note = std::env::temp_dir().join(format!("palisade-handed-{}.txt", std::process::id()));
+    std::fs::write(&note, "").unwrap_or_else(|e| panic!("{e}"));
+    let file: OwnedFd = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&note)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into();
+    let out = exec_with_fd(&env, "agent", &file, 3, &["write-fd", "3", "KEPT"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#),
+        "an ordinary inherited file: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_file(&note);
+
+    let got = sink.finish();
+    for (key, want) in [
+        ("udp/9431", false),
+        ("udp/9432", false),
+        ("udp/9433", false),
+        ("udp/9434", true),
+    ] {
+        let bytes = got.get(key).map_or(0, |r| r.bytes);
+        assert_eq!(
+            bytes > 0,
+            want,
+            "{key}: {bytes} bytes arrived (expected {}) {got:?}",
+            if want { "some" } else { "none" }
+        );
+    }
+}
+
 #[test]
 fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
     if !root_or_skip("root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files") {

@@ -17,7 +17,7 @@ use palisade_tests::{
     Probe, TcpServer,
     gateway::{agent, exec, exec_unprivileged, request},
     gateway_fixture::{Fixture, policy, start},
-    wait_for,
+    palisade_bin, wait_for,
 };
 use serde_json::Value;
 
@@ -57,7 +57,7 @@ fn squatter(f: &Fixture, holder: Holder, addr: &str, port: u16) -> (Held, std::p
         ""
     };
     let code = format!(
-        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket()\n    try:\n{reuse}        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\ns.settimeout(1)\nend=time.time()+120\nwhile time.time()<end:\n    try:\n        c,_=s.accept()\n    except OSError:\n        continue\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
+        "import socket,time\nflag='{}'\nopen(flag+'.started','w').close()\nwhile True:\n    s=socket.socket(socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET)\n    try:\n{reuse}        s.bind(('{addr}',{port}))\n        break\n    except OSError:\n        s.close()\n        time.sleep(0.01)\ns.listen(16)\nopen(flag,'w').close()\ns.settimeout(1)\nend=time.time()+120\nwhile time.time()<end:\n    try:\n        c,_=s.accept()\n    except OSError:\n        continue\n    open(flag+'.accepted','a').write('x')\n    c.close()\n",
         flag.display(),
     );
     let mut cmd = match holder {
@@ -371,6 +371,8 @@ fn agents_cannot_bind_where_the_daemon_serves_agents() {
         serde_json::json!([4, api_ip, api_port, "tcp"]),
         serde_json::json!([4, "0.0.0.0", api_port, "tcp"]),
         serde_json::json!([6, "::", api_port, "tcp"]),
+        serde_json::json!([6, "::1", api_port, "tcp"]),
+        serde_json::json!([4, "127.0.0.1", api_port, "tcp"]),
         serde_json::json!([4, metrics_ip, metrics_port, "tcp"]),
         serde_json::json!([4, "0.0.0.0", metrics_port, "tcp"]),
     ];
@@ -532,6 +534,87 @@ fn a_program_holding_the_api_tcp_port_does_not_stop_the_daemon() {
         "an agent bound the API's port beside the daemon"
     );
     drop(agents);
+}
+
+#[test]
+fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
+    let Some(mut f) = start("gw-squat-early") else {
+        return;
+    };
+    let addr = format!("127.170.{}.7", f.net);
+    let port = 9200 + u16::try_from(f.net).unwrap_or(0);
+    // While no configuration names the port, agents listen on it: one
+    // unprivileged on the address the API will have, one root on `::1`
+    // (where `localhost` may lead an operator).
+    let mut agents = [(Holder::Agent, addr.as_str()), (Holder::RootAgent, "::1")]
+        .map(|(h, a)| squatter(&f, h, a, port));
+    for (_, flag) in &agents {
+        holding(flag);
+    }
+    f.env.write_config(&palisade_tests::gateway::config(
+        f.net,
+        &format!("  max_mask_bytes: 1048576\napi:\n  tcp: {addr}:{port}\n"),
+    ));
+    f.restart();
+    // Both are gone, and the daemon listens.
+    for (held, flag) in &mut agents {
+        let ended = wait_for(Duration::from_secs(10), || {
+            matches!(held.0.try_wait(), Ok(Some(_))).then_some(())
+        });
+        assert!(
+            ended.is_some(),
+            "the agent on {} still runs",
+            flag.display()
+        );
+    }
+    let missing = format!("api.tcp {addr}:{port}: not listening");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            (!f.env.cli_ok(&["status"]).contains(&missing)).then_some(())
+        })
+        .is_some(),
+        "the API's TCP listener never came up"
+    );
+    // The operator's call, token and all, reaches the daemon; no agent
+    // accepted a connection.
+    let minted = Command::new(palisade_bin())
+        .args(["keys", "operator-token", "--name", "oncall", "--file"])
+        .arg(f.env.dir.join("keys.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    let call = Command::new(palisade_bin())
+        .args(["approvals", "--socket", &format!("http://{addr}:{port}")])
+        .env("PALISADE_OPERATOR_TOKEN", &token)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        call.status.success(),
+        "the operator's call over TCP: {}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    for (_, flag) in &agents {
+        assert!(
+            !flag.with_extension("accepted").exists(),
+            "an agent accepted a connection on the API's port ({})",
+            flag.display()
+        );
+    }
+    let evictions = f
+        .env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "other-agent")
+        .count();
+    assert_eq!(evictions, 2, "the trail records each agent's socket");
+    // From now on the kernel refuses them the port, on any address.
+    let (_again, flag) = squatter(&f, Holder::RootAgent, "::1", port);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !flag.exists(),
+        "an agent bound the API's port beside the daemon"
+    );
 }
 
 /// Takes a test's fixed port out of the host's reserved ports again.

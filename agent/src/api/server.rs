@@ -319,23 +319,41 @@ pub async fn serve(
     // A port something else holds costs the TCP listener, not the daemon:
     // it is tried again every `TCP_RETRY` until it binds, and health names
     // it meanwhile (`Daemon::unavailable`). The kernel keeps agents from
-    // it (above), so what holds it is a host program.
+    // binding it from now on (above); an agent that bound it before is
+    // evicted (`evict_from_api_port`); a host program is waited for.
     let tcp_server = daemon.config.api.tcp.clone().map(|addr| {
         let svc = PalisadeServer::new(PalisadeService::new(daemon.clone()));
         let (daemon, health) = (daemon.clone(), health.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
+            let fixed_port = addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port())
+                .filter(|p| *p != 0);
+            // Agents' sockets on the port, on any address (the kernel was
+            // told the port before this task ran, so no new one comes).
+            let mut evicted = fixed_port.map_or(0, |p| daemon.evict_from_api_port(p));
             let mut failed = false;
             let listener = loop {
                 match tokio::net::TcpListener::bind(&addr).await {
                     Ok(l) => break l,
                     Err(e) => {
-                        if !failed {
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && let Some(p) = fixed_port
+                        {
+                            evicted += daemon.evict_from_api_port(p);
+                        }
+                        if !failed && evicted == 0 {
                             tracing::error!(%addr, error = %e, "API TCP listener unavailable, trying again every {TCP_RETRY:?}; the Unix socket serves");
                             failed = true;
                         }
+                        // An evicted agent's socket goes with its last
+                        // holder: try again soon.
+                        let wait = if evicted > 0 { TCP_RETRY / 10 } else { TCP_RETRY };
+                        evicted = 0;
                         tokio::select! {
-                            () = tokio::time::sleep(TCP_RETRY) => {}
+                            () = tokio::time::sleep(wait) => {}
                             _ = rx.wait_for(|s| *s) => return Ok(()),
                         }
                     }

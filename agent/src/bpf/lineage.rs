@@ -108,6 +108,27 @@ impl KernelMaps {
         .map_err(BpfError::SockDiag)
     }
 
+    /// Every TCP socket of this network namespace bound to local `port`
+    /// (either family, any state), with identity stamps.
+    pub fn tcp_sockets_on_port(
+        &self,
+        port: u16,
+    ) -> Result<Vec<super::sockdiag::DiagSocket>, BpfError> {
+        use super::sockdiag::{IPPROTO_TCP, dump};
+        let id = self
+            .sock_ident
+            .info()
+            .map_err(BpfError::map("SOCK_GUARD"))?
+            .id();
+        let mut found = Vec::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let all = dump(family, IPPROTO_TCP, self.sock_ident.fd().as_fd(), id)
+                .map_err(BpfError::SockDiag)?;
+            found.extend(all.into_iter().filter(|s| s.local().port() == port));
+        }
+        Ok(found)
+    }
+
     /// Abort every TCP and UDP socket stamped with `identity` in this
     /// network namespace; returns how many.
     pub fn destroy_sockets_of(&self, identity: u32) -> Result<usize, BpfError> {

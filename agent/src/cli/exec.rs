@@ -29,16 +29,19 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     let Some((program, args)) = command.split_first() else {
         anyhow::bail!("no command given");
     };
-    let closed = crate::inherited::close_unjudged(enrolled.keep_inherited_sockets)?;
-    for (fd, kind) in &closed {
-        tracing::info!(fd, %kind, "closed an inherited descriptor the agent may not keep");
-    }
     let daemon_paths = crate::confine::DaemonPaths {
         protected: enrolled.protected_paths.iter().map(Into::into).collect(),
         hidden: enrolled.hidden_paths.iter().map(Into::into).collect(),
         read_only_root: enrolled.read_only_root,
         writable: enrolled.writable.iter().map(Into::into).collect(),
     };
+    let closed = crate::inherited::close_unjudged(
+        enrolled.keep_inherited_sockets,
+        &crate::confine::read_only_roots(&daemon_paths),
+    )?;
+    for (fd, kind) in &closed {
+        tracing::info!(fd, %kind, "closed an inherited descriptor the agent may not keep");
+    }
     let applied = crate::confine::apply(&enrolled.keep_capabilities, &daemon_paths)
         .map_err(|e| anyhow::anyhow!("confining the agent: {e}"))?;
     // After no_new_privs (set by `apply`), before the agent runs.

@@ -128,6 +128,49 @@ impl Daemon {
         Ok(a)
     }
 
+    /// After the policy changed: tool approvals asked under an earlier
+    /// version can never be spent (an override names the version it was
+    /// asked under), so they are withdrawn and recorded, instead of waiting
+    /// for an operator to approve what would release nothing. Egress and
+    /// elevation approvals do not depend on the version; approvals a held
+    /// gateway request waits on are judged again by that request.
+    pub(super) fn withdraw_stale_approvals(&self) {
+        let version = self.active().policy.version.to_string();
+        let ended = match self.decisions.approvals.withdraw_stale(&version, |a| {
+            a.egress.is_none() && a.tool != super::people::ELEVATION_TOOL
+        }) {
+            Ok(ended) => ended,
+            Err(e) => {
+                // They still release nothing: the version differs.
+                tracing::warn!(error = %e, "withdrawing approvals of an earlier policy");
+                return;
+            }
+        };
+        for a in &ended {
+            let mut ev = AuditEvent::new(EventKind::Approval, "withdrawn", "policy-changed");
+            ev.identity = Some(a.identity.clone());
+            ev.rule = a.rules.first().cloned();
+            ev.policy_version = Some(a.policy_version.clone());
+            ev.detail = Some(format!(
+                "asked under policy {}; policy {version} is active: the call must be asked again",
+                a.policy_version
+            ));
+            ev.call = Some(CallDetail {
+                tool: a.tool.clone(),
+                action: a.action.clone(),
+                resource: a.resource.clone(),
+                params_digest: (!a.params_digest.is_empty()).then(|| a.params_digest.clone()),
+                approval_id: Some(a.id.clone()),
+                ..CallDetail::default()
+            });
+            self.audit.emit(ev);
+        }
+        if !ended.is_empty() {
+            self.metrics
+                .set_pending_approvals(self.decisions.approvals.pending() as u64);
+        }
+    }
+
     /// `Approvals::withdraw`, for the gateway's held requests refused
     /// under a newer policy; true when the approval was ended here. A
     /// journal that cannot be written leaves the approval as it was (it

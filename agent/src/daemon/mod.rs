@@ -312,6 +312,8 @@ impl Daemon {
         started.policy_version = Some(daemon.active().policy.version.to_string());
         started.detail = Some(format!("generation {generation}"));
         daemon.audit.emit(started);
+        // Restored approvals asked under the policy of before the restart.
+        daemon.withdraw_stale_approvals();
         daemon.report_start_repairs();
         daemon.spawn_guard_watch();
         daemon.spawn_self_guard();

@@ -85,6 +85,59 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Agents' sockets on the API's TCP port, bound before the kernel was
+    /// told the port (an earlier configuration had none, or another one):
+    /// the bind hook refuses such binds only from then on, and a listener
+    /// there would take operators' calls and tokens. Each is aborted and
+    /// every enrolled process holding it is killed, so the port comes free
+    /// for the daemon (a host program holding the port is left alone).
+    /// Returns how many sockets were found.
+    pub fn evict_from_api_port(&self, port: u16) -> usize {
+        let sockets = match self.maps.tcp_sockets_on_port(port) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(port, error = %e, "looking for agents on the API's TCP port");
+                return 0;
+            }
+        };
+        let mut found = 0;
+        for s in sockets.iter().filter(|s| s.identity.is_some()) {
+            found += 1;
+            let name = s
+                .identity
+                .and_then(|i| self.registry.name_of(i))
+                .unwrap_or_else(|| "unknown".into());
+            if let Err(e) = crate::bpf::sockdiag::destroy(s)
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                warn!(port, error = %e, "aborting an agent's socket on the API's TCP port");
+            }
+            let killed: Vec<u32> = holders_of_socket(s.inode)
+                .into_iter()
+                .filter(|pid| matches!(self.identity_index_of_pid(*pid), Ok(Some(_))))
+                .filter(|pid| {
+                    // SAFETY: plain kill(2) on a pid just read from /proc.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) == 0 }
+                })
+                .collect();
+            warn!(identity = %name, socket = %s.local(), pids = ?killed, "an agent held the API's TCP port: its socket aborted, its processes killed");
+            let mut ev = crate::audit::AuditEvent::new(
+                crate::audit::EventKind::Daemon,
+                "killed",
+                "agent-on-api-port",
+            );
+            ev.identity = Some(name);
+            ev.detail = Some(format!(
+                "a socket of this identity held {} (TCP), the API's port: the socket was aborted and the enrolled processes holding it killed ({killed:?})",
+                s.local()
+            ));
+            self.audit.emit(ev);
+        }
+        found
+    }
+}
+
 /// Processes with a descriptor for socket `inode` (`socket:[inode]`).
 fn holders_of_socket(inode: u32) -> Vec<u32> {
     let target = format!("socket:[{inode}]");

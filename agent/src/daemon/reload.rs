@@ -158,6 +158,7 @@ impl Daemon {
                 ev.policy_version = Some(r.version.clone());
                 ev.detail = Some(format!("generation {}", r.generation));
                 self.audit.emit(ev);
+                self.withdraw_stale_approvals();
             }
             Err(e) => {
                 let text = e.to_string();

@@ -202,7 +202,30 @@ pub struct Approvals {
     keep: Duration,
     max_pending: usize,
     map: Mutex<HashMap<String, Approval>>,
+    /// Approvals a held gateway request is waiting on, with how many
+    /// requests wait on each: a reload leaves those to the request's own
+    /// judging again (`withdraw_stale`).
+    held: Mutex<HashMap<String, usize>>,
     log: Log,
+}
+
+/// A held request waiting on an approval (`Approvals::hold`); the hold
+/// ends when this is dropped.
+pub struct Hold<'a> {
+    approvals: &'a Approvals,
+    id: String,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut held = self.approvals.held_lock();
+        if let Some(n) = held.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl Approvals {
@@ -217,6 +240,7 @@ impl Approvals {
             keep: Duration::from_secs(3600),
             max_pending: max_pending.max(1),
             map: Mutex::new(restored.into_iter().map(|a| (a.id.clone(), a)).collect()),
+            held: Mutex::new(HashMap::new()),
             log,
         }
     }
@@ -246,6 +270,22 @@ impl Approvals {
         drop(map);
         self.log.durable(seq)?;
         Ok(a)
+    }
+
+    fn held_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Mark approval `id` as waited on by a held request until the returned
+    /// hold is dropped.
+    pub fn hold(&self, id: &str) -> Hold<'_> {
+        *self.held_lock().entry(id.to_string()).or_default() += 1;
+        Hold {
+            approvals: self,
+            id: id.to_string(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
@@ -412,6 +452,45 @@ impl Approvals {
         a.override_token = None;
         let a = a.clone();
         self.journaled(map, a).map(Some)
+    }
+
+    /// After a reload to policy `version`: end the pending and approved
+    /// approvals that `spent_by_version` says can only be spent under the
+    /// version they were asked under (`consume` requires it) and that were
+    /// asked under another, so no operator is asked to decide what can
+    /// release nothing and the agent waiting on one learns at once. Those a
+    /// held request waits on are left to that request, which judges its
+    /// call again under the new policy. Returns what was ended.
+    pub fn withdraw_stale(
+        &self,
+        version: &str,
+        spent_by_version: impl Fn(&Approval) -> bool,
+    ) -> Result<Vec<Approval>, ApprovalError> {
+        let held: std::collections::HashSet<String> = self.held_lock().keys().cloned().collect();
+        let now = SystemTime::now();
+        let mut map = self.lock();
+        Self::sweep(&mut map, now, self.keep);
+        let mut ended = Vec::new();
+        let mut last = None;
+        for a in map.values_mut() {
+            if !matches!(a.state, State::Pending | State::Approved)
+                || a.policy_version == version
+                || held.contains(&a.id)
+                || !spent_by_version(a)
+            {
+                continue;
+            }
+            a.state = State::Expired;
+            a.expires = now;
+            a.override_token = None;
+            last = Some(self.record(a)?);
+            ended.push(a.clone());
+        }
+        drop(map);
+        if let Some(seq) = last {
+            self.log.durable(seq)?;
+        }
+        Ok(ended)
     }
 
     /// Use an approved approval for a call; it matches exactly or not at all.

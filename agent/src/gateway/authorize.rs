@@ -185,6 +185,8 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 ));
             };
             trail.with(|r| r.approval_id = Some(a.id.clone()));
+            // A reload while it is held leaves this approval to the request.
+            let _hold = daemon.decisions.approvals.hold(&a.id);
             let held = |reason: &str, message: String| Refusal {
                 approval_id: Some(a.id.clone()),
                 ..refusal(StatusCode::FORBIDDEN, reason, message)

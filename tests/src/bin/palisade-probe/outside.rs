@@ -57,6 +57,45 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "write-fd-hex" => {
+            // A whole packet for a TUN descriptor, say.
+            let fd: i32 = args.first()?.parse().ok()?;
+            let hex = args.get(1)?;
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<_>>()?;
+            // SAFETY: writing a byte buffer to a descriptor number.
+            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            if n < 0 {
+                return Some(fail("write", &io::Error::last_os_error()));
+            }
+            ok()
+        }
+        "openat-write" => {
+            // Write a file found from a directory descriptor.
+            let dirfd: i32 = args.first()?.parse().ok()?;
+            let path = std::ffi::CString::new(args.get(1)?.as_str()).ok()?;
+            let text = args.get(2)?;
+            // SAFETY: openat with a C string; write of a byte buffer.
+            let fd = unsafe {
+                libc::openat(
+                    dirfd,
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Some(fail("openat", &io::Error::last_os_error()));
+            }
+            let n = unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            let err = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            if n < 0 {
+                return Some(fail("write", &err));
+            }
+            ok()
+        }
         "write-file" => match std::fs::write(args.first()?, args.get(1)?) {
             Ok(()) => ok(),
             Err(e) => fail("write", &e),
