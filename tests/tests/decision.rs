@@ -375,6 +375,89 @@ fn an_approved_call_is_allowed_once_with_its_override_token() {
 }
 
 #[test]
+fn approvals_asked_under_an_earlier_policy_are_withdrawn_when_it_changes() {
+    if !root_or_skip("approvals_asked_under_an_earlier_policy_are_withdrawn_when_it_changes") {
+        return;
+    }
+    let (env, _d) = start("approvals-stale", &no_ports(), "");
+    let params = r#"{"amount": 4200, "currency": "USD", "customer": "c-9"}"#;
+    let other = r#"{"amount": 4300, "currency": "USD", "customer": "c-9"}"#;
+    let ask = |params: &str| {
+        let a = decide(&env, "payments", "stripe", "create_payment", params);
+        expect_verdict(&a, "APPROVAL_REQUIRED", params);
+        a["approval_id"].as_str().unwrap_or_default().to_string()
+    };
+    let state =
+        |id: &str| rpc(&env, RpcAs::Identity("payments"), &["approval", id])["state"].clone();
+    let pending = ask(params);
+    let approved = ask(other);
+    assert_ne!(pending, approved);
+    env.cli_ok(&["approve", &approved, "--reason", "checked"]);
+
+    // A reload of the same policy changes nothing.
+    env.cli_ok(&["reload"]);
+    assert_eq!(
+        state(&pending),
+        "PENDING",
+        "after reloading the same policy"
+    );
+    assert_eq!(
+        state(&approved),
+        "APPROVED",
+        "after reloading the same policy"
+    );
+
+    // Another policy: neither can be spent any more (an override names the
+    // policy it was asked under), so both end now, recorded.
+    let policy = std::fs::read_to_string(env.dir.join("policy.yaml")).unwrap_or_default();
+    env.write_policy(&policy.replace("label: decisions", "label: decisions-v2"));
+    env.cli_ok(&["reload"]);
+    assert_eq!(
+        state(&pending),
+        "EXPIRED",
+        "a pending approval of the earlier policy"
+    );
+    assert_eq!(
+        state(&approved),
+        "EXPIRED",
+        "an unused approval of the earlier policy"
+    );
+    let listed = env.cli_ok(&["approvals", "--json"]);
+    assert!(!listed.contains(&pending), "still listed: {listed}");
+    let refused = env.cli(&["approve", &pending, "--reason", "late"]);
+    assert!(
+        !refused.status.success(),
+        "an operator approved a withdrawn approval"
+    );
+    for id in [&pending, &approved] {
+        env.wait_audit("for the withdrawal", |e| {
+            e["kind"] == "approval"
+                && e["verdict"] == "withdrawn"
+                && e["reason"] == "policy-changed"
+                && e["call"]["approval_id"] == id.as_str()
+        });
+    }
+    // Control: the same call asked under the new policy gets a new
+    // approval, which works.
+    let fresh = ask(params);
+    assert!(
+        fresh != pending && fresh != approved,
+        "an old approval came back"
+    );
+    env.cli_ok(&["approve", &fresh, "--reason", "checked again"]);
+    let token = rpc(&env, RpcAs::Identity("payments"), &["approval", &fresh])["override_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let used = rpc(
+        &env,
+        RpcAs::Identity("payments"),
+        &["override", &token, "stripe", "create_payment", params],
+    );
+    expect_verdict(&used, "ALLOW", "the call approved under the new policy");
+}
+
+#[test]
 fn a_just_in_time_grant_opens_the_kernel_path_and_closes_at_expiry() {
     if !root_or_skip("a_just_in_time_grant_opens_the_kernel_path_and_closes_at_expiry") {
         return;
