@@ -679,6 +679,34 @@ mod tests {
     }
 
     #[test]
+    fn a_new_policy_withdraws_what_the_old_one_asked_except_held_requests() {
+        let s = Approvals::new(Duration::from_secs(60));
+        let (pending, _) = s.request_call(ask("d1")).unwrap();
+        let (approved, _) = s.request_call(ask("d2")).unwrap();
+        s.resolve(&approved.id, true, "op", "", Some("tok".into()))
+            .unwrap();
+        let (held, _) = s.request_call(ask("d3")).unwrap();
+        let (other_kind, _) = s.request_call(ask("d4")).unwrap();
+        let hold = s.hold(&held.id);
+        let none = s.withdraw_stale("v1", |_| true).unwrap();
+        assert!(none.is_empty(), "the same version withdraws nothing");
+        let ended = s.withdraw_stale("v2", |a| a.id != other_kind.id).unwrap();
+        let mut ids: Vec<&str> = ended.iter().map(|a| a.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut want = vec![pending.id.as_str(), approved.id.as_str()];
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        assert_eq!(s.get(&held.id).unwrap().state, State::Pending);
+        assert_eq!(s.get(&other_kind.id).unwrap().state, State::Pending);
+        assert!(s.consume(&approved.id, &ask("d2")).is_err());
+        // Once nothing waits on it, it goes with the next change.
+        drop(hold);
+        let ended = s.withdraw_stale("v3", |a| a.id != other_kind.id).unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].id, held.id);
+    }
+
+    #[test]
     fn records_round_trip() {
         let s = Approvals::new(Duration::from_secs(60));
         let (a, _) = s.request(ask("d1")).unwrap();
