@@ -87,17 +87,27 @@ const READ_ONLY_PROC: &[&str] = &[
 ];
 const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 
-/// Every path exec makes read-only or hides for the agent (the host
-/// controls and `daemon`'s paths): a file there inherited from the
-/// launcher is not kept (`inherited`).
-pub fn read_only_roots(daemon: &DaemonPaths) -> Vec<PathBuf> {
-    READ_ONLY_PROC
+/// Which inherited files exec closes (`inherited`): those under every
+/// path it makes read-only or hides for the agent (the host controls,
+/// `daemon`'s paths; with a read-only root, everything but the writable
+/// paths).
+pub fn inherited_file_rule(daemon: &DaemonPaths) -> crate::inherited::FileRule {
+    let mut read_only: Vec<PathBuf> = READ_ONLY_PROC
         .iter()
         .chain(READ_ONLY_TREES)
         .map(PathBuf::from)
         .chain(daemon.protected.iter().cloned())
         .chain(daemon.hidden.iter().cloned())
-        .collect()
+        .collect();
+    let mut writable = Vec::new();
+    if daemon.read_only_root {
+        read_only.push(PathBuf::from("/"));
+        writable = daemon.writable.clone();
+    }
+    crate::inherited::FileRule {
+        read_only,
+        writable,
+    }
 }
 
 /// The daemon's own paths, as the enrolment answer gives them.

@@ -49,8 +49,12 @@ pub enum Kind {
         major: u32,
         minor: u32,
     },
-    /// A regular file under a path exec makes read-only or hides.
+    /// A regular file under a path exec makes read-only or hides, or on
+    /// one of the kernel's own filesystems (`/proc`, `/sys`, cgroupfs…).
     Protected(PathBuf),
+    /// Any other handle on the kernel's machinery (fanotify, userfaultfd,
+    /// a namespace…): what it can do is not judged here, so it goes.
+    OtherHandle(String),
 }
 
 impl Kind {
@@ -78,6 +82,7 @@ impl std::fmt::Display for Kind {
                 "the file {}, read-only or hidden for agents",
                 p.display()
             ),
+            Kind::OtherHandle(name) => write!(f, "a kernel handle ({name})"),
         }
     }
 }
@@ -96,10 +101,16 @@ pub enum InheritedError {
     List(#[source] io::Error),
 }
 
-/// Anonymous inodes that are handles on the kernel or another process.
-fn is_kernel_handle(link: &str) -> Option<String> {
-    let name = link.strip_prefix("anon_inode:").unwrap_or(link);
-    let known = [
+/// What a descriptor's link names when it is a handle on the kernel
+/// rather than a file: the handles `keep_inherited_sockets` may keep
+/// (io_uring rings, BPF objects, perf events, pidfds), the harmless ones
+/// (`None`: eventfd, epoll, signalfd, timerfd, inotify), and any other
+/// anonymous inode or namespace (fanotify hands out descriptors on the
+/// host's mounts, userfaultfd steers another process's memory…).
+fn kernel_handle(link: &str) -> Option<Kind> {
+    let anon = link.strip_prefix("anon_inode:");
+    let name = anon.unwrap_or(link);
+    let keepable = [
         "[io_uring]",
         "bpf-map",
         "bpf-prog",
@@ -107,10 +118,70 @@ fn is_kernel_handle(link: &str) -> Option<String> {
         "bpf_iter",
         "[perf_event]",
     ];
-    if known.contains(&name) || name.contains("pidfd") {
-        return Some(name.to_string());
+    if keepable.contains(&name) || name.contains("pidfd") {
+        return Some(Kind::Handle(name.to_string()));
     }
-    None
+    let harmless = [
+        "[eventfd]",
+        "[eventpoll]",
+        "[signalfd]",
+        "[timerfd]",
+        "inotify",
+    ];
+    if harmless.contains(&name) {
+        return None;
+    }
+    if anon.is_some() {
+        return Some(Kind::OtherHandle(name.to_string()));
+    }
+    // `net:[4026531840]` and the like (nsfs); not `pipe:[…]`/`socket:[…]`.
+    let (kind, rest) = link.split_once(":[")?;
+    let namespace = !matches!(kind, "pipe" | "socket")
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        && rest.ends_with(']');
+    namespace.then(|| Kind::OtherHandle(link.to_string()))
+}
+
+/// Filesystems whose files are the kernel's controls or another
+/// process's insides (`/proc/PID/mem`, cgroup.procs, bpffs…).
+fn on_kernel_fs(fd: RawFd) -> bool {
+    const KERNEL_FS: [i64; 13] = [
+        0x9fa0,      // proc
+        0x6265_6572, // sysfs
+        0x0027_e0eb, // cgroup
+        0x6367_7270, // cgroup2
+        0xcafe_4a11, // bpf
+        0x6462_6720, // debugfs
+        0x7472_6163, // tracefs
+        0x7363_6673, // securityfs
+        0x6265_6570, // configfs
+        0xde5e_81e4, // efivarfs
+        0x6165_676c, // pstore
+        0x6e73_6673, // nsfs
+        0x4249_4e4d, // binfmt_misc
+    ];
+    // SAFETY: fstatfs on an fd number into a zeroed struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return true; // not known to be harmless
+    }
+    KERNEL_FS.contains(&(st.f_type as i64))
+}
+
+/// Which inherited regular files exec closes: those under `read_only`
+/// (the paths it makes read-only or hides; `/` for a read-only root)
+/// and not under `writable`. Reopened through `/proc/self/fd` they would
+/// be writable as the host has them.
+#[derive(Debug, Default)]
+pub struct FileRule {
+    pub read_only: Vec<PathBuf>,
+    pub writable: Vec<PathBuf>,
+}
+
+impl FileRule {
+    fn closes(&self, path: &Path) -> bool {
+        under_any(path, &self.read_only) && !under_any(path, &self.writable)
+    }
 }
 
 /// Character devices an agent may inherit: the terminal (`/dev/tty`,
@@ -130,7 +201,7 @@ fn link_of(fd: RawFd) -> PathBuf {
     std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default()
 }
 
-fn classify(fd: RawFd, read_only: &[PathBuf]) -> Option<Kind> {
+fn classify(fd: RawFd, files: &FileRule) -> Option<Kind> {
     // SAFETY: fcntl and fstat on an fd number (into a zeroed struct).
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
@@ -143,27 +214,8 @@ fn classify(fd: RawFd, read_only: &[PathBuf]) -> Option<Kind> {
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return None;
     }
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => return Some(Kind::HostPath(link_of(fd))),
-        libc::S_IFCHR | libc::S_IFBLK => {
-            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-            let block = st.st_mode & libc::S_IFMT == libc::S_IFBLK;
-            if block || !harmless_device(major, minor) {
-                return Some(Kind::Device {
-                    path: link_of(fd),
-                    major,
-                    minor,
-                });
-            }
-            return None;
-        }
-        libc::S_IFREG => {
-            let path = link_of(fd);
-            return under_any(&path, read_only).then_some(Kind::Protected(path));
-        }
-        _ => {}
-    }
-    if st.st_mode & libc::S_IFMT == libc::S_IFSOCK {
+    let file_type = st.st_mode & libc::S_IFMT;
+    if file_type == libc::S_IFSOCK {
         let mut family: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: an int-sized out buffer with its length.
@@ -183,8 +235,22 @@ fn classify(fd: RawFd, read_only: &[PathBuf]) -> Option<Kind> {
             _ => Some(Kind::Socket(-1)),
         };
     }
-    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-    is_kernel_handle(&link.to_string_lossy()).map(Kind::Handle)
+    let path = link_of(fd);
+    // Handles first: some (pidfs, nsfs) look like regular files.
+    let link = path.to_string_lossy();
+    if !link.starts_with('/') {
+        return kernel_handle(&link);
+    }
+    match file_type {
+        libc::S_IFDIR => Some(Kind::HostPath(path)),
+        libc::S_IFCHR | libc::S_IFBLK => {
+            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+            let block = file_type == libc::S_IFBLK;
+            (block || !harmless_device(major, minor)).then_some(Kind::Device { path, major, minor })
+        }
+        libc::S_IFREG if on_kernel_fs(fd) || files.closes(&path) => Some(Kind::Protected(path)),
+        _ => None,
+    }
 }
 
 /// Is `path` one of `roots` or below one?
@@ -194,11 +260,11 @@ fn under_any(path: &Path, roots: &[PathBuf]) -> bool {
 
 /// Close every inherited descriptor above stdio the agent may not keep
 /// (module docs); refuse such stdio. `keep_sockets` (the policy's opt-out)
-/// keeps sockets and kernel handles; `read_only` are the paths exec makes
-/// read-only or hides. Returns what was closed.
+/// keeps sockets and the kernel handles it names; `files` says which
+/// regular files go. Returns what was closed.
 pub fn close_unjudged(
     keep_sockets: bool,
-    read_only: &[PathBuf],
+    files: &FileRule,
 ) -> Result<Vec<(RawFd, Kind)>, InheritedError> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map_err(InheritedError::List)?
@@ -206,7 +272,7 @@ pub fn close_unjudged(
         .collect();
     let mut closed = Vec::new();
     for fd in fds {
-        let Some(kind) = classify(fd, read_only) else {
+        let Some(kind) = classify(fd, files) else {
             continue;
         };
         if keep_sockets && kind.kept_by_opt_out() {
@@ -235,12 +301,26 @@ mod tests {
 
     #[test]
     fn recognises_kernel_handles() {
-        assert!(is_kernel_handle("anon_inode:[io_uring]").is_some());
-        assert!(is_kernel_handle("anon_inode:bpf-map").is_some());
-        assert!(is_kernel_handle("anon_inode:[pidfd]").is_some());
-        assert!(is_kernel_handle("pidfd:[12345]").is_some());
-        assert!(is_kernel_handle("anon_inode:[eventfd]").is_none());
-        assert!(is_kernel_handle("/dev/null").is_none());
+        let kept = |l: &str| matches!(kernel_handle(l), Some(Kind::Handle(_)));
+        let closed = |l: &str| matches!(kernel_handle(l), Some(Kind::OtherHandle(_)));
+        assert!(kept("anon_inode:[io_uring]"));
+        assert!(kept("anon_inode:bpf-map"));
+        assert!(kept("anon_inode:[pidfd]"));
+        assert!(kept("pidfd:[12345]"));
+        assert!(closed("anon_inode:[fanotify]"));
+        assert!(closed("anon_inode:[userfaultfd]"));
+        assert!(closed("anon_inode:kvm-vm"));
+        assert!(closed("net:[4026531840]"));
+        assert!(closed("mnt:[4026531841]"));
+        for harmless in [
+            "anon_inode:[eventfd]",
+            "anon_inode:[eventpoll]",
+            "anon_inode:[timerfd]",
+            "anon_inode:inotify",
+            "pipe:[12345]",
+        ] {
+            assert!(kernel_handle(harmless).is_none(), "{harmless}");
+        }
     }
 
     #[test]
@@ -249,8 +329,9 @@ mod tests {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         use std::os::fd::AsRawFd;
         let (tfd, ufd) = (tcp.as_raw_fd(), a.as_raw_fd());
-        assert_eq!(classify(tfd, &[]), Some(Kind::Socket(libc::AF_INET)));
-        assert_eq!(classify(ufd, &[]), None);
+        let none = FileRule::default();
+        assert_eq!(classify(tfd, &none), Some(Kind::Socket(libc::AF_INET)));
+        assert_eq!(classify(ufd, &none), None);
         // Closing is exercised end to end by the integration tests (here
         // it would close the test harness's own descriptors).
     }
@@ -258,33 +339,54 @@ mod tests {
     #[test]
     fn recognises_ways_around_the_mount_namespace() {
         use std::os::fd::AsRawFd;
+        let none = FileRule::default();
         let dir = std::fs::File::open("/").expect("open /");
         assert_eq!(
-            classify(dir.as_raw_fd(), &[]),
+            classify(dir.as_raw_fd(), &none),
             Some(Kind::HostPath("/".into()))
         );
         let null = std::fs::File::open("/dev/null").expect("open /dev/null");
-        assert_eq!(classify(null.as_raw_fd(), &[]), None);
+        assert_eq!(classify(null.as_raw_fd(), &none), None);
         let tmp = std::env::temp_dir().join(format!("palisade-inherited-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).expect("mkdir");
         let file = tmp.join("policy.yaml");
         std::fs::write(&file, "x").expect("write");
         let f = std::fs::File::open(&file).expect("open");
-        assert_eq!(classify(f.as_raw_fd(), &[]), None, "an ordinary file stays");
         assert_eq!(
-            classify(f.as_raw_fd(), std::slice::from_ref(&tmp)),
+            classify(f.as_raw_fd(), &none),
+            None,
+            "an ordinary file stays"
+        );
+        let protected = FileRule {
+            read_only: vec![tmp.clone()],
+            writable: Vec::new(),
+        };
+        assert_eq!(
+            classify(f.as_raw_fd(), &protected),
             Some(Kind::Protected(file.clone()))
         );
+        // A read-only root with this directory writable in it.
+        let root = FileRule {
+            read_only: vec!["/".into()],
+            writable: vec![tmp.clone()],
+        };
+        assert_eq!(classify(f.as_raw_fd(), &root), None);
         let path_only = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH)
             .open(&file)
             .expect("O_PATH");
         assert!(matches!(
-            classify(path_only.as_raw_fd(), &[]),
+            classify(path_only.as_raw_fd(), &none),
             Some(Kind::HostPath(_))
         ));
         let _ = std::fs::remove_dir_all(&tmp);
+        // Another process's insides and the kernel's controls.
+        let mem = std::fs::File::open("/proc/self/status").expect("open /proc/self/status");
+        assert!(matches!(
+            classify(mem.as_raw_fd(), &none),
+            Some(Kind::Protected(_))
+        ));
         assert!(harmless_device(136, 4) && harmless_device(1, 3) && harmless_device(5, 0));
         // /dev/net/tun, /dev/kvm, /dev/mem, /dev/kmsg
         assert!(!harmless_device(10, 200) && !harmless_device(10, 232));

@@ -25,6 +25,12 @@
 //!   user) `SCHED_IDLE`, nice 19 and pinned to one busy CPU, or lower its
 //!   limits, and starve every identity's gateway, DNS and decisions. (The
 //!   32-bit ABI gets them refused outright.)
+//! * Typing into the terminal: `ioctl(TIOCSTI)` (push input into a tty's
+//!   queue) and `TIOCLINUX` (its console relative, which can paste) are
+//!   refused on every ABI. An agent run from an interactive shell shares
+//!   its controlling terminal; a command typed there runs in the shell,
+//!   outside the agent's identity, when the agent exits — to a denied
+//!   host, or `palisade approve` as the operator.
 
 use std::io;
 
@@ -50,6 +56,9 @@ const ARG1: u32 = 24;
 const ARG2: u32 = 32;
 
 const AF_INET: u32 = 2;
+/// ioctl requests that put input into a terminal.
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541C;
 const PRIO_PROCESS: u32 = 0;
 const IOPRIO_WHO_PROCESS: u32 = 1;
 const AF_INET6: u32 = 10;
@@ -68,6 +77,8 @@ struct Abi {
     /// kind, 0): the caller.
     setpriority: Option<u32>,
     ioprio_set: Option<u32>,
+    /// Judged by its request (`TIOCSTI`, `TIOCLINUX` refused).
+    ioctl: u32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -87,6 +98,7 @@ mod arch {
         own_pid: &[142, 144, 203, 256, 279, 302, 314],
         setpriority: Some(141),
         ioprio_set: Some(251),
+        ioctl: 16,
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
@@ -101,6 +113,7 @@ mod arch {
         own_pid: &[],
         setpriority: None,
         ioprio_set: None,
+        ioctl: 54,
     };
 }
 
@@ -118,6 +131,7 @@ mod arch {
         own_pid: &[118, 119, 122, 238, 239, 261, 274],
         setpriority: Some(140),
         ioprio_set: Some(30),
+        ioctl: 29,
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
@@ -129,6 +143,7 @@ mod arch {
         own_pid: &[],
         setpriority: None,
         ioprio_set: None,
+        ioctl: 54,
     };
 }
 
@@ -252,6 +267,7 @@ fn program(opts: FilterOptions) -> Vec<Insn> {
         }
     }
     let _ = (arch::COMPAT.socket, arch::COMPAT.socketpair);
+    a.jeq(arch::COMPAT.ioctl, "ioctl");
     a.ret(SECCOMP_RET_ALLOW);
 
     a.label("native").load(NR);
@@ -281,7 +297,15 @@ fn program(opts: FilterOptions) -> Vec<Insn> {
     if let Some(nr) = arch::NATIVE.ioprio_set {
         a.jeq(nr, "ioprio_set");
     }
+    a.jeq(arch::NATIVE.ioctl, "ioctl");
     a.ret(SECCOMP_RET_ALLOW);
+
+    // ioctl(fd, request, …): no typing into a terminal.
+    a.label("ioctl")
+        .load(ARG1)
+        .jeq(TIOCSTI, "deny")
+        .jeq(TIOCLINUX, "deny")
+        .ret(SECCOMP_RET_ALLOW);
 
     a.label("own_pid").load(ARG0).jeq(0, "allow").ret(DENY);
     // (PRIO_PROCESS, 0) and (IOPRIO_WHO_PROCESS, 0): the caller.
@@ -445,6 +469,20 @@ mod tests {
         }
         assert_eq!(run(OFF, arch::COMPAT_ARCH, 3, [0; 3]), SECCOMP_RET_ALLOW);
         assert_eq!(run(OFF, 0x1234, 0, [0; 3]), DENY, "unknown ABI");
+    }
+
+    #[test]
+    fn no_typing_into_the_terminal() {
+        for (arch, nr) in [
+            (A, arch::NATIVE.ioctl),
+            (arch::COMPAT_ARCH, arch::COMPAT.ioctl),
+        ] {
+            assert_eq!(run(OFF, arch, nr, [0, TIOCSTI, 0]), DENY, "TIOCSTI");
+            assert_eq!(run(OFF, arch, nr, [0, TIOCLINUX, 0]), DENY, "TIOCLINUX");
+            // TCGETS, TIOCGWINSZ: what terminal programs need.
+            assert_eq!(run(OFF, arch, nr, [0, 0x5401, 0]), SECCOMP_RET_ALLOW);
+            assert_eq!(run(OFF, arch, nr, [1, 0x5413, 0]), SECCOMP_RET_ALLOW);
+        }
     }
 
     #[test]

@@ -541,6 +541,74 @@ fn a_just_in_time_grant_opens_the_kernel_path_and_closes_at_expiry() {
 }
 
 #[test]
+fn an_egress_approval_asked_under_an_earlier_policy_opens_nothing() {
+    if !root_or_skip("an_egress_approval_asked_under_an_earlier_policy_opens_nothing") {
+        return;
+    }
+    let partner = TcpServer::start("127.0.0.1");
+    let ports = Ports {
+        open: 1,
+        ledger: 2,
+        partner: partner.addr.port(),
+    };
+    let (env, _d) = start("egress-stale", &ports, "");
+    let agent = env.make_cgroup("payments.service");
+    let as_agent = RpcAs::Cgroup(&agent);
+    let partner_port = partner.port();
+    let connect = || Probe::in_cgroup(&agent, &["tcp", "127.0.0.1", &partner_port]);
+    let ask = || {
+        let asked = rpc(
+            &env,
+            as_agent,
+            &["egress", "127.0.0.1", &partner_port, "600"],
+        );
+        assert_eq!(asked["granted"], false, "{asked}");
+        asked["approval_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let id = ask();
+    // The security team takes the partner off the list of destinations an
+    // operator may open.
+    let with_rule = std::fs::read_to_string(env.dir.join("policy.yaml")).unwrap_or_default();
+    let without: String = with_rule
+        .lines()
+        .filter(|l| !l.contains("id: partner") && !l.contains("require_approval:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, with_rule);
+    env.write_policy(&without);
+    env.cli_ok(&["reload"]);
+    let state = rpc(&env, as_agent, &["approval", &id]);
+    assert_eq!(state["state"], "EXPIRED", "{state}");
+    let approved = env.cli(&["approve", &id, "--reason", "looked fine yesterday"]);
+    assert!(
+        !approved.status.success(),
+        "an operator opened a destination the policy no longer lists"
+    );
+    connect().expect_eperm("after the refused approval");
+    assert_eq!(
+        partner.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the partner was reached"
+    );
+    env.wait_audit("for the withdrawal", |e| {
+        e["kind"] == "approval"
+            && e["verdict"] == "withdrawn"
+            && e["call"]["approval_id"] == id.as_str()
+    });
+    // Control: with the rule back, a new request opens once approved.
+    env.write_policy(&with_rule);
+    env.cli_ok(&["reload"]);
+    let again = ask();
+    assert_ne!(again, id);
+    env.cli_ok(&["approve", &again, "--reason", "partner sync"]);
+    connect().expect_ok("after approval under the active policy");
+    assert!(partner.wait_accepted(1) >= 1, "the control never arrived");
+}
+
+#[test]
 fn revoking_an_identity_closes_kernel_and_api_at_once() {
     if !root_or_skip("revoking_an_identity_closes_kernel_and_api_at_once") {
         return;

@@ -85,6 +85,10 @@ identities:
     egress:
       allow: [{{cidr: {allowed}/32}}]
     confinement: {{keep_capabilities: [sys_ptrace]}}
+  - id: read-only-root
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+    confinement: {{read_only_root: true}}
 "
     )
 }
@@ -544,6 +548,57 @@ fn exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment() {
         before,
         "the policy was rewritten"
     );
+    // Other handles a careless launcher leaks: a fanotify group (its
+    // events hand out descriptors on the host's mounts) and its own
+    // /proc/self/mem (write into the launcher, which runs unconfined).
+    // SAFETY: fanotify_init(FAN_CLASS_NOTIF, O_RDONLY).
+    let fan = unsafe { libc::fanotify_init(0, libc::O_RDONLY as u32) };
+    assert!(
+        fan >= 0,
+        "fanotify_init: {}",
+        std::io::Error::last_os_error()
+    );
+    let fan = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fan) };
+    let mem: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+        .unwrap_or_else(|e| panic!("/proc/self/mem: {e}"))
+        .into();
+    for (what, fd) in [("fanotify", &fan), ("/proc/self/mem", &mem)] {
+        for (who, prefix) in [("root", vec![]), ("unprivileged", vec!["as-user", NOBODY])] {
+            let mut args = prefix.clone();
+            args.extend(["write-fd", "3", "x"]);
+            let out = exec_with_fd(&env, "agent", fd, 3, &args);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(r#""errno":9"#),
+                "{who}: an inherited {what} descriptor was kept: {text}"
+            );
+        }
+    }
+    // A read-only root: any file the launcher opened, reopened through
+    // /proc/self/fd, would be writable as the host has it.
+    let outside = std::env::temp_dir().join(format!("palisade-sealed-{}.txt", std::process::id()));
+    std::fs::write(&outside, "before").unwrap_or_else(|e| panic!("{e}"));
+    let reading: OwnedFd = std::fs::File::open(&outside)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into();
+    let out = exec_with_fd(
+        &env,
+        "sealed",
+        &reading,
+        3,
+        &["write-file", "/proc/self/fd/3", "after"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let after = std::fs::read_to_string(&outside).unwrap_or_default();
+    let _ = std::fs::remove_file(&outside);
+    assert_eq!(
+        after, "before",
+        "a read-only-root agent rewrote a host file: {text}"
+    );
+
     // Such stdio: the agent is not run, and the refusal says why.
     let out = exec_with_fd(&env, "agent", &root_dir, 0, &["write-fd", "1", "x"]);
     assert!(
@@ -586,6 +641,126 @@ fn exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment() {
             if want { "some" } else { "none" }
         );
     }
+}
+
+/// Sets `dev.tty.legacy_tiocsti` to 1 for a test and back on drop: the
+/// attack needs it, as on hosts that keep the legacy behaviour.
+struct LegacyTiocsti(Option<String>);
+
+impl LegacyTiocsti {
+    const PATH: &str = "/proc/sys/dev/tty/legacy_tiocsti";
+
+    fn on() -> Self {
+        let before = std::fs::read_to_string(Self::PATH).ok();
+        if before.as_deref().map(str::trim) != Some("1") {
+            std::fs::write(Self::PATH, "1").unwrap_or_else(|e| panic!("{}: {e}", Self::PATH));
+        }
+        Self(before)
+    }
+}
+
+impl Drop for LegacyTiocsti {
+    fn drop(&mut self) {
+        if let Some(b) = &self.0 {
+            let _ = std::fs::write(Self::PATH, b.trim());
+        }
+    }
+}
+
+/// Run `program args` in a new session whose controlling terminal is a
+/// fresh pty (as a shell in a terminal runs its commands), then return
+/// what the terminal's reader would read next: the typed input left in
+/// its queue.
+fn in_a_terminal(program: &std::path::Path, args: &[&str]) -> (Output, String) {
+    use std::os::{fd::FromRawFd, unix::process::CommandExt};
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let stdio = || Stdio::from(slave.try_clone().unwrap_or_else(|e| panic!("{e}")));
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(stdio())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: setsid and ioctl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+    // What waits in the terminal's input queue (a whole line), read from
+    // the slave side as the shell would (non-blocking: nothing there
+    // reads as EAGAIN).
+    let mut queued = Vec::new();
+    unsafe {
+        libc::fcntl(slave.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+        let mut buf = [0u8; 256];
+        loop {
+            let n = libc::read(slave.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            queued.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+    drop(master);
+    (out, String::from_utf8_lossy(&queued).into_owned())
+}
+
+#[test]
+fn exec_agents_cannot_type_into_the_terminal_they_were_started_from() {
+    if !root_or_skip("exec_agents_cannot_type_into_the_terminal_they_were_started_from") {
+        return;
+    }
+    let _legacy = LegacyTiocsti::on();
+    let env = TestEnv::new("c2tty", &scoped_policy("10.231.5.9"));
+    let _d = DaemonProc::start(&env);
+    let probe = Probe::bin();
+    let probe = probe.to_str().unwrap_or_default();
+    let typed = "palisade approve apr-x\n";
+    for (who, prefix) in [("root", vec![]), ("unprivileged", vec!["as-user", NOBODY])] {
+        let mut args = vec!["exec", "--socket"];
+        let socket = env.socket.display().to_string();
+        args.extend([socket.as_str(), "--identity", "agent", "--", probe]);
+        args.extend(prefix.iter().copied());
+        args.extend(["tiocsti", typed]);
+        let (out, queued) = in_a_terminal(&palisade_bin(), &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(r#""errno":1"#),
+            "{who}: TIOCSTI was not refused with EPERM: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !queued.contains("approve"),
+            "{who}: the agent's input reached the terminal: {queued:?}"
+        );
+    }
+    // Control: the same program outside exec types into the terminal.
+    let (out, queued) = in_a_terminal(std::path::Path::new(probe), &["tiocsti", typed]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#),
+        "the control could not type: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        queued.contains("palisade approve"),
+        "the control's input: {queued:?}"
+    );
 }
 
 #[test]

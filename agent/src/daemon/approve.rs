@@ -6,7 +6,7 @@
 use super::{Caller, Daemon, DaemonError};
 use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
-    decision::approvals::Approval,
+    decision::approvals::{Approval, State},
     tokens::OverrideClaims,
 };
 
@@ -45,6 +45,21 @@ impl Daemon {
             .ok_or_else(|| DaemonError::NotFound(format!("no approval `{id}`")))?;
         // The override token, issued only for a tool approval being approved.
         let elevation = pending.tool == super::people::ELEVATION_TOOL;
+        // A call or destination asked under another policy is not what
+        // the active one would ask about (its rule may be gone): asked
+        // again, it is judged again. (Elevations name a role, checked when
+        // they start; a held gateway request judges its call again itself.)
+        let active = self.active().policy.version.to_string();
+        if approve
+            && !elevation
+            && pending.policy_version != active
+            && !self.decisions.approvals.is_held(id)
+        {
+            return Err(DaemonError::Precondition(format!(
+                "approval `{id}` was asked under policy {}; policy {active} is active: the call must be asked again",
+                pending.policy_version
+            )));
+        }
         let token = if approve && pending.egress.is_none() && !elevation {
             let ttl = self
                 .decisions
@@ -130,14 +145,18 @@ impl Daemon {
 
     /// After the policy changed: tool approvals asked under an earlier
     /// version can never be spent (an override names the version it was
-    /// asked under), so they are withdrawn and recorded, instead of waiting
-    /// for an operator to approve what would release nothing. Egress and
-    /// elevation approvals do not depend on the version; approvals a held
-    /// gateway request waits on are judged again by that request.
+    /// asked under), and an egress request's rule may be gone, so they are
+    /// withdrawn and recorded, instead of waiting for an operator to
+    /// approve what the active policy never asked about. Elevations name a
+    /// role, checked when they start; approvals a held gateway request
+    /// waits on are judged again by that request.
     pub(super) fn withdraw_stale_approvals(&self) {
         let version = self.active().policy.version.to_string();
+        // Pending egress requests too: the rule they were asked under may
+        // be gone (an approved one's grant is the reload's to judge).
         let ended = match self.decisions.approvals.withdraw_stale(&version, |a| {
-            a.egress.is_none() && a.tool != super::people::ELEVATION_TOOL
+            a.tool != super::people::ELEVATION_TOOL
+                && (a.egress.is_none() || a.state == State::Pending)
         }) {
             Ok(ended) => ended,
             Err(e) => {

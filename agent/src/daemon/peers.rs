@@ -87,12 +87,14 @@ impl Daemon {
 
 impl Daemon {
     /// Agents' sockets on the API's TCP port, bound before the kernel was
-    /// told the port (an earlier configuration had none, or another one):
-    /// the bind hook refuses such binds only from then on, and a listener
-    /// there would take operators' calls and tokens. Each is aborted and
-    /// every enrolled process holding it is killed, so the port comes free
-    /// for the daemon (a host program holding the port is left alone).
-    /// Returns how many sockets were found.
+    /// told the port (an earlier configuration had none, or another one)
+    /// or handed to an agent by the host program that made it: the bind
+    /// hook refuses such binds only from then on, and a listener there
+    /// would take operators' calls and tokens. A socket stamped with an
+    /// identity, or held only by enrolled processes, is aborted and every
+    /// enrolled process holding it killed, so the port comes free for the
+    /// daemon; a host program holding the port is left alone. Returns how
+    /// many sockets were evicted.
     pub fn evict_from_api_port(&self, port: u16) -> usize {
         let sockets = match self.maps.tcp_sockets_on_port(port) {
             Ok(s) => s,
@@ -101,21 +103,33 @@ impl Daemon {
                 return 0;
             }
         };
-        let mut found = 0;
-        for s in sockets.iter().filter(|s| s.identity.is_some()) {
-            found += 1;
-            let name = s
+        let mut evicted = 0;
+        for s in &sockets {
+            let holders: Vec<(u32, Option<u32>)> = holders_of_socket(s.inode)
+                .into_iter()
+                .map(|pid| (pid, self.identity_index_of_pid(pid).ok().flatten()))
+                .collect();
+            let agents_only = !holders.is_empty() && holders.iter().all(|(_, i)| i.is_some());
+            let Some(index) = s
                 .identity
-                .and_then(|i| self.registry.name_of(i))
-                .unwrap_or_else(|| "unknown".into());
+                .or_else(|| agents_only.then(|| holders[0].1).flatten())
+            else {
+                continue; // a host program's
+            };
+            evicted += 1;
+            let name = self
+                .registry
+                .name_of(index)
+                .unwrap_or_else(|| format!("#{index}"));
             if let Err(e) = crate::bpf::sockdiag::destroy(s)
                 && e.raw_os_error() != Some(libc::ENOENT)
             {
                 warn!(port, error = %e, "aborting an agent's socket on the API's TCP port");
             }
-            let killed: Vec<u32> = holders_of_socket(s.inode)
-                .into_iter()
-                .filter(|pid| matches!(self.identity_index_of_pid(*pid), Ok(Some(_))))
+            let killed: Vec<u32> = holders
+                .iter()
+                .filter(|(_, i)| i.is_some())
+                .map(|(pid, _)| *pid)
                 .filter(|pid| {
                     // SAFETY: plain kill(2) on a pid just read from /proc.
                     unsafe { libc::kill(*pid as i32, libc::SIGKILL) == 0 }
@@ -134,7 +148,7 @@ impl Daemon {
             ));
             self.audit.emit(ev);
         }
-        found
+        evicted
     }
 }
 

@@ -288,6 +288,11 @@ impl Approvals {
         }
     }
 
+    /// Is a held request waiting on approval `id`?
+    pub fn is_held(&self, id: &str) -> bool {
+        self.held_lock().contains_key(id)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Approval>> {
         self.map
             .lock()

@@ -96,6 +96,17 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "tiocsti" => {
+            // Type TEXT into the controlling terminal (stdin), as if a
+            // person had: the shell that started us reads it when we exit.
+            for b in args.first()?.bytes() {
+                // SAFETY: ioctl with a pointer to one byte.
+                if unsafe { libc::ioctl(0, libc::TIOCSTI, &b as *const u8) } != 0 {
+                    return Some(fail("tiocsti", &io::Error::last_os_error()));
+                }
+            }
+            ok()
+        }
         "write-file" => match std::fs::write(args.first()?, args.get(1)?) {
             Ok(()) => ok(),
             Err(e) => fail("write", &e),
