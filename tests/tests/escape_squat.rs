@@ -551,12 +551,70 @@ fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
     for (_, flag) in &agents {
         holding(flag);
     }
+    // And a third, given the listening socket by the host service that
+    // made it (an identity that keeps inherited sockets): no identity
+    // stamp on the socket, only agents holding it.
+    let ca = f.env.dir.join("pki/ca.pem");
+    f.env.write_policy(&policy(
+        f.net,
+        &ca,
+        &f.secret_file,
+        "  - id: keeper\n    confinement: {keep_inherited_sockets: true}\n",
+    ));
+    f.env.cli_ok(&["reload"]);
+    let handed_flag = shared_dir(&f).join(format!("handed-{port}"));
+    let mut handed = {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("the host service's listener: {e}"));
+        let src = listener.as_raw_fd();
+        let code = format!(
+            "import socket\ns=socket.socket(fileno=3)\nwhile True:\n    c,_=s.accept()\n    open('{}','a').write('x')\n    c.close()\n",
+            handed_flag.display()
+        );
+        let mut cmd = exec(
+            &f.env,
+            "keeper",
+            std::path::Path::new("/usr/bin/python3"),
+            &["-c", &code],
+        );
+        // SAFETY: dup2 and fcntl only, between fork and exec. (A socket
+        // already at 3 keeps close-on-exec through dup2: cleared instead.)
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = if src == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(src, 3)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("the keeper agent: {e}"));
+        // The host service lets go of its copy; the agent holds the port.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(listener);
+        Held(child)
+    };
     f.env.write_config(&palisade_tests::gateway::config(
         f.net,
         &format!("  max_mask_bytes: 1048576\napi:\n  tcp: {addr}:{port}\n"),
     ));
     f.restart();
-    // Both are gone, and the daemon listens.
+    // All three are gone, and the daemon listens.
+    let ended = wait_for(Duration::from_secs(10), || {
+        matches!(handed.0.try_wait(), Ok(Some(_))).then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "the agent given the host service's socket still runs"
+    );
     for (held, flag) in &mut agents {
         let ended = wait_for(Duration::from_secs(10), || {
             matches!(held.0.try_wait(), Ok(Some(_))).then_some(())
@@ -594,6 +652,7 @@ fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
         "the operator's call over TCP: {}",
         String::from_utf8_lossy(&call.stderr)
     );
+    assert!(!handed_flag.exists(), "the keeper accepted a connection");
     for (_, flag) in &agents {
         assert!(
             !flag.with_extension("accepted").exists(),
@@ -608,6 +667,13 @@ fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
         .filter(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "other-agent")
         .count();
     assert_eq!(evictions, 2, "the trail records each agent's socket");
+    assert!(
+        f.env
+            .audit_events()
+            .iter()
+            .any(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "keeper"),
+        "the keeper's socket is not in the trail"
+    );
     // From now on the kernel refuses them the port, on any address.
     let (_again, flag) = squatter(&f, Holder::RootAgent, "::1", port);
     std::thread::sleep(Duration::from_secs(1));
