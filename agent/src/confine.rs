@@ -5,7 +5,8 @@
 //!   namespace in which every cgroup filesystem is read-only and bpffs is
 //!   not mounted (when the caller may create namespaces, i.e. has
 //!   `CAP_SYS_ADMIN`): the agent cannot write itself into another cgroup,
-//!   and cannot unlink or open Palisade's pins;
+//!   and cannot unlink or open Palisade's pins; and an IPC namespace of its
+//!   own (no SysV shared memory or message queues of the host's);
 //! * in that mount namespace, the host's controls read-only (`/sys`,
 //!   `/proc/sys` and the /proc knobs containers mask) and the daemon's
 //!   config, policy, trail and socket too; its signing key hidden;
@@ -89,24 +90,17 @@ const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 
 /// Which inherited files exec closes (`inherited`): those under every
 /// path it makes read-only or hides for the agent (the host controls,
-/// `daemon`'s paths; with a read-only root, everything but the writable
-/// paths).
+/// `daemon`'s paths), and with a read-only root all of them.
 pub fn inherited_file_rule(daemon: &DaemonPaths) -> crate::inherited::FileRule {
-    let mut read_only: Vec<PathBuf> = READ_ONLY_PROC
-        .iter()
-        .chain(READ_ONLY_TREES)
-        .map(PathBuf::from)
-        .chain(daemon.protected.iter().cloned())
-        .chain(daemon.hidden.iter().cloned())
-        .collect();
-    let mut writable = Vec::new();
-    if daemon.read_only_root {
-        read_only.push(PathBuf::from("/"));
-        writable = daemon.writable.clone();
-    }
     crate::inherited::FileRule {
-        read_only,
-        writable,
+        read_only: READ_ONLY_PROC
+            .iter()
+            .chain(READ_ONLY_TREES)
+            .map(PathBuf::from)
+            .chain(daemon.protected.iter().cloned())
+            .chain(daemon.hidden.iter().cloned())
+            .collect(),
+        all: daemon.read_only_root,
     }
 }
 
@@ -193,11 +187,14 @@ pub fn apply(keep: &[String], daemon: &DaemonPaths) -> Result<Applied, ConfineEr
     Ok(applied)
 }
 
-/// A cgroup namespace at the current (enrolled) cgroup, and a mount
-/// namespace that no longer propagates to the host, with cgroupfs
-/// read-only and bpffs gone.
+/// A cgroup namespace at the current (enrolled) cgroup, an IPC namespace,
+/// and a mount namespace that no longer propagates to the host, with
+/// cgroupfs read-only and bpffs gone.
 fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), ConfineError> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+    // A new IPC namespace too: a root agent would otherwise attach the
+    // host's SysV shared memory and message queues (root's own, or any
+    // with CAP_IPC_OWNER) and steer the processes that read them.
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP | CloneFlags::CLONE_NEWIPC)
         .map_err(|e| step("creating mount and cgroup namespaces")(e.into()))?;
     // Changes below stay in this namespace.
     mount(

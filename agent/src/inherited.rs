@@ -169,29 +169,41 @@ fn on_kernel_fs(fd: RawFd) -> bool {
 }
 
 /// Which inherited regular files exec closes: those under `read_only`
-/// (the paths it makes read-only or hides; `/` for a read-only root)
-/// and not under `writable`. Reopened through `/proc/self/fd` they would
-/// be writable as the host has them.
+/// (the paths it makes read-only or hides), and with `all` (a read-only
+/// root) every one: reopened through `/proc/self/fd` they would be
+/// writable as the host has them, whatever path, bind mount or hard link
+/// the launcher opened them by. (A read-only root's stdio may be a file
+/// the launcher opened for writing, its explicit grant, but not one opened
+/// only for reading.)
 #[derive(Debug, Default)]
 pub struct FileRule {
     pub read_only: Vec<PathBuf>,
-    pub writable: Vec<PathBuf>,
+    pub all: bool,
 }
 
 impl FileRule {
     fn closes(&self, path: &Path) -> bool {
-        under_any(path, &self.read_only) && !under_any(path, &self.writable)
+        self.all || under_any(path, &self.read_only)
     }
 }
 
+/// Was `fd` opened for writing?
+fn writable_fd(fd: RawFd) -> bool {
+    // SAFETY: fcntl on an fd number.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_ACCMODE != libc::O_RDONLY
+}
+
 /// Character devices an agent may inherit: the terminal (`/dev/tty`,
-/// `/dev/console`, `/dev/ptmx`, virtual consoles and serial lines, the
-/// pseudo-terminals) and `/dev/null`, `zero`, `full`, `random`, `urandom`.
+/// `/dev/console`, virtual consoles and serial lines, the pseudo-terminals'
+/// slave side) and `/dev/null`, `zero`, `full`, `random`, `urandom`. Not
+/// a pty's master (`/dev/ptmx`, 5:2): what is written there is typed into
+/// the shell on the other side, which runs it outside the agent.
 fn harmless_device(major: u32, minor: u32) -> bool {
     match major {
         1 => matches!(minor, 3 | 5 | 7 | 8 | 9),
         4 => true,
-        5 => minor <= 2,
+        5 => minor <= 1,
         136..=143 => true,
         _ => false,
     }
@@ -248,7 +260,9 @@ fn classify(fd: RawFd, files: &FileRule) -> Option<Kind> {
             let block = file_type == libc::S_IFBLK;
             (block || !harmless_device(major, minor)).then_some(Kind::Device { path, major, minor })
         }
-        libc::S_IFREG if on_kernel_fs(fd) || files.closes(&path) => Some(Kind::Protected(path)),
+        libc::S_IFREG if on_kernel_fs(fd) => Some(Kind::Protected(path)),
+        libc::S_IFREG if files.all && fd <= 2 && writable_fd(fd) => None,
+        libc::S_IFREG if files.closes(&path) => Some(Kind::Protected(path)),
         _ => None,
     }
 }
@@ -359,18 +373,21 @@ mod tests {
         );
         let protected = FileRule {
             read_only: vec![tmp.clone()],
-            writable: Vec::new(),
+            all: false,
         };
         assert_eq!(
             classify(f.as_raw_fd(), &protected),
             Some(Kind::Protected(file.clone()))
         );
-        // A read-only root with this directory writable in it.
+        // A read-only root: every file goes, wherever it lies.
         let root = FileRule {
-            read_only: vec!["/".into()],
-            writable: vec![tmp.clone()],
+            read_only: Vec::new(),
+            all: true,
         };
-        assert_eq!(classify(f.as_raw_fd(), &root), None);
+        assert!(matches!(
+            classify(f.as_raw_fd(), &root),
+            Some(Kind::Protected(_))
+        ));
         let path_only = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH)
@@ -390,6 +407,7 @@ mod tests {
         assert!(harmless_device(136, 4) && harmless_device(1, 3) && harmless_device(5, 0));
         // /dev/net/tun, /dev/kvm, /dev/mem, /dev/kmsg
         assert!(!harmless_device(10, 200) && !harmless_device(10, 232));
+        assert!(!harmless_device(5, 2), "a pty master");
         assert!(!harmless_device(1, 1) && !harmless_device(1, 11));
     }
 }

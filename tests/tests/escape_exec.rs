@@ -565,7 +565,31 @@ fn exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment() {
         .open("/proc/self/mem")
         .unwrap_or_else(|e| panic!("/proc/self/mem: {e}"))
         .into();
-    for (what, fd) in [("fanotify", &fan), ("/proc/self/mem", &mem)] {
+    // And a terminal's master side (what is written there is typed into
+    // the shell on the other side, which runs it unconfined).
+    let (mut ptm, mut pts) = (0, 0);
+    // SAFETY: openpty fills two descriptors.
+    let r = unsafe {
+        libc::openpty(
+            &mut ptm,
+            &mut pts,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    let (ptm, _pts) = unsafe {
+        (
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ptm),
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pts),
+        )
+    };
+    for (what, fd) in [
+        ("fanotify", &fan),
+        ("/proc/self/mem", &mem),
+        ("pty master", &ptm),
+    ] {
         for (who, prefix) in [("root", vec![]), ("unprivileged", vec!["as-user", NOBODY])] {
             let mut args = prefix.clone();
             args.extend(["write-fd", "3", "x"]);
@@ -761,6 +785,67 @@ fn exec_agents_cannot_type_into_the_terminal_they_were_started_from() {
         queued.contains("palisade approve"),
         "the control's input: {queued:?}"
     );
+}
+
+#[test]
+fn exec_agents_cannot_reach_the_hosts_shared_memory() {
+    if !root_or_skip("exec_agents_cannot_reach_the_hosts_shared_memory") {
+        return;
+    }
+    let env = TestEnv::new("c2ipc", &scoped_policy("10.231.6.9"));
+    let _d = DaemonProc::start(&env);
+    // A host worker's segment (root's, 0600): whoever writes it steers
+    // the worker, which runs outside any identity.
+    // SAFETY: shmget/shmat of a private segment, read back, removed.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+    struct Segment(i32);
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            // SAFETY: removing the test's own segment.
+            unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+    let _segment = Segment(id);
+    let read = || -> String {
+        unsafe {
+            let at = libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY);
+            assert!(
+                at as isize != -1,
+                "shmat: {}",
+                std::io::Error::last_os_error()
+            );
+            let bytes = std::slice::from_raw_parts(at.cast::<u8>(), 64).to_vec();
+            libc::shmdt(at);
+            String::from_utf8_lossy(&bytes)
+                .trim_end_matches('\0')
+                .to_string()
+        }
+    };
+    let id_text = id.to_string();
+    let probe = Probe::bin();
+    let out = Command::new(palisade_bin())
+        .arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--"])
+        .arg(&probe)
+        .args(["shm-write", &id_text, "run: connect 10.231.6.2"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(r#""ok":true"#),
+        "the root agent wrote the host's segment: {text}"
+    );
+    assert_eq!(read(), "", "the segment changed");
+    // Control: the same write outside exec lands.
+    let out = Command::new(&probe)
+        .args(["shm-write", &id_text, "CONTROL"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#));
+    assert_eq!(read(), "CONTROL");
 }
 
 #[test]

@@ -683,6 +683,76 @@ fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
     );
 }
 
+#[test]
+fn an_agent_keeping_the_api_port_in_flight_is_stopped() {
+    let Some(mut f) = start("gw-squat-flight") else {
+        return;
+    };
+    let addr = format!("127.170.{}.9", f.net);
+    let port = 9250 + u16::try_from(f.net).unwrap_or(0);
+    // Bound before any configuration names the port, then kept in flight
+    // in a Unix socket's queue (no process holds it), taken back every few
+    // milliseconds to listen and accept, and put back.
+    let flag = shared_dir(&f).join(format!("flight-{port}"));
+    let code = format!(
+        "import socket,os,time,array\nflag='{flag}'\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{addr}',{port}))\na,b=socket.socketpair()\ndef put(fd):\n    a.sendmsg([b'x'],[(socket.SOL_SOCKET,socket.SCM_RIGHTS,array.array('i',[fd]))])\ndef take():\n    m,anc,fl,ad=b.recvmsg(1,socket.CMSG_SPACE(4))\n    return array.array('i',anc[0][2][:4])[0]\nput(s.fileno())\ns.close()\nend=time.time()+120\nwhile time.time()<end:\n    fd=take()\n    try:\n        t=socket.socket(fileno=os.dup(fd))\n        t.setblocking(False)\n        t.listen(16)\n        open(flag,'w').close()\n        c,_=t.accept()\n        open(flag+'.accepted','a').write('x')\n        c.close()\n    except Exception:\n        pass\n    try:\n        t.close()\n    except Exception:\n        pass\n    put(fd)\n    os.close(fd)\n    time.sleep(0.003)\n",
+        flag = flag.display()
+    );
+    let child = exec_unprivileged(&f.env, "other-agent", "/usr/bin/python3", &["-c", &code])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("the agent: {e}"));
+    let mut agent = Held(child);
+    holding(&flag);
+    f.env.write_config(&palisade_tests::gateway::config(
+        f.net,
+        &format!("  max_mask_bytes: 1048576\napi:\n  tcp: {addr}:{port}\n"),
+    ));
+    f.restart();
+    let ended = wait_for(Duration::from_secs(15), || {
+        matches!(agent.0.try_wait(), Ok(Some(_))).then_some(())
+    });
+    assert!(
+        ended.is_some(),
+        "the agent keeping the port in flight still runs"
+    );
+    let missing = format!("api.tcp {addr}:{port}: not listening");
+    assert!(
+        wait_for(Duration::from_secs(15), || {
+            (!f.env.cli_ok(&["status"]).contains(&missing)).then_some(())
+        })
+        .is_some(),
+        "the API's TCP listener never came up"
+    );
+    let minted = Command::new(palisade_bin())
+        .args(["keys", "operator-token", "--name", "oncall", "--file"])
+        .arg(f.env.dir.join("keys.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    let call = Command::new(palisade_bin())
+        .args(["approvals", "--socket", &format!("http://{addr}:{port}")])
+        .env("PALISADE_OPERATOR_TOKEN", &token)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        call.status.success(),
+        "the operator's call over TCP: {}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    assert!(
+        !flag.with_extension("accepted").exists(),
+        "the agent accepted a connection on the API's port"
+    );
+    assert!(
+        f.env
+            .audit_events()
+            .iter()
+            .any(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "other-agent"),
+        "the eviction is not in the trail"
+    );
+}
+
 /// Takes a test's fixed port out of the host's reserved ports again.
 struct Unreserve(u16);
 

@@ -11,6 +11,8 @@ use crate::{
 
 /// How often a TCP listener whose port was taken tries to bind again.
 const TCP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Evictions from the API's port followed at once by a bind, per retry.
+const EVICT_TRIES: usize = 50;
 
 pub struct PalisadeService {
     daemon: Arc<Daemon>,
@@ -335,14 +337,29 @@ pub async fn serve(
             // told the port before this task ran, so no new one comes).
             let mut evicted = fixed_port.map_or(0, |p| daemon.evict_from_api_port(p));
             let mut failed = false;
-            let listener = loop {
+            let listener = 'bound: loop {
                 match tokio::net::TcpListener::bind(&addr).await {
                     Ok(l) => break l,
                     Err(e) => {
                         if e.kind() == std::io::ErrorKind::AddrInUse
                             && let Some(p) = fixed_port
                         {
-                            evicted += daemon.evict_from_api_port(p);
+                            // An aborted socket stays bound until its last
+                            // holder closes it, and an agent keeping it (even
+                            // in flight in a Unix socket's queue) may listen
+                            // on it again: bind at once, while it does not.
+                            let mut tries = 0;
+                            while tries < EVICT_TRIES {
+                                let n = daemon.evict_from_api_port(p);
+                                if n == 0 {
+                                    break;
+                                }
+                                evicted += n;
+                                tries += 1;
+                                if let Ok(l) = tokio::net::TcpListener::bind(&addr).await {
+                                    break 'bound l;
+                                }
+                            }
                         }
                         if !failed && evicted == 0 {
                             tracing::error!(%addr, error = %e, "API TCP listener unavailable, trying again every {TCP_RETRY:?}; the Unix socket serves");

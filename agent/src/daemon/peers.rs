@@ -126,12 +126,29 @@ impl Daemon {
             {
                 warn!(port, error = %e, "aborting an agent's socket on the API's TCP port");
             }
-            let killed: Vec<u32> = holders
-                .iter()
-                .filter(|(_, i)| i.is_some())
-                .map(|(pid, _)| *pid)
+            // No process holds it: it is in flight in a Unix socket's queue,
+            // taken back now and then to listen again. Every process of the
+            // identity goes, so the queue, and the socket with it, goes too.
+            let targets: Vec<u32> = if holders.is_empty() {
+                self.maps
+                    .lineage_entries()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, i)| *i == index)
+                    .map(|(tid, _)| tid)
+                    .collect()
+            } else {
+                holders
+                    .iter()
+                    .filter(|(_, i)| i.is_some())
+                    .map(|(pid, _)| *pid)
+                    .collect()
+            };
+            let killed: Vec<u32> = targets
+                .into_iter()
                 .filter(|pid| {
-                    // SAFETY: plain kill(2) on a pid just read from /proc.
+                    // SAFETY: plain kill(2) on a pid just read (a thread's id
+                    // signals its whole process).
                     unsafe { libc::kill(*pid as i32, libc::SIGKILL) == 0 }
                 })
                 .collect();
@@ -143,7 +160,7 @@ impl Daemon {
             );
             ev.identity = Some(name);
             ev.detail = Some(format!(
-                "a socket of this identity held {} (TCP), the API's port: the socket was aborted and the enrolled processes holding it killed ({killed:?})",
+                "a socket of this identity held {} (TCP), the API's port: the socket was aborted and the enrolled processes holding it (or, with none holding it, every process of the identity) killed ({killed:?})",
                 s.local()
             ));
             self.audit.emit(ev);

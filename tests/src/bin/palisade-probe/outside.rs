@@ -107,6 +107,21 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "shm-write" => {
+            // Write TEXT into the SysV shared memory segment ID.
+            let id: i32 = args.first()?.parse().ok()?;
+            let text = args.get(1)?;
+            // SAFETY: shmat of a segment id; a bounded copy into it.
+            let at = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+            if at as isize == -1 {
+                return Some(fail("shmat", &io::Error::last_os_error()));
+            }
+            unsafe {
+                std::ptr::copy_nonoverlapping(text.as_ptr(), at.cast::<u8>(), text.len().min(64));
+                libc::shmdt(at);
+            }
+            ok()
+        }
         "write-file" => match std::fs::write(args.first()?, args.get(1)?) {
             Ok(()) => ok(),
             Err(e) => fail("write", &e),
