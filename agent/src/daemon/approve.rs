@@ -52,6 +52,7 @@ impl Daemon {
         let active = self.active().policy.version.to_string();
         if approve
             && !elevation
+            && pending.state == State::Pending
             && pending.policy_version != active
             && !self.decisions.approvals.is_held(id)
         {
