@@ -625,33 +625,9 @@ fn agents_on_the_api_port_before_the_daemon_knew_it_are_evicted() {
             flag.display()
         );
     }
-    let missing = format!("api.tcp {addr}:{port}: not listening");
-    assert!(
-        wait_for(Duration::from_secs(10), || {
-            (!f.env.cli_ok(&["status"]).contains(&missing)).then_some(())
-        })
-        .is_some(),
-        "the API's TCP listener never came up"
-    );
     // The operator's call, token and all, reaches the daemon; no agent
     // accepted a connection.
-    let minted = Command::new(palisade_bin())
-        .args(["keys", "operator-token", "--name", "oncall", "--file"])
-        .arg(f.env.dir.join("keys.yaml"))
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(minted.status.success(), "{minted:?}");
-    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
-    let call = Command::new(palisade_bin())
-        .args(["approvals", "--socket", &format!("http://{addr}:{port}")])
-        .env("PALISADE_OPERATOR_TOKEN", &token)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        call.status.success(),
-        "the operator's call over TCP: {}",
-        String::from_utf8_lossy(&call.stderr)
-    );
+    operator_call_reaches_the_daemon(&f, &addr, port);
     assert!(!handed_flag.exists(), "the keeper accepted a connection");
     for (_, flag) in &agents {
         assert!(
@@ -716,6 +692,23 @@ fn an_agent_keeping_the_api_port_in_flight_is_stopped() {
         ended.is_some(),
         "the agent keeping the port in flight still runs"
     );
+    operator_call_reaches_the_daemon(&f, &addr, port);
+    assert!(
+        !flag.with_extension("accepted").exists(),
+        "the agent accepted a connection on the API's port"
+    );
+    assert!(
+        f.env
+            .audit_events()
+            .iter()
+            .any(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "other-agent"),
+        "the eviction is not in the trail"
+    );
+}
+
+/// Once the daemon's TCP listener at `addr:port` is up (within 15 s), an
+/// operator's call over it, with an operator token, succeeds.
+fn operator_call_reaches_the_daemon(f: &Fixture, addr: &str, port: u16) {
     let missing = format!("api.tcp {addr}:{port}: not listening");
     assert!(
         wait_for(Duration::from_secs(15), || {
@@ -729,6 +722,7 @@ fn an_agent_keeping_the_api_port_in_flight_is_stopped() {
         .arg(f.env.dir.join("keys.yaml"))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
+    assert!(minted.status.success(), "{minted:?}");
     let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
     let call = Command::new(palisade_bin())
         .args(["approvals", "--socket", &format!("http://{addr}:{port}")])
@@ -739,17 +733,6 @@ fn an_agent_keeping_the_api_port_in_flight_is_stopped() {
         call.status.success(),
         "the operator's call over TCP: {}",
         String::from_utf8_lossy(&call.stderr)
-    );
-    assert!(
-        !flag.with_extension("accepted").exists(),
-        "the agent accepted a connection on the API's port"
-    );
-    assert!(
-        f.env
-            .audit_events()
-            .iter()
-            .any(|e| e["reason"] == "agent-on-api-port" && e["identity"] == "other-agent"),
-        "the eviction is not in the trail"
     );
 }
 

@@ -93,8 +93,8 @@ impl Daemon {
             .decisions
             .approvals
             .resolve(id, approve, &approver, reason, token)?;
-        let mut ev = AuditEvent::new(
-            EventKind::Approval,
+        let mut ev = approval_event(
+            &a,
             if approve { "approved" } else { "rejected" },
             if reason.is_empty() {
                 "operator"
@@ -102,20 +102,11 @@ impl Daemon {
                 reason
             },
         );
-        ev.identity = Some(a.identity.clone());
         ev.uid = Some(caller.uid);
-        ev.rule = a.rules.first().cloned();
-        ev.policy_version = Some(a.policy_version.clone());
-        ev.call = Some(CallDetail {
-            tool: a.tool.clone(),
-            action: a.action.clone(),
-            resource: a.resource.clone(),
-            params_digest: (!a.params_digest.is_empty()).then(|| a.params_digest.clone()),
-            approval_id: Some(a.id.clone()),
-            approver: Some(approver.clone()),
-            destination: a.egress.as_ref().map(|e| e.destination.to_string()),
-            ..CallDetail::default()
-        });
+        if let Some(call) = ev.call.as_mut() {
+            call.approver = Some(approver.clone());
+            call.destination = a.egress.as_ref().map(|e| e.destination.to_string());
+        }
         self.audit.emit(ev);
         if approve && let Some(e) = &a.egress {
             let index = self
@@ -167,22 +158,11 @@ impl Daemon {
             }
         };
         for a in &ended {
-            let mut ev = AuditEvent::new(EventKind::Approval, "withdrawn", "policy-changed");
-            ev.identity = Some(a.identity.clone());
-            ev.rule = a.rules.first().cloned();
-            ev.policy_version = Some(a.policy_version.clone());
+            let mut ev = approval_event(a, "withdrawn", "policy-changed");
             ev.detail = Some(format!(
                 "asked under policy {}; policy {version} is active: the call must be asked again",
                 a.policy_version
             ));
-            ev.call = Some(CallDetail {
-                tool: a.tool.clone(),
-                action: a.action.clone(),
-                resource: a.resource.clone(),
-                params_digest: (!a.params_digest.is_empty()).then(|| a.params_digest.clone()),
-                approval_id: Some(a.id.clone()),
-                ..CallDetail::default()
-            });
             self.audit.emit(ev);
         }
         if !ended.is_empty() {
@@ -208,4 +188,21 @@ impl Daemon {
             }
         }
     }
+}
+
+/// An approval's audit record: who asked what under which policy.
+pub(super) fn approval_event(a: &Approval, verdict: &str, reason: &str) -> AuditEvent {
+    let mut ev = AuditEvent::new(EventKind::Approval, verdict, reason);
+    ev.identity = Some(a.identity.clone());
+    ev.rule = a.rules.first().cloned();
+    ev.policy_version = Some(a.policy_version.clone());
+    ev.call = Some(CallDetail {
+        tool: a.tool.clone(),
+        action: a.action.clone(),
+        resource: a.resource.clone(),
+        params_digest: (!a.params_digest.is_empty()).then(|| a.params_digest.clone()),
+        approval_id: Some(a.id.clone()),
+        ..CallDetail::default()
+    });
+    ev
 }
