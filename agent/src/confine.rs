@@ -91,8 +91,12 @@ const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 /// Which inherited files exec closes (`inherited`): those under every
 /// path it makes read-only or hides for the agent (the host controls,
 /// `daemon`'s paths), and with a read-only root all of them.
-pub fn inherited_file_rule(daemon: &DaemonPaths) -> crate::inherited::FileRule {
+pub fn inherited_file_rule(
+    daemon: &DaemonPaths,
+    api_socket: &std::path::Path,
+) -> crate::inherited::FileRule {
     crate::inherited::FileRule {
+        api_socket: Some(api_socket.to_path_buf()),
         read_only: READ_ONLY_PROC
             .iter()
             .chain(READ_ONLY_TREES)

@@ -55,6 +55,10 @@ pub enum Kind {
     /// Any other handle on the kernel's machinery (fanotify, userfaultfd,
     /// a namespace…): what it can do is not judged here, so it goes.
     OtherHandle(String),
+    /// A connection to the daemon's API made by the launcher: the daemon
+    /// knows its caller by who connected, so the agent would speak as the
+    /// launcher (an operator, if it is root and not enrolled).
+    DaemonConnection(PathBuf),
 }
 
 impl Kind {
@@ -83,6 +87,11 @@ impl std::fmt::Display for Kind {
                 p.display()
             ),
             Kind::OtherHandle(name) => write!(f, "a kernel handle ({name})"),
+            Kind::DaemonConnection(p) => write!(
+                f,
+                "a connection to the daemon's API ({}) made by the launcher",
+                p.display()
+            ),
         }
     }
 }
@@ -179,6 +188,39 @@ fn on_kernel_fs(fd: RawFd) -> bool {
 pub struct FileRule {
     pub read_only: Vec<PathBuf>,
     pub all: bool,
+    /// The daemon's API socket: connections to it are closed.
+    pub api_socket: Option<PathBuf>,
+}
+
+/// The path a connected Unix socket's peer is bound to, if any.
+fn unix_peer(fd: RawFd) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: getpeername into a zeroed sockaddr_un with its length.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let r =
+        unsafe { libc::getpeername(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) };
+    if r != 0 {
+        return None;
+    }
+    let path: Vec<u8> = addr
+        .sun_path
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    (!path.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&path)))
+}
+
+/// Are `a` and `b` the same socket file (or, gone, the same path)?
+fn same_socket(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => {
+            use std::os::unix::fs::MetadataExt;
+            x.dev() == y.dev() && x.ino() == y.ino()
+        }
+        _ => a == b,
+    }
 }
 
 impl FileRule {
@@ -242,7 +284,11 @@ fn classify(fd: RawFd, files: &FileRule) -> Option<Kind> {
         };
         // A socket whose family cannot be read is not trusted to be Unix.
         return match (r, family) {
-            (0, libc::AF_UNIX) => None,
+            (0, libc::AF_UNIX) => {
+                let peer = unix_peer(fd)?;
+                let daemon = files.api_socket.as_deref()?;
+                same_socket(&peer, daemon).then_some(Kind::DaemonConnection(peer))
+            }
             (0, f) => Some(Kind::Socket(f)),
             _ => Some(Kind::Socket(-1)),
         };
@@ -294,7 +340,9 @@ pub fn close_unjudged(
         }
         if fd <= 2 {
             match kind {
-                Kind::Socket(_) => return Err(InheritedError::NetworkStdio { fd, kind }),
+                Kind::Socket(_) | Kind::DaemonConnection(_) => {
+                    return Err(InheritedError::NetworkStdio { fd, kind });
+                }
                 Kind::Handle(_) => continue,
                 _ => return Err(InheritedError::HostStdio { fd, kind }),
             }
@@ -374,6 +422,7 @@ mod tests {
         let protected = FileRule {
             read_only: vec![tmp.clone()],
             all: false,
+            api_socket: None,
         };
         assert_eq!(
             classify(f.as_raw_fd(), &protected),
@@ -383,6 +432,7 @@ mod tests {
         let root = FileRule {
             read_only: Vec::new(),
             all: true,
+            api_socket: None,
         };
         assert!(matches!(
             classify(f.as_raw_fd(), &root),

@@ -623,6 +623,37 @@ fn exec_agents_cannot_keep_devices_or_host_paths_opened_before_enrolment() {
         "a read-only-root agent rewrote a host file: {text}"
     );
 
+    // The launcher's own connection to the daemon's API (root, not
+    // enrolled: an operator's): the agent would speak as the launcher.
+    // Control: a Unix socket to another service is kept.
+    let api: OwnedFd = std::os::unix::net::UnixStream::connect(&env.socket)
+        .unwrap_or_else(|e| panic!("connecting to the API: {e}"))
+        .into();
+    let other_path =
+        std::env::temp_dir().join(format!("palisade-other-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&other_path);
+    let other_listener =
+        std::os::unix::net::UnixListener::bind(&other_path).unwrap_or_else(|e| panic!("{e}"));
+    let other: OwnedFd = std::os::unix::net::UnixStream::connect(&other_path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into();
+    for identity in ["agent", "open"] {
+        let out = exec_with_fd(&env, identity, &api, 3, &["write-fd", "3", "x"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(r#""errno":9"#),
+            "{identity}: the launcher's connection to the daemon was kept: {text}"
+        );
+    }
+    let out = exec_with_fd(&env, "agent", &other, 3, &["write-fd", "3", "x"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""ok":true"#),
+        "a Unix socket to another service: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(other_listener);
+    let _ = std::fs::remove_file(&other_path);
+
     // Such stdio: the agent is not run, and the refusal says why.
     let out = exec_with_fd(&env, "agent", &root_dir, 0, &["write-fd", "1", "x"]);
     assert!(

@@ -37,7 +37,7 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     };
     let closed = crate::inherited::close_unjudged(
         enrolled.keep_inherited_sockets,
-        &crate::confine::inherited_file_rule(&daemon_paths),
+        &crate::confine::inherited_file_rule(&daemon_paths, socket),
     )?;
     for (fd, kind) in &closed {
         tracing::info!(fd, %kind, "closed an inherited descriptor the agent may not keep");
