@@ -114,6 +114,11 @@ pub enum Reason {
     /// gateway, the DNS proxies, the TCP API): a process holding it could
     /// answer other agents' calls, or keep the daemon from serving them.
     DaemonAddress = 11,
+    /// A socket of an enrolled process that the kernel could not give its
+    /// identity stamp (no memory, or the socket's option memory spent):
+    /// packets of an unstamped socket would escape the kill switch and the
+    /// re-judging where they leave, so it may not be used, in any mode.
+    SocketUntracked = 12,
 }
 
 impl Reason {
@@ -131,6 +136,7 @@ impl Reason {
             9 => Self::Elevation,
             10 => Self::PermissionEnded,
             11 => Self::DaemonAddress,
+            12 => Self::SocketUntracked,
             _ => return None,
         })
     }
@@ -149,6 +155,7 @@ impl Reason {
             Self::Elevation => "elevation",
             Self::PermissionEnded => "permission-ended",
             Self::DaemonAddress => "daemon-address",
+            Self::SocketUntracked => "socket-untracked",
         }
     }
 }

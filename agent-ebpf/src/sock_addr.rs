@@ -61,6 +61,11 @@ pub fn check(ctx: &SockAddrContext, hook: Hook) -> i32 {
     let connect = matches!(hook, Hook::Connect4 | Hook::Connect6);
     let (reason, rule, audit) = if policy::killed(identity) {
         (Reason::KillSwitch, NO_RULE, false)
+    } else if slot.is_null() {
+        // A socket made before enrolment whose stamp the kernel refused
+        // (its option memory spent, or no memory): its packets would pass
+        // the kill switch and the re-judging unseen. Not in any mode.
+        (Reason::SocketUntracked, NO_RULE, false)
     } else {
         match policy::identity_config(generation, identity) {
             None => (Reason::UnknownIdentity, NO_RULE, false),

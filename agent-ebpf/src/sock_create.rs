@@ -4,7 +4,7 @@
 //! sendmsg hooks. Every socket of an enrolled process is stamped with its
 //! identity here (`sockets`).
 
-use agent_common::{Hook, IPPROTO_TCP, IPPROTO_UDP, Verdict};
+use agent_common::{Hook, IPPROTO_TCP, IPPROTO_UDP, Reason, Verdict};
 use aya_ebpf::{macros::cgroup_sock, programs::SockContext};
 
 use crate::{
@@ -23,10 +23,25 @@ pub fn sock_create(ctx: SockContext) -> i32 {
         return ALLOW;
     };
     // Whose socket it is, for the hooks that see only packets.
-    crate::sockets::stamp(ctx.sock.cast(), identity);
+    let stamped = !crate::sockets::stamp(ctx.sock.cast(), identity).is_null();
     // SAFETY: the kernel hands a valid bpf_sock.
     let (family, sock_type, protocol) =
         unsafe { ((*ctx.sock).family, (*ctx.sock).type_, (*ctx.sock).protocol) };
+    if !stamped {
+        // No stamp, no kill switch or re-judging where its packets leave:
+        // refused, in every mode (the kernel had no memory for it).
+        let mut decision = Decision::socket(
+            Hook::SockCreate,
+            identity,
+            policy::active_generation(),
+            family as u16,
+            protocol as u16,
+            sock_type as u8,
+        );
+        decision.reason = Reason::SocketUntracked;
+        record(&decision);
+        return DENY;
+    }
     let permitted = matches!(
         (sock_type, protocol),
         (SOCK_STREAM, p) if p == IPPROTO_TCP as u32

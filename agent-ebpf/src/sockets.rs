@@ -65,12 +65,13 @@ impl<T> ClonedSkStorage<T> {
 }
 
 /// Stamp `identity` on the socket `sk` (creating its storage); returns the
-/// storage, null when the kernel had no memory for it.
+/// storage, null when the kernel refused it (no memory, or the socket's
+/// option memory, `net.core.optmem_max`, spent): callers refuse the socket.
 #[inline(always)]
 pub fn stamp(sk: *mut c_void, identity: u32) -> *mut SockGuard {
     let slot = SOCK_GUARD.get(sk, true);
     if slot.is_null() {
-        return slot; // out of memory: the hooks that judge by process still run
+        return slot;
     }
     // SAFETY: `slot` is this socket's storage.
     unsafe {
@@ -106,7 +107,7 @@ pub fn remember_judgement(
     dst: &NormAddr,
 ) {
     if slot.is_null() {
-        return; // out of memory: the connection is judged once, as before
+        return; // no stamp: the caller refuses the connection
     }
     // SAFETY: `slot` is this socket's storage.
     unsafe {

@@ -375,6 +375,142 @@ fn exec_agents_cannot_use_sockets_opened_before_enrolment() {
     }
 }
 
+/// `palisade exec --identity IDENTITY -- probe ARGS…` started from the
+/// unenrolled cgroup `launcher`, inside the subtree the programs attach to,
+/// with an unconnected TCP socket the launcher made there as descriptor 3.
+/// With `spend`, the launcher first fills the socket's option memory
+/// (`net.core.optmem_max`) with TCP-MD5 keys for addresses nobody uses,
+/// until the kernel refuses another: no room is left for the identity stamp.
+fn exec_with_launcher_socket(
+    env: &TestEnv,
+    launcher: &std::path::Path,
+    identity: &str,
+    spend: bool,
+    agent: &[&str],
+) -> Output {
+    use std::os::unix::process::CommandExt;
+    // struct tcp_md5sig: a sockaddr_storage, flags, prefix length, key
+    // length, ifindex, an 80-byte key.
+    #[repr(C)]
+    struct TcpMd5Sig {
+        addr: libc::sockaddr_storage,
+        flags: u8,
+        prefixlen: u8,
+        keylen: u16,
+        ifindex: i32,
+        key: [u8; 80],
+    }
+    const TCP_MD5SIG: libc::c_int = 14;
+    let mut cmd = Command::new(palisade_bin());
+    cmd.arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", identity, "--"])
+        .arg(Probe::bin())
+        .args(agent);
+    // First into the cgroup, so that the socket is made there.
+    palisade_tests::probe::enter_cgroup(&mut cmd, launcher);
+    // SAFETY: between fork and exec only system calls (socket, setsockopt,
+    // dup2, fcntl, close) on stack memory.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if spend {
+                let mut spent = false;
+                for i in 0..20_000u32 {
+                    let mut sig: TcpMd5Sig = std::mem::zeroed();
+                    let sin = (&raw mut sig.addr).cast::<libc::sockaddr_in>();
+                    (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+                    (*sin).sin_addr.s_addr = (0xc633_0000 | i).to_be(); // 198.51.x.x
+                    sig.keylen = 80;
+                    sig.key = [b'k'; 80];
+                    let rc = libc::setsockopt(
+                        fd,
+                        libc::IPPROTO_TCP,
+                        TCP_MD5SIG,
+                        (&raw const sig).cast(),
+                        size_of::<TcpMd5Sig>() as libc::socklen_t,
+                    );
+                    if rc != 0 {
+                        spent = i > 100; // refused for want of option memory
+                        break;
+                    }
+                }
+                if !spent {
+                    return Err(std::io::Error::other("the option memory was not spent"));
+                }
+            }
+            if fd == 3 {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running palisade exec: {e}"))
+}
+
+#[test]
+fn sockets_the_kernel_cannot_stamp_are_refused() {
+    if !root_or_skip("sockets_the_kernel_cannot_stamp_are_refused") {
+        return;
+    }
+    let ns = NetNs::named("c2-untracked", 231, 5);
+    let allowed = ns.peer_ip.clone();
+    // The sink's address is allowed: what is refused is the socket, not
+    // where it goes.
+    let env = TestEnv::new("c2untracked", &scoped_policy(&allowed));
+    let _d = DaemonProc::start(&env);
+    let launcher = env.make_cgroup("launcher");
+    let sink = Sink::start(&ns, &allowed, &[9421, 9422], &[], 6000);
+    // A launcher's socket whose option memory is spent, handed to an
+    // identity that keeps inherited sockets: connected as the agent, it
+    // would carry no stamp, so `palisade revoke` could neither drop its
+    // packets nor abort it.
+    let target = format!("{allowed}:9421");
+    let out = exec_with_launcher_socket(
+        &env,
+        &launcher,
+        "open",
+        true,
+        &["connect-fd", "3", &target, "UNTRACKED-EXFIL"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""step":"connect""#) && text.contains(r#""errno":1"#),
+        "a socket the kernel could not stamp was connected (EPERM expected): {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_audit("for the refused untracked socket", |e| {
+        e["reason"] == "socket-untracked" && e["identity"] == "open"
+    });
+    // The control: the same path with an ordinary socket.
+    let target = format!("{allowed}:9422");
+    let out = exec_with_launcher_socket(
+        &env,
+        &launcher,
+        "open",
+        false,
+        &["connect-fd", "3", &target, "TRACKED"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(r#""ok":true"#), "control: {text}");
+    let got = sink.finish();
+    let bytes = |k: &str| got.get(k).map_or(0, |r| r.bytes);
+    assert_eq!(bytes("tcp/9421"), 0, "the untracked socket's bytes arrived: {got:?}");
+    assert!(bytes("tcp/9422") > 0, "control: nothing arrived: {got:?}");
+}
+
 /// An IPv4/UDP packet from `src` to `dst:port` carrying `payload` (UDP
 /// checksum 0: none, which IPv4 allows).
 fn udp_packet(src: [u8; 4], dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {

@@ -236,6 +236,12 @@ fn socket_description(family: u16, sock_type: u8, protocol: u16) -> String {
 /// What the guard hooks add to their records.
 fn guard_detail(ev: &KernelEvent) -> Option<String> {
     let enforced = ev.verdict == Some(agent_common::Verdict::Deny);
+    if ev.reason == Some(agent_common::Reason::SocketUntracked) {
+        return Some(
+            "the kernel could not stamp the socket with its identity (no memory, or the socket's option memory spent): refused, since the kill switch could not reach it"
+                .into(),
+        );
+    }
     match ev.hook? {
         agent_common::Hook::Setsockopt => {
             let (level, option) = ev.sockopt?;

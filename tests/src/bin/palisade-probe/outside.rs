@@ -57,6 +57,27 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "connect-fd" => {
+            // Connect the inherited socket FD to ADDR (IPv4 `a.b.c.d:port`)
+            // and write TEXT: a launcher's unconnected socket put to use.
+            let fd: i32 = args.first()?.parse().ok()?;
+            let addr: std::net::SocketAddrV4 = args.get(1)?.parse().ok()?;
+            let text = args.get(2)?;
+            // SAFETY: a zeroed sockaddr_in filled in; connect and write on a
+            // descriptor number.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = addr.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*addr.ip()).to_be();
+            let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            if unsafe { libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), len) } != 0 {
+                return Some(fail("connect", &io::Error::last_os_error()));
+            }
+            if unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) } < 0 {
+                return Some(fail("write", &io::Error::last_os_error()));
+            }
+            ok()
+        }
         "write-fd-hex" => {
             // A whole packet for a TUN descriptor, say.
             let fd: i32 = args.first()?.parse().ok()?;
