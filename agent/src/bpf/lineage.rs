@@ -130,8 +130,14 @@ impl KernelMaps {
     }
 
     /// Abort every TCP and UDP socket stamped with `identity` in this
-    /// network namespace; returns how many.
-    pub fn destroy_sockets_of(&self, identity: u32) -> Result<usize, BpfError> {
+    /// network namespace, and those whose inode is in `held` (sockets the
+    /// identity's processes hold without a stamp: made before enrolment,
+    /// or by another process and passed in); returns how many.
+    pub fn destroy_sockets_of(
+        &self,
+        identity: u32,
+        held: &std::collections::HashSet<u32>,
+    ) -> Result<usize, BpfError> {
         use super::sockdiag::{IPPROTO_TCP, IPPROTO_UDP, destroy, dump};
         let id = self
             .sock_ident
@@ -143,7 +149,10 @@ impl KernelMaps {
             for proto in [IPPROTO_TCP, IPPROTO_UDP] {
                 let all = dump(family, proto, self.sock_ident.fd().as_fd(), id)
                     .map_err(BpfError::SockDiag)?;
-                for s in all.iter().filter(|s| s.identity == Some(identity)) {
+                let theirs = |s: &&super::sockdiag::DiagSocket| {
+                    s.identity == Some(identity) || (s.inode != 0 && held.contains(&s.inode))
+                };
+                for s in all.iter().filter(theirs) {
                     match destroy(s) {
                         Ok(()) => destroyed += 1,
                         // Gone meanwhile.

@@ -74,8 +74,16 @@ impl Daemon {
 
     /// Abort the TCP and UDP sockets of a revoked identity, so established
     /// connections end at once (the kernel already drops their packets).
+    ///
+    /// Beside the sockets stamped with the identity, those its processes
+    /// hold without a stamp: made before they were enrolled (a launcher's,
+    /// kept by `keep_inherited_sockets`; a process a new selector took in
+    /// with its connections open) or received from another process. No
+    /// connect ran on such a socket as the agent, so neither the kernel's
+    /// drop nor the stamp reaches it.
     pub(super) fn destroy_sockets_of(&self, identity: &str, index: u32) {
-        match self.maps.destroy_sockets_of(index) {
+        let held = self.sockets_held_by(index);
+        match self.maps.destroy_sockets_of(index, &held) {
             Ok(0) => {}
             Ok(n) => info!(identity, sockets = n, "revoked identity's sockets aborted"),
             Err(e) => {
@@ -86,6 +94,20 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// The inodes of the sockets held by the processes carrying identity
+    /// `index` (a scan of `/proc`: run on a revocation, not per call).
+    fn sockets_held_by(&self, index: u32) -> std::collections::HashSet<u32> {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Default::default();
+        };
+        procs
+            .filter_map(Result::ok)
+            .filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+            .filter(|pid| matches!(self.identity_index_of_pid(*pid), Ok(Some(i)) if i == index))
+            .flat_map(|pid| socket_inodes_of(pid).into_iter())
+            .collect()
+    }
+
     /// Agents' sockets on the API's TCP port, bound before the kernel was
     /// told the port (an earlier configuration had none, or another one)
     /// or handed to an agent by the host program that made it: the bind
@@ -184,6 +206,23 @@ fn holders_of_socket(inode: u32) -> Vec<u32> {
                     std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == target.as_str())
                 })
             })
+        })
+        .collect()
+}
+
+/// The inodes of the sockets process `pid` has descriptors for.
+fn socket_inodes_of(pid: u32) -> Vec<u32> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
         })
         .collect()
 }

@@ -78,6 +78,24 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "write-fd-wait" => {
+            // Write TEXT1 to FD, wait (up to 20 s) for FILE to exist, then
+            // write TEXT2: a connection used before and after a revocation.
+            let fd: i32 = args.first()?.parse().ok()?;
+            let (first, file, second) = (args.get(1)?, args.get(2)?, args.get(3)?);
+            // SAFETY: writing byte buffers to a descriptor number.
+            if unsafe { libc::write(fd, first.as_ptr().cast(), first.len()) } < 0 {
+                return Some(fail("write", &io::Error::last_os_error()));
+            }
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while !std::path::Path::new(file).exists() && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if unsafe { libc::write(fd, second.as_ptr().cast(), second.len()) } < 0 {
+                return Some(fail("write-after", &io::Error::last_os_error()));
+            }
+            ok()
+        }
         "write-fd-hex" => {
             // A whole packet for a TUN descriptor, say.
             let fd: i32 = args.first()?.parse().ok()?;
