@@ -19,6 +19,16 @@ impl DaemonProc {
     }
 
     pub fn start_with(env: &TestEnv, extra_args: &[&str]) -> Self {
+        Self::spawn(env, extra_args, None)
+    }
+
+    /// Start the daemon inside `cgroup` (a directory with `cgroup.procs`,
+    /// of any hierarchy: a memory cgroup of its own, say).
+    pub fn start_in_cgroup(env: &TestEnv, cgroup: &std::path::Path) -> Self {
+        Self::spawn(env, &[], Some(cgroup))
+    }
+
+    fn spawn(env: &TestEnv, extra_args: &[&str], cgroup: Option<&std::path::Path>) -> Self {
         let log = env.dir.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now()
@@ -27,14 +37,18 @@ impl DaemonProc {
                 .unwrap_or(0)
         ));
         let logfile = std::fs::File::create(&log).unwrap_or_else(|e| panic!("daemon log: {e}"));
-        let child = Command::new(palisade_bin())
-            .arg("daemon")
+        let mut cmd = Command::new(palisade_bin());
+        cmd.arg("daemon")
             .arg("--config")
             .arg(&env.config)
             .args(extra_args)
             .env("PALISADE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(logfile)
+            .stderr(logfile);
+        if let Some(cgroup) = cgroup {
+            crate::probe::enter_cgroup(&mut cmd, cgroup);
+        }
+        let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting palisade daemon: {e}"));
         let mut d = Self {

@@ -239,3 +239,124 @@ identities:
         );
     }
 }
+
+/// A memory cgroup of the test's own (cgroup v1's `memory` hierarchy, or
+/// v2 with the controller enabled below the root), and the file that says
+/// how much it holds.
+fn memory_cgroup(v2_root: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let v1 = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut r = right.split_whitespace();
+        (r.next()? == "cgroup" && r.nth(1)?.split(',').any(|o| o == "memory"))
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    });
+    let (dir, usage) = match v1 {
+        Some(root) => (root.join(name), "memory.usage_in_bytes"),
+        None => {
+            std::fs::write(v2_root.join("cgroup.subtree_control"), "+memory")
+                .unwrap_or_else(|e| panic!("enabling the memory controller: {e}"));
+            (v2_root.join(name), "memory.current")
+        }
+    };
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let usage = dir.join(usage);
+    (dir, usage)
+}
+
+fn bytes_in(usage: &std::path::Path) -> i64 {
+    std::fs::read_to_string(usage)
+        .unwrap_or_else(|e| panic!("{}: {e}", usage.display()))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", usage.display()))
+}
+
+/// Bytes `usage` grew by while `COUNT` sockets were held by `cmd` (a probe
+/// `hold-sockets` that says when they are open).
+fn growth_while_held(usage: &std::path::Path, mut cmd: std::process::Command) -> i64 {
+    use std::io::BufRead as _;
+    let before = bytes_in(usage);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    // Kept open until the probe has ended: it writes a last line.
+    let mut reader = std::io::BufReader::new(stdout);
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(line.contains(r#""held":"#), "the sockets were not opened: {line}");
+    let held = bytes_in(usage);
+    let _ = child.wait();
+    drop(reader);
+    held - before
+}
+
+/// Each socket an agent opens carries its identity stamp, a socket storage
+/// the kernel charges to the memory cgroup the map was made in. Made by the
+/// daemon, agents' sockets (about 330 bytes each) counted against the
+/// daemon's own memory limit: enough of them — a compromised agent opens
+/// them on purpose — and the daemon is killed at its limit. The daemon
+/// makes the storage outside every memory cgroup.
+#[test]
+fn agents_sockets_do_not_count_against_the_daemons_memory() {
+    if !root_or_skip("agents_sockets_do_not_count_against_the_daemons_memory") {
+        return;
+    }
+    const COUNT: &str = "10000";
+    let env = TestEnv::new(
+        "killmem",
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow: [{cidr: 10.109.1.0/24}]
+",
+    );
+    let (cgroup, usage) = memory_cgroup(
+        &env.cgroup_root,
+        &format!("palisade-test-{}-killmem", palisade_tests::run_tag()),
+    );
+    /// Removes the memory cgroup once its processes are gone.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let _removed = Removed(cgroup.clone());
+    let mut daemon = DaemonProc::start_in_cgroup(&env, &cgroup);
+    let probe = palisade_tests::Probe::bin();
+    let mut agent = std::process::Command::new(palisade_tests::palisade_bin());
+    agent
+        .arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--"])
+        .arg(&probe)
+        .args(["as-user", "65534", "hold-sockets", COUNT, "1000"]);
+    let by_agent = growth_while_held(&usage, agent);
+    // The control: the same sockets opened inside the daemon's cgroup count
+    // there, so the measure sees 10,000 sockets' worth of memory.
+    let mut inside = std::process::Command::new(&probe);
+    inside.args(["hold-sockets", COUNT, "1000"]);
+    palisade_tests::probe::enter_cgroup(&mut inside, &cgroup);
+    let by_process_inside = growth_while_held(&usage, inside);
+    daemon.signal_and_wait(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        by_process_inside > 2_000_000,
+        "control: 10,000 sockets in the cgroup grew it by {by_process_inside} bytes only"
+    );
+    assert!(
+        by_agent < 1_000_000,
+        "an agent's 10,000 sockets grew the daemon's memory cgroup by {by_agent} bytes"
+    );
+}

@@ -160,6 +160,14 @@ impl Kernel {
         // No target BTF: the object has no CO-RE relocations, and aya would
         // parse the kernel's whole BTF (about 20 MiB at its height) only to
         // find that out. The LSM program gets it in `attach_lsm`, if at all.
+        // The sockets' storage outside every memory cgroup (`sockmap`).
+        match super::sockmap::create_uncharged(&pins.map("SOCK_GUARD")) {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                "the sockets' identity stamps are charged to the daemon's memory cgroup (no memory controller, or its root cannot be entered): agents' sockets count against the daemon's memory limit"
+            ),
+            Err(e) => warn!(error = %e, "creating the sockets' identity stamps outside the daemon's memory cgroup; the loader creates them"),
+        }
         let mut loader = EbpfLoader::new();
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());

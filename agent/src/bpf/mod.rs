@@ -12,6 +12,7 @@ mod loader;
 mod maps;
 pub mod pins;
 pub mod sockdiag;
+mod sockmap;
 mod sys;
 pub mod watchdog;
 

@@ -39,6 +39,10 @@ impl Attr {
     pub(super) fn put_u64(&mut self, offset: usize, v: u64) {
         self.0[offset..offset + 8].copy_from_slice(&v.to_ne_bytes());
     }
+
+    pub(super) fn put_bytes(&mut self, offset: usize, v: &[u8]) {
+        self.0[offset..offset + v.len()].copy_from_slice(v);
+    }
 }
 
 pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {

@@ -96,6 +96,33 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             }
             ok()
         }
+        "hold-sockets" => {
+            // Open COUNT TCP sockets (the descriptor limit raised to its
+            // ceiling), say so, and keep them for MILLIS.
+            let count: usize = args.first()?.parse().ok()?;
+            let millis: u64 = args.get(1)?.parse().ok()?;
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: get/setrlimit with a valid struct; socket(2).
+            unsafe {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            let mut held = Vec::with_capacity(count);
+            for _ in 0..count {
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                if fd < 0 {
+                    return Some(fail("socket", &io::Error::last_os_error()));
+                }
+                held.push(fd);
+            }
+            use std::io::Write as _;
+            let mut out = io::stdout();
+            let _ = writeln!(out, "{}", json!({"ok": true, "held": held.len()}));
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_millis(millis));
+            ok()
+        }
         "write-fd-hex" => {
             // A whole packet for a TUN descriptor, say.
             let fd: i32 = args.first()?.parse().ok()?;
