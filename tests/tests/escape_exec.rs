@@ -507,7 +507,11 @@ fn sockets_the_kernel_cannot_stamp_are_refused() {
     assert!(text.contains(r#""ok":true"#), "control: {text}");
     let got = sink.finish();
     let bytes = |k: &str| got.get(k).map_or(0, |r| r.bytes);
-    assert_eq!(bytes("tcp/9421"), 0, "the untracked socket's bytes arrived: {got:?}");
+    assert_eq!(
+        bytes("tcp/9421"),
+        0,
+        "the untracked socket's bytes arrived: {got:?}"
+    );
     assert!(bytes("tcp/9422") > 0, "control: nothing arrived: {got:?}");
 }
 

@@ -133,7 +133,11 @@ fn spawn_with_launcher_connection(
     // dup2, fcntl, close) on stack memory.
     unsafe {
         cmd.pre_exec(move || {
-            let ty = if udp { libc::SOCK_DGRAM } else { libc::SOCK_STREAM };
+            let ty = if udp {
+                libc::SOCK_DGRAM
+            } else {
+                libc::SOCK_STREAM
+            };
             let fd = libc::socket(libc::AF_INET, ty, 0);
             if fd < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -192,10 +196,23 @@ identities:
     let go_arg = go.to_str().unwrap_or_default().to_string();
     let far: std::net::Ipv4Addr = FAR.parse().unwrap_or_else(|e| panic!("{e}"));
     let mut agents = Vec::new();
-    for (who, user, tcp, udp) in [("root", false, 9421, 9431), ("unprivileged", true, 9422, 9432)] {
+    for (who, user, tcp, udp) in [
+        ("root", false, 9421, 9431),
+        ("unprivileged", true, 9422, 9432),
+    ] {
         for (kind, is_udp, port) in [("tcp", false, tcp), ("udp", true, udp)] {
-            let mut args = if user { vec!["as-user", "65534"] } else { vec![] };
-            args.extend(["write-fd-wait", "3", "BEFORE-", go_arg.as_str(), "AFTER-REVOKE"]);
+            let mut args = if user {
+                vec!["as-user", "65534"]
+            } else {
+                vec![]
+            };
+            args.extend([
+                "write-fd-wait",
+                "3",
+                "BEFORE-",
+                go_arg.as_str(),
+                "AFTER-REVOKE",
+            ]);
             let child = spawn_with_launcher_connection(
                 &env,
                 &launcher,
@@ -243,7 +260,10 @@ identities:
 /// A memory cgroup of the test's own (cgroup v1's `memory` hierarchy, or
 /// v2 with the controller enabled below the root), and the file that says
 /// how much it holds.
-fn memory_cgroup(v2_root: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+fn memory_cgroup(
+    v2_root: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let v1 = mountinfo.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
@@ -288,7 +308,10 @@ fn growth_while_held(usage: &std::path::Path, mut cmd: std::process::Command) ->
     reader
         .read_line(&mut line)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(line.contains(r#""held":"#), "the sockets were not opened: {line}");
+    assert!(
+        line.contains(r#""held":"#),
+        "the sockets were not opened: {line}"
+    );
     let held = bytes_in(usage);
     let _ = child.wait();
     drop(reader);

@@ -166,7 +166,9 @@ impl Kernel {
             Ok(false) => warn!(
                 "the sockets' identity stamps are charged to the daemon's memory cgroup (no memory controller, or its root cannot be entered): agents' sockets count against the daemon's memory limit"
             ),
-            Err(e) => warn!(error = %e, "creating the sockets' identity stamps outside the daemon's memory cgroup; the loader creates them"),
+            Err(e) => {
+                warn!(error = %e, "creating the sockets' identity stamps outside the daemon's memory cgroup; the loader creates them")
+            }
         }
         let mut loader = EbpfLoader::new();
         for (name, path) in &pin_paths {

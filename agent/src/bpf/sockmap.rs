@@ -58,7 +58,13 @@ fn storage_btf() -> Vec<u8> {
     out.extend_from_slice(&0xeb9f_u16.to_ne_bytes()); // magic
     out.push(1); // version
     out.push(0); // flags
-    let words = [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32];
+    let words = [
+        24u32,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ];
     for w in words {
         out.extend_from_slice(&w.to_ne_bytes());
     }
@@ -84,7 +90,8 @@ fn memory_root_procs(mountinfo: &str) -> Option<std::path::PathBuf> {
         if root != "/" {
             continue;
         }
-        let dir = std::path::PathBuf::from(crate::identity::cgroupfs::unescape_mountinfo(mountpoint));
+        let dir =
+            std::path::PathBuf::from(crate::identity::cgroupfs::unescape_mountinfo(mountpoint));
         match fstype {
             "cgroup" if super_opts.split(',').any(|o| o == "memory") => {
                 return Some(dir.join("cgroup.procs"));

@@ -101,7 +101,10 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             // ceiling), say so, and keep them for MILLIS.
             let count: usize = args.first()?.parse().ok()?;
             let millis: u64 = args.get(1)?.parse().ok()?;
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             // SAFETY: get/setrlimit with a valid struct; socket(2).
             unsafe {
                 libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
