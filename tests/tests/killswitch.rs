@@ -383,3 +383,122 @@ identities:
         "an agent's 10,000 sockets grew the daemon's memory cgroup by {by_agent} bytes"
     );
 }
+
+/// The descriptors the daemon has open.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// A root agent can reach the API socket: thousands of idle connections
+/// (each costs the daemon a connection and a pidfd) used up the daemon's
+/// descriptors, and the operator's `revoke` waited until the agent let go,
+/// while the agent kept connecting. Each agent identity now holds at most
+/// its share of API connections; further ones are closed at accept.
+#[test]
+fn revoke_gets_through_while_an_agent_holds_api_connections() {
+    if !root_or_skip("revoke_gets_through_while_an_agent_holds_api_connections") {
+        return;
+    }
+    const FAR: &str = "10.109.2.2";
+    let ns = NetNs::named("killapi", 109, 2);
+    let env = TestEnv::new(
+        "killapi",
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow: [{cidr: 10.109.2.0/24}]
+",
+    );
+    let daemon = DaemonProc::start(&env);
+    // What a service gets by default (systemd: 1024), so that descriptors
+    // can run out within the test.
+    let lim = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: prlimit on the daemon's pid with a valid struct.
+    let rc = unsafe {
+        libc::prlimit(
+            daemon.pid() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let _sink = Sink::start(&ns, FAR, &[9441], &[], 15000);
+    let probe = palisade_tests::Probe::bin();
+    let agent = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(palisade_tests::palisade_bin());
+        cmd.arg("exec")
+            .arg("--socket")
+            .arg(&env.socket)
+            .args(["--identity", "agent", "--"])
+            .arg(&probe)
+            .args(args);
+        cmd
+    };
+    let connect = || {
+        let out = agent(&["tcp", FAR, "9441"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The control: the agent reaches the sink.
+    assert!(connect().contains(r#""ok":true"#), "control: {}", connect());
+    let baseline = open_descriptors(daemon.pid());
+    // A root agent opens 1,000 idle connections to the API and holds them.
+    let socket = env.socket.to_str().unwrap_or_default().to_string();
+    let mut holder = agent(&["hold-api", &socket, "1000", "8000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut line = String::new();
+    let mut reader =
+        std::io::BufReader::new(holder.stdout.take().unwrap_or_else(|| panic!("no stdout")));
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or_else(|e| panic!("{e}"));
+    let held: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    let during = open_descriptors(daemon.pid());
+    // The operator's revoke gets through at once.
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(palisade_tests::palisade_bin())
+        .args(["revoke", "agent", "--reason", "test", "--socket"])
+        .arg(&env.socket)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let took = started.elapsed();
+    let after = connect();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(reader);
+    assert!(
+        out.status.success(),
+        "revoke failed while the agent held API connections: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "revoke took {took:?} while the agent held API connections"
+    );
+    assert!(
+        after.contains(r#""errno":1"#),
+        "the agent still connected after the revoke: {after}"
+    );
+    assert_eq!(held["connected"], 1000, "{held}");
+    let open = held["open"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (200..=256).contains(&open),
+        "{open} of the agent's 1,000 API connections stayed open (the cap is 256): {held}"
+    );
+    assert!(
+        during < baseline + 2 * 256 + 50,
+        "the daemon's descriptors went from {baseline} to {during}"
+    );
+    let detached: Vec<_> = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["reason"] == "guard-detached")
+        .collect();
+    assert!(detached.is_empty(), "false guard records: {detached:?}");
+}

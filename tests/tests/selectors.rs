@@ -35,3 +35,63 @@ fn existing_and_new_cgroups_are_selected_by_path() {
     let nested = env.make_cgroup("system.slice/billing-agent.service/worker");
     Probe::in_cgroup(&nested, &["tcp", "127.0.0.1", &denied.port()]).expect_eperm("nested cgroup");
 }
+
+/// A daemon that cannot open another descriptor (out of them: an agent
+/// holding connections, a host at its limit) reads the cgroup tree only in
+/// part. It took the cgroups it could not read for gone and dropped their
+/// enrolment: a process started in a selected cgroup then ran with no rules
+/// at all. A tree that cannot be read whole now changes nothing.
+#[test]
+fn a_daemon_out_of_descriptors_keeps_selected_cgroups_enrolled() {
+    if !root_or_skip("a_daemon_out_of_descriptors_keeps_selected_cgroups_enrolled") {
+        return;
+    }
+    let denied = TcpServer::start("127.0.0.1");
+    let env = TestEnv::new("selfd", "version: 1\n");
+    let selected = env.make_cgroup("system.slice/pay-agent.service");
+    let unrelated = env.make_cgroup("system.slice/sshd.service");
+    let text = format!(
+        "version: 1\nidentities:\n  - id: pay\n    selectors:\n      - cgroup: {}\n    egress:\n      allow:\n        - {{cidr: 10.9.9.9}}\n",
+        env.selector_path("system.slice/*-agent.service")
+    );
+    env.write_policy(&text);
+    let d = DaemonProc::start(&env);
+    let port = denied.port();
+    let connect = |cgroup| Probe::in_cgroup(cgroup, &["tcp", "127.0.0.1", &port]);
+    connect(&selected).expect_eperm("selected at start");
+    connect(&unrelated).expect_ok("the control: not selected");
+    // No descriptor number the daemon may still use is free (a limit of 3:
+    // stdio holds those), for several resyncs (one a second in tests).
+    let starved = libc::rlimit {
+        rlim_cur: 3,
+        rlim_max: 3,
+    };
+    let mut before = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit on the daemon's pid with valid structs.
+    let rc = unsafe {
+        libc::prlimit(
+            d.pid() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &starved,
+            &mut before,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let during = connect(&selected);
+    // SAFETY: as above.
+    unsafe {
+        libc::prlimit(
+            d.pid() as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &before,
+            std::ptr::null_mut(),
+        )
+    };
+    during.expect_eperm("a process started in the selected cgroup while the daemon was out of descriptors");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    connect(&selected).expect_eperm("after the daemon has descriptors again");
+}

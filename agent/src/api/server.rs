@@ -396,12 +396,18 @@ pub async fn serve(
         })
     });
     let pin = daemon.config.api.peer_pin;
+    let cap = {
+        let daemon = Arc::clone(&daemon);
+        super::peer::ConnectionCap::new(Arc::new(move |pid| {
+            daemon.identity_index_of_pid(pid).map_err(drop)
+        }))
+    };
     tracing::info!(socket = %socket.display(), peer_pin = ?pin, "API listening");
     crate::daemon::notify::notify("READY=1");
     let unix = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(PalisadeServer::new(PalisadeService::new(daemon)))
-        .serve_with_incoming_shutdown(super::peer::incoming(listener, pin), async move {
+        .serve_with_incoming_shutdown(super::peer::incoming(listener, pin, cap), async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })

@@ -149,9 +149,16 @@ impl Kernel {
         let w = &g.watched[i];
         let (name, kind, expected, cgroup_id) = (w.name, w.kind, w.info, g.cgroup_id);
         let now = sys::link_info(w.link.as_fd()).ok();
-        let pinned = sys::obj_get(&g.pins.link(name))
-            .and_then(|fd| sys::link_info(fd.as_fd()))
-            .ok();
+        let pinned = match sys::obj_get(&g.pins.link(name)) {
+            Ok(fd) => sys::link_info(fd.as_fd()).ok(),
+            // Out of descriptors or memory says nothing about the pin: no
+            // finding (a false `pin-removed` would be a record that lies).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+                warn!(link = name, error = %e, "guard link not checked this time");
+                return None;
+            }
+            Err(_) => None,
+        };
         let repair = |finding, outcome: Result<(), BpfError>| Repair {
             link: name,
             finding,

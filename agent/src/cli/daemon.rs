@@ -15,6 +15,7 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<ExitCode> {
         }
     };
     crate::memory::tune();
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -65,4 +66,25 @@ pub fn run(config_path: &Path, detach: bool) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         })
     })
+}
+
+/// Every API connection costs the daemon two descriptors (the connection
+/// and its caller's pidfd), besides the gateway's and the DNS proxy's:
+/// with the 1024 a service gets by default, callers could use them all up
+/// and the operator's `revoke` would wait. Take what the hard limit allows.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            warn!(error = %std::io::Error::last_os_error(), "raising the descriptor limit");
+        }
+    }
 }

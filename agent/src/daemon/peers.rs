@@ -13,7 +13,7 @@ impl Daemon {
     /// The identity index a process carries, as the kernel hooks see it:
     /// its lineage first (any of its threads: the leader may have exited),
     /// else the nearest enrolled cgroup among its own and its ancestors.
-    pub(super) fn identity_index_of_pid(&self, pid: u32) -> Result<Option<u32>, DaemonError> {
+    pub(crate) fn identity_index_of_pid(&self, pid: u32) -> Result<Option<u32>, DaemonError> {
         if let Some(index) = self.maps.lineage_of(pid)? {
             return Ok(Some(index));
         }

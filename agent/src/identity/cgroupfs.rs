@@ -89,6 +89,7 @@ impl CgroupFs {
     /// Thread ids of every task in the cgroup `rel` and the cgroups below it.
     pub fn threads_below(&self, rel: &str) -> Vec<u32> {
         self.walk(&self.absolute(rel))
+            .unwrap_or_default()
             .into_iter()
             .filter_map(|(r, _)| fs::read_to_string(self.absolute(&r).join("cgroup.threads")).ok())
             .flat_map(|text| {
@@ -105,27 +106,39 @@ impl CgroupFs {
     }
 
     /// Every cgroup directory below `start` (inclusive), depth first, as
-    /// (relative path, id).
-    pub fn walk(&self, start: &Path) -> Vec<(String, u64)> {
+    /// (relative path, id). A cgroup removed meanwhile is skipped; any other
+    /// error (out of descriptors, say) fails the walk: a partial tree would
+    /// look like cgroups that are gone, and their enrolment would be dropped.
+    pub fn walk(&self, start: &Path) -> io::Result<Vec<(String, u64)>> {
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
         let mut out = Vec::new();
         let mut stack = vec![start.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let Ok(meta) = fs::metadata(&dir) else {
-                continue;
+            let meta = match fs::metadata(&dir) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
             };
             if let Some(rel) = self.relative(&dir) {
                 out.push((rel, meta.ino()));
             }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
             };
-            for e in entries.filter_map(Result::ok) {
+            for e in entries {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+                };
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(e.path());
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 

@@ -17,6 +17,8 @@ pub enum IdentityError {
     Full,
     #[error(transparent)]
     Bpf(#[from] BpfError),
+    #[error("reading the cgroup tree: {0}")]
+    CgroupTree(std::io::Error),
 }
 
 #[derive(Default)]

@@ -32,10 +32,10 @@ pub fn desired_selections(
     cgroups: &CgroupFs,
     attach: &Path,
     managed: &Path,
-) -> HashMap<u64, (String, String)> {
+) -> std::io::Result<HashMap<u64, (String, String)>> {
     let managed_rel = cgroups.relative(managed);
     let selected: Vec<(u64, String, &str)> = cgroups
-        .walk(attach)
+        .walk(attach)?
         .into_iter()
         .filter(|(rel, _)| !is_under(rel, managed_rel.as_deref()))
         .filter_map(|(rel, id)| selected_identity(policy, &rel).map(|ident| (id, rel, ident)))
@@ -44,13 +44,13 @@ pub fn desired_selections(
         .iter()
         .map(|(_, rel, ident)| (rel.as_str(), *ident))
         .collect();
-    selected
+    Ok(selected
         .iter()
         .filter(|(_, rel, ident)| {
             ancestors(rel).all(|a| by_path.get(a).is_none_or(|other| other == ident))
         })
         .map(|(id, rel, ident)| (*id, (ident.to_string(), rel.clone())))
-        .collect()
+        .collect())
 }
 
 /// The relative paths above `rel` (`/a/b/c` → `/a/b`, `/a`), not `/`.
@@ -87,25 +87,21 @@ impl SelectorSync<'_> {
     /// longer makes, and entries of cgroups that are gone. `palisade exec`
     /// enrolments (under the managed root) are kept while their cgroup lives.
     pub fn full_sync(&self, policy: &Policy) -> Result<usize, IdentityError> {
-        let desired = desired_selections(policy, self.cgroups, self.attach, self.managed);
-        let existing: HashSet<u64> = self
-            .cgroups
-            .walk(self.attach)
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
+        // A tree that cannot be read whole changes nothing: what is
+        // enrolled stays enrolled until the next sync reads it.
+        let tree = IdentityError::CgroupTree;
+        let desired =
+            desired_selections(policy, self.cgroups, self.attach, self.managed).map_err(tree)?;
+        let attached = self.cgroups.walk(self.attach).map_err(tree)?;
+        let existing: HashSet<u64> = attached.iter().map(|(_, id)| *id).collect();
         let managed: HashSet<u64> = self
             .cgroups
             .walk(self.managed)
+            .map_err(tree)?
             .into_iter()
             .map(|(_, id)| id)
             .collect();
-        let paths: HashMap<u64, String> = self
-            .cgroups
-            .walk(self.attach)
-            .into_iter()
-            .map(|(rel, id)| (id, rel))
-            .collect();
+        let paths: HashMap<u64, String> = attached.into_iter().map(|(rel, id)| (id, rel)).collect();
         let defined: HashSet<&str> = policy.identities.iter().map(|i| i.id.as_str()).collect();
         for (id, current) in self.maps.enrolled_cgroups()? {
             if !existing.contains(&id) {

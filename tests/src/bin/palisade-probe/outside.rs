@@ -126,6 +126,49 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             std::thread::sleep(Duration::from_millis(millis));
             ok()
         }
+        "hold-api" => {
+            // Open COUNT connections to the Unix socket SOCKET and keep
+            // them idle; after a second, say how many the other side has
+            // not closed, then hold the rest for MILLIS.
+            let path = args.first()?;
+            let count: usize = args.get(1)?.parse().ok()?;
+            let millis: u64 = args.get(2)?.parse().ok()?;
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: get/setrlimit with a valid struct.
+            unsafe {
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            let mut held = Vec::with_capacity(count);
+            for _ in 0..count {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(s) => held.push(s),
+                    Err(e) => return Some(fail("connect", &e)),
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            let open = held
+                .iter()
+                .filter(|s| {
+                    use std::os::fd::AsRawFd as _;
+                    let mut pfd = libc::pollfd {
+                        fd: s.as_raw_fd(),
+                        events: libc::POLLIN | libc::POLLRDHUP,
+                        revents: 0,
+                    };
+                    // SAFETY: poll of one valid descriptor, no wait.
+                    unsafe { libc::poll(&mut pfd, 1, 0) };
+                    pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) == 0
+                })
+                .count();
+            use std::io::Write as _;
+            let mut out = io::stdout();
+            let _ = writeln!(out, "{}", json!({"ok": true, "connected": held.len(), "open": open}));
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_millis(millis));
+            ok()
+        }
         "write-fd-hex" => {
             // A whole packet for a TUN descriptor, say.
             let fd: i32 = args.first()?.parse().ok()?;
