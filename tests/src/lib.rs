@@ -16,6 +16,7 @@ pub mod gateway_fixture;
 pub mod hooks;
 pub mod http;
 pub mod kernel;
+pub mod launcher;
 pub mod netns;
 pub mod operator;
 pub mod probe;

@@ -23,6 +23,7 @@ use std::{
 use palisade_tests::{
     DaemonProc, Probe, TcpServer, TestEnv,
     capture::{Capture, Sink},
+    launcher,
     netns::NetNs,
     palisade_bin, root_or_skip,
 };
@@ -375,20 +376,11 @@ fn exec_agents_cannot_use_sockets_opened_before_enrolment() {
     }
 }
 
-/// `palisade exec --identity IDENTITY -- probe ARGS…` started from the
-/// unenrolled cgroup `launcher`, inside the subtree the programs attach to,
-/// with an unconnected TCP socket the launcher made there as descriptor 3.
-/// With `spend`, the launcher first fills the socket's option memory
-/// (`net.core.optmem_max`) with TCP-MD5 keys for addresses nobody uses,
-/// until the kernel refuses another: no room is left for the identity stamp.
-fn exec_with_launcher_socket(
-    env: &TestEnv,
-    launcher: &std::path::Path,
-    identity: &str,
-    spend: bool,
-    agent: &[&str],
-) -> Output {
-    use std::os::unix::process::CommandExt;
+/// An unconnected TCP socket whose option memory (`net.core.optmem_max`)
+/// is spent: TCP-MD5 keys for addresses nobody uses, added until the
+/// kernel refuses another, leave no room for the identity stamp. For
+/// `launcher::with_socket_from`: system calls only.
+fn socket_with_option_memory_spent() -> std::io::Result<i32> {
     // struct tcp_md5sig: a sockaddr_storage, flags, prefix length, key
     // length, ifindex, an 80-byte key.
     #[repr(C)]
@@ -401,63 +393,37 @@ fn exec_with_launcher_socket(
         key: [u8; 80],
     }
     const TCP_MD5SIG: libc::c_int = 14;
-    let mut cmd = Command::new(palisade_bin());
-    cmd.arg("exec")
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["--identity", identity, "--"])
-        .arg(Probe::bin())
-        .args(agent);
-    // First into the cgroup, so that the socket is made there.
-    palisade_tests::probe::enter_cgroup(&mut cmd, launcher);
-    // SAFETY: between fork and exec only system calls (socket, setsockopt,
-    // dup2, fcntl, close) on stack memory.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if spend {
-                let mut spent = false;
-                for i in 0..20_000u32 {
-                    let mut sig: TcpMd5Sig = std::mem::zeroed();
-                    let sin = (&raw mut sig.addr).cast::<libc::sockaddr_in>();
-                    (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
-                    (*sin).sin_addr.s_addr = (0xc633_0000 | i).to_be(); // 198.51.x.x
-                    sig.keylen = 80;
-                    sig.key = [b'k'; 80];
-                    let rc = libc::setsockopt(
-                        fd,
-                        libc::IPPROTO_TCP,
-                        TCP_MD5SIG,
-                        (&raw const sig).cast(),
-                        size_of::<TcpMd5Sig>() as libc::socklen_t,
-                    );
-                    if rc != 0 {
-                        spent = i > 100; // refused for want of option memory
-                        break;
-                    }
-                }
-                if !spent {
-                    return Err(std::io::Error::other("the option memory was not spent"));
-                }
-            }
-            if fd == 3 {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+    let fd = launcher::inet_socket(libc::SOCK_STREAM, None)?;
+    for i in 0..20_000u32 {
+        // SAFETY: a zeroed plain C structure on the stack; setsockopt with
+        // its size.
+        let rc = unsafe {
+            let mut sig: TcpMd5Sig = std::mem::zeroed();
+            let sin = (&raw mut sig.addr).cast::<libc::sockaddr_in>();
+            (*sin).sin_family = libc::AF_INET as libc::sa_family_t;
+            (*sin).sin_addr.s_addr = (0xc633_0000 | i).to_be(); // 198.51.x.x
+            sig.keylen = 80;
+            sig.key = [b'k'; 80];
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                TCP_MD5SIG,
+                (&raw const sig).cast(),
+                size_of::<TcpMd5Sig>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            // Refused for want of option memory, after many keys.
+            return if i > 100 {
+                Ok(fd)
             } else {
-                if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            Ok(())
-        });
+                Err(std::io::Error::other("the option memory was not spent"))
+            };
+        }
     }
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running palisade exec: {e}"))
+    Err(std::io::Error::other(
+        "20,000 TCP-MD5 keys fit: optmem_max unlimited?",
+    ))
 }
 
 #[test]
@@ -471,20 +437,24 @@ fn sockets_the_kernel_cannot_stamp_are_refused() {
     // where it goes.
     let env = TestEnv::new("c2untracked", &scoped_policy(&allowed));
     let _d = DaemonProc::start(&env);
-    let launcher = env.make_cgroup("launcher");
+    let launcher_cgroup = env.make_cgroup("launcher");
     let sink = Sink::start(&ns, &allowed, &[9421, 9422], &[], 6000);
     // A launcher's socket whose option memory is spent, handed to an
     // identity that keeps inherited sockets: connected as the agent, it
     // would carry no stamp, so `palisade revoke` could neither drop its
     // packets nor abort it.
     let target = format!("{allowed}:9421");
-    let out = exec_with_launcher_socket(
-        &env,
-        &launcher,
-        "open",
-        true,
-        &["connect-fd", "3", &target, "UNTRACKED-EXFIL"],
-    );
+    let out = launcher::with_socket_from(
+        launcher::exec_probe(
+            &env,
+            "open",
+            &["connect-fd", "3", &target, "UNTRACKED-EXFIL"],
+        ),
+        &launcher_cgroup,
+        socket_with_option_memory_spent,
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(r#""step":"connect""#) && text.contains(r#""errno":1"#),
@@ -496,13 +466,13 @@ fn sockets_the_kernel_cannot_stamp_are_refused() {
     });
     // The control: the same path with an ordinary socket.
     let target = format!("{allowed}:9422");
-    let out = exec_with_launcher_socket(
-        &env,
-        &launcher,
-        "open",
-        false,
-        &["connect-fd", "3", &target, "TRACKED"],
-    );
+    let out = launcher::with_socket_from(
+        launcher::exec_probe(&env, "open", &["connect-fd", "3", &target, "TRACKED"]),
+        &launcher_cgroup,
+        || launcher::inet_socket(libc::SOCK_STREAM, None),
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(r#""ok":true"#), "control: {text}");
     let got = sink.finish();

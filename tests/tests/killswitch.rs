@@ -14,6 +14,7 @@ use std::{thread, time::Duration};
 use palisade_tests::{
     DaemonProc, TestEnv,
     capture::{Sink, exec_stream, now_ns},
+    launcher,
     netns::NetNs,
     root_or_skip,
 };
@@ -102,69 +103,16 @@ identities:
             "the other identity's {key} stopped too: {r:?}"
         );
     }
-    env.wait_audit("for the dropped packets of the revoked identity", |e| {
-        e["hook"] == "egress" && e["reason"] == "kill-switch" && e["identity"] == "agent"
+    // In the trail: the switch, with the sockets the daemon aborted (the
+    // agent's four), and the drop of any packet that left before that.
+    env.wait_audit("for the kill switch and the aborted sockets", |e| {
+        e["kind"] == "kill_switch"
+            && e["identity"] == "agent"
+            && e["detail"]
+                .as_str()
+                .and_then(|d| d.split(' ').next()?.parse::<u32>().ok())
+                .is_some_and(|n| n >= 4)
     });
-}
-
-/// `palisade exec --identity IDENTITY -- probe ARGS…` spawned from the
-/// unenrolled cgroup `launcher` (inside the subtree the programs attach
-/// to), with a TCP or UDP socket the launcher made and connected to
-/// `dst:port` there, before any enrolment, as descriptor 3.
-fn spawn_with_launcher_connection(
-    env: &TestEnv,
-    launcher: &std::path::Path,
-    identity: &str,
-    udp: bool,
-    dst: std::net::SocketAddrV4,
-    agent: &[&str],
-) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(palisade_tests::palisade_bin());
-    cmd.arg("exec")
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["--identity", identity, "--"])
-        .arg(palisade_tests::Probe::bin())
-        .args(agent)
-        .stdout(std::process::Stdio::piped());
-    palisade_tests::probe::enter_cgroup(&mut cmd, launcher);
-    // SAFETY: between fork and exec only system calls (socket, connect,
-    // dup2, fcntl, close) on stack memory.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ty = if udp {
-                libc::SOCK_DGRAM
-            } else {
-                libc::SOCK_STREAM
-            };
-            let fd = libc::socket(libc::AF_INET, ty, 0);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = dst.port().to_be();
-            sin.sin_addr.s_addr = u32::from(*dst.ip()).to_be();
-            let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            if libc::connect(fd, (&raw const sin).cast(), len) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if fd == 3 {
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else {
-                if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("running palisade exec: {e}"))
 }
 
 /// Connections the identity holds without having made them as an agent —
@@ -190,7 +138,7 @@ identities:
 ",
     );
     let _d = DaemonProc::start(&env);
-    let launcher = env.make_cgroup("launcher");
+    let launcher_cgroup = env.make_cgroup("launcher");
     let sink = Sink::start(&ns, FAR, &[9421, 9422], &[9431, 9432], 12000);
     let go = env.dir.join("revoked");
     let go_arg = go.to_str().unwrap_or_default().to_string();
@@ -213,14 +161,19 @@ identities:
                 go_arg.as_str(),
                 "AFTER-REVOKE",
             ]);
-            let child = spawn_with_launcher_connection(
-                &env,
-                &launcher,
-                "keeper",
-                is_udp,
-                std::net::SocketAddrV4::new(far, port),
-                &args,
-            );
+            let ty = if is_udp {
+                libc::SOCK_DGRAM
+            } else {
+                libc::SOCK_STREAM
+            };
+            let dst = std::net::SocketAddrV4::new(far, port);
+            let child = launcher::with_socket_from(
+                launcher::exec_probe(&env, "keeper", &args),
+                &launcher_cgroup,
+                move || launcher::inet_socket(ty, Some(dst)),
+            )
+            .spawn()
+            .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
             agents.push((format!("{who} {kind}"), format!("{kind}/{port}"), child));
         }
     }
@@ -357,19 +310,15 @@ identities:
     }
     let _removed = Removed(cgroup.clone());
     let mut daemon = DaemonProc::start_in_cgroup(&env, &cgroup);
-    let probe = palisade_tests::Probe::bin();
-    let mut agent = std::process::Command::new(palisade_tests::palisade_bin());
-    agent
-        .arg("exec")
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["--identity", "agent", "--"])
-        .arg(&probe)
-        .args(["as-user", "65534", "hold-sockets", COUNT, "1000"]);
+    let agent = launcher::exec_probe(
+        &env,
+        "agent",
+        &["as-user", "65534", "hold-sockets", COUNT, "1000"],
+    );
     let by_agent = growth_while_held(&usage, agent);
     // The control: the same sockets opened inside the daemon's cgroup count
     // there, so the measure sees 10,000 sockets' worth of memory.
-    let mut inside = std::process::Command::new(&probe);
+    let mut inside = std::process::Command::new(palisade_tests::Probe::bin());
     inside.args(["hold-sockets", COUNT, "1000"]);
     palisade_tests::probe::enter_cgroup(&mut inside, &cgroup);
     let by_process_inside = growth_while_held(&usage, inside);
@@ -413,32 +362,9 @@ identities:
     let daemon = DaemonProc::start(&env);
     // What a service gets by default (systemd: 1024), so that descriptors
     // can run out within the test.
-    let lim = libc::rlimit {
-        rlim_cur: 1024,
-        rlim_max: 1024,
-    };
-    // SAFETY: prlimit on the daemon's pid with a valid struct.
-    let rc = unsafe {
-        libc::prlimit(
-            daemon.pid() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &lim,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    launcher::set_descriptor_limit(daemon.pid(), 1024);
     let _sink = Sink::start(&ns, FAR, &[9441], &[], 15000);
-    let probe = palisade_tests::Probe::bin();
-    let agent = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(palisade_tests::palisade_bin());
-        cmd.arg("exec")
-            .arg("--socket")
-            .arg(&env.socket)
-            .args(["--identity", "agent", "--"])
-            .arg(&probe)
-            .args(args);
-        cmd
-    };
+    let agent = |args: &[&str]| launcher::exec_probe(&env, "agent", args);
     let connect = || {
         let out = agent(&["tcp", FAR, "9441"])
             .output()
@@ -451,14 +377,14 @@ identities:
     // A root agent opens 1,000 idle connections to the API and holds them.
     let socket = env.socket.to_str().unwrap_or_default().to_string();
     let mut holder = agent(&["hold-api", &socket, "1000", "8000"])
-        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
     let mut line = String::new();
     let mut reader =
         std::io::BufReader::new(holder.stdout.take().unwrap_or_else(|| panic!("no stdout")));
     std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or_else(|e| panic!("{e}"));
-    let held: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    let held: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
     let during = open_descriptors(daemon.pid());
     // The operator's revoke gets through at once.
     let started = std::time::Instant::now();

@@ -1,6 +1,6 @@
 //! Identities that select existing cgroups (systemd units, pods) by path.
 
-use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, root_or_skip, wait_for};
+use palisade_tests::{DaemonProc, Probe, TcpServer, TestEnv, launcher, root_or_skip, wait_for};
 
 #[test]
 fn existing_and_new_cgroups_are_selected_by_path() {
@@ -62,36 +62,13 @@ fn a_daemon_out_of_descriptors_keeps_selected_cgroups_enrolled() {
     connect(&unrelated).expect_ok("the control: not selected");
     // No descriptor number the daemon may still use is free (a limit of 3:
     // stdio holds those), for several resyncs (one a second in tests).
-    let starved = libc::rlimit {
-        rlim_cur: 3,
-        rlim_max: 3,
-    };
-    let mut before = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit on the daemon's pid with valid structs.
-    let rc = unsafe {
-        libc::prlimit(
-            d.pid() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &starved,
-            &mut before,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let before = launcher::set_descriptor_limit(d.pid(), 3);
     std::thread::sleep(std::time::Duration::from_millis(3500));
     let during = connect(&selected);
-    // SAFETY: as above.
-    unsafe {
-        libc::prlimit(
-            d.pid() as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &before,
-            std::ptr::null_mut(),
-        )
-    };
-    during.expect_eperm("a process started in the selected cgroup while the daemon was out of descriptors");
+    launcher::restore_descriptor_limit(d.pid(), &before);
+    during.expect_eperm(
+        "a process started in the selected cgroup while the daemon was out of descriptors",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1500));
     connect(&selected).expect_eperm("after the daemon has descriptors again");
 }

@@ -85,7 +85,10 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = live.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -115,7 +118,10 @@ impl ConnectionCap {
             },
             Err(_) => UNKNOWN_CALLER,
         };
-        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = live.entry(key).or_insert(0);
         if *n >= MAX_CONNECTIONS_PER_AGENT {
             drop(live);

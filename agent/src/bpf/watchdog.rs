@@ -153,7 +153,12 @@ impl Kernel {
             Ok(fd) => sys::link_info(fd.as_fd()).ok(),
             // Out of descriptors or memory says nothing about the pin: no
             // finding (a false `pin-removed` would be a record that lies).
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                ) =>
+            {
                 warn!(link = name, error = %e, "guard link not checked this time");
                 return None;
             }

@@ -254,12 +254,13 @@ impl Daemon {
             None => return Err(DaemonError::UnknownIdentity(identity.to_string())),
         };
         self.maps.set_killed(index, killed)?;
+        let mut aborted = None;
         if killed {
             // Everything the identity holds stops working, not only for
             // as long as the switch is on.
             self.decisions.tokens.revoke_issued(identity)?;
             self.withdraw_grants_of(identity);
-            self.destroy_sockets_of(identity, index);
+            aborted = Some(self.destroy_sockets_of(identity, index));
             self.end_elevations_of(identity, "revoked");
         }
         info!(identity, killed, reason, "kill switch");
@@ -276,6 +277,7 @@ impl Daemon {
         ev.uid = Some(caller.uid);
         ev.pid = Some(caller.pid);
         ev.policy_version = Some(active.policy.version.to_string());
+        ev.detail = aborted.map(|n| format!("{n} open socket(s) of the identity aborted"));
         self.audit.emit(ev);
         Ok(())
     }

@@ -81,13 +81,19 @@ impl Daemon {
     /// with its connections open) or received from another process. No
     /// connect ran on such a socket as the agent, so neither the kernel's
     /// drop nor the stamp reaches it.
-    pub(super) fn destroy_sockets_of(&self, identity: &str, index: u32) {
+    /// Returns how many were aborted.
+    pub(super) fn destroy_sockets_of(&self, identity: &str, index: u32) -> usize {
         let held = self.sockets_held_by(index);
         match self.maps.destroy_sockets_of(index, &held) {
-            Ok(0) => {}
-            Ok(n) => info!(identity, sockets = n, "revoked identity's sockets aborted"),
+            Ok(n) => {
+                if n > 0 {
+                    info!(identity, sockets = n, "revoked identity's sockets aborted");
+                }
+                n
+            }
             Err(e) => {
-                warn!(identity, error = %e, "aborting the revoked identity's sockets (their packets are dropped regardless)")
+                warn!(identity, error = %e, "aborting the revoked identity's sockets (their packets are dropped regardless)");
+                0
             }
         }
     }

@@ -131,7 +131,9 @@ impl CgroupFs {
                 let e = match e {
                     Ok(e) => e,
                     Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+                    }
                 };
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     stack.push(e.path());

@@ -101,18 +101,10 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             // ceiling), say so, and keep them for MILLIS.
             let count: usize = args.first()?.parse().ok()?;
             let millis: u64 = args.get(1)?.parse().ok()?;
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: get/setrlimit with a valid struct; socket(2).
-            unsafe {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
+            raise_descriptor_limit();
             let mut held = Vec::with_capacity(count);
             for _ in 0..count {
+                // SAFETY: socket(2).
                 let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
                 if fd < 0 {
                     return Some(fail("socket", &io::Error::last_os_error()));
@@ -133,13 +125,7 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             let path = args.first()?;
             let count: usize = args.get(1)?.parse().ok()?;
             let millis: u64 = args.get(2)?.parse().ok()?;
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: get/setrlimit with a valid struct.
-            unsafe {
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
+            raise_descriptor_limit();
             let mut held = Vec::with_capacity(count);
             for _ in 0..count {
                 match std::os::unix::net::UnixStream::connect(path) {
@@ -164,7 +150,11 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
                 .count();
             use std::io::Write as _;
             let mut out = io::stdout();
-            let _ = writeln!(out, "{}", json!({"ok": true, "connected": held.len(), "open": open}));
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"ok": true, "connected": held.len(), "open": open})
+            );
             let _ = out.flush();
             std::thread::sleep(Duration::from_millis(millis));
             ok()
@@ -320,4 +310,19 @@ fn procmem_exec(pid: i32, argv: &[String]) -> Option<String> {
 #[cfg(not(target_arch = "x86_64"))]
 fn procmem_exec(_pid: i32, _argv: &[String]) -> Option<String> {
     Some(json!({"ok": false, "step": "arch", "errno": -1, "error": "x86-64 only"}).to_string())
+}
+
+/// The descriptor limit raised to its ceiling, as a program that opens
+/// many would.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
 }
