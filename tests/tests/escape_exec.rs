@@ -254,13 +254,7 @@ fn exec_agents_cannot_take_over_signal_or_reach_outside_processes() {
 fn exec_with_fd(env: &TestEnv, identity: &str, sock: &OwnedFd, fd: i32, agent: &[&str]) -> Output {
     use std::os::unix::process::CommandExt;
     let src = sock.as_raw_fd();
-    let mut cmd = Command::new(palisade_bin());
-    cmd.arg("exec")
-        .arg("--socket")
-        .arg(&env.socket)
-        .args(["--identity", identity, "--"])
-        .arg(Probe::bin())
-        .args(agent);
+    let mut cmd = launcher::exec_probe(env, identity, agent);
     if fd == 0 {
         cmd.stdin(Stdio::from(
             sock.try_clone()
