@@ -283,15 +283,23 @@ fn agents_sockets_do_not_count_against_the_daemons_memory() {
         return;
     }
     const COUNT: &str = "10000";
+    // A host rule: the identity's DNS is steered to the daemon's proxy,
+    // and each socket connected to port 53 gets a second storage
+    // (`DNS_ORIG`, the resolver it meant).
     let env = TestEnv::new(
         "killmem",
         "version: 1
 identities:
   - id: agent
     egress:
-      allow: [{cidr: 10.109.1.0/24}]
+      allow: [{cidr: 10.109.1.0/24}, {host: api.example.test, protocol: tcp}]
 ",
     );
+    env.write_config(&palisade_tests::dns::config(
+        palisade_tests::dns::slot(),
+        &env.dir,
+        "",
+    ));
     let (cgroup, usage) = memory_cgroup(
         &env.cgroup_root,
         &format!("palisade-test-{}-killmem", palisade_tests::run_tag()),
@@ -316,6 +324,19 @@ identities:
         &["as-user", "65534", "hold-sockets", COUNT, "1000"],
     );
     let by_agent = growth_while_held(&usage, agent);
+    let steered = launcher::exec_probe(
+        &env,
+        "agent",
+        &[
+            "as-user",
+            "65534",
+            "hold-sockets",
+            COUNT,
+            "1000",
+            "192.0.2.53:53",
+        ],
+    );
+    let by_steered = growth_while_held(&usage, steered);
     // The control: the same sockets opened inside the daemon's cgroup count
     // there, so the measure sees 10,000 sockets' worth of memory.
     let mut inside = std::process::Command::new(palisade_tests::Probe::bin());
@@ -330,6 +351,10 @@ identities:
     assert!(
         by_agent < 1_000_000,
         "an agent's 10,000 sockets grew the daemon's memory cgroup by {by_agent} bytes"
+    );
+    assert!(
+        by_steered < 1_000_000,
+        "an agent's 10,000 sockets connected to port 53 grew the daemon's memory cgroup by {by_steered} bytes"
     );
 }
 

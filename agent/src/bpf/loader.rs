@@ -160,14 +160,17 @@ impl Kernel {
         // No target BTF: the object has no CO-RE relocations, and aya would
         // parse the kernel's whole BTF (about 20 MiB at its height) only to
         // find that out. The LSM program gets it in `attach_lsm`, if at all.
-        // The sockets' storage outside every memory cgroup (`sockmap`).
-        match super::sockmap::create_uncharged(&pins.map("SOCK_GUARD")) {
-            Ok(true) => {}
-            Ok(false) => warn!(
-                "the sockets' identity stamps are charged to the daemon's memory cgroup (no memory controller, or its root cannot be entered): agents' sockets count against the daemon's memory limit"
-            ),
-            Err(e) => {
-                warn!(error = %e, "creating the sockets' identity stamps outside the daemon's memory cgroup; the loader creates them")
+        // The sockets' storages outside every memory cgroup (`sockmap`).
+        for &(name, value_size, flags) in super::sockmap::SOCKET_STORAGES {
+            match super::sockmap::create_uncharged(&pins.map(name), name, value_size, flags) {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    map = name,
+                    "agents' socket storage is charged to the daemon's memory cgroup (no memory controller, or its root cannot be entered): agents' sockets count against the daemon's memory limit"
+                ),
+                Err(e) => {
+                    warn!(map = name, error = %e, "creating agents' socket storage outside the daemon's memory cgroup; the loader creates it")
+                }
             }
         }
         let mut loader = EbpfLoader::new();

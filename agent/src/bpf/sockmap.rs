@@ -1,15 +1,17 @@
-//! `SOCK_GUARD`, the socket-local storage that stamps agents' sockets, is
-//! created outside every memory cgroup.
+//! The socket-local storages agents' sockets get — `SOCK_GUARD` (the
+//! identity stamp, on every enrolled socket) and `DNS_ORIG` (a steered DNS
+//! socket's original resolver) — are created outside every memory cgroup.
 //!
 //! The kernel charges a socket storage to the memory cgroup of the process
 //! that created the map, not to the socket's owner: made by the daemon, each
-//! socket an agent opens (about 330 bytes) would count against the daemon's
-//! own limit (a unit's `MemoryMax=`, a pod's limit). Agents with enough
-//! sockets — a compromised one opening them on purpose — would drive the
-//! daemon to its limit and have it killed, and the stamps refused. Created
-//! by a process in the root memory cgroup, the storage is charged to no
-//! one, while the socket itself still counts against the agent's own
-//! cgroup, which bounds how many it can make.
+//! socket an agent opens (about 330 bytes, and 140 more when connected to
+//! port 53) would count against the daemon's own limit (a unit's
+//! `MemoryMax=`, a pod's limit). Agents with enough sockets — a compromised
+//! one opening them on purpose — would drive the daemon to its limit and
+//! have it killed. Created by a process in the root memory cgroup, the
+//! storage is charged to no one, while the socket itself still counts
+//! against the agent's own cgroup, which bounds how many it can make. (The
+//! daemon's other maps have a fixed number of entries.)
 //!
 //! A short-lived child (forked before the object loads) moves itself to the
 //! root of the memory hierarchy, creates the map with bpf(2) and pins it
@@ -20,7 +22,7 @@
 
 use std::{ffi::CString, io, os::unix::ffi::OsStrExt, path::Path};
 
-use agent_common::guard::SockGuard;
+use agent_common::{dns::OrigDst, guard::SockGuard};
 
 use super::sys::{Attr, bpf};
 
@@ -32,12 +34,21 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 /// An accepted socket gets a copy of its listener's storage (as the
 /// program's map definition says).
 const BPF_F_CLONE: u32 = 1 << 9;
-/// Map names are at most 15 bytes; the loader's is the same.
-const MAP_NAME: &[u8] = b"SOCK_GUARD";
+/// The socket storages of the eBPF object, as its definitions make them:
+/// (name — at most 15 bytes, the loader's —, value size, map flags).
+pub const SOCKET_STORAGES: &[(&str, u32, u32)] = &[
+    (
+        "SOCK_GUARD",
+        size_of::<SockGuard>() as u32,
+        BPF_F_NO_PREALLOC | BPF_F_CLONE,
+    ),
+    ("DNS_ORIG", size_of::<OrigDst>() as u32, BPF_F_NO_PREALLOC),
+];
 
 /// BTF the kernel requires of a socket storage: `int` for the key (type 1)
-/// and 48 bytes for the value (type 3, an array of type 2, `unsigned char`).
-fn storage_btf() -> Vec<u8> {
+/// and `value_size` bytes for the value (type 3, an array of type 2,
+/// `unsigned char`).
+fn storage_btf(value_size: u32) -> Vec<u8> {
     const KIND_INT: u32 = 1;
     const KIND_ARRAY: u32 = 3;
     const INT_SIGNED: u32 = 1 << 24;
@@ -53,7 +64,7 @@ fn storage_btf() -> Vec<u8> {
     // [2] unsigned char: name at offset 5, size 1, 8 bits.
     put(&[5, KIND_INT << 24, 1, 8]);
     // [3] unsigned char[48], indexed by int.
-    put(&[0, KIND_ARRAY << 24, 0, 2, 1, size_of::<SockGuard>() as u32]);
+    put(&[0, KIND_ARRAY << 24, 0, 2, 1, value_size]);
     let mut out = Vec::new();
     out.extend_from_slice(&0xeb9f_u16.to_ne_bytes()); // magic
     out.push(1); // version
@@ -108,10 +119,10 @@ fn memory_root_procs(mountinfo: &str) -> Option<std::path::PathBuf> {
         .then(|| v2.join("cgroup.procs"))
 }
 
-/// Create `SOCK_GUARD` uncharged and pin it at `pin`, unless something is
-/// pinned there already. `Ok(false)`: not possible here (the loader then
-/// creates it, charged to the daemon).
-pub fn create_uncharged(pin: &Path) -> io::Result<bool> {
+/// Create the socket storage `name` (`SOCKET_STORAGES`) uncharged and pin
+/// it at `pin`, unless something is pinned there already. `Ok(false)`: not
+/// possible here (the loader then creates it, charged to the daemon).
+pub fn create_uncharged(pin: &Path, name: &str, value_size: u32, flags: u32) -> io::Result<bool> {
     if pin.exists() {
         return Ok(true);
     }
@@ -123,7 +134,7 @@ pub fn create_uncharged(pin: &Path) -> io::Result<bool> {
     // system calls on this memory.
     let procs = CString::new(procs.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let pin_c = CString::new(pin.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let btf = storage_btf();
+    let btf = storage_btf(value_size);
     let mut btf_attr = Attr::new();
     // struct { __aligned_u64 btf; __aligned_u64 btf_log_buf; __u32 btf_size; … }
     btf_attr.put_u64(0, btf.as_ptr() as u64);
@@ -134,9 +145,9 @@ pub fn create_uncharged(pin: &Path) -> io::Result<bool> {
     // btf_fd, btf_key_type_id, btf_value_type_id; … }
     map_attr.put_u32(0, BPF_MAP_TYPE_SK_STORAGE);
     map_attr.put_u32(4, 4);
-    map_attr.put_u32(8, size_of::<SockGuard>() as u32);
-    map_attr.put_u32(16, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-    map_attr.put_bytes(28, MAP_NAME);
+    map_attr.put_u32(8, value_size);
+    map_attr.put_u32(16, flags);
+    map_attr.put_bytes(28, &name.as_bytes()[..name.len().min(15)]);
     map_attr.put_u32(52, 1);
     map_attr.put_u32(56, 3);
 
@@ -220,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_storage_btf_is_well_formed() {
-        let b = storage_btf();
+        let b = storage_btf(48);
         assert_eq!(u16::from_ne_bytes([b[0], b[1]]), 0xeb9f);
         let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let (hdr, type_len, str_off, str_len) = (word(4), word(12), word(16), word(20));

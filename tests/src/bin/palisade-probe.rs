@@ -83,7 +83,7 @@ fn usage() -> ! {
        palisade-probe rthdr udp|tcp|cmsg DST6 PORT SEGMENT MARKER | ipopt udp|tcp|cmsg DST4 PORT HOP MARKER
        palisade-probe spkt IFACE DST4 MARKER | socket FAMILY TYPE PROTO | x32-socket | io-uring
        palisade-probe thread-leader-exits ACTION… | exec-from-thread ACTION… | confinement
-       palisade-probe idle MS | procmem-exec PID ARGV… | kill PID SIG | abstract-connect NAME | write-fd FD TEXT | write-fd-wait FD TEXT1 FILE TEXT2 | hold-sockets COUNT MILLIS | hold-api SOCKET COUNT MILLIS | connect-fd FD ADDR TEXT | write-fd-hex FD HEX | openat-write DIRFD PATH TEXT | tiocsti TEXT | shm-write ID TEXT | write-file PATH TEXT | read-file PATH | read-only PATH…
+       palisade-probe idle MS | procmem-exec PID ARGV… | kill PID SIG | abstract-connect NAME | write-fd FD TEXT | write-fd-wait FD TEXT1 FILE TEXT2 | hold-sockets COUNT MILLIS [ADDR] | hold-api SOCKET COUNT MILLIS | connect-fd FD ADDR TEXT | write-fd-hex FD HEX | openat-write DIRFD PATH TEXT | tiocsti TEXT | shm-write ID TEXT | write-file PATH TEXT | read-file PATH | read-only PATH…
        palisade-probe stream ADDR TCPPORT UDPPORT MILLIS | capture IFACE MILLIS DSTS MARKER… | sink ADDR TCPPORTS UDPPORTS MILLIS
        palisade-probe detach-links PIN_DIR PROGRAM…"
     );

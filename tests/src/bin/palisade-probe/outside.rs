@@ -97,19 +97,28 @@ pub fn run(action: &str, args: &[String]) -> Option<String> {
             ok()
         }
         "hold-sockets" => {
-            // Open COUNT TCP sockets (the descriptor limit raised to its
-            // ceiling), say so, and keep them for MILLIS.
+            // Open COUNT TCP sockets — or, given ADDR, UDP sockets connected
+            // to it — (the descriptor limit raised to its ceiling), say so,
+            // and keep them for MILLIS.
             let count: usize = args.first()?.parse().ok()?;
             let millis: u64 = args.get(1)?.parse().ok()?;
+            let to: Option<std::net::SocketAddr> = match args.get(2) {
+                Some(a) => Some(a.parse().ok()?),
+                None => None,
+            };
             raise_descriptor_limit();
-            let mut held = Vec::with_capacity(count);
+            let mut held: Vec<Box<dyn std::any::Any>> = Vec::with_capacity(count);
             for _ in 0..count {
-                // SAFETY: socket(2).
-                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-                if fd < 0 {
-                    return Some(fail("socket", &io::Error::last_os_error()));
+                let made: io::Result<Box<dyn std::any::Any>> = match to {
+                    Some(to) => std::net::UdpSocket::bind("0.0.0.0:0")
+                        .and_then(|s| s.connect(to).map(|()| s))
+                        .map(|s| Box::new(s) as Box<dyn std::any::Any>),
+                    None => socket2_tcp().map(|s| Box::new(s) as Box<dyn std::any::Any>),
+                };
+                match made {
+                    Ok(s) => held.push(s),
+                    Err(e) => return Some(fail("socket", &e)),
                 }
-                held.push(fd);
             }
             use std::io::Write as _;
             let mut out = io::stdout();
@@ -325,4 +334,15 @@ fn raise_descriptor_limit() {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
+}
+
+/// An unconnected TCP socket.
+fn socket2_tcp() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: socket(2); the descriptor is owned from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
