@@ -14,6 +14,26 @@ const TCP_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Evictions from the API's port followed at once by a bind, per retry.
 const EVICT_TRIES: usize = 50;
 
+/// Sets or clears an identity's kill switch on the blocking pool: turning it
+/// on scans every process's descriptors in /proc for the sockets to abort,
+/// which takes seconds on a host with many sockets and must not hold one of
+/// the runtime's two workers (status, decisions and other operators' calls
+/// would wait on it). The answer still comes only once the switch is set
+/// and the sockets are aborted.
+async fn kill_switch_off_runtime(
+    daemon: &Arc<Daemon>,
+    caller: Caller,
+    identity: String,
+    killed: bool,
+    reason: String,
+) -> Result<(), Status> {
+    let daemon = Arc::clone(daemon);
+    tokio::task::spawn_blocking(move || daemon.set_kill_switch(&caller, &identity, killed, &reason))
+        .await
+        .map_err(|e| Status::internal(format!("the kill switch task failed: {e}")))?
+        .map_err(to_status)
+}
+
 pub struct PalisadeService {
     daemon: Arc<Daemon>,
 }
@@ -226,10 +246,8 @@ impl proto::palisade_server::Palisade for PalisadeService {
         req: Request<proto::RevokeRequest>,
     ) -> Result<Response<proto::RevokeResponse>, Status> {
         let caller = caller(&req)?;
-        let r = req.get_ref();
-        self.daemon
-            .set_kill_switch(&caller, &r.identity, true, &r.reason)
-            .map_err(to_status)?;
+        let r = req.into_inner();
+        kill_switch_off_runtime(&self.daemon, caller, r.identity, true, r.reason).await?;
         Ok(Response::new(proto::RevokeResponse {}))
     }
 
@@ -238,10 +256,8 @@ impl proto::palisade_server::Palisade for PalisadeService {
         req: Request<proto::RestoreRequest>,
     ) -> Result<Response<proto::RestoreResponse>, Status> {
         let caller = caller(&req)?;
-        let r = req.get_ref();
-        self.daemon
-            .set_kill_switch(&caller, &r.identity, false, &r.reason)
-            .map_err(to_status)?;
+        let r = req.into_inner();
+        kill_switch_off_runtime(&self.daemon, caller, r.identity, false, r.reason).await?;
         Ok(Response::new(proto::RestoreResponse {}))
     }
 
