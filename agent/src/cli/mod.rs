@@ -273,6 +273,9 @@ pub enum AuditCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if cli.command.prints_a_report() {
+        stop_quietly_when_the_reader_leaves();
+    }
     let result = match cli.command {
         Command::Daemon { config, detach } => daemon::run(&config, detach),
         Command::Exec {
@@ -394,6 +397,34 @@ pub fn main() -> ExitCode {
             eprintln!("palisade: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// Commands whose output is a report read by a person or a pipe
+    /// (`palisade status | head`). Not the daemon, whose sockets must see
+    /// EPIPE as an error, nor `exec`, which hands its process to the agent.
+    fn prints_a_report(&self) -> bool {
+        matches!(
+            self,
+            Command::Status { .. }
+                | Command::Policy { .. }
+                | Command::Audit { .. }
+                | Command::Doctor { .. }
+                | Command::Approvals { .. }
+                | Command::Elevations { .. }
+        )
+    }
+}
+
+/// The Rust runtime ignores SIGPIPE, which turns a closed pipe into a
+/// panic in `println!`. A report whose reader has gone ends the way other
+/// Unix tools end: by the signal, without a message.
+fn stop_quietly_when_the_reader_leaves() {
+    // SAFETY: resets one signal's disposition to the default before any
+    // other thread exists; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
