@@ -4,16 +4,19 @@
 //! A loopback upstream (a small hyper server in this binary, HTTP/1.1)
 //! answers `POST /v1/payment_intents` with a small JSON document. A worker
 //! opens C keep-alive connections (C = 1, 16) and sends small JSON POSTs,
-//! timing each from the client's side, two ways side by side:
+//! timing each from the client's side, three ways side by side:
 //!
 //! - straight: to the upstream, from a process that is not enrolled;
+//! - relay: through a bare TCP relay, a process of its own that copies
+//!   bytes both ways and does nothing else: the floor of any proxy, L4 or
+//!   L7, that sits between client and upstream on the same cores;
 //! - gateway: enrolled as the agent, to the gateway, which identifies the
 //!   caller, routes, reads the body, judges the call (a rule with a CEL
 //!   condition, an approval condition, two budgets), injects the credential,
 //!   forwards on a pooled connection, scrubs the secret from the answer and
 //!   writes an audit record.
 //!
-//! Rounds interleave the two so machine noise hits both alike.
+//! Rounds interleave the three so machine noise hits both alike.
 //!
 //! `--no-stderr-copy` turns off the trail's readable copy on the daemon's
 //! stderr (`audit.stderr: false`); the default configuration keeps it.
@@ -38,6 +41,7 @@ const IDENTITY: &str = "bench-agent";
 const NET: &str = "127.170.254";
 const UPSTREAM_PORT: u16 = 18080;
 const GATEWAY_PORT: u16 = 9301;
+const RELAY_PORT: u16 = 18081;
 const BODY: &str = r#"{"amount": 10, "currency": "USD", "customer": "cus_bench"}"#;
 
 fn policy(secret_file: &Path) -> String {
@@ -99,6 +103,28 @@ async fn upstream(addr: SocketAddr) {
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+        });
+    }
+}
+
+/// Relay mode: accepts on `listen` and copies each connection's bytes to
+/// and from a new connection to `upstream`, on one thread (the cheapest
+/// way found to forward on this machine: no wake-ups between threads).
+async fn relay(listen: SocketAddr, upstream: SocketAddr) {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .unwrap_or_else(|e| panic!("relay bind {listen}: {e}"));
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
         });
     }
 }
@@ -171,8 +197,19 @@ struct Series {
     latencies: Vec<u64>,
     calls: u64,
     wall_ns: u128,
-    /// The daemon's CPU time (user + system, all threads) during these runs.
+    /// The forwarder's CPU time (user + system, all threads) during these
+    /// runs: the daemon's through the gateway, the relay's through it.
     daemon_cpu_ns: u128,
+}
+
+/// The relay process, ended with the benchmark.
+struct RelayProc(std::process::Child);
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// CPU time a process has used so far (user + system, all threads), from
@@ -194,11 +231,31 @@ fn cpu_ns(pid: u32) -> u128 {
     (f[0] + f[1]) * 1_000_000_000 / hz
 }
 
-fn run_worker(env: &TestEnv, me: &Path, through_gateway: bool, clients: usize) -> (u128, Vec<u64>) {
-    let addr = if through_gateway {
-        format!("{NET}.1:{GATEWAY_PORT}")
-    } else {
-        format!("{NET}.2:{UPSTREAM_PORT}")
+#[derive(Clone, Copy, PartialEq)]
+enum Path3 {
+    Straight,
+    Relay,
+    Gateway,
+}
+
+impl Path3 {
+    const ALL: [Path3; 3] = [Path3::Straight, Path3::Relay, Path3::Gateway];
+
+    fn name(self) -> &'static str {
+        match self {
+            Path3::Straight => "straight",
+            Path3::Relay => "relay (bytes only)",
+            Path3::Gateway => "gateway",
+        }
+    }
+}
+
+fn run_worker(env: &TestEnv, me: &Path, path: Path3, clients: usize) -> (u128, Vec<u64>) {
+    let through_gateway = path == Path3::Gateway;
+    let addr = match path {
+        Path3::Gateway => format!("{NET}.1:{GATEWAY_PORT}"),
+        Path3::Relay => format!("{NET}.3:{RELAY_PORT}"),
+        Path3::Straight => format!("{NET}.2:{UPSTREAM_PORT}"),
     };
     let mut cmd = if through_gateway {
         let mut c = std::process::Command::new(palisade_bin());
@@ -222,7 +279,8 @@ fn run_worker(env: &TestEnv, me: &Path, through_gateway: bool, clients: usize) -
         .unwrap_or_else(|e| panic!("worker: {e}"));
     assert!(
         out.status.success(),
-        "worker x{clients} (gateway: {through_gateway}) failed: {}",
+        "worker x{clients} ({}) failed: {}",
+        path.name(),
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -250,6 +308,16 @@ fn main() {
         runtime().block_on(worker(addr, clients, calls));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("relay") {
+        let listen: SocketAddr = args[2].parse().unwrap_or_else(|e| panic!("{e}"));
+        let upstream: SocketAddr = args[3].parse().unwrap_or_else(|e| panic!("{e}"));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(relay(listen, upstream));
+        return;
+    }
     assert!(palisade_tests::root_or_skip("bench gateway"), "needs root");
     let env = TestEnv::new("bench-gateway", "version: 1\n");
     let secret = env.dir.join("bench.key");
@@ -275,14 +343,28 @@ fn main() {
     std::thread::sleep(Duration::from_millis(200));
     let daemon = DaemonProc::start(&env);
     let me = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let relay = RelayProc(
+        std::process::Command::new(&me)
+            .args(["relay", &format!("{NET}.3:{RELAY_PORT}"), &up.to_string()])
+            .spawn()
+            .unwrap_or_else(|e| panic!("relay: {e}")),
+    );
+    std::thread::sleep(Duration::from_millis(200));
 
-    let mut series: Vec<[Series; 2]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
+    let mut series: Vec<[Series; 3]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
     for round in 0..ROUNDS {
         for (ci, &clients) in CONCURRENCY.iter().enumerate() {
-            for (ki, gw) in [false, true].into_iter().enumerate() {
-                let before = cpu_ns(daemon.pid());
-                let (wall, lat) = run_worker(&env, &me, gw, clients);
-                let daemon_cpu = cpu_ns(daemon.pid()) - before;
+            for (ki, path) in Path3::ALL.into_iter().enumerate() {
+                // The CPU column is the forwarder's: the relay's own process
+                // for the relay, the daemon's for the gateway.
+                let forwarder = if path == Path3::Relay {
+                    relay.0.id()
+                } else {
+                    daemon.pid()
+                };
+                let before = cpu_ns(forwarder);
+                let (wall, lat) = run_worker(&env, &me, path, clients);
+                let daemon_cpu = cpu_ns(forwarder) - before;
                 let s = &mut series[ci][ki];
                 s.calls += lat.len() as u64;
                 s.wall_ns += wall;
@@ -298,12 +380,12 @@ fn main() {
         if no_stderr_copy { "off" } else { "on" }
     );
     println!(
-        "| clients | path | requests | p50 | p99 | p99.9 | requests/s | daemon CPU/request (µs) | gateway vs straight |"
+        "| clients | path | requests | p50 | p99 | p99.9 | requests/s | forwarder CPU/request (µs) | vs straight |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (ci, &clients) in CONCURRENCY.iter().enumerate() {
         let mut base = (0.0, 0.0, 0.0);
-        for (ki, name) in ["straight", "gateway"].into_iter().enumerate() {
+        for (ki, name) in Path3::ALL.map(Path3::name).into_iter().enumerate() {
             let s = &mut series[ci][ki];
             s.latencies.sort_unstable();
             let (p50, p99, p999) = (
@@ -323,7 +405,11 @@ fn main() {
                     rate / base.2
                 )
             };
-            let cpu = s.daemon_cpu_ns as f64 / 1e3 / s.calls.max(1) as f64;
+            let cpu = if ki == 0 {
+                0.0
+            } else {
+                s.daemon_cpu_ns as f64 / 1e3 / s.calls.max(1) as f64
+            };
             println!(
                 "| {clients} | {name} | {} | {p50:.0} | {p99:.0} | {p999:.0} | {rate:.0} | {cpu:.1} | {vs} |",
                 s.calls
