@@ -37,11 +37,13 @@ class Handler(BaseHTTPRequestHandler):
                 }) + "\n")
             return COUNT[0]
 
-    def send_json(self, status, obj, ctype="application/json"):
+    def send_json(self, status, obj, ctype="application/json", extra=None):
         data = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
@@ -138,6 +140,22 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif path == "/mcp":
+            # A remote MCP server in miniature: `initialize` opens a session
+            # (`Mcp-Session-Id`), anything else is answered with the session
+            # it came with, which is all the server knows of its caller.
+            try:
+                msg = json.loads(body or b"{}")
+            except ValueError:
+                msg = {}
+            msg = msg if isinstance(msg, dict) else {}
+            extra = {}
+            if self.command == "POST" and msg.get("method") == "initialize":
+                extra["Mcp-Session-Id"] = f"sess-{n}"
+            self.send_json(200, {"jsonrpc": "2.0", "id": msg.get("id"),
+                                 "result": {"session": self.headers.get("Mcp-Session-Id"),
+                                            "tools": []}},
+                           extra=extra)
         elif path.startswith("/v1/ops/"):
             self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":

@@ -1,9 +1,12 @@
 //! Making the upstream act on something other than what the gateway
 //! judged, or hand back what the gateway hides: two readings of one body
 //! (repeated or contradictory `Content-Type`/`Content-Encoding`/framing,
-//! a JSON name given twice), routing-override headers, an approval spent
-//! on another request, and the credential echoed where the scrubber did
-//! not look (trailers, the reason phrase, a header's name). Each attack is
+//! a JSON name given twice, a header the agent has dropped after judging,
+//! a body on a method servers need not read, a header name spelled with
+//! `_`, number text read differently), routing-override headers, an
+//! approval spent on another request or another service, a remote MCP
+//! session used by another identity, and the credential echoed where the
+//! scrubber did not look (trailers, the reason phrase, a header's name). Each attack is
 //! carried out by an enrolled agent (root, and uid 65534 with curl where
 //! the client does not matter) and checked at the far end — the
 //! upstream's log of every request it received — next to a control that
@@ -12,7 +15,10 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use palisade_tests::{
-    gateway::{agent, agent_cmd, exec, exec_unprivileged, gateway_python, parse_agent, python_dir},
+    gateway::{
+        TestCa, Upstream, agent, agent_cmd, exec, exec_unprivileged, gateway_python, parse_agent,
+        python_dir,
+    },
     gateway_fixture::{Fixture, policy, start},
 };
 use serde_json::{Value, json};
@@ -34,6 +40,10 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
             "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
         )
         .replace(
+            "        - {id: other-reads, tool: stripe, actions: [get_customer]}\n",
+            "        - {id: other-reads, tool: stripe, actions: [get_customer]}\n        - {id: other-rmcp, tool: rmcp, actions: [safe_read]}\n",
+        )
+        .replace(
             "identities:\n",
             &format!(
                 "  - id: rmcp\n    kind: mcp\n    url: https://upstream.test:8443/mcp\n    address: 127.170.{net}.2:8443\n    ca_file: {ca}\n    port: 9002\n    credential: {{header: Authorization, prefix: \"Bearer \", file: {secret}}}\nidentities:\n",
@@ -43,7 +53,10 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
             ),
         );
     assert!(
-        text.contains("/v1/trailer") && text.contains("ops-appr") && text.contains("id: rmcp\n"),
+        text.contains("/v1/trailer")
+            && text.contains("ops-appr")
+            && text.contains("id: rmcp\n")
+            && text.contains("other-rmcp"),
         "the fixture's policy changed; update start_smuggling:\n{text}"
     );
     f.env.write_policy(&text);
@@ -334,7 +347,7 @@ fn a_json_name_given_twice_never_reaches_the_upstream() {
         arrived(&f, "F2MCPESC").is_empty(),
         "the escaped duplicate reached the server"
     );
-    // The control reached the server (which answers 404 for /mcp: it only logs).
+    // The control reached the server.
     let ok = arrived(&f, "F2MCPOK");
     assert_eq!(ok.len(), 1, "the control: {}", out[2]);
     assert_eq!(header_lines(&ok[0], "content-type"), ["application/json"]);
@@ -458,11 +471,11 @@ fn an_approval_is_spent_only_by_the_request_it_was_given_for() {
         .filter_map(|a| a["resource"].as_str())
         .collect();
     assert!(
-        resources.contains(&"DELETE /v1/ops/reports-1"),
+        resources.contains(&"stripe: DELETE /v1/ops/reports-1"),
         "pending: {list}"
     );
     let text = f.env.cli_ok(&["approvals"]);
-    assert!(text.contains("DELETE /v1/ops/reports-1"), "{text}");
+    assert!(text.contains("stripe: DELETE /v1/ops/reports-1"), "{text}");
     // Control: the read sent again goes through once, on the approval
     // given for it.
     let out = agent(
@@ -492,7 +505,7 @@ fn an_approval_is_spent_only_by_the_request_it_was_given_for() {
                 .as_str()
                 .is_some_and(|d| d.contains("DELETE /v1/ops/reports-1"))
     });
-    assert_eq!(ev["call"]["resource"], "DELETE /v1/ops/reports-1");
+    assert_eq!(ev["call"]["resource"], "stripe: DELETE /v1/ops/reports-1");
 }
 
 #[test]
@@ -567,4 +580,460 @@ fn routing_overrides_never_reach_the_upstream() {
             fwd[0]
         );
     }
+}
+
+#[test]
+fn a_body_on_a_method_servers_need_not_read_never_reaches_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-cl0") else {
+        return;
+    };
+    // The body is a whole second request: a server that leaves a GET's
+    // body unread takes it for the next request on the gateway's
+    // connection, with the service's credential.
+    let inner = "POST /v1/payment_intents HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 47\r\n\r\namount=99999&currency=usd&customer=cus_CL0INNER";
+    for (tag, method, path) in [
+        ("CL0GET", "GET", "/v1/customers/cus_cl0get"),
+        ("CL0DEL", "DELETE", "/v1/ops/cl0del"),
+        ("CL0MCP", "GET", "/mcp"),
+    ] {
+        let port = if path == "/mcp" { "9002" } else { "9001" };
+        let script = python_dir().join("smuggle.py");
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{inner}",
+            inner.len()
+        );
+        let out = exec(
+            &f.env,
+            "finance-agent",
+            &gateway_python(),
+            &[&script.to_string_lossy(), "h1", &f.gateway(), port, &raw],
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("smuggle.py: {e}"));
+        let out = parse_agent(&out)[0].clone();
+        assert_eq!(out["status"], 400, "{tag}: {out}");
+        assert_eq!(
+            out["body"]["error"]["reason"], "unexpected-body",
+            "{tag}: {out}"
+        );
+    }
+    // Over HTTP/2, and unprivileged with curl.
+    let h2 = json!({"headers": [[":method", "GET"], [":scheme", "http"], [":authority", "x"],
+                                [":path", "/v1/customers/cus_cl0h2"]],
+                    "body": inner});
+    let out = smuggle(&f, "h2", &h2.to_string());
+    assert_eq!(out["status"], 400, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], "unexpected-body", "{out}");
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-X",
+            "GET",
+            "--data-binary",
+            inner,
+            &format!("{}/v1/customers/cus_cl0curl", f.base()),
+        ],
+    );
+    assert!(text.contains("unexpected-body"), "{text}");
+    for tag in ["cl0get", "cl0del", "cl0h2", "cl0curl", "CL0INNER"] {
+        assert!(
+            arrived(&f, tag).is_empty(),
+            "{tag} reached the upstream: {:?}",
+            arrived(&f, tag)
+        );
+    }
+    let posts: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST")
+        .collect();
+    assert!(
+        posts.is_empty(),
+        "a request reached the upstream as POST: {posts:?}"
+    );
+    // Control: the same reads without a body go through.
+    let text = curl(
+        &f,
+        true,
+        &["-s", &format!("{}/v1/customers/cus_cl0ok", f.base())],
+    );
+    assert!(text.contains("cus_cl0ok"), "{text}");
+    assert_eq!(arrived(&f, "cus_cl0ok").len(), 1);
+}
+
+#[test]
+fn a_header_read_two_ways_or_dropped_after_judging_never_reaches_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-names") else {
+        return;
+    };
+    let json_ct = "Content-Type: application/json\r\n";
+    // A name with `_`: CGI and WSGI servers read it as its `-` spelling.
+    for (tag, headers, named) in [
+        (
+            "N1OVERRIDE",
+            format!("{json_ct}X_HTTP_Method_Override: DELETE\r\n"),
+            "x-http-method-override",
+        ),
+        (
+            "N1FWD",
+            format!("{json_ct}X_Forwarded_For: 203.0.113.9\r\n"),
+            "x-forwarded-for",
+        ),
+        // `Connection` naming the header the body was judged by: it
+        // would be dropped on the way out, and a form reader would take
+        // the JSON's text for form pairs.
+        (
+            "N1CONNCT",
+            format!("{json_ct}Connection: content-type\r\n"),
+            "names `content-type`",
+        ),
+        (
+            "N1CONNAUTH",
+            format!("{json_ct}Connection: keep-alive, Authorization\r\n"),
+            "names `Authorization`",
+        ),
+    ] {
+        let raw = raw_post(&headers, &polyglot(tag));
+        let out = smuggle(&f, "h1", &raw);
+        assert_eq!(out["status"], 400, "{tag}: {out}");
+        assert_eq!(
+            out["body"]["error"]["reason"], "ambiguous-header",
+            "{tag}: {out}"
+        );
+        assert!(
+            out["body"]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(named)),
+            "{tag}: {out}"
+        );
+    }
+    let h2 = json!({"headers": [[":method", "POST"], [":scheme", "http"], [":authority", "x"],
+                                [":path", "/v1/payment_intents"],
+                                ["content-type", "application/json"],
+                                ["x_http_method_override", "DELETE"]],
+                    "body": polyglot("N1H2")});
+    let out = smuggle(&f, "h2", &h2.to_string());
+    assert_eq!(out["status"], 400, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], "ambiguous-header", "{out}");
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X_HTTP_Method_Override: DELETE",
+            "--data-binary",
+            &polyglot("N1CURL"),
+            &format!("{}/v1/payment_intents", f.base()),
+        ],
+    );
+    assert!(text.contains("ambiguous-header"), "{text}");
+    for tag in [
+        "N1OVERRIDE",
+        "N1FWD",
+        "N1CONNCT",
+        "N1CONNAUTH",
+        "N1H2",
+        "N1CURL",
+    ] {
+        assert!(
+            arrived(&f, tag).is_empty(),
+            "{tag} reached the upstream: {:?}",
+            arrived(&f, tag)
+        );
+    }
+    // Control: `Connection: keep-alive` is the connection's own; the
+    // request arrives with the type it was judged by.
+    let raw = raw_post(
+        &format!("{json_ct}Connection: keep-alive\r\n"),
+        &polyglot("N1OK"),
+    );
+    let out = smuggle(&f, "h1", &raw);
+    assert_eq!(out["status"], 200, "{out}");
+    let got = arrived(&f, "N1OK");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(header_lines(&got[0], "content-type"), ["application/json"]);
+    // Client-address claims go the way of X-Forwarded-For: dropped.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/customers/cus_n1ip",
+                 "headers": {"True-Client-IP": "10.0.0.1", "CF-Connecting-IP": "10.0.0.1",
+                             "X-Client-IP": "10.0.0.1", "X-Host": "admin.internal"}})],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    let got = arrived(&f, "cus_n1ip");
+    assert_eq!(got.len(), 1);
+    for name in [
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-host",
+    ] {
+        assert!(
+            header_lines(&got[0], name).is_empty(),
+            "{name} arrived: {}",
+            got[0]
+        );
+    }
+}
+
+#[test]
+fn number_text_a_server_would_read_otherwise_never_reaches_the_upstream() {
+    let Some(f) = start_smuggling("gw-smuggle-numbers") else {
+        return;
+    };
+    let form = |amount: &str, customer: &str| {
+        json!({"method": "POST", "path": "/v1/payment_intents",
+               "content": format!("amount={amount}&currency=usd&customer={customer}"),
+               "headers": {"Content-Type": "application/x-www-form-urlencoded"}})
+    };
+    // `99999e-100` is almost 0 to a float parser and 99,999 to
+    // JavaScript's parseInt or Ruby's to_i; `;` splits pairs for some
+    // servers, so `customer` would end and `amount` begin again.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[
+            form("99999e-100", "cus_numexp"),
+            form("%2B100", "cus_numplus"),
+            form("0100", "cus_numzero"),
+            form("100", "cus_numsemi;amount=99999"),
+            form("100", "cus_numok"),
+        ],
+    );
+    for (i, why) in [
+        (0, "parameter-type"),
+        (1, "parameter-type"),
+        (2, "parameter-type"),
+    ] {
+        assert_eq!(out[i]["status"], 403, "{i}: {}", out[i]);
+        assert_eq!(out[i]["body"]["error"]["reason"], why, "{i}: {}", out[i]);
+    }
+    assert_eq!(out[3]["status"], 400, "{}", out[3]);
+    assert!(
+        out[3]["body"]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`;`")),
+        "{}",
+        out[3]
+    );
+    // Unprivileged, in the query string of a read.
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data-binary",
+            "amount=99999e-100&currency=usd&customer=cus_numcurl",
+            &format!("{}/v1/payment_intents", f.base()),
+        ],
+    );
+    assert!(text.contains("parameter-type"), "{text}");
+    for tag in [
+        "cus_numexp",
+        "cus_numplus",
+        "cus_numzero",
+        "cus_numsemi",
+        "cus_numcurl",
+    ] {
+        assert!(
+            arrived(&f, tag).is_empty(),
+            "{tag} reached the upstream: {:?}",
+            arrived(&f, tag)
+        );
+    }
+    // Control: the amount in plain decimal is judged and paid.
+    assert_eq!(out[4]["status"], 200, "the control: {}", out[4]);
+    let got = arrived(&f, "cus_numok");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["body"], "amount=100&currency=usd&customer=cus_numok");
+}
+
+#[test]
+fn an_approval_is_spent_only_on_the_service_it_was_given_for() {
+    let Some(f) = start_smuggling("gw-smuggle-approval-svc") else {
+        return;
+    };
+    // A second service of the same tool and routes, another upstream:
+    // a sandbox and a live account of one API.
+    let up_ip = format!("127.170.{}.2", f.net);
+    let pki = f.env.dir.join("pki");
+    let ca = TestCa {
+        ca: pki.join("ca.pem"),
+        cert: pki.join("server.pem"),
+        key: pki.join("server.key"),
+    };
+    assert!(
+        ca.cert.exists(),
+        "the fixture's certificate moved: {ca:?}",
+        ca = ca.cert
+    );
+    let live = Upstream::start(&f.env, &up_ip, 8444, Some(&ca));
+    let text = std::fs::read_to_string(f.env.dir.join("policy.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace(
+            "identities:\n",
+            &format!(
+                "  - id: stripe-live\n    tool: stripe\n    url: https://upstream.test:8444\n    address: {up_ip}:8444\n    ca_file: {ca}\n    port: 9003\n    approval_timeout: 30s\n    credential: {{header: Authorization, prefix: \"Bearer \", file: {secret}}}\n    routes:\n      - {{id: ops-live, method: \"*\", path: \"/v1/ops/{{rest*}}\", action: ops}}\nidentities:\n",
+                ca = ca.ca.display(),
+                secret = f.secret_file.display()
+            ),
+        );
+    f.env.write_policy(&text);
+    f.env.cli_ok(&["reload"]);
+    let live_base = format!("http://{}:9003", f.gateway());
+    // Held on the sandbox; the agent gives up; the operator approves.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/ops/svc-1", "timeout": 1})],
+    );
+    assert_eq!(out[0]["status"], 0, "held: {}", out[0]);
+    let id = palisade_tests::gateway::pending_approval(&f.env);
+    let shown = f.env.cli_ok(&["approvals"]);
+    f.env.cli_ok(&["approve", &id, "--reason", "sandbox read"]);
+    // The same request to the live service is held anew, not forwarded.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &live_base,
+        &[json!({"method": "GET", "path": "/v1/ops/svc-1", "timeout": 2})],
+    );
+    assert_ne!(
+        out[0]["status"], 200,
+        "spent on the live service: {}",
+        out[0]
+    );
+    assert!(
+        live.requests().is_empty(),
+        "the live upstream ran {:?}",
+        live.requests()
+    );
+    // The operator saw which service the approval was for.
+    assert!(shown.contains("stripe: GET /v1/ops/svc-1"), "{shown}");
+    let ev = f.env.wait_audit("the live request's own approval", |e| {
+        e["reason"] == "approval-requested"
+            && e["call"]["resource"] == "stripe-live: GET /v1/ops/svc-1"
+    });
+    assert_ne!(ev["call"]["approval_id"], id.as_str(), "{ev}");
+    // Control: on the service it was given for, it is spent once.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[json!({"method": "GET", "path": "/v1/ops/svc-1", "timeout": 20})],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    let ops: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/ops/svc-1")
+        .collect();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(live.requests().is_empty(), "{:?}", live.requests());
+}
+
+#[test]
+fn a_remote_mcp_session_is_its_identitys_alone() {
+    let Some(f) = start_smuggling("gw-smuggle-session") else {
+        return;
+    };
+    let base = format!("http://{}:9002", f.gateway());
+    let rpc = |id: u32, method: &str, session: Option<&str>| {
+        let mut headers = json!({"Content-Type": "application/json",
+                                 "Accept": "application/json, text/event-stream"});
+        if let Some(s) = session {
+            headers["Mcp-Session-Id"] = json!(s);
+        }
+        json!({"method": "POST", "path": "/mcp", "headers": headers,
+               "content": json!({"jsonrpc": "2.0", "id": id, "method": method,
+                                 "params": {"tag": format!("SESS{id}")}}).to_string()})
+    };
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &base,
+        &[rpc(1, "initialize", None)],
+    );
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    let session = out[0]["headers"]["mcp-session-id"]
+        .as_str()
+        .or_else(|| out[0]["headers"]["Mcp-Session-Id"].as_str())
+        .unwrap_or_else(|| panic!("no session issued: {}", out[0]))
+        .to_string();
+    // Another identity presenting it: no such session, nothing forwarded.
+    let sid = session.as_str();
+    let stolen = [
+        rpc(2, "tools/list", Some(sid)),
+        json!({"method": "GET", "path": "/mcp", "headers": {"Mcp-Session-Id": sid,
+                                                            "Accept": "text/event-stream"},
+               "timeout": 3}),
+        json!({"method": "DELETE", "path": "/mcp", "headers": {"Mcp-Session-Id": sid}}),
+    ];
+    let out = agent(&f.env, "other-agent", "requests", &base, &stolen);
+    for o in &out {
+        assert_eq!(o["status"], 404, "{o}");
+    }
+    let text = curl(
+        &f,
+        true,
+        &[
+            "-s",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &format!("Mcp-Session-Id: {sid}"),
+            "--data-binary",
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{"tag":"SESS3"}}"#,
+            &base.replace(":9002", ":9002/mcp"),
+        ],
+    );
+    // curl runs as finance-agent: its own session works (the control).
+    assert!(text.contains(sid), "{text}");
+    let by_session: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/mcp" && r["headers"]["mcp-session-id"] == sid)
+        .collect();
+    assert_eq!(
+        by_session.len(),
+        1,
+        "only the owner's request arrived: {by_session:?}"
+    );
+    assert!(arrived(&f, "SESS2").is_empty());
+    // A request named like a notification but carrying an id is judged.
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &base,
+        &[json!({"method": "POST", "path": "/mcp",
+                 "headers": {"Content-Type": "application/json", "Mcp-Session-Id": sid},
+                 "content": r#"{"jsonrpc":"2.0","id":9,"method":"notifications/../tools/call","params":{"name":"delete_all","arguments":{"tag":"SESSNOTE"}}}"#})],
+    );
+    assert!(
+        out[0]["body"]["error"]["code"].is_i64(),
+        "judged and refused: {}",
+        out[0]
+    );
+    assert!(arrived(&f, "SESSNOTE").is_empty());
 }

@@ -83,15 +83,13 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
         context: &context,
         now: SystemTime::now(),
     };
-    // An approval is for one request: its method and path join the
-    // resource it is bound to and shown with (the parameters, query
-    // included, are bound by their digest), so a GET approved is not spent
-    // by a DELETE of a `method: "*"` route.
-    let bound = match (&c.request, c.resource.is_empty()) {
-        (None, _) => c.resource.clone(),
-        (Some(line), true) => line.clone(),
-        (Some(line), false) => format!("{} ({line})", c.resource),
-    };
+    // An approval is for one request to one service: the service, the
+    // request's method and path join the resource it is bound to and shown
+    // with (the parameters, query included, are bound by their digest), so
+    // a GET approved is not spent by a DELETE of a `method: "*"` route, nor
+    // a payment approved on a sandbox service by the same one sent to the
+    // live service of the same tool.
+    let bound = bound_resource(&rt.service.id, c);
     let ask = || Ask {
         identity: identity.clone(),
         tool: c.tool.clone(),
@@ -293,5 +291,16 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 }
             }
         }
+    }
+}
+
+/// What a gateway approval is bound to and shown with: `service: resource
+/// (METHOD /path)`, the parts a call has.
+fn bound_resource(service: &str, c: &Call) -> String {
+    match (&c.request, c.resource.is_empty()) {
+        (None, true) => service.to_string(),
+        (None, false) => format!("{service}: {}", c.resource),
+        (Some(line), true) => format!("{service}: {line}"),
+        (Some(line), false) => format!("{service}: {} ({line})", c.resource),
     }
 }

@@ -9,7 +9,18 @@
 //! - headers known to make an upstream run another method or path than the
 //!   request's own (`X-HTTP-Method-Override`, `X-Original-URL`…) are
 //!   refused (400 `routing-override`): the route judged is the route run;
-//! - `Forwarded`, `X-Forwarded-*` and `X-Real-IP` from the agent are
+//! - a header name with `_` is refused (400 `ambiguous-header`): CGI and
+//!   WSGI servers read `X_HTTP_Method_Override` as `X-HTTP-Method-Override`,
+//!   so every rule about a name would need two spellings;
+//! - a `Connection` header may name only hop-by-hop headers (400
+//!   `ambiguous-header` otherwise): a header it names is dropped on the way
+//!   out, after the gateway judged the request by it (`Content-Type`);
+//! - a body on a method whose body servers need not read (`GET`, `HEAD`,
+//!   `DELETE`, `OPTIONS`, `TRACE`) is refused (400 `unexpected-body`): a
+//!   server that leaves it unread takes it for the next request on the
+//!   gateway's own connection, with the service's credential;
+//! - `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the other client-address
+//!   headers (`True-Client-IP`, `CF-Connecting-IP`…) from the agent are
 //!   dropped: they claim things about the connection the agent cannot
 //!   vouch for.
 //!
@@ -17,8 +28,9 @@
 
 use std::sync::Arc;
 
+use http_body::Body as _;
 use hyper::{
-    HeaderMap, StatusCode,
+    HeaderMap, Method, StatusCode,
     header::{self, HeaderName, HeaderValue},
 };
 
@@ -45,10 +57,46 @@ const ROUTING_OVERRIDES: &[&str] = &[
     "x-envoy-original-method",
 ];
 
+/// Client-address and host headers that servers, frameworks and CDNs
+/// trust as a proxy's statement, besides `Forwarded` and `X-Forwarded-*`.
+const CLIENT_ADDRESS: &[&str] = &[
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-host",
+    "x-original-host",
+];
+
 /// Connection facts only a proxy may state; the agent's are dropped.
 fn is_forwarding(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+    n == "forwarded" || n.starts_with("x-forwarded-") || CLIENT_ADDRESS.contains(&n)
+}
+
+/// What a request's `Connection` header may name: the connection's own
+/// options and the hop-by-hop headers, nothing the request is judged by.
+fn names_only_hop_by_hop(token: &str) -> bool {
+    token.eq_ignore_ascii_case("close")
+        || token.eq_ignore_ascii_case("http2-settings")
+        || super::http::HOP_BY_HOP
+            .iter()
+            .any(|h| token.eq_ignore_ascii_case(h))
+}
+
+/// Methods whose body a server need not read (RFC 9110 9.3: no defined
+/// meaning), so one left unread is taken for the next request.
+fn takes_no_body(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
@@ -61,6 +109,18 @@ async fn run(_: Arc<Shared>, mut req: Req, next: Next) -> Resp {
     };
     if let Err(r) = check(req.headers()) {
         return trail.refuse(r);
+    }
+    // A body hyper knows to be empty (no length, a length of 0, HTTP/2's
+    // end of stream with the headers) is what these methods may carry.
+    if takes_no_body(req.method()) && !req.body().is_end_stream() {
+        return trail.refuse(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "unexpected-body",
+            format!(
+                "a {} request with a body: servers need not read it, and one left unread would be taken for another request; send the body with POST, PUT or PATCH",
+                req.method()
+            ),
+        ));
     }
     let h = req.headers_mut();
     let drop: Vec<HeaderName> = h.keys().filter(|n| is_forwarding(n)).cloned().collect();
@@ -96,6 +156,33 @@ fn check(h: &HeaderMap) -> Result<(), Refusal> {
             )),
         }
     };
+    if let Some(name) = h.keys().find(|n| n.as_str().contains('_')) {
+        return Err(ambiguous(
+            name.as_str(),
+            format!(
+                "CGI and WSGI servers read a name with `_` as `{}`; send it spelled with `-`",
+                name.as_str().replace('_', "-")
+            ),
+        ));
+    }
+    for v in h.get_all(header::CONNECTION) {
+        let v = v
+            .to_str()
+            .map_err(|_| ambiguous("Connection", "the value is not visible ASCII".into()))?;
+        if let Some(t) = v
+            .split(',')
+            .map(str::trim)
+            .find(|t| !t.is_empty() && !names_only_hop_by_hop(t))
+        {
+            return Err(ambiguous(
+                "Connection",
+                format!(
+                    "names `{}`, which would be dropped after the gateway judged the request by it; name only hop-by-hop headers (`close`, `keep-alive`, `upgrade`, `te`)",
+                    t.escape_debug()
+                ),
+            ));
+        }
+    }
     if let Some(ct) = single(header::CONTENT_TYPE, "Content-Type")? {
         media_type(&ct).map_err(|why| ambiguous("Content-Type", why))?;
     }
@@ -309,6 +396,33 @@ mod tests {
     }
 
     #[test]
+    fn second_spellings_and_connection_named_headers_are_refused() {
+        for (pairs, names) in [
+            (
+                vec![("x_http_method_override", "DELETE")],
+                "`x-http-method-override`",
+            ),
+            (vec![("x_forwarded_for", "10.0.0.1")], "`x-forwarded-for`"),
+            (vec![("connection", "content-type")], "names `content-type`"),
+            (
+                vec![("connection", "keep-alive, Authorization")],
+                "names `Authorization`",
+            ),
+        ] {
+            let r = refused(&pairs);
+            assert!(r.starts_with("ambiguous-header"), "{pairs:?}: {r}");
+            assert!(r.contains(names), "{pairs:?}: {r}");
+        }
+        for ok in [
+            vec![("connection", "close")],
+            vec![("connection", "keep-alive, Upgrade, TE")],
+            vec![("connection", "")],
+        ] {
+            assert!(check(&headers(&ok)).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
     fn routing_overrides_are_refused() {
         for name in ROUTING_OVERRIDES {
             let r = refused(&[(name, "DELETE")]);
@@ -344,6 +458,8 @@ mod tests {
             "x-forwarded-for",
             "x-forwarded-host",
             "x-real-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
         ] {
             assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
         }

@@ -94,6 +94,8 @@ pub struct ServiceRt {
     pub client: Option<upstream::UpstreamClient>,
     /// A local MCP server the daemon runs (`command`).
     pub stdio: Option<Arc<mcp::stdio::StdioService>>,
+    /// A remote MCP server's sessions, by the identity they were issued to.
+    pub sessions: Arc<mcp::sessions::RemoteSessions>,
 }
 
 /// The services being served, by gateway port; swapped whole on reload.
@@ -186,6 +188,14 @@ impl Gateway {
                 (None, Some(u)) => Some(upstream::client(&s.id, u)?),
                 (None, None) => None,
             };
+            // Kept across reloads with the client: the server's sessions
+            // outlive a policy change.
+            let sessions = current
+                .by_port
+                .values()
+                .find(|r| r.service.id == s.id && r.service.upstream == s.upstream)
+                .map(|r| r.sessions.clone())
+                .unwrap_or_default();
             let stdio = match &s.upstream {
                 crate::policy::service::Upstream::Command(spec) => {
                     let fresh = mcp::stdio::StdioService::new(&s.id, spec)?;
@@ -225,6 +235,7 @@ impl Gateway {
                     secrets,
                     client,
                     stdio,
+                    sessions,
                 }),
             );
         }

@@ -6,9 +6,11 @@
 //!   JSON-RPC error the client shows.
 //! - `tools/list` is passed on, and its answer lists only the tools the
 //!   identity may call.
-//! - The protocol's own messages (`initialize`, `ping`, notifications, the
-//!   client's answers to the server) pass; every other method (`resources/
-//!   read`, `prompts/get`…) is judged as an action named after it.
+//! - The protocol's own messages (`initialize`, `ping`, notifications —
+//!   messages without an id —, the client's answers to the server) pass;
+//!   every other method (`resources/read`, `prompts/get`, a request named
+//!   `notifications/…`) is judged as an action named after it.
+//! - `GET` and `DELETE` carry no body (the headers layer refuses one).
 //! - A URL query string is refused (`unknown-parameter`): the transport
 //!   uses none, and nothing would judge it.
 //! - With `mask:` paths, everything the server sends is masked whole
@@ -17,6 +19,7 @@
 
 mod answers;
 mod rpc;
+pub mod sessions;
 mod sse;
 pub mod stdio;
 
@@ -80,8 +83,82 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
             ),
         ));
     }
+    // A remote server's session is its identity's alone (the daemon's own
+    // stdio servers check this themselves).
+    let identity = conn
+        .caller
+        .identity
+        .as_ref()
+        .map_or_else(String::new, |(n, _)| n.clone());
+    let remote = rt.stdio.is_none();
+    let session = match session_of(req.headers()) {
+        Ok(s) => s,
+        Err(r) => return trail.refuse(r),
+    };
+    if remote
+        && let Some(sid) = &session
+        && !rt.sessions.belongs_to(sid, &identity)
+    {
+        return trail.refuse(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "no-session",
+            "no such MCP session for this identity (it ended, was never opened, or is another identity's); initialize again",
+        ));
+    }
+    let ending = *req.method() == Method::DELETE;
+    let resp = transport(&sh, &conn, &trail, &rt, req, next).await;
+    if remote {
+        if let Ok(Some(issued)) = session_of(resp.headers()) {
+            rt.sessions.issued(&issued, &identity);
+        }
+        if ending
+            && resp.status().is_success()
+            && let Some(sid) = &session
+        {
+            rt.sessions.ended(sid);
+        }
+    }
+    resp
+}
+
+/// The request's or answer's `Mcp-Session-Id`, if it has one.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is built once per refused request; boxing it buys nothing"
+)]
+fn session_of(h: &hyper::HeaderMap) -> Result<Option<String>, Refusal> {
+    let mut all = h.get_all("mcp-session-id").iter();
+    let (Some(v), None) = (all.next(), all.next()) else {
+        return match h.contains_key("mcp-session-id") {
+            false => Ok(None),
+            true => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "ambiguous-header",
+                "`Mcp-Session-Id` given more than once",
+            )),
+        };
+    };
+    v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous-header",
+            "`Mcp-Session-Id` is not visible ASCII",
+        )
+    })
+}
+
+/// The request by its method: a message (`POST`), the server's event
+/// stream (`GET`) or the end of a session (`DELETE`).
+async fn transport(
+    sh: &Arc<Shared>,
+    conn: &Conn,
+    trail: &Trail,
+    rt: &Arc<ServiceRt>,
+    req: Req,
+    next: Next,
+) -> Resp {
     match *req.method() {
-        Method::POST => post(&sh, &conn, &trail, &rt, req, next).await,
+        Method::POST => post(sh, conn, trail, rt, req, next).await,
         // The server's event stream, and the end of a session.
         Method::GET | Method::DELETE => {
             trail.with(|r| {
@@ -89,7 +166,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 r.reason = "mcp-transport".into();
             });
             let resp = call(next, req).await;
-            rewrite(&sh, &trail, &rt, None, resp, None).await
+            rewrite(sh, trail, rt, None, resp, None).await
         }
         _ => trail.refuse(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -164,7 +241,10 @@ async fn post(
         rpc::Message::Call { id, method, params } => (id, method, params),
     };
     trail.with(|r| r.mcp_method = Some(method.clone()));
-    if PROTOCOL.contains(&method.as_str()) || method.starts_with("notifications/") {
+    // A notification has no id; a message with one is a request, and a
+    // request is judged whatever its method is called.
+    let notification = id.is_none() && method.starts_with("notifications/");
+    if PROTOCOL.contains(&method.as_str()) || notification {
         trail.with(|r| {
             r.verdict = "allow";
             r.reason = "mcp-protocol".into();

@@ -25,6 +25,10 @@ pub enum ParamsError {
     Unreadable(String),
     #[error("the query or form body is not valid percent-encoded UTF-8")]
     BadForm,
+    #[error(
+        "the query or form body holds a bare `;`, which some servers read as a separator between parameters; send it as %3B"
+    )]
+    Semicolon,
 }
 
 impl ParamsError {
@@ -48,8 +52,13 @@ fn depth(v: &Value) -> usize {
 mod form {
     use super::ParamsError;
 
-    /// `a=1&b=x+y` → pairs, `+` as space, percent-decoded.
+    /// `a=1&b=x+y` → pairs, `+` as space, percent-decoded. A bare `;` is
+    /// refused: servers that split pairs on it too would read parameters
+    /// the gateway never saw.
     pub fn pairs(text: &str) -> Result<Vec<(String, String)>, ParamsError> {
+        if text.contains(';') {
+            return Err(ParamsError::Semicolon);
+        }
         text.split('&')
             .filter(|p| !p.is_empty())
             .map(|pair| {
@@ -106,11 +115,30 @@ mod form {
     }
 }
 
+/// Decimal text every number reader reads as the same value: an optional
+/// `-`, digits without a leading zero, and (where `fraction`) a `.` and
+/// digits. No exponent, `+`, leading or trailing `.`, or spaces: Rust's
+/// float parser reads `99999e-100` as almost 0, JavaScript's `parseInt`
+/// and Ruby's `to_i` as 99999.
+fn canonical_decimal(text: &str, fraction: bool) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) if fraction => (i, Some(f)),
+        Some(_) => return false,
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    all_digits(int) && (int == "0" || !int.starts_with('0')) && frac.is_none_or(all_digits)
+}
+
 /// Text from the path, the query or a form: typed as the schema declares
 /// it, so `amount=7200` compares as the number it is. A value that does
-/// not convert stays text, and the decision refuses it (`parameter-type`).
+/// not convert, or is not written in canonical decimal (`canonical_decimal`),
+/// stays text, and the decision refuses it (`parameter-type`).
 fn typed(text: String, ty: Option<ParamType>) -> Value {
     match ty {
+        Some(ParamType::Number) if !canonical_decimal(&text, true) => Value::String(text),
+        Some(ParamType::Integer) if !canonical_decimal(&text, false) => Value::String(text),
         Some(ParamType::Number) => text
             .parse::<f64>()
             .ok()
@@ -259,6 +287,59 @@ mod tests {
             p["amount"],
             Value::from("abc"),
             "left for the decision to refuse"
+        );
+    }
+
+    #[test]
+    fn numbers_only_in_the_spelling_every_reader_reads_alike() {
+        let read = |q: &str| extract(&[], Some(q), None, b"", Some(&schema())).unwrap();
+        for (q, want) in [
+            ("amount=100", Value::from(100)),
+            ("amount=-0.25", serde_json::json!(-0.25)),
+            ("amount=0", Value::from(0)),
+            ("n=-3", Value::from(-3)),
+        ] {
+            assert_eq!(read(q).into_iter().next().unwrap().1, want, "{q}");
+        }
+        for q in [
+            "amount=99999e-100",
+            "amount=1E3",
+            "amount=%2B100",
+            "amount=.5",
+            "amount=5.",
+            "amount=0100",
+            "amount=%20100",
+            "amount=inf",
+            "amount=0x10",
+            "n=1.0",
+            "n=1e2",
+            "n=007",
+        ] {
+            let p = read(q);
+            let v = p.values().next().unwrap();
+            assert!(
+                v.is_string(),
+                "{q} read as {v}: it stays text to be refused"
+            );
+        }
+        assert_eq!(
+            extract(&[], Some("to=x;amount=99999"), None, b"", Some(&schema())),
+            Err(ParamsError::Semicolon)
+        );
+        assert_eq!(
+            extract(
+                &[],
+                None,
+                Some("application/x-www-form-urlencoded"),
+                b"amount=1;amount=99999",
+                Some(&schema())
+            ),
+            Err(ParamsError::Semicolon)
+        );
+        assert_eq!(
+            read("to=x%3Bamount")["to"],
+            Value::from("x;amount"),
+            "an encoded `;` is a character of its value"
         );
     }
 
