@@ -156,6 +156,17 @@ class Handler(BaseHTTPRequestHandler):
                                  "result": {"session": self.headers.get("Mcp-Session-Id"),
                                             "tools": []}},
                            extra=extra)
+        elif path == "/v1/gzip":
+            # An upstream that compresses whatever it was asked for, and
+            # echoes the credential inside.
+            import gzip
+            data = gzip.compress(f"auth={auth}".encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif path.startswith("/v1/ops/"):
             self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":

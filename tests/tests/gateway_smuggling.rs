@@ -33,11 +33,11 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
     let text = policy(f.net, &ca, &f.secret_file, "")
         .replace(
             "      - {method: GET, path: /v1/stream, action: stream}\n",
-            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
+            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
         )
         .replace(
             "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream]}\n",
-            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
+            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason, gzip]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
         )
         .replace(
             "        - {id: other-reads, tool: stripe, actions: [get_customer]}\n",
@@ -101,6 +101,14 @@ fn arrived(f: &Fixture, tag: &str) -> Vec<Value> {
         .collect()
 }
 
+/// No request with any of `tags` in its body or path reached the upstream.
+fn assert_none_arrived(f: &Fixture, tags: &[&str]) {
+    for tag in tags {
+        let got = arrived(f, tag);
+        assert!(got.is_empty(), "{tag} reached the upstream: {got:?}");
+    }
+}
+
 /// Every value of header `name` in an upstream log record, repeats included.
 fn header_lines(r: &Value, name: &str) -> Vec<String> {
     r["hlist"]
@@ -117,6 +125,39 @@ fn polyglot(tag: &str) -> String {
     format!(
         r#"{{"amount":100,"currency":"usd","customer":"c&amount=99999&currency=usd&customer={tag}&x="}}"#
     )
+}
+
+/// A JSON payment POSTed over h2c as root with `extra` header fields
+/// besides `content-type: application/json`, and by curl as uid 65534
+/// with the same `-H` headers: both refused 400 with `reason`. Bodies
+/// carry `{tag}H2` and `{tag}CURL`.
+fn payment_refused_over_h2_and_curl(f: &Fixture, extra: &[(&str, &str)], tag: &str, reason: &str) {
+    let mut headers = vec![
+        json!([":method", "POST"]),
+        json!([":scheme", "http"]),
+        json!([":authority", "x"]),
+        json!([":path", "/v1/payment_intents"]),
+        json!(["content-type", "application/json"]),
+    ];
+    headers.extend(
+        extra
+            .iter()
+            .map(|(k, v)| json!([k.to_ascii_lowercase(), v])),
+    );
+    let h2 = json!({"headers": headers, "body": polyglot(&format!("{tag}H2"))});
+    let out = smuggle(f, "h2", &h2.to_string());
+    assert_eq!(out["status"], 400, "{out}");
+    assert_eq!(out["body"]["error"]["reason"], reason, "{out}");
+    let lines: Vec<String> = extra.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let mut args = vec!["-s", "-H", "Content-Type: application/json"];
+    for l in &lines {
+        args.extend(["-H", l.as_str()]);
+    }
+    let body = polyglot(&format!("{tag}CURL"));
+    let url = format!("{}/v1/payment_intents", f.base());
+    args.extend(["--data-binary", body.as_str(), url.as_str()]);
+    let text = curl(f, true, &args);
+    assert!(text.contains(reason), "{text}");
 }
 
 fn raw_post(extra_headers: &str, body: &str) -> String {
@@ -190,46 +231,26 @@ fn a_body_two_readers_could_read_apart_never_reaches_the_upstream() {
         assert!(header_lines(&r, "transfer-encoding").is_empty(), "{r}");
         assert_eq!(r["body"], body.as_str());
     }
-    // The same over HTTP/2: two content-type fields on one stream.
-    let h2 = json!({"headers": [[":method", "POST"], [":scheme", "http"], [":authority", "x"],
-                                [":path", "/v1/payment_intents"],
-                                ["content-type", "application/json"],
-                                ["content-type", "application/x-www-form-urlencoded"]],
-                    "body": polyglot("F1H2")});
-    let out = smuggle(&f, "h2", &h2.to_string());
-    assert_eq!(out["status"], 400, "{out}");
-    assert_eq!(out["body"]["error"]["reason"], "ambiguous-header", "{out}");
-    // Unprivileged, with curl.
-    let text = curl(
+    // The same over HTTP/2 (two content-type fields on one stream), and
+    // unprivileged with curl.
+    payment_refused_over_h2_and_curl(
         &f,
-        true,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        "F1",
+        "ambiguous-header",
+    );
+    assert_none_arrived(
+        &f,
         &[
-            "-s",
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "Content-Type: application/x-www-form-urlencoded",
-            "--data-binary",
-            &polyglot("F1CURL"),
-            &format!("{}/v1/payment_intents", f.base()),
+            "F1DUP",
+            "F1LIST",
+            "F1CHARSET",
+            "F1ENC",
+            "F1RANGE",
+            "F1H2",
+            "F1CURL",
         ],
     );
-    assert!(text.contains("ambiguous-header"), "{text}");
-    for tag in [
-        "F1DUP",
-        "F1LIST",
-        "F1CHARSET",
-        "F1ENC",
-        "F1RANGE",
-        "F1H2",
-        "F1CURL",
-    ] {
-        assert!(
-            arrived(&f, tag).is_empty(),
-            "{tag} reached the upstream: {:?}",
-            arrived(&f, tag)
-        );
-    }
 
     // Control: one Content-Type, the same bytes: judged as JSON (100 USD)
     // and forwarded with exactly that one type.
@@ -347,6 +368,33 @@ fn a_json_name_given_twice_never_reaches_the_upstream() {
         arrived(&f, "F2MCPESC").is_empty(),
         "the escaped duplicate reached the server"
     );
+    // Names in another letter case: Go's encoding/json matches them to
+    // `name`, `method`, `arguments` (last one wins).
+    let out = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &base,
+        &[
+            rpc(
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"safe_read","Name":"delete_all","arguments":{"tag":"F2CASE1"}}}"#,
+            ),
+            rpc(
+                r#"{"jsonrpc":"2.0","id":8,"method":"ping","Method":"tools/call","params":{"name":"delete_all","arguments":{"tag":"F2CASE2"}}}"#,
+            ),
+            rpc(
+                r#"{"jsonrpc":"2.0","id":9,"Method":"tools/call","result":{},"params":{"name":"delete_all","arguments":{"tag":"F2CASE3"}}}"#,
+            ),
+            rpc(
+                r#"{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"safe_read","Arguments":{"tag":"F2CASE4"}}}"#,
+            ),
+        ],
+    );
+    for (o, code) in out.iter().zip([-32700, -32700, -32600, -32600]) {
+        assert_eq!(o["status"], 400, "{o}");
+        assert_eq!(o["body"]["error"]["code"], code, "{o}");
+    }
+    assert_none_arrived(&f, &["F2CASE1", "F2CASE2", "F2CASE3", "F2CASE4"]);
     // The control reached the server.
     let ok = arrived(&f, "F2MCPOK");
     assert_eq!(ok.len(), 1, "the control: {}", out[2]);
@@ -407,6 +455,28 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
             .flatten()
             .any(|t| t[0] == "x-auth" && t[1] == redacted),
         "{out}"
+    );
+    // A compressed answer the scrubber cannot read is refused whole.
+    for unprivileged in [true, false] {
+        let text = curl(
+            &f,
+            unprivileged,
+            &["-s", "--compressed", &format!("{}/v1/gzip", f.base())],
+        );
+        assert!(text.contains("unscrubbable-response"), "{text}");
+        assert!(
+            !text.contains(&f.secret),
+            "the secret reached the agent: {text}"
+        );
+    }
+    assert_eq!(
+        f.upstream
+            .requests()
+            .iter()
+            .filter(|r| r["path"] == "/v1/gzip")
+            .count(),
+        2,
+        "the upstream answered both (and compressed the credential)"
     );
     // The upstream did get the credential, and echoed it each time.
     let reqs: Vec<Value> = f
@@ -532,7 +602,10 @@ fn routing_overrides_never_reach_the_upstream() {
             json!({"method": "GET", "path": "/v1/customers/cus_f5fwd",
                    "headers": {"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Host": "admin.internal",
                                "X-Forwarded-Prefix": "/v1/admin", "Forwarded": "for=10.0.0.1;host=admin",
-                               "X-Real-IP": "10.0.0.1"}}),
+                               "X-Real-IP": "10.0.0.1", "True-Client-IP": "10.0.0.1",
+                               "CF-Connecting-IP": "10.0.0.1", "X-Client-IP": "10.0.0.1",
+                               "X-Host": "admin.internal", "Range": "bytes=0-3",
+                               "If-Range": "\"x\""}}),
             json!({"method": "GET", "path": "/v1/customers/cus_f5ok"}),
         ])
         .collect();
@@ -573,6 +646,12 @@ fn routing_overrides_never_reach_the_upstream() {
         "x-forwarded-prefix",
         "forwarded",
         "x-real-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-client-ip",
+        "x-host",
+        "range",
+        "if-range",
     ] {
         assert!(
             header_lines(&fwd[0], name).is_empty(),
@@ -637,13 +716,7 @@ fn a_body_on_a_method_servers_need_not_read_never_reaches_the_upstream() {
         ],
     );
     assert!(text.contains("unexpected-body"), "{text}");
-    for tag in ["cl0get", "cl0del", "cl0h2", "cl0curl", "CL0INNER"] {
-        assert!(
-            arrived(&f, tag).is_empty(),
-            "{tag} reached the upstream: {:?}",
-            arrived(&f, tag)
-        );
-    }
+    assert_none_arrived(&f, &["cl0get", "cl0del", "cl0h2", "cl0curl", "CL0INNER"]);
     let posts: Vec<Value> = f
         .upstream
         .requests()
@@ -682,6 +755,17 @@ fn a_header_read_two_ways_or_dropped_after_judging_never_reaches_the_upstream() 
             format!("{json_ct}X_Forwarded_For: 203.0.113.9\r\n"),
             "x-forwarded-for",
         ),
+        // PHP reads `.` as `_` too.
+        (
+            "N1DOT",
+            format!("{json_ct}X.HTTP.Method.Override: DELETE\r\n"),
+            "x-http-method-override",
+        ),
+        (
+            "N1DOTIP",
+            format!("{json_ct}X-Real.IP: 203.0.113.9\r\n"),
+            "x-real-ip",
+        ),
         // `Connection` naming the header the body was judged by: it
         // would be dropped on the way out, and a form reader would take
         // the JSON's text for form pairs.
@@ -710,43 +794,33 @@ fn a_header_read_two_ways_or_dropped_after_judging_never_reaches_the_upstream() 
             "{tag}: {out}"
         );
     }
-    let h2 = json!({"headers": [[":method", "POST"], [":scheme", "http"], [":authority", "x"],
-                                [":path", "/v1/payment_intents"],
-                                ["content-type", "application/json"],
-                                ["x_http_method_override", "DELETE"]],
-                    "body": polyglot("N1H2")});
-    let out = smuggle(&f, "h2", &h2.to_string());
-    assert_eq!(out["status"], 400, "{out}");
-    assert_eq!(out["body"]["error"]["reason"], "ambiguous-header", "{out}");
-    let text = curl(
+    payment_refused_over_h2_and_curl(
         &f,
-        true,
+        &[("X_HTTP_Method_Override", "DELETE")],
+        "N1",
+        "ambiguous-header",
+    );
+    payment_refused_over_h2_and_curl(
+        &f,
+        &[("X.HTTP.Method.Override", "DELETE")],
+        "N1DOT",
+        "ambiguous-header",
+    );
+    assert_none_arrived(
+        &f,
         &[
-            "-s",
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            "X_HTTP_Method_Override: DELETE",
-            "--data-binary",
-            &polyglot("N1CURL"),
-            &format!("{}/v1/payment_intents", f.base()),
+            "N1OVERRIDE",
+            "N1FWD",
+            "N1DOT",
+            "N1DOTIP",
+            "N1CONNCT",
+            "N1CONNAUTH",
+            "N1H2",
+            "N1CURL",
+            "N1DOTH2",
+            "N1DOTCURL",
         ],
     );
-    assert!(text.contains("ambiguous-header"), "{text}");
-    for tag in [
-        "N1OVERRIDE",
-        "N1FWD",
-        "N1CONNCT",
-        "N1CONNAUTH",
-        "N1H2",
-        "N1CURL",
-    ] {
-        assert!(
-            arrived(&f, tag).is_empty(),
-            "{tag} reached the upstream: {:?}",
-            arrived(&f, tag)
-        );
-    }
     // Control: `Connection: keep-alive` is the connection's own; the
     // request arrives with the type it was judged by.
     let raw = raw_post(
@@ -758,31 +832,6 @@ fn a_header_read_two_ways_or_dropped_after_judging_never_reaches_the_upstream() 
     let got = arrived(&f, "N1OK");
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(header_lines(&got[0], "content-type"), ["application/json"]);
-    // Client-address claims go the way of X-Forwarded-For: dropped.
-    let out = agent(
-        &f.env,
-        "finance-agent",
-        "requests",
-        &f.base(),
-        &[json!({"method": "GET", "path": "/v1/customers/cus_n1ip",
-                 "headers": {"True-Client-IP": "10.0.0.1", "CF-Connecting-IP": "10.0.0.1",
-                             "X-Client-IP": "10.0.0.1", "X-Host": "admin.internal"}})],
-    );
-    assert_eq!(out[0]["status"], 200, "{}", out[0]);
-    let got = arrived(&f, "cus_n1ip");
-    assert_eq!(got.len(), 1);
-    for name in [
-        "true-client-ip",
-        "cf-connecting-ip",
-        "x-client-ip",
-        "x-host",
-    ] {
-        assert!(
-            header_lines(&got[0], name).is_empty(),
-            "{name} arrived: {}",
-            got[0]
-        );
-    }
 }
 
 #[test]
@@ -841,19 +890,16 @@ fn number_text_a_server_would_read_otherwise_never_reaches_the_upstream() {
         ],
     );
     assert!(text.contains("parameter-type"), "{text}");
-    for tag in [
-        "cus_numexp",
-        "cus_numplus",
-        "cus_numzero",
-        "cus_numsemi",
-        "cus_numcurl",
-    ] {
-        assert!(
-            arrived(&f, tag).is_empty(),
-            "{tag} reached the upstream: {:?}",
-            arrived(&f, tag)
-        );
-    }
+    assert_none_arrived(
+        &f,
+        &[
+            "cus_numexp",
+            "cus_numplus",
+            "cus_numzero",
+            "cus_numsemi",
+            "cus_numcurl",
+        ],
+    );
     // Control: the amount in plain decimal is judged and paid.
     assert_eq!(out[4]["status"], 200, "the control: {}", out[4]);
     let got = arrived(&f, "cus_numok");
@@ -992,6 +1038,13 @@ fn a_remote_mcp_session_is_its_identitys_alone() {
     for o in &out {
         assert_eq!(o["status"], 404, "{o}");
     }
+    // Under a name a PHP server reads as Mcp-Session-Id: refused, and the
+    // session stays its owner's.
+    let mut dotted = rpc(4, "tools/list", None);
+    dotted["headers"]["Mcp.Session.Id"] = json!(sid);
+    let out = agent(&f.env, "other-agent", "requests", &base, &[dotted]);
+    assert_eq!(out[0]["status"], 400, "{}", out[0]);
+    assert!(arrived(&f, "SESS4").is_empty());
     let text = curl(
         &f,
         true,

@@ -9,9 +9,10 @@
 //! - headers known to make an upstream run another method or path than the
 //!   request's own (`X-HTTP-Method-Override`, `X-Original-URL`…) are
 //!   refused (400 `routing-override`): the route judged is the route run;
-//! - a header name with `_` is refused (400 `ambiguous-header`): CGI and
-//!   WSGI servers read `X_HTTP_Method_Override` as `X-HTTP-Method-Override`,
-//!   so every rule about a name would need two spellings;
+//! - a header name of anything but letters, digits and `-` is refused (400
+//!   `ambiguous-header`): CGI, WSGI and PHP read `X_HTTP_Method_Override`
+//!   and `X.HTTP.Method.Override` as `X-HTTP-Method-Override`, so every
+//!   rule about a name would need many spellings;
 //! - a `Connection` header may name only hop-by-hop headers (400
 //!   `ambiguous-header` otherwise): a header it names is dropped on the way
 //!   out, after the gateway judged the request by it (`Content-Type`);
@@ -22,7 +23,8 @@
 //! - `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the other client-address
 //!   headers (`True-Client-IP`, `CF-Connecting-IP`…) from the agent are
 //!   dropped: they claim things about the connection the agent cannot
-//!   vouch for.
+//!   vouch for; so are `Range` and `If-Range` (answers come whole, so the
+//!   scrubber sees a credential an upstream echoes in one piece).
 //!
 //! What is forwarded carries one canonical `Content-Type` (`canonical`).
 
@@ -80,6 +82,20 @@ fn is_forwarding(name: &HeaderName) -> bool {
     n == "forwarded" || n.starts_with("x-forwarded-") || CLIENT_ADDRESS.contains(&n)
 }
 
+/// A header name of letters, digits and `-`: the one spelling every server
+/// reads alike (RFC 9110 allows more, which CGI, WSGI and PHP fold).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Headers the agent may send that are dropped: `Range` and `If-Range`
+/// (an answer comes whole, so a credential an upstream echoes cannot come
+/// back in pieces the scrubber does not recognise), and the connection
+/// facts only a proxy may state.
+fn is_dropped(name: &HeaderName) -> bool {
+    name == header::RANGE || name == header::IF_RANGE || is_forwarding(name)
+}
+
 /// What a request's `Connection` header may name: the connection's own
 /// options and the hop-by-hop headers, nothing the request is judged by.
 fn names_only_hop_by_hop(token: &str) -> bool {
@@ -123,7 +139,7 @@ async fn run(_: Arc<Shared>, mut req: Req, next: Next) -> Resp {
         ));
     }
     let h = req.headers_mut();
-    let drop: Vec<HeaderName> = h.keys().filter(|n| is_forwarding(n)).cloned().collect();
+    let drop: Vec<HeaderName> = h.keys().filter(|n| is_dropped(n)).cloned().collect();
     for n in drop {
         h.remove(n);
     }
@@ -156,12 +172,16 @@ fn check(h: &HeaderMap) -> Result<(), Refusal> {
             )),
         }
     };
-    if let Some(name) = h.keys().find(|n| n.as_str().contains('_')) {
+    if let Some(name) = h.keys().find(|n| !is_plain_name(n.as_str())) {
+        let plain: String = name
+            .as_str()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
         return Err(ambiguous(
             name.as_str(),
             format!(
-                "CGI and WSGI servers read a name with `_` as `{}`; send it spelled with `-`",
-                name.as_str().replace('_', "-")
+                "servers that turn header names into variables (CGI, WSGI, PHP) read a name's `_`, `.` and other marks as one another, so this is `{plain}` to them; send names of letters, digits and `-` only"
             ),
         ));
     }
@@ -403,6 +423,12 @@ mod tests {
                 "`x-http-method-override`",
             ),
             (vec![("x_forwarded_for", "10.0.0.1")], "`x-forwarded-for`"),
+            (
+                vec![("x.http.method.override", "DELETE")],
+                "`x-http-method-override`",
+            ),
+            (vec![("mcp.session.id", "s1")], "`mcp-session-id`"),
+            (vec![("x-real.ip", "10.0.0.1")], "`x-real-ip`"),
             (vec![("connection", "content-type")], "names `content-type`"),
             (
                 vec![("connection", "keep-alive, Authorization")],

@@ -148,6 +148,26 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     if rt.secrets.is_empty() {
         return hyper::Response::from_parts(parts, body);
     }
+    // The gateway asks for unencoded answers; one encoded anyway would
+    // carry an echoed credential past the scrubber.
+    if let Some(enc) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .filter(|v| v.as_bytes() != b"identity")
+        && !bodyless
+    {
+        let enc = String::from_utf8_lossy(enc.as_bytes())
+            .escape_debug()
+            .to_string();
+        return trail.refuse(Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "unscrubbable-response",
+            format!(
+                "service `{}` answered with an encoded body (`{enc}`), which the credential scrubber cannot read: refused rather than passed on",
+                rt.service.id
+            ),
+        ));
+    }
     // Scrubbing changes the length: a body of known, small size is scrubbed
     // whole and gets its new length; anything else streams through the
     // scrubber without a length (chunked).

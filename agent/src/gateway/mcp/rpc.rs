@@ -53,6 +53,16 @@ pub fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
             )
         });
     };
+    // Names the protocol gives meaning to must be spelled exactly: a
+    // reader that matches names ignoring case (Go's `encoding/json`) takes
+    // `"Method"` for `method` where the gateway would not.
+    exact_spelling(
+        &m,
+        &["jsonrpc", "id", "method", "params", "result", "error"],
+    )?;
+    if let Some(Value::Object(p)) = m.get("params") {
+        exact_spelling(p, &["name", "arguments", "_meta", "uri", "cursor"])?;
+    }
     if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err((
             INVALID_REQUEST,
@@ -75,6 +85,27 @@ pub fn parse(body: &[u8]) -> Result<Message, (i64, String)> {
             "Invalid Request: neither a request nor a response".into(),
         )),
     }
+}
+
+/// Refuses a name in `obj` that is one of `members` in another letter case.
+fn exact_spelling(
+    obj: &serde_json::Map<String, Value>,
+    members: &[&str],
+) -> Result<(), (i64, String)> {
+    use crate::policy::service::strict_json::fold;
+    for name in obj.keys() {
+        let f = fold(name);
+        if let Some(m) = members.iter().find(|m| **m == f && **m != name) {
+            return Err((
+                INVALID_REQUEST,
+                format!(
+                    "Invalid Request: `{}` is `{m}` spelled another way, which some servers read as `{m}`; spell it `{m}`",
+                    name.escape_debug()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An error response (HTTP 200 for a well-formed request, 400 otherwise).
@@ -151,6 +182,14 @@ mod tests {
             (
                 br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","\u006dethod":"x"}"#,
                 PARSE_ERROR,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":5,"Method":"tools/call","result":{}}"#,
+                INVALID_REQUEST,
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"safe_read","Arguments":{"x":1}}}"#,
+                INVALID_REQUEST,
             ),
         ] {
             assert_eq!(parse(bad).map_err(|e| e.0), Err(code), "{bad:?}");

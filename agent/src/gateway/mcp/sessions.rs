@@ -35,10 +35,12 @@ impl RemoteSessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The server issued session `id` in answer to `identity`.
+    /// The server issued session `id` in answer to `identity`. A session
+    /// already bound stays its first identity's: an answer that names it
+    /// again does not hand it to whoever the answer went to.
     pub fn issued(&self, id: &str, identity: &str) {
         let mut t = self.lock();
-        if t.owners.get(id).is_some_and(|o| o.identity == identity) {
+        if t.owners.contains_key(id) {
             return;
         }
         let mine: Vec<(&String, u64)> = t
@@ -57,8 +59,6 @@ impl RemoteSessions {
         }
         t.issued += 1;
         let serial = t.issued;
-        // A session id the server hands out again belongs to whoever got
-        // it last; the earlier holder's requests then find no session.
         t.owners.insert(
             id.to_string(),
             Owner {
@@ -102,6 +102,12 @@ mod tests {
         );
         assert!(!s.belongs_to("b0", "bob"), "bob's oldest is forgotten");
         assert!(s.belongs_to(&format!("b{}", PER_IDENTITY + 4), "bob"));
+        s.issued("a1", "bob");
+        assert!(
+            s.belongs_to("a1", "alice"),
+            "an answer naming it again moves nothing"
+        );
+        assert!(!s.belongs_to("a1", "bob"));
         s.ended("a1");
         assert!(!s.belongs_to("a1", "alice"));
     }

@@ -3,7 +3,9 @@
 //! wins". Upstreams differ on which duplicate they keep, so a body with
 //! one is refused rather than judged by one reading and acted on by
 //! another. Names are compared after unescaping (`"\u0061mount"` is
-//! `amount`).
+//! `amount`) and ignoring letter case (`fold`): Go's `encoding/json`
+//! matches names to fields that way, so `"Name"` beside `"name"` is the
+//! same member to it.
 
 use std::fmt;
 
@@ -86,19 +88,32 @@ impl<'de> Visitor<'de> for Strict {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        let mut folded: Vec<String> = Vec::new();
         // The name arrives unescaped, so escaped spellings of one name meet here.
         while let Some(name) = map.next_key::<String>()? {
-            if out.contains_key(&name) {
+            let f = fold(&name);
+            if folded.contains(&f) {
                 return Err(de::Error::custom(format_args!(
-                    "member name `{}` is given twice in one object",
+                    "member name `{}` is given twice in one object (names are compared ignoring letter case, as some readers do)",
                     name.escape_debug()
                 )));
             }
             let v = map.next_value_seed(Strict)?;
+            folded.push(f);
             out.insert(name, v);
         }
         Ok(Value::Object(out))
     }
+}
+
+/// A member name as readers that ignore letter case see it: lower case,
+/// with the two letters Go's case folding adds (`K` Kelvin sign is `k`
+/// already in lower case; `ſ` long s is `s`).
+pub fn fold(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'ſ' { 's' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,6 +141,10 @@ mod tests {
             br#"{"a\/b":1,"a/b":2}"#,
             br#"{"params":{"name":"delete_all","name":"safe_read"}}"#,
             br#"[{"x":{"y":[{"k":1,"k":1}]}}]"#,
+            br#"{"params":{"name":"safe_read","Name":"delete_all"}}"#,
+            br#"{"amount":100,"AMOUNT":99999}"#,
+            "{\"kind\":1,\"\u{212a}ind\":2}".as_bytes(),
+            "{\"ask\":1,\"a\u{17f}k\":2}".as_bytes(),
         ] {
             let e = from_slice(bad).unwrap_err().to_string();
             assert!(e.contains("is given twice"), "{e}");
