@@ -156,6 +156,19 @@ class Handler(BaseHTTPRequestHandler):
                                  "result": {"session": self.headers.get("Mcp-Session-Id"),
                                             "tools": []}},
                            extra=extra)
+        elif path == "/v1/escaped":
+            # An upstream that echoes the credential the ways servers
+            # write text: JSON with `/` escaped (PHP), percent-encoded in a
+            # redirect, as HTML character references.
+            import html
+            data = json.dumps({"auth": auth, "html": "".join(f"&#{ord(c)};" if not c.isalnum() else c for c in auth)}).replace("/", "\\/").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Location", "/cb?auth=" + urllib.parse.quote(auth, safe=""))
+            self.send_header("X-Quoted", urllib.parse.quote(auth))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif path == "/v1/gzip":
             # An upstream that compresses whatever it was asked for, and
             # echoes the credential inside.

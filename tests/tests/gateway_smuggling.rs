@@ -33,11 +33,11 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
     let text = policy(f.net, &ca, &f.secret_file, "")
         .replace(
             "      - {method: GET, path: /v1/stream, action: stream}\n",
-            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
+            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {method: GET, path: /v1/escaped, action: escaped}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
         )
         .replace(
             "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream]}\n",
-            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason, gzip]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
+            "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream, trailer, reason, gzip, escaped]}\n        - {id: ops-appr, tool: stripe, actions: [ops], approval_if: \"true\"}\n        - {id: rmcp-read, tool: rmcp, actions: [safe_read]}\n",
         )
         .replace(
             "        - {id: other-reads, tool: stripe, actions: [get_customer]}\n",
@@ -478,6 +478,56 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
         2,
         "the upstream answered both (and compressed the credential)"
     );
+    // A credential with `/` and `+`, echoed JSON-escaped, percent-encoded
+    // and as HTML references: no spelling of it reaches the agent.
+    let secret = format!("{}/x+y/z", f.secret);
+    std::fs::write(&f.secret_file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
+    f.env.cli_ok(&["reload"]);
+    let spelled = [
+        secret.clone(),
+        secret.replace('/', "\\/"),
+        secret.replace('/', "%2F").replace('+', "%2B"),
+        secret.replace('/', "&#47;").replace('+', "&#43;"),
+        secret.replace('+', "%2B"),
+        secret
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_string()
+                } else {
+                    format!("&#{};", c as u32)
+                }
+            })
+            .collect::<String>(),
+    ];
+    for unprivileged in [true, false] {
+        let text = curl(
+            &f,
+            unprivileged,
+            &["-s", "-i", &format!("{}/v1/escaped", f.base())],
+        );
+        assert!(text.contains("HTTP/1.1 200"), "{text}");
+        for s in &spelled {
+            assert!(
+                !text.contains(s.as_str()),
+                "`{s}` reached the agent: {text}"
+            );
+        }
+        assert!(text.contains("[redacted by palisade]"), "{text}");
+    }
+    let echoed: Vec<Value> = f
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r["path"] == "/v1/escaped")
+        .collect();
+    assert_eq!(echoed.len(), 2);
+    assert!(
+        echoed
+            .iter()
+            .all(|r| r["headers"]["authorization"] == format!("Bearer {secret}")),
+        "the upstream got the new credential: {echoed:?}"
+    );
     // The upstream did get the credential, and echoed it each time.
     let reqs: Vec<Value> = f
         .upstream
@@ -605,7 +655,9 @@ fn routing_overrides_never_reach_the_upstream() {
                                "X-Real-IP": "10.0.0.1", "True-Client-IP": "10.0.0.1",
                                "CF-Connecting-IP": "10.0.0.1", "X-Client-IP": "10.0.0.1",
                                "X-Host": "admin.internal", "Range": "bytes=0-3",
-                               "If-Range": "\"x\""}}),
+                               "If-Range": "\"x\"", "Cookie": "amount=99999; customer=attacker",
+                               "Remote-User": "admin", "X-Goog-Authenticated-User-Email": "admin@corp",
+                               "X-Auth-Request-User": "admin"}}),
             json!({"method": "GET", "path": "/v1/customers/cus_f5ok"}),
         ])
         .collect();
@@ -622,6 +674,27 @@ fn routing_overrides_never_reach_the_upstream() {
         );
     }
     let n = overrides.len();
+    // A path a servlet container reads otherwise (`..;` is `..` to it).
+    let semis = agent(
+        &f.env,
+        "finance-agent",
+        "requests",
+        &f.base(),
+        &[
+            json!({"method": "GET", "path": "/v1/customers/..;/admin-f5semi"}),
+            json!({"method": "GET", "path": "/v1/customers/cus_f5semi;v=1"}),
+            json!({"method": "GET", "path": "/v1/customers/cus_f5semi%3bv=1"}),
+        ],
+    );
+    for o in &semis {
+        assert_eq!(o["status"], 403, "{o}");
+        assert_eq!(o["body"]["error"]["reason"], "no-route", "{o}");
+    }
+    assert!(
+        arrived(&f, "f5semi").is_empty(),
+        "{:?}",
+        arrived(&f, "f5semi")
+    );
     assert_eq!(out[n]["status"], 200, "{}", out[n]);
     assert_eq!(out[n + 1]["status"], 200, "the control: {}", out[n + 1]);
     let text = curl(
@@ -652,6 +725,10 @@ fn routing_overrides_never_reach_the_upstream() {
         "x-host",
         "range",
         "if-range",
+        "cookie",
+        "remote-user",
+        "x-goog-authenticated-user-email",
+        "x-auth-request-user",
     ] {
         assert!(
             header_lines(&fwd[0], name).is_empty(),

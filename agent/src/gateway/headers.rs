@@ -23,8 +23,11 @@
 //! - `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and the other client-address
 //!   headers (`True-Client-IP`, `CF-Connecting-IP`…) from the agent are
 //!   dropped: they claim things about the connection the agent cannot
-//!   vouch for; so are `Range` and `If-Range` (answers come whole, so the
-//!   scrubber sees a credential an upstream echoes in one piece).
+//!   vouch for; so are the user headers of authenticating proxies
+//!   (`Remote-User`, `X-Goog-Authenticated-*`…), `Cookie` (read as
+//!   parameters by some servers, never judged), and `Range` and `If-Range`
+//!   (answers come whole, so the scrubber sees a credential an upstream
+//!   echoes in one piece).
 //!
 //! What is forwarded carries one canonical `Content-Type` (`canonical`).
 
@@ -76,10 +79,38 @@ const CLIENT_ADDRESS: &[&str] = &[
     "x-original-host",
 ];
 
-/// Connection facts only a proxy may state; the agent's are dropped.
+/// Who the user is, as authenticating proxies tell the servers behind them
+/// (oauth2-proxy, Google IAP, AWS ALB, Azure App Service, Envoy, web
+/// servers' `REMOTE_USER`); by prefix below the exact names.
+const AUTH_PROXY: &[&str] = &[
+    "remote-user",
+    "x-remote-user",
+    "x-webauth-user",
+    "x-forwarded-user",
+    "x-user",
+    "x-email",
+    "x-script-name",
+    "forwarded-for",
+    "x-forwarded",
+];
+const AUTH_PROXY_PREFIXES: &[&str] = &[
+    "x-auth-request-",
+    "x-goog-authenticated-",
+    "x-amzn-oidc-",
+    "x-ms-client-principal",
+    "x-envoy-",
+    "x-webauth-",
+];
+
+/// Connection and user facts only a proxy may state; the agent's are
+/// dropped.
 fn is_forwarding(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n == "forwarded" || n.starts_with("x-forwarded-") || CLIENT_ADDRESS.contains(&n)
+    n == "forwarded"
+        || n.starts_with("x-forwarded-")
+        || CLIENT_ADDRESS.contains(&n)
+        || AUTH_PROXY.contains(&n)
+        || AUTH_PROXY_PREFIXES.iter().any(|p| n.starts_with(p))
 }
 
 /// A header name of letters, digits and `-`: the one spelling every server
@@ -90,10 +121,16 @@ fn is_plain_name(name: &str) -> bool {
 
 /// Headers the agent may send that are dropped: `Range` and `If-Range`
 /// (an answer comes whole, so a credential an upstream echoes cannot come
-/// back in pieces the scrubber does not recognise), and the connection
-/// facts only a proxy may state.
+/// back in pieces the scrubber does not recognise), `Cookie` (PHP's
+/// `$_REQUEST` and others read cookies as parameters the gateway never
+/// judged; the service's credential is what authenticates), and the
+/// connection and user facts only a proxy may state.
 fn is_dropped(name: &HeaderName) -> bool {
-    name == header::RANGE || name == header::IF_RANGE || is_forwarding(name)
+    name == header::RANGE
+        || name == header::IF_RANGE
+        || name == header::COOKIE
+        || name.as_str() == "cookie2"
+        || is_forwarding(name)
 }
 
 /// What a request's `Connection` header may name: the connection's own
@@ -486,6 +523,10 @@ mod tests {
             "x-real-ip",
             "true-client-ip",
             "cf-connecting-ip",
+            "remote-user",
+            "x-goog-authenticated-user-email",
+            "x-amzn-oidc-identity",
+            "x-envoy-external-address",
         ] {
             assert!(is_forwarding(&HeaderName::from_static(n)), "{n}");
         }

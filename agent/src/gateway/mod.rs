@@ -221,11 +221,11 @@ impl Gateway {
                             why: format!("`{}` is not a header name", c.header),
                         }
                     })?;
-                    (Some((name, value)), vec![Bytes::from(secret)])
+                    (Some((name, value)), secrets::spellings(secret.as_bytes()))
                 }
             };
             if let Some(st) = &stdio {
-                secrets.extend(st.secrets());
+                secrets.extend(st.secrets().iter().flat_map(|s| secrets::spellings(s)));
             }
             next.by_port.insert(
                 s.port,

@@ -253,16 +253,18 @@ impl Service {
 
 /// The segments of a request path (`/a/b` → `["a", "b"]`), or `None` for a
 /// path the gateway refuses to interpret: not absolute, empty or dot
-/// segments, encoded slashes, backslashes or dots. What the gateway matches
-/// must be what the upstream sees, so nothing ambiguous passes.
+/// segments, encoded slashes, backslashes or dots, or a `;` (servlet
+/// containers read `/a/..;/b` as `/b`, dropping a segment's `;…`). What the
+/// gateway matches must be what the upstream sees, so nothing ambiguous
+/// passes.
 pub fn split_path(path: &str) -> Option<Vec<&str>> {
     let rest = path.strip_prefix('/')?;
     if rest.is_empty() {
         return Some(Vec::new());
     }
     let lower = rest.to_ascii_lowercase();
-    if rest.contains('\\')
-        || ["%2f", "%5c", "%2e", "%00"]
+    if rest.contains(['\\', ';'])
+        || ["%2f", "%5c", "%2e", "%00", "%3b"]
             .iter()
             .any(|e| lower.contains(e))
     {
