@@ -161,7 +161,15 @@ class Handler(BaseHTTPRequestHandler):
             # write text: JSON with `/` escaped (PHP), percent-encoded in a
             # redirect, as HTML character references.
             import html
-            data = json.dumps({"auth": auth, "html": "".join(f"&#{ord(c)};" if not c.isalnum() else c for c in auth)}).replace("/", "\\/").encode()
+            data = json.dumps({
+                "auth": auth,
+                "html": "".join(f"&#{ord(c)};" if not c.isalnum() else c for c in auth),
+                # Encoders that escape only some marks: .NET's `+`, Gson's
+                # `=`, Go templates' `+`.
+                "dotnet": auth.replace("+", "\\u002B"),
+                "gson": auth.replace("=", "\\u003d"),
+                "gotmpl": auth.replace("+", "&#43;"),
+            }).replace("/", "\\/").replace("\\\\u", "\\u").encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Location", "/cb?auth=" + urllib.parse.quote(auth, safe=""))
@@ -169,6 +177,23 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif path in ("/v1/gzip-twice", "/v1/gzip-te"):
+            # Compression the gateway did not ask for, declared in ways a
+            # single-header check misses.
+            import gzip
+            data = gzip.compress(f"auth={auth}".encode())
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            if path == "/v1/gzip-twice":
+                self.send_header("Content-Encoding", "identity")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            else:
+                self.send_header("Transfer-Encoding", "gzip, chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))
         elif path == "/v1/gzip":
             # An upstream that compresses whatever it was asked for, and
             # echoes the credential inside.

@@ -33,7 +33,7 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
     let text = policy(f.net, &ca, &f.secret_file, "")
         .replace(
             "      - {method: GET, path: /v1/stream, action: stream}\n",
-            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {method: GET, path: /v1/escaped, action: escaped}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
+            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {method: GET, path: /v1/escaped, action: escaped}\n      - {method: GET, path: /v1/gzip-twice, action: gzip}\n      - {method: GET, path: /v1/gzip-te, action: gzip}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
         )
         .replace(
             "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream]}\n",
@@ -456,31 +456,34 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
             .any(|t| t[0] == "x-auth" && t[1] == redacted),
         "{out}"
     );
-    // A compressed answer the scrubber cannot read is refused whole.
-    for unprivileged in [true, false] {
-        let text = curl(
-            &f,
-            unprivileged,
-            &["-s", "--compressed", &format!("{}/v1/gzip", f.base())],
-        );
-        assert!(text.contains("unscrubbable-response"), "{text}");
-        assert!(
-            !text.contains(&f.secret),
-            "the secret reached the agent: {text}"
+    // A compressed answer the scrubber cannot read is refused whole,
+    // however the compression is declared.
+    for path in ["/v1/gzip", "/v1/gzip-twice", "/v1/gzip-te"] {
+        for unprivileged in [true, false] {
+            let text = curl(
+                &f,
+                unprivileged,
+                &["-s", "--compressed", &format!("{}{path}", f.base())],
+            );
+            assert!(text.contains("unscrubbable-response"), "{path}: {text}");
+            assert!(
+                !text.contains(&f.secret),
+                "{path}: the secret reached the agent: {text}"
+            );
+        }
+        assert_eq!(
+            f.upstream
+                .requests()
+                .iter()
+                .filter(|r| r["path"] == path)
+                .count(),
+            2,
+            "{path}: the upstream answered both (and compressed the credential)"
         );
     }
-    assert_eq!(
-        f.upstream
-            .requests()
-            .iter()
-            .filter(|r| r["path"] == "/v1/gzip")
-            .count(),
-        2,
-        "the upstream answered both (and compressed the credential)"
-    );
     // A credential with `/` and `+`, echoed JSON-escaped, percent-encoded
     // and as HTML references: no spelling of it reaches the agent.
-    let secret = format!("{}/x+y/z", f.secret);
+    let secret = format!("{}/x+y/z==", f.secret);
     std::fs::write(&f.secret_file, format!("{secret}\n")).unwrap_or_else(|e| panic!("{e}"));
     f.env.cli_ok(&["reload"]);
     let spelled = [
@@ -489,6 +492,9 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
         secret.replace('/', "%2F").replace('+', "%2B"),
         secret.replace('/', "&#47;").replace('+', "&#43;"),
         secret.replace('+', "%2B"),
+        secret.replace('+', "\\u002B"),
+        secret.replace('=', "\\u003d"),
+        secret.replace('+', "&#43;"),
         secret
             .chars()
             .map(|c| {

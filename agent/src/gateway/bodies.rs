@@ -11,7 +11,10 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::http::{Body, BoxError};
+use super::{
+    http::{Body, BoxError},
+    spelled,
+};
 
 /// How a body ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,38 +155,29 @@ impl Scrub {
     }
 
     /// Scrub `data` (after what was carried); returns what may be sent.
+    /// What could still become a spelling of the secret is held back
+    /// (`spelled::replace`), nothing else, so a stream is not delayed by a
+    /// secret it does not contain.
     fn feed(&mut self, chunk: &[u8]) -> Bytes {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk);
-        let n = self.secret.len();
-        let keep_from = data.len().saturating_sub(n - 1);
-        let mut out = Vec::with_capacity(data.len());
-        let mut i = 0;
-        while let Some(pos) = memchr::memmem::find(&data[i..], &self.secret) {
-            let at = i + pos;
-            out.extend_from_slice(&data[i..at]);
-            out.extend_from_slice(REDACTED);
-            i = at + n;
-        }
-        let emit_to = keep_from.max(i);
-        out.extend_from_slice(&data[i..emit_to]);
-        self.carry = data[emit_to..].to_vec();
+        let (out, used, _) = spelled::replace(&data, &self.secret, REDACTED, false);
+        self.carry = data[used..].to_vec();
         Bytes::from(out)
+    }
+
+    /// What was held back, scrubbed, once nothing more will come.
+    fn rest(&mut self) -> Bytes {
+        let data = std::mem::take(&mut self.carry);
+        Bytes::from(spelled::replace(&data, &self.secret, REDACTED, true).0)
     }
 }
 
-/// Scrub a whole buffer at once.
+/// Scrub a whole buffer at once: `None` if the secret is not in it, in any
+/// spelling.
 pub fn scrub_all(data: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(data, secret)?;
-    let mut out = Vec::with_capacity(data.len());
-    let mut i = 0;
-    while let Some(pos) = memchr::memmem::find(&data[i..], secret) {
-        out.extend_from_slice(&data[i..i + pos]);
-        out.extend_from_slice(REDACTED);
-        i += pos + secret.len();
-    }
-    out.extend_from_slice(&data[i..]);
-    Some(out)
+    let (out, _, found) = spelled::replace(data, secret, REDACTED, true);
+    found.then_some(out)
 }
 
 /// Scrub the secret from header values, and drop any header whose name
@@ -193,7 +187,7 @@ pub fn scrub_headers(headers: &mut hyper::HeaderMap, secret: &[u8]) {
     let lower = secret.to_ascii_lowercase();
     let named: Vec<hyper::header::HeaderName> = headers
         .keys()
-        .filter(|n| memchr::memmem::find(n.as_str().as_bytes(), &lower).is_some())
+        .filter(|n| spelled::replace(n.as_str().as_bytes(), &lower, b"", true).2)
         .cloned()
         .collect();
     for n in named {
@@ -251,8 +245,7 @@ impl HttpBody for Scrub {
                             return Poll::Ready(Some(Ok(frame)));
                         }
                         this.trailers = Some(frame);
-                        let rest = Bytes::from(std::mem::take(&mut this.carry));
-                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                        return Poll::Ready(Some(Ok(Frame::data(this.rest()))));
                     }
                 },
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
@@ -261,8 +254,7 @@ impl HttpBody for Scrub {
                     if this.carry.is_empty() {
                         return Poll::Ready(None);
                     }
-                    let rest = Bytes::from(std::mem::take(&mut this.carry));
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    return Poll::Ready(Some(Ok(Frame::data(this.rest()))));
                 }
             }
         }
@@ -301,6 +293,17 @@ mod tests {
             format!("abc {r} and {r}!sk_live_1")
         );
         assert_eq!(scrub_all(b"no secret", b"sk"), None);
+    }
+
+    #[test]
+    fn only_a_possible_start_of_the_secret_is_held_back() {
+        let body = chunked(&[]);
+        let mut s = Scrub::new(body, Bytes::from_static(b"sk_live_12345"));
+        assert_eq!(&s.feed(b"data: event 0\n\n")[..], b"data: event 0\n\n");
+        assert_eq!(&s.feed(b"x sk_li")[..], b"x ");
+        assert_eq!(&s.feed(b"ve_123")[..], b"");
+        assert_eq!(&s.feed(b"45!")[..], [REDACTED, b"!"].concat().as_slice());
+        assert_eq!(&s.feed(b"ss")[..], b"s", "`s` may begin the secret");
     }
 
     #[tokio::test]

@@ -132,6 +132,27 @@ async fn forward(sh: &Shared, mut req: Req) -> Resp {
         )),
         Ok(Ok(resp)) => {
             trail.with(|r| r.upstream_status = Some(resp.status().as_u16()));
+            // hyper reads chunked framing and passes any other transfer
+            // coding on as body bytes, which neither the masker nor the
+            // credential scrubber can read.
+            if let Some(te) = resp
+                .headers()
+                .get_all(hyper::header::TRANSFER_ENCODING)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+                .map(str::trim)
+                .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
+            {
+                return trail.refuse(Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "unscrubbable-response",
+                    format!(
+                        "the upstream of service `{}` answered with transfer coding `{}`, which the gateway does not read: refused rather than passed on",
+                        rt.service.id,
+                        te.escape_debug()
+                    ),
+                ));
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             // hyper would send the upstream's own reason phrase on to an

@@ -100,6 +100,24 @@ fn is_json(headers: &hyper::HeaderMap) -> bool {
         .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"))
 }
 
+/// The first content coding of an answer other than `identity`, in any of
+/// its `Content-Encoding` lines (an unreadable value counts as one).
+fn coding(h: &hyper::HeaderMap) -> Option<String> {
+    h.get_all(header::CONTENT_ENCODING).iter().find_map(|v| {
+        let Ok(text) = v.to_str() else {
+            return Some(
+                String::from_utf8_lossy(v.as_bytes())
+                    .escape_debug()
+                    .to_string(),
+            );
+        };
+        text.split(',')
+            .map(str::trim)
+            .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("identity"))
+            .map(|t| t.escape_debug().to_string())
+    })
+}
+
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
     Box::pin(run(sh, req, next))
 }
@@ -150,15 +168,9 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     }
     // The gateway asks for unencoded answers; one encoded anyway would
     // carry an echoed credential past the scrubber.
-    if let Some(enc) = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .filter(|v| v.as_bytes() != b"identity")
+    if let Some(enc) = coding(&parts.headers)
         && !bodyless
     {
-        let enc = String::from_utf8_lossy(enc.as_bytes())
-            .escape_debug()
-            .to_string();
         return trail.refuse(Refusal::new(
             StatusCode::BAD_GATEWAY,
             "unscrubbable-response",
@@ -226,12 +238,8 @@ async fn masked(
             ),
         )
     };
-    if parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() != b"identity")
-    {
-        return Err(refuse("is encoded".into()));
+    if let Some(enc) = coding(&parts.headers) {
+        return Err(refuse(format!("is encoded (`{enc}`)")));
     }
     let declared = parts
         .headers

@@ -29,6 +29,7 @@ mod reply;
 mod route;
 mod secrets;
 mod settings;
+mod spelled;
 mod stack;
 mod trail;
 mod upstream;
@@ -221,11 +222,11 @@ impl Gateway {
                             why: format!("`{}` is not a header name", c.header),
                         }
                     })?;
-                    (Some((name, value)), secrets::spellings(secret.as_bytes()))
+                    (Some((name, value)), vec![Bytes::from(secret)])
                 }
             };
             if let Some(st) = &stdio {
-                secrets.extend(st.secrets().iter().flat_map(|s| secrets::spellings(s)));
+                secrets.extend(st.secrets());
             }
             next.by_port.insert(
                 s.port,
