@@ -169,11 +169,23 @@ class Handler(BaseHTTPRequestHandler):
                 "dotnet": auth.replace("+", "\\u002B"),
                 "gson": auth.replace("=", "\\u003d"),
                 "gotmpl": auth.replace("+", "&#43;"),
+                # Escapes of escapes, and backslash quoting.
+                "twice_pct": urllib.parse.quote(urllib.parse.quote(auth, safe=""), safe=""),
+                "twice_html": "".join(f"&amp;#{ord(c)};" if not c.isalnum() else c for c in auth),
+                "json_in_json": json.dumps({"k": auth}),
+                "regex": __import__("re").escape(auth),
             }).replace("/", "\\/").replace("\\\\u", "\\u").encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Location", "/cb?auth=" + urllib.parse.quote(auth, safe=""))
             self.send_header("X-Quoted", urllib.parse.quote(auth))
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif path == "/v1/utf16":
+            data = json.dumps({"auth": auth}).encode("utf-16")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-16")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -33,7 +33,7 @@ fn start_smuggling(name: &str) -> Option<Fixture> {
     let text = policy(f.net, &ca, &f.secret_file, "")
         .replace(
             "      - {method: GET, path: /v1/stream, action: stream}\n",
-            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {method: GET, path: /v1/escaped, action: escaped}\n      - {method: GET, path: /v1/gzip-twice, action: gzip}\n      - {method: GET, path: /v1/gzip-te, action: gzip}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
+            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/trailer, action: trailer}\n      - {method: GET, path: /v1/reason, action: reason}\n      - {method: GET, path: /v1/gzip, action: gzip}\n      - {method: GET, path: /v1/escaped, action: escaped}\n      - {method: GET, path: /v1/gzip-twice, action: gzip}\n      - {method: GET, path: /v1/gzip-te, action: gzip}\n      - {method: GET, path: /v1/utf16, action: gzip}\n      - {id: ops, method: \"*\", path: \"/v1/ops/{rest*}\", action: ops}\n",
         )
         .replace(
             "        - {id: reads, tool: stripe, actions: [get_customer, big, text, stream]}\n",
@@ -458,7 +458,7 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
     );
     // A compressed answer the scrubber cannot read is refused whole,
     // however the compression is declared.
-    for path in ["/v1/gzip", "/v1/gzip-twice", "/v1/gzip-te"] {
+    for path in ["/v1/gzip", "/v1/gzip-twice", "/v1/gzip-te", "/v1/utf16"] {
         for unprivileged in [true, false] {
             let text = curl(
                 &f,
@@ -495,6 +495,13 @@ fn the_credential_never_comes_back_in_trailers_the_reason_or_a_header_name() {
         secret.replace('+', "\\u002B"),
         secret.replace('=', "\\u003d"),
         secret.replace('+', "&#43;"),
+        secret.replace('/', "%252F").replace('+', "%252B"),
+        secret.replace('/', "&amp;#47;").replace('+', "&amp;#43;"),
+        secret.replace('/', "\\\\\\/"),
+        secret
+            .replace('/', "\\/")
+            .replace('+', "\\+")
+            .replace('=', "\\="),
         secret
             .chars()
             .map(|c| {

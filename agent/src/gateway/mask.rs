@@ -118,6 +118,30 @@ fn coding(h: &hyper::HeaderMap) -> Option<String> {
     })
 }
 
+/// A `charset` of the answer the scrubber does not read its bytes in
+/// (UTF-16, UTF-32…): the secret's bytes would not appear in it as such.
+/// Named as the coding it amounts to.
+fn foreign_charset(h: &hyper::HeaderMap) -> Option<String> {
+    let ct = h.get(header::CONTENT_TYPE)?.to_str().unwrap_or("charset=?");
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    })?;
+    let ascii_compatible = [
+        "utf-8",
+        "utf8",
+        "us-ascii",
+        "ascii",
+        "iso-8859-1",
+        "latin1",
+        "latin-1",
+        "windows-1252",
+    ];
+    (!ascii_compatible.contains(&charset.as_str())).then(|| format!("charset={charset}"))
+}
+
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
     Box::pin(run(sh, req, next))
 }
@@ -168,7 +192,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     }
     // The gateway asks for unencoded answers; one encoded anyway would
     // carry an echoed credential past the scrubber.
-    if let Some(enc) = coding(&parts.headers)
+    if let Some(enc) = coding(&parts.headers).or_else(|| foreign_charset(&parts.headers))
         && !bodyless
     {
         return trail.refuse(Refusal::new(

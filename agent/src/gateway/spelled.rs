@@ -1,15 +1,21 @@
 //! Finding a secret in what an upstream wrote, however it escaped it. Each
 //! byte of the secret may appear as itself or in any escape of it that
-//! servers write — percent-encoding (`%2F`), JSON (`\u002f`, `\/`), HTML
-//! character references (`&#47;`, `&#x2F;`, `&sol;`) — in either hex case
-//! and mixed freely: encoders each escape their own set of marks (.NET
-//! `\u002B`, Gson `\u003d`, Go templates `&#43;`, PHP `\/`), so listing
-//! spellings would always miss one.
+//! servers write — percent-encoding (`%2F`), JSON, JavaScript and C
+//! escapes (`\u002f`, `\u{2f}`, `\x2f`, `\/`, `\+`), HTML character
+//! references (`&#47;`, `&#x2F;`, `&sol;`) — in either hex case, mixed
+//! freely, and nested up to three deep (JSON in a JSON string `\\u002B`,
+//! `%252B`, `&amp;#43;`): encoders each escape their own set of marks
+//! (.NET `\u002B`, Gson `\u003d`, Go templates `&#43;`, PHP `\/`), so
+//! listing spellings would always miss one.
 
-/// Where one escape of a byte ends, if it is one.
-enum Step {
-    /// A spelling of the byte this long.
-    Len(usize),
+/// How deep escapes may nest: an escape whose own marks are escaped (JSON
+/// inside a JSON string, `%252B`, `&amp;#43;`), and once more.
+const DEPTH: u8 = 3;
+
+/// One logical byte at the start of `d`.
+enum Unit {
+    /// This byte, spelled in this many bytes of `d`.
+    Got(u8, usize),
     /// The data ends inside what could still be one.
     CutOff,
     No,
@@ -17,135 +23,211 @@ enum Step {
 
 /// HTML's named references to ASCII marks.
 const NAMED: &[(&[u8], u8)] = &[
-    (b"amp;", b'&'),
-    (b"lt;", b'<'),
-    (b"gt;", b'>'),
-    (b"quot;", b'"'),
-    (b"apos;", b'\''),
-    (b"sol;", b'/'),
-    (b"bsol;", b'\\'),
-    (b"plus;", b'+'),
-    (b"equals;", b'='),
-    (b"excl;", b'!'),
-    (b"lpar;", b'('),
-    (b"rpar;", b')'),
-    (b"ast;", b'*'),
-    (b"num;", b'#'),
-    (b"percnt;", b'%'),
-    (b"colon;", b':'),
-    (b"semi;", b';'),
-    (b"period;", b'.'),
-    (b"comma;", b','),
-    (b"lowbar;", b'_'),
-    (b"dollar;", b'$'),
-    (b"quest;", b'?'),
-    (b"commat;", b'@'),
-    (b"grave;", b'`'),
-    (b"lsqb;", b'['),
-    (b"rsqb;", b']'),
-    (b"lcub;", b'{'),
-    (b"rcub;", b'}'),
-    (b"verbar;", b'|'),
-    (b"Hat;", b'^'),
+    (b"amp", b'&'),
+    (b"lt", b'<'),
+    (b"gt", b'>'),
+    (b"quot", b'"'),
+    (b"apos", b'\''),
+    (b"sol", b'/'),
+    (b"bsol", b'\\'),
+    (b"plus", b'+'),
+    (b"equals", b'='),
+    (b"excl", b'!'),
+    (b"lpar", b'('),
+    (b"rpar", b')'),
+    (b"ast", b'*'),
+    (b"midast", b'*'),
+    (b"num", b'#'),
+    (b"percnt", b'%'),
+    (b"colon", b':'),
+    (b"semi", b';'),
+    (b"period", b'.'),
+    (b"comma", b','),
+    (b"lowbar", b'_'),
+    (b"UnderBar", b'_'),
+    (b"dollar", b'$'),
+    (b"quest", b'?'),
+    (b"commat", b'@'),
+    (b"grave", b'`'),
+    (b"DiacriticalGrave", b'`'),
+    (b"lsqb", b'['),
+    (b"lbrack", b'['),
+    (b"rsqb", b']'),
+    (b"rbrack", b']'),
+    (b"lcub", b'{'),
+    (b"lbrace", b'{'),
+    (b"rcub", b'}'),
+    (b"rbrace", b'}'),
+    (b"verbar", b'|'),
+    (b"vert", b'|'),
+    (b"VerticalLine", b'|'),
+    (b"Hat", b'^'),
+    (b"NewLine", b'\n'),
+    (b"Tab", b'\t'),
+    (b"nbsp", b' '),
 ];
 
-/// `n` hex digits at the start of `d` whose value is `b`.
-fn hex_digits(d: &[u8], n: usize, b: u8, skip: usize) -> Step {
-    let avail = &d[..d.len().min(n)];
-    if !avail.iter().all(u8::is_ascii_hexdigit) {
-        return Step::No;
-    }
-    if avail.len() < n {
-        return Step::CutOff;
-    }
-    let text = std::str::from_utf8(avail).unwrap_or("");
-    match u32::from_str_radix(text, 16) {
-        Ok(v) if v == u32::from(b) => Step::Len(skip + n),
-        _ => Step::No,
-    }
-}
-
-/// A numeric character reference after `&#` (`x` for hex), up to `;`.
-fn reference(d: &[u8], b: u8) -> Step {
-    let (hex, digits) = match d.first() {
-        Some(b'x' | b'X') => (true, &d[1..]),
-        Some(_) => (false, d),
-        None => return Step::CutOff,
+/// The logical byte at the start of `d` when escapes may nest `depth`
+/// deep: an escape (whose own characters are logical bytes one level
+/// down), or the byte itself.
+fn unit(d: &[u8], depth: u8) -> Unit {
+    let Some(&c) = d.first() else {
+        return Unit::CutOff;
     };
-    let is_digit = |c: &u8| {
-        if hex {
-            c.is_ascii_hexdigit()
-        } else {
-            c.is_ascii_digit()
+    if depth > 0 && matches!(c, b'%' | b'\\' | b'&') {
+        match escaped(d, depth) {
+            Unit::No => {}
+            found => return found,
         }
-    };
-    let n = digits.iter().take_while(|c| is_digit(c)).count();
-    // Leading zeros are allowed; a reference longer than this is not one
-    // of a byte.
-    if n > 8 {
-        return Step::No;
     }
-    if n == digits.len() {
-        return Step::CutOff;
+    Unit::Got(c, 1)
+}
+
+/// Reads logical bytes one level down, in sequence.
+struct Reader<'a> {
+    d: &'a [u8],
+    at: usize,
+    depth: u8,
+}
+
+impl Reader<'_> {
+    /// The next logical byte; `Err` ends the escape (cut off, or not one).
+    fn next(&mut self) -> Result<u8, Unit> {
+        match unit(&self.d[self.at..], self.depth) {
+            Unit::Got(b, n) => {
+                self.at += n;
+                Ok(b)
+            }
+            other => Err(other),
+        }
     }
-    if n == 0 || digits[n] != b';' {
-        return Step::No;
+
+    /// The next byte if `want` holds for it; the position stays otherwise.
+    fn next_if(&mut self, want: impl Fn(u8) -> bool) -> Result<Option<u8>, Unit> {
+        let at = self.at;
+        match self.next() {
+            Ok(b) if want(b) => Ok(Some(b)),
+            Ok(_) => {
+                self.at = at;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
-    let text = std::str::from_utf8(&digits[..n]).unwrap_or("");
-    match u32::from_str_radix(text, if hex { 16 } else { 10 }) {
-        Ok(v) if v == u32::from(b) => Step::Len(2 + usize::from(hex) + n + 1),
-        _ => Step::No,
+
+    /// Up to `max` digits of `radix` (at least `min`), as a number.
+    fn number(&mut self, radix: u32, min: usize, max: usize) -> Result<u32, Unit> {
+        let mut v: u32 = 0;
+        let mut n = 0;
+        while n < max {
+            match self.next_if(|b| char::from(b).is_digit(radix))? {
+                Some(b) => {
+                    v = v
+                        .saturating_mul(radix)
+                        .saturating_add(char::from(b).to_digit(radix).unwrap_or(0));
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        if n < min { Err(Unit::No) } else { Ok(v) }
     }
 }
 
-/// An escape of byte `b` at the start of `d` (which does not start with
-/// `b` itself).
-fn escape(d: &[u8], b: u8) -> Step {
-    let rest = &d[1..];
-    match d[0] {
-        b'%' => hex_digits(rest, 2, b, 1),
-        b'\\' => match rest.first() {
-            None => Step::CutOff,
-            Some(b'u') => hex_digits(&rest[1..], 4, b, 2),
-            Some(&c) if c == b && b"/\\\"".contains(&b) => Step::Len(2),
-            Some(_) => Step::No,
-        },
-        b'&' => match rest.first() {
-            None => Step::CutOff,
-            Some(b'#') => reference(&rest[1..], b),
-            Some(_) => {
-                for (name, _) in NAMED.iter().filter(|(_, v)| *v == b) {
-                    if rest.starts_with(name) {
-                        return Step::Len(1 + name.len());
-                    }
-                    if name.starts_with(rest) {
-                        return Step::CutOff;
+/// An escape at the start of `d` (which starts with `%`, `\` or `&`):
+/// percent-encoding, a JSON, JavaScript or C escape, an HTML reference.
+fn escaped(d: &[u8], depth: u8) -> Unit {
+    let mut r = Reader {
+        d,
+        at: 0,
+        depth: depth - 1,
+    };
+    let value = (|| -> Result<u32, Unit> {
+        match r.next()? {
+            b'%' => r.number(16, 2, 2),
+            b'\\' => match r.next()? {
+                b'u' => {
+                    if r.next_if(|b| b == b'{')?.is_some() {
+                        let v = r.number(16, 1, 8)?;
+                        r.next_if(|b| b == b'}')?.ok_or(Unit::No)?;
+                        Ok(v)
+                    } else {
+                        r.number(16, 4, 4)
                     }
                 }
-                Step::No
+                b'x' => r.number(16, 2, 2),
+                c if !c.is_ascii_alphanumeric() => Ok(u32::from(c)),
+                _ => Err(Unit::No),
+            },
+            b'&' => {
+                let v = if r.next_if(|b| b == b'#')?.is_some() {
+                    if r.next_if(|b| b == b'x' || b == b'X')?.is_some() {
+                        r.number(16, 1, 16)?
+                    } else {
+                        r.number(10, 1, 16)?
+                    }
+                } else {
+                    let mut name = Vec::new();
+                    while let Some(b) = r.next_if(|b| b.is_ascii_alphanumeric())? {
+                        name.push(b);
+                        if name.len() > 16 {
+                            return Err(Unit::No);
+                        }
+                    }
+                    NAMED
+                        .iter()
+                        .find(|(n, _)| *n == name.as_slice())
+                        .map(|(_, v)| u32::from(*v))
+                        .ok_or(Unit::No)?
+                };
+                r.next_if(|b| b == b';')?.ok_or(Unit::No)?;
+                Ok(v)
             }
-        },
-        _ => Step::No,
+            _ => Err(Unit::No),
+        }
+    })();
+    match value {
+        Ok(v) => u8::try_from(v).map_or(Unit::No, |b| Unit::Got(b, r.at)),
+        Err(e) => e,
     }
 }
 
 /// The length of a spelling of `secret` at the start of `d`.
-fn spelled_at(d: &[u8], secret: &[u8]) -> Step {
+fn spelled_at(d: &[u8], secret: &[u8]) -> Unit {
     let mut p = 0;
     for &b in secret {
-        let Some(&c) = d.get(p) else {
-            return Step::CutOff;
-        };
-        if c == b {
+        if d.get(p) == Some(&b) {
             p += 1;
             continue;
         }
-        match escape(&d[p..], b) {
-            Step::Len(n) => p += n,
+        match escape_of(&d[p..], b) {
+            Unit::Got(_, n) => p += n,
             other => return other,
         }
     }
-    Step::Len(p)
+    Unit::Got(0, p)
+}
+
+/// An escape of byte `b` at the start of `d`, nested as deep as it goes
+/// (each depth tried, shallowest first: a reader of logical bytes takes
+/// the longest escape it can, so an escape's own marks are read one level
+/// down).
+fn escape_of(d: &[u8], b: u8) -> Unit {
+    if d.is_empty() {
+        return Unit::CutOff;
+    }
+    if !matches!(d[0], b'%' | b'\\' | b'&') {
+        return Unit::No;
+    }
+    let mut cut = false;
+    for depth in 1..=DEPTH {
+        match escaped(d, depth) {
+            Unit::Got(v, n) if v == b => return Unit::Got(v, n),
+            Unit::CutOff => cut = true,
+            _ => {}
+        }
+    }
+    if cut { Unit::CutOff } else { Unit::No }
 }
 
 /// `data` with every spelling of `secret` replaced by `with`, and how much
@@ -163,14 +245,14 @@ pub fn replace(data: &[u8], secret: &[u8], with: &[u8], last: bool) -> (Vec<u8>,
             continue;
         }
         match spelled_at(&data[p..], secret) {
-            Step::Len(n) if !secret.is_empty() => {
+            Unit::Got(_, n) if !secret.is_empty() => {
                 out.extend_from_slice(&data[emitted..p]);
                 out.extend_from_slice(with);
                 found = true;
                 p += n;
                 emitted = p;
             }
-            Step::CutOff if !last => {
+            Unit::CutOff if !last => {
                 out.extend_from_slice(&data[emitted..p]);
                 return (out, p, found);
             }
@@ -202,6 +284,18 @@ mod tests {
             "k/e&#43;y&#x3D;",
             "k&sol;e&plus;y&equals;",
             "k&#0047;e+y=",
+            // Nested: JSON in a JSON string, twice percent-encoded, HTML
+            // escaped twice, PHP's json_encode of json_encode.
+            r"k\\u002Fe\\u002By\\u003d",
+            "k%252Fe%252By%253D",
+            "k&amp;#47;e&amp;#43;y&amp;#61;",
+            r"k\\\/e+y=",
+            // C, JavaScript, shell and regex quoting; long references.
+            r"k\/e\+y\=",
+            r"k\x2fe\x2By=",
+            r"k\u{2f}e+y=",
+            "k&#x000000002F;e+y=",
+            "k&sol;e&plus;y&#61;",
         ] {
             assert_eq!(
                 scrub(&format!("a {spelled} b"), secret),
@@ -209,7 +303,7 @@ mod tests {
                 "{spelled}"
             );
         }
-        for other in ["k/e+y", "k%2Ge+y=", "k&#43e+y=", r"k\u002e+y="] {
+        for other in ["k/e+y", "k%2Ge+y=", "k&#43e+y=", r"k\u002e+y=", r"k\ne+y="] {
             let t = format!("a {other} b");
             assert_eq!(scrub(&t, secret), t, "{other}");
         }
