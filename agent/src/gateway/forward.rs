@@ -61,12 +61,9 @@ async fn forward(sh: &Shared, mut req: Req) -> Resp {
         .into_response();
     };
     if let Some(stdio) = &rt.stdio {
-        let identity = conn
-            .caller
-            .identity
-            .as_ref()
-            .map_or_else(String::new, |(n, _)| n.clone());
-        let resp = stdio.handle(&identity, req, sh.timeouts.upstream).await;
+        let resp = stdio
+            .handle(conn.caller.identity_name(), req, sh.timeouts.upstream)
+            .await;
         trail.with(|r| r.upstream_status = Some(resp.status().as_u16()));
         return resp;
     }

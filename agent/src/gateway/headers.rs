@@ -183,32 +183,46 @@ async fn run(_: Arc<Shared>, mut req: Req, next: Next) -> Resp {
     call(next, req).await
 }
 
+/// `400 ambiguous-header` naming header `label`.
+fn ambiguous(label: &str, why: String) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "ambiguous-header",
+        format!("`{label}`: {why}; the gateway forwards only requests every reader reads alike"),
+    )
+}
+
+/// The value of a header that must be given at most once, in visible
+/// ASCII (surrounding blanks trimmed); refused (`ambiguous-header`)
+/// otherwise, since two readers could pick different ones.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is built once per refused request; boxing it buys nothing"
+)]
+pub fn single(
+    h: &HeaderMap,
+    name: impl header::AsHeaderName,
+    label: &str,
+) -> Result<Option<String>, Refusal> {
+    let all: Vec<&HeaderValue> = h.get_all(name).iter().collect();
+    match all[..] {
+        [] => Ok(None),
+        [v] => v
+            .to_str()
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|_| ambiguous(label, "the value is not visible ASCII".into())),
+        _ => Err(ambiguous(
+            label,
+            format!("given {} times; send it once", all.len()),
+        )),
+    }
+}
+
 #[expect(
     clippy::result_large_err,
     reason = "a refusal is built once per refused request; boxing it buys nothing"
 )]
 fn check(h: &HeaderMap) -> Result<(), Refusal> {
-    let ambiguous = |name: &str, why: String| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "ambiguous-header",
-            format!("`{name}`: {why}; the gateway forwards only requests every reader reads alike"),
-        )
-    };
-    let single = |name: HeaderName, label: &str| -> Result<Option<String>, Refusal> {
-        let all: Vec<&HeaderValue> = h.get_all(&name).iter().collect();
-        match all[..] {
-            [] => Ok(None),
-            [v] => v
-                .to_str()
-                .map(|s| Some(s.trim().to_string()))
-                .map_err(|_| ambiguous(label, "the value is not visible ASCII".into())),
-            _ => Err(ambiguous(
-                label,
-                format!("given {} times; send it once", all.len()),
-            )),
-        }
-    };
     if let Some(name) = h.keys().find(|n| !is_plain_name(n.as_str())) {
         let plain: String = name
             .as_str()
@@ -240,10 +254,10 @@ fn check(h: &HeaderMap) -> Result<(), Refusal> {
             ));
         }
     }
-    if let Some(ct) = single(header::CONTENT_TYPE, "Content-Type")? {
+    if let Some(ct) = single(h, header::CONTENT_TYPE, "Content-Type")? {
         media_type(&ct).map_err(|why| ambiguous("Content-Type", why))?;
     }
-    if let Some(ce) = single(header::CONTENT_ENCODING, "Content-Encoding")?
+    if let Some(ce) = single(h, header::CONTENT_ENCODING, "Content-Encoding")?
         && !ce.eq_ignore_ascii_case("identity")
     {
         return Err(ambiguous(
@@ -254,7 +268,7 @@ fn check(h: &HeaderMap) -> Result<(), Refusal> {
             ),
         ));
     }
-    let cl = single(header::CONTENT_LENGTH, "Content-Length")?;
+    let cl = single(h, header::CONTENT_LENGTH, "Content-Length")?;
     if let Some(cl) = &cl
         && (cl.is_empty() || !cl.bytes().all(|b| b.is_ascii_digit()))
     {
@@ -263,7 +277,7 @@ fn check(h: &HeaderMap) -> Result<(), Refusal> {
             format!("`{}` is not one length", cl.escape_debug()),
         ));
     }
-    if let Some(te) = single(header::TRANSFER_ENCODING, "Transfer-Encoding")? {
+    if let Some(te) = single(h, header::TRANSFER_ENCODING, "Transfer-Encoding")? {
         if !te.eq_ignore_ascii_case("chunked") {
             return Err(ambiguous(
                 "Transfer-Encoding",

@@ -266,10 +266,7 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
         }
     };
     let s = &gw.shared.settings;
-    let key = caller
-        .identity
-        .as_ref()
-        .map_or_else(String::new, |(n, _)| n.clone());
+    let key = caller.identity_name().to_string();
     let Some(_slot) = gw
         .limits
         .take(&key, s.max_connections_per_identity, s.max_connections)

@@ -18,6 +18,14 @@ pub struct Caller {
     pub identity: Option<(String, u32)>,
 }
 
+impl Caller {
+    /// The identity's name, empty for a process that is not enrolled (the
+    /// key its connections, sessions and stdio servers are counted under).
+    pub fn identity_name(&self) -> &str {
+        self.identity.as_ref().map_or("", |(n, _)| n.as_str())
+    }
+}
+
 /// The identity behind the client socket `s`, connected from `client` to
 /// the gateway's `local` address.
 pub fn identify(

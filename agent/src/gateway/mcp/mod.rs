@@ -85,11 +85,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     }
     // A remote server's session is its identity's alone (the daemon's own
     // stdio servers check this themselves).
-    let identity = conn
-        .caller
-        .identity
-        .as_ref()
-        .map_or_else(String::new, |(n, _)| n.clone());
+    let identity = conn.caller.identity_name();
     let remote = rt.stdio.is_none();
     let session = match session_of(req.headers()) {
         Ok(s) => s,
@@ -97,7 +93,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     };
     if remote
         && let Some(sid) = &session
-        && !rt.sessions.belongs_to(sid, &identity)
+        && !rt.sessions.belongs_to(sid, identity)
     {
         return trail.refuse(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -109,7 +105,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     let resp = transport(&sh, &conn, &trail, &rt, req, next).await;
     if remote {
         if let Ok(Some(issued)) = session_of(resp.headers()) {
-            rt.sessions.issued(&issued, &identity);
+            rt.sessions.issued(&issued, identity);
         }
         if ending
             && resp.status().is_success()
@@ -121,30 +117,13 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
     resp
 }
 
-/// The request's or answer's `Mcp-Session-Id`, if it has one.
+/// The request's or answer's `Mcp-Session-Id`, if it has one (once).
 #[expect(
     clippy::result_large_err,
     reason = "a refusal is built once per refused request; boxing it buys nothing"
 )]
 fn session_of(h: &hyper::HeaderMap) -> Result<Option<String>, Refusal> {
-    let mut all = h.get_all("mcp-session-id").iter();
-    let (Some(v), None) = (all.next(), all.next()) else {
-        return match h.contains_key("mcp-session-id") {
-            false => Ok(None),
-            true => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "ambiguous-header",
-                "`Mcp-Session-Id` given more than once",
-            )),
-        };
-    };
-    v.to_str().map(|s| Some(s.to_string())).map_err(|_| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "ambiguous-header",
-            "`Mcp-Session-Id` is not visible ASCII",
-        )
-    })
+    super::headers::single(h, "mcp-session-id", "Mcp-Session-Id")
 }
 
 /// The request by its method: a message (`POST`), the server's event
