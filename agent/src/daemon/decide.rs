@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prost_types::Struct;
 use serde_json::{Map, Value};
 
-use super::{Caller, Daemon, DaemonError};
+use super::{Caller, Daemon, DaemonError, eval_slots};
 use crate::{
     audit::{AuditEvent, CallDetail, EventKind, clip},
     decision::{
@@ -171,7 +171,70 @@ fn small_input(req: &DecideInput) -> bool {
         .all(|s| fields(s, &mut values, &mut bytes))
 }
 
+/// The same bound for a call's parameters as JSON (the gateway's calls).
+pub fn small_json(params: &Map<String, Value>) -> bool {
+    fn walk(v: &Value, values: &mut usize, bytes: &mut usize) -> bool {
+        *values += 1;
+        if *values > INLINE_VALUES {
+            return false;
+        }
+        match v {
+            Value::String(s) => {
+                *bytes += s.len();
+                *bytes <= INLINE_STRING_BYTES
+            }
+            Value::Array(l) => l.iter().all(|v| walk(v, values, bytes)),
+            Value::Object(m) => fields(m, values, bytes),
+            _ => true,
+        }
+    }
+    fn fields(m: &Map<String, Value>, values: &mut usize, bytes: &mut usize) -> bool {
+        m.iter().all(|(k, v)| {
+            *bytes += k.len();
+            *bytes <= INLINE_STRING_BYTES && walk(v, values, bytes)
+        })
+    }
+    let (mut values, mut bytes) = (0, 0);
+    fields(params, &mut values, &mut bytes)
+}
+
 impl Daemon {
+    /// Does judging a call of `identity` with inputs that `small` says are
+    /// not small evaluate conditions whose cost the caller chooses?
+    pub fn costly_to_judge(&self, identity: &str, small: bool) -> bool {
+        !small
+            && self
+                .active()
+                .policy
+                .identity(identity)
+                .is_some_and(has_conditions)
+    }
+
+    /// Run `judge`, a decision over `identity`'s conditions, where a costly
+    /// one cannot hold the runtime: with `costly`, it waits for one of the
+    /// identity's evaluation slots (`eval_slots`) and runs on a thread the
+    /// runtime has handed its other work away from (`block_in_place`), so
+    /// every other connection, of this identity and of the others, keeps
+    /// being served. Cheap decisions run where they are.
+    pub async fn judge_off_runtime<T>(
+        &self,
+        identity: &str,
+        costly: bool,
+        judge: impl FnOnce() -> T,
+    ) -> Result<T, eval_slots::Busy> {
+        if !costly {
+            return Ok(judge());
+        }
+        let _slot = self.eval_slots.acquire(identity).await?;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        Ok(if multi_thread {
+            tokio::task::block_in_place(judge)
+        } else {
+            judge()
+        })
+    }
+
     /// `decide` for the API: calls of identities whose rules have
     /// conditions, with inputs larger than `small_input` allows, are
     /// evaluated on the blocking pool, a few at a time per identity

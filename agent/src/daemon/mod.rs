@@ -43,7 +43,7 @@ use arc_swap::ArcSwap;
 use tracing::{error, info, warn};
 
 pub use aggregate::aggregate_records;
-pub use decide::{DecideInput, DecideOutcome, Issued};
+pub use decide::{DecideInput, DecideOutcome, Issued, small_json};
 pub use egress::{EgressOutcome, EgressRequest};
 pub use elevation::{ElevateRequest, MAX_ELEVATION};
 pub use enrol::{Caller, Enrolled};

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     audit::{AuditEvent, CallDetail, EventKind},
+    daemon::{Daemon, small_json},
     decision::approvals::{Ask, State},
     policy::{Mode, ToolVerdict, decide::ToolCall},
     tokens::random_id,
@@ -113,8 +114,11 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
         r.policy_version = Some(version.clone());
         r.mode = Some(mode.name());
     });
-    let judged = daemon
-        .judge(policy, &tc, ask, || {
+    // Conditions over a large body may cost up to the evaluation budget:
+    // judged where they cannot hold other connections (as `Decide` does).
+    let costly = daemon.costly_to_judge(&identity, small_json(&c.params));
+    let judged = off_runtime(daemon, &identity, costly, || {
+        daemon.judge(policy, &tc, ask, || {
             let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
             ev.identity = Some(identity.clone());
             ev.uid = Some(conn.caller.socket.uid);
@@ -138,16 +142,19 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             });
             ev
         })
-        .map_err(|e| {
-            // Fail closed: a call whose charge or approval cannot be recorded
-            // is not forwarded.
-            trail.with(|r| r.verdict = "deny");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "decision-state-unavailable",
-                e.to_string(),
-            )
-        })?;
+    })
+    .await
+    .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+    .map_err(|e| {
+        // Fail closed: a call whose charge or approval cannot be recorded
+        // is not forwarded.
+        trail.with(|r| r.verdict = "deny");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "decision-state-unavailable",
+            e.to_string(),
+        )
+    })?;
     let d = judged.decision;
     trail.with(|r| {
         r.reason = d.reason.to_string();
@@ -223,8 +230,12 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 let active_version = daemon.active().policy.version.to_string();
                 if active_version != seen {
                     seen = active_version;
-                    release::rejudge(daemon, rt, c, &tc, &version)
-                        .map_err(|s| stale(s, "pending"))?;
+                    off_runtime(daemon, &identity, costly, || {
+                        release::rejudge(daemon, rt, c, &tc, &version)
+                    })
+                    .await
+                    .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+                    .map_err(|s| stale(s, "pending"))?;
                 }
                 if daemon.maps.killed(index).unwrap_or(true) {
                     trail.with(|r| r.verdict = "deny");
@@ -238,8 +249,12 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                     Some(State::Approved) => {
                         // Judged again if the operator loaded another
                         // policy while the request was held.
-                        let now_active = release::rejudge(daemon, rt, c, &tc, &version)
-                            .map_err(|s| stale(s, "approved"))?;
+                        let now_active = off_runtime(daemon, &identity, costly, || {
+                            release::rejudge(daemon, rt, c, &tc, &version)
+                        })
+                        .await
+                        .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+                        .map_err(|s| stale(s, "approved"))?;
                         return match daemon.spend_approval(&now_active.policy, &tc, &a.id, &ask()) {
                             Ok((approved, _)) => {
                                 trail.with(|r| {
@@ -292,6 +307,30 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             }
         }
     }
+}
+
+/// `judge` run by `Daemon::judge_off_runtime`; an identity with too many
+/// costly calls waiting is told to slow down.
+#[expect(
+    clippy::result_large_err,
+    reason = "a refusal is built once per refused request; boxing it buys nothing"
+)]
+async fn off_runtime<T>(
+    daemon: &Daemon,
+    identity: &str,
+    costly: bool,
+    judge: impl FnOnce() -> T,
+) -> Result<T, Refusal> {
+    daemon
+        .judge_off_runtime(identity, costly, judge)
+        .await
+        .map_err(|busy| {
+            Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "evaluation-busy",
+                busy.to_string(),
+            )
+        })
 }
 
 /// What a gateway approval is bound to and shown with: `service: resource

@@ -20,6 +20,7 @@
 //!
 //! `--no-stderr-copy` turns off the trail's readable copy on the daemon's
 //! stderr (`audit.stderr: false`); the default configuration keeps it.
+//! `--clients N` runs only that concurrency (for profiling one of them).
 
 use std::{
     convert::Infallible,
@@ -351,9 +352,17 @@ fn main() {
     );
     std::thread::sleep(Duration::from_millis(200));
 
-    let mut series: Vec<[Series; 3]> = CONCURRENCY.iter().map(|_| Default::default()).collect();
+    let concurrency: Vec<usize> = match args.iter().position(|a| a == "--clients") {
+        Some(i) => vec![
+            args.get(i + 1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("--clients needs a number")),
+        ],
+        None => CONCURRENCY.to_vec(),
+    };
+    let mut series: Vec<[Series; 3]> = concurrency.iter().map(|_| Default::default()).collect();
     for round in 0..ROUNDS {
-        for (ci, &clients) in CONCURRENCY.iter().enumerate() {
+        for (ci, &clients) in concurrency.iter().enumerate() {
             for (ki, path) in Path3::ALL.into_iter().enumerate() {
                 // The CPU column is the forwarder's: the relay's own process
                 // for the relay, the daemon's for the gateway.
@@ -383,7 +392,7 @@ fn main() {
         "| clients | path | requests | p50 | p99 | p99.9 | requests/s | forwarder CPU/request (µs) | vs straight |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (ci, &clients) in CONCURRENCY.iter().enumerate() {
+    for (ci, &clients) in concurrency.iter().enumerate() {
         let mut base = (0.0, 0.0, 0.0);
         for (ki, name) in Path3::ALL.map(Path3::name).into_iter().enumerate() {
             let s = &mut series[ci][ki];
