@@ -217,6 +217,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif path == "/v1/log":
+            # A log tail: a line with text the caller chose, a pause, then
+            # the end (what an agent uses to echo its guesses).
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk, pause in ((f"log: {q.get('text', [''])[0]}".encode(), float(q.get("pause", ["2"])[0])),
+                                 (b"\ndone\n", 0)):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(pause)
+            self.wfile.write(b"0\r\n\r\n")
         elif path.startswith("/v1/ops/"):
             self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":

@@ -138,10 +138,22 @@ pub struct Scrub {
     inner: Body,
     secret: Bytes,
     carry: Vec<u8>,
+    /// When what is carried goes out even if nothing follows it, and the
+    /// timer for that (made when the stream first waits).
+    due_at: Option<tokio::time::Instant>,
+    due: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Trailers waiting behind the held-back bytes.
     trailers: Option<Frame<Bytes>>,
     finished: bool,
 }
+
+/// Bytes of a stream held back per byte of the secret: room for the
+/// secret in any spelling the scrubber reads as servers write them (at
+/// most 14 bytes a byte, `&amp;amp;#x2F;`), so one that a chunk boundary
+/// cuts is still whole when the next chunk comes.
+const HOLD_PER_SECRET_BYTE: usize = 16;
+/// The longest a held-back byte waits for more of the stream.
+pub const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Scrub {
     pub fn new(inner: Body, secret: Bytes) -> Self {
@@ -149,34 +161,50 @@ impl Scrub {
             inner,
             secret,
             carry: Vec::new(),
+            due_at: None,
+            due: None,
             trailers: None,
             finished: false,
         }
     }
 
+    fn hold(&self) -> usize {
+        (self.secret.len() * HOLD_PER_SECRET_BYTE).max(64)
+    }
+
     /// Scrub `data` (after what was carried); returns what may be sent.
-    /// What could still become a spelling of the secret is held back
-    /// (`spelled::replace`), nothing else, so a stream is not delayed by a
-    /// secret it does not contain.
+    /// The last `hold` bytes are held back whatever they are: holding only
+    /// what could begin the secret would tell an agent that makes the
+    /// upstream echo its guesses, by when each guess reaches it, which
+    /// guesses begin the secret.
     fn feed(&mut self, chunk: &[u8]) -> Bytes {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(chunk);
-        let (out, used, _) = spelled::replace(&data, &self.secret, REDACTED, false);
+        let upto = data.len().saturating_sub(self.hold());
+        let (out, used, _) = spelled::replace_upto(&data, &self.secret, REDACTED, upto);
         self.carry = data[used..].to_vec();
+        if self.carry.is_empty() {
+            (self.due_at, self.due) = (None, None);
+        } else if self.due_at.is_none() {
+            self.due_at = Some(tokio::time::Instant::now() + HOLD_AT_MOST);
+        }
         Bytes::from(out)
     }
 
-    /// What was held back, scrubbed, once nothing more will come.
+    /// What was held back, scrubbed: once nothing more will come, or once
+    /// it has waited `HOLD_AT_MOST` (a stream that pauses is not stalled;
+    /// when that happens depends only on when bytes came).
     fn rest(&mut self) -> Bytes {
+        (self.due_at, self.due) = (None, None);
         let data = std::mem::take(&mut self.carry);
-        Bytes::from(spelled::replace(&data, &self.secret, REDACTED, true).0)
+        Bytes::from(spelled::replace(&data, &self.secret, REDACTED).0)
     }
 }
 
 /// Scrub a whole buffer at once: `None` if the secret is not in it, in any
 /// spelling.
 pub fn scrub_all(data: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
-    let (out, _, found) = spelled::replace(data, secret, REDACTED, true);
+    let (out, found) = spelled::replace(data, secret, REDACTED);
     found.then_some(out)
 }
 
@@ -187,7 +215,7 @@ pub fn scrub_headers(headers: &mut hyper::HeaderMap, secret: &[u8]) {
     let lower = secret.to_ascii_lowercase();
     let named: Vec<hyper::header::HeaderName> = headers
         .keys()
-        .filter(|n| spelled::replace(n.as_str().as_bytes(), &lower, b"", true).2)
+        .filter(|n| spelled::replace(n.as_str().as_bytes(), &lower, b"").1)
         .cloned()
         .collect();
     for n in named {
@@ -230,7 +258,19 @@ impl HttpBody for Scrub {
             if this.finished {
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let polled = Pin::new(&mut this.inner).poll_frame(cx);
+            if polled.is_pending() {
+                // Nothing more yet: what is held goes out when it is due.
+                if let Some(at) = this.due_at {
+                    let due = this
+                        .due
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    ready!(due.as_mut().poll(cx));
+                    return Poll::Ready(Some(Ok(Frame::data(this.rest()))));
+                }
+                return Poll::Pending;
+            }
+            match ready!(polled) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let out = this.feed(&data);
@@ -296,14 +336,60 @@ mod tests {
     }
 
     #[test]
-    fn only_a_possible_start_of_the_secret_is_held_back() {
-        let body = chunked(&[]);
+    fn a_fixed_tail_is_held_back_whatever_it_holds() {
+        let secret = Bytes::from_static(b"sk_live_12345");
+        let hold = 13 * HOLD_PER_SECRET_BYTE;
+        let mut s = Scrub::new(chunked(&[]), secret.clone());
+        assert_eq!(s.feed(&[b'a'; 300]).len(), 300 - hold);
+        // Whether an echoed guess begins the secret changes nothing in
+        // what goes out, or when.
+        let filler = vec![b'.'; hold];
+        for (guess, other) in [
+            ("sk_li", "zz_li"),
+            ("s", "q"),
+            ("sk_live_1234", "sk_live_1239"),
+        ] {
+            let mut a = Scrub::new(chunked(&[]), secret.clone());
+            let mut b = Scrub::new(chunked(&[]), secret.clone());
+            let (fa, fb) = (
+                a.feed(format!("log: {guess}").as_bytes()),
+                b.feed(format!("log: {other}").as_bytes()),
+            );
+            assert_eq!((fa.len(), fb.len()), (0, 0));
+            let (fa, fb) = (a.feed(&filler), b.feed(&filler));
+            assert_eq!(fa.len(), fb.len(), "{guess} / {other}");
+            assert_eq!(a.rest().len(), b.rest().len());
+        }
+        // A secret cut by a chunk boundary is still found.
+        let mut s = Scrub::new(chunked(&[]), secret);
+        let mut out = s.feed(b"x sk_li").to_vec();
+        out.extend_from_slice(&s.feed(b"ve_12345 y"));
+        out.extend_from_slice(&s.rest());
+        assert_eq!(out, [b"x ", REDACTED, b" y"].concat());
+    }
+
+    #[tokio::test]
+    async fn what_is_held_goes_out_when_the_stream_pauses() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .boxed_unsync();
         let mut s = Scrub::new(body, Bytes::from_static(b"sk_live_12345"));
-        assert_eq!(&s.feed(b"data: event 0\n\n")[..], b"data: event 0\n\n");
-        assert_eq!(&s.feed(b"x sk_li")[..], b"x ");
-        assert_eq!(&s.feed(b"ve_123")[..], b"");
-        assert_eq!(&s.feed(b"45!")[..], [REDACTED, b"!"].concat().as_slice());
-        assert_eq!(&s.feed(b"ss")[..], b"s", "`s` may begin the secret");
+        tx.send(Ok(Frame::data(Bytes::from_static(b"data: sk_li\n\n"))))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), s.frame())
+            .await
+            .expect("the held bytes went out before the stream ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            frame.into_data().unwrap(),
+            Bytes::from_static(b"data: sk_li\n\n")
+        );
+        assert!(started.elapsed() >= HOLD_AT_MOST - std::time::Duration::from_millis(20));
+        drop(tx);
+        assert!(s.frame().await.is_none());
     }
 
     #[tokio::test]

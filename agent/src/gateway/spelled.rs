@@ -230,15 +230,32 @@ fn escape_of(d: &[u8], b: u8) -> Unit {
     if cut { Unit::CutOff } else { Unit::No }
 }
 
-/// `data` with every spelling of `secret` replaced by `with`, and how much
-/// of `data` that covers. Unless `last`, a possible spelling cut off by the
-/// end of `data` is not covered: the caller keeps it for the next piece.
-pub fn replace(data: &[u8], secret: &[u8], with: &[u8], last: bool) -> (Vec<u8>, usize, bool) {
-    let mut out = Vec::with_capacity(data.len());
+/// `data` with every spelling of `secret` replaced by `with`; whether
+/// there was one.
+pub fn replace(data: &[u8], secret: &[u8], with: &[u8]) -> (Vec<u8>, bool) {
+    let (out, _, found) = replace_upto(data, secret, with, data.len());
+    (out, found)
+}
+
+/// `data` up to `upto` with every spelling of `secret` that begins before
+/// `upto` replaced by `with`; how much of `data` that covers (`upto`, or the
+/// end of a spelling that begins before it and ends after); whether there
+/// was one. A spelling that begins before `upto` but runs past the end of
+/// `data` is not one: how much is covered never depends on what could
+/// begin the secret (an agent that sees where a stream is cut would learn
+/// the secret's first bytes, guess by guess).
+pub fn replace_upto(
+    data: &[u8],
+    secret: &[u8],
+    with: &[u8],
+    upto: usize,
+) -> (Vec<u8>, usize, bool) {
+    let upto = upto.min(data.len());
+    let mut out = Vec::with_capacity(upto);
     let mut found = false;
     let (mut emitted, mut p) = (0, 0);
     let first = secret.first().copied();
-    while p < data.len() {
+    while p < upto {
         let c = data[p];
         if Some(c) != first && !matches!(c, b'%' | b'\\' | b'&') {
             p += 1;
@@ -252,15 +269,12 @@ pub fn replace(data: &[u8], secret: &[u8], with: &[u8], last: bool) -> (Vec<u8>,
                 p += n;
                 emitted = p;
             }
-            Unit::CutOff if !last => {
-                out.extend_from_slice(&data[emitted..p]);
-                return (out, p, found);
-            }
             _ => p += 1,
         }
     }
-    out.extend_from_slice(&data[emitted..]);
-    (out, data.len(), found)
+    let end = p.max(upto);
+    out.extend_from_slice(&data[emitted..end]);
+    (out, end, found)
 }
 
 #[cfg(test)]
@@ -268,8 +282,7 @@ mod tests {
     use super::*;
 
     fn scrub(text: &str, secret: &str) -> String {
-        let (out, used, _) = replace(text.as_bytes(), secret.as_bytes(), b"[x]", true);
-        assert_eq!(used, text.len());
+        let (out, _) = replace(text.as_bytes(), secret.as_bytes(), b"[x]");
         String::from_utf8(out).unwrap()
     }
 
@@ -310,12 +323,18 @@ mod tests {
     }
 
     #[test]
-    fn a_spelling_cut_off_by_the_end_is_kept_for_later() {
-        let (out, used, _) = replace(b"abc k%2", b"k/e", b"[x]", false);
-        assert_eq!((&out[..], used), (&b"abc "[..], 4));
-        let (out, used, _) = replace(b"abc k%2", b"k/e", b"[x]", true);
-        assert_eq!((&out[..], used), (&b"abc k%2"[..], 7));
-        let (out, _, found) = replace(b"x k&#47", b"k/", b"[x]", false);
-        assert_eq!((&out[..], found), (&b"x "[..], false));
+    fn what_is_covered_never_depends_on_what_could_begin_the_secret() {
+        // A possible start of the secret at the cut is covered like any
+        // other bytes (the caller holds back a fixed tail instead).
+        for tail in ["k%2", "zz%", "k/", "q/"] {
+            let data = format!("abc {tail}");
+            let (out, used, _) = replace_upto(data.as_bytes(), b"k/e", b"[x]", 5);
+            assert_eq!((&out[..], used), (&data.as_bytes()[..5], 5), "{tail}");
+        }
+        // A whole spelling that begins before the cut is covered to its end.
+        let (out, used, found) = replace_upto(b"ab k%2Fe cd", b"k/e", b"[x]", 4);
+        assert_eq!((&out[..], used, found), (&b"ab [x]"[..], 8, true));
+        let (out, found) = replace(b"x k&#47", b"k/", b"[x]");
+        assert_eq!((&out[..], found), (&b"x k&#47"[..], false));
     }
 }
