@@ -7,6 +7,7 @@ log, so a test can see exactly what arrived (and what did not).
 
 import argparse
 import json
+import re
 import ssl
 import threading
 import time
@@ -231,6 +232,17 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(pause)
             self.wfile.write(b"0\r\n\r\n")
+        elif path.startswith("/v1/accounts/"):
+            # Read as Django REST framework's format_suffix_patterns (and
+            # Rails, Grape) read it: a last `.json`-like suffix is the
+            # response format, not part of the id.
+            m = re.match(r"^(?P<id>[^/]+?)(\.(?P<format>[a-z0-9]+))?/?$", path[len("/v1/accounts/"):])
+            if not m:
+                self.send_json(404, {"error": "no such account"})
+            elif self.command == "DELETE":
+                self.send_json(200, {"closed": m.group("id"), "format": m.group("format")})
+            else:
+                self.send_json(200, {"account": m.group("id"), "format": m.group("format")})
         elif path.startswith("/v1/ops/"):
             self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":

@@ -146,10 +146,11 @@ fn names_only_hop_by_hop(token: &str) -> bool {
 /// Methods whose body a server need not read (RFC 9110 9.3: no defined
 /// meaning), so one left unread is taken for the next request.
 fn takes_no_body(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
+    // In any letter case: routes are matched on the upper-cased method,
+    // and servers differ in whether `get` is GET.
+    ["GET", "HEAD", "DELETE", "OPTIONS", "TRACE"]
+        .iter()
+        .any(|n| m.as_str().eq_ignore_ascii_case(n))
 }
 
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {

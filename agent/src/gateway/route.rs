@@ -153,6 +153,13 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         r.tool = route.tool.clone();
         r.action = route.action.clone();
     });
+    if let Err(e) = s.refuse_format_suffix(route, req.uri().path()) {
+        return trail.refuse(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            e.to_string(),
+        ));
+    }
     let (mut parts, body) = req.into_parts();
     // The reservation lasts until the response has begun: the body is held
     // until then (an approval hold included).

@@ -235,6 +235,7 @@ impl Declared {
             mask_text,
             routes,
             approval_timeout,
+            format_suffixes: doc.format_suffixes.unwrap_or(true),
             loc,
         })
     }

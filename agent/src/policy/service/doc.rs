@@ -83,6 +83,12 @@ pub struct ServiceDoc {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub approval_timeout: Option<Spanned<String>>,
+    /// Whether the upstream may read a path's last `.json`-like suffix as
+    /// a response format (Rails, Django REST framework, Grape; the
+    /// default): a path variable's value ending in one is then refused.
+    /// `false` for a service that reads dots in paths literally.
+    #[serde(default)]
+    pub format_suffixes: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -50,6 +50,9 @@ pub struct Service {
     pub mask_text: MaskText,
     pub routes: Vec<Route>,
     pub approval_timeout: Duration,
+    /// The upstream may read a path's last `.json`-like suffix as a format
+    /// (`format_suffixes`, default true).
+    pub format_suffixes: bool,
     pub loc: SourceLoc,
 }
 
@@ -203,6 +206,15 @@ pub enum RequestError {
         method: String,
         path: String,
     },
+    #[error(
+        "the path's last segment `{segment}` ends in what servers such as Rails and Django REST framework read as a response format (`.{suffix}`), so service `{service}` may act on `{stem}` instead of what was judged: refused (a service that reads dots in paths literally sets `format_suffixes: false`)"
+    )]
+    FormatSuffix {
+        service: String,
+        segment: String,
+        stem: String,
+        suffix: String,
+    },
     #[error(transparent)]
     Params(#[from] params::ParamsError),
 }
@@ -211,6 +223,7 @@ impl RequestError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute { .. } => "no-route",
+            Self::FormatSuffix { .. } => "ambiguous-path",
             Self::Params(p) => p.code(),
         }
     }
@@ -235,6 +248,7 @@ impl Service {
                 method: method.clone(),
                 path: path.to_string(),
             })?;
+        self.refuse_format_suffix(route, path)?;
         let schema = policy.schema_for(&route.tool, &route.action);
         let params = params::extract(&vars, query, req.content_type, req.body, schema)?;
         Ok(HttpCall {
@@ -247,6 +261,39 @@ impl Service {
                 .map(|t| t.render(&vars))
                 .unwrap_or_default(),
             params,
+        })
+    }
+}
+
+impl Service {
+    /// A path whose last segment a variable matched, ending in `.` and
+    /// letters or digits (`acct_root.json`), is read by servers that take
+    /// format suffixes as that value without its suffix (`acct_root`): the
+    /// call judged would not be the call made.
+    pub fn refuse_format_suffix(&self, route: &Route, path: &str) -> Result<(), RequestError> {
+        if !self.format_suffixes
+            || !matches!(
+                route.path.segments.last(),
+                Some(Segment::Var(_) | Segment::Rest(_))
+            )
+        {
+            return Ok(());
+        }
+        let segment = path.rsplit('/').next().unwrap_or_default();
+        let Some((stem, suffix)) = segment.rsplit_once('.') else {
+            return Ok(());
+        };
+        if stem.is_empty()
+            || suffix.is_empty()
+            || !suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Ok(());
+        }
+        Err(RequestError::FormatSuffix {
+            service: self.id.clone(),
+            segment: segment.to_string(),
+            stem: stem.to_string(),
+            suffix: suffix.to_string(),
         })
     }
 }

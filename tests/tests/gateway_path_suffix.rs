@@ -1,0 +1,142 @@
+//! A path read two ways: servers that take format suffixes (Django REST
+//! framework's `format_suffix_patterns`, Rails, Grape) read
+//! `/v1/accounts/acct_root.json` as account `acct_root` in JSON, while a
+//! gateway matching `/v1/accounts/{id}` would judge `acct_root.json`, which
+//! no deny rule names. The upstream of the gateway fixture reads suffixes
+//! the way those servers do and logs what it executed; the agent is curl
+//! under `palisade exec`, as root and as uid 65534.
+
+use palisade_tests::{
+    gateway::{exec, exec_unprivileged},
+    gateway_fixture::{Fixture, policy, start},
+};
+use serde_json::Value;
+
+fn accounts_policy(f: &Fixture, format_suffixes: Option<bool>) -> String {
+    let ca = f.env.dir.join("pki").join("ca.pem");
+    let text = policy(
+        f.net,
+        &ca,
+        &f.secret_file,
+        r#"  - id: accounts-agent
+    tools:
+      allow:
+        - {id: accounts, tool: stripe, actions: [account]}
+      deny:
+        - {id: not-the-treasury, tool: stripe, actions: [account], resources: ["account/acct_root"]}
+"#,
+    )
+    .replace(
+        "      - {method: GET, path: /v1/stream, action: stream}\n",
+        "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: \"*\", path: \"/v1/accounts/{id}\", action: account, resource: \"account/{id}\"}\n",
+    );
+    match format_suffixes {
+        None => text,
+        Some(v) => text.replace(
+            "    approval_timeout: 30s\n",
+            &format!("    approval_timeout: 30s\n    format_suffixes: {v}\n"),
+        ),
+    }
+}
+
+fn reload(f: &Fixture, text: &str) {
+    f.env.write_policy(text);
+    let out = f.env.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `curl -X method` as accounts-agent; (status, body).
+fn curl(f: &Fixture, root: bool, method: &str, path: &str) -> (String, Value) {
+    let url = format!("{}{path}", f.base());
+    let args = [
+        "-s",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        url.as_str(),
+    ];
+    let out = if root {
+        exec(
+            &f.env,
+            "accounts-agent",
+            std::path::Path::new("/usr/bin/curl"),
+            &args,
+        )
+        .output()
+    } else {
+        exec_unprivileged(&f.env, "accounts-agent", "/usr/bin/curl", &args).output()
+    }
+    .unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (
+        code.to_string(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn executed_on_the_treasury(f: &Fixture) -> Vec<String> {
+    f.upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_string))
+        .filter(|p| p.starts_with("/v1/accounts/acct_root"))
+        .collect()
+}
+
+#[test]
+fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
+    let Some(f) = start("gw-suffix") else { return };
+    reload(&f, &accounts_policy(&f, None));
+    for root in [true, false] {
+        // The deny rule holds for the id as written…
+        let (code, body) = curl(&f, root, "DELETE", "/v1/accounts/acct_root");
+        assert_eq!(code, "403", "{body}");
+        assert_eq!(body["error"]["reason"], "denied-by-rule", "{body}");
+        // …and with a suffix the upstream would strip.
+        for path in [
+            "/v1/accounts/acct_root.json",
+            "/v1/accounts/acct_root.api",
+            "/v1/accounts/acct_root.XML",
+        ] {
+            for method in ["DELETE", "GET"] {
+                let (code, body) = curl(&f, root, method, path);
+                assert_eq!(code, "400", "{method} {path}: {body}");
+                assert_eq!(body["error"]["reason"], "ambiguous-path", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("format_suffixes: false")),
+                    "{body}"
+                );
+            }
+        }
+        // Control: another account, with and without a suffix-free id.
+        let (code, body) = curl(&f, root, "DELETE", "/v1/accounts/acct_ops");
+        assert_eq!(code, "200", "{body}");
+        assert_eq!(body["closed"], "acct_ops");
+    }
+    assert_eq!(executed_on_the_treasury(&f), Vec::<String>::new());
+    let ev = f.env.wait_audit("the suffix refusal", |e| {
+        e["kind"] == "gateway" && e["reason"] == "ambiguous-path"
+    });
+    assert_eq!(ev["identity"], "accounts-agent");
+
+    // A service whose upstream reads dots literally says so, and ids with
+    // dots pass (judged as written: `acct_root.json` is not `acct_root`).
+    reload(&f, &accounts_policy(&f, Some(false)));
+    let (code, body) = curl(&f, false, "GET", "/v1/accounts/v1.2.3");
+    assert_eq!(code, "200", "{body}");
+    assert_eq!(
+        f.upstream
+            .requests()
+            .last()
+            .map(|r| r["path"].clone()),
+        Some(Value::from("/v1/accounts/v1.2.3"))
+    );
+}
