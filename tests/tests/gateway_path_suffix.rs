@@ -52,14 +52,7 @@ fn reload(f: &Fixture, text: &str) {
 /// `curl -X method` as accounts-agent; (status, body).
 fn curl(f: &Fixture, root: bool, method: &str, path: &str) -> (String, Value) {
     let url = format!("{}{path}", f.base());
-    let args = [
-        "-s",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-        url.as_str(),
-    ];
+    let args = ["-s", "-X", method, "-w", "\n%{http_code}", url.as_str()];
     let out = if root {
         exec(
             &f.env,
@@ -133,10 +126,7 @@ fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
     let (code, body) = curl(&f, false, "GET", "/v1/accounts/v1.2.3");
     assert_eq!(code, "200", "{body}");
     assert_eq!(
-        f.upstream
-            .requests()
-            .last()
-            .map(|r| r["path"].clone()),
+        f.upstream.requests().last().map(|r| r["path"].clone()),
         Some(Value::from("/v1/accounts/v1.2.3"))
     );
 }
