@@ -223,6 +223,15 @@ pub fn exec_unprivileged(env: &TestEnv, identity: &str, program: &str, args: &[&
     exec(env, identity, Path::new("/usr/bin/setpriv"), &all)
 }
 
+/// `exec` (as root) or `exec_unprivileged` (as uid 65534) of `program`.
+pub fn exec_as(env: &TestEnv, identity: &str, root: bool, program: &str, args: &[&str]) -> Command {
+    if root {
+        exec(env, identity, Path::new(program), args)
+    } else {
+        exec_unprivileged(env, identity, program, args)
+    }
+}
+
 /// One request an agent makes (see `tests/python/agent_http.py`).
 pub fn request(method: &str, path: &str) -> Value {
     serde_json::json!({"method": method, "path": path})

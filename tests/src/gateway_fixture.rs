@@ -50,6 +50,30 @@ impl Fixture {
     pub fn gateway(&self) -> String {
         format!("127.170.{}.1", self.net)
     }
+
+    /// The fixture's policy with `routes` (YAML lines) added to the
+    /// service's routes and `identities` to its identities.
+    pub fn policy_with(&self, routes: &str, identities: &str) -> String {
+        let last_route = "      - {method: GET, path: /v1/stream, action: stream}\n";
+        policy(
+            self.net,
+            &self.env.dir.join("pki").join("ca.pem"),
+            &self.secret_file,
+            identities,
+        )
+        .replace(last_route, &format!("{last_route}{routes}"))
+    }
+
+    /// Load `text` as the policy; it must be accepted.
+    pub fn reload_policy(&self, text: &str) {
+        self.env.write_policy(text);
+        let out = self.env.cli(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The policy, with `extra` appended.

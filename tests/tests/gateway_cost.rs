@@ -7,24 +7,21 @@
 //! as uid 65534).
 
 use std::{
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use palisade_tests::{
-    gateway::{exec, exec_unprivileged},
-    gateway_fixture::{Fixture, policy, start},
+    gateway::{exec_as, exec_unprivileged},
+    gateway_fixture::{Fixture, start},
 };
 
 /// The fixture's policy with one more route and an identity whose rule
 /// for it has a quadratic condition over the body's `items`, each step
 /// copying the body's `pad` (so a step costs what copying it costs).
 fn costly_policy(f: &Fixture) -> String {
-    let ca = f.env.dir.join("pki").join("ca.pem");
-    let base = policy(
-        f.net,
-        &ca,
-        &f.secret_file,
+    f.policy_with(
+        "      - {method: POST, path: /v1/batch, action: batch}\n",
         r#"  - id: heavy-agent
     tools:
       allow:
@@ -33,11 +30,17 @@ fn costly_policy(f: &Fixture) -> String {
           actions: [batch]
           when: params.items.all(x, params.items.exists(y, string(y) + params.pad == string(x) + params.pad))
 "#,
-    );
-    base.replace(
-        "      - {method: GET, path: /v1/stream, action: stream}\n",
-        "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: POST, path: /v1/batch, action: batch}\n",
     )
+}
+
+fn nothing_reached_the_costly_route(f: &Fixture) {
+    assert!(
+        f.upstream
+            .requests()
+            .iter()
+            .all(|r| r["path"] != "/v1/batch"),
+        "a costly request reached the upstream"
+    );
 }
 
 /// `seconds` of back-to-back costly POSTs from `loops` curl loops.
@@ -49,16 +52,7 @@ fn flood(f: &Fixture, body: &std::path::Path, loops: usize, seconds: u32, root: 
         body = body.display(),
         base = f.base(),
     );
-    let mut cmd: Command = if root {
-        exec(
-            &f.env,
-            "heavy-agent",
-            std::path::Path::new("/bin/sh"),
-            &["-c", &script],
-        )
-    } else {
-        exec_unprivileged(&f.env, "heavy-agent", "/bin/sh", &["-c", &script])
-    };
+    let mut cmd = exec_as(&f.env, "heavy-agent", root, "/bin/sh", &["-c", &script]);
     cmd.stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("flood: {e}"))
@@ -71,13 +65,7 @@ fn a_costly_condition_through_the_gateway_is_denied_and_does_not_hold_other_iden
         f.env.dir.join("pki").join("ca.pem").exists(),
         "the fixture's CA is where this test expects it"
     );
-    f.env.write_policy(&costly_policy(&f));
-    let out = f.env.cli(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    f.reload_policy(&costly_policy(&f));
     // 1,500 items and a 256 KiB pad: every step of the 2,250,000 copies
     // the pad twice, so without a budget one request is minutes of CPU.
     let items: Vec<u32> = (0..1_500).collect();
@@ -115,13 +103,7 @@ fn a_costly_condition_through_the_gateway_is_denied_and_does_not_hold_other_iden
         "{answer}"
     );
     assert!(took < Duration::from_secs(5), "denied after {took:?}");
-    assert!(
-        f.upstream
-            .requests()
-            .iter()
-            .all(|r| r["path"] != "/v1/batch"),
-        "a costly request reached the upstream"
-    );
+    nothing_reached_the_costly_route(&f);
 
     // The flood: heavy-agent keeps 8 such requests in flight for 8 s (half
     // as root, half unprivileged) while other-agent reads a customer, one
@@ -176,13 +158,7 @@ fn a_costly_condition_through_the_gateway_is_denied_and_does_not_hold_other_iden
         heavy.iter().all(|c| c == "403" || c == "429"),
         "heavy-agent's costly requests are denied (or told to wait): {heavy:?}"
     );
-    assert!(
-        f.upstream
-            .requests()
-            .iter()
-            .all(|r| r["path"] != "/v1/batch"),
-        "a costly request reached the upstream"
-    );
+    nothing_reached_the_costly_route(&f);
     let ev = f.env.wait_audit("the budget deny", |e| {
         e["kind"] == "gateway" && e["reason"] == "evaluation-budget-exceeded"
     });

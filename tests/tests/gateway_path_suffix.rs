@@ -7,17 +7,14 @@
 //! under `palisade exec`, as root and as uid 65534.
 
 use palisade_tests::{
-    gateway::{exec, exec_unprivileged},
-    gateway_fixture::{Fixture, policy, start},
+    gateway::exec_as,
+    gateway_fixture::{Fixture, start},
 };
 use serde_json::Value;
 
 fn accounts_policy(f: &Fixture, format_suffixes: Option<bool>) -> String {
-    let ca = f.env.dir.join("pki").join("ca.pem");
-    let text = policy(
-        f.net,
-        &ca,
-        &f.secret_file,
+    let text = f.policy_with(
+        "      - {method: \"*\", path: \"/v1/accounts/{id}\", action: account, resource: \"account/{id}\"}\n",
         r#"  - id: accounts-agent
     tools:
       allow:
@@ -25,10 +22,6 @@ fn accounts_policy(f: &Fixture, format_suffixes: Option<bool>) -> String {
       deny:
         - {id: not-the-treasury, tool: stripe, actions: [account], resources: ["account/acct_root"]}
 "#,
-    )
-    .replace(
-        "      - {method: GET, path: /v1/stream, action: stream}\n",
-        "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: \"*\", path: \"/v1/accounts/{id}\", action: account, resource: \"account/{id}\"}\n",
     );
     match format_suffixes {
         None => text,
@@ -39,32 +32,13 @@ fn accounts_policy(f: &Fixture, format_suffixes: Option<bool>) -> String {
     }
 }
 
-fn reload(f: &Fixture, text: &str) {
-    f.env.write_policy(text);
-    let out = f.env.cli(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `curl -X method` as accounts-agent; (status, body).
 fn curl(f: &Fixture, root: bool, method: &str, path: &str) -> (String, Value) {
     let url = format!("{}{path}", f.base());
     let args = ["-s", "-X", method, "-w", "\n%{http_code}", url.as_str()];
-    let out = if root {
-        exec(
-            &f.env,
-            "accounts-agent",
-            std::path::Path::new("/usr/bin/curl"),
-            &args,
-        )
+    let out = exec_as(&f.env, "accounts-agent", root, "/usr/bin/curl", &args)
         .output()
-    } else {
-        exec_unprivileged(&f.env, "accounts-agent", "/usr/bin/curl", &args).output()
-    }
-    .unwrap_or_else(|e| panic!("curl: {e}"));
+        .unwrap_or_else(|e| panic!("curl: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
     (
@@ -85,7 +59,7 @@ fn executed_on_the_treasury(f: &Fixture) -> Vec<String> {
 #[test]
 fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
     let Some(f) = start("gw-suffix") else { return };
-    reload(&f, &accounts_policy(&f, None));
+    f.reload_policy(&accounts_policy(&f, None));
     for root in [true, false] {
         // The deny rule holds for the id as written…
         let (code, body) = curl(&f, root, "DELETE", "/v1/accounts/acct_root");
@@ -122,7 +96,7 @@ fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
 
     // A service whose upstream reads dots literally says so, and ids with
     // dots pass (judged as written: `acct_root.json` is not `acct_root`).
-    reload(&f, &accounts_policy(&f, Some(false)));
+    f.reload_policy(&accounts_policy(&f, Some(false)));
     let (code, body) = curl(&f, false, "GET", "/v1/accounts/v1.2.3");
     assert_eq!(code, "200", "{body}");
     assert_eq!(

@@ -7,11 +7,9 @@
 //! daemon, the HTTPS upstream of the gateway fixture, Python's own HTTP
 //! client enrolled with `palisade exec`, as root and as uid 65534.
 
-use std::process::Output;
-
 use palisade_tests::{
-    gateway::{exec, exec_unprivileged},
-    gateway_fixture::{Fixture, policy, start},
+    gateway::exec_as,
+    gateway_fixture::{Fixture, start},
 };
 use serde_json::Value;
 
@@ -35,18 +33,9 @@ fn reader(f: &Fixture, root: bool, text: &str) -> Value {
     let path = format!("/v1/log?text={text}&pause=2");
     let gw = f.gateway();
     let args = ["-c", READER, gw.as_str(), port, path.as_str()];
-    let out: Output = if root {
-        exec(
-            &f.env,
-            "finance-agent",
-            std::path::Path::new("/usr/bin/python3"),
-            &args,
-        )
+    let out = exec_as(&f.env, "finance-agent", root, "/usr/bin/python3", &args)
         .output()
-    } else {
-        exec_unprivileged(&f.env, "finance-agent", "/usr/bin/python3", &args).output()
-    }
-    .unwrap_or_else(|e| panic!("reader: {e}"));
+        .unwrap_or_else(|e| panic!("reader: {e}"));
     assert!(
         out.status.success(),
         "reader: {}",
@@ -59,19 +48,7 @@ fn reader(f: &Fixture, root: bool, text: &str) -> Value {
 #[test]
 fn when_an_echoed_guess_reaches_the_agent_says_nothing_about_the_credential() {
     let Some(f) = start("gw-oracle") else { return };
-    let ca = f.env.dir.join("pki").join("ca.pem");
-    f.env.write_policy(
-        &policy(f.net, &ca, &f.secret_file, "").replace(
-            "      - {method: GET, path: /v1/stream, action: stream}\n",
-            "      - {method: GET, path: /v1/stream, action: stream}\n      - {method: GET, path: /v1/log, action: stream}\n",
-        ),
-    );
-    let out = f.env.cli(&["reload"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    f.reload_policy(&f.policy_with("      - {method: GET, path: /v1/log, action: stream}\n", ""));
     // All but the last character of the credential, and the same with
     // the first character changed: one begins the credential, one not.
     let begins = &f.secret[..f.secret.len() - 1];
