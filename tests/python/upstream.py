@@ -235,14 +235,15 @@ class Handler(BaseHTTPRequestHandler):
         elif path.startswith("/v1/accounts/"):
             # Read as Django REST framework's format_suffix_patterns (and
             # Rails, Grape) read it: a last `.json`-like suffix is the
-            # response format, not part of the id.
+            # response format, not part of the id; and the id looked up
+            # ignoring case, as a database's default collation does.
             m = re.match(r"^(?P<id>[^/]+?)(\.(?P<format>[a-z0-9]+))?/?$", path[len("/v1/accounts/"):])
             if not m:
                 self.send_json(404, {"error": "no such account"})
             elif self.command == "DELETE":
-                self.send_json(200, {"closed": m.group("id"), "format": m.group("format")})
+                self.send_json(200, {"closed": m.group("id").lower(), "format": m.group("format")})
             else:
-                self.send_json(200, {"account": m.group("id"), "format": m.group("format")})
+                self.send_json(200, {"account": m.group("id").lower(), "format": m.group("format")})
         elif path.startswith("/v1/ops/"):
             self.send_json(200, {"op": self.command, "path": path})
         elif path == "/v1/slow":

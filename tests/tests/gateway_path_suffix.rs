@@ -4,7 +4,9 @@
 //! gateway matching `/v1/accounts/{id}` would judge `acct_root.json`, which
 //! no deny rule names. The upstream of the gateway fixture reads suffixes
 //! the way those servers do and logs what it executed; the agent is curl
-//! under `palisade exec`, as root and as uid 65534.
+//! under `palisade exec`, as root and as uid 65534. The upstream also looks
+//! ids up ignoring case, as a database's default collation does, so a
+//! `deny` must hold for every spelling of the id.
 
 use palisade_tests::{
     gateway::exec_as,
@@ -52,7 +54,7 @@ fn executed_on_the_treasury(f: &Fixture) -> Vec<String> {
         .requests()
         .iter()
         .filter_map(|r| r["path"].as_str().map(str::to_string))
-        .filter(|p| p.starts_with("/v1/accounts/acct_root"))
+        .filter(|p| p.to_lowercase().starts_with("/v1/accounts/acct_root"))
         .collect()
 }
 
@@ -103,4 +105,23 @@ fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
         f.upstream.requests().last().map(|r| r["path"].clone()),
         Some(Value::from("/v1/accounts/v1.2.3"))
     );
+}
+
+#[test]
+fn a_deny_holds_for_the_id_in_any_letter_case() {
+    let Some(f) = start("gw-idcase") else { return };
+    f.reload_policy(&accounts_policy(&f, None));
+    for root in [true, false] {
+        for path in ["/v1/accounts/ACCT_ROOT", "/v1/accounts/Acct_Root"] {
+            let (code, body) = curl(&f, root, "DELETE", path);
+            assert_eq!(code, "403", "{path}: {body}");
+            assert_eq!(body["error"]["reason"], "denied-by-rule", "{body}");
+            assert_eq!(body["error"]["rule"], "not-the-treasury", "{body}");
+        }
+        // Control: the allow rule is not widened, and other ids pass.
+        let (code, body) = curl(&f, root, "DELETE", "/v1/accounts/ACCT_OPS");
+        assert_eq!(code, "200", "{body}");
+        assert_eq!(body["closed"], "acct_ops");
+    }
+    assert_eq!(executed_on_the_treasury(&f), Vec::<String>::new());
 }

@@ -203,7 +203,7 @@ impl Policy {
             ),
         ] {
             for r in rules.iter() {
-                match applies(r, call, &bindings) {
+                match applies(r, call, &bindings, true) {
                     Applies::No(why) => note(r, &|| why.explain(call)),
                     Applies::Error(e) => {
                         note(r, &|| format!("error: {e}"));
@@ -234,7 +234,7 @@ impl Policy {
         let mut matched = Vec::new();
         let mut needs_approval = Vec::new();
         for r in &ident.tools.allow {
-            match applies(r, call, &bindings) {
+            match applies(r, call, &bindings, false) {
                 Applies::No(why) => note(r, &|| why.explain(call)),
                 Applies::Error(e) => {
                     note(r, &|| format!("error: {e}"));
@@ -439,8 +439,20 @@ impl Miss<'_> {
     }
 }
 
-fn applies<'r>(r: &'r ToolRule, call: &ToolCall<'_>, b: &Bindings<'_>) -> Applies<'r> {
-    if !r.covers(call.tool, call.action, call.resource) {
+/// Does `r` apply to `call`? A `restriction` (deny, require_approval)
+/// covers the call in any letter case.
+fn applies<'r>(
+    r: &'r ToolRule,
+    call: &ToolCall<'_>,
+    b: &Bindings<'_>,
+    restriction: bool,
+) -> Applies<'r> {
+    let covered = if restriction {
+        r.covers_in_any_case(call.tool, call.action, call.resource)
+    } else {
+        r.covers(call.tool, call.action, call.resource)
+    };
+    if !covered {
         return Applies::No(Miss::Uncovered);
     }
     match &r.when {

@@ -114,6 +114,8 @@ fn match_chars(pattern: &[char], text: &str) -> bool {
 pub struct Pattern {
     text: String,
     chars: Vec<char>,
+    /// `chars` in lower case (`matches_ignoring_case`).
+    lower: Vec<char>,
 }
 
 impl Pattern {
@@ -129,11 +131,17 @@ impl Pattern {
         Ok(Self {
             text: text.to_string(),
             chars: text.chars().collect(),
+            lower: text.to_lowercase().chars().collect(),
         })
     }
 
     pub fn matches(&self, name: &str) -> bool {
         match_chars(&self.chars, name)
+    }
+
+    /// `matches`, with pattern and name compared in lower case.
+    pub fn matches_ignoring_case(&self, name: &str) -> bool {
+        match_chars(&self.lower, &name.to_lowercase())
     }
 
     /// True when the pattern matches everything (`*`, `**`…).

@@ -293,6 +293,21 @@ impl ToolRule {
             && (self.actions.is_empty() || self.actions.iter().any(|a| a.matches(action)))
             && (self.resources.is_empty() || self.resources.iter().any(|r| r.matches(resource)))
     }
+
+    /// `covers`, in any letter case: for `deny` and `require_approval`
+    /// rules, which must also hold where a service looks names up ignoring
+    /// case (a `deny` of `account/acct_root` for `ACCT_ROOT`); matching
+    /// more is the safe side of a restriction, and `allow` stays exact.
+    pub fn covers_in_any_case(&self, tool: &str, action: &str, resource: &str) -> bool {
+        self.tool.matches_ignoring_case(tool)
+            && (self.actions.is_empty()
+                || self.actions.iter().any(|a| a.matches_ignoring_case(action)))
+            && (self.resources.is_empty()
+                || self
+                    .resources
+                    .iter()
+                    .any(|r| r.matches_ignoring_case(resource)))
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -309,7 +309,7 @@ fn may_call(policy: &Policy, identity: &str, tool: &str, name: &str) -> bool {
         .tools
         .deny
         .iter()
-        .filter(covers)
+        .filter(|r| r.covers_in_any_case(tool, name, ""))
         .any(|r| r.when.is_none())
         && ident
             .tools
