@@ -230,3 +230,57 @@ identities:
         EgressVerdict::Audit
     );
 }
+
+#[test]
+fn restrictions_cover_every_letter_case_and_allows_only_their_own() {
+    let p = load_str(
+        "p.yaml",
+        "\
+version: 1
+identities:
+  - id: ops
+    tools:
+      allow:
+        - {id: accounts, tool: bank, actions: ['*'], resources: ['account/*']}
+        - {id: exact, tool: bank, actions: [read], resources: ['ledger/main']}
+      deny:
+        - {id: treasury, tool: bank, actions: [close], resources: ['account/acct_root']}
+",
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .policy;
+    let none = Map::new();
+    let decide = |action: &str, resource: &str| {
+        p.decide_tool(&ToolCall {
+            identity: "ops",
+            tool: "bank",
+            action,
+            resource,
+            params: &none,
+            context: &none,
+            now: ten_am(),
+        })
+    };
+    for (action, resource) in [
+        ("close", "account/acct_root"),
+        ("close", "account/ACCT_ROOT"),
+        ("CLOSE", "Account/Acct_Root"),
+    ] {
+        let d = decide(action, resource);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (ToolVerdict::Deny, "denied-by-rule"),
+            "{action} {resource}"
+        );
+    }
+    assert_eq!(
+        decide("close", "account/acct_ops").verdict,
+        ToolVerdict::Allow
+    );
+    assert_eq!(decide("read", "ledger/main").verdict, ToolVerdict::Allow);
+    let d = decide("read", "LEDGER/MAIN");
+    assert_eq!(
+        (d.verdict, d.reason),
+        (ToolVerdict::Deny, "no-matching-rule")
+    );
+}
