@@ -237,7 +237,8 @@ class Handler(BaseHTTPRequestHandler):
             # Rails, Grape) read it: a last `.json`-like suffix is the
             # response format, not part of the id; and the id looked up
             # ignoring case, as a database's default collation does.
-            m = re.match(r"^(?P<id>[^/]+?)(\.(?P<format>[a-z0-9]+))?/?$", path[len("/v1/accounts/"):])
+            m = re.match(r"^(?P<id>[^/]+?)(\.(?P<format>[a-z0-9]+))?/?$",
+                         urllib.parse.unquote(path[len("/v1/accounts/"):]))
             if not m:
                 self.send_json(404, {"error": "no such account"})
             elif self.command == "DELETE":

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 fn accounts_policy(f: &Fixture, format_suffixes: Option<bool>) -> String {
     let text = f.policy_with(
-        "      - {method: \"*\", path: \"/v1/accounts/{id}\", action: account, resource: \"account/{id}\"}\n",
+        "      - {method: \"*\", path: \"/v1/accounts/{id}\", action: account, resource: \"account/{id}\"}\n      - {method: \"*\", path: \"/v1/accounts/{id}/\", action: account, resource: \"account/{id}\"}\n",
         r#"  - id: accounts-agent
     tools:
       allow:
@@ -72,6 +72,10 @@ fn a_format_suffix_never_turns_a_denied_id_into_an_allowed_one() {
             "/v1/accounts/acct_root.json",
             "/v1/accounts/acct_root.api",
             "/v1/accounts/acct_root.XML",
+            // The suffix percent-encoded, and before a trailing slash
+            // (Django REST framework's default router): read alike.
+            "/v1/accounts/acct_root.%6Ason",
+            "/v1/accounts/acct_root.json/",
         ] {
             for method in ["DELETE", "GET"] {
                 let (code, body) = curl(&f, root, method, path);

@@ -210,28 +210,29 @@ impl Daemon {
                 .is_some_and(has_conditions)
     }
 
-    /// Run `judge`, a decision over `identity`'s conditions, where a costly
-    /// one cannot hold the runtime: with `costly`, it waits for one of the
-    /// identity's evaluation slots (`eval_slots`) and runs on a thread the
-    /// runtime has handed its other work away from (`block_in_place`), so
-    /// every other connection, of this identity and of the others, keeps
-    /// being served. Cheap decisions run where they are.
-    pub async fn judge_off_runtime<T>(
+    /// Run `work` done for `identity` whose cost the caller chooses (a
+    /// decision over conditions fed a large input, a large answer
+    /// scrubbed) where it cannot hold the runtime: with `costly`, it waits
+    /// for one of the identity's evaluation slots (`eval_slots`) and runs
+    /// on a thread the runtime has handed its other work away from
+    /// (`block_in_place`), so every other connection, of this identity and
+    /// of the others, keeps being served. Cheap work runs where it is.
+    pub async fn run_costly<T>(
         &self,
         identity: &str,
         costly: bool,
-        judge: impl FnOnce() -> T,
+        work: impl FnOnce() -> T,
     ) -> Result<T, eval_slots::Busy> {
         if !costly {
-            return Ok(judge());
+            return Ok(work());
         }
         let _slot = self.eval_slots.acquire(identity).await?;
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         Ok(if multi_thread {
-            tokio::task::block_in_place(judge)
+            tokio::task::block_in_place(work)
         } else {
-            judge()
+            work()
         })
     }
 

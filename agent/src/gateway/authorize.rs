@@ -309,7 +309,7 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
     }
 }
 
-/// `judge` run by `Daemon::judge_off_runtime`; an identity with too many
+/// `judge` run by `Daemon::run_costly`; an identity with too many
 /// costly calls waiting is told to slow down.
 #[expect(
     clippy::result_large_err,
@@ -322,7 +322,7 @@ async fn off_runtime<T>(
     judge: impl FnOnce() -> T,
 ) -> Result<T, Refusal> {
     daemon
-        .judge_off_runtime(identity, costly, judge)
+        .run_costly(identity, costly, judge)
         .await
         .map_err(|busy| {
             Refusal::new(

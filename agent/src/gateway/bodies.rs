@@ -142,6 +142,12 @@ pub struct Scrub {
     /// timer for that (made when the stream first waits).
     due_at: Option<tokio::time::Instant>,
     due: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What the upstream sent that is not scrubbed yet, a slice at a time.
+    pending: Bytes,
+    /// Between slices the task yields, so a large answer the agent had
+    /// echoed, however costly to scrub, takes its turn with other
+    /// connections instead of holding a runtime worker.
+    pause: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Trailers waiting behind the held-back bytes.
     trailers: Option<Frame<Bytes>>,
     finished: bool,
@@ -152,6 +158,8 @@ pub struct Scrub {
 /// most 14 bytes a byte, `&amp;amp;#x2F;`), so one that a chunk boundary
 /// cuts is still whole when the next chunk comes.
 const HOLD_PER_SECRET_BYTE: usize = 16;
+/// Bytes of a stream scrubbed before the task yields.
+const SLICE: usize = 8 * 1024;
 /// The longest a held-back byte waits for more of the stream.
 pub const HOLD_AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -163,6 +171,8 @@ impl Scrub {
             carry: Vec::new(),
             due_at: None,
             due: None,
+            pending: Bytes::new(),
+            pause: None,
             trailers: None,
             finished: false,
         }
@@ -252,6 +262,21 @@ impl HttpBody for Scrub {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if let Some(p) = this.pause.as_mut() {
+                ready!(p.as_mut().poll(cx));
+                this.pause = None;
+            }
+            if !this.pending.is_empty() {
+                let piece = this.pending.split_to(this.pending.len().min(SLICE));
+                let out = this.feed(&piece);
+                if !this.pending.is_empty() {
+                    this.pause = Some(Box::pin(tokio::task::yield_now()));
+                }
+                if !out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                continue;
+            }
             if let Some(t) = this.trailers.take() {
                 return Poll::Ready(Some(Ok(t)));
             }
@@ -272,12 +297,7 @@ impl HttpBody for Scrub {
             }
             match ready!(polled) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let out = this.feed(&data);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                    }
+                    Ok(data) => this.pending = data,
                     // Trailers: scrubbed; what was held back goes first.
                     Err(frame) => {
                         let frame = scrub_trailers(frame, &this.secret);
@@ -301,7 +321,10 @@ impl HttpBody for Scrub {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.carry.is_empty() && self.trailers.is_none() && self.inner.is_end_stream()
+        self.carry.is_empty()
+            && self.pending.is_empty()
+            && self.trailers.is_none()
+            && self.inner.is_end_stream()
     }
 }
 
@@ -366,6 +389,29 @@ mod tests {
         out.extend_from_slice(&s.feed(b"ve_12345 y"));
         out.extend_from_slice(&s.rest());
         assert_eq!(out, [b"x ", REDACTED, b" y"].concat());
+    }
+
+    #[tokio::test]
+    async fn a_large_chunk_is_scrubbed_a_slice_at_a_time() {
+        let big = format!("{}sk_live_12345{}", "a".repeat(20_000), "b".repeat(20_000));
+        let body = chunked(&[big.as_str()]);
+        let mut s = Scrub::new(body, Bytes::from_static(b"sk_live_12345"));
+        let mut out = Vec::new();
+        let mut frames = 0;
+        while let Some(f) = s.frame().await {
+            let data = f.unwrap().into_data().unwrap();
+            assert!(data.len() <= SLICE + REDACTED.len(), "{}", data.len());
+            out.extend_from_slice(&data);
+            frames += 1;
+        }
+        assert!(frames >= 5, "{frames}");
+        let want = format!(
+            "{}{}{}",
+            "a".repeat(20_000),
+            std::str::from_utf8(REDACTED).unwrap(),
+            "b".repeat(20_000)
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
     #[tokio::test]

@@ -142,12 +142,15 @@ fn foreign_charset(h: &hyper::HeaderMap) -> Option<String> {
     (!ascii_compatible.contains(&charset.as_str())).then(|| format!("charset={charset}"))
 }
 
+/// Answers up to this size are scrubbed where they arrive.
+const INLINE_SCRUB_BYTES: usize = 64 * 1024;
+
 pub fn layer(sh: Arc<Shared>, req: Req, next: Next) -> super::stack::BoxFuture {
     Box::pin(run(sh, req, next))
 }
 
 async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
-    let (Some((_, trail)), Some(rt)) = (
+    let (Some((conn, trail)), Some(rt)) = (
         trail::parts(&req),
         req.extensions().get::<Arc<ServiceRt>>().cloned(),
     ) else {
@@ -216,9 +219,25 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         let max = sh.settings.max_mask_bytes;
         return match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
             Ok(Collected::Whole(b)) => {
-                let out = rt.secrets.iter().fold(b, |b, secret| {
-                    scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
-                });
+                // The upstream wrote what it echoed, so the scrubber's cost
+                // is the agent's to choose: a large answer is scrubbed
+                // where it holds no other connection.
+                let costly = b.len() > INLINE_SCRUB_BYTES;
+                let identity = conn.caller.identity_name().to_string();
+                let scrub = || {
+                    rt.secrets.iter().fold(b, |b, secret| {
+                        scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
+                    })
+                };
+                let Ok(out) = conn.daemon.run_costly(&identity, costly, scrub).await else {
+                    return trail.refuse(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "gateway-busy",
+                        format!(
+                            "identity `{identity}` has too many large answers waiting to be scrubbed"
+                        ),
+                    ));
+                };
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));

@@ -266,20 +266,28 @@ impl Service {
 }
 
 impl Service {
-    /// A path whose last segment a variable matched, ending in `.` and
-    /// letters or digits (`acct_root.json`), is read by servers that take
+    /// A path whose last segment (the last one not empty: servers read
+    /// `acct_root.json/` the same way) a variable matched, ending — once
+    /// percent-decoded, as servers decode it — in `.` and letters or digits
+    /// (`acct_root.json`, `acct_root.%6Ason`), is read by servers that take
     /// format suffixes as that value without its suffix (`acct_root`): the
     /// call judged would not be the call made.
     pub fn refuse_format_suffix(&self, route: &Route, path: &str) -> Result<(), RequestError> {
-        if !self.format_suffixes
-            || !matches!(
-                route.path.segments.last(),
-                Some(Segment::Var(_) | Segment::Rest(_))
-            )
-        {
+        if !self.format_suffixes {
             return Ok(());
         }
-        let segment = path.rsplit('/').next().unwrap_or_default();
+        let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let Some(at) = segs.iter().rposition(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        let tpl = &route.path.segments;
+        let by_variable = tpl.iter().take(at + 1).enumerate().any(|(i, t)| {
+            matches!(t, Segment::Rest(_)) || (i == at && matches!(t, Segment::Var(_)))
+        });
+        if !by_variable {
+            return Ok(());
+        }
+        let segment = template::decode(segs[at]).unwrap_or_else(|| segs[at].to_string());
         let Some((stem, suffix)) = segment.rsplit_once('.') else {
             return Ok(());
         };
@@ -291,9 +299,9 @@ impl Service {
         }
         Err(RequestError::FormatSuffix {
             service: self.id.clone(),
-            segment: segment.to_string(),
             stem: stem.to_string(),
             suffix: suffix.to_string(),
+            segment,
         })
     }
 }

@@ -125,7 +125,7 @@ impl fmt::Display for PathTemplate {
 }
 
 /// Percent-decode one path segment; `None` for bad escapes or non-UTF-8.
-fn decode(s: &str) -> Option<String> {
+pub(super) fn decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -225,3 +225,41 @@ fn mask_text_is_withhold_or_pass() {
         "{e}"
     );
 }
+
+#[test]
+fn a_format_suffix_on_a_variable_is_refused_however_spelled() {
+    let text = BASE.replace(
+        r#"      - {method: "*", path: "/v1/files/{rest*}", action: files}"#,
+        "      - {method: \"*\", path: \"/v1/files/{rest*}\", action: files}\n      - {method: GET, path: \"/v2/accounts/{pk}/\", action: account}\n      - {method: GET, path: /v1/export.json, action: export}",
+    );
+    let p = load_str("p.yaml", &text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policy;
+    let s = p.service("stripe").expect("service");
+    let refused = |method: &str, path: &str| {
+        let (r, _) = s
+            .route(method, path)
+            .unwrap_or_else(|| panic!("{path} routes"));
+        s.refuse_format_suffix(r, path).is_err()
+    };
+    for path in [
+        "/v1/customers/acct_root.json",
+        "/v1/customers/acct_root.%6Ason",
+        "/v1/customers/acct_root.XML",
+        "/v2/accounts/acct_root.json/",
+        "/v1/files/a/b.json",
+        "/v1/files/a/b.json/",
+    ] {
+        assert!(refused("GET", path), "{path}");
+    }
+    for path in [
+        "/v1/customers/acct_root",
+        "/v1/customers/.profile",
+        "/v1/customers/a.b-c",
+        "/v2/accounts/acct_root/",
+        "/v1/files/a.json/b",
+        "/v1/export.json",
+    ] {
+        assert!(!refused("GET", path), "{path}");
+    }
+}
