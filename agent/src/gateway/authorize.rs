@@ -117,7 +117,7 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
     // Conditions over a large body may cost up to the evaluation budget:
     // judged where they cannot hold other connections (as `Decide` does).
     let costly = daemon.costly_to_judge(&identity, small_json(&c.params));
-    let judged = off_runtime(daemon, &identity, costly, || {
+    let judged = off_runtime(daemon, trail, &identity, costly, || {
         daemon.judge(policy, &tc, ask, || {
             let mut ev = AuditEvent::new(EventKind::Approval, "pending", "approval-requested");
             ev.identity = Some(identity.clone());
@@ -143,8 +143,7 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
             ev
         })
     })
-    .await
-    .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+    .await?
     .map_err(|e| {
         // Fail closed: a call whose charge or approval cannot be recorded
         // is not forwarded.
@@ -230,11 +229,10 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                 let active_version = daemon.active().policy.version.to_string();
                 if active_version != seen {
                     seen = active_version;
-                    off_runtime(daemon, &identity, costly, || {
+                    off_runtime(daemon, trail, &identity, costly, || {
                         release::rejudge(daemon, rt, c, &tc, &version)
                     })
-                    .await
-                    .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+                    .await?
                     .map_err(|s| stale(s, "pending"))?;
                 }
                 if daemon.maps.killed(index).unwrap_or(true) {
@@ -249,11 +247,10 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
                     Some(State::Approved) => {
                         // Judged again if the operator loaded another
                         // policy while the request was held.
-                        let now_active = off_runtime(daemon, &identity, costly, || {
+                        let now_active = off_runtime(daemon, trail, &identity, costly, || {
                             release::rejudge(daemon, rt, c, &tc, &version)
                         })
-                        .await
-                        .inspect_err(|_| trail.with(|r| r.verdict = "deny"))?
+                        .await?
                         .map_err(|s| stale(s, "approved"))?;
                         return match daemon.spend_approval(&now_active.policy, &tc, &a.id, &ask()) {
                             Ok((approved, _)) => {
@@ -310,13 +307,15 @@ pub async fn judge(conn: &Conn, rt: &ServiceRt, c: &Call, trail: &Trail) -> Resu
 }
 
 /// `judge` run by `Daemon::run_costly`; an identity with too many
-/// costly calls waiting is told to slow down.
+/// costly calls waiting is told to slow down (and the call is recorded as
+/// denied).
 #[expect(
     clippy::result_large_err,
     reason = "a refusal is built once per refused request; boxing it buys nothing"
 )]
 async fn off_runtime<T>(
     daemon: &Daemon,
+    trail: &Trail,
     identity: &str,
     costly: bool,
     judge: impl FnOnce() -> T,
@@ -325,6 +324,7 @@ async fn off_runtime<T>(
         .run_costly(identity, costly, judge)
         .await
         .map_err(|busy| {
+            trail.with(|r| r.verdict = "deny");
             Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "evaluation-busy",

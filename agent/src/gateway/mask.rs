@@ -223,13 +223,13 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 // is the agent's to choose: a large answer is scrubbed
                 // where it holds no other connection.
                 let costly = b.len() > INLINE_SCRUB_BYTES;
-                let identity = conn.caller.identity_name().to_string();
+                let identity = conn.caller.identity_name();
                 let scrub = || {
                     rt.secrets.iter().fold(b, |b, secret| {
                         scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
                     })
                 };
-                let Ok(out) = conn.daemon.run_costly(&identity, costly, scrub).await else {
+                let Ok(out) = conn.daemon.run_costly(identity, costly, scrub).await else {
                     return trail.refuse(Refusal::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "gateway-busy",

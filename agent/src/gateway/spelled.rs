@@ -16,8 +16,8 @@ const DEPTH: u8 = 3;
 enum Unit {
     /// This byte, spelled in this many bytes of `d`.
     Got(u8, usize),
-    /// The data ends inside what could still be one.
-    CutOff,
+    /// None (or the data ends inside what could still be one: what is
+    /// scrubbed never waits on what could begin the secret).
     No,
 }
 
@@ -72,7 +72,7 @@ const NAMED: &[(&[u8], u8)] = &[
 /// down), or the byte itself.
 fn unit(d: &[u8], depth: u8) -> Unit {
     let Some(&c) = d.first() else {
-        return Unit::CutOff;
+        return Unit::No;
     };
     if depth > 0 && matches!(c, b'%' | b'\\' | b'&') {
         match escaped(d, depth) {
@@ -193,7 +193,7 @@ fn escaped(d: &[u8], depth: u8) -> Unit {
 }
 
 /// The length of a spelling of `secret` at the start of `d`.
-fn spelled_at(d: &[u8], secret: &[u8]) -> Unit {
+fn spelled_at(d: &[u8], secret: &[u8]) -> Option<usize> {
     let mut p = 0;
     for &b in secret {
         if d.get(p) == Some(&b) {
@@ -202,10 +202,10 @@ fn spelled_at(d: &[u8], secret: &[u8]) -> Unit {
         }
         match escape_of(&d[p..], b) {
             Unit::Got(_, n) => p += n,
-            other => return other,
+            Unit::No => return None,
         }
     }
-    Unit::Got(0, p)
+    Some(p)
 }
 
 /// An escape of byte `b` at the start of `d`, nested as deep as it goes
@@ -214,20 +214,19 @@ fn spelled_at(d: &[u8], secret: &[u8]) -> Unit {
 /// down).
 fn escape_of(d: &[u8], b: u8) -> Unit {
     if d.is_empty() {
-        return Unit::CutOff;
+        return Unit::No;
     }
     if !matches!(d[0], b'%' | b'\\' | b'&') {
         return Unit::No;
     }
-    let mut cut = false;
     for depth in 1..=DEPTH {
-        match escaped(d, depth) {
-            Unit::Got(v, n) if v == b => return Unit::Got(v, n),
-            Unit::CutOff => cut = true,
-            _ => {}
+        if let Unit::Got(v, n) = escaped(d, depth)
+            && v == b
+        {
+            return Unit::Got(v, n);
         }
     }
-    if cut { Unit::CutOff } else { Unit::No }
+    Unit::No
 }
 
 /// `data` with every spelling of `secret` replaced by `with`; whether
@@ -262,7 +261,7 @@ pub fn replace_upto(
             continue;
         }
         match spelled_at(&data[p..], secret) {
-            Unit::Got(_, n) if !secret.is_empty() => {
+            Some(n) if !secret.is_empty() => {
                 out.extend_from_slice(&data[emitted..p]);
                 out.extend_from_slice(with);
                 found = true;

@@ -263,9 +263,7 @@ impl Service {
             params,
         })
     }
-}
 
-impl Service {
     /// A path whose last segment (the last one not empty: servers read
     /// `acct_root.json/` the same way) a variable matched, ending — once
     /// percent-decoded, as servers decode it — in `.` and letters or digits
