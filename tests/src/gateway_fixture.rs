@@ -14,12 +14,14 @@ use crate::{
 };
 
 pub struct Fixture {
-    pub env: TestEnv,
+    // Dropped in declaration order: the daemon first, so that it does not
+    // pin or attach anything after the environment has been uninstalled.
     daemon: Option<DaemonProc>,
     pub upstream: Upstream,
     pub net: u32,
     pub secret: String,
     pub secret_file: PathBuf,
+    pub env: TestEnv,
 }
 
 impl Fixture {

@@ -29,9 +29,10 @@ use palisade_tests::{
 const NOBODY: &str = "65534";
 
 struct Setup {
+    // The daemon is dropped before the environment it runs in.
+    _daemon: DaemonProc,
     ns: NetNs,
     env: TestEnv,
-    _daemon: DaemonProc,
     allowed4: String,
     forbidden4: String,
     allowed6: String,

@@ -95,11 +95,12 @@ fn mcp_agent(env: &TestEnv, identity: &str, url: &str, calls: Value) -> Vec<Valu
 }
 
 struct Fixture {
-    env: TestEnv,
+    // The daemon is dropped before the environment it runs in.
     _daemon: DaemonProc,
     server: CallServer,
     net: u32,
     secret: String,
+    env: TestEnv,
 }
 
 fn start(name: &str, extra_services: &str) -> Option<Fixture> {
