@@ -63,8 +63,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self):
         body = self.body()
-        n = self.record(body)
         path = urllib.parse.urlparse(self.path).path
+        # A job runner's scripts are large: their size is what is logged.
+        n = self.record(body if path != "/v1/run" else b"%d bytes" % len(body))
         auth = self.headers.get("Authorization", "")
         if self.command == "POST" and path == "/v1/payment_intents":
             ctype = self.headers.get("Content-Type", "")
@@ -232,6 +233,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(pause)
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/v1/run":
+            # A job runner: streams back the job's output, here the script
+            # itself (`cat`), 64 KiB at a time. What an agent uses to have
+            # a large text of its choosing come back through the scrubber.
+            body = json.loads(body).get("script", "").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 65536):
+                chunk = body[i:i + 65536]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
         elif path.startswith("/v1/accounts/"):
             # Read as Django REST framework's format_suffix_patterns (and
             # Rails, Grape) read it: a last `.json`-like suffix is the

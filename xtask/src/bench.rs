@@ -7,7 +7,9 @@ use crate::toolchain::{client_env_link, is_root, sh, workspace_root};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn|gateway|state");
+        bail!(
+            "usage: cargo xtask bench connect|policy|dns|decide|suggest|spawn|gateway|scrub|state"
+        );
     };
     if !is_root() {
         bail!("benchmarks load eBPF programs and need root");
@@ -21,10 +23,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "suggest" => "palisade-suggest-bench",
         "spawn" => "palisade-spawn-bench",
         "gateway" => "palisade-gateway-bench",
+        "scrub" => "palisade-scrub-bench",
         "state" => "bench-state",
         other => {
             bail!(
-                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn, gateway, state)"
+                "unknown benchmark `{other}` (known: connect, policy, dns, decide, suggest, spawn, gateway, scrub, state)"
             )
         }
     };

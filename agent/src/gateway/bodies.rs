@@ -133,7 +133,8 @@ pub fn collect(mut body: Body, max: usize) -> Pin<Box<dyn Future<Output = Collec
 pub const REDACTED: &[u8] = b"[redacted by palisade]";
 
 /// Replaces every occurrence of a secret in a byte stream, across chunk
-/// boundaries (it holds back at most `len - 1` bytes).
+/// boundaries (it holds back a fixed tail, `spelled::reach` of the
+/// secret's length).
 pub struct Scrub {
     inner: Body,
     secret: Bytes,
@@ -153,11 +154,6 @@ pub struct Scrub {
     finished: bool,
 }
 
-/// Bytes of a stream held back per byte of the secret: room for the
-/// secret in any spelling the scrubber reads as servers write them (at
-/// most 14 bytes a byte, `&amp;amp;#x2F;`), so one that a chunk boundary
-/// cuts is still whole when the next chunk comes.
-const HOLD_PER_SECRET_BYTE: usize = 16;
 /// Bytes of a stream scrubbed before the task yields.
 const SLICE: usize = 8 * 1024;
 /// The longest a held-back byte waits for more of the stream.
@@ -178,8 +174,11 @@ impl Scrub {
         }
     }
 
+    /// Bytes held back: room for the secret in any spelling servers write,
+    /// so one that a chunk boundary cuts is still whole when the next
+    /// chunk comes.
     fn hold(&self) -> usize {
-        (self.secret.len() * HOLD_PER_SECRET_BYTE).max(64)
+        spelled::reach(self.secret.len())
     }
 
     /// Scrub `data` (after what was carried); returns what may be sent.
@@ -361,7 +360,7 @@ mod tests {
     #[test]
     fn a_fixed_tail_is_held_back_whatever_it_holds() {
         let secret = Bytes::from_static(b"sk_live_12345");
-        let hold = 13 * HOLD_PER_SECRET_BYTE;
+        let hold = spelled::reach(13);
         let mut s = Scrub::new(chunked(&[]), secret.clone());
         assert_eq!(s.feed(&[b'a'; 300]).len(), 300 - hold);
         // Whether an echoed guess begins the secret changes nothing in

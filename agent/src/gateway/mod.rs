@@ -29,7 +29,7 @@ mod reply;
 mod route;
 mod secrets;
 mod settings;
-mod spelled;
+pub mod spelled;
 mod stack;
 mod trail;
 mod upstream;
