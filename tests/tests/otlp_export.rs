@@ -74,21 +74,23 @@ fn records_wait_in_the_trail_while_the_collector_is_down() {
     // Outage: records keep being written; the exporter retries.
     collector.stop();
     deny(&env, 21000, 20);
-    let errors = wait_for(Duration::from_secs(10), || {
+    // The denies reach the trail as the kernel's aggregates are flushed,
+    // so the backlog is looked at until all of them have been written.
+    let errors = wait_for(Duration::from_secs(15), || {
         let m = Scrape::fetch(&env.metrics_address());
-        m.value("palisade_sink_errors_total{sink=\"otlp\"}")
-            .filter(|e| *e > 0.0)
-            .map(|_| m)
+        (m.value("palisade_sink_errors_total{sink=\"otlp\"}")
+            .is_some_and(|e| e > 0.0)
+            && m.value("palisade_sink_backlog{sink=\"otlp\"}")
+                .is_some_and(|b| b >= 20.0))
+        .then_some(m)
     })
-    .unwrap_or_else(|| panic!("no delivery errors counted during the outage"));
+    .unwrap_or_else(|| {
+        panic!(
+            "no delivery errors with a backlog of 20 during the outage:\n{}",
+            Scrape::fetch(&env.metrics_address()).0
+        )
+    });
     errors.expect("palisade_sink_up{sink=\"otlp\"}", 0.0);
-    assert!(
-        errors
-            .value("palisade_sink_backlog{sink=\"otlp\"}")
-            .is_some_and(|b| b >= 20.0),
-        "backlog during the outage:\n{}",
-        errors.0
-    );
     let status = env.status();
     let sink = &status["health"]["sinks"][0];
     assert_eq!(sink["up"], false, "{status}");
