@@ -247,6 +247,24 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+        elif path == "/v1/trickle":
+            # A streaming answer that repeats the credential header it was
+            # sent, a few bytes at a time with short pauses (a token
+            # stream, a log tail written as it goes).
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+            gap, piece = float(q.get("gap", ["0.05"])[0]), int(q.get("piece", ["4"])[0])
+            text = f"auth: {auth}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(text), piece):
+                chunk = text[i:i + piece]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(gap)
+            self.wfile.write(b"5\r\ndone\n\r\n0\r\n\r\n")
+            self.wfile.flush()
         elif path.startswith("/v1/accounts/"):
             # Read as Django REST framework's format_suffix_patterns (and
             # Rails, Grape) read it: a last `.json`-like suffix is the

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{
+    budget::Reserved,
     http::{Body, BoxError},
     spelled,
 };
@@ -98,6 +99,42 @@ impl Drop for Counted {
     }
 }
 
+/// A body that keeps its place in a memory budget until it is dropped:
+/// written out to the agent, or its connection gone.
+pub struct Held {
+    inner: Body,
+    _reserved: Reserved,
+}
+
+impl Held {
+    pub fn new(inner: Body, reserved: Reserved) -> Self {
+        Self {
+            inner,
+            _reserved: reserved,
+        }
+    }
+}
+
+impl HttpBody for Held {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A body read whole, within a size limit.
 pub enum Collected {
     Whole(Bytes),
@@ -139,7 +176,7 @@ pub struct Scrub {
     inner: Body,
     secret: Bytes,
     carry: Vec<u8>,
-    /// When what is carried goes out even if nothing follows it, and the
+    /// When what is carried goes out if nothing more arrives, and the
     /// timer for that (made when the stream first waits).
     due_at: Option<tokio::time::Instant>,
     due: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -194,15 +231,23 @@ impl Scrub {
         self.carry = data[used..].to_vec();
         if self.carry.is_empty() {
             (self.due_at, self.due) = (None, None);
-        } else if self.due_at.is_none() {
-            self.due_at = Some(tokio::time::Instant::now() + HOLD_AT_MOST);
+        } else {
+            // Counted from the last arrival, not the first held byte: an
+            // upstream that writes the secret a few bytes at a time, with
+            // pauses shorter than the hold, must not have it released
+            // half-written.
+            let at = tokio::time::Instant::now() + HOLD_AT_MOST;
+            self.due_at = Some(at);
+            if let Some(due) = self.due.as_mut() {
+                due.as_mut().reset(at);
+            }
         }
         Bytes::from(out)
     }
 
     /// What was held back, scrubbed: once nothing more will come, or once
-    /// it has waited `HOLD_AT_MOST` (a stream that pauses is not stalled;
-    /// when that happens depends only on when bytes came).
+    /// the stream has paused for `HOLD_AT_MOST` (a stream that pauses is
+    /// not stalled; when that happens depends only on when bytes came).
     fn rest(&mut self) -> Bytes {
         (self.due_at, self.due) = (None, None);
         let data = std::mem::take(&mut self.carry);
@@ -435,6 +480,34 @@ mod tests {
         assert!(started.elapsed() >= HOLD_AT_MOST - std::time::Duration::from_millis(20));
         drop(tx);
         assert!(s.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_secret_written_a_few_bytes_at_a_time_is_never_released_half_written() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(64);
+        let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .boxed_unsync();
+        let secret = "sk_live_1234567890abcdef";
+        let writer = tokio::spawn(async move {
+            let text = format!("auth: {secret}\n");
+            for piece in text.as_bytes().chunks(4) {
+                tx.send(Ok(Frame::data(Bytes::copy_from_slice(piece))))
+                    .await
+                    .unwrap();
+                // Shorter than the hold, but the whole secret takes longer.
+                tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+            }
+        });
+        let out = Scrub::new(body, Bytes::from_static(secret.as_bytes()))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        writer.await.unwrap();
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            format!("auth: {}\n", std::str::from_utf8(REDACTED).unwrap())
+        );
     }
 
     #[tokio::test]

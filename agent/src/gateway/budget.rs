@@ -18,6 +18,17 @@ pub const PER_IDENTITY: usize = 16;
 /// The same, for all identities together.
 pub const TOTAL: usize = 64;
 
+/// Answers read whole (to be masked, or scrubbed and given their new
+/// length) are held from the time they are read until the agent has taken
+/// the last byte: an agent that asks for large answers and reads none
+/// would otherwise make the daemon hold them all. Answers of the largest
+/// size (`max_mask_bytes`) one identity may have held at once, and all
+/// identities together; past that an answer that needs only scrubbing
+/// streams through (the agent's reading paces it), and one to mask is
+/// refused (503 `gateway-busy`).
+pub const ANSWERS_PER_IDENTITY: usize = 4;
+pub const ANSWERS_TOTAL: usize = 16;
+
 #[derive(Default)]
 pub struct BodyBudget {
     held: Mutex<(HashMap<String, usize>, usize)>,

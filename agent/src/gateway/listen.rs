@@ -36,6 +36,8 @@ use crate::daemon::Daemon;
 
 /// Largest request head (request line and headers) read.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Socket send buffer of an agent connection (the kernel doubles it).
+const SEND_BUFFER: usize = 128 * 1024;
 /// Concurrent HTTP/2 streams per connection.
 const MAX_STREAMS: u32 = 32;
 /// HTTP/2 flow-control windows: what a client may send ahead of the
@@ -275,6 +277,10 @@ async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, port: u16)
         return;
     };
     let _ = stream.set_nodelay(true);
+    // A fixed send buffer: an agent that stops reading holds at most this
+    // much of an answer in the kernel, not what autotuning would grow to
+    // (megabytes a connection, charged to the daemon).
+    let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER);
     let activity = Arc::new(Activity::default());
     activity.touch();
     let index = caller.identity.as_ref().map(|(_, i)| *i);

@@ -16,7 +16,8 @@ use serde_json::Value;
 
 use super::{
     ServiceRt, Shared,
-    bodies::{Collected, Scrub, collect, scrub_all, scrub_headers},
+    bodies::{Collected, Held, Scrub, collect, scrub_all, scrub_headers},
+    budget::{ANSWERS_PER_IDENTITY, ANSWERS_TOTAL, Reserved},
     http::{Body, Req, Resp, full},
     masking::Masks,
     reply::Refusal,
@@ -185,7 +186,8 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
     if !masks.is_empty() && !bodyless {
-        return match masked(&sh, &rt, &trail, &masks, &mut parts, body).await {
+        let identity = conn.caller.identity_name();
+        return match masked(&sh, &rt, &trail, identity, &masks, &mut parts, body).await {
             Ok(body) => hyper::Response::from_parts(parts, body),
             Err(r) => trail.refuse(r),
         };
@@ -215,7 +217,13 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n <= sh.settings.max_mask_bytes as u64) && !bodyless {
+    let identity = conn.caller.identity_name();
+    // An answer the identity's share of held answers has no room for
+    // streams instead, paced by the agent's reading.
+    let room = declared
+        .filter(|&n| n <= sh.settings.max_mask_bytes as u64 && !bodyless)
+        .and_then(|n| hold_answer(&sh, identity, usize::try_from(n).ok()?));
+    if let Some(reserved) = room {
         let max = sh.settings.max_mask_bytes;
         return match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
             Ok(Collected::Whole(b)) => {
@@ -223,7 +231,6 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 // is the agent's to choose: a large answer is scrubbed
                 // where it holds no other connection.
                 let costly = b.len() > INLINE_SCRUB_BYTES;
-                let identity = conn.caller.identity_name();
                 let scrub = || {
                     rt.secrets.iter().fold(b, |b, secret| {
                         scrub_all(&b, secret).map_or(b, bytes::Bytes::from)
@@ -241,7 +248,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-                hyper::Response::from_parts(parts, full(out))
+                hyper::Response::from_parts(parts, Held::new(full(out), reserved).boxed_unsync())
             }
             _ => trail.refuse(Refusal::new(
                 StatusCode::BAD_GATEWAY,
@@ -266,6 +273,7 @@ async fn masked(
     sh: &Shared,
     rt: &ServiceRt,
     trail: &Trail,
+    identity: &str,
     masks: &[MaskPath],
     parts: &mut hyper::http::response::Parts,
     body: Body,
@@ -304,6 +312,16 @@ async fn masked(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(refuse(format!("is larger than {max} bytes")));
     }
+    let want = declared.map_or(max, |n| usize::try_from(n).unwrap_or(max));
+    let Some(reserved) = hold_answer(sh, identity, want) else {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway-busy",
+            format!(
+                "identity `{identity}` holds too many answers it has not read yet (at most {ANSWERS_PER_IDENTITY} of the largest maskable size, {ANSWERS_TOTAL} in all): read them, or retry later"
+            ),
+        ));
+    };
     let bytes = match tokio::time::timeout(sh.timeouts.upstream, collect(body, max)).await {
         Ok(Collected::Whole(b)) => b,
         Ok(Collected::TooLarge) => return Err(refuse(format!("is larger than {max} bytes"))),
@@ -337,7 +355,19 @@ async fn masked(
         });
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    Ok(full(out))
+    Ok(Held::new(full(out), reserved).boxed_unsync())
+}
+
+/// A place for an answer of `bytes` in `identity`'s share of the answers
+/// held whole (`budget::ANSWERS_PER_IDENTITY`).
+fn hold_answer(sh: &Shared, identity: &str, bytes: usize) -> Option<Reserved> {
+    let max = sh.settings.max_mask_bytes;
+    sh.answers.reserve(
+        identity,
+        bytes,
+        max.saturating_mul(ANSWERS_PER_IDENTITY),
+        max.saturating_mul(ANSWERS_TOTAL),
+    )
 }
 
 #[cfg(test)]

@@ -112,6 +112,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// Request-body bytes held at once (`budget`).
     pub bodies: Arc<budget::BodyBudget>,
+    /// Response bytes read whole and not yet taken by the agent.
+    pub answers: Arc<budget::BodyBudget>,
 }
 
 pub struct Gateway {
@@ -137,6 +139,7 @@ impl Gateway {
             settings,
             runtime: ArcSwap::from_pointee(Runtime::default()),
             bodies: Arc::default(),
+            answers: Arc::default(),
         });
         Arc::new(Self {
             limits: Arc::new(listen::Limits::default()),

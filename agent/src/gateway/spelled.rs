@@ -286,31 +286,31 @@ struct Ends {
 }
 
 /// A secret, ready to be looked for: for each byte value, the set of
-/// positions in the secret (forwards and backwards) where it stands.
+/// positions in the secret where it stands.
 struct Secret<'a> {
     bytes: &'a [u8],
     bits: Bits,
     forward: Vec<u64>,
-    backward: Vec<u64>,
 }
 
 impl<'a> Secret<'a> {
     fn new(bytes: &'a [u8]) -> Self {
         let words = bytes.len() / 64 + 1;
-        let mut forward = vec![0u64; 256 * words];
-        let mut backward = vec![0u64; 256 * words];
-        let last = bytes.len().saturating_sub(1);
-        for (k, &b) in bytes.iter().enumerate() {
-            forward[usize::from(b) * words + k / 64] |= 1 << (k % 64);
-            let j = last - k;
-            backward[usize::from(b) * words + j / 64] |= 1 << (j % 64);
-        }
         Secret {
             bytes,
             bits: Bits { words },
-            forward,
-            backward,
+            forward: Self::positions(bytes.iter().copied(), words),
         }
+    }
+
+    /// For each byte value, the set of positions where it stands in
+    /// `bytes`, `words` u64 a set.
+    fn positions(bytes: impl Iterator<Item = u8>, words: usize) -> Vec<u64> {
+        let mut table = vec![0u64; 256 * words];
+        for (k, b) in bytes.enumerate() {
+            table[usize::from(b) * words + k / 64] |= 1 << (k % 64);
+        }
+        table
     }
 
     fn mask<'m>(&self, table: &'m [u64], b: u8) -> &'m [u64] {
@@ -399,6 +399,7 @@ impl<'a> Secret<'a> {
     /// is there, which the agent sees redacted anyway.
     fn start(&self, d: &[u8], esc: &Escapes, end: usize) -> usize {
         let (w, len) = (self.bits.words, self.bytes.len());
+        let backward = Self::positions(self.bytes.iter().rev().copied(), w);
         // back[i]: how many of the secret's last bytes are spelled from
         // `end - i` to `end` (the secret read backwards).
         let mut back = vec![0u64; w];
@@ -416,8 +417,7 @@ impl<'a> Secret<'a> {
             for (b, n) in esc.readings(d, p).into_iter().flatten() {
                 if n <= i {
                     let from = &back[(i - n) * w..][..w];
-                    self.bits
-                        .advance(&mut set, from, self.mask(&self.backward, b));
+                    self.bits.advance(&mut set, from, self.mask(&backward, b));
                 }
             }
             if set.iter().any(|&x| x != 0) {
