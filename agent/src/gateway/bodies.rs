@@ -99,18 +99,24 @@ impl Drop for Counted {
     }
 }
 
-/// A body that keeps its place in a memory budget until it is dropped:
-/// written out to the agent, or its connection gone.
+/// An answer read whole, given to the agent a slice at a time, that keeps
+/// its place in a memory budget until its last slice has been taken.
+/// (Handed to hyper whole, it would sit in hyper's write buffer while the
+/// body, and its place, were gone at once; a slice at a time, hyper asks
+/// for the next only when it has written the last.)
 pub struct Held {
-    inner: Body,
-    _reserved: Reserved,
+    rest: Bytes,
+    reserved: Option<Reserved>,
 }
 
+/// What `Held` gives hyper at a time.
+const HELD_SLICE: usize = 64 * 1024;
+
 impl Held {
-    pub fn new(inner: Body, reserved: Reserved) -> Self {
+    pub fn new(data: Bytes, reserved: Reserved) -> Self {
         Self {
-            inner,
-            _reserved: reserved,
+            rest: data,
+            reserved: Some(reserved),
         }
     }
 }
@@ -121,17 +127,26 @@ impl HttpBody for Held {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        if self.rest.is_empty() {
+            self.reserved = None;
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(HELD_SLICE);
+        let slice = self.rest.split_to(n);
+        if self.rest.is_empty() {
+            self.reserved = None;
+        }
+        Poll::Ready(Some(Ok(Frame::data(slice))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -539,6 +554,22 @@ mod tests {
         h.insert("ab-sk_live_x", "1".parse().unwrap());
         scrub_headers(&mut h, b"SK_Live_X");
         assert!(h.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_held_answer_keeps_its_place_until_its_last_slice_is_taken() {
+        let budget = std::sync::Arc::new(super::super::budget::BodyBudget::default());
+        let place = budget.reserve("a", 100, 100, 100).unwrap();
+        let mut held = Held::new(Bytes::from(vec![b'x'; 3 * HELD_SLICE]), place);
+        assert!(budget.reserve("a", 1, 100, 100).is_none(), "taken");
+        let first = held.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), HELD_SLICE);
+        assert!(budget.reserve("a", 1, 100, 100).is_none(), "still held");
+        let _ = held.frame().await;
+        let _ = held.frame().await;
+        assert!(held.is_end_stream());
+        assert!(budget.reserve("a", 100, 100, 100).is_some(), "given back");
+        assert!(held.frame().await.is_none());
     }
 
     #[tokio::test]

@@ -248,7 +248,7 @@ async fn run(sh: Arc<Shared>, req: Req, next: Next) -> Resp {
                 parts
                     .headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-                hyper::Response::from_parts(parts, Held::new(full(out), reserved).boxed_unsync())
+                hyper::Response::from_parts(parts, Held::new(out, reserved).boxed_unsync())
             }
             _ => trail.refuse(Refusal::new(
                 StatusCode::BAD_GATEWAY,
@@ -355,7 +355,7 @@ async fn masked(
         });
     }
     parts.headers.remove(header::CONTENT_LENGTH);
-    Ok(Held::new(full(out), reserved).boxed_unsync())
+    Ok(Held::new(out.into(), reserved).boxed_unsync())
 }
 
 /// A place for an answer of `bytes` in `identity`'s share of the answers
