@@ -20,11 +20,22 @@ fn text(unit: &str) -> Vec<u8> {
     unit.repeat(MIB / unit.len() + 1).into_bytes()[..MIB].to_vec()
 }
 
-/// Median ms per MiB of each text, measured in interleaved rounds.
+/// Median ms per MiB of each text, measured in interleaved rounds, each
+/// round in another order (so that nothing the machine does on a rhythm
+/// falls on one text more than another).
 fn measure(texts: &[(&str, Vec<u8>)], rounds: usize) -> Vec<f64> {
     let mut ms: Vec<Vec<f64>> = vec![Vec::new(); texts.len()];
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for _ in 0..rounds {
-        for (i, (_, t)) in texts.iter().enumerate() {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        for i in (1..order.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        for i in order {
+            let t = &texts[i].1;
             let started = Instant::now();
             black_box(replace(black_box(t), SECRET, b"[redacted by palisade]"));
             ms[i].push(started.elapsed().as_secs_f64() * 1e3);
@@ -61,7 +72,7 @@ fn main() {
             text(&format!("{}{}", as_str(&wrong), heavy())),
         ),
     ];
-    let rounds = 41;
+    let rounds = 101;
     let ms = measure(&texts, rounds);
     println!(
         "scrubber, {}-byte secret, median of {rounds} interleaved rounds",
