@@ -19,7 +19,10 @@
 //! The kernel's lineage tracking follows the agent even where none of this
 //! applies (an unprivileged caller); this keeps it from trying.
 
-use std::{io, path::PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use nix::{
     mount::{MntFlags, MsFlags, mount, umount2},
@@ -91,10 +94,7 @@ const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 /// Which inherited files exec closes (`inherited`): those under every
 /// path it makes read-only or hides for the agent (the host controls,
 /// `daemon`'s paths), and with a read-only root all of them.
-pub fn inherited_file_rule(
-    daemon: &DaemonPaths,
-    api_socket: &std::path::Path,
-) -> crate::inherited::FileRule {
+pub fn inherited_file_rule(daemon: &DaemonPaths, api_socket: &Path) -> crate::inherited::FileRule {
     crate::inherited::FileRule {
         api_socket: Some(api_socket.to_path_buf()),
         read_only: READ_ONLY_PROC
@@ -250,14 +250,18 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
         .map_err(|e| step(format!("pinning {}", a.display()))(e.into()))?;
     }
     for p in &roots {
-        mount(
+        match mount(
             Some(p),
             p,
             None::<&str>,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
-        )
-        .map_err(|e| step(format!("binding {}", p.display()))(e.into()))?;
+        ) {
+            // Renamed away since it was listed (a file in a shared
+            // directory replaced): what takes its place is not ours to bind.
+            Err(nix::errno::Errno::ENOENT) if !p.exists() => continue,
+            r => r.map_err(|e| step(format!("binding {}", p.display()))(e.into()))?,
+        }
     }
     for p in &daemon.hidden {
         // A directory is covered with an empty read-only tmpfs (what is
@@ -307,9 +311,12 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
         } else if read_only && !m.read_only {
             match remount_read_only(m) {
                 // Unmounted since mountinfo was read (another namespace's
-                // bind, a container going away): nothing left to protect.
+                // bind, a container going away, a file bound here replaced
+                // by a rename, which takes its mount along): nothing left
+                // to protect. Only if it is really gone from mountinfo.
                 Err(ConfineError::Step { source, .. })
-                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                    if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::EINVAL))
+                        && !still_mounted(&m.point) =>
                 {
                     continue;
                 }
@@ -322,6 +329,14 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     }
     applied.namespaces = true;
     Ok(())
+}
+
+/// Whether `point` is still a mount point of this namespace.
+fn still_mounted(point: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| parse_mountinfo(&text).iter().any(|m| m.point == point))
+        // Unreadable: assume it is, so that the error stands.
+        .unwrap_or(true)
 }
 
 /// The directories above `paths` (not `/`), shallowest first, each once.

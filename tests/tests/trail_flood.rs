@@ -59,10 +59,10 @@ fn verify(files: &[PathBuf]) -> (i32, String) {
         .args(files)
         .output()
         .unwrap_or_else(|e| panic!("audit verify: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    // stderr too: an error (exit 2) says what it could not read.
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn an_unprivileged_sendto_flood_costs_a_few_records_and_every_denial_is_counted(
         "  rotate_bytes: 2048\n  keep: 2\n",
         "kernel:\n  aggregate_ms: 1000\n",
     );
-    let _d = DaemonProc::start(&env);
+    let daemon = DaemonProc::start(&env);
     let before = records(&trail_files(&env));
     assert!(
         before.iter().any(|e| e["seq"] == 1),
@@ -147,7 +147,9 @@ fn an_unprivileged_sendto_flood_costs_a_few_records_and_every_denial_is_counted(
         "an aggregate record carries the count"
     );
 
-    // The earlier records are still there, and the chain checks out.
+    // The earlier records are still there, and the chain checks out (with
+    // the daemon stopped, so that no rotation runs while verify reads).
+    drop(daemon);
     let files = trail_files(&env);
     for e in &before {
         assert!(
@@ -180,7 +182,7 @@ fn retention_deletes_with_a_record_and_verify_accepts_only_that() {
         "  rotate_bytes: 1024\n  keep: 1\n  keep_min_age: 0s\n",
         "kernel:\n  aggregate_ms: 200\n",
     );
-    let _d = DaemonProc::start(&env);
+    let daemon = DaemonProc::start(&env);
     // Denials to many ports, in separate bursts (each written as a batch
     // of its own): the trail rotates several times.
     for burst in 0..5u16 {
@@ -196,8 +198,11 @@ fn retention_deletes_with_a_record_and_verify_accepts_only_that() {
         let recorded = all.iter().any(|e| e["kind"] == "retention");
         (gone && recorded).then_some(files)
     });
-    let files =
-        retained.unwrap_or_else(|| panic!("no retention: {:?}", records(&trail_files(&env))));
+    retained.unwrap_or_else(|| panic!("no retention: {:?}", records(&trail_files(&env))));
+    // The daemon stopped, the files stay as they are: a running daemon may
+    // rotate (and retention delete) between listing the files and verifying.
+    drop(daemon);
+    let files = trail_files(&env);
     let (code, text) = verify(&files);
     assert_eq!(code, 0, "a beginning deleted by retention verifies: {text}");
     assert!(text.contains("deleted by retention"), "{text}");

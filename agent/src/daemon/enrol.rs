@@ -209,7 +209,10 @@ impl Daemon {
             c.elevations_file.as_deref(),
             Some(c.socket.as_path()),
         ];
-        canonical(files.into_iter().flatten().flat_map(|f| [dir_of(f), f]))
+        // The directory alone where it is the daemon's own: a bind on the
+        // file too would add nothing, and a file replaced while `exec` sets
+        // up (the trail rotating) would fail the confinement.
+        canonical(files.into_iter().flatten().map(dir_of))
     }
 
     /// Secrets an agent must not read: the token signing key and the
