@@ -247,6 +247,18 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+        elif path == "/v1/blob":
+            # A stored log of `mib` MiB answered with a Content-Length:
+            # scrubbed whole by the gateway before the agent gets any of it.
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+            size = int(float(q.get("mib", ["1"])[0]) * (1 << 20))
+            line = b"log line 0123456789 abcdefghij\n"
+            data = (line * (size // len(line) + 1))[:size]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif path == "/v1/trickle":
             # A streaming answer that repeats the credential header it was
             # sent, a few bytes at a time with short pauses (a token
