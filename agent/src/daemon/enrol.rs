@@ -209,10 +209,7 @@ impl Daemon {
             c.elevations_file.as_deref(),
             Some(c.socket.as_path()),
         ];
-        // The directory alone where it is the daemon's own: a bind on the
-        // file too would add nothing, and a file replaced while `exec` sets
-        // up (the trail rotating) would fail the confinement.
-        canonical(files.into_iter().flatten().map(dir_of))
+        protected_of(files.into_iter().flatten())
     }
 
     /// Secrets an agent must not read: the token signing key and the
@@ -319,6 +316,23 @@ impl Daemon {
     }
 }
 
+/// What to make read-only for these daemon files: each one's directory
+/// alone where it is the daemon's own (`dir_of`): a bind on the file too
+/// would add nothing, and a file replaced while `exec` sets up (the trail
+/// rotating) would fail the confinement. A file that is a link elsewhere
+/// has the target's directory (or the target) protected as well as the
+/// link's.
+fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for f in files {
+        dirs.push(dir_of(f).to_path_buf());
+        if let Ok(real) = std::fs::canonicalize(f) {
+            dirs.push(dir_of(&real).to_path_buf());
+        }
+    }
+    canonical(dirs.iter().map(PathBuf::as_path))
+}
+
 fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
@@ -348,5 +362,44 @@ fn dir_of(file: &std::path::Path) -> &std::path::Path {
             d
         }
         _ => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_file_is_protected_by_its_own_directory_and_a_links_target_too() {
+        let base = std::env::temp_dir().join(format!("palisade-protected-{}", std::process::id()));
+        let (own, other) = (base.join("etc-palisade"), base.join("srv-policies"));
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(own.join("audit.jsonl"), "").unwrap();
+        std::fs::write(other.join("policy.yaml"), "").unwrap();
+        std::os::unix::fs::symlink(other.join("policy.yaml"), own.join("policy.yaml")).unwrap();
+        let got = protected_of(
+            [own.join("audit.jsonl"), own.join("policy.yaml")]
+                .iter()
+                .map(PathBuf::as_path),
+        );
+        let want = vec![
+            std::fs::canonicalize(&own).unwrap(),
+            std::fs::canonicalize(&other).unwrap(),
+        ];
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_file_in_a_shared_directory_is_protected_alone() {
+        assert_eq!(
+            dir_of(std::path::Path::new("/etc/palisade.yaml")),
+            std::path::Path::new("/etc/palisade.yaml")
+        );
+        assert_eq!(
+            dir_of(std::path::Path::new("/var/lib/palisade/state.journal")),
+            std::path::Path::new("/var/lib/palisade")
+        );
     }
 }
