@@ -314,9 +314,12 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
                 // bind, a container going away, a file bound here replaced
                 // by a rename, which takes its mount along): nothing left
                 // to protect. Only if it is really gone from mountinfo.
+                // (ENOENT: no longer reachable by its path in this view,
+                // gone or covered by a mount above it.)
                 Err(ConfineError::Step { source, .. })
-                    if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::EINVAL))
-                        && !still_mounted(&m.point) =>
+                    if source.raw_os_error() == Some(libc::ENOENT)
+                        || (source.raw_os_error() == Some(libc::EINVAL)
+                            && !still_mounted(&m.point)) =>
                 {
                     continue;
                 }

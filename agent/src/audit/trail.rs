@@ -45,10 +45,18 @@ pub struct TrailFiles {
 }
 
 impl TrailFiles {
+    /// The trail at `current`. A link is followed to the file it names
+    /// (the trail kept on another volume): rotation renames that file in
+    /// its own directory, never the link, so the rotated files stay where
+    /// the trail is, beside the file the link keeps naming.
     pub fn new(current: impl Into<PathBuf>) -> Self {
-        Self {
-            current: current.into(),
-        }
+        let current: PathBuf = current.into();
+        let linked = fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
+        let current = match linked.then(|| fs::canonicalize(&current)) {
+            Some(Ok(real)) => real,
+            _ => current,
+        };
+        Self { current }
     }
 
     pub fn rotated_path(&self, n: u64) -> PathBuf {

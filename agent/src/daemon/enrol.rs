@@ -209,7 +209,20 @@ impl Daemon {
             c.elevations_file.as_deref(),
             Some(c.socket.as_path()),
         ];
-        protected_of(files.into_iter().flatten())
+        // A policy directory's entries too: one may be a link elsewhere.
+        let entries: Vec<PathBuf> = c
+            .policy
+            .as_deref()
+            .filter(|p| p.is_dir())
+            .and_then(|p| std::fs::read_dir(p).ok())
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        protected_of(
+            files
+                .into_iter()
+                .flatten()
+                .chain(entries.iter().map(PathBuf::as_path)),
+        )
     }
 
     /// Secrets an agent must not read: the token signing key and the
@@ -226,15 +239,28 @@ impl Daemon {
                 .iter()
                 .filter_map(|t| t.secret_file.as_deref()),
         );
-        canonical(secrets.map(|f| {
+        // The secret where it is named and where its links lead.
+        let places: Vec<PathBuf> = secrets
+            .flat_map(|f| {
+                let real = resolve_links(f).real;
+                [f.to_path_buf(), real]
+            })
+            .collect();
+        let hidden = canonical(places.iter().map(|f| {
             let dir = dir_of(f);
             let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if dir != f && !socket.starts_with(&dir_canon) {
+            if dir != f.as_path() && !socket.starts_with(&dir_canon) {
                 dir
             } else {
-                f
+                f.as_path()
             }
-        }))
+        }));
+        // What a covered directory holds is hidden with it.
+        hidden
+            .iter()
+            .filter(|p| !hidden.iter().any(|d| d != *p && p.starts_with(d)))
+            .cloned()
+            .collect()
     }
 
     /// Turn an identity's kill switch on (`killed`) or off. Takes effect in
@@ -326,11 +352,76 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
     let mut dirs: Vec<PathBuf> = Vec::new();
     for f in files {
         dirs.push(dir_of(f).to_path_buf());
-        if let Ok(real) = std::fs::canonicalize(f) {
-            dirs.push(dir_of(&real).to_path_buf());
-        }
+        let links = resolve_links(f);
+        dirs.push(dir_of(&links.real).to_path_buf());
+        // Every directory holding a link on the way (a ConfigMap's
+        // `..data`, a link to a release directory): re-pointing one would
+        // lead the daemon to a file of the agent's choosing. Links in
+        // shared directories stay as they are (their file-by-file
+        // protection is the target's, above).
+        dirs.extend(links.link_dirs.into_iter().filter(|d| !is_shared(d)));
     }
     canonical(dirs.iter().map(PathBuf::as_path))
+}
+
+/// A path resolved component by component: where it really leads, and the
+/// directories that hold the links met on the way.
+struct Resolved {
+    real: PathBuf,
+    link_dirs: Vec<PathBuf>,
+}
+
+/// Resolve `path` as the kernel does (40 links at most), remembering the
+/// directory of every link followed, final or in the middle. What does not
+/// exist is kept as named.
+fn resolve_links(path: &std::path::Path) -> Resolved {
+    use std::path::Component;
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    let push_front = |pending: &mut std::collections::VecDeque<std::ffi::OsString>,
+                      p: &std::path::Path| {
+        for c in p.components().rev() {
+            pending.push_front(match c {
+                Component::RootDir => "/".into(),
+                Component::CurDir => ".".into(),
+                Component::ParentDir => "..".into(),
+                Component::Normal(n) => n.to_os_string(),
+                Component::Prefix(p) => p.as_os_str().to_os_string(),
+            });
+        }
+    };
+    push_front(&mut pending, path);
+    let mut real = PathBuf::from("/");
+    let mut link_dirs = Vec::new();
+    let mut followed = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.to_str() {
+            Some("/") => real = PathBuf::from("/"),
+            Some(".") => {}
+            Some("..") => {
+                real.pop();
+            }
+            _ => {
+                let next = real.join(&c);
+                let link =
+                    std::fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
+                match std::fs::read_link(&next) {
+                    Ok(target) if link && followed < 40 => {
+                        followed += 1;
+                        link_dirs.push(real.clone());
+                        push_front(&mut pending, &target);
+                    }
+                    _ => real = next,
+                }
+            }
+        }
+    }
+    Resolved { real, link_dirs }
+}
+
+/// A directory shared with the rest of the host (`dir_of`'s list).
+fn is_shared(dir: &std::path::Path) -> bool {
+    dir_of(&dir.join("-")) != dir
 }
 
 fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<PathBuf> {
@@ -388,6 +479,27 @@ mod tests {
             std::fs::canonicalize(&other).unwrap(),
         ];
         std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn every_directory_holding_a_link_on_the_way_is_protected() {
+        // A ConfigMap volume (`..data` -> `..2026_12_02`) reached through a
+        // link from the daemon's own directory.
+        let base = std::env::temp_dir().join(format!("palisade-links-{}", std::process::id()));
+        let (own, cm) = (base.join("etc"), base.join("configmap"));
+        std::fs::create_dir_all(cm.join("..2026_12_02")).unwrap();
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(cm.join("..2026_12_02").join("policy.yaml"), "").unwrap();
+        std::os::unix::fs::symlink("..2026_12_02", cm.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/policy.yaml", cm.join("policy.yaml")).unwrap();
+        std::os::unix::fs::symlink(cm.join("policy.yaml"), own.join("policy.yaml")).unwrap();
+        let r = resolve_links(&own.join("policy.yaml"));
+        let got = protected_of(std::iter::once(own.join("policy.yaml").as_path()));
+        let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap();
+        let want = vec![canon(&own), canon(&cm.join("..2026_12_02")), canon(&cm)];
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(r.real, cm.join("..2026_12_02").join("policy.yaml"));
         assert_eq!(got, want);
     }
 

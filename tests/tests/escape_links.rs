@@ -1,0 +1,206 @@
+//! Daemon files reached through links stay out of a root agent's reach.
+//! `palisade exec` makes the daemon's directories read-only for the agent
+//! and hides the signing key's; when the policy is a link into a
+//! ConfigMap-style directory (`policy.yaml` -> `..data/policy.yaml`,
+//! `..data` -> `..2026_12_02`) or the key a link into a secrets directory,
+//! every directory holding a link on the way is read-only and the key's
+//! real directory is hidden too: a root agent could otherwise swap
+//! `..data` to a policy of its own (applied at the operator's next
+//! reload) or read the key and mint tokens.
+//!
+//! Real daemon and kernel; the agent is root under `palisade exec`; the
+//! far end is a listener on a loopback address the policy does not allow.
+
+use std::{path::Path, process::Command, thread, time::Duration};
+
+use palisade_tests::{DaemonProc, Probe, Scratch, TcpServer, TestEnv, palisade_bin, root_or_skip};
+
+const ALLOWED: &str = "127.142.7.1";
+const DENIED: &str = "127.142.7.2";
+
+fn policy(allowed: &str) -> String {
+    format!(
+        "version: 1
+identities:
+  - id: agent
+    egress:
+      allow: [{{cidr: {allowed}/32}}]
+"
+    )
+}
+
+/// What kubelet does to update a ConfigMap volume: a new data directory,
+/// then `..data` swapped to it by a rename.
+fn swap_script(cm: &Path, text: &str) -> String {
+    let cm = cm.display();
+    format!(
+        "set -e; mkdir -p {cm}/..swap; printf '%s' '{text}' > {cm}/..swap/policy.yaml; \
+         ln -sfn ..swap {cm}/..data_tmp; mv -T {cm}/..data_tmp {cm}/..data"
+    )
+}
+
+#[test]
+fn root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key() {
+    if !root_or_skip("root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key") {
+        return;
+    }
+    // Policy in etc/, socket in run/, the key in lib/, as on a host.
+    let env = TestEnv::new("links", &policy(ALLOWED)).laid_out_like_a_host();
+    // The key made where the daemon puts it, then moved to a secrets
+    // directory of its own and linked back.
+    drop(DaemonProc::start(&env));
+    let secrets = Scratch::new("links-sec");
+    let key = env.state.with_file_name("keys.yaml");
+    std::fs::rename(&key, secrets.join("keys.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(secrets.join("keys.yaml"), &key).unwrap_or_else(|e| panic!("{e}"));
+    // The policy in a ConfigMap-style directory, linked from the daemon's.
+    let cm = Scratch::new("links-cm");
+    let data = cm.join("..2026_12_02");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("policy.yaml"), policy(ALLOWED)).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("..2026_12_02", cm.join("..data")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("..data/policy.yaml", cm.join("policy.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&env.policy).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(cm.join("policy.yaml"), &env.policy)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = DaemonProc::start(&env);
+    let far = TcpServer::start(DENIED);
+    let port = far.port();
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]).expect_eperm("the denied host");
+
+    // The key, read through its real path: hidden from the agent.
+    let real_key = secrets.join("keys.yaml");
+    let real_key = real_key.to_str().unwrap_or_default();
+    let read = Probe::enrolled(&env, "agent", &["read-file", real_key]);
+    eprintln!("the agent reading the key: {}", read.0);
+    assert!(
+        read.0["ok"] != true || read.0["len"] == 0,
+        "a root agent read the signing key: {}",
+        read.0
+    );
+    Probe::plain(&["read-file", real_key]).expect_ok("the control: root outside reads the key");
+
+    // The swap, as root inside: refused, `..data` unchanged, and after the
+    // operator's reload the denied host stays denied.
+    // A policy of its own: the denied host allowed.
+    let wide = policy(DENIED);
+    let attack = Command::new(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args([
+            "--identity",
+            "agent",
+            "--",
+            "sh",
+            "-c",
+            &swap_script(&cm, &wide),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("exec sh: {e}"));
+    assert!(
+        !attack.status.success(),
+        "a root agent swapped the ConfigMap's data: {}",
+        String::from_utf8_lossy(&attack.stderr)
+    );
+    assert_eq!(
+        std::fs::read_link(cm.join("..data")).unwrap_or_default(),
+        Path::new("..2026_12_02")
+    );
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_eperm("the denied host after the agent's swap and a reload");
+    assert_eq!(
+        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing reached the denied host"
+    );
+
+    // The control: the same swap by the operator outside works and, once
+    // reloaded, lets the agent through, so the path led to the policy.
+    let outside = Command::new("sh")
+        .args(["-c", &swap_script(&cm, &wide)])
+        .output()
+        .unwrap_or_else(|e| panic!("sh: {e}"));
+    assert!(
+        outside.status.success(),
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_ok("the control: the operator's policy allows the host");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    drop(d);
+}
+
+#[test]
+fn root_agents_cannot_rewrite_a_linked_trail_once_it_rotated() {
+    if !root_or_skip("root_agents_cannot_rewrite_a_linked_trail_once_it_rotated") {
+        return;
+    }
+    let env = TestEnv::new("links-trail", &policy(ALLOWED)).laid_out_like_a_host();
+    // The trail kept on another volume, linked from the daemon's log/.
+    let volume = Scratch::new("links-trail-vol");
+    std::fs::write(volume.join("audit.jsonl"), "").unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(&env.audit);
+    std::os::unix::fs::symlink(volume.join("audit.jsonl"), &env.audit)
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.write_config_with("  rotate_bytes: 1024\n", "");
+    let _d = DaemonProc::start(&env);
+    // Denials until the trail has rotated.
+    let segments = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("audit.jsonl."))
+                    })
+                    .filter_map(|p| p.to_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for _ in 0..20 {
+        if !segments(&volume).is_empty() {
+            break;
+        }
+        Probe::enrolled(&env, "agent", &["tcp", DENIED, "9"]).expect_eperm("the denied host");
+        thread::sleep(Duration::from_millis(300));
+    }
+    let rotated = segments(&volume);
+    assert!(
+        !rotated.is_empty(),
+        "the trail rotated beside the file its link names: {:?} / {:?}",
+        segments(&volume),
+        segments(env.audit.parent().unwrap_or(Path::new("/")))
+    );
+    // The link still names the live trail.
+    assert_eq!(
+        std::fs::read_link(&env.audit).unwrap_or_default(),
+        volume.join("audit.jsonl")
+    );
+    // An agent started after the rotation sees every segment read-only;
+    // outside, the same files are writable.
+    let mut args = vec![
+        "read-only".to_string(),
+        volume.join("audit.jsonl").display().to_string(),
+    ];
+    args.extend(rotated);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let inside = Probe::enrolled(&env, "agent", &args);
+    let outside = Probe::plain(&args);
+    for p in &args[1..] {
+        assert_eq!(
+            inside.0["read_only"][p], true,
+            "{p} writable for a root agent: {}",
+            inside.0
+        );
+        assert_eq!(outside.0["read_only"][p], false, "{p}: {}", outside.0);
+    }
+}
