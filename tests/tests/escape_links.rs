@@ -204,3 +204,66 @@ fn root_agents_cannot_rewrite_a_linked_trail_once_it_rotated() {
         assert_eq!(outside.0["read_only"][p], false, "{p}: {}", outside.0);
     }
 }
+
+#[test]
+fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
+    if !root_or_skip("root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere") {
+        return;
+    }
+    let mut env = TestEnv::new("links-dir", &policy(ALLOWED)).laid_out_like_a_host();
+    // A policy directory whose agents' file is a snippet linked from a
+    // directory of shared snippets (as sites-enabled links sites-available).
+    env.policy = env.dir.join("etc/policy.d");
+    std::fs::create_dir_all(&env.policy).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        env.policy.join("00-base.yaml"),
+        "version: 1\nlabel: links\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let snippets = Scratch::new("links-snippets");
+    let snippet = snippets.join("agents.yaml");
+    std::fs::write(&snippet, policy(ALLOWED)).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&snippet, env.policy.join("10-agents.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    env.write_config("");
+    let d = DaemonProc::start(&env);
+    let far = TcpServer::start(DENIED);
+    let port = far.port();
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]).expect_eperm("the denied host");
+
+    // Through the link and at the snippet itself: both refused.
+    let wide = policy(DENIED);
+    let entry = env.policy.join("10-agents.yaml");
+    for path in [&entry, &snippet] {
+        let path = path.to_str().unwrap_or_default();
+        let o = Probe::enrolled(&env, "agent", &["write-file", path, &wide]);
+        assert_eq!(
+            o.errno(),
+            Some(i64::from(libc::EROFS)),
+            "a root agent wrote {path}: {}",
+            o.0
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&snippet).unwrap_or_default(),
+        policy(ALLOWED)
+    );
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_eperm("the denied host after the agent's writes and a reload");
+    assert_eq!(
+        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing reached the denied host"
+    );
+
+    // The control: the operator's same write through the link, reloaded,
+    // lets the agent through.
+    std::fs::write(&entry, &wide).unwrap_or_else(|e| panic!("{e}"));
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_ok("the control: the operator's policy allows the host");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+}
