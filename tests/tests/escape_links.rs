@@ -142,9 +142,9 @@ fn root_agents_cannot_rewrite_a_linked_trail_once_it_rotated() {
         return;
     }
     let env = TestEnv::new("links-trail", &policy(ALLOWED)).laid_out_like_a_host();
-    // The trail kept on another volume, linked from the daemon's log/.
+    // The trail kept on another volume, linked from the daemon's log/
+    // before the volume has a trail (a fresh volume).
     let volume = Scratch::new("links-trail-vol");
-    std::fs::write(volume.join("audit.jsonl"), "").unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_file(&env.audit);
     std::os::unix::fs::symlink(volume.join("audit.jsonl"), &env.audit)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -225,11 +225,18 @@ fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
     std::fs::write(&snippet, policy(ALLOWED)).unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink(&snippet, env.policy.join("10-agents.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
+    // Entries the daemon does not read, linked to the host's root and to
+    // /tmp: nothing of them is frozen for the agent, and exec still works.
+    std::os::unix::fs::symlink("/", env.policy.join("README")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("/tmp", env.policy.join("scratch"))
+        .unwrap_or_else(|e| panic!("{e}"));
     env.write_config("");
     let d = DaemonProc::start(&env);
     let far = TcpServer::start(DENIED);
     let port = far.port();
     Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]).expect_eperm("the denied host");
+    let tmp = Probe::enrolled(&env, "agent", &["read-only", "/tmp"]);
+    assert_eq!(tmp.0["read_only"]["/tmp"], false, "{}", tmp.0);
 
     // Through the link and at the snippet itself: both refused.
     let wide = policy(DENIED);

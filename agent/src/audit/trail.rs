@@ -50,12 +50,23 @@ impl TrailFiles {
     /// its own directory, never the link, so the rotated files stay where
     /// the trail is, beside the file the link keeps naming.
     pub fn new(current: impl Into<PathBuf>) -> Self {
-        let current: PathBuf = current.into();
-        let linked = fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink());
-        let current = match linked.then(|| fs::canonicalize(&current)) {
-            Some(Ok(real)) => real,
-            _ => current,
-        };
+        let mut current: PathBuf = current.into();
+        // Links followed (a few deep), whether their target exists yet or
+        // not (a trail on a fresh volume).
+        for _ in 0..8 {
+            if !fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink()) {
+                break;
+            }
+            match fs::read_link(&current) {
+                Ok(target) => {
+                    current = match current.parent() {
+                        Some(dir) => dir.join(target),
+                        None => target,
+                    }
+                }
+                Err(_) => break,
+            }
+        }
         Self { current }
     }
 

@@ -209,13 +209,19 @@ impl Daemon {
             c.elevations_file.as_deref(),
             Some(c.socket.as_path()),
         ];
-        // A policy directory's entries too: one may be a link elsewhere.
+        // A policy directory's entries too, those the daemon reads: one
+        // may be a link elsewhere.
         let entries: Vec<PathBuf> = c
             .policy
             .as_deref()
             .filter(|p| p.is_dir())
             .and_then(|p| std::fs::read_dir(p).ok())
-            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| crate::policy::is_policy_file(p))
+                    .collect()
+            })
             .unwrap_or_default();
         protected_of(
             files
@@ -361,6 +367,9 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
         // protection is the target's, above).
         dirs.extend(links.link_dirs.into_iter().filter(|d| !is_shared(d)));
     }
+    // Never a shared directory or `/` as a whole (a link that leads to
+    // one): that would freeze the host for the agent, not the daemon.
+    dirs.retain(|d| d.is_file() || !is_shared(d));
     canonical(dirs.iter().map(PathBuf::as_path))
 }
 
@@ -419,7 +428,8 @@ fn resolve_links(path: &std::path::Path) -> Resolved {
     Resolved { real, link_dirs }
 }
 
-/// A directory shared with the rest of the host (`dir_of`'s list).
+/// A directory shared with the rest of the host (`dir_of`'s list, and
+/// `/` and its children).
 fn is_shared(dir: &std::path::Path) -> bool {
     dir_of(&dir.join("-")) != dir
 }

@@ -20,6 +20,7 @@ pub mod packed;
 pub mod schema;
 pub mod service;
 mod source;
+pub use source::is_policy_file;
 pub mod suite;
 pub mod tables;
 mod validate;

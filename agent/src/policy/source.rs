@@ -21,6 +21,16 @@ fn whole_file_error(path: &Path, message: String) -> PolicyErrors {
     PolicyErrors::single(Diagnostic::error(SourceLoc::new(path, 1, 1), message))
 }
 
+/// Is this entry of a policy directory one the daemon reads? Hidden
+/// files (a Kubernetes ConfigMap's `..data`, `..2024_…`) are skipped.
+pub fn is_policy_file(p: &Path) -> bool {
+    let hidden = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    !hidden && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
 pub(super) fn read(path: &Path) -> Result<Vec<Source>, PolicyErrors> {
     let meta = fs::metadata(path)
         .map_err(|e| whole_file_error(path, format!("cannot read policy: {e}")))?;
@@ -30,14 +40,7 @@ pub(super) fn read(path: &Path) -> Result<Vec<Source>, PolicyErrors> {
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| {
-                // Skip Kubernetes ConfigMap internals (`..data`, `..2024_…`).
-                let hidden = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'));
-                !hidden && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            })
+            .filter(|p| is_policy_file(p))
             .collect();
         files.sort();
         if files.is_empty() {
