@@ -119,6 +119,10 @@ pub struct DaemonPaths {
     /// except `writable` (bound onto themselves first, so they stay apart).
     pub read_only_root: bool,
     pub writable: Vec<PathBuf>,
+    /// Links to the daemon's files in shared directories: the directories
+    /// above them are pinned, and `replaceable_links` says whether the
+    /// agent could still replace one.
+    pub exposed_links: Vec<PathBuf>,
 }
 
 /// The number of a capability by its policy name.
@@ -239,7 +243,13 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     // point cannot be renamed by a process of the namespace it is mounted
     // in (EBUSY), so each directory above the daemon's paths becomes one
     // (bound onto itself, first, so that the mounts below stay on top).
-    for a in ancestors_to_pin(daemon.protected.iter().chain(&daemon.hidden)) {
+    for a in ancestors_to_pin(
+        daemon
+            .protected
+            .iter()
+            .chain(&daemon.hidden)
+            .chain(&daemon.exposed_links),
+    ) {
         mount(
             Some(a.as_path()),
             a.as_path(),
@@ -345,7 +355,8 @@ fn still_mounted(point: &Path) -> bool {
 /// The directories above `paths` (not `/`), shallowest first, each once.
 fn ancestors_to_pin<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
-    for p in paths.filter(|p| p.is_absolute() && p.exists()) {
+    // A link counts as there even when it leads nowhere.
+    for p in paths.filter(|p| p.is_absolute() && std::fs::symlink_metadata(p).is_ok()) {
         for a in p.ancestors().skip(1) {
             if a.parent().is_some() && a.is_dir() && !out.iter().any(|o| o == a) {
                 out.push(a.to_path_buf());
@@ -432,6 +443,39 @@ fn capget() -> io::Result<[CapData; 2]> {
         return Err(io::Error::last_os_error());
     }
     Ok(data)
+}
+
+/// Which of `links` this process could replace (unlink, or rename over)
+/// with the credentials and mounts it has now: its directory is writable
+/// to it (the kernel's own check, read-only mounts and dropped
+/// capabilities included) and, in a sticky directory such as /tmp, the
+/// link or the directory is its own or it keeps `CAP_FOWNER`.
+pub fn replaceable_links(links: &[PathBuf]) -> Vec<PathBuf> {
+    use nix::unistd::{AccessFlags, faccessat};
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    links
+        .iter()
+        .filter(|link| {
+            let Some(dir) = link.parent() else {
+                return false;
+            };
+            let writable = faccessat(
+                nix::fcntl::AT_FDCWD,
+                dir,
+                AccessFlags::W_OK | AccessFlags::X_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            )
+            .is_ok();
+            let Ok(dir_meta) = std::fs::metadata(dir) else {
+                return false;
+            };
+            let sticky = dir_meta.mode() & 0o1000 != 0;
+            let owns_link = std::fs::symlink_metadata(link).is_ok_and(|m| m.uid() == euid);
+            writable && (!sticky || owns_link || dir_meta.uid() == euid || has_effective(3))
+        })
+        .cloned()
+        .collect()
 }
 
 fn has_effective(cap: u32) -> bool {

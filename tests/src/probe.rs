@@ -110,6 +110,21 @@ impl Probe {
         Self::parse(out, &format!("enrolled {identity} {args:?}"))
     }
 
+    /// Run the probe enrolled as `identity`, switched by `palisade exec
+    /// --user` to `user` once confined.
+    pub fn enrolled_as_user(env: &TestEnv, identity: &str, user: &str, args: &[&str]) -> Outcome {
+        let out = Command::new(palisade_bin())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&env.socket)
+            .args(["--identity", identity, "--user", user, "--"])
+            .arg(Self::bin())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
+        Self::parse(out, &format!("enrolled {identity} as {user} {args:?}"))
+    }
+
     /// Run the probe as an ordinary process (not enrolled).
     pub fn plain(args: &[&str]) -> Outcome {
         Self::plain_in(None, args)

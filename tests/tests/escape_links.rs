@@ -274,3 +274,136 @@ fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
         .expect_ok("the control: the operator's policy allows the host");
     assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
 }
+
+/// A link the test puts right in /tmp, removed on drop.
+struct LinkInTmp(std::path::PathBuf);
+
+impl Drop for LinkInTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_point_it() {
+    if !root_or_skip(
+        "a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_point_it",
+    ) {
+        return;
+    }
+    // The daemon's policy named by a link in /tmp (a directory exec cannot
+    // freeze for the agent), owned by root.
+    let mut env = TestEnv::new("links-shared", &policy(ALLOWED)).laid_out_like_a_host();
+    let real = env.policy.clone();
+    let link = LinkInTmp(std::path::PathBuf::from("/tmp").join(format!(
+        "palisade-{}links-shared-{}.yaml",
+        palisade_tests::run_tag(),
+        std::process::id()
+    )));
+    let _ = std::fs::remove_file(&link.0);
+    std::os::unix::fs::symlink(&real, &link.0).unwrap_or_else(|e| panic!("{e}"));
+    env.policy = link.0.clone();
+    std::fs::write(
+        env.dir.join("etc/sealed.yaml"),
+        format!(
+            "{}  - id: sealed
+    egress:
+      allow: [{{cidr: {ALLOWED}/32}}]
+    confinement: {{read_only_root: true}}
+",
+            policy(ALLOWED)
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(env.dir.join("etc/sealed.yaml"), &real).unwrap_or_else(|e| panic!("{e}"));
+    env.write_config("");
+    // The agent's own policy, which allows the denied host.
+    let evil = env.dir.join("evil.yaml");
+    std::fs::write(&evil, policy(DENIED)).unwrap_or_else(|e| panic!("{e}"));
+    let d = DaemonProc::start(&env);
+    let far = TcpServer::start(DENIED);
+    let port = far.port();
+    let repoint = format!(
+        "ln -sfn {} {} && echo re-pointed",
+        evil.display(),
+        link.0.display()
+    );
+
+    // Root, which owns /tmp's link: exec refuses to start it, naming the
+    // link; the link is unchanged.
+    let root = Command::new(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "agent", "--", "sh", "-c", &repoint])
+        .output()
+        .unwrap_or_else(|e| panic!("exec sh: {e}"));
+    let stderr = String::from_utf8_lossy(&root.stderr);
+    assert!(
+        !root.status.success() && !String::from_utf8_lossy(&root.stdout).contains("re-pointed"),
+        "a root agent re-pointed the daemon's policy link: {stderr}"
+    );
+    assert!(
+        stderr.contains("refusing to run the agent") && stderr.contains(&*link.0.to_string_lossy()),
+        "the refusal names the link: {stderr}"
+    );
+    // Unprivileged (`--user`): started, and cannot replace root's link in
+    // sticky /tmp.
+    let nobody = Command::new(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args([
+            "--identity",
+            "agent",
+            "--user",
+            "65534",
+            "--",
+            "sh",
+            "-c",
+            &repoint,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("exec sh: {e}"));
+    let nobody_err = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        !nobody_err.contains("refusing")
+            && !String::from_utf8_lossy(&nobody.stdout).contains("re-pointed"),
+        "uid 65534: {nobody_err}"
+    );
+    // Root with a read-only root: started, and its write is refused.
+    let sealed = Command::new(palisade_bin())
+        .args(["exec", "--socket"])
+        .arg(&env.socket)
+        .args(["--identity", "sealed", "--", "sh", "-c", &repoint])
+        .output()
+        .unwrap_or_else(|e| panic!("exec sh: {e}"));
+    let sealed_err = String::from_utf8_lossy(&sealed.stderr);
+    assert!(
+        !sealed_err.contains("refusing")
+            && !String::from_utf8_lossy(&sealed.stdout).contains("re-pointed"),
+        "a root agent with read_only_root: {sealed_err}"
+    );
+    assert!(sealed_err.contains("Read-only file system"), "{sealed_err}");
+    assert_eq!(std::fs::read_link(&link.0).unwrap_or_default(), real);
+
+    // After the operator's reload the denied host stays denied.
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port])
+        .expect_eperm("the denied host after the agents' attempts and a reload");
+    assert_eq!(
+        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing reached the denied host"
+    );
+
+    // The control: the operator re-points the link and reloads; the agent
+    // gets through, so the link led to the policy.
+    let _ = std::fs::remove_file(&link.0);
+    std::os::unix::fs::symlink(&evil, &link.0).unwrap_or_else(|e| panic!("{e}"));
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port])
+        .expect_ok("the control: the operator's policy allows the host");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    drop(d);
+}

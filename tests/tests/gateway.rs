@@ -80,11 +80,32 @@ fn an_allowed_request_carries_the_credential_the_agent_never_sees() {
     )
     .output()
     .unwrap_or_else(|e| panic!("cat: {e}"));
+    // exec hides the daemon's credential files from its agents (an empty
+    // file in its place): from an unprivileged one, which the 0600 mode
+    // stops too, and from a root one, which the mode does not stop, while
+    // root outside reads the secret.
     assert!(
-        !cat.status.success(),
+        !String::from_utf8_lossy(&cat.stdout).contains(&f.secret),
         "an unprivileged agent read the secret"
     );
-    assert!(String::from_utf8_lossy(&cat.stderr).contains("Permission denied"));
+    let root_cat = exec(
+        &f.env,
+        "finance-agent",
+        Path::new("/bin/cat"),
+        &[&f.secret_file.to_string_lossy()],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("cat: {e}"));
+    assert!(
+        !String::from_utf8_lossy(&root_cat.stdout).contains(&f.secret),
+        "a root agent read the service's credential file"
+    );
+    assert!(
+        std::fs::read_to_string(&f.secret_file)
+            .unwrap_or_default()
+            .contains(&f.secret),
+        "the control: root outside reads the credential"
+    );
 
     // One audit record per request, with what happened and no secret.
     let ev = f.env.wait_audit("gateway allow", |e| {

@@ -206,6 +206,11 @@ impl proto::palisade_server::Palisade for PalisadeService {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            exposed_links: e
+                .exposed_links
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         }))
     }
 

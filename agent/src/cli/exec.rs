@@ -14,7 +14,14 @@ fn is_operator_credential(name: &str) -> bool {
 /// (namespaces, read-only host controls, capabilities, no_new_privs,
 /// Landlock scoping, the seccomp filter),
 /// then replace it with the command: the command starts confined.
-pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+pub fn run(
+    socket: &Path,
+    identity: &str,
+    user: Option<&str>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    // Checked before enrolling, so a typo enrols nothing.
+    let user = user.map(parse_user).transpose()?;
     let enrolled = super::block_on(async {
         let mut c = client::connect(socket).await?;
         let r = c
@@ -34,6 +41,7 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
         hidden: enrolled.hidden_paths.iter().map(Into::into).collect(),
         read_only_root: enrolled.read_only_root,
         writable: enrolled.writable.iter().map(Into::into).collect(),
+        exposed_links: enrolled.exposed_links.iter().map(Into::into).collect(),
     };
     let closed = crate::inherited::close_unjudged(
         enrolled.keep_inherited_sockets,
@@ -44,6 +52,27 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     }
     let applied = crate::confine::apply(&enrolled.keep_capabilities, &daemon_paths)
         .map_err(|e| anyhow::anyhow!("confining the agent: {e}"))?;
+    if let Some(user) = &user {
+        become_user(user).map_err(|e| anyhow::anyhow!("switching to {}: {e}", user.label))?;
+    }
+    // With the agent's own credentials and mounts, before it runs.
+    if let Some(link) = crate::confine::replaceable_links(&daemon_paths.exposed_links).first() {
+        let dir = link.parent().unwrap_or(Path::new("/"));
+        anyhow::bail!(
+            "refusing to run the agent: the daemon reaches one of its files through the link {} \
+             in {}, a directory this agent could write, so it could re-point the link and have \
+             the daemon read a file of its own (a policy, a key). Give the daemon the link's \
+             target ({}) in its configuration, or keep the link in a directory of the daemon's \
+             own, or run the agent as a user that cannot write {} (or with \
+             `confinement.read_only_root`)",
+            link.display(),
+            dir.display(),
+            std::fs::canonicalize(link)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "it leads nowhere now".into()),
+            dir.display(),
+        );
+    }
     // After no_new_privs (set by `apply`), before the agent runs.
     if enrolled.unscoped {
         tracing::debug!("confinement.unscoped: no Landlock scoping");
@@ -79,4 +108,53 @@ pub fn run(socket: &Path, identity: &str, command: &[String]) -> anyhow::Result<
     let err = cmd.exec();
     eprintln!("palisade: cannot run `{program}`: {err}");
     Ok(ExitCode::from(127))
+}
+
+/// The user `--user` names.
+struct AgentUser {
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    label: String,
+}
+
+/// `name` (its primary group), `uid` (the group of its passwd entry, else
+/// the same number) or `uid:gid`.
+fn parse_user(spec: &str) -> anyhow::Result<AgentUser> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let label = format!("user `{spec}`");
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entry = match user.parse::<u32>() {
+        Ok(n) => User::from_uid(Uid::from_raw(n))?
+            .map_or((Uid::from_raw(n), None), |u| (u.uid, Some(u.gid))),
+        Err(_) => User::from_name(user)?
+            .map(|u| (u.uid, Some(u.gid)))
+            .ok_or_else(|| anyhow::anyhow!("--user {spec}: no user `{user}` on this host"))?,
+    };
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => Gid::from_raw(n),
+            Err(_) => {
+                Group::from_name(g)?
+                    .ok_or_else(|| anyhow::anyhow!("--user {spec}: no group `{g}` on this host"))?
+                    .gid
+            }
+        },
+        None => entry.1.unwrap_or_else(|| Gid::from_raw(entry.0.as_raw())),
+    };
+    Ok(AgentUser {
+        uid: entry.0,
+        gid,
+        label,
+    })
+}
+
+/// Switch every id (no supplementary groups); leaving root clears the
+/// capabilities that were left.
+fn become_user(user: &AgentUser) -> nix::Result<()> {
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setresgid(user.gid, user.gid, user.gid)?;
+    nix::unistd::setresuid(user.uid, user.uid, user.uid)
 }

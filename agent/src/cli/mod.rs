@@ -57,6 +57,11 @@ pub enum Command {
         socket: PathBuf,
         #[arg(long)]
         identity: String,
+        /// Run the command as this user (`name`, `uid` or `uid:gid`),
+        /// switched to once the agent is confined: an agent started as
+        /// root and dropping its own privileges is root until it does.
+        #[arg(long)]
+        user: Option<String>,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -281,8 +286,9 @@ pub fn main() -> ExitCode {
         Command::Exec {
             socket,
             identity,
+            user,
             command,
-        } => exec::run(&socket, &identity, &command),
+        } => exec::run(&socket, &identity, user.as_deref(), &command),
         Command::Policy { command } => policy::run(command),
         Command::Status { socket, json } => ops::status(&socket, json),
         Command::Revoke {

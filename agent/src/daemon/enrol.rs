@@ -58,6 +58,8 @@ pub struct Enrolled {
     pub protected_paths: Vec<PathBuf>,
     /// The daemon's secrets `palisade exec` hides from the agent.
     pub hidden_paths: Vec<PathBuf>,
+    /// Links to daemon files in shared directories (`exposed_links`).
+    pub exposed_links: Vec<PathBuf>,
 }
 
 impl Daemon {
@@ -182,6 +184,7 @@ impl Daemon {
                 .unwrap_or_default(),
             protected_paths: self.protected_paths(),
             hidden_paths: self.hidden_paths(),
+            exposed_links: self.exposed_links(),
         })
     }
 
@@ -189,13 +192,23 @@ impl Daemon {
     /// record of what it did: the config file, the policy, the audit
     /// trail and the OTLP cursor, the daemon's state (learned DNS names,
     /// the key), the API socket (unlinking it would cut every agent off the
-    /// API). Each file's own directory is made read-only rather than the
-    /// file alone: a bind mount on a file is dropped from the agent's view
-    /// as soon as the file is replaced by a rename (`policy push`, an
-    /// editor, a daemon restart recreating its socket), and the new file
-    /// would be writable. Files in shared directories (`/etc`, `/run`…) are
-    /// bound one by one. Existing paths only, absolute.
+    /// API), and the secrets (re-pointing one's link would hand the daemon
+    /// a secret of the agent's choosing). Each file's own directory is made
+    /// read-only rather than the file alone: a bind mount on a file is
+    /// dropped from the agent's view as soon as the file is replaced by a
+    /// rename (`policy push`, an editor, a daemon restart recreating its
+    /// socket), and the new file would be writable. Files in shared
+    /// directories (`/etc`, `/run`…) are bound one by one. Existing paths
+    /// only, absolute.
     fn protected_paths(&self) -> Vec<PathBuf> {
+        let secrets = self.secret_files();
+        let files = self.daemon_files();
+        protected_of(files.iter().chain(&secrets).map(PathBuf::as_path))
+    }
+
+    /// The files the daemon reads or writes that decide what agents may do
+    /// or record what they did (secrets apart: `secret_files`).
+    fn daemon_files(&self) -> Vec<PathBuf> {
         let c = &self.config;
         let files = [
             c.loaded_from.as_deref(),
@@ -203,7 +216,6 @@ impl Daemon {
             c.audit.file.as_deref(),
             c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref()),
             Some(c.dns.state_file.as_path()),
-            Some(c.tokens.key_file.as_path()),
             // Budgets, used tokens, approvals, grants, elevations.
             Some(c.state.file.as_path()),
             c.elevations_file.as_deref(),
@@ -223,33 +235,70 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default();
-        protected_of(
-            files
-                .into_iter()
-                .flatten()
-                .chain(entries.iter().map(PathBuf::as_path)),
-        )
+        files
+            .into_iter()
+            .flatten()
+            .map(PathBuf::from)
+            .chain(entries)
+            .filter_map(|p| std::path::absolute(p).ok())
+            .collect()
     }
 
-    /// Secrets an agent must not read: the token signing key and the
-    /// notifiers' secrets. Like `protected_paths`, by directory where the
-    /// directory is the daemon's own (an empty one is mounted over it, so a
-    /// key rotated by rename stays out of sight), unless the API socket
-    /// lives there; else the file (covered with an empty one).
+    /// The daemon's secrets: the token signing key, the notifiers' secrets,
+    /// and the files the active policy's services take credentials from
+    /// (a header's value, a stdio MCP server's environment).
+    fn secret_files(&self) -> Vec<PathBuf> {
+        let c = &self.config;
+        let active = self.active();
+        let services = active.policy.services.iter().flat_map(|s| {
+            let credential = s.credential.as_ref().map(|c| &c.secret);
+            let env = match &s.upstream {
+                crate::policy::service::Upstream::Command(cmd) => {
+                    cmd.env.iter().map(|(_, v)| v).collect()
+                }
+                crate::policy::service::Upstream::Url(_) => Vec::new(),
+            };
+            credential.into_iter().chain(env).filter_map(|v| match v {
+                crate::policy::service::Secret::File(p) => Some(p.clone()),
+                _ => None,
+            })
+        });
+        std::iter::once(c.tokens.key_file.clone())
+            .chain(
+                c.approvals
+                    .notify
+                    .iter()
+                    .filter_map(|t| t.secret_file.clone()),
+            )
+            .chain(services)
+            .filter_map(|p| std::path::absolute(p).ok())
+            .collect()
+    }
+
+    /// Links on the way to the daemon's files that sit in a shared
+    /// directory (`/etc/palisade.yaml -> /srv/...`): exec cannot freeze
+    /// such a directory for the agent, so it refuses to start an agent
+    /// that could replace one of these links.
+    fn exposed_links(&self) -> Vec<PathBuf> {
+        let secrets = self.secret_files();
+        exposed_of(self.daemon_files().iter().chain(&secrets))
+    }
+
+    /// Secrets an agent must not read (`secret_files`). Like
+    /// `protected_paths`, by directory where the directory is the daemon's
+    /// own (an empty one is mounted over it, so a key rotated by rename
+    /// stays out of sight), unless the API socket lives there; else the
+    /// file (covered with an empty one).
     fn hidden_paths(&self) -> Vec<PathBuf> {
         let c = &self.config;
         let socket = std::fs::canonicalize(&c.socket).unwrap_or_else(|_| c.socket.clone());
-        let secrets = std::iter::once(c.tokens.key_file.as_path()).chain(
-            c.approvals
-                .notify
-                .iter()
-                .filter_map(|t| t.secret_file.as_deref()),
-        );
         // The secret where it is named and where its links lead.
-        let places: Vec<PathBuf> = secrets
+        let places: Vec<PathBuf> = self
+            .secret_files()
+            .into_iter()
             .flat_map(|f| {
-                let real = resolve_links(f).real;
-                [f.to_path_buf(), real]
+                let real = resolve_links(&f).real;
+                [f, real]
             })
             .collect();
         let hidden = canonical(places.iter().map(|f| {
@@ -365,7 +414,14 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
         // lead the daemon to a file of the agent's choosing. Links in
         // shared directories stay as they are (their file-by-file
         // protection is the target's, above).
-        dirs.extend(links.link_dirs.into_iter().filter(|d| !is_shared(d)));
+        dirs.extend(
+            links
+                .links
+                .iter()
+                .filter_map(|l| l.parent())
+                .filter(|d| !is_shared(d))
+                .map(PathBuf::from),
+        );
     }
     // Never a shared directory or `/` as a whole (a link that leads to
     // one): that would freeze the host for the agent, not the daemon.
@@ -373,11 +429,24 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
     canonical(dirs.iter().map(PathBuf::as_path))
 }
 
+/// The links on the way to `files` that sit in a shared directory.
+fn exposed_of<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for f in files {
+        for link in resolve_links(f).links {
+            if link.parent().is_some_and(is_shared) && !out.contains(&link) {
+                out.push(link);
+            }
+        }
+    }
+    out
+}
+
 /// A path resolved component by component: where it really leads, and the
-/// directories that hold the links met on the way.
+/// links met on the way (each as the path of the link itself).
 struct Resolved {
     real: PathBuf,
-    link_dirs: Vec<PathBuf>,
+    links: Vec<PathBuf>,
 }
 
 /// Resolve `path` as the kernel does (40 links at most), remembering the
@@ -401,7 +470,7 @@ fn resolve_links(path: &std::path::Path) -> Resolved {
     };
     push_front(&mut pending, path);
     let mut real = PathBuf::from("/");
-    let mut link_dirs = Vec::new();
+    let mut links = Vec::new();
     let mut followed = 0;
     while let Some(c) = pending.pop_front() {
         match c.to_str() {
@@ -417,7 +486,7 @@ fn resolve_links(path: &std::path::Path) -> Resolved {
                 match std::fs::read_link(&next) {
                     Ok(target) if link && followed < 40 => {
                         followed += 1;
-                        link_dirs.push(real.clone());
+                        links.push(next.clone());
                         push_front(&mut pending, &target);
                     }
                     _ => real = next,
@@ -425,7 +494,7 @@ fn resolve_links(path: &std::path::Path) -> Resolved {
             }
         }
     }
-    Resolved { real, link_dirs }
+    Resolved { real, links }
 }
 
 /// A directory shared with the rest of the host (`dir_of`'s list, and
@@ -511,6 +580,25 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
         assert_eq!(r.real, cm.join("..2026_12_02").join("policy.yaml"));
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn links_in_shared_directories_are_exposed_and_the_daemons_own_are_not() {
+        let base = std::env::temp_dir().join(format!("palisade-exposed-{}", std::process::id()));
+        let own = base.join("etc-palisade");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::write(own.join("key.pem"), "").unwrap();
+        std::os::unix::fs::symlink(own.join("key.pem"), own.join("signing.pem")).unwrap();
+        // A link right in /tmp (shared), leading into the daemon's own
+        // directory through its own link.
+        let in_tmp = std::path::Path::new("/tmp")
+            .join(format!("palisade-exposed-{}.pem", std::process::id()));
+        let _ = std::fs::remove_file(&in_tmp);
+        std::os::unix::fs::symlink(own.join("signing.pem"), &in_tmp).unwrap();
+        let got = exposed_of([in_tmp.clone(), own.join("signing.pem")].iter());
+        std::fs::remove_file(&in_tmp).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(got, vec![in_tmp]);
     }
 
     #[test]

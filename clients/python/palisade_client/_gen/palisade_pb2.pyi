@@ -41,7 +41,7 @@ class EnrollRequest(_message.Message):
     def __init__(self, identity: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
-    __slots__ = ("identity", "cgroup", "cgroup_id", "policy_version", "keep_capabilities", "unscoped", "keep_inherited_sockets", "read_only_root", "writable", "protected_paths", "hidden_paths")
+    __slots__ = ("identity", "cgroup", "cgroup_id", "policy_version", "keep_capabilities", "unscoped", "keep_inherited_sockets", "read_only_root", "writable", "protected_paths", "hidden_paths", "exposed_links")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     CGROUP_FIELD_NUMBER: _ClassVar[int]
     CGROUP_ID_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class EnrollResponse(_message.Message):
     WRITABLE_FIELD_NUMBER: _ClassVar[int]
     PROTECTED_PATHS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_PATHS_FIELD_NUMBER: _ClassVar[int]
+    EXPOSED_LINKS_FIELD_NUMBER: _ClassVar[int]
     identity: str
     cgroup: str
     cgroup_id: int
@@ -64,7 +65,8 @@ class EnrollResponse(_message.Message):
     writable: _containers.RepeatedScalarFieldContainer[str]
     protected_paths: _containers.RepeatedScalarFieldContainer[str]
     hidden_paths: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, identity: _Optional[str] = ..., cgroup: _Optional[str] = ..., cgroup_id: _Optional[int] = ..., policy_version: _Optional[str] = ..., keep_capabilities: _Optional[_Iterable[str]] = ..., unscoped: _Optional[bool] = ..., keep_inherited_sockets: _Optional[bool] = ..., read_only_root: _Optional[bool] = ..., writable: _Optional[_Iterable[str]] = ..., protected_paths: _Optional[_Iterable[str]] = ..., hidden_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+    exposed_links: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, identity: _Optional[str] = ..., cgroup: _Optional[str] = ..., cgroup_id: _Optional[int] = ..., policy_version: _Optional[str] = ..., keep_capabilities: _Optional[_Iterable[str]] = ..., unscoped: _Optional[bool] = ..., keep_inherited_sockets: _Optional[bool] = ..., read_only_root: _Optional[bool] = ..., writable: _Optional[_Iterable[str]] = ..., protected_paths: _Optional[_Iterable[str]] = ..., hidden_paths: _Optional[_Iterable[str]] = ..., exposed_links: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
