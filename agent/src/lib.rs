@@ -19,6 +19,7 @@ pub mod hex;
 pub mod identity;
 pub mod inherited;
 pub mod landlock;
+pub mod links;
 pub mod memory;
 pub mod metrics;
 pub mod mounts;

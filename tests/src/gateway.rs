@@ -210,6 +210,25 @@ pub fn exec(env: &TestEnv, identity: &str, program: &Path, args: &[&str]) -> Com
     c
 }
 
+/// `palisade exec --user user` as `identity`: exec switches to `user` once
+/// the agent is confined.
+pub fn exec_as_user(
+    env: &TestEnv,
+    identity: &str,
+    user: &str,
+    program: &Path,
+    args: &[&str],
+) -> Command {
+    let mut c = Command::new(palisade_bin());
+    c.arg("exec")
+        .arg("--socket")
+        .arg(&env.socket)
+        .args(["--identity", identity, "--user", user, "--"])
+        .arg(program)
+        .args(args);
+    c
+}
+
 /// `palisade exec` as `identity`, then as the unprivileged user 65534.
 pub fn exec_unprivileged(env: &TestEnv, identity: &str, program: &str, args: &[&str]) -> Command {
     let mut all = vec![

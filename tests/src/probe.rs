@@ -113,13 +113,7 @@ impl Probe {
     /// Run the probe enrolled as `identity`, switched by `palisade exec
     /// --user` to `user` once confined.
     pub fn enrolled_as_user(env: &TestEnv, identity: &str, user: &str, args: &[&str]) -> Outcome {
-        let out = Command::new(palisade_bin())
-            .arg("exec")
-            .arg("--socket")
-            .arg(&env.socket)
-            .args(["--identity", identity, "--user", user, "--"])
-            .arg(Self::bin())
-            .args(args)
+        let out = crate::gateway::exec_as_user(env, identity, user, &Self::bin(), args)
             .output()
             .unwrap_or_else(|e| panic!("running palisade exec: {e}"));
         Self::parse(out, &format!("enrolled {identity} as {user} {args:?}"))

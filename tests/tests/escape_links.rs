@@ -13,7 +13,11 @@
 
 use std::{path::Path, process::Command, thread, time::Duration};
 
-use palisade_tests::{DaemonProc, Probe, Scratch, TcpServer, TestEnv, palisade_bin, root_or_skip};
+use palisade_tests::{
+    DaemonProc, Probe, Scratch, TcpServer, TestEnv,
+    gateway::{exec, exec_as_user},
+    root_or_skip,
+};
 
 const ALLOWED: &str = "127.142.7.1";
 const DENIED: &str = "127.142.7.2";
@@ -85,19 +89,14 @@ fn root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key() {
     // operator's reload the denied host stays denied.
     // A policy of its own: the denied host allowed.
     let wide = policy(DENIED);
-    let attack = Command::new(palisade_bin())
-        .args(["exec", "--socket"])
-        .arg(&env.socket)
-        .args([
-            "--identity",
-            "agent",
-            "--",
-            "sh",
-            "-c",
-            &swap_script(&cm, &wide),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("exec sh: {e}"));
+    let attack = exec(
+        &env,
+        "agent",
+        Path::new("sh"),
+        &["-c", &swap_script(&cm, &wide)],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("exec sh: {e}"));
     assert!(
         !attack.status.success(),
         "a root agent swapped the ConfigMap's data: {}",
@@ -329,17 +328,21 @@ fn a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_po
         link.0.display()
     );
 
+    // An agent's attempt: whether it re-pointed the link, and stderr
+    // (exec's refusal or the shell's error).
+    let attempt = |mut agent: Command| -> (bool, String) {
+        let o = agent.output().unwrap_or_else(|e| panic!("exec sh: {e}"));
+        (
+            String::from_utf8_lossy(&o.stdout).contains("re-pointed"),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
     // Root, which owns /tmp's link: exec refuses to start it, naming the
     // link; the link is unchanged.
-    let root = Command::new(palisade_bin())
-        .args(["exec", "--socket"])
-        .arg(&env.socket)
-        .args(["--identity", "agent", "--", "sh", "-c", &repoint])
-        .output()
-        .unwrap_or_else(|e| panic!("exec sh: {e}"));
-    let stderr = String::from_utf8_lossy(&root.stderr);
+    let (repointed, stderr) = attempt(exec(&env, "agent", Path::new("sh"), &["-c", &repoint]));
     assert!(
-        !root.status.success() && !String::from_utf8_lossy(&root.stdout).contains("re-pointed"),
+        !repointed,
         "a root agent re-pointed the daemon's policy link: {stderr}"
     );
     assert!(
@@ -348,38 +351,25 @@ fn a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_po
     );
     // Unprivileged (`--user`): started, and cannot replace root's link in
     // sticky /tmp.
-    let nobody = Command::new(palisade_bin())
-        .args(["exec", "--socket"])
-        .arg(&env.socket)
-        .args([
-            "--identity",
-            "agent",
-            "--user",
-            "65534",
-            "--",
-            "sh",
-            "-c",
-            &repoint,
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("exec sh: {e}"));
-    let nobody_err = String::from_utf8_lossy(&nobody.stderr);
+    let (repointed, nobody_err) = attempt(exec_as_user(
+        &env,
+        "agent",
+        "65534",
+        Path::new("sh"),
+        &["-c", &repoint],
+    ));
     assert!(
-        !nobody_err.contains("refusing")
-            && !String::from_utf8_lossy(&nobody.stdout).contains("re-pointed"),
+        !nobody_err.contains("refusing") && !repointed,
         "uid 65534: {nobody_err}"
     );
-    // Root with a read-only root: started, and its write is refused.
-    let sealed = Command::new(palisade_bin())
-        .args(["exec", "--socket"])
-        .arg(&env.socket)
-        .args(["--identity", "sealed", "--", "sh", "-c", &repoint])
-        .output()
-        .unwrap_or_else(|e| panic!("exec sh: {e}"));
-    let sealed_err = String::from_utf8_lossy(&sealed.stderr);
     assert!(
-        !sealed_err.contains("refusing")
-            && !String::from_utf8_lossy(&sealed.stdout).contains("re-pointed"),
+        nobody_err.contains("Operation not permitted"),
+        "{nobody_err}"
+    );
+    // Root with a read-only root: started, and its write is refused.
+    let (repointed, sealed_err) = attempt(exec(&env, "sealed", Path::new("sh"), &["-c", &repoint]));
+    assert!(
+        !sealed_err.contains("refusing") && !repointed,
         "a root agent with read_only_root: {sealed_err}"
     );
     assert!(sealed_err.contains("Read-only file system"), "{sealed_err}");

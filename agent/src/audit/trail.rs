@@ -50,24 +50,17 @@ impl TrailFiles {
     /// its own directory, never the link, so the rotated files stay where
     /// the trail is, beside the file the link keeps naming.
     pub fn new(current: impl Into<PathBuf>) -> Self {
-        let mut current: PathBuf = current.into();
-        // Links followed (a few deep), whether their target exists yet or
-        // not (a trail on a fresh volume).
-        for _ in 0..8 {
-            if !fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink()) {
-                break;
-            }
-            match fs::read_link(&current) {
-                Ok(target) => {
-                    current = match current.parent() {
-                        Some(dir) => dir.join(target),
-                        None => target,
-                    }
-                }
-                Err(_) => break,
+        let current: PathBuf = current.into();
+        // Only a path that goes through a link is rewritten (whether the
+        // target exists yet or not: a trail on a fresh volume).
+        let resolved = crate::links::resolve_links(&current);
+        if resolved.links.is_empty() {
+            Self { current }
+        } else {
+            Self {
+                current: resolved.real,
             }
         }
-        Self { current }
     }
 
     pub fn rotated_path(&self, n: u64) -> PathBuf {

@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc};
 use tracing::info;
 
 use super::{Daemon, DaemonError};
+use crate::links::resolve_links;
 use crate::{
     audit::{AuditEvent, EventKind},
     identity::{CgroupFs, PeerProcess},
@@ -440,61 +441,6 @@ fn exposed_of<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// A path resolved component by component: where it really leads, and the
-/// links met on the way (each as the path of the link itself).
-struct Resolved {
-    real: PathBuf,
-    links: Vec<PathBuf>,
-}
-
-/// Resolve `path` as the kernel does (40 links at most), remembering the
-/// directory of every link followed, final or in the middle. What does not
-/// exist is kept as named.
-fn resolve_links(path: &std::path::Path) -> Resolved {
-    use std::path::Component;
-    let mut pending: std::collections::VecDeque<std::ffi::OsString> =
-        std::collections::VecDeque::new();
-    let push_front = |pending: &mut std::collections::VecDeque<std::ffi::OsString>,
-                      p: &std::path::Path| {
-        for c in p.components().rev() {
-            pending.push_front(match c {
-                Component::RootDir => "/".into(),
-                Component::CurDir => ".".into(),
-                Component::ParentDir => "..".into(),
-                Component::Normal(n) => n.to_os_string(),
-                Component::Prefix(p) => p.as_os_str().to_os_string(),
-            });
-        }
-    };
-    push_front(&mut pending, path);
-    let mut real = PathBuf::from("/");
-    let mut links = Vec::new();
-    let mut followed = 0;
-    while let Some(c) = pending.pop_front() {
-        match c.to_str() {
-            Some("/") => real = PathBuf::from("/"),
-            Some(".") => {}
-            Some("..") => {
-                real.pop();
-            }
-            _ => {
-                let next = real.join(&c);
-                let link =
-                    std::fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink());
-                match std::fs::read_link(&next) {
-                    Ok(target) if link && followed < 40 => {
-                        followed += 1;
-                        links.push(next.clone());
-                        push_front(&mut pending, &target);
-                    }
-                    _ => real = next,
-                }
-            }
-        }
-    }
-    Resolved { real, links }
 }
 
 /// A directory shared with the rest of the host (`dir_of`'s list, and
