@@ -1288,3 +1288,56 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
         "the forbidden listener was reached"
     );
 }
+
+#[test]
+fn exec_user_runs_the_agent_as_that_user_with_no_capability_left() {
+    if !root_or_skip("exec_user_runs_the_agent_as_that_user_with_no_capability_left") {
+        return;
+    }
+    let env = TestEnv::new("c2user", &scoped_policy("10.231.9.9"));
+    let _d = DaemonProc::start(&env);
+    let show = "id -u; id -g; id -G; echo \"$USER $HOME\"; grep CapEff /proc/self/status";
+    let out = palisade_tests::gateway::exec_as_user(
+        &env,
+        "agent",
+        "nobody",
+        std::path::Path::new("sh"),
+        &["-c", show],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("exec --user: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "65534",
+            "65534",
+            "65534",
+            "nobody /nonexistent",
+            "CapEff:\t0000000000000000"
+        ],
+        "{text}"
+    );
+    // A user the host does not know is refused before anything runs.
+    let unknown = palisade_tests::gateway::exec_as_user(
+        &env,
+        "agent",
+        "no-such-agent-user",
+        std::path::Path::new("true"),
+        &[],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("exec --user: {e}"));
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no user `no-such-agent-user`"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+}

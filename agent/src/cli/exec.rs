@@ -100,6 +100,14 @@ pub fn run(
     .map_err(|e| anyhow::anyhow!("installing the seccomp filter: {e}"))?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
+    if let Some(user) = &user {
+        if let Some(name) = &user.name {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+        if let Some(home) = &user.home {
+            cmd.env("HOME", home);
+        }
+    }
     for (name, _) in std::env::vars_os() {
         if name.to_str().is_some_and(is_operator_credential) {
             cmd.env_remove(name);
@@ -114,6 +122,10 @@ pub fn run(
 struct AgentUser {
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
+    /// Its passwd entry's name and home, when it has one (set as `USER`,
+    /// `LOGNAME` and `HOME`, so the agent does not look for root's).
+    name: Option<String>,
+    home: Option<std::path::PathBuf>,
     label: String,
 }
 
@@ -126,12 +138,14 @@ fn parse_user(spec: &str) -> anyhow::Result<AgentUser> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let entry = match user.parse::<u32>() {
-        Ok(n) => User::from_uid(Uid::from_raw(n))?
-            .map_or((Uid::from_raw(n), None), |u| (u.uid, Some(u.gid))),
-        Err(_) => User::from_name(user)?
-            .map(|u| (u.uid, Some(u.gid)))
-            .ok_or_else(|| anyhow::anyhow!("--user {spec}: no user `{user}` on this host"))?,
+    // A number need not have a passwd entry; a name must.
+    let (uid, entry) = match user.parse::<u32>() {
+        Ok(n) => (Uid::from_raw(n), User::from_uid(Uid::from_raw(n))?),
+        Err(_) => {
+            let e = User::from_name(user)?
+                .ok_or_else(|| anyhow::anyhow!("--user {spec}: no user `{user}` on this host"))?;
+            (e.uid, Some(e))
+        }
     };
     let gid = match group {
         Some(g) => match g.parse::<u32>() {
@@ -142,11 +156,15 @@ fn parse_user(spec: &str) -> anyhow::Result<AgentUser> {
                     .gid
             }
         },
-        None => entry.1.unwrap_or_else(|| Gid::from_raw(entry.0.as_raw())),
+        None => entry
+            .as_ref()
+            .map_or_else(|| Gid::from_raw(uid.as_raw()), |e| e.gid),
     };
     Ok(AgentUser {
-        uid: entry.0,
+        uid,
         gid,
+        name: entry.as_ref().map(|e| e.name.clone()),
+        home: entry.map(|e| e.dir),
         label,
     })
 }
