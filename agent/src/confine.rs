@@ -199,6 +199,11 @@ pub fn apply(keep: &[String], daemon: &DaemonPaths) -> Result<Applied, ConfineEr
 /// and a mount namespace that no longer propagates to the host, with
 /// cgroupfs read-only and bpffs gone.
 fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), ConfineError> {
+    // The working directory by its path, taken before any mount: see the
+    // end of this function.
+    let cwd = std::env::current_dir().map_err(step(
+        "finding the working directory (start the agent from a directory that exists)",
+    ))?;
     // A new IPC namespace too: a root agent would otherwise attach the
     // host's SysV shared memory and message queues (root's own, or any
     // with CAP_IPC_OWNER) and steer the processes that read them.
@@ -340,6 +345,18 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
             }
         }
     }
+    // The working directory still points at the directory beneath the
+    // mounts made above (a pinned /tmp, a read-only /etc/palisade, a
+    // hidden key directory): relative paths from it would go around every
+    // one of them. Entered again by its path, it is what the agent's
+    // absolute paths see; a directory now hidden is refused.
+    std::env::set_current_dir(&cwd).map_err(|e| {
+        step(format!(
+            "entering the working directory {} again in the agent's view (it is hidden from \
+             the agent: start it from another directory)",
+            cwd.display()
+        ))(e)
+    })?;
     applied.namespaces = true;
     Ok(())
 }
@@ -445,11 +462,12 @@ fn capget() -> io::Result<[CapData; 2]> {
     Ok(data)
 }
 
-/// Which of `links` this process could replace (unlink, or rename over)
-/// with the credentials and mounts it has now: its directory is writable
-/// to it (the kernel's own check, read-only mounts and dropped
-/// capabilities included) and, in a sticky directory such as /tmp, the
-/// link or the directory is its own or it keeps `CAP_FOWNER`.
+/// Which of `links` (links, or daemon files not made yet) this process
+/// could replace (unlink, or rename over) or create, with the credentials
+/// and mounts it has now: its directory is writable to it (the kernel's
+/// own check, read-only mounts and dropped capabilities included) and, in
+/// a sticky directory such as /tmp, what is there is its own, or the
+/// directory is, or it keeps `CAP_FOWNER` (anyone may create there).
 pub fn replaceable_links(links: &[PathBuf]) -> Vec<PathBuf> {
     use nix::unistd::{AccessFlags, faccessat};
     use std::os::unix::fs::MetadataExt;
@@ -471,8 +489,9 @@ pub fn replaceable_links(links: &[PathBuf]) -> Vec<PathBuf> {
                 return false;
             };
             let sticky = dir_meta.mode() & 0o1000 != 0;
-            let owns_link = std::fs::symlink_metadata(link).is_ok_and(|m| m.uid() == euid);
-            writable && (!sticky || owns_link || dir_meta.uid() == euid || has_effective(3))
+            let own = std::fs::symlink_metadata(link).map(|m| m.uid() == euid);
+            writable
+                && (!sticky || own.unwrap_or(true) || dir_meta.uid() == euid || has_effective(3))
         })
         .cloned()
         .collect()

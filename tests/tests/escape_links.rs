@@ -397,3 +397,78 @@ fn a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_po
     assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
     drop(d);
 }
+
+#[test]
+fn an_agent_started_inside_the_daemons_directories_sees_them_protected() {
+    if !root_or_skip("an_agent_started_inside_the_daemons_directories_sees_them_protected") {
+        return;
+    }
+    // Launched from /tmp (which exec pins: the installation lies below
+    // it) and from the key's own directory (which exec hides): relative
+    // paths from where the agent starts meet the same protection as
+    // absolute ones.
+    let env = TestEnv::new("links-cwd", &policy(ALLOWED)).laid_out_like_a_host();
+    let d = DaemonProc::start(&env);
+    let far = TcpServer::start(DENIED);
+    let port = far.port();
+    let key = env.state.with_file_name("keys.yaml");
+    let key_text = std::fs::read_to_string(&key).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        key_text.contains("secret"),
+        "the control: root outside reads the key"
+    );
+    let parent = env.dir.parent().unwrap_or(Path::new("/"));
+    let relative = |p: &Path| {
+        p.strip_prefix(parent)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
+            .to_string()
+    };
+    let wide = policy(DENIED);
+    let attack = format!(
+        "cat {key}; printf '%s' '{wide}' > {policy} && echo rewrote",
+        key = relative(&key),
+        policy = relative(&env.policy),
+    );
+    let mut from_tmp = exec(&env, "agent", Path::new("sh"), &["-c", &attack]);
+    from_tmp.current_dir(parent);
+    let mut from_key_dir = exec(&env, "agent", Path::new("sh"), &["-c", "cat keys.yaml"]);
+    from_key_dir.current_dir(key.parent().unwrap_or(Path::new("/")));
+    for (from, mut agent) in [("/tmp", from_tmp), ("the key's directory", from_key_dir)] {
+        let o = agent.output().unwrap_or_else(|e| panic!("exec: {e}"));
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert!(
+            !out.contains("secret"),
+            "a root agent started from {from} read the key: {out}"
+        );
+        assert!(
+            !out.contains("rewrote"),
+            "a root agent started from {from} rewrote the policy: {err}"
+        );
+        assert!(err.contains("No such file or directory"), "{from}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&env.policy).unwrap_or_default(),
+        policy(ALLOWED)
+    );
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_eperm("the denied host after the agent's attempt and a reload");
+    assert_eq!(
+        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing reached the denied host"
+    );
+    // The control: the operator's same write, reloaded, lets the agent
+    // through.
+    std::fs::write(&env.policy, &wide).unwrap_or_else(|e| panic!("{e}"));
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+        .expect_ok("the control: the operator's policy allows the host");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+}

@@ -56,22 +56,8 @@ pub fn run(
         become_user(user).map_err(|e| anyhow::anyhow!("switching to {}: {e}", user.label))?;
     }
     // With the agent's own credentials and mounts, before it runs.
-    if let Some(link) = crate::confine::replaceable_links(&daemon_paths.exposed_links).first() {
-        let dir = link.parent().unwrap_or(Path::new("/"));
-        anyhow::bail!(
-            "refusing to run the agent: the daemon reaches one of its files through the link {} \
-             in {}, a directory this agent could write, so it could re-point the link and have \
-             the daemon read a file of its own (a policy, a key). Give the daemon the link's \
-             target ({}) in its configuration, or keep the link in a directory of the daemon's \
-             own, or run the agent as a user that cannot write {} (or with \
-             `confinement.read_only_root`)",
-            link.display(),
-            dir.display(),
-            std::fs::canonicalize(link)
-                .map(|t| t.display().to_string())
-                .unwrap_or_else(|_| "it leads nowhere now".into()),
-            dir.display(),
-        );
+    if let Some(exposed) = crate::confine::replaceable_links(&daemon_paths.exposed_links).first() {
+        anyhow::bail!("refusing to run the agent: {}", exposed_reason(exposed));
     }
     // After no_new_privs (set by `apply`), before the agent runs.
     if enrolled.unscoped {
@@ -116,6 +102,36 @@ pub fn run(
     let err = cmd.exec();
     eprintln!("palisade: cannot run `{program}`: {err}");
     Ok(ExitCode::from(127))
+}
+
+/// Why a daemon path in a shared directory the agent could write stops
+/// exec, and what the operator can do.
+fn exposed_reason(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("/")).display();
+    let remedy = format!(
+        "or run the agent as a user that cannot write {dir} (`--user`), or with \
+         `confinement.read_only_root`"
+    );
+    if std::fs::symlink_metadata(path).is_ok() {
+        format!(
+            "the daemon reaches one of its files through the link {} in {dir}, a directory this \
+             agent could write, so it could re-point the link and have the daemon read a file of \
+             its own (a policy, a key). Give the daemon the link's target ({}) in its \
+             configuration, or keep the link in a directory of the daemon's own, {remedy}",
+            path.display(),
+            std::fs::canonicalize(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "it leads nowhere now".into()),
+        )
+    } else {
+        format!(
+            "the daemon's file {} does not exist yet and would be made in {dir}, a directory this \
+             agent could write, so it could make it first (or a link in its place) and have the \
+             daemon read or write a file of its choosing. Give the daemon a directory of its own \
+             for it, {remedy}",
+            path.display(),
+        )
+    }
 }
 
 /// The user `--user` names.

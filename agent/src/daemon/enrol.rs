@@ -277,9 +277,10 @@ impl Daemon {
     }
 
     /// Links on the way to the daemon's files that sit in a shared
-    /// directory (`/etc/palisade.yaml -> /srv/...`): exec cannot freeze
-    /// such a directory for the agent, so it refuses to start an agent
-    /// that could replace one of these links.
+    /// directory (`/etc/palisade.yaml -> /srv/...`), and its files there
+    /// that do not exist yet: exec cannot freeze such a directory for the
+    /// agent, so it refuses to start an agent that could replace or create
+    /// one of them (`exposed_of`).
     fn exposed_links(&self) -> Vec<PathBuf> {
         let secrets = self.secret_files();
         exposed_of(self.daemon_files().iter().chain(&secrets))
@@ -430,13 +431,20 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
     canonical(dirs.iter().map(PathBuf::as_path))
 }
 
-/// The links on the way to `files` that sit in a shared directory.
+/// What on the way to `files` sits directly in a shared directory and is
+/// not a mount exec can place: the links met, and a file (or a link's
+/// target) that does not exist yet, which whoever writes that directory
+/// could create, as a link of its own.
 fn exposed_of<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for f in files {
-        for link in resolve_links(f).links {
-            if link.parent().is_some_and(is_shared) && !out.contains(&link) {
-                out.push(link);
+        let resolved = resolve_links(f);
+        let missing = std::fs::symlink_metadata(&resolved.real)
+            .is_err()
+            .then_some(resolved.real);
+        for p in resolved.links.into_iter().chain(missing) {
+            if p.parent().is_some_and(is_shared) && !out.contains(&p) {
+                out.push(p);
             }
         }
     }
@@ -541,10 +549,22 @@ mod tests {
             .join(format!("palisade-exposed-{}.pem", std::process::id()));
         let _ = std::fs::remove_file(&in_tmp);
         std::os::unix::fs::symlink(own.join("signing.pem"), &in_tmp).unwrap();
-        let got = exposed_of([in_tmp.clone(), own.join("signing.pem")].iter());
+        // A daemon file not made yet right in /tmp; one in its own
+        // directory is not exposed.
+        let missing = std::path::Path::new("/tmp")
+            .join(format!("palisade-exposed-{}.json", std::process::id()));
+        let got = exposed_of(
+            [
+                in_tmp.clone(),
+                own.join("signing.pem"),
+                missing.clone(),
+                own.join("not-yet.json"),
+            ]
+            .iter(),
+        );
         std::fs::remove_file(&in_tmp).unwrap();
         std::fs::remove_dir_all(&base).unwrap();
-        assert_eq!(got, vec![in_tmp]);
+        assert_eq!(got, vec![in_tmp, missing]);
     }
 
     #[test]
