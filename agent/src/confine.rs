@@ -462,20 +462,21 @@ fn capget() -> io::Result<[CapData; 2]> {
     Ok(data)
 }
 
-/// Which of `links` (links, or daemon files not made yet) this process
-/// could replace (unlink, or rename over) or create, with the credentials
-/// and mounts it has now: its directory is writable to it (the kernel's
-/// own check, read-only mounts and dropped capabilities included) and, in
-/// a sticky directory such as /tmp, what is there is its own, or the
-/// directory is, or it keeps `CAP_FOWNER` (anyone may create there).
-pub fn replaceable_links(links: &[PathBuf]) -> Vec<PathBuf> {
+/// Which of `exposed` this process could use, with the credentials and
+/// mounts it has now: a link it could replace (unlink, or rename over),
+/// a file in a directory where it could make entries (the file while
+/// missing, or what the daemon makes beside it). Writable means the
+/// kernel's own check (read-only mounts and dropped capabilities
+/// included); in a sticky directory such as /tmp a link is replaceable
+/// only if it or the directory is its own or it keeps `CAP_FOWNER`.
+pub fn replaceable_links(exposed: &[PathBuf]) -> Vec<PathBuf> {
     use nix::unistd::{AccessFlags, faccessat};
     use std::os::unix::fs::MetadataExt;
     let euid = nix::unistd::geteuid().as_raw();
-    links
+    exposed
         .iter()
-        .filter(|link| {
-            let Some(dir) = link.parent() else {
+        .filter(|path| {
+            let Some(dir) = path.parent() else {
                 return false;
             };
             let writable = faccessat(
@@ -488,10 +489,17 @@ pub fn replaceable_links(links: &[PathBuf]) -> Vec<PathBuf> {
             let Ok(dir_meta) = std::fs::metadata(dir) else {
                 return false;
             };
-            let sticky = dir_meta.mode() & 0o1000 != 0;
-            let own = std::fs::symlink_metadata(link).map(|m| m.uid() == euid);
-            writable
-                && (!sticky || own.unwrap_or(true) || dir_meta.uid() == euid || has_effective(3))
+            match std::fs::symlink_metadata(path) {
+                Ok(link) if link.file_type().is_symlink() => {
+                    let sticky = dir_meta.mode() & 0o1000 != 0;
+                    writable
+                        && (!sticky
+                            || link.uid() == euid
+                            || dir_meta.uid() == euid
+                            || has_effective(3))
+                }
+                _ => writable,
+            }
         })
         .cloned()
         .collect()

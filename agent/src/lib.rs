@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod mounts;
 pub mod notifier;
 pub mod ocsf;
+pub mod owned;
 pub mod policy;
 pub mod seccomp;
 pub mod signed_approval;

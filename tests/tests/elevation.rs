@@ -481,3 +481,58 @@ fn a_role_removed_while_the_daemon_was_stopped_closes_the_elevations_path() {
         "the far end saw a connection after the role was removed"
     );
 }
+
+#[test]
+fn an_elevations_file_the_daemon_did_not_write_is_set_aside_and_nothing_restored() {
+    if !root_or_skip(
+        "an_elevations_file_the_daemon_did_not_write_is_set_aside_and_nothing_restored",
+    ) {
+        return;
+    }
+    let db = TcpServer::start(DB);
+    let port = db.port();
+    let (env, mut d) = start("elevation-planted", &port);
+    let agent = env.make_cgroup("ops.service");
+    let connect = || Probe::in_cgroup(&agent, &["tcp", DB, &port]);
+    elevate(&env, "10m");
+    connect().expect_ok("the operator's elevation");
+    d.kill9();
+    // The file as an agent would plant it where it may write: the content
+    // a genuine elevation's, the owner another user (uid 65534).
+    let file = env.dir.join("elevations.json");
+    let genuine = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap_or_else(|e| panic!("{e}"));
+    let d2 = DaemonProc::start(&env);
+    let arrived = db.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    connect().expect_eperm("an elevation from a file the daemon did not write");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        db.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        arrived,
+        "nothing arrived through the planted elevation"
+    );
+    assert!(elevations(&env).is_empty(), "{:?}", elevations(&env));
+    let status = env.status();
+    let warnings = status["health"]["warnings"].to_string();
+    assert!(
+        warnings.contains("not read: it is owned by uid 65534"),
+        "the set-aside file is reported: {warnings}"
+    );
+    let aside: Vec<String> = std::fs::read_dir(&env.dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("elevations.json.untrusted-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(aside.len(), 1, "kept aside for inspection: {aside:?}");
+    drop(d2);
+
+    // The control: the same content in a file of the daemon's own is
+    // restored, and the agent gets through.
+    std::fs::write(&file, &genuine).unwrap_or_else(|e| panic!("{e}"));
+    let _d3 = DaemonProc::start(&env);
+    assert_eq!(elevations(&env).len(), 1);
+    connect().expect_ok("the control: the daemon's own file restores the elevation");
+}

@@ -1000,6 +1000,10 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         scratch.display()
     );
     let env = TestEnv::new("c2hostctl", &(scoped_policy("10.231.3.9") + &sealed));
+    // A notifier secret written inline in the config, as the docs allow.
+    env.write_config(
+        "approvals:\n  notify:\n    - {type: webhook, url: \"http://127.0.0.1:9/hook\", secret: INLINE-WEBHOOK-SECRET}\n",
+    );
     let d = DaemonProc::start(&env);
     let cap = Capture::start(&ns, 9000, &[&denied], &["port:9501", "port:9502"]);
     // The red team's edit: let the agent's own identity go anywhere.
@@ -1104,6 +1108,17 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         );
         assert_eq!(o.0["len"], 0, "the agent read the signing key: {}", o.0);
     }
+    // So does the config, with the notifier secret in it; outside, root
+    // reads it whole.
+    let config = env.config.to_str().unwrap_or_default();
+    let o = Probe::enrolled(&env, "agent", &["read-file", config]);
+    assert_eq!(o.0["len"], 0, "the agent read the daemon's config: {}", o.0);
+    assert!(
+        std::fs::read_to_string(&env.config)
+            .unwrap_or_default()
+            .contains("INLINE-WEBHOOK-SECRET"),
+        "the control: the config holds the secret"
+    );
     // Root's reach over others' files is gone.
     let c = Probe::enrolled(&env, "agent", &["confinement"]);
     let bnd = c.0["cap_bnd"].as_u64().unwrap_or(u64::MAX);

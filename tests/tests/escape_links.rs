@@ -472,3 +472,60 @@ fn an_agent_started_inside_the_daemons_directories_sees_them_protected() {
         .expect_ok("the control: the operator's policy allows the host");
     assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
 }
+
+#[test]
+fn a_daemon_file_right_in_a_shared_directory_refuses_exec() {
+    if !root_or_skip("a_daemon_file_right_in_a_shared_directory_refuses_exec") {
+        return;
+    }
+    // The elevations file configured right in /tmp, not made yet: any
+    // agent could make it first (a forged break-glass elevation), or a
+    // link there to a file of its choosing.
+    let env = TestEnv::new("links-plant", &policy(ALLOWED)).laid_out_like_a_host();
+    let planted = LinkInTmp(std::path::PathBuf::from("/tmp").join(format!(
+        "palisade-{}links-plant-{}.json",
+        palisade_tests::run_tag(),
+        std::process::id()
+    )));
+    let _ = std::fs::remove_file(&planted.0);
+    env.write_config(&format!("elevations_file: {}\n", planted.0.display()));
+    let d = DaemonProc::start(&env);
+    let far = TcpServer::start(ALLOWED);
+    let port = far.port();
+    let touch = format!("touch {} && echo made", planted.0.display());
+    for (who, mut agent) in [
+        (
+            "root",
+            exec(&env, "agent", Path::new("sh"), &["-c", &touch]),
+        ),
+        (
+            "uid 65534",
+            exec_as_user(&env, "agent", "65534", Path::new("sh"), &["-c", &touch]),
+        ),
+    ] {
+        let o = agent.output().unwrap_or_else(|e| panic!("exec: {e}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("made"),
+            "{who} made the daemon's file: {err}"
+        );
+        assert!(
+            err.contains("refusing to run the agent") && err.contains("links-plant"),
+            "{who}: exec must refuse, naming the file: {err}"
+        );
+    }
+    assert!(!planted.0.exists(), "nothing made it");
+    assert_eq!(far.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop(d);
+    // The control: the same daemon with the file in a directory of its
+    // own starts both agents.
+    env.write_config(&format!(
+        "elevations_file: {}\n",
+        env.dir.join("lib/elevations.json").display()
+    ));
+    let _d = DaemonProc::start(&env);
+    Probe::enrolled(&env, "agent", &["tcp", ALLOWED, &port]).expect_ok("the control, root");
+    Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", ALLOWED, &port])
+        .expect_ok("the control, uid 65534");
+    assert_eq!(far.wait_accepted(2), 2, "the controls' connections arrived");
+}

@@ -112,7 +112,7 @@ fn exposed_reason(path: &Path) -> String {
         "or run the agent as a user that cannot write {dir} (`--user`), or with \
          `confinement.read_only_root`"
     );
-    if std::fs::symlink_metadata(path).is_ok() {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         format!(
             "the daemon reaches one of its files through the link {} in {dir}, a directory this \
              agent could write, so it could re-point the link and have the daemon read a file of \
@@ -125,10 +125,10 @@ fn exposed_reason(path: &Path) -> String {
         )
     } else {
         format!(
-            "the daemon's file {} does not exist yet and would be made in {dir}, a directory this \
-             agent could write, so it could make it first (or a link in its place) and have the \
-             daemon read or write a file of its choosing. Give the daemon a directory of its own \
-             for it, {remedy}",
+            "the daemon keeps its file {} directly in {dir}, a directory this agent could write, \
+             so it could plant what the daemon makes there (the file while it is missing, \
+             temporary files, rotated segments) as links to files of its choosing. Give the \
+             daemon a directory of its own for it (the defaults are), {remedy}",
             path.display(),
         )
     }

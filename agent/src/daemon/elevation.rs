@@ -473,13 +473,37 @@ fn elevatable<'p>(
     })
 }
 
-/// The store, from the configured state file.
+/// The store, from the configured state file. A file that is not the
+/// daemon's own (made by someone else, or writable by others: an agent's
+/// forged elevation) is set aside unread, named in `warnings`: no
+/// elevation is restored from it.
 pub(super) fn load(
     config: &crate::config::Config,
+    warnings: &mut Vec<String>,
 ) -> Result<(Elevations, Vec<Elevation>), DaemonError> {
     let path = config
         .elevations_file
         .clone()
         .unwrap_or_else(|| "/var/lib/palisade/elevations.json".into());
+    if let Some(why) = crate::owned::not_own(&path) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let text = match crate::owned::set_aside(&path, now) {
+            Ok(aside) => format!(
+                "elevations file {} not read: {why}; kept as {}; no elevation restored",
+                path.display(),
+                aside.display()
+            ),
+            Err(e) => {
+                return Err(DaemonError::State(format!(
+                    "elevations file {}: {why}, and it cannot be set aside: {e}",
+                    path.display()
+                )));
+            }
+        };
+        warn!("{text}");
+        warnings.push(text);
+    }
     Ok(Elevations::load(&path)?)
 }

@@ -277,10 +277,10 @@ impl Daemon {
     }
 
     /// Links on the way to the daemon's files that sit in a shared
-    /// directory (`/etc/palisade.yaml -> /srv/...`), and its files there
-    /// that do not exist yet: exec cannot freeze such a directory for the
-    /// agent, so it refuses to start an agent that could replace or create
-    /// one of them (`exposed_of`).
+    /// directory (`/etc/palisade.yaml -> /srv/...`), and its files directly
+    /// in one: exec cannot freeze such a directory for the agent, so it
+    /// refuses to start an agent that could replace such a link or write
+    /// such a directory (`exposed_of`).
     fn exposed_links(&self) -> Vec<PathBuf> {
         let secrets = self.secret_files();
         exposed_of(self.daemon_files().iter().chain(&secrets))
@@ -303,15 +303,25 @@ impl Daemon {
                 [f, real]
             })
             .collect();
-        let hidden = canonical(places.iter().map(|f| {
-            let dir = dir_of(f);
-            let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if dir != f.as_path() && !socket.starts_with(&dir_canon) {
-                dir
-            } else {
-                f.as_path()
-            }
-        }));
+        // The config file too, alone (its directory holds the policy,
+        // which agents may read): it may hold notifier secrets inline (a
+        // webhook's `secret:`, a Slack or Teams URL).
+        let config: Option<PathBuf> = c.loaded_from.as_deref().map(|f| resolve_links(f).real);
+        let hidden = canonical(
+            places
+                .iter()
+                .map(|f| {
+                    let dir = dir_of(f);
+                    let dir_canon =
+                        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+                    if dir != f.as_path() && !socket.starts_with(&dir_canon) {
+                        dir
+                    } else {
+                        f.as_path()
+                    }
+                })
+                .chain(config.as_deref()),
+        );
         // What a covered directory holds is hidden with it.
         hidden
             .iter()
@@ -431,18 +441,16 @@ fn protected_of<'a>(files: impl Iterator<Item = &'a std::path::Path>) -> Vec<Pat
     canonical(dirs.iter().map(PathBuf::as_path))
 }
 
-/// What on the way to `files` sits directly in a shared directory and is
-/// not a mount exec can place: the links met, and a file (or a link's
-/// target) that does not exist yet, which whoever writes that directory
-/// could create, as a link of its own.
+/// What on the way to `files` sits directly in a shared directory, where
+/// exec cannot freeze the directory for the agent: the links met (which it
+/// could re-point), and a file itself (which, or whose neighbours the
+/// daemon makes — temporary files, rotated segments —, it could plant as
+/// links of its own while missing).
 fn exposed_of<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for f in files {
         let resolved = resolve_links(f);
-        let missing = std::fs::symlink_metadata(&resolved.real)
-            .is_err()
-            .then_some(resolved.real);
-        for p in resolved.links.into_iter().chain(missing) {
+        for p in resolved.links.into_iter().chain([resolved.real]) {
             if p.parent().is_some_and(is_shared) && !out.contains(&p) {
                 out.push(p);
             }
@@ -549,7 +557,7 @@ mod tests {
             .join(format!("palisade-exposed-{}.pem", std::process::id()));
         let _ = std::fs::remove_file(&in_tmp);
         std::os::unix::fs::symlink(own.join("signing.pem"), &in_tmp).unwrap();
-        // A daemon file not made yet right in /tmp; one in its own
+        // A daemon file (made or not yet) right in /tmp; one in its own
         // directory is not exposed.
         let missing = std::path::Path::new("/tmp")
             .join(format!("palisade-exposed-{}.json", std::process::id()));

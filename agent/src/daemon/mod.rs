@@ -244,7 +244,7 @@ impl Daemon {
             );
         }
 
-        let (elevations, ended_elevations) = elevation::load(&config)?;
+        let (elevations, ended_elevations) = elevation::load(&config, &mut warnings)?;
 
         // Generation 0 is never written to the kernel: an empty stand-in
         // until the policy is applied (no second copy of a large policy).

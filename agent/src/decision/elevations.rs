@@ -178,12 +178,7 @@ impl Elevations {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         let tmp = self.path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&text).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
+        crate::owned::write_new_private(&tmp, &text, true).map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
 

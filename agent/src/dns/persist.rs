@@ -100,7 +100,7 @@ pub fn save(path: &Path, table: &LearnedTable) -> Result<(), DnsError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(err)?;
+    crate::owned::write_new_private(&tmp, &text, false).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -111,6 +111,16 @@ pub fn load(path: &Path, table: &mut LearnedTable) -> Result<usize, DnsError> {
         path: path.to_path_buf(),
         source,
     };
+    // Names learned by someone else (a file planted where the daemon had
+    // not written yet) are not restored: set aside, and asked for again.
+    if let Some(why) = crate::owned::not_own(path) {
+        let now = wall_now_ms();
+        let aside = crate::owned::set_aside(path, now).map_err(err)?;
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("not read: {why}; kept as {}", aside.display()),
+        )));
+    }
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

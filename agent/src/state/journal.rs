@@ -285,15 +285,7 @@ impl Journal {
     fn rewrite_inner(&self, snapshot: &SnapshotFn) -> Result<(), StateError> {
         let started = std::time::Instant::now();
         let tmp = sibling(&self.path, ".tmp");
-        let open = || {
-            OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))
-        };
+        let open = || crate::owned::create_new_private(&tmp).map_err(io(&tmp));
         let Some(live) = snapshot() else {
             return Err(StateError::NotOpen);
         };

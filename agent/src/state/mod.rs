@@ -188,6 +188,26 @@ pub fn open(config: &StateConfig) -> Result<Opened, StateError> {
     let unknown_past = record::now_ms() + UNKNOWN_PAST_MARGIN_MS;
     // Lock first: a second daemon must not move the first one's file.
     let mut journal = Journal::lock(path, sync, unknown_past)?;
+    // A journal someone else made or may rewrite (planted where the daemon
+    // had not written yet) is not read at all: damaged, wholly.
+    if let Some(why) = crate::owned::not_own(path) {
+        let kept_aside = crate::owned::set_aside(path, record::now_ms())
+            .map_err(|e| StateError::Io(path.clone(), e))?;
+        journal.set_replay_since(unknown_past);
+        return Ok(Opened {
+            journal: Arc::new(journal),
+            snapshot: Snapshot::default(),
+            found: Found::Damaged {
+                kept_aside,
+                lines: vec![DamagedLine {
+                    line: 0,
+                    offset: 0,
+                    what: format!("not read: {why}"),
+                }],
+                records: 0,
+            },
+        });
+    }
     let read = restore::read(path).map_err(|e| StateError::Io(path.clone(), e))?;
     let (snapshot, found, replay_since) = match read {
         None => (Snapshot::default(), Found::Nothing, unknown_past),

@@ -44,6 +44,10 @@ pub struct DamagedLine {
 
 impl std::fmt::Display for DamagedLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Line 0: the file as a whole (not the daemon's own).
+        if self.line == 0 {
+            return write!(f, "the file: {}", self.what);
+        }
         write!(
             f,
             "line {} (byte {}): {}",
