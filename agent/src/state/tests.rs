@@ -208,3 +208,35 @@ fn fail_closed_drops_live_approvals_only() {
     assert!(s.used.is_empty());
     assert_eq!(s.budget_floor_ms, Some(1234));
 }
+
+#[test]
+fn a_journal_others_may_write_is_kept_aside_unread() {
+    let dir = scratch("foreign");
+    let cfg = config(&dir, "batch");
+    let (j, _, _) = started(&cfg);
+    for n in 0..3 {
+        j.append(&used(n)).unwrap();
+    }
+    j.close();
+    drop(j);
+    // Whole and well formed, but writable by anyone: it may not be ours.
+    std::fs::set_permissions(
+        &cfg.file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let opened = open(&cfg).unwrap();
+    let Found::Damaged {
+        kept_aside,
+        lines,
+        records,
+    } = &opened.found
+    else {
+        panic!("not set aside: {:?}", opened.found);
+    };
+    assert!(kept_aside.to_string_lossy().contains(".untrusted-"));
+    assert!(lines[0].to_string().contains("mode 666"), "{lines:?}");
+    assert_eq!(*records, 0);
+    assert!(opened.snapshot.used.is_empty(), "nothing of it was read");
+    assert!(opened.journal.replay_since() >= record::now_ms());
+}
