@@ -91,6 +91,19 @@ const READ_ONLY_PROC: &[&str] = &[
 ];
 const READ_ONLY_TREES: &[&str] = &["/sys", "/proc/sys"];
 
+/// How the host resolves names, the daemon's gateway and notifiers
+/// included: a root agent that rewrote them would send the daemon's
+/// upstream calls, and the credentials on them, to a listener of its own.
+/// Read-only in exec's mount namespace (each file's target, where it is a
+/// link).
+const RESOLVER_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+];
+
 /// Which inherited files exec closes (`inherited`): those under every
 /// path it makes read-only or hides for the agent (the host controls,
 /// `daemon`'s paths), and with a read-only root all of them.
@@ -241,6 +254,11 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     }
     let mut roots: Vec<PathBuf> = READ_ONLY_PROC.iter().map(PathBuf::from).collect();
     roots.extend(daemon.protected.iter().cloned());
+    roots.extend(
+        RESOLVER_FILES
+            .iter()
+            .filter_map(|f| std::fs::canonicalize(f).ok()),
+    );
     let roots: Vec<PathBuf> = roots.into_iter().filter(|p| p.exists()).collect();
     // A read-only mount fixes what is under a path, not the path: renaming
     // a directory above it (`/etc`, `/var/lib`) and putting another in its

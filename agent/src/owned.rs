@@ -18,6 +18,17 @@ pub fn not_own(path: &Path) -> Option<String> {
             link.uid()
         ));
     }
+    // Its directory too: one another user owns (not root) lets that user
+    // swap the daemon's own file for an older copy, or another.
+    if let Some(dir) = path.parent().and_then(|d| std::fs::metadata(d).ok())
+        && dir.uid() != me
+        && dir.uid() != 0
+    {
+        return Some(format!(
+            "its directory is owned by uid {}, not the daemon's uid {me}",
+            dir.uid()
+        ));
+    }
     let file = std::fs::metadata(path).ok()?;
     if file.uid() != me {
         return Some(format!(

@@ -1078,6 +1078,9 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         policy,
         // The learned DNS names' default home.
         "/var/lib/palisade",
+        // How the daemon's gateway and notifiers resolve names.
+        "/etc/hosts",
+        "/etc/resolv.conf",
     ];
     let mut args = vec!["read-only"];
     args.extend(
@@ -1236,8 +1239,19 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     let writer = agent_later(&env, &go, &["write-file", &policy_path, &widened]);
     let reader = agent_later(&env, &go, &["read-file", key.to_str().unwrap_or_default()]);
     let squatter = agent_later(&env, &go, &["run", "rm", "-f", &socket]);
-    // All three enrolled (and so confined) before anything is replaced.
-    env.wait_enrolments("agent", 3);
+    let config_path = env.config.to_str().unwrap_or_default().to_string();
+    let config_reader = agent_later(&env, &go, &["read-file", &config_path]);
+    // All four enrolled (and so confined) before anything is replaced.
+    env.wait_enrolments("agent", 4);
+    // The config edited as editors do (a new file renamed over it), with
+    // a notifier secret written inline.
+    let edited = format!(
+        "{}approvals:\n  notify:\n    - {{type: webhook, url: \"http://127.0.0.1:9/hook\", secret: EDITED-INLINE-SECRET}}\n",
+        std::fs::read_to_string(&env.config).unwrap_or_default()
+    );
+    let tmp_config = env.config.with_extension("yaml.new");
+    std::fs::write(&tmp_config, edited).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp_config, &env.config).unwrap_or_else(|e| panic!("{e}"));
     env.cli_ok(&["policy", "push", pushed.to_str().unwrap_or_default()]);
     let rotated = Command::new(palisade_bin())
         .args(["keys", "rotate", "--file"])
@@ -1263,6 +1277,15 @@ fn root_exec_agents_stay_locked_out_when_the_daemons_files_are_replaced() {
     assert!(
         !r["ok"].as_bool().unwrap_or(false) || r["len"] == 0,
         "a root agent read the rotated key: {r}"
+    );
+    let c = last_json(
+        &config_reader
+            .join()
+            .unwrap_or_else(|_| panic!("config reader")),
+    );
+    assert!(
+        !c["ok"].as_bool().unwrap_or(false) || c["len"] == 0,
+        "a root agent read the edited config: {c}"
     );
     let s = squatter.join().unwrap_or_else(|_| panic!("squatter"));
     assert!(!s.status.success(), "a root agent removed the new socket");

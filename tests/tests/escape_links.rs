@@ -237,15 +237,17 @@ fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
     let tmp = Probe::enrolled(&env, "agent", &["read-only", "/tmp"]);
     assert_eq!(tmp.0["read_only"]["/tmp"], false, "{}", tmp.0);
 
-    // Through the link and at the snippet itself: both refused.
+    // Through the link and at the snippet itself: both refused (the
+    // link's directory, beside the daemon's config, is hidden: not found;
+    // the snippet's is read-only).
     let wide = policy(DENIED);
     let entry = env.policy.join("10-agents.yaml");
-    for path in [&entry, &snippet] {
+    for (path, errno) in [(&entry, libc::ENOENT), (&snippet, libc::EROFS)] {
         let path = path.to_str().unwrap_or_default();
         let o = Probe::enrolled(&env, "agent", &["write-file", path, &wide]);
         assert_eq!(
             o.errno(),
-            Some(i64::from(libc::EROFS)),
+            Some(i64::from(errno)),
             "a root agent wrote {path}: {}",
             o.0
         );
@@ -274,12 +276,14 @@ fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
     assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
 }
 
-/// A link the test puts right in /tmp, removed on drop.
+/// A link, file or directory the test puts right in /tmp, removed on drop.
 struct LinkInTmp(std::path::PathBuf);
 
 impl Drop for LinkInTmp {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -518,12 +522,28 @@ fn a_daemon_file_right_in_a_shared_directory_refuses_exec() {
     assert_eq!(far.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
     drop(d);
     // The control: the same daemon with the file in a directory of its
-    // own starts both agents.
-    env.write_config(&format!(
-        "elevations_file: {}\n",
-        env.dir.join("lib/elevations.json").display()
-    ));
+    // own (one in /tmp it had not made yet: it makes it at start, before
+    // any agent runs) starts both agents, and the file stays out of their
+    // reach.
+    let own = LinkInTmp(planted.0.with_extension("d"));
+    let _ = std::fs::remove_dir_all(&own.0);
+    let in_own = own.0.join("elevations.json");
+    env.write_config(&format!("elevations_file: {}\n", in_own.display()));
     let _d = DaemonProc::start(&env);
+    let o = exec(
+        &env,
+        "agent",
+        Path::new("sh"),
+        &["-c", &format!("touch {} && echo made", in_own.display())],
+    )
+    .output()
+    .unwrap_or_else(|e| panic!("exec: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("made")
+            && err.contains("Read-only file system"),
+        "a root agent in the daemon's own directory: {err}"
+    );
     Probe::enrolled(&env, "agent", &["tcp", ALLOWED, &port]).expect_ok("the control, root");
     Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", ALLOWED, &port])
         .expect_ok("the control, uid 65534");

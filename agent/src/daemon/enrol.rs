@@ -1,7 +1,7 @@
 //! Enrolment and the kill switch: the operations that change who is
 //! confined and how.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{os::unix::fs::DirBuilderExt, path::PathBuf, sync::Arc};
 
 use tracing::info;
 
@@ -211,12 +211,21 @@ impl Daemon {
     /// or record what they did (secrets apart: `secret_files`).
     fn daemon_files(&self) -> Vec<PathBuf> {
         let c = &self.config;
+        let ocsf_cursor = c
+            .audit
+            .ocsf
+            .as_ref()
+            .zip(c.audit.file.as_deref())
+            .map(|(o, trail)| o.cursor_path(trail));
         let files = [
             c.loaded_from.as_deref(),
             c.policy.as_deref(),
             c.audit.file.as_deref(),
             c.audit.otlp.as_ref().and_then(|o| o.cursor.as_deref()),
-            Some(c.dns.state_file.as_path()),
+            // The OCSF copy of the trail and where it has got to.
+            c.audit.ocsf.as_ref().map(|o| o.file.as_path()),
+            ocsf_cursor.as_deref(),
+            c.dns.enabled.then_some(c.dns.state_file.as_path()),
             // Budgets, used tokens, approvals, grants, elevations.
             Some(c.state.file.as_path()),
             c.elevations_file.as_deref(),
@@ -243,6 +252,24 @@ impl Daemon {
             .chain(entries)
             .filter_map(|p| std::path::absolute(p).ok())
             .collect()
+    }
+
+    /// Make the missing directories of the daemon's files (mode 0700) at
+    /// start, before any agent runs: one the daemon made only when it
+    /// first wrote there could be made first by an agent, in a shared
+    /// directory (`/tmp/palisade/elevations.json`), with a forgery in it.
+    pub(super) fn make_own_directories(&self) {
+        for f in self.daemon_files() {
+            if let Some(dir) = f.parent().filter(|d| !d.exists()) {
+                if let Err(e) = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                {
+                    tracing::warn!(dir = %dir.display(), error = %e, "making a directory of the daemon's files");
+                }
+            }
+        }
     }
 
     /// The daemon's secrets: the token signing key, the notifiers' secrets,
@@ -294,34 +321,29 @@ impl Daemon {
     fn hidden_paths(&self) -> Vec<PathBuf> {
         let c = &self.config;
         let socket = std::fs::canonicalize(&c.socket).unwrap_or_else(|_| c.socket.clone());
-        // The secret where it is named and where its links lead.
+        // The secret where it is named and where its links lead; the
+        // config file too (notifier secrets may be written in it: a
+        // webhook's `secret:`, a Slack or Teams URL). By directory: a file
+        // covered alone shows again in running agents once it is replaced
+        // by a rename (an editor, `keys rotate`).
         let places: Vec<PathBuf> = self
             .secret_files()
             .into_iter()
+            .chain(c.loaded_from.clone())
             .flat_map(|f| {
                 let real = resolve_links(&f).real;
                 [f, real]
             })
             .collect();
-        // The config file too, alone (its directory holds the policy,
-        // which agents may read): it may hold notifier secrets inline (a
-        // webhook's `secret:`, a Slack or Teams URL).
-        let config: Option<PathBuf> = c.loaded_from.as_deref().map(|f| resolve_links(f).real);
-        let hidden = canonical(
-            places
-                .iter()
-                .map(|f| {
-                    let dir = dir_of(f);
-                    let dir_canon =
-                        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-                    if dir != f.as_path() && !socket.starts_with(&dir_canon) {
-                        dir
-                    } else {
-                        f.as_path()
-                    }
-                })
-                .chain(config.as_deref()),
-        );
+        let hidden = canonical(places.iter().map(|f| {
+            let dir = dir_of(f);
+            let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            if dir != f.as_path() && !socket.starts_with(&dir_canon) {
+                dir
+            } else {
+                f.as_path()
+            }
+        }));
         // What a covered directory holds is hidden with it.
         hidden
             .iter()
@@ -450,13 +472,26 @@ fn exposed_of<'a>(files: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for f in files {
         let resolved = resolve_links(f);
-        for p in resolved.links.into_iter().chain([resolved.real]) {
+        // What is missing on the way is made by the daemon later, in the
+        // deepest directory that exists now: the first missing one counts
+        // as the file (`/tmp/palisade/` not made yet: `/tmp/palisade`).
+        let made = first_missing(&resolved.real).unwrap_or(resolved.real);
+        for p in resolved.links.into_iter().chain([made]) {
             if p.parent().is_some_and(is_shared) && !out.contains(&p) {
                 out.push(p);
             }
         }
     }
     out
+}
+
+/// The shallowest missing path on the way to `path` (`path` itself when
+/// only it is missing), if any is.
+fn first_missing(path: &std::path::Path) -> Option<PathBuf> {
+    path.ancestors()
+        .take_while(|a| std::fs::symlink_metadata(a).is_err())
+        .last()
+        .map(PathBuf::from)
 }
 
 /// A directory shared with the rest of the host (`dir_of`'s list, and
@@ -572,7 +607,11 @@ mod tests {
         );
         std::fs::remove_file(&in_tmp).unwrap();
         std::fs::remove_dir_all(&base).unwrap();
-        assert_eq!(got, vec![in_tmp, missing]);
+        assert_eq!(got, vec![in_tmp, missing.clone()]);
+        // A file in a directory of /tmp not made yet: that directory.
+        let dir_missing = missing.with_extension("d");
+        let got = exposed_of([dir_missing.join("elevations.json")].iter());
+        assert_eq!(got, vec![dir_missing]);
     }
 
     #[test]

@@ -298,6 +298,7 @@ impl Daemon {
         // Before the policy is applied, so a reload's grant sweep never
         // sees an identity without its elevation grants.
         daemon.restore_elevations(ended_elevations);
+        daemon.make_own_directories();
         daemon.gateway.attach(&daemon);
         let generation = daemon.apply(loaded.policy).await?;
         let mut started = AuditEvent::new(
