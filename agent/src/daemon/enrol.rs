@@ -260,14 +260,13 @@ impl Daemon {
     /// directory (`/tmp/palisade/elevations.json`), with a forgery in it.
     pub(super) fn make_own_directories(&self) {
         for f in self.daemon_files() {
-            if let Some(dir) = f.parent().filter(|d| !d.exists()) {
-                if let Err(e) = std::fs::DirBuilder::new()
+            if let Some(dir) = f.parent().filter(|d| !d.exists())
+                && let Err(e) = std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                {
-                    tracing::warn!(dir = %dir.display(), error = %e, "making a directory of the daemon's files");
-                }
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "making a directory of the daemon's files");
             }
         }
     }
