@@ -43,6 +43,37 @@ fn swap_script(cm: &Path, text: &str) -> String {
     )
 }
 
+/// After the operator's reload the agent (`connect`) still gets EPERM at
+/// the denied host, and nothing arrived there.
+fn still_denied_after_reload(
+    d: &DaemonProc,
+    far: &TcpServer,
+    what: &str,
+    connect: impl Fn() -> palisade_tests::Outcome,
+) {
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    connect().expect_eperm(what);
+    assert_eq!(
+        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing reached the denied host"
+    );
+}
+
+/// The control: once the operator made the same change and reloaded, the
+/// agent (`connect`) gets through, so the path led to the policy.
+fn through_after_reload(
+    d: &DaemonProc,
+    far: &TcpServer,
+    connect: impl Fn() -> palisade_tests::Outcome,
+) {
+    d.hup();
+    thread::sleep(Duration::from_millis(1500));
+    connect().expect_ok("the control: the operator's policy allows the host");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+}
+
 #[test]
 fn root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key() {
     if !root_or_skip("root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key") {
@@ -106,14 +137,11 @@ fn root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key() {
         std::fs::read_link(cm.join("..data")).unwrap_or_default(),
         Path::new("..2026_12_02")
     );
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_eperm("the denied host after the agent's swap and a reload");
-    assert_eq!(
-        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "nothing reached the denied host"
+    still_denied_after_reload(
+        &d,
+        &far,
+        "the denied host after the agent's swap and a reload",
+        || Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]),
     );
 
     // The control: the same swap by the operator outside works and, once
@@ -127,11 +155,9 @@ fn root_agents_cannot_swap_a_linked_policy_or_read_a_linked_key() {
         "{}",
         String::from_utf8_lossy(&outside.stderr)
     );
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_ok("the control: the operator's policy allows the host");
-    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    through_after_reload(&d, &far, || {
+        Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+    });
     drop(d);
 }
 
@@ -256,24 +282,19 @@ fn root_agents_cannot_rewrite_a_policy_directory_entry_linked_elsewhere() {
         std::fs::read_to_string(&snippet).unwrap_or_default(),
         policy(ALLOWED)
     );
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_eperm("the denied host after the agent's writes and a reload");
-    assert_eq!(
-        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "nothing reached the denied host"
+    still_denied_after_reload(
+        &d,
+        &far,
+        "the denied host after the agent's writes and a reload",
+        || Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]),
     );
 
     // The control: the operator's same write through the link, reloaded,
     // lets the agent through.
     std::fs::write(&entry, &wide).unwrap_or_else(|e| panic!("{e}"));
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_ok("the control: the operator's policy allows the host");
-    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    through_after_reload(&d, &far, || {
+        Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+    });
 }
 
 /// A link, file or directory the test puts right in /tmp, removed on drop.
@@ -380,25 +401,20 @@ fn a_policy_linked_from_a_shared_directory_is_refused_to_agents_that_could_re_po
     assert_eq!(std::fs::read_link(&link.0).unwrap_or_default(), real);
 
     // After the operator's reload the denied host stays denied.
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port])
-        .expect_eperm("the denied host after the agents' attempts and a reload");
-    assert_eq!(
-        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "nothing reached the denied host"
+    still_denied_after_reload(
+        &d,
+        &far,
+        "the denied host after the agents' attempts and a reload",
+        || Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port]),
     );
 
     // The control: the operator re-points the link and reloads; the agent
     // gets through, so the link led to the policy.
     let _ = std::fs::remove_file(&link.0);
     std::os::unix::fs::symlink(&evil, &link.0).unwrap_or_else(|e| panic!("{e}"));
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port])
-        .expect_ok("the control: the operator's policy allows the host");
-    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    through_after_reload(&d, &far, || {
+        Probe::enrolled_as_user(&env, "agent", "65534", &["tcp", DENIED, &port])
+    });
     drop(d);
 }
 
@@ -458,23 +474,18 @@ fn an_agent_started_inside_the_daemons_directories_sees_them_protected() {
         std::fs::read_to_string(&env.policy).unwrap_or_default(),
         policy(ALLOWED)
     );
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_eperm("the denied host after the agent's attempt and a reload");
-    assert_eq!(
-        far.accepted.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "nothing reached the denied host"
+    still_denied_after_reload(
+        &d,
+        &far,
+        "the denied host after the agent's attempt and a reload",
+        || Probe::enrolled(&env, "agent", &["tcp", DENIED, &port]),
     );
     // The control: the operator's same write, reloaded, lets the agent
     // through.
     std::fs::write(&env.policy, &wide).unwrap_or_else(|e| panic!("{e}"));
-    d.hup();
-    thread::sleep(Duration::from_millis(1500));
-    Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
-        .expect_ok("the control: the operator's policy allows the host");
-    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+    through_after_reload(&d, &far, || {
+        Probe::enrolled(&env, "agent", &["tcp", DENIED, &port])
+    });
 }
 
 #[test]
