@@ -1000,8 +1000,12 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         scratch.display()
     );
     let env = TestEnv::new("c2hostctl", &(scoped_policy("10.231.3.9") + &sealed));
-    // A notifier secret written inline in the config, as the docs allow.
-    env.write_config(
+    // A notifier secret written inline in the config, as the docs allow,
+    // and an OCSF copy of the trail in a directory of its own.
+    // (outside the installation's directory, which is protected whole).
+    let siem = palisade_tests::Scratch::new("c2siem");
+    env.write_config_with(
+        &format!("  ocsf:\n    file: {}\n", siem.join("audit.ocsf.jsonl").display()),
         "approvals:\n  notify:\n    - {type: webhook, url: \"http://127.0.0.1:9/hook\", secret: INLINE-WEBHOOK-SECRET}\n",
     );
     let d = DaemonProc::start(&env);
@@ -1081,6 +1085,8 @@ fn root_exec_agents_cannot_rewrite_host_controls_or_the_daemons_files() {
         // How the daemon's gateway and notifiers resolve names.
         "/etc/hosts",
         "/etc/resolv.conf",
+        // The OCSF copy's directory.
+        siem.to_str().unwrap_or_default(),
     ];
     let mut args = vec!["read-only"];
     args.extend(
