@@ -250,6 +250,31 @@ impl TestEnv {
             enrolled.is_some(),
             "{n} enrolment(s) of `{identity}` not recorded within 15 s"
         );
+        // The record comes just before the daemon's answer: until each
+        // `palisade exec` of this installation has read it and become its
+        // agent, a test must not freeze or stop the daemon.
+        let socket = self.socket.to_string_lossy().into_owned();
+        let palisade =
+            fs::canonicalize(crate::palisade_bin()).unwrap_or_else(|_| crate::palisade_bin());
+        let launched = crate::wait_for(std::time::Duration::from_secs(15), || {
+            let waiting = fs::read_dir("/proc")
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| {
+                            fs::read_link(e.path().join("exe")).is_ok_and(|x| x == palisade)
+                        })
+                        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+                        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                        .filter(|c| c.contains(" exec ") && c.contains(&socket))
+                        .count()
+                })
+                .unwrap_or(0);
+            (waiting == 0).then_some(())
+        });
+        assert!(
+            launched.is_some(),
+            "a `palisade exec` of `{identity}` still waits for the daemon after 15 s"
+        );
     }
 
     /// Wait (up to 5 s) until an audit record satisfies `pred`.

@@ -165,6 +165,13 @@ impl Daemon {
             .threads_below(&self.cgroups.relative(&dir).unwrap_or_default());
         self.maps.seed_lineage(&tids, index)?;
         let cgroup = self.cgroups.relative(&dir).unwrap_or_default();
+        // Everything the answer needs, before the record: the record says
+        // the enrolment is done, and the answer should follow it at once.
+        let (protected_paths, hidden_paths, exposed_links) = (
+            self.protected_paths(),
+            self.hidden_paths(),
+            self.exposed_links(),
+        );
         info!(pid = caller.pid, identity, cgroup = %cgroup, "process enrolled");
         let mut ev = AuditEvent::new(EventKind::Enrolment, "enrolled", "exec");
         ev.identity = Some(identity.to_string());
@@ -183,9 +190,9 @@ impl Daemon {
                 .identity(identity)
                 .map(|i| i.confinement.clone())
                 .unwrap_or_default(),
-            protected_paths: self.protected_paths(),
-            hidden_paths: self.hidden_paths(),
-            exposed_links: self.exposed_links(),
+            protected_paths,
+            hidden_paths,
+            exposed_links,
         })
     }
 
