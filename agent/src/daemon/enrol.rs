@@ -167,10 +167,13 @@ impl Daemon {
         let cgroup = self.cgroups.relative(&dir).unwrap_or_default();
         // Everything the answer needs, before the record: the record says
         // the enrolment is done, and the answer should follow it at once.
+        // The daemon's files are listed once (their listing reads the
+        // policy directory) and serve all three answers.
+        let (files, secrets) = (self.daemon_files(), self.secret_files());
         let (protected_paths, hidden_paths, exposed_links) = (
-            self.protected_paths(),
-            self.hidden_paths(),
-            self.exposed_links(),
+            protected_of(files.iter().chain(&secrets).map(PathBuf::as_path)),
+            self.hidden_paths(&secrets),
+            exposed_of(files.iter().chain(&secrets)),
         );
         info!(pid = caller.pid, identity, cgroup = %cgroup, "process enrolled");
         let mut ev = AuditEvent::new(EventKind::Enrolment, "enrolled", "exec");
@@ -194,24 +197,6 @@ impl Daemon {
             hidden_paths,
             exposed_links,
         })
-    }
-
-    /// What a root agent could rewrite to change its own rules or the
-    /// record of what it did: the config file, the policy, the audit
-    /// trail and the OTLP cursor, the daemon's state (learned DNS names,
-    /// the key), the API socket (unlinking it would cut every agent off the
-    /// API), and the secrets (re-pointing one's link would hand the daemon
-    /// a secret of the agent's choosing). Each file's own directory is made
-    /// read-only rather than the file alone: a bind mount on a file is
-    /// dropped from the agent's view as soon as the file is replaced by a
-    /// rename (`policy push`, an editor, a daemon restart recreating its
-    /// socket), and the new file would be writable. Files in shared
-    /// directories (`/etc`, `/run`…) are bound one by one. Existing paths
-    /// only, absolute.
-    fn protected_paths(&self) -> Vec<PathBuf> {
-        let secrets = self.secret_files();
-        let files = self.daemon_files();
-        protected_of(files.iter().chain(&secrets).map(PathBuf::as_path))
     }
 
     /// The files the daemon reads or writes that decide what agents may do
@@ -309,22 +294,12 @@ impl Daemon {
             .collect()
     }
 
-    /// Links on the way to the daemon's files that sit in a shared
-    /// directory (`/etc/palisade.yaml -> /srv/...`), and its files directly
-    /// in one: exec cannot freeze such a directory for the agent, so it
-    /// refuses to start an agent that could replace such a link or write
-    /// such a directory (`exposed_of`).
-    fn exposed_links(&self) -> Vec<PathBuf> {
-        let secrets = self.secret_files();
-        exposed_of(self.daemon_files().iter().chain(&secrets))
-    }
-
     /// Secrets an agent must not read (`secret_files`). Like
-    /// `protected_paths`, by directory where the directory is the daemon's
+    /// `protected_of`, by directory where the directory is the daemon's
     /// own (an empty one is mounted over it, so a key rotated by rename
     /// stays out of sight), unless the API socket lives there; else the
     /// file (covered with an empty one).
-    fn hidden_paths(&self) -> Vec<PathBuf> {
+    fn hidden_paths(&self, secrets: &[PathBuf]) -> Vec<PathBuf> {
         let c = &self.config;
         let socket = std::fs::canonicalize(&c.socket).unwrap_or_else(|_| c.socket.clone());
         // The secret where it is named and where its links lead; the
@@ -332,9 +307,9 @@ impl Daemon {
         // webhook's `secret:`, a Slack or Teams URL). By directory: a file
         // covered alone shows again in running agents once it is replaced
         // by a rename (an editor, `keys rotate`).
-        let places: Vec<PathBuf> = self
-            .secret_files()
-            .into_iter()
+        let places: Vec<PathBuf> = secrets
+            .iter()
+            .cloned()
             .chain(c.loaded_from.clone())
             .flat_map(|f| {
                 let real = resolve_links(&f).real;
@@ -437,6 +412,8 @@ impl Daemon {
     }
 }
 
+/// What a root agent could rewrite to change its own rules or the record
+/// of what it did (`daemon_files` and `secret_files`) is made read-only.
 /// What to make read-only for these daemon files: each one's directory
 /// alone where it is the daemon's own (`dir_of`): a bind on the file too
 /// would add nothing, and a file replaced while `exec` sets up (the trail
