@@ -560,3 +560,66 @@ fn a_daemon_file_right_in_a_shared_directory_refuses_exec() {
         .expect_ok("the control, uid 65534");
     assert_eq!(far.wait_accepted(2), 2, "the controls' connections arrived");
 }
+
+#[test]
+fn a_credential_directory_the_policy_names_is_the_daemons_before_any_agent_runs() {
+    if !root_or_skip("a_credential_directory_the_policy_names_is_the_daemons_before_any_agent_runs")
+    {
+        return;
+    }
+    // A service's credential file in a directory right in /tmp that nobody
+    // has made yet, named by a policy pushed while the daemon runs: an
+    // agent making it first would choose the credential the gateway sends
+    // (a link to a file of its choosing), so exec used to refuse every
+    // agent. The daemon makes it, 0700, as it applies the policy.
+    let env = TestEnv::new("links-credential", &policy(ALLOWED)).laid_out_like_a_host();
+    let dir = LinkInTmp(std::path::PathBuf::from("/tmp").join(format!(
+        "palisade-{}links-credential-{}.d",
+        palisade_tests::run_tag(),
+        std::process::id()
+    )));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let key = dir.0.join("stripe-key");
+    let _d = DaemonProc::start(&env);
+    let far = TcpServer::start(ALLOWED);
+    let port = far.port();
+    env.write_policy(&format!(
+        "{}services:
+  - id: stripe
+    url: https://127.142.7.9
+    port: 9101
+    credential: {{header: Authorization, file: {}}}
+    routes:
+      - {{id: pay, method: POST, path: /v1/pay, action: create_payment}}
+",
+        policy(ALLOWED),
+        key.display()
+    ));
+    env.cli_ok(&["reload"]);
+    let meta = std::fs::metadata(&dir.0)
+        .unwrap_or_else(|e| panic!("the daemon made {}: {e}", dir.0.display()));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o7777),
+        (0, 0o700),
+        "the credential directory is the daemon's own"
+    );
+    // A root agent started now cannot put a credential there: the
+    // directory is out of its sight.
+    let plant = format!("echo forged > {} && echo made", key.display());
+    let o = exec(&env, "agent", Path::new("sh"), &["-c", &plant])
+        .output()
+        .unwrap_or_else(|e| panic!("exec: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("made") && !key.exists(),
+        "a root agent planted the credential: {err}"
+    );
+    assert!(
+        !err.contains("refusing to run the agent"),
+        "the agent runs: {err}"
+    );
+    // The control: the agent started and works as its policy says.
+    Probe::enrolled(&env, "agent", &["tcp", ALLOWED, &port]).expect_ok("the control");
+    assert_eq!(far.wait_accepted(1), 1, "the control's connection arrived");
+}

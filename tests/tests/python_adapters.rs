@@ -314,7 +314,7 @@ fn example(name: &str, script: &str) -> Option<String> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{script}: {e}"));
-    let child = ChildGuard(Some(child));
+    let mut child = ChildGuard(Some(child));
     let pending = palisade_tests::wait_for(std::time::Duration::from_secs(60), || {
         let list: serde_json::Value =
             serde_json::from_str(&env.cli_ok(&["approvals", "--json"])).ok()?;
@@ -323,7 +323,12 @@ fn example(name: &str, script: &str) -> Option<String> {
             .find(|a| a["state"] == "pending")
             .cloned()
     })
-    .unwrap_or_else(|| panic!("{script}: no approval was asked for within 60 s"));
+    .unwrap_or_else(|| {
+        panic!(
+            "{script}: no approval was asked for within 60 s; the example printed:\n{}",
+            describe(&child.kill_and_collect())
+        )
+    });
     assert_eq!(pending["tool"], "stripe", "{pending}");
     let id = pending["id"]
         .as_str()
@@ -341,6 +346,15 @@ struct ChildGuard(Option<std::process::Child>);
 impl ChildGuard {
     fn wait(mut self) -> Output {
         let child = self.0.take().unwrap_or_else(|| panic!("waited twice"));
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("waiting for the example: {e}"))
+    }
+
+    /// Stops the example and returns what it had printed.
+    fn kill_and_collect(&mut self) -> Output {
+        let mut child = self.0.take().unwrap_or_else(|| panic!("collected twice"));
+        let _ = child.kill();
         child
             .wait_with_output()
             .unwrap_or_else(|e| panic!("waiting for the example: {e}"))

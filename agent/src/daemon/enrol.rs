@@ -246,12 +246,14 @@ impl Daemon {
             .collect()
     }
 
-    /// Make the missing directories of the daemon's files (mode 0700) at
-    /// start, before any agent runs: one the daemon made only when it
+    /// Make the missing directories of the daemon's files and of the
+    /// active policy's secrets (mode 0700), at start and as each policy
+    /// is applied, before an agent can: one the daemon made only when it
     /// first wrote there could be made first by an agent, in a shared
-    /// directory (`/tmp/palisade/elevations.json`), with a forgery in it.
+    /// directory (`/tmp/palisade/elevations.json`), with a forgery in it;
+    /// a credential file's could hold a credential of the agent's choosing.
     pub(super) fn make_own_directories(&self) {
-        for f in self.daemon_files() {
+        for f in self.daemon_files().into_iter().chain(self.secret_files()) {
             if let Some(dir) = f.parent().filter(|d| !d.exists())
                 && let Err(e) = std::fs::DirBuilder::new()
                     .recursive(true)

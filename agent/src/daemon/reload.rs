@@ -65,6 +65,9 @@ impl Daemon {
         });
         let active = Arc::new(ActivePolicy { policy, generation });
         let previous = self.active.swap(active.clone());
+        // The new policy's credential files may name directories not made
+        // yet (`/etc/palisade/secrets/`): the daemon's, before an agent's.
+        self.make_own_directories();
         self.gateway_commit();
         self.metrics
             .set_policy_identities(active.policy.identities.len() as u64);
