@@ -231,6 +231,7 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
         None::<&str>,
     )
     .map_err(|e| step("making the mount namespace private")(e.into()))?;
+    private_proc()?;
     // Paths that are not mount points become ones (bound onto themselves)
     // so that they can be remounted read-only below.
     let writable: Vec<&PathBuf> = if daemon.read_only_root {
@@ -377,6 +378,29 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
     })?;
     applied.namespaces = true;
     Ok(())
+}
+
+/// A /proc of the agent's own, `hidepid=ptraceable`: the host's /proc let a
+/// root agent write the per-process files of the daemon (same user, so
+/// the file modes allow it, and no ptrace check applies to them):
+/// `autogroup` (nice 19 for the daemon's whole session), `oom_score_adj`,
+/// `coredump_filter`. In this one a process the agent could not ptrace —
+/// the daemon, any process with capabilities the agent lacks, other
+/// users' — has no directory at all (`invisible` would not do: it lets
+/// members of its `gid=`, root's group by default, see everything, and a
+/// root agent can join any group). The host's /proc goes first, with
+/// what was mounted below it (`binfmt_misc`).
+fn private_proc() -> Result<(), ConfineError> {
+    umount2("/proc", MntFlags::MNT_DETACH)
+        .map_err(|e| step("unmounting the host's /proc")(e.into()))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("hidepid=ptraceable"),
+    )
+    .map_err(|e| step("mounting a /proc of the agent's own (hidepid)")(e.into()))
 }
 
 /// Whether `point` is still a mount point of this namespace.

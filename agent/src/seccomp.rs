@@ -25,6 +25,16 @@
 //!   user) `SCHED_IDLE`, nice 19 and pinned to one busy CPU, or lower its
 //!   limits, and starve every identity's gateway, DNS and decisions. (The
 //!   32-bit ABI gets them refused outright.)
+//! * User namespaces: `unshare` and `clone` with `CLONE_NEWUSER` are
+//!   refused, `setns` outright, and `clone3` (whose flags a filter cannot
+//!   read) answers `ENOSYS`, so C libraries fall back to `clone`. In a user
+//!   namespace of its own, with every id mapped (a root agent keeps
+//!   `CAP_SETUID`), an agent holds every capability exec dropped over
+//!   every file of the host: `CAP_DAC_OVERRIDE` read other users' secrets.
+//! * Kernel keyrings: `add_key`, `request_key` and `keyctl` are refused.
+//!   Keyrings are not namespaced: a root agent shares root's user keyring
+//!   with the host's root processes, read what they keep there and planted
+//!   keys they look up.
 //! * Typing into the terminal: `ioctl(TIOCSTI)` (push input into a tty's
 //!   queue) and `TIOCLINUX` (its console relative, which can paste) are
 //!   refused on every ABI. An agent run from an interactive shell shares
@@ -46,6 +56,9 @@ const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const DENY: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+const NOSYS: u32 = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+const BPF_JSET_K: u16 = 0x45;
+const CLONE_NEWUSER: u32 = 0x1000_0000;
 
 // struct seccomp_data offsets (arguments: their low 32 bits, which is all
 // the kernel reads of an `int` argument).
@@ -79,6 +92,11 @@ struct Abi {
     ioprio_set: Option<u32>,
     /// Judged by its request (`TIOCSTI`, `TIOCLINUX` refused).
     ioctl: u32,
+    /// `unshare` and `clone`: their first argument holds the namespace
+    /// flags; refused with `CLONE_NEWUSER`.
+    ns_flags: &'static [u32],
+    /// `clone3`: answers `ENOSYS` (its flags are behind a pointer).
+    clone3: u32,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -91,7 +109,8 @@ mod arch {
     pub const NATIVE: Abi = Abi {
         socket: Some(41),
         socketpair: Some(53),
-        always: &[425, 426, 427],
+        // io_uring_*; add_key, request_key, keyctl; setns.
+        always: &[425, 426, 427, 248, 249, 250, 308],
         ptrace: &[101, 310, 311, 438],
         // sched_setparam, sched_setscheduler, sched_setaffinity,
         // migrate_pages, move_pages, prlimit64, sched_setattr.
@@ -99,21 +118,29 @@ mod arch {
         setpriority: Some(141),
         ioprio_set: Some(251),
         ioctl: 16,
+        // unshare, clone.
+        ns_flags: &[272, 56],
+        clone3: 435,
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
         socketpair: None,
         // socketcall, socket, socketpair, io_uring_*; setpriority,
         // sched_setparam, sched_setscheduler, sched_setaffinity,
-        // ioprio_set, migrate_pages, move_pages, prlimit64, sched_setattr.
+        // ioprio_set, migrate_pages, move_pages, prlimit64, sched_setattr;
+        // add_key, request_key, keyctl; setns.
         always: &[
-            102, 359, 360, 425, 426, 427, 97, 154, 156, 241, 289, 294, 317, 340, 351,
+            102, 359, 360, 425, 426, 427, 97, 154, 156, 241, 289, 294, 317, 340, 351, 286, 287,
+            288, 346,
         ],
         ptrace: &[26, 347, 348, 438],
         own_pid: &[],
         setpriority: None,
         ioprio_set: None,
         ioctl: 54,
+        // unshare, clone.
+        ns_flags: &[310, 120],
+        clone3: 435,
     };
 }
 
@@ -126,24 +153,31 @@ mod arch {
     pub const NATIVE: Abi = Abi {
         socket: Some(198),
         socketpair: Some(199),
-        always: &[425, 426, 427],
+        // io_uring_*; add_key, request_key, keyctl; setns.
+        always: &[425, 426, 427, 217, 218, 219, 268],
         ptrace: &[117, 270, 271, 438],
         own_pid: &[118, 119, 122, 238, 239, 261, 274],
         setpriority: Some(140),
         ioprio_set: Some(30),
         ioctl: 29,
+        // unshare, clone.
+        ns_flags: &[97, 220],
+        clone3: 435,
     };
     pub const COMPAT: Abi = Abi {
         socket: None,
         socketpair: None,
         always: &[
-            281, 288, 425, 426, 427, 97, 154, 156, 241, 314, 344, 369, 380, 400,
+            281, 288, 425, 426, 427, 97, 154, 156, 241, 314, 344, 369, 380, 400, 309, 310, 311, 375,
         ],
         ptrace: &[26, 376, 377, 438],
         own_pid: &[],
         setpriority: None,
         ioprio_set: None,
         ioctl: 54,
+        // unshare, clone.
+        ns_flags: &[337, 120],
+        clone3: 435,
     };
 }
 
@@ -188,6 +222,11 @@ impl Asm {
     }
     fn jeq(&mut self, k: u32, to: &'static str) -> &mut Self {
         self.0.push(Op::Jump(BPF_JEQ_K, k, To::L(to), To::Next));
+        self
+    }
+    /// Jump when any bit of `k` is set.
+    fn jset(&mut self, k: u32, to: &'static str) -> &mut Self {
+        self.0.push(Op::Jump(BPF_JSET_K, k, To::L(to), To::Next));
         self
     }
     fn jge(&mut self, k: u32, to: &'static str) -> &mut Self {
@@ -267,6 +306,10 @@ fn program(opts: FilterOptions) -> Vec<Insn> {
         }
     }
     let _ = (arch::COMPAT.socket, arch::COMPAT.socketpair);
+    for nr in arch::COMPAT.ns_flags {
+        a.jeq(*nr, "ns_flags");
+    }
+    a.jeq(arch::COMPAT.clone3, "nosys");
     a.jeq(arch::COMPAT.ioctl, "ioctl");
     a.ret(SECCOMP_RET_ALLOW);
 
@@ -297,8 +340,19 @@ fn program(opts: FilterOptions) -> Vec<Insn> {
     if let Some(nr) = arch::NATIVE.ioprio_set {
         a.jeq(nr, "ioprio_set");
     }
+    for nr in arch::NATIVE.ns_flags {
+        a.jeq(*nr, "ns_flags");
+    }
+    a.jeq(arch::NATIVE.clone3, "nosys");
     a.jeq(arch::NATIVE.ioctl, "ioctl");
     a.ret(SECCOMP_RET_ALLOW);
+
+    // unshare(flags) and clone(flags, …): no user namespace.
+    a.label("ns_flags")
+        .load(ARG0)
+        .jset(CLONE_NEWUSER, "deny")
+        .ret(SECCOMP_RET_ALLOW);
+    a.label("nosys").ret(NOSYS);
 
     // ioctl(fd, request, …): no typing into a terminal.
     a.label("ioctl")

@@ -1,6 +1,8 @@
 """An agent trying to starve the daemon: re-schedule each of its threads
 (SCHED_IDLE, nice 19, pinned to one CPU), renice every process of its user,
-make the daemon the OOM killer's first choice, and make itself real-time.
+make the daemon the OOM killer's first choice, lower its whole session's
+CPU share (its autogroup's nice), change what a crash of it dumps, and make
+itself real-time.
 Then the same on itself (allowed). Prints one JSON object: each attempt
 and its outcome ("ok" or the errno name).
 
@@ -23,8 +25,13 @@ def attempt(results, name, f):
 
 def main():
     pid = int(sys.argv[1])
-    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     r = {}
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError as e:
+        # Its /proc directory out of sight: the main thread by its pid.
+        r["see-daemon"] = errno.errorcode.get(e.errno, str(e.errno))
+        tids = [pid]
     for i, tid in enumerate(tids[:3]):
         attempt(r, f"idle-{i}", lambda: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
         attempt(r, f"nice-{i}", lambda: os.setpriority(os.PRIO_PROCESS, tid, 19))
@@ -37,6 +44,15 @@ def main():
             f.write("1000")
 
     attempt(r, "oom", oom)
+
+    def write(name, text):
+        def f():
+            with open(f"/proc/{pid}/{name}", "w") as out:
+                out.write(text)
+        return f
+
+    attempt(r, "autogroup", write("autogroup", "19"))
+    attempt(r, "coredump", write("coredump_filter", "0xff"))
     attempt(r, "fifo-self", lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10)))
     # Lower its own priority a step (raising it needs CAP_SYS_NICE).
     own = os.getpriority(os.PRIO_PROCESS, 0)

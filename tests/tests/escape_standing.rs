@@ -2,10 +2,11 @@
 //! re-scheduling its threads (SCHED_IDLE, nice 19, pinned to one CPU),
 //! renicing every process of its user, making the daemon the OOM killer's
 //! first choice, making itself real-time. Under `palisade exec` the
-//! scheduling calls reach only the agent itself, as root and unprivileged;
-//! what gets through (a root agent's write to the daemon's
-//! `oom_score_adj`, or anything from an agent without the seccomp filter)
-//! is put back by the daemon within seconds and recorded.
+//! scheduling calls reach only the agent itself, as root and unprivileged,
+//! and the daemon's /proc files (`oom_score_adj`, `autogroup`,
+//! `coredump_filter`) are out of sight; what an agent without exec's
+//! confinement does (here: the host) is put back by the daemon within
+//! seconds and recorded.
 
 use std::{path::Path, time::Duration};
 
@@ -41,6 +42,13 @@ fn attempts(env: &TestEnv, daemon: u32, unprivileged: bool) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_string()
 }
 
 /// The daemon's standing as the host sees it: (scheduling class, nice,
@@ -107,8 +115,9 @@ fn an_agent_cannot_starve_the_daemon() {
                 "nice-self" | "pin-self" => true,
                 // Real-time for itself needs CAP_SYS_NICE, which exec drops.
                 "fifo-self" => false,
-                // The kernel's file permissions decide; the daemon restores.
-                "oom" => outcome == "ok",
+                // The daemon's /proc files are out of an exec agent's
+                // sight (its /proc hides processes it cannot ptrace).
+                "oom" | "autogroup" | "coredump" | "see-daemon" => false,
                 _ => false,
             };
             assert_eq!(
@@ -152,6 +161,17 @@ fn an_agent_cannot_starve_the_daemon() {
         );
     }
     std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000").unwrap_or_else(|e| panic!("{e}"));
+    let autogroup = format!("/proc/{pid}/autogroup");
+    let coredump = format!("/proc/{pid}/coredump_filter");
+    let (autogroup0, coredump0) = (read(&autogroup), read(&coredump));
+    std::fs::write(&autogroup, "19").unwrap_or_else(|e| panic!("{autogroup}: {e}"));
+    std::fs::write(&coredump, "0xff").unwrap_or_else(|e| panic!("{coredump}: {e}"));
+    assert!(
+        read(&autogroup) != autogroup0 && read(&coredump) != coredump0,
+        "control: the writes took: {} {}",
+        read(&autogroup),
+        read(&coredump)
+    );
     assert!(
         !untouched(pid, nice0, cpus, &oom),
         "control: the settings took"
@@ -160,16 +180,22 @@ fn an_agent_cannot_starve_the_daemon() {
         untouched(pid, nice0, cpus, &oom).then_some(())
     });
     assert!(restored.is_some(), "not restored: {:?}", standing(pid));
+    let back = wait_for(Duration::from_secs(5), || {
+        (read(&autogroup) == autogroup0 && read(&coredump) == coredump0).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "autogroup and coredump_filter put back: {} {}",
+        read(&autogroup),
+        read(&coredump)
+    );
     let ev = env.wait_audit("the correction is recorded", |e| {
-        e["reason"] == "daemon-tampered"
+        e["reason"] == "daemon-tampered" && e["detail"].as_str().unwrap_or("").contains("autogroup")
     });
     assert_eq!(ev["kind"], "daemon", "{ev}");
-    assert!(
-        ev["detail"]
-            .as_str()
-            .unwrap_or("")
-            .contains("oom_score_adj"),
-        "{ev}"
-    );
+    env.wait_audit("the oom_score_adj correction is recorded", |e| {
+        e["reason"] == "daemon-tampered"
+            && e["detail"].as_str().unwrap_or("").contains("oom_score_adj")
+    });
     drop(daemon);
 }

@@ -500,7 +500,7 @@ fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<Pa
 /// The directory of a daemon file, when it is the daemon's own (not a
 /// shared one such as /tmp or /var/log, whose other files are not ours to
 /// freeze); else the file itself.
-fn dir_of(file: &std::path::Path) -> &std::path::Path {
+pub(crate) fn dir_of(file: &std::path::Path) -> &std::path::Path {
     const SHARED: &[&str] = &[
         "/", "/etc", "/tmp", "/var", "/var/lib", "/var/log", "/var/tmp", "/run", "/home", "/root",
         "/usr", "/opt", "/srv",

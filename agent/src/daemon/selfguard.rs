@@ -1,11 +1,12 @@
 //! The daemon keeps its own standing: every second it checks that nothing
 //! has re-scheduled it (scheduling class, nice value, CPU affinity of each
-//! of its threads) or made it the OOM killer's first choice
-//! (`oom_score_adj`), and puts back what it started with. An agent running
-//! as root shares the daemon's user: agents started with `palisade exec`
-//! cannot re-schedule other processes (seccomp) but can still write the
-//! daemon's `oom_score_adj`; agents selected by cgroup have no seccomp
-//! filter at all. Each correction is an audit record (`reason:
+//! of its threads, the nice value of its session's autogroup) or made it
+//! the OOM killer's first choice (`oom_score_adj`) or changed what a crash
+//! of it would dump (`coredump_filter`), and puts back what it started
+//! with. An agent running as root shares the daemon's user: agents started
+//! with `palisade exec` can neither re-schedule other processes (seccomp)
+//! nor see the daemon's /proc files (their /proc hides it); agents
+//! selected by cgroup have neither. Each correction is an audit record (`reason:
 //! daemon-tampered`), so the operator learns that an agent tried.
 
 use std::{sync::Arc, time::Duration};
@@ -21,14 +22,23 @@ const PERIOD: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 struct Standing {
     oom_score_adj: Option<String>,
+    coredump_filter: Option<String>,
+    /// The nice value of the daemon's autogroup (the CPU share of its
+    /// whole session, where the kernel groups by session).
+    autogroup: Option<i32>,
     nice: i32,
     affinity: libc::cpu_set_t,
 }
 
-fn read_oom() -> Option<String> {
-    std::fs::read_to_string("/proc/self/oom_score_adj")
+fn read_own(file: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// `/autogroup-6 nice 19` → 19; none where the kernel has no autogroups.
+fn autogroup_nice() -> Option<i32> {
+    read_own("autogroup")?.rsplit(' ').next()?.parse().ok()
 }
 
 fn affinity(tid: i32) -> Option<libc::cpu_set_t> {
@@ -62,12 +72,35 @@ fn threads() -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// The autogroup's nice at start, put back to 0 where it was raised: it is
+/// the session's, so a daemon restarted from a session an agent reniced
+/// would inherit the starved share (and the standing it guards).
+fn full_share_autogroup() -> Option<i32> {
+    let nice = autogroup_nice()?;
+    if nice > 0 {
+        if std::fs::write("/proc/self/autogroup", "0").is_ok() {
+            warn!(
+                nice,
+                "the daemon's session had a reduced CPU share (autogroup nice); set to 0"
+            );
+            return Some(0);
+        }
+        warn!(
+            nice,
+            "the daemon's session has a reduced CPU share (autogroup nice) that cannot be reset"
+        );
+    }
+    Some(nice)
+}
+
 impl Standing {
     fn now() -> Option<Self> {
         // SAFETY: gettid has no arguments.
         let me = unsafe { libc::gettid() };
         Some(Self {
-            oom_score_adj: read_oom(),
+            oom_score_adj: read_own("oom_score_adj"),
+            coredump_filter: read_own("coredump_filter"),
+            autogroup: full_share_autogroup(),
             nice: nice(me),
             affinity: affinity(me)?,
         })
@@ -76,13 +109,32 @@ impl Standing {
     /// Put back what differs; what was put back, for the record.
     fn restore(&self) -> Vec<String> {
         let mut fixed = Vec::new();
-        if let (Some(want), Some(now)) = (&self.oom_score_adj, read_oom())
-            && &now != want
-        {
-            if std::fs::write("/proc/self/oom_score_adj", want).is_ok() {
-                fixed.push(format!("oom_score_adj {now} → {want}"));
+        let autogroup = self.autogroup.map(|n| n.to_string());
+        for (file, want) in [
+            ("oom_score_adj", &self.oom_score_adj),
+            ("coredump_filter", &self.coredump_filter),
+            ("autogroup", &autogroup),
+        ] {
+            let now = if file == "autogroup" {
+                autogroup_nice().map(|n| n.to_string())
             } else {
-                fixed.push(format!("oom_score_adj {now} (could not restore {want})"));
+                read_own(file)
+            };
+            if let (Some(want), Some(now)) = (want, now)
+                && &now != want
+            {
+                // coredump_filter reads as hex digits, and a leading 0
+                // would make them octal when written back.
+                let text = if file == "coredump_filter" {
+                    format!("0x{want}")
+                } else {
+                    want.clone()
+                };
+                if std::fs::write(format!("/proc/self/{file}"), text).is_ok() {
+                    fixed.push(format!("{file} {now} → {want}"));
+                } else {
+                    fixed.push(format!("{file} {now} (could not restore {want})"));
+                }
             }
         }
         for tid in threads() {

@@ -52,6 +52,7 @@ pub fn checks(config: &Config, mounts: &MountResults) -> Vec<Check> {
         tracefs(mounts),
         lsm_list(mounts),
         landlock(),
+        secrets_layout(config),
     ]
 }
 
@@ -355,6 +356,63 @@ fn lsm_list(mounts: &MountResults) -> Check {
     }
 }
 
+/// Where the daemon's secrets lie decides how well `palisade exec` hides
+/// them: a directory of their own is covered whole, so a secret replaced
+/// by a rename stays hidden; one right in a shared directory, or beside
+/// the API socket (which agents must reach), is covered file by file, and
+/// its replacement (`keys rotate`, an editor) shows in agents already
+/// running.
+fn secrets_layout(config: &Config) -> Check {
+    let socket_dir = config.socket.parent().map(|d| {
+        let d = std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
+        std::fs::canonicalize(&d).unwrap_or(d)
+    });
+    let secrets = std::iter::once(("the token signing key", config.tokens.key_file.clone()))
+        .chain(config.loaded_from.clone().map(|f| ("the config file", f)))
+        .chain(
+            config
+                .approvals
+                .notify
+                .iter()
+                .filter_map(|t| t.secret_file.clone())
+                .map(|f| ("a notifier's secret", f)),
+        );
+    let mut alone = Vec::new();
+    for (what, file) in secrets {
+        let file = std::path::absolute(&file).unwrap_or(file);
+        let dir = crate::daemon::enrol::dir_of(&file);
+        let dir_real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if dir == file.as_path() {
+            alone.push(format!(
+                "{what} ({}) sits directly in a shared directory",
+                file.display()
+            ));
+        } else if socket_dir
+            .as_ref()
+            .is_some_and(|s| s.starts_with(&dir_real))
+        {
+            alone.push(format!(
+                "{what} ({}) shares its directory with the API socket",
+                file.display()
+            ));
+        }
+    }
+    if alone.is_empty() {
+        return Check::ok(
+            "secrets-layout",
+            "the daemon's secrets lie in directories of their own: agents cannot see them, even once replaced",
+        );
+    }
+    Check::warn(
+        "secrets-layout",
+        format!(
+            "{}: agents see an empty file there, but agents already running see its replacement once it is replaced by a rename (`keys rotate`, an editor)",
+            alone.join("; ")
+        ),
+        "give the key, the config and notifier secrets a directory apart from the socket's (the defaults do: /var/lib/palisade, /etc/palisade, /run/palisade)",
+    )
+}
+
 /// What `palisade exec` can do to keep an agent from other processes.
 fn landlock() -> Check {
     let support = crate::landlock::Support::probe();
@@ -385,5 +443,45 @@ mod tests {
         assert_eq!(parse_release("6.18.44-fc-v782"), Some((6, 18)));
         assert_eq!(parse_release("5.4.0-150-generic"), Some((5, 4)));
         assert_eq!(parse_release("garbage"), None);
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::doctor::Level;
+
+    #[test]
+    fn a_key_beside_the_socket_or_right_in_tmp_is_reported_and_the_defaults_are_not() {
+        let base = std::env::temp_dir().join(format!("palisade-layout-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("run")).unwrap();
+        std::fs::create_dir_all(base.join("lib")).unwrap();
+        let mut config = Config::default();
+        assert_eq!(secrets_layout(&config).level, Level::Ok, "the defaults");
+        config.socket = base.join("run/palisade.sock");
+        config.tokens.key_file = base.join("run/keys.yaml");
+        let beside = secrets_layout(&config);
+        assert_eq!(beside.level, Level::Warn);
+        assert!(
+            beside
+                .detail
+                .contains("shares its directory with the API socket"),
+            "{}",
+            beside.detail
+        );
+        config.tokens.key_file = PathBuf::from("/tmp/palisade-keys.yaml");
+        let shared = secrets_layout(&config);
+        assert!(
+            shared.detail.contains("directly in a shared directory"),
+            "{}",
+            shared.detail
+        );
+        config.tokens.key_file = base.join("lib/keys.yaml");
+        assert_eq!(
+            secrets_layout(&config).level,
+            Level::Ok,
+            "a directory of its own"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }
