@@ -34,7 +34,10 @@ struct HostKey(libc::c_long);
 
 impl HostKey {
     fn add(desc: &str, payload: &str) -> Self {
-        let (kind, desc) = (c"user", std::ffi::CString::new(desc).unwrap());
+        let (kind, desc) = (
+            c"user",
+            std::ffi::CString::new(desc).unwrap_or_else(|e| panic!("{e}")),
+        );
         // SAFETY: add_key with valid strings and a payload of its length.
         let id = unsafe {
             libc::syscall(
