@@ -336,13 +336,31 @@ fn namespaces(daemon: &DaemonPaths, applied: &mut Applied) -> Result<(), Confine
         let whole = daemon.read_only_root
             && m.fstype != "proc"
             && !writable.iter().any(|w| m.point.starts_with(w));
-        let read_only = protected || whole;
-        if m.fstype == "bpf" {
-            umount2(&m.point, MntFlags::MNT_DETACH).map_err(|e| {
-                step(format!("unmounting bpffs at {}", m.point.display()))(e.into())
-            })?;
-            applied.hidden.push(m.point.clone());
-        } else if read_only && !m.read_only {
+        // Another procfs (a chroot's, a container's) would show every
+        // process again, the daemon's files included: gone like bpffs.
+        let other_proc = m.fstype == "proc" && !m.point.starts_with("/proc");
+        let read_only = protected || whole || other_proc;
+        if m.fstype == "bpf" || other_proc {
+            match umount2(&m.point, MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    applied.hidden.push(m.point.clone());
+                    continue;
+                }
+                // Below a mount taken away already.
+                Err(_) if !still_mounted(&m.point) => continue,
+                // Listed twice (bound along with a directory above it):
+                // what the path shows now is no procfs.
+                Err(_) if other_proc && !is_procfs(&m.point) => continue,
+                // A procfs that stays is made read-only below.
+                Err(_) if other_proc => {}
+                Err(e) => {
+                    return Err(step(format!("unmounting bpffs at {}", m.point.display()))(
+                        e.into(),
+                    ));
+                }
+            }
+        }
+        if read_only && !m.read_only {
             match remount_read_only(m) {
                 // Unmounted since mountinfo was read (another namespace's
                 // bind, a container going away, a file bound here replaced
@@ -401,6 +419,11 @@ fn private_proc() -> Result<(), ConfineError> {
         Some("hidepid=ptraceable"),
     )
     .map_err(|e| step("mounting a /proc of the agent's own (hidepid)")(e.into()))
+}
+
+fn is_procfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
 }
 
 /// Whether `point` is still a mount point of this namespace.

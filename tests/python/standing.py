@@ -6,7 +6,7 @@ itself real-time.
 Then the same on itself (allowed). Prints one JSON object: each attempt
 and its outcome ("ok" or the errno name).
 
-    standing.py DAEMON_PID
+    standing.py DAEMON_PID [OTHER_PROC_MOUNT]
 """
 
 import errno
@@ -53,6 +53,15 @@ def main():
 
     attempt(r, "autogroup", write("autogroup", "19"))
     attempt(r, "coredump", write("coredump_filter", "0xff"))
+    if len(sys.argv) > 2:
+        # Another procfs mounted on the host (a chroot's): the same files.
+        other = sys.argv[2]
+
+        def other_autogroup():
+            with open(f"{other}/{pid}/autogroup", "w") as out:
+                out.write("19")
+
+        attempt(r, "other-proc-autogroup", other_autogroup)
     attempt(r, "fifo-self", lambda: os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10)))
     # Lower its own priority a step (raising it needs CAP_SYS_NICE).
     own = os.getpriority(os.PRIO_PROCESS, 0)

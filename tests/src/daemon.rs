@@ -19,16 +19,27 @@ impl DaemonProc {
     }
 
     pub fn start_with(env: &TestEnv, extra_args: &[&str]) -> Self {
-        Self::spawn(env, extra_args, None)
+        Self::spawn(env, extra_args, None, false)
+    }
+
+    /// Start the daemon in a session of its own, so that it alone is in
+    /// its autogroup (the kernel groups CPU shares by session).
+    pub fn start_in_own_session(env: &TestEnv) -> Self {
+        Self::spawn(env, &[], None, true)
     }
 
     /// Start the daemon inside `cgroup` (a directory with `cgroup.procs`,
     /// of any hierarchy: a memory cgroup of its own, say).
     pub fn start_in_cgroup(env: &TestEnv, cgroup: &std::path::Path) -> Self {
-        Self::spawn(env, &[], Some(cgroup))
+        Self::spawn(env, &[], Some(cgroup), false)
     }
 
-    fn spawn(env: &TestEnv, extra_args: &[&str], cgroup: Option<&std::path::Path>) -> Self {
+    fn spawn(
+        env: &TestEnv,
+        extra_args: &[&str],
+        cgroup: Option<&std::path::Path>,
+        own_session: bool,
+    ) -> Self {
         let log = env.dir.join(format!(
             "daemon-{}.log",
             std::time::SystemTime::now()
@@ -47,6 +58,18 @@ impl DaemonProc {
             .stderr(logfile);
         if let Some(cgroup) = cgroup {
             crate::probe::enter_cgroup(&mut cmd, cgroup);
+        }
+        if own_session {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd
             .spawn()

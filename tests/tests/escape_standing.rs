@@ -19,18 +19,19 @@ use serde_json::Value;
 
 const POLICY: &str = "version: 1\nidentities:\n  - id: agent\n    egress:\n      allow:\n        - {cidr: 127.0.0.1, ports: [1], protocol: tcp}\n";
 
-fn attempts(env: &TestEnv, daemon: u32, unprivileged: bool) -> Value {
+fn attempts(env: &TestEnv, daemon: u32, unprivileged: bool, other_proc: &Path) -> Value {
     let script = python_dir().join("standing.py");
     let script = script.to_string_lossy().to_string();
     let pid = daemon.to_string();
+    let other = other_proc.to_string_lossy().to_string();
     let out = if unprivileged {
-        exec_unprivileged(env, "agent", "/usr/bin/python3", &[&script, &pid])
+        exec_unprivileged(env, "agent", "/usr/bin/python3", &[&script, &pid, &other])
     } else {
         exec(
             env,
             "agent",
             Path::new("/usr/bin/python3"),
-            &[&script, &pid],
+            &[&script, &pid, &other],
         )
     }
     .output()
@@ -42,6 +43,32 @@ fn attempts(env: &TestEnv, daemon: u32, unprivileged: bool) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// A procfs mounted at a path of the test's, unmounted on drop.
+struct OtherProc(std::path::PathBuf);
+
+impl OtherProc {
+    fn mount(at: &Path) -> Self {
+        std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "mounting a second procfs at {}", at.display());
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for OtherProc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 fn read(path: &str) -> String {
@@ -97,7 +124,9 @@ fn an_agent_cannot_starve_the_daemon() {
         return;
     }
     let env = TestEnv::new("standing", POLICY);
-    let daemon = DaemonProc::start(&env);
+    // Alone in its autogroup: another daemon of the same session would put
+    // a shared autogroup back before this one looked.
+    let daemon = DaemonProc::start_in_own_session(&env);
     let pid = daemon.pid();
     let (threads, oom) = standing(pid);
     let (nice0, cpus) = threads.first().map_or((0, 0), |t| (t.1, t.2));
@@ -106,8 +135,23 @@ fn an_agent_cannot_starve_the_daemon() {
         "the daemon starts normal: {threads:?}"
     );
 
+    // A second procfs on the host, as a chroot or container has one.
+    // Outside the daemon's directories, which exec makes read-only.
+    let other_proc = OtherProc::mount(&std::env::temp_dir().join(format!(
+        "palisade-test-{}standing-proc-{}",
+        palisade_tests::run_tag(),
+        std::process::id()
+    )));
+    assert!(
+        other_proc
+            .0
+            .join(pid.to_string())
+            .join("autogroup")
+            .exists(),
+        "control: the daemon's files in the second procfs, from the host"
+    );
     for unprivileged in [false, true] {
-        let r = attempts(&env, pid, unprivileged);
+        let r = attempts(&env, pid, unprivileged, &other_proc.0);
         for (name, outcome) in r.as_object().unwrap_or_else(|| panic!("{r}")) {
             let mine = name.ends_with("-self");
             let want_ok = match name.as_str() {
@@ -117,7 +161,7 @@ fn an_agent_cannot_starve_the_daemon() {
                 "fifo-self" => false,
                 // The daemon's /proc files are out of an exec agent's
                 // sight (its /proc hides processes it cannot ptrace).
-                "oom" | "autogroup" | "coredump" | "see-daemon" => false,
+                "oom" | "autogroup" | "coredump" | "see-daemon" | "other-proc-autogroup" => false,
                 _ => false,
             };
             assert_eq!(

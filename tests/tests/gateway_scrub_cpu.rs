@@ -5,7 +5,9 @@
 //! scrubber that read on only while a guess matched would spend more on a
 //! right guess, and any process that can read the daemon's
 //! `/proc/<pid>/task/*/schedstat` would read the credential a character at
-//! a time. Real daemon, the HTTPS job runner of the gateway fixture,
+//! a time. Agents under exec cannot (their /proc does not show the
+//! daemon); the test hands the agent the daemon's files opened outside,
+//! as a process with the host's view would read them. Real daemon, the HTTPS job runner of the gateway fixture,
 //! Python's own HTTP client enrolled with `palisade exec` as root and as
 //! uid 65534, measuring the daemon's CPU as the attacker does.
 
@@ -26,8 +28,13 @@ const AGENT: &str = r#"
 import glob, http.client, json, random, sys
 host, port, dpid, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 texts = json.loads(sys.argv[5])
+ask = len(sys.argv) > 6 and sys.argv[6] == "ask"
 def cpu():
     t, seen = 0, False
+    if ask:
+        # Read for the agent outside it, by a process with the host's view.
+        print("cpu", flush=True)
+        return int(sys.stdin.readline())
     for f in glob.glob("/proc/%s/task/*/schedstat" % dpid):
         try:
             t += int(open(f).read().split()[0]); seen = True
@@ -82,12 +89,29 @@ fn median(v: &[f64]) -> f64 {
 /// Rounds of the three texts measured (after one to warm up).
 const ROUNDS: usize = 30;
 
-fn measure(f: &Fixture, root: bool, texts: &Value) -> Option<Value> {
+/// The daemon's CPU time (ns, all its threads), read here: what an
+/// attacker with the host's view of /proc reads (an agent selected by
+/// cgroup), asked for by the agent under exec, whose /proc does not show
+/// the daemon.
+fn daemon_cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `host_view`: the daemon's CPU is read here for the agent; else the
+/// agent reads it itself, through its own /proc.
+fn measure(f: &Fixture, root: bool, texts: &Value, host_view: bool) -> Option<Value> {
+    use std::io::{BufRead, Write};
     let gw = f.gateway();
-    let pid = f.daemon_pid().to_string();
+    let daemon = f.daemon_pid();
+    let pid = daemon.to_string();
     let texts = texts.to_string();
     let rounds = ROUNDS.to_string();
-    let args = [
+    let mut args = vec![
         "-c",
         AGENT,
         gw.as_str(),
@@ -96,9 +120,32 @@ fn measure(f: &Fixture, root: bool, texts: &Value) -> Option<Value> {
         rounds.as_str(),
         texts.as_str(),
     ];
-    let out = exec_as(&f.env, "finance-agent", root, "/usr/bin/python3", &args)
-        .output()
+    if host_view {
+        args.push("ask");
+    }
+    let mut child = exec_as(&f.env, "finance-agent", root, "/usr/bin/python3", &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("agent: {e}"));
+    let mut to_agent = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let from_agent =
+        std::io::BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+    let mut printed = Vec::new();
+    for line in from_agent.lines() {
+        let line = line.unwrap_or_else(|e| panic!("agent output: {e}"));
+        if line == "cpu" {
+            writeln!(to_agent, "{}", daemon_cpu_ns(daemon)).unwrap_or_else(|e| panic!("{e}"));
+        } else {
+            printed.push(line);
+        }
+    }
+    drop(to_agent);
+    let mut out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("agent: {e}"));
+    out.stdout = printed.join("\n").into_bytes();
     assert!(
         out.status.success(),
         "agent: {}",
@@ -107,10 +154,9 @@ fn measure(f: &Fixture, root: bool, texts: &Value) -> Option<Value> {
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(&out.stdout)));
     if v["readable"] == false {
-        // The host keeps the daemon's accounting from this agent: the
-        // channel is closed before the scrubber is reached.
-        assert!(!root, "root reads every process's schedstat");
-        eprintln!("uid 65534 cannot read the daemon's schedstat here");
+        // The agent's /proc does not show the daemon: the channel is
+        // closed before the scrubber is reached.
+        assert!(!host_view, "the host's reading reached the agent");
         return None;
     }
     Some(v["ms"].clone())
@@ -135,9 +181,17 @@ fn the_daemons_cpu_time_says_nothing_about_how_far_a_guess_matches() {
         // measurement sees a difference in work when there is one.
         "more": [format!("{wrong}{}", heavy()), size * 5 / 4],
     });
+    // Under exec the daemon's accounting is out of sight, root or not.
     for root in [true, false] {
-        let Some(ms) = measure(&f, root, &texts) else {
-            continue;
+        assert!(
+            measure(&f, root, &texts, false).is_none(),
+            "an exec agent (root {root}) read the daemon's schedstat"
+        );
+    }
+    // Someone with the host's view of /proc reads it (here: for the agent).
+    for root in [true, false] {
+        let Some(ms) = measure(&f, root, &texts, true) else {
+            panic!("the host's reading reached the agent");
         };
         let series = |l: &str| -> Vec<f64> {
             ms[l]
