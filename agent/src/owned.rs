@@ -84,6 +84,52 @@ pub fn write_new_private(tmp: &Path, bytes: &[u8], sync: bool) -> std::io::Resul
     Ok(())
 }
 
+/// Who holds a lock on the file at `path` (from `/proc/locks`), as
+/// "pid N (command line)" each, for the error that stops a daemon whose
+/// instance lock is taken: an agent can hold it too, and the operator
+/// must learn which process to stop.
+pub fn lock_holders(path: &Path) -> String {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return "holder unknown".into();
+    };
+    let dev = meta.dev();
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut pids: Vec<u32> = locks
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        // `1: FLOCK ADVISORY WRITE 4242 00:1f:5678 0 EOF`; waiters carry
+        // a `->` after the number.
+        .filter(|f| f.len() >= 6 && f[1] != "->" && f[5] == id)
+        .filter_map(|f| f[4].parse().ok())
+        .collect();
+    pids.dedup();
+    if pids.is_empty() {
+        return "holder unknown".into();
+    }
+    pids.iter()
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    b.split(|c| *c == 0)
+                        .filter(|a| !a.is_empty())
+                        .take(4)
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            format!("pid {pid} ({cmd})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +171,23 @@ mod tests {
         assert!(aside.to_string_lossy().ends_with("state.json.untrusted-7"));
         assert!(!f.exists() && aside.exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_holder_of_a_lock_is_named() {
+        use nix::fcntl::{Flock, FlockArg};
+        let path =
+            std::env::temp_dir().join(format!("palisade-lock-holders-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(lock_holders(&path), "holder unknown");
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .unwrap_or_else(|(_, e)| panic!("{e}"));
+        let named = lock_holders(&path);
+        assert!(
+            named.starts_with(&format!("pid {} (", std::process::id())),
+            "{named}"
+        );
+        drop(lock);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
     }
 }

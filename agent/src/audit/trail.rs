@@ -26,9 +26,9 @@ pub enum TrailError {
         source: io::Error,
     },
     #[error(
-        "audit trail {0} is in use by another palisade daemon (it holds the trail's .lock file): stop it first; a new daemon adopts the kernel programs it leaves pinned"
+        "audit trail {0} is in use by another palisade daemon (it holds the trail's .lock file; held by: {1}): stop it first; a new daemon adopts the kernel programs it leaves pinned"
     )]
-    Locked(PathBuf),
+    Locked(PathBuf, String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TrailError + '_ {
@@ -179,8 +179,9 @@ impl TrailWriter {
             .write(true)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| TrailError::Locked(path.to_path_buf()))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            TrailError::Locked(path.to_path_buf(), crate::owned::lock_holders(&lock_path))
+        })?;
 
         let mut resumed = Resumed::default();
         let mut file = OpenOptions::new()
@@ -486,7 +487,7 @@ mod tests {
             assert_eq!(r.torn_bytes, 0);
             assert!(matches!(
                 TrailWriter::open(&path, opts.clone()),
-                Err(TrailError::Locked(_))
+                Err(TrailError::Locked(..))
             ));
             write(&mut w, 20);
         }

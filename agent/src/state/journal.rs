@@ -102,8 +102,9 @@ impl Journal {
             .mode(0o600)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-            .map_err(|_| StateError::InUse(path.to_path_buf()))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            StateError::InUse(path.to_path_buf(), crate::owned::lock_holders(&lock_path))
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
             sync,

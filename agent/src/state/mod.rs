@@ -98,9 +98,9 @@ pub enum StateError {
     #[error("state file {0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
     #[error(
-        "state file {0} is in use by another palisade daemon (it holds the .lock file next to it): stop it first"
+        "state file {0} is in use by another palisade daemon (it holds the .lock file next to it; held by: {1}): stop it first"
     )]
-    InUse(PathBuf),
+    InUse(PathBuf, String),
     #[error("state record: {0}")]
     Encode(String),
     #[error("the state journal is not open")]

@@ -72,7 +72,7 @@ fn records_survive_a_reopen_and_a_second_daemon_is_refused() {
         let seq = j.append(&used(n)).unwrap();
         j.durable(seq).unwrap();
     }
-    assert!(matches!(open(&cfg), Err(StateError::InUse(_))));
+    assert!(matches!(open(&cfg), Err(StateError::InUse(..))));
     j.close();
     drop(j);
     let again = open(&cfg).unwrap();
