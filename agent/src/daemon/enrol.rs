@@ -318,15 +318,11 @@ impl Daemon {
                 [f, real]
             })
             .collect();
-        let hidden = canonical(places.iter().map(|f| {
-            let dir = dir_of(f);
-            let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if dir != f.as_path() && !socket.starts_with(&dir_canon) {
-                dir
-            } else {
-                f.as_path()
-            }
-        }));
+        let hidden = canonical(
+            places
+                .iter()
+                .map(|f| hiding_dir(f, &socket).unwrap_or(f.as_path())),
+        );
         // What a covered directory holds is hidden with it.
         hidden
             .iter()
@@ -481,7 +477,7 @@ fn first_missing(path: &std::path::Path) -> Option<PathBuf> {
 
 /// A directory shared with the rest of the host (`dir_of`'s list, and
 /// `/` and its children).
-fn is_shared(dir: &std::path::Path) -> bool {
+pub(crate) fn is_shared(dir: &std::path::Path) -> bool {
     dir_of(&dir.join("-")) != dir
 }
 
@@ -497,10 +493,23 @@ fn canonical<'a>(paths: impl IntoIterator<Item = &'a std::path::Path>) -> Vec<Pa
     out
 }
 
+/// The directory exec covers whole to hide the secret `file`: its own
+/// directory, unless that is a shared one or holds the API socket
+/// (`socket`, canonical); `None` when the file is covered alone (and a
+/// replacement of it by a rename shows in running agents).
+pub(crate) fn hiding_dir<'a>(
+    file: &'a std::path::Path,
+    socket: &std::path::Path,
+) -> Option<&'a std::path::Path> {
+    let dir = dir_of(file);
+    let dir_canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    (dir != file && !socket.starts_with(&dir_canon)).then_some(dir)
+}
+
 /// The directory of a daemon file, when it is the daemon's own (not a
 /// shared one such as /tmp or /var/log, whose other files are not ours to
 /// freeze); else the file itself.
-pub(crate) fn dir_of(file: &std::path::Path) -> &std::path::Path {
+fn dir_of(file: &std::path::Path) -> &std::path::Path {
     const SHARED: &[&str] = &[
         "/", "/etc", "/tmp", "/var", "/var/lib", "/var/log", "/var/tmp", "/run", "/home", "/root",
         "/usr", "/opt", "/srv",

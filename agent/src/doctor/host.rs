@@ -363,10 +363,8 @@ fn lsm_list(mounts: &MountResults) -> Check {
 /// its replacement (`keys rotate`, an editor) shows in agents already
 /// running.
 fn secrets_layout(config: &Config) -> Check {
-    let socket_dir = config.socket.parent().map(|d| {
-        let d = std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
-        std::fs::canonicalize(&d).unwrap_or(d)
-    });
+    let socket = std::path::absolute(&config.socket).unwrap_or_else(|_| config.socket.clone());
+    let socket = std::fs::canonicalize(&socket).unwrap_or(socket);
     let secrets = std::iter::once(("the token signing key", config.tokens.key_file.clone()))
         .chain(config.loaded_from.clone().map(|f| ("the config file", f)))
         .chain(
@@ -380,22 +378,22 @@ fn secrets_layout(config: &Config) -> Check {
     let mut alone = Vec::new();
     for (what, file) in secrets {
         let file = std::path::absolute(&file).unwrap_or(file);
-        let dir = crate::daemon::enrol::dir_of(&file);
-        let dir_real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        if dir == file.as_path() {
-            alone.push(format!(
+        if crate::daemon::enrol::hiding_dir(&file, &socket).is_some() {
+            continue;
+        }
+        // Covered alone: its directory is shared, or holds the socket.
+        let shared = file.parent().is_none_or(crate::daemon::enrol::is_shared);
+        alone.push(if shared {
+            format!(
                 "{what} ({}) sits directly in a shared directory",
                 file.display()
-            ));
-        } else if socket_dir
-            .as_ref()
-            .is_some_and(|s| s.starts_with(&dir_real))
-        {
-            alone.push(format!(
+            )
+        } else {
+            format!(
                 "{what} ({}) shares its directory with the API socket",
                 file.display()
-            ));
-        }
+            )
+        });
     }
     if alone.is_empty() {
         return Check::ok(
